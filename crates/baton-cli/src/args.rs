@@ -1,0 +1,461 @@
+//! The command line, as clap types. Names and flags here are a contract: external checks
+//! and agents' scripts drive them.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Baton: work coordination for AI agents.
+#[derive(Debug, Parser)]
+#[command(name = "baton", version, about, propagate_version = true)]
+pub(crate) struct Cli {
+    /// Print exactly one JSON object on stdout: the response, or {"error": {...}}.
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+    /// Data directory of the embedded store (default: ./.baton).
+    #[arg(long, global = true, env = "BATON_DATA_DIR")]
+    pub(crate) data_dir: Option<PathBuf>,
+    /// Workspace to act in.
+    #[arg(
+        long,
+        global = true,
+        env = "BATON_WORKSPACE",
+        default_value = "default"
+    )]
+    pub(crate) workspace: String,
+    /// Name recorded as the actor of changes.
+    #[arg(long = "as", global = true, env = "BATON_ACTOR", default_value = "cli")]
+    pub(crate) actor: String,
+    /// Idempotency key: repeating a call with the same key returns the first response.
+    #[arg(long, global = true)]
+    pub(crate) idempotency_key: Option<String>,
+    /// Commit durability: full (safe against power loss, default) or normal (process crash only).
+    #[arg(long, global = true, env = "BATON_DURABILITY", default_value = "full")]
+    pub(crate) durability: String,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Create the store and the default workspace and project.
+    Init,
+    /// Create, read, list and shape tasks.
+    #[command(subcommand)]
+    Task(TaskCmd),
+    /// Tasks claimable now, in claim order.
+    Ready {
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Claim work for an agent.
+    Claim(ClaimArgs),
+    /// Start a claimed task (claimed → in_progress).
+    Start(LeaseArgs),
+    /// Extend a lease and report progress; prints the signals to act on.
+    Heartbeat(HeartbeatArgs),
+    /// Give a task back to the queue without counting a failure.
+    Release(LeaseArgs),
+    /// Complete a task.
+    Complete(CompleteArgs),
+    /// Report a failed attempt.
+    Fail(FailArgs),
+    /// Report a blocker: the task becomes blocked and the lease is released.
+    Block(ReasonLeaseArgs),
+    /// Wait on something outside; the lease is kept.
+    Wait(ReasonLeaseArgs),
+    /// Back to work after waiting.
+    Resume(LeaseArgs),
+    /// Approve a task in review.
+    Approve {
+        /// Task id.
+        id: String,
+        /// A comment for the record.
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Reject a task in review: it goes back to ready, or fails when attempts are used up.
+    Reject {
+        /// Task id.
+        id: String,
+        /// What is wrong.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Record a context entry on a task.
+    Note(NoteArgs),
+    /// Steps of a task's plan.
+    #[command(subcommand)]
+    Step(StepCmd),
+    /// Dependencies between tasks.
+    #[command(subcommand)]
+    Dep(DepCmd),
+    /// Everything needed to resume a task, in one response.
+    Brief {
+        /// Task id.
+        id: String,
+        /// Trim the briefing to this many bytes of JSON, least relevant first.
+        #[arg(long)]
+        max_bytes: Option<usize>,
+    },
+    /// Plans as files.
+    #[command(subcommand)]
+    Plan(PlanCmd),
+    /// The event log.
+    Events {
+        /// Only events after this sequence number.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        /// At most this many (1 to 1000).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Rebuild every projection from the event log and compare with the live store.
+    Replay {
+        /// Compare and exit non-zero, naming the first difference, if they differ.
+        #[arg(long)]
+        verify: bool,
+    },
+    /// Expire lapsed leases now (claims do this too).
+    Reap,
+    /// Watch simulated agents plan and work through a project.
+    Demo(DemoArgs),
+    /// Internal: create tasks one by one, printing each id once it is durable (crash tests).
+    #[command(hide = true)]
+    Stress {
+        /// How many tasks.
+        #[arg(long, default_value_t = 1000)]
+        count: u32,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TaskCmd {
+    /// Create a task.
+    Create(CreateArgs),
+    /// Read a task.
+    Get {
+        /// Task id.
+        id: String,
+    },
+    /// List tasks.
+    List {
+        /// Only in this status.
+        #[arg(long)]
+        status: Option<String>,
+        /// Only children of this task.
+        #[arg(long)]
+        parent: Option<String>,
+        /// Only with this label.
+        #[arg(long)]
+        label: Option<String>,
+        /// At most this many (1 to 1000).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// Only tasks after this id (the previous page's next_cursor).
+        #[arg(long)]
+        after: Option<String>,
+    },
+    /// Change a task's fields.
+    Update(UpdateArgs),
+    /// Cancel a task.
+    Cancel {
+        /// Task id.
+        id: String,
+        /// Why.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Publish a draft.
+    Publish {
+        /// Task id.
+        id: String,
+    },
+    /// Retry a failed task.
+    Retry {
+        /// Task id.
+        id: String,
+    },
+    /// Unblock a task blocked by an agent (or override a failed dependency).
+    Unblock {
+        /// Task id.
+        id: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CreateArgs {
+    /// Short name.
+    #[arg(long)]
+    pub(crate) title: String,
+    /// Why the task exists (immutable).
+    #[arg(long)]
+    pub(crate) intent: Option<String>,
+    /// What is to be done.
+    #[arg(long)]
+    pub(crate) description: Option<String>,
+    /// How it is to be done.
+    #[arg(long)]
+    pub(crate) plan: Option<String>,
+    /// epic, feature, bug, investigation, chore...
+    #[arg(long = "type")]
+    pub(crate) kind: Option<String>,
+    /// Container task.
+    #[arg(long)]
+    pub(crate) parent: Option<String>,
+    /// Higher is claimed first.
+    #[arg(long, allow_negative_numbers = true)]
+    pub(crate) priority: Option<i64>,
+    /// Required capability (repeatable).
+    #[arg(long = "capability")]
+    pub(crate) capabilities: Vec<String>,
+    /// Label (repeatable).
+    #[arg(long = "label")]
+    pub(crate) labels: Vec<String>,
+    /// A task that must be done first (repeatable).
+    #[arg(long = "blocked-by")]
+    pub(crate) blocked_by: Vec<String>,
+    /// Lease TTL, e.g. 30s, 5m.
+    #[arg(long)]
+    pub(crate) lease_ttl: Option<String>,
+    /// Attempts allowed.
+    #[arg(long)]
+    pub(crate) max_attempts: Option<u32>,
+    /// Deadline (RFC 3339).
+    #[arg(long)]
+    pub(crate) due: Option<String>,
+    /// Completion goes to review.
+    #[arg(long)]
+    pub(crate) review: bool,
+    /// JSON Schema the output must satisfy.
+    #[arg(long)]
+    pub(crate) output_schema: Option<String>,
+    /// Input data (JSON).
+    #[arg(long)]
+    pub(crate) input: Option<String>,
+    /// Create as a draft (not claimable until published).
+    #[arg(long)]
+    pub(crate) draft: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct UpdateArgs {
+    /// Task id.
+    pub(crate) id: String,
+    /// Expected current version (optimistic concurrency).
+    #[arg(long = "if-version")]
+    pub(crate) version: Option<u64>,
+    /// New title.
+    #[arg(long)]
+    pub(crate) title: Option<String>,
+    /// Refused: intent is immutable.
+    #[arg(long)]
+    pub(crate) intent: Option<String>,
+    /// New description.
+    #[arg(long)]
+    pub(crate) description: Option<String>,
+    /// New plan.
+    #[arg(long)]
+    pub(crate) plan: Option<String>,
+    /// New type.
+    #[arg(long = "type")]
+    pub(crate) kind: Option<String>,
+    /// New priority.
+    #[arg(long, allow_negative_numbers = true)]
+    pub(crate) priority: Option<i64>,
+    /// New labels (repeatable; replaces).
+    #[arg(long = "label")]
+    pub(crate) labels: Vec<String>,
+    /// New required capabilities (repeatable; replaces).
+    #[arg(long = "capability")]
+    pub(crate) capabilities: Vec<String>,
+    /// New lease TTL.
+    #[arg(long)]
+    pub(crate) lease_ttl: Option<String>,
+    /// New attempt limit.
+    #[arg(long)]
+    pub(crate) max_attempts: Option<u32>,
+    /// New deadline (RFC 3339).
+    #[arg(long)]
+    pub(crate) due: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ClaimArgs {
+    /// The claiming agent's name.
+    #[arg(long)]
+    pub(crate) agent: String,
+    /// A capability the agent has (repeatable).
+    #[arg(long = "capability")]
+    pub(crate) capabilities: Vec<String>,
+    /// How many tasks at most.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) count: u32,
+    /// Wait up to this long for work (e.g. 30s).
+    #[arg(long)]
+    pub(crate) wait: Option<String>,
+    /// Lease TTL to ask for.
+    #[arg(long)]
+    pub(crate) lease_ttl: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct LeaseArgs {
+    /// Task id.
+    pub(crate) id: String,
+    /// The lease token from the claim.
+    #[arg(long)]
+    pub(crate) lease: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ReasonLeaseArgs {
+    /// Task id.
+    pub(crate) id: String,
+    /// The lease token from the claim.
+    #[arg(long)]
+    pub(crate) lease: String,
+    /// What blocks or what the task waits on.
+    #[arg(long)]
+    pub(crate) reason: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct HeartbeatArgs {
+    /// Task id.
+    pub(crate) id: String,
+    /// The lease token from the claim.
+    #[arg(long)]
+    pub(crate) lease: String,
+    /// Progress, 0.0 to 1.0.
+    #[arg(long)]
+    pub(crate) progress: Option<f64>,
+    /// What the agent is doing.
+    #[arg(long)]
+    pub(crate) message: Option<String>,
+    /// Cost so far (JSON, e.g. {"cost": 0.1}).
+    #[arg(long)]
+    pub(crate) usage: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CompleteArgs {
+    /// Task id.
+    pub(crate) id: String,
+    /// The lease token from the claim.
+    #[arg(long)]
+    pub(crate) lease: String,
+    /// The result (JSON).
+    #[arg(long)]
+    pub(crate) output: Option<String>,
+    /// One-line summary.
+    #[arg(long)]
+    pub(crate) outcome: Option<String>,
+    /// Complete even with open children.
+    #[arg(long)]
+    pub(crate) force: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct FailArgs {
+    /// Task id.
+    pub(crate) id: String,
+    /// The lease token from the claim.
+    #[arg(long)]
+    pub(crate) lease: String,
+    /// What went wrong.
+    #[arg(long)]
+    pub(crate) error: String,
+    /// transient (default), timeout, resource, permanent, invalid_input.
+    #[arg(long)]
+    pub(crate) class: Option<String>,
+    /// Do not retry.
+    #[arg(long)]
+    pub(crate) no_retry: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct NoteArgs {
+    /// Task id.
+    pub(crate) id: String,
+    /// decision, rationale, discovery, attempt, outcome, blocker, note, reference, user_input.
+    #[arg(long = "type")]
+    pub(crate) kind: String,
+    /// The knowledge.
+    #[arg(long)]
+    pub(crate) content: String,
+    /// The entry this one replaces.
+    #[arg(long)]
+    pub(crate) supersedes: Option<String>,
+    /// Your lease token, if you hold the task.
+    #[arg(long)]
+    pub(crate) lease: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum StepCmd {
+    /// Append a step.
+    Add {
+        /// Task id.
+        id: String,
+        /// What the step is.
+        #[arg(long)]
+        title: String,
+        /// More about it.
+        #[arg(long)]
+        details: Option<String>,
+    },
+    /// Mark a step done.
+    Done {
+        /// Task id.
+        id: String,
+        /// Step id.
+        step_id: String,
+        /// Notes.
+        #[arg(long)]
+        notes: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum DepCmd {
+    /// BLOCKER must finish before BLOCKED.
+    Add {
+        /// The task that must finish first.
+        blocker: String,
+        /// The task that waits.
+        blocked: String,
+        /// blocks (default), relates_to, discovered_from.
+        #[arg(long, default_value = "blocks")]
+        kind: String,
+    },
+    /// Remove an edge.
+    Rm {
+        /// The blocker.
+        blocker: String,
+        /// The blocked task.
+        blocked: String,
+        /// blocks (default), relates_to, discovered_from.
+        #[arg(long, default_value = "blocks")]
+        kind: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum PlanCmd {
+    /// Create (or update) a whole task graph from a YAML or JSON file, atomically.
+    Apply {
+        /// The plan file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DemoArgs {
+    /// Simulated worker agents.
+    #[arg(long, default_value_t = 4)]
+    pub(crate) workers: usize,
+    /// Seed for the simulation's choices.
+    #[arg(long)]
+    pub(crate) seed: Option<u64>,
+}

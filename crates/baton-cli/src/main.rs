@@ -1,0 +1,453 @@
+//! `baton`: the command-line surface. It parses arguments, opens the embedded store, calls
+//! the operation layer, and prints the response: human-readable, or exactly one JSON object
+//! with `--json`. It holds no rules of its own.
+
+mod args;
+mod demo;
+mod render;
+
+use anyhow::Context as _;
+use args::*;
+use baton_core::api::*;
+use baton_core::ops::plan;
+use baton_core::state::{Op, Status};
+use baton_core::store::TaskFilter;
+use baton_core::time::{parse_timestamp, Duration, SystemClock};
+use baton_core::{Baton, Code, Error, LeaseOp};
+use baton_store_sqlite::{Durability, Options, SqliteStore};
+use clap::Parser;
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+fn main() {
+    let cli = Cli::parse();
+    let json_mode = cli.json;
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let result = runtime.block_on(run(cli));
+    match result {
+        Ok(Outcome::Value(value)) => {
+            if json_mode {
+                println!("{value}");
+            } else {
+                render::human(&value);
+            }
+        }
+        Ok(Outcome::Printed) => {}
+        Ok(Outcome::Exit(code, value)) => {
+            if json_mode {
+                println!("{value}");
+            } else {
+                render::human(&value);
+            }
+            std::process::exit(code);
+        }
+        Err(e) => {
+            if json_mode {
+                println!("{}", e.to_json());
+            } else {
+                eprintln!("error: {}: {}", e.code.as_str(), e.message);
+                if !e.hint.is_empty() {
+                    eprintln!("hint: {}", e.hint);
+                }
+            }
+            std::process::exit(1);
+        }
+    }
+}
+
+/// What a command produced.
+enum Outcome {
+    /// A response to print.
+    Value(Value),
+    /// The command printed as it went.
+    Printed,
+    /// A response to print, then exit with this status.
+    Exit(i32, Value),
+}
+
+fn data_dir(cli: &Cli) -> PathBuf {
+    cli.data_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(".baton"))
+}
+
+fn durability(text: &str) -> Result<Durability, Error> {
+    match text {
+        "full" => Ok(Durability::Full),
+        "normal" => Ok(Durability::Normal),
+        other => Err(Error::invalid(
+            format!("unknown durability '{other}'"),
+            "use full (default) or normal",
+        )),
+    }
+}
+
+/// Opens the embedded store in `dir`.
+pub(crate) fn open(dir: &std::path::Path, durability: Durability) -> Result<Baton, Error> {
+    let store = SqliteStore::open(&dir.join("baton.db"), Options { durability })?;
+    Ok(Baton::new(store, Arc::new(SystemClock)))
+}
+
+fn duration(text: &Option<String>) -> Result<Option<Duration>, Error> {
+    text.as_deref().map(Duration::parse).transpose()
+}
+
+fn json_arg(field: &str, text: &Option<String>) -> Result<Option<Value>, Error> {
+    text.as_deref()
+        .map(|t| {
+            serde_json::from_str(t).map_err(|e| {
+                Error::invalid(
+                    format!("--{field} is not valid JSON: {e}"),
+                    format!("pass --{field} as a JSON value, e.g. '{{\"ok\": true}}'"),
+                )
+            })
+        })
+        .transpose()
+}
+
+fn to_value<T: serde::Serialize>(v: T) -> Result<Outcome, Error> {
+    serde_json::to_value(v)
+        .map(Outcome::Value)
+        .map_err(|e| Error::new(Code::Internal, e.to_string(), ""))
+}
+
+async fn run(cli: Cli) -> Result<Outcome, Error> {
+    let dir = data_dir(&cli);
+    let durability = durability(&cli.durability)?;
+    if let Command::Demo(args) = &cli.command {
+        return demo::run(args, cli.json).await.map(|v| {
+            if cli.json {
+                Outcome::Value(v)
+            } else {
+                Outcome::Printed
+            }
+        });
+    }
+    let baton = open(&dir, durability)?;
+    let actor = baton.actor(&cli.workspace, &cli.actor).await?;
+    let key = cli.idempotency_key.as_deref();
+    match cli.command {
+        Command::Init => Ok(Outcome::Value(json!({
+            "workspace": { "id": actor.workspace_id, "name": cli.workspace },
+            "data_dir": dir.display().to_string(),
+        }))),
+        Command::Task(cmd) => task_command(&baton, &actor, key, cmd).await,
+        Command::Ready { limit } => to_value(baton.ready(&actor, limit)?),
+        Command::Claim(a) => {
+            let req = ClaimRequest {
+                agent: a.agent,
+                capabilities: a.capabilities,
+                count: Some(a.count),
+                lease_ttl: duration(&a.lease_ttl)?,
+                wait: duration(&a.wait)?,
+            };
+            to_value(baton.claim(&actor, key, req).await?)
+        }
+        Command::Start(a) => lease(&baton, &actor, key, &a.id, &a.lease, LeaseOp::Start).await,
+        Command::Release(a) => lease(&baton, &actor, key, &a.id, &a.lease, LeaseOp::Release).await,
+        Command::Resume(a) => lease(&baton, &actor, key, &a.id, &a.lease, LeaseOp::Resume).await,
+        Command::Heartbeat(a) => {
+            let hb = Heartbeat {
+                progress: a.progress,
+                message: a.message,
+                usage: json_arg("usage", &a.usage)?,
+                lease_ttl: None,
+            };
+            lease(&baton, &actor, key, &a.id, &a.lease, LeaseOp::Heartbeat(hb)).await
+        }
+        Command::Complete(a) => {
+            let c = Complete {
+                output: json_arg("output", &a.output)?,
+                outcome: a.outcome,
+                force: a.force,
+            };
+            lease(&baton, &actor, key, &a.id, &a.lease, LeaseOp::Complete(c)).await
+        }
+        Command::Fail(a) => {
+            let f = Fail {
+                error: a.error,
+                class: a.class,
+                no_retry: a.no_retry,
+            };
+            lease(&baton, &actor, key, &a.id, &a.lease, LeaseOp::Fail(f)).await
+        }
+        Command::Block(a) => {
+            lease(
+                &baton,
+                &actor,
+                key,
+                &a.id,
+                &a.lease,
+                LeaseOp::Block { reason: a.reason },
+            )
+            .await
+        }
+        Command::Wait(a) => {
+            lease(
+                &baton,
+                &actor,
+                key,
+                &a.id,
+                &a.lease,
+                LeaseOp::Wait { reason: a.reason },
+            )
+            .await
+        }
+        Command::Approve { id, comment } => to_value(
+            baton
+                .transition(&actor, key, Op::Approve, &id, comment)
+                .await?,
+        ),
+        Command::Reject { id, reason } => to_value(
+            baton
+                .transition(&actor, key, Op::Reject, &id, Some(reason))
+                .await?,
+        ),
+        Command::Note(a) => {
+            let req = AddContext {
+                kind: a.kind,
+                content: a.content,
+                supersedes: a.supersedes,
+                lease: a.lease,
+            };
+            to_value(baton.add_context(&actor, key, &a.id, req).await?)
+        }
+        Command::Step(StepCmd::Add { id, title, details }) => {
+            to_value(baton.add_step(&actor, key, &id, title, details).await?)
+        }
+        Command::Step(StepCmd::Done { id, step_id, notes }) => {
+            to_value(baton.done_step(&actor, key, &id, &step_id, notes).await?)
+        }
+        Command::Dep(DepCmd::Add {
+            blocker,
+            blocked,
+            kind,
+        }) => {
+            let kind = baton_core::model::DepKind::parse(&kind)?;
+            to_value(
+                baton
+                    .dependency(&actor, key, &blocker, &blocked, kind, true)
+                    .await?,
+            )
+        }
+        Command::Dep(DepCmd::Rm {
+            blocker,
+            blocked,
+            kind,
+        }) => {
+            let kind = baton_core::model::DepKind::parse(&kind)?;
+            to_value(
+                baton
+                    .dependency(&actor, key, &blocker, &blocked, kind, false)
+                    .await?,
+            )
+        }
+        Command::Brief { id, max_bytes } => {
+            Ok(Outcome::Value(baton.brief(&actor, &id, max_bytes)?))
+        }
+        Command::Plan(PlanCmd::Apply { file }) => {
+            let text = std::fs::read_to_string(&file).map_err(|e| {
+                Error::new(
+                    Code::InvalidPlan,
+                    format!("cannot read plan file {}: {e}", file.display()),
+                    "check the path",
+                )
+            })?;
+            let doc = plan::parse(&text)?;
+            Ok(Outcome::Value(baton.apply_plan(&actor, key, doc).await?))
+        }
+        Command::Events { after, limit } => to_value(baton.events(&actor, after, limit)?),
+        Command::Replay { verify } => replay(&dir, verify).await,
+        Command::Reap => Ok(Outcome::Value(
+            json!({ "expired": baton.reap(&actor).await? }),
+        )),
+        Command::Stress { count } => {
+            for i in 0..count {
+                let req = CreateTask {
+                    title: format!("stress {i}"),
+                    ..Default::default()
+                };
+                let out = baton.create_task(&actor, None, req).await?;
+                println!("{}", out.task.id);
+            }
+            Ok(Outcome::Printed)
+        }
+        Command::Demo(_) => unreachable!("handled above"),
+    }
+}
+
+async fn lease(
+    baton: &Baton,
+    actor: &Actor,
+    key: Option<&str>,
+    id: &str,
+    token: &str,
+    op: LeaseOp,
+) -> Result<Outcome, Error> {
+    Ok(Outcome::Value(
+        baton.lease_op(actor, key, id, token, op).await?,
+    ))
+}
+
+async fn task_command(
+    baton: &Baton,
+    actor: &Actor,
+    key: Option<&str>,
+    cmd: TaskCmd,
+) -> Result<Outcome, Error> {
+    match cmd {
+        TaskCmd::Create(a) => {
+            let req = CreateTask {
+                title: a.title,
+                intent: a.intent,
+                description: a.description,
+                plan: a.plan,
+                kind: a.kind,
+                parent_id: a.parent,
+                priority: a.priority,
+                due_at: a.due.as_deref().map(parse_timestamp).transpose()?,
+                required_capabilities: a.capabilities,
+                labels: a.labels,
+                blocked_by: a.blocked_by,
+                lease_ttl: duration(&a.lease_ttl)?,
+                max_attempts: a.max_attempts,
+                review_required: a.review.then_some(true),
+                output_schema: json_arg("output-schema", &a.output_schema)?,
+                input: json_arg("input", &a.input)?,
+                draft: a.draft,
+                ..Default::default()
+            };
+            to_value(baton.create_task(actor, key, req).await?)
+        }
+        TaskCmd::Get { id } => to_value(baton.get_task(actor, &id)?),
+        TaskCmd::List {
+            status,
+            parent,
+            label,
+            limit,
+            after,
+        } => {
+            let filter = TaskFilter {
+                status: status.as_deref().map(Status::parse).transpose()?,
+                parent_id: parent,
+                label,
+                after_id: after,
+                limit,
+                ..Default::default()
+            };
+            to_value(baton.list_tasks(actor, filter)?)
+        }
+        TaskCmd::Update(a) => {
+            let req = UpdateTask {
+                version: a.version,
+                title: a.title,
+                intent: a.intent,
+                description: a.description,
+                plan: a.plan,
+                kind: a.kind,
+                priority: a.priority,
+                due_at: a.due.as_deref().map(parse_timestamp).transpose()?,
+                labels: (!a.labels.is_empty()).then_some(a.labels),
+                required_capabilities: (!a.capabilities.is_empty()).then_some(a.capabilities),
+                lease_ttl: duration(&a.lease_ttl)?,
+                max_attempts: a.max_attempts,
+                ..Default::default()
+            };
+            to_value(baton.update_task(actor, key, &a.id, req).await?)
+        }
+        TaskCmd::Cancel { id, reason } => to_value(
+            baton
+                .transition(actor, key, Op::Cancel, &id, reason)
+                .await?,
+        ),
+        TaskCmd::Publish { id } => {
+            to_value(baton.transition(actor, key, Op::Publish, &id, None).await?)
+        }
+        TaskCmd::Retry { id } => {
+            to_value(baton.transition(actor, key, Op::Retry, &id, None).await?)
+        }
+        TaskCmd::Unblock { id } => {
+            to_value(baton.transition(actor, key, Op::Unblock, &id, None).await?)
+        }
+    }
+}
+
+/// Rebuilds every projection from the live log into a scratch store and compares.
+async fn replay(dir: &std::path::Path, verify: bool) -> Result<Outcome, Error> {
+    let scratch_dir =
+        std::env::temp_dir().join(format!("baton-replay-{}", baton_core::id::new_id("tmp")));
+    let result = replay_into(dir, &scratch_dir).await;
+    let _ = std::fs::remove_dir_all(&scratch_dir);
+    let (events, rows, difference) = result.map_err(|e| Error::storage(format!("{e:#}")))?;
+    let report = json!({ "events": events, "rows": rows, "equal": difference.is_none(), "difference": difference });
+    match (verify, &difference) {
+        (true, Some(_)) => Ok(Outcome::Exit(1, json!({ "replay": report }))),
+        _ => Ok(Outcome::Value(json!({ "replay": report }))),
+    }
+}
+
+async fn replay_into(
+    dir: &std::path::Path,
+    scratch_dir: &std::path::Path,
+) -> anyhow::Result<(usize, usize, Option<String>)> {
+    let live = SqliteStore::open(&dir.join("baton.db"), Options::default())?;
+    let scratch = SqliteStore::open(
+        &scratch_dir.join("baton.db"),
+        Options {
+            durability: Durability::Normal,
+        },
+    )?;
+    let live_baton = Baton::new(live.clone(), Arc::new(SystemClock));
+    let scratch_baton = Baton::new(scratch.clone(), Arc::new(SystemClock));
+    // One read transaction: the log and the projections it is compared with are one snapshot.
+    let mut snapshot = None;
+    baton_core::store::Store::read(live.as_ref(), &mut |tx| {
+        let mut events = Vec::new();
+        for ws in tx.workspaces()? {
+            let mut after = 0;
+            loop {
+                let page = tx.events(&ws.id, after, 10_000)?;
+                let Some(last) = page.last() else { break };
+                after = last.seq;
+                events.extend(page);
+            }
+        }
+        snapshot = Some((events, tx.projection_rows()?));
+        Ok(())
+    })?;
+    let (events, live_rows) = snapshot.context("live store was not read")?;
+    let count = events.len();
+    for chunk in events.chunks(2_000) {
+        let chunk = chunk.to_vec();
+        scratch_baton
+            .write_tx(move |tx| {
+                for event in &chunk {
+                    baton_core::replay::apply(tx, event)?;
+                }
+                Ok(())
+            })
+            .await?;
+    }
+    let mut rebuilt = Vec::new();
+    baton_core::store::Store::read(scratch.as_ref(), &mut |tx| {
+        rebuilt = tx.projection_rows()?;
+        Ok(())
+    })?;
+    drop(live_baton);
+    Ok((
+        count,
+        live_rows.len(),
+        baton_core::replay::first_difference(&live_rows, &rebuilt),
+    ))
+}

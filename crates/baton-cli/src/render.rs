@@ -1,0 +1,97 @@
+//! Human-readable output: one line per task, claim or event; anything else as indented JSON.
+
+use serde_json::Value;
+
+fn s<'a>(v: &'a Value, key: &str) -> &'a str {
+    v.get(key).and_then(|x| x.as_str()).unwrap_or("")
+}
+
+fn task_line(t: &Value) -> String {
+    format!(
+        "{}  {:<11}  v{:<3} p{:<3} {}",
+        s(t, "id"),
+        s(t, "status"),
+        t["version"].as_u64().unwrap_or(0),
+        t["priority"].as_i64().unwrap_or(0),
+        s(t, "title")
+    )
+}
+
+/// Prints a response for a person.
+pub(crate) fn human(value: &Value) {
+    if let Some(task) = value
+        .get("task")
+        .filter(|_| value.as_object().is_some_and(|o| o.len() <= 2))
+    {
+        println!("{}", task_line(task));
+        if let Some(signals) = value.get("signals").and_then(|v| v.as_array()) {
+            if !signals.is_empty() {
+                println!(
+                    "signals: {}",
+                    signals
+                        .iter()
+                        .filter_map(|v| v.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+        }
+        for w in value
+            .get("warnings")
+            .and_then(|v| v.as_array())
+            .into_iter()
+            .flatten()
+        {
+            println!("warning: {}", w.as_str().unwrap_or(""));
+        }
+        return;
+    }
+    if let Some(tasks) = value
+        .get("tasks")
+        .and_then(|v| v.as_array())
+        .filter(|_| value.get("created").is_none())
+    {
+        if tasks.is_empty() {
+            println!("(no tasks)");
+        }
+        for t in tasks {
+            println!("{}", task_line(t));
+        }
+        if let Some(c) = value.get("next_cursor").and_then(|v| v.as_str()) {
+            println!("(more: --after {c})");
+        }
+        return;
+    }
+    if let Some(claims) = value.get("claims").and_then(|v| v.as_array()) {
+        if claims.is_empty() {
+            println!("(nothing claimable)");
+        }
+        for c in claims {
+            println!("claimed {}", task_line(&c["task"]));
+            println!(
+                "  lease {}  epoch {}  expires {}",
+                s(&c["lease"], "token"),
+                c["lease"]["epoch"],
+                s(&c["lease"], "expires_at")
+            );
+        }
+        return;
+    }
+    if let Some(events) = value.get("events").and_then(|v| v.as_array()) {
+        for e in events {
+            println!(
+                "{:>6}  {}  {:<24} {:<10} {}",
+                e["seq"],
+                s(e, "at"),
+                s(e, "type"),
+                s(e, "actor"),
+                s(e, "task_id")
+            );
+        }
+        return;
+    }
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
+}

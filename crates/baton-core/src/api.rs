@@ -1,0 +1,331 @@
+//! Request and response types of the operation layer: the contract that the CLI, HTTP and
+//! MCP adapters all speak. Field names are the wire names.
+
+use crate::model::*;
+use crate::time::{rfc3339, Duration, Millis};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Who is calling: every operation runs as an actor inside one workspace.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    /// The workspace the call is scoped to.
+    pub workspace_id: String,
+    /// The caller's name, recorded in events (`cli`, an agent's name, `system`).
+    pub name: String,
+}
+
+/// Input of `task create`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTask {
+    /// Short name; required.
+    pub title: String,
+    /// Why the task exists; immutable once created.
+    #[serde(default)]
+    pub intent: Option<String>,
+    /// What is to be done.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// How it is to be done.
+    #[serde(default)]
+    pub plan: Option<String>,
+    /// epic, feature, bug, investigation, chore, or another label (default `task`).
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    /// Project id or name (default project when omitted).
+    #[serde(default)]
+    pub project: Option<String>,
+    /// Container task.
+    #[serde(default)]
+    pub parent_id: Option<String>,
+    /// Higher is claimed first (default 0).
+    #[serde(default)]
+    pub priority: Option<i64>,
+    /// Deadline.
+    #[serde(default, with = "rfc3339::option")]
+    pub due_at: Option<Millis>,
+    /// Not claimable before.
+    #[serde(default, with = "rfc3339::option")]
+    pub not_before: Option<Millis>,
+    /// Capabilities a claimer must have.
+    #[serde(default)]
+    pub required_capabilities: Vec<String>,
+    /// Free labels.
+    #[serde(default)]
+    pub labels: Vec<String>,
+    /// Tasks that must be done first.
+    #[serde(default)]
+    pub blocked_by: Vec<String>,
+    /// Lease TTL (default: the project's).
+    #[serde(default)]
+    pub lease_ttl: Option<Duration>,
+    /// Attempts allowed (default: the project's, 3).
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    /// Full retry policy; `max_attempts` overrides its field.
+    #[serde(default)]
+    pub retry_policy: Option<RetryPolicy>,
+    /// Longest allowed run.
+    #[serde(default)]
+    pub timeout: Option<Duration>,
+    /// Whether completion goes to review (default: the project's).
+    #[serde(default)]
+    pub review_required: Option<bool>,
+    /// Spend limits, e.g. `{"max_cost": 5.0}`.
+    #[serde(default)]
+    pub budget: Option<Value>,
+    /// Input data.
+    #[serde(default)]
+    pub input: Option<Value>,
+    /// JSON Schema for the input.
+    #[serde(default)]
+    pub input_schema: Option<Value>,
+    /// JSON Schema the output must satisfy.
+    #[serde(default)]
+    pub output_schema: Option<Value>,
+    /// Create as a draft, not yet claimable.
+    #[serde(default)]
+    pub draft: bool,
+}
+
+/// Input of `task update`: only the fields given change.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateTask {
+    /// Expected current version; a mismatch is `VERSION_CONFLICT`.
+    #[serde(default)]
+    pub version: Option<u64>,
+    /// New title.
+    #[serde(default)]
+    pub title: Option<String>,
+    /// Refused: intent is immutable. Present so the refusal can be explained.
+    #[serde(default)]
+    pub intent: Option<String>,
+    /// New description.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// New plan.
+    #[serde(default)]
+    pub plan: Option<String>,
+    /// New type.
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    /// New priority.
+    #[serde(default)]
+    pub priority: Option<i64>,
+    /// New deadline.
+    #[serde(default, with = "rfc3339::option")]
+    pub due_at: Option<Millis>,
+    /// New labels (replace).
+    #[serde(default)]
+    pub labels: Option<Vec<String>>,
+    /// New required capabilities (replace).
+    #[serde(default)]
+    pub required_capabilities: Option<Vec<String>>,
+    /// New lease TTL.
+    #[serde(default)]
+    pub lease_ttl: Option<Duration>,
+    /// New attempt limit.
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    /// New review requirement.
+    #[serde(default)]
+    pub review_required: Option<bool>,
+    /// New input.
+    #[serde(default)]
+    pub input: Option<Value>,
+    /// New output schema.
+    #[serde(default)]
+    pub output_schema: Option<Value>,
+    /// New budget.
+    #[serde(default)]
+    pub budget: Option<Value>,
+}
+
+/// Input of `claim`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimRequest {
+    /// The claiming agent's name; registered on first use.
+    pub agent: String,
+    /// What the agent can do.
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    /// How many tasks at most (default 1, at most 100).
+    #[serde(default)]
+    pub count: Option<u32>,
+    /// Lease TTL to grant instead of the task's.
+    #[serde(default)]
+    pub lease_ttl: Option<Duration>,
+    /// Long-poll: wait up to this long for work (at most 60s).
+    #[serde(default)]
+    pub wait: Option<Duration>,
+}
+
+/// A lease as granted to its holder: the only place a token is ever shown.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeaseGrant {
+    /// The secret to present on every lease operation.
+    pub token: String,
+    /// The fencing epoch.
+    pub epoch: u64,
+    /// When it lapses unless extended by a heartbeat.
+    #[serde(with = "rfc3339")]
+    pub expires_at: Millis,
+}
+
+/// One claimed task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Claim {
+    /// The task, now `claimed`.
+    pub task: Task,
+    /// The new run.
+    pub run: Run,
+    /// The lease.
+    pub lease: LeaseGrant,
+}
+
+/// Output of `claim`: empty when nothing is claimable.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Claims {
+    /// The claims made, in claim order.
+    pub claims: Vec<Claim>,
+}
+
+/// Input of `heartbeat`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Heartbeat {
+    /// Progress from 0.0 to 1.0.
+    #[serde(default)]
+    pub progress: Option<f64>,
+    /// What the agent is doing now.
+    #[serde(default)]
+    pub message: Option<String>,
+    /// Cost so far, e.g. `{"cost": 0.12, "tokens_in": 1000}`.
+    #[serde(default)]
+    pub usage: Option<Value>,
+    /// Lease TTL to extend by instead of the task's.
+    #[serde(default)]
+    pub lease_ttl: Option<Duration>,
+}
+
+/// Output of `heartbeat`: the lease and the signals the agent must act on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeartbeatAck {
+    /// The task.
+    pub task: Task,
+    /// The new expiry.
+    #[serde(with = "rfc3339")]
+    pub expires_at: Millis,
+    /// `context_changed`, `budget_warning`, `budget_exhausted`, `killed`...
+    pub signals: Vec<String>,
+}
+
+/// Input of `complete`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Complete {
+    /// The result; checked against `output_schema`.
+    #[serde(default)]
+    pub output: Option<Value>,
+    /// One-line summary of how it ended.
+    #[serde(default)]
+    pub outcome: Option<String>,
+    /// Complete even though children are still open.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// Input of `fail`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fail {
+    /// What went wrong.
+    pub error: String,
+    /// Failure class: transient (default), timeout, resource, permanent, invalid_input.
+    #[serde(default)]
+    pub class: Option<String>,
+    /// Never retry, whatever the class.
+    #[serde(default)]
+    pub no_retry: bool,
+}
+
+/// Failure classes that are never retried.
+pub const NON_RETRYABLE_CLASSES: [&str; 2] = ["permanent", "invalid_input"];
+/// All failure classes.
+pub const FAILURE_CLASSES: [&str; 5] = [
+    "transient",
+    "timeout",
+    "resource",
+    "permanent",
+    "invalid_input",
+];
+
+/// Output of operations that return one task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskOut {
+    /// The task after the operation.
+    pub task: Task,
+    /// Things the caller should know (e.g. completed with open children).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// Output of operations that return many tasks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TasksOut {
+    /// The tasks.
+    pub tasks: Vec<Task>,
+    /// Pass as `after` to get the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// Input of `note` (add a context entry).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddContext {
+    /// One of decision, rationale, discovery, attempt, outcome, blocker, note, reference, user_input.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The knowledge.
+    pub content: String,
+    /// An older entry on the same task that this one replaces.
+    #[serde(default)]
+    pub supersedes: Option<String>,
+    /// The caller's lease token, when recorded under a run.
+    #[serde(default)]
+    pub lease: Option<String>,
+}
+
+/// Output of `note`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContextOut {
+    /// The new entry.
+    pub context: ContextEntry,
+}
+
+/// Output of step operations.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepOut {
+    /// The step.
+    pub step: Step,
+}
+
+/// Output of dependency operations.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DepOut {
+    /// The edge.
+    pub dependency: Dependency,
+    /// The blocked task after the change.
+    pub task: Task,
+}
+
+/// Output of `events`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventsOut {
+    /// Events in sequence order.
+    pub events: Vec<Event>,
+}

@@ -1,0 +1,530 @@
+//! [`Baton`]: the handle every surface holds. It runs each operation of [`crate::ops`] as a
+//! write job on the store (with idempotency keys) or in a read transaction, and adds what
+//! needs time to pass: the long-poll claim and the reaper.
+
+use crate::api::*;
+use crate::error::{Code, Error, Result};
+use crate::id::{new_id, sha256_hex};
+use crate::model::*;
+use crate::ops::{self, Ctx};
+use crate::store::{Store, TaskFilter, Tx, WriteJob};
+use crate::time::{Clock, Duration};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use tokio::sync::oneshot;
+
+/// Longest long-poll a claim may ask for.
+pub const MAX_CLAIM_WAIT: Duration = Duration::secs(60);
+/// How often a waiting claim looks again without a wake-up: covers commits made by other
+/// processes on the same file and backoffs running out.
+const CLAIM_POLL_MS: u64 = 250;
+
+/// The engine handle: cheap to clone, shared by every surface.
+#[derive(Clone)]
+pub struct Baton {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Baton {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Baton")
+    }
+}
+
+/// A write job: the operation, its result slot and where to send the answer after commit.
+struct Job<F, T> {
+    op: Option<F>,
+    out: Option<Result<T>>,
+    reply: Option<oneshot::Sender<Result<T>>>,
+}
+
+impl<F, T> WriteJob for Job<F, T>
+where
+    F: FnOnce(&mut dyn Tx) -> Result<T> + Send,
+    T: Send,
+{
+    fn run(&mut self, tx: &mut dyn Tx) -> Result<()> {
+        let Some(op) = self.op.take() else {
+            return Ok(());
+        };
+        let out = op(tx);
+        let status = match &out {
+            Ok(_) => Ok(()),
+            Err(e) => Err(e.clone()),
+        };
+        self.out = Some(out);
+        status
+    }
+
+    fn finish(mut self: Box<Self>, committed: Result<()>) {
+        let answer = match (committed, self.out.take()) {
+            (_, Some(Err(op_error))) => Err(op_error),
+            (Ok(()), Some(out)) => out,
+            (Err(commit_error), _) => Err(commit_error),
+            (Ok(()), None) => Err(Error::new(
+                Code::Internal,
+                "write job never ran",
+                "retry the call",
+            )),
+        };
+        if let Some(reply) = self.reply.take() {
+            let _ = reply.send(answer);
+        }
+    }
+}
+
+impl Baton {
+    /// An engine over a store, reading time from `clock`.
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
+        Baton { store, clock }
+    }
+
+    /// The store, for surfaces that need its notifications.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Runs a raw write job on the store and waits for its commit.
+    pub async fn write_tx<T, F>(&self, op: F) -> Result<T>
+    where
+        F: FnOnce(&mut dyn Tx) -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        self.store.submit(Box::new(Job {
+            op: Some(op),
+            out: None,
+            reply: Some(reply),
+        }));
+        answer.await.map_err(|_| {
+            Error::new(
+                Code::Busy,
+                "the store shut down before answering",
+                "retry the call",
+            )
+        })?
+    }
+
+    /// Runs an operation as one write job. With an idempotency key, a repeat of the same
+    /// request returns the stored response; the same key with a different request is
+    /// `IDEMPOTENCY_MISMATCH`.
+    pub async fn write<T, F>(
+        &self,
+        actor: &Actor,
+        key: Option<&str>,
+        request: Value,
+        op: F,
+    ) -> Result<T>
+    where
+        F: FnOnce(&mut Ctx<'_>) -> Result<T> + Send + 'static,
+        T: Serialize + DeserializeOwned + Send + 'static,
+    {
+        if let Some(k) = key {
+            if k.is_empty() || k.len() > 200 {
+                return Err(Error::invalid(
+                    "idempotency key must be 1 to 200 characters",
+                    "use a UUID or a short unique string",
+                ));
+            }
+        }
+        let clock = self.clock.clone();
+        let ws = actor.workspace_id.clone();
+        let name = actor.name.clone();
+        let key = key.map(str::to_string);
+        self.write_tx(move |tx| {
+            let request_sha = sha256_hex(&request.to_string());
+            if let Some(key) = &key {
+                if let Some((stored_sha, response)) = tx.idempotency(&ws, key)? {
+                    if stored_sha != request_sha {
+                        return Err(Error::new(
+                            Code::IdempotencyMismatch,
+                            format!("idempotency key '{key}' was used for a different request"),
+                            "use a new key for a new request; repeat a request only with its original body",
+                        ));
+                    }
+                    return serde_json::from_str(&response).map_err(|e| Error::new(Code::Internal, e.to_string(), ""));
+                }
+            }
+            let now = clock.now();
+            let mut ctx = Ctx { tx, now, ws: &ws, actor: &name };
+            let out = op(&mut ctx)?;
+            if let Some(key) = &key {
+                let response = serde_json::to_string(&out).map_err(|e| Error::new(Code::Internal, e.to_string(), ""))?;
+                ctx.tx.put_idempotency(&ws, key, &request_sha, &response, now)?;
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Runs a query in a read transaction.
+    pub fn read<T, F>(&self, actor: &Actor, op: F) -> Result<T>
+    where
+        F: FnOnce(&mut Ctx<'_>) -> Result<T>,
+    {
+        let now = self.clock.now();
+        let mut op = Some(op);
+        let mut out = None;
+        self.store.read(&mut |tx| {
+            let mut ctx = Ctx {
+                tx,
+                now,
+                ws: &actor.workspace_id,
+                actor: &actor.name,
+            };
+            if let Some(op) = op.take() {
+                out = Some(op(&mut ctx)?);
+            }
+            Ok(())
+        })?;
+        out.ok_or_else(|| Error::new(Code::Internal, "read never ran", "retry the call"))
+    }
+
+    /// Makes sure the named workspace (and its default project) exists, and returns an actor
+    /// in it. The default workspace is created on first use, so a new store needs no set-up.
+    pub async fn actor(&self, workspace: &str, name: &str) -> Result<Actor> {
+        let found = self.read(
+            &Actor {
+                workspace_id: String::new(),
+                name: name.into(),
+            },
+            |ctx| ctx.tx.workspace_by_name(workspace),
+        )?;
+        let ws = match found {
+            Some(ws) => ws,
+            None if workspace == DEFAULT_WORKSPACE => self.create_workspace(workspace).await?,
+            None => return Err(Error::not_found("workspace", workspace)),
+        };
+        Ok(Actor {
+            workspace_id: ws.id,
+            name: name.to_string(),
+        })
+    }
+
+    /// Creates a workspace with its default project (or returns it if it exists).
+    pub async fn create_workspace(&self, name: &str) -> Result<Workspace> {
+        ops::check_text("workspace name", name, 200)?;
+        let clock = self.clock.clone();
+        let name = name.to_string();
+        self.write_tx(move |tx| {
+            if let Some(ws) = tx.workspace_by_name(&name)? {
+                return Ok(ws);
+            }
+            let now = clock.now();
+            let ws = Workspace {
+                id: new_id("ws"),
+                name: name.clone(),
+                created_at: now,
+            };
+            tx.put_workspace(&ws)?;
+            let mut ctx = Ctx {
+                tx,
+                now,
+                ws: &ws.id,
+                actor: "system",
+            };
+            ctx.emit("workspace.created", None, json!({ "workspace": ws }))?;
+            let project = Project {
+                id: new_id("prj"),
+                workspace_id: ws.id.clone(),
+                name: DEFAULT_PROJECT.into(),
+                lease_ttl: Duration::secs(300),
+                retry_policy: RetryPolicy::default(),
+                review_required: false,
+                killed: false,
+                created_at: now,
+            };
+            ctx.tx.put_project(&project)?;
+            ctx.emit("project.created", None, json!({ "project": project }))?;
+            Ok(ws)
+        })
+        .await
+    }
+
+    /// Creates a task.
+    pub async fn create_task(
+        &self,
+        actor: &Actor,
+        key: Option<&str>,
+        req: CreateTask,
+    ) -> Result<TaskOut> {
+        let request = json!({ "op": "task.create", "body": &req });
+        let key_owned = key.map(str::to_string);
+        self.write(actor, key, request, move |ctx| {
+            ops::task::create(ctx, req, key_owned)
+        })
+        .await
+    }
+
+    /// Reads a task.
+    pub fn get_task(&self, actor: &Actor, id: &str) -> Result<TaskOut> {
+        self.read(actor, |ctx| ops::task::get(ctx, id))
+    }
+
+    /// Lists tasks.
+    pub fn list_tasks(&self, actor: &Actor, filter: TaskFilter) -> Result<TasksOut> {
+        self.read(actor, |ctx| ops::task::list(ctx, filter))
+    }
+
+    /// Tasks claimable now, in claim order (for any capabilities).
+    pub fn ready(&self, actor: &Actor, limit: u32) -> Result<TasksOut> {
+        let limit = limit.clamp(1, ops::task::MAX_LIST);
+        self.read(actor, |ctx| {
+            let tasks = ctx.tx.claim_candidates(ctx.ws, ctx.now, None, limit)?;
+            Ok(TasksOut {
+                tasks: tasks.into_iter().map(|t| t.view()).collect(),
+                next_cursor: None,
+            })
+        })
+    }
+
+    /// Updates a task's fields.
+    pub async fn update_task(
+        &self,
+        actor: &Actor,
+        key: Option<&str>,
+        id: &str,
+        req: UpdateTask,
+    ) -> Result<TaskOut> {
+        let request = json!({ "op": "task.update", "id": id, "body": &req });
+        let id = id.to_string();
+        self.write(actor, key, request, move |ctx| {
+            ops::task::update(ctx, &id, req)
+        })
+        .await
+    }
+
+    /// A state-machine operation that takes only the task id (and maybe a reason).
+    pub async fn transition(
+        &self,
+        actor: &Actor,
+        key: Option<&str>,
+        op: crate::state::Op,
+        id: &str,
+        reason: Option<String>,
+    ) -> Result<TaskOut> {
+        use crate::state::Op;
+        let request = json!({ "op": op.as_str(), "id": id, "reason": reason });
+        let id = id.to_string();
+        self.write(actor, key, request, move |ctx| match op {
+            Op::Publish => ops::task::publish(ctx, &id),
+            Op::Cancel => ops::task::cancel(ctx, &id, reason),
+            Op::Retry => ops::task::retry(ctx, &id),
+            Op::Unblock => ops::task::unblock(ctx, &id),
+            Op::Approve => ops::lease::approve(ctx, &id, reason),
+            Op::Reject => ops::lease::reject(ctx, &id, reason.unwrap_or_default()),
+            other => Err(Error::invalid(
+                format!("{} needs a lease", other.as_str()),
+                "use the lease operation",
+            )),
+        })
+        .await
+    }
+
+    /// Claims work, waiting up to `req.wait` for some to appear.
+    pub async fn claim(
+        &self,
+        actor: &Actor,
+        key: Option<&str>,
+        req: ClaimRequest,
+    ) -> Result<Claims> {
+        let wait = req.wait.unwrap_or_default();
+        if wait > MAX_CLAIM_WAIT {
+            return Err(Error::new(
+                Code::InvalidDuration,
+                "wait is at most 60s",
+                "long-poll again after it returns",
+            ));
+        }
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(wait.0);
+        loop {
+            // Register for the wake-up before looking, so a commit in between is not missed.
+            let notified = self.store.commits().notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let request = json!({ "op": "claim", "body": &req });
+            let r = req.clone();
+            let claims = self
+                .write(actor, key, request, move |ctx| ops::lease::claim(ctx, &r))
+                .await?;
+            let now = tokio::time::Instant::now();
+            if !claims.claims.is_empty() || now >= deadline || key.is_some() {
+                return Ok(claims);
+            }
+            let poll = deadline.min(now + std::time::Duration::from_millis(CLAIM_POLL_MS));
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep_until(poll) => {}
+            }
+        }
+    }
+
+    /// Runs a lease operation: the token must be the task's current lease.
+    pub async fn lease_op(
+        &self,
+        actor: &Actor,
+        key: Option<&str>,
+        id: &str,
+        token: &str,
+        op: LeaseOp,
+    ) -> Result<Value> {
+        let request =
+            json!({ "op": "lease", "id": id, "lease_sha256": sha256_hex(token), "body": &op });
+        let id = id.to_string();
+        let token = token.to_string();
+        self.write(actor, key, request, move |ctx| {
+            let out = match op {
+                LeaseOp::Start => json!(ops::lease::start(ctx, &id, &token)?),
+                LeaseOp::Heartbeat(hb) => json!(ops::lease::heartbeat(ctx, &id, &token, &hb)?),
+                LeaseOp::Release => json!(ops::lease::release(ctx, &id, &token)?),
+                LeaseOp::Complete(c) => json!(ops::lease::complete(ctx, &id, &token, c)?),
+                LeaseOp::Fail(f) => json!(ops::lease::fail(ctx, &id, &token, f)?),
+                LeaseOp::Block { reason } => json!(ops::lease::block(ctx, &id, &token, reason)?),
+                LeaseOp::Wait { reason } => json!(ops::lease::wait(ctx, &id, &token, reason)?),
+                LeaseOp::Resume => json!(ops::lease::resume(ctx, &id, &token)?),
+            };
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Adds a context entry.
+    pub async fn add_context(
+        &self,
+        actor: &Actor,
+        key: Option<&str>,
+        task_id: &str,
+        req: AddContext,
+    ) -> Result<ContextOut> {
+        let request = json!({ "op": "context.add", "id": task_id, "body": &req });
+        let id = task_id.to_string();
+        self.write(actor, key, request, move |ctx| {
+            ops::knowledge::add_context(ctx, &id, req)
+        })
+        .await
+    }
+
+    /// Adds a step.
+    pub async fn add_step(
+        &self,
+        actor: &Actor,
+        key: Option<&str>,
+        task_id: &str,
+        title: String,
+        details: Option<String>,
+    ) -> Result<StepOut> {
+        let request =
+            json!({ "op": "step.add", "id": task_id, "title": title, "details": details });
+        let id = task_id.to_string();
+        self.write(actor, key, request, move |ctx| {
+            ops::knowledge::add_step(ctx, &id, &title, details)
+        })
+        .await
+    }
+
+    /// Marks a step done.
+    pub async fn done_step(
+        &self,
+        actor: &Actor,
+        key: Option<&str>,
+        task_id: &str,
+        step_id: &str,
+        notes: Option<String>,
+    ) -> Result<StepOut> {
+        let request = json!({ "op": "step.done", "id": task_id, "step": step_id, "notes": notes });
+        let (id, step) = (task_id.to_string(), step_id.to_string());
+        self.write(actor, key, request, move |ctx| {
+            ops::knowledge::done_step(ctx, &id, &step, notes)
+        })
+        .await
+    }
+
+    /// Adds (`add = true`) or removes a dependency edge.
+    pub async fn dependency(
+        &self,
+        actor: &Actor,
+        key: Option<&str>,
+        blocker: &str,
+        blocked: &str,
+        kind: DepKind,
+        add: bool,
+    ) -> Result<DepOut> {
+        let request = json!({ "op": if add { "dep.add" } else { "dep.rm" }, "blocker": blocker, "blocked": blocked, "kind": kind });
+        let (a, b) = (blocker.to_string(), blocked.to_string());
+        self.write(actor, key, request, move |ctx| {
+            if add {
+                ops::graph::add_dep(ctx, &a, &b, kind)
+            } else {
+                ops::graph::remove_dep(ctx, &a, &b, kind)
+            }
+        })
+        .await
+    }
+
+    /// The briefing of a task.
+    pub fn brief(&self, actor: &Actor, id: &str, max_bytes: Option<usize>) -> Result<Value> {
+        self.read(actor, |ctx| ops::brief::brief(ctx, id, max_bytes))
+    }
+
+    /// Applies a plan in one transaction.
+    pub async fn apply_plan(
+        &self,
+        actor: &Actor,
+        key: Option<&str>,
+        doc: ops::plan::PlanDoc,
+    ) -> Result<Value> {
+        let request = json!({ "op": "plan.apply", "body": &doc });
+        self.write(actor, key, request, move |ctx| ops::plan::apply(ctx, doc))
+            .await
+    }
+
+    /// Events after `after`, at most `limit` (1 to 1000).
+    pub fn events(&self, actor: &Actor, after: u64, limit: u32) -> Result<EventsOut> {
+        let limit = limit.clamp(1, 1000);
+        self.read(actor, |ctx| {
+            Ok(EventsOut {
+                events: ctx.tx.events(ctx.ws, after, limit)?,
+            })
+        })
+    }
+
+    /// Expires lapsed leases in the actor's workspace; how many.
+    pub async fn reap(&self, actor: &Actor) -> Result<usize> {
+        let request = json!({ "op": "reap" });
+        self.write(actor, None, request, |ctx| {
+            ops::lease::reap(ctx, ops::lease::REAP_BATCH)
+        })
+        .await
+    }
+}
+
+/// An operation under a lease, with its input.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum LeaseOp {
+    /// claimed → in_progress.
+    Start,
+    /// Extend the lease and report progress.
+    Heartbeat(Heartbeat),
+    /// Give the task back.
+    Release,
+    /// Finish with output.
+    Complete(Complete),
+    /// Report a failure.
+    Fail(Fail),
+    /// Report a blocker; releases the lease.
+    Block {
+        /// What blocks the work.
+        reason: String,
+    },
+    /// Wait on something outside; keeps the lease.
+    Wait {
+        /// What the task waits on.
+        reason: String,
+    },
+    /// Back to work after waiting.
+    Resume,
+}

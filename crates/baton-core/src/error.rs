@@ -1,0 +1,157 @@
+//! The error catalogue: one table of stable codes, each with its HTTP status and whether a
+//! retry can help. Every surface (CLI, HTTP, MCP) renders [`Error`] the same way, so an agent
+//! learns one vocabulary of failures.
+
+use serde::Serialize;
+use serde_json::Value;
+use std::fmt;
+
+macro_rules! codes {
+    ($($name:ident => $text:literal, $status:literal, $retryable:literal;)*) => {
+        /// A stable, machine-readable error code. The wire form is the SCREAMING_SNAKE text.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Code {
+            $(#[doc = $text] $name,)*
+        }
+
+        impl Code {
+            /// Every code, for documentation and parity tests.
+            pub const ALL: &'static [Code] = &[$(Code::$name,)*];
+
+            /// The wire form of the code, e.g. `LEASE_LOST`.
+            pub fn as_str(self) -> &'static str {
+                match self { $(Code::$name => $text,)* }
+            }
+
+            /// The HTTP status this code maps to.
+            pub fn http_status(self) -> u16 {
+                match self { $(Code::$name => $status,)* }
+            }
+
+            /// Whether repeating the same call unchanged can succeed.
+            pub fn retryable(self) -> bool {
+                match self { $(Code::$name => $retryable,)* }
+            }
+        }
+    };
+}
+
+codes! {
+    InvalidInput => "INVALID_INPUT", 400, false;
+    InvalidDuration => "INVALID_DURATION", 400, false;
+    TooLarge => "TOO_LARGE", 413, false;
+    SchemaViolation => "SCHEMA_VIOLATION", 422, false;
+    InvalidPlan => "INVALID_PLAN", 422, false;
+    NotFound => "NOT_FOUND", 404, false;
+    InvalidTransition => "INVALID_TRANSITION", 409, false;
+    LeaseLost => "LEASE_LOST", 409, false;
+    VersionConflict => "VERSION_CONFLICT", 409, true;
+    Cycle => "CYCLE", 409, false;
+    AlreadyExists => "ALREADY_EXISTS", 409, false;
+    OpenChildren => "OPEN_CHILDREN", 409, false;
+    IdempotencyMismatch => "IDEMPOTENCY_MISMATCH", 422, false;
+    Killed => "KILLED", 403, false;
+    Unauthorized => "UNAUTHORIZED", 401, false;
+    Forbidden => "FORBIDDEN", 403, false;
+    RateLimited => "RATE_LIMITED", 429, true;
+    Busy => "BUSY", 503, true;
+    Storage => "STORAGE", 500, true;
+    Internal => "INTERNAL", 500, false;
+}
+
+/// A failure of an operation: a code from the catalogue, a message for the reader, a hint
+/// saying what to do next, and optional structured details (current state, allowed
+/// operations, the cycle's path...).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Error {
+    /// The stable code.
+    pub code: Code,
+    /// What went wrong, in one sentence.
+    pub message: String,
+    /// What the caller can do about it.
+    pub hint: String,
+    /// Machine-readable facts about the failure.
+    pub details: Option<Value>,
+}
+
+/// The result type of every operation.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// An error with a code, message and hint.
+    pub fn new(code: Code, message: impl Into<String>, hint: impl Into<String>) -> Self {
+        Error {
+            code,
+            message: message.into(),
+            hint: hint.into(),
+            details: None,
+        }
+    }
+
+    /// Attaches structured details.
+    pub fn with_details(mut self, details: Value) -> Self {
+        self.details = Some(details);
+        self
+    }
+
+    /// Bad input: the request itself is wrong and must be changed.
+    pub fn invalid(message: impl Into<String>, hint: impl Into<String>) -> Self {
+        Error::new(Code::InvalidInput, message, hint)
+    }
+
+    /// An entity that does not exist (or is not visible to the caller).
+    pub fn not_found(kind: &str, id: &str) -> Self {
+        Error::new(
+            Code::NotFound,
+            format!("{kind} {id} not found"),
+            format!("check the {kind} id; list {kind}s to see what exists"),
+        )
+        .with_details(serde_json::json!({ "kind": kind, "id": id }))
+    }
+
+    /// A storage failure; logged in full by the caller, shown to clients without internals.
+    pub fn storage(message: impl fmt::Display) -> Self {
+        Error::new(
+            Code::Storage,
+            format!("storage error: {message}"),
+            "retry the call; if it persists, check the data directory",
+        )
+    }
+
+    /// Whether repeating the call unchanged can succeed.
+    pub fn retryable(&self) -> bool {
+        self.code.retryable()
+    }
+
+    /// The wire form: `{"error": {"code", "message", "hint", "retryable", "details"?}}`.
+    pub fn to_json(&self) -> Value {
+        let mut body = serde_json::json!({
+            "code": self.code.as_str(),
+            "message": self.message,
+            "hint": self.hint,
+            "retryable": self.retryable(),
+        });
+        if let Some(details) = &self.details {
+            body["details"] = details.clone();
+        }
+        serde_json::json!({ "error": body })
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code.as_str(), self.message)?;
+        if !self.hint.is_empty() {
+            write!(f, " (hint: {})", self.hint)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl Serialize for Error {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.to_json().serialize(s)
+    }
+}

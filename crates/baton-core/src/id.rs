@@ -1,0 +1,34 @@
+//! Identifiers: a type prefix and a UUIDv7 in hex, so ids sort by creation time, name their
+//! kind at a glance and cannot be guessed. Lease tokens are 240 random bits; only their
+//! SHA-256 is stored.
+
+use sha2::{Digest, Sha256};
+
+/// A new identifier with the given prefix, e.g. `new_id("tsk")` → `tsk_0193…`.
+pub fn new_id(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::now_v7().simple())
+}
+
+/// Whether `id` has the shape of an identifier with this prefix.
+pub fn has_prefix(id: &str, prefix: &str) -> bool {
+    id.len() == prefix.len() + 33 && id.starts_with(prefix) && id.as_bytes()[prefix.len()] == b'_'
+}
+
+/// A fresh secret token with a prefix, e.g. `lse_…`. Made of two random UUIDv4s (244 bits).
+pub fn new_secret(prefix: &str) -> String {
+    format!(
+        "{prefix}_{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+/// The hex SHA-256 of a string: how secrets and request bodies are stored and compared.
+pub fn sha256_hex(text: &str) -> String {
+    let digest = Sha256::digest(text.as_bytes());
+    let mut out = String::with_capacity(64);
+    for b in digest {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}

@@ -1,0 +1,229 @@
+//! The task graph: dependencies, cycle checks, and the automatic moves between `ready` and
+//! `blocked` that follow from them (DAG release and `dependency_failed` propagation), all
+//! inside the transaction of the change that caused them.
+
+use super::Ctx;
+use crate::api::DepOut;
+use crate::error::{Code, Error, Result};
+use crate::model::*;
+use crate::state::{BlockedReason, Status};
+use serde_json::json;
+use std::collections::{HashMap, HashSet};
+
+/// Where a task waiting to run should stand given its `blocks` dependencies:
+/// `None` means ready, otherwise blocked for the reason given.
+pub fn blocking_reason(ctx: &mut Ctx<'_>, task_id: &str) -> Result<Option<BlockedReason>> {
+    let mut reason = None;
+    for dep in ctx.tx.deps_of(ctx.ws, task_id)? {
+        if dep.kind != DepKind::Blocks {
+            continue;
+        }
+        let Some(blocker) = ctx.tx.task(ctx.ws, &dep.blocker_id)? else {
+            continue;
+        };
+        match blocker.status {
+            Status::Done => {}
+            Status::Failed | Status::Canceled => return Ok(Some(BlockedReason::DependencyFailed)),
+            _ => reason = Some(BlockedReason::Dependencies),
+        }
+    }
+    Ok(reason)
+}
+
+/// Puts a task that is about to wait for a claimer into `ready` or `blocked`, according to
+/// its dependencies. Does not save.
+pub fn settle(ctx: &mut Ctx<'_>, task: &mut Task) -> Result<()> {
+    match blocking_reason(ctx, &task.id)? {
+        None => {
+            task.status = Status::Ready;
+            task.blocked_reason = None;
+        }
+        Some(reason) => {
+            task.status = Status::Blocked;
+            task.blocked_reason = Some(reason);
+        }
+    }
+    Ok(())
+}
+
+/// After `task_id` ended (done, failed or canceled), moves each dependent that waits on it:
+/// released to `ready` when its last blocker is done, or blocked with `dependency_failed`.
+pub fn on_blocker_ended(ctx: &mut Ctx<'_>, task_id: &str) -> Result<()> {
+    for dep in ctx.tx.dependents_of(ctx.ws, task_id)? {
+        if dep.kind != DepKind::Blocks {
+            continue;
+        }
+        reevaluate(ctx, &dep.blocked_id)?;
+    }
+    Ok(())
+}
+
+/// Re-settles a task waiting on dependencies (or made ready when a new blocker appeared),
+/// saving and announcing it only if its standing changed.
+pub fn reevaluate(ctx: &mut Ctx<'_>, task_id: &str) -> Result<()> {
+    let Some(mut task) = ctx.tx.task(ctx.ws, task_id)? else {
+        return Ok(());
+    };
+    let waits = task.status == Status::Ready
+        || (task.status == Status::Blocked && task.blocked_reason != Some(BlockedReason::Agent));
+    if !waits {
+        return Ok(());
+    }
+    let before = (task.status, task.blocked_reason);
+    settle(ctx, &mut task)?;
+    if (task.status, task.blocked_reason) == before {
+        return Ok(());
+    }
+    let kind = match (task.status, task.blocked_reason) {
+        (Status::Ready, _) => "task.released",
+        (_, Some(BlockedReason::DependencyFailed)) => "task.dependency_failed",
+        _ => "task.blocked",
+    };
+    ctx.save(&mut task, kind, json!({}))
+}
+
+/// Finds a `blocks` path from `from` up through its blockers to `to`, if any: adding the
+/// edge `to → from`... would close it into a cycle. Returns the path in blocking order.
+fn blocks_path(ctx: &mut Ctx<'_>, from: &str, to: &str) -> Result<Option<Vec<String>>> {
+    // Depth-first over "is blocked by" edges, remembering how each task was reached.
+    let mut came_from: HashMap<String, String> = HashMap::new();
+    let mut seen: HashSet<String> = HashSet::from([from.to_string()]);
+    let mut stack = vec![from.to_string()];
+    while let Some(current) = stack.pop() {
+        if current == to {
+            let mut path = vec![current.clone()];
+            let mut at = current;
+            while let Some(prev) = came_from.get(&at) {
+                path.push(prev.clone());
+                at = prev.clone();
+            }
+            return Ok(Some(path));
+        }
+        for dep in ctx.tx.deps_of(ctx.ws, &current)? {
+            if dep.kind == DepKind::Blocks && seen.insert(dep.blocker_id.clone()) {
+                came_from.insert(dep.blocker_id.clone(), current.clone());
+                stack.push(dep.blocker_id);
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Rejects an edge `blocker blocks blocked` that would close a cycle, naming the path.
+pub fn check_acyclic(ctx: &mut Ctx<'_>, blocker: &str, blocked: &str) -> Result<()> {
+    if blocker == blocked {
+        return Err(cycle_error(vec![blocked.to_string(), blocked.to_string()]));
+    }
+    // A cycle exists if `blocked` already (transitively) blocks `blocker`.
+    if let Some(path) = blocks_path(ctx, blocker, blocked)? {
+        // path runs blocked → … → blocker in blocking order; close it with blocked.
+        let mut cycle = path;
+        cycle.push(blocked.to_string());
+        return Err(cycle_error(cycle));
+    }
+    Ok(())
+}
+
+fn cycle_error(path: Vec<String>) -> Error {
+    Error::new(
+        Code::Cycle,
+        format!("dependency would create a cycle: {}", path.join(" → ")),
+        "a task cannot wait on itself, directly or through others; remove one edge of the path",
+    )
+    .with_details(json!({ "path": path }))
+}
+
+/// Adds an edge. A `blocks` edge is checked for cycles and may block the waiting task.
+pub fn add_dep(
+    ctx: &mut Ctx<'_>,
+    blocker_id: &str,
+    blocked_id: &str,
+    kind: DepKind,
+) -> Result<DepOut> {
+    ctx.task(blocker_id)?;
+    ctx.task(blocked_id)?;
+    if kind == DepKind::Blocks {
+        check_acyclic(ctx, blocker_id, blocked_id)?;
+    } else if blocker_id == blocked_id {
+        return Err(Error::invalid(
+            "a task cannot relate to itself",
+            "name two different tasks",
+        ));
+    }
+    let existing = ctx.tx.deps_of(ctx.ws, blocked_id)?;
+    let dep = match existing
+        .into_iter()
+        .find(|d| d.blocker_id == blocker_id && d.kind == kind)
+    {
+        Some(dep) => dep, // already there: adding it again changes nothing
+        None => {
+            let dep = Dependency {
+                workspace_id: ctx.ws.to_string(),
+                blocker_id: blocker_id.to_string(),
+                blocked_id: blocked_id.to_string(),
+                kind,
+                created_at: ctx.now,
+            };
+            ctx.tx.put_dep(&dep)?;
+            ctx.emit(
+                "dependency.added",
+                Some(blocked_id),
+                json!({ "dependency": dep }),
+            )?;
+            if kind == DepKind::Blocks {
+                reevaluate(ctx, blocked_id)?;
+            }
+            dep
+        }
+    };
+    let task = ctx.task(blocked_id)?.view();
+    Ok(DepOut {
+        dependency: dep,
+        task,
+    })
+}
+
+/// Removes an edge; the waiting task may become ready.
+pub fn remove_dep(
+    ctx: &mut Ctx<'_>,
+    blocker_id: &str,
+    blocked_id: &str,
+    kind: DepKind,
+) -> Result<DepOut> {
+    let existing = ctx.tx.deps_of(ctx.ws, blocked_id)?;
+    let Some(dep) = existing
+        .into_iter()
+        .find(|d| d.blocker_id == blocker_id && d.kind == kind)
+    else {
+        return Err(Error::new(
+            Code::NotFound,
+            format!(
+                "no {} dependency from {blocker_id} to {blocked_id}",
+                kind_name(kind)
+            ),
+            "list the task's dependencies with `baton brief`",
+        ));
+    };
+    ctx.tx.delete_dep(ctx.ws, blocker_id, blocked_id, kind)?;
+    ctx.emit(
+        "dependency.removed",
+        Some(blocked_id),
+        json!({ "dependency": dep }),
+    )?;
+    if kind == DepKind::Blocks {
+        reevaluate(ctx, blocked_id)?;
+    }
+    let task = ctx.task(blocked_id)?.view();
+    Ok(DepOut {
+        dependency: dep,
+        task,
+    })
+}
+
+fn kind_name(kind: DepKind) -> &'static str {
+    match kind {
+        DepKind::Blocks => "blocks",
+        DepKind::RelatesTo => "relates_to",
+        DepKind::DiscoveredFrom => "discovered_from",
+    }
+}

@@ -1,0 +1,149 @@
+//! What agents learn and plan on a task: typed, immutable context entries (with supersede)
+//! and ordered steps. Adding either raises `context_changed` for the lease holder unless the
+//! holder wrote it.
+
+use super::{check_len, check_text, Ctx, MAX_TEXT, MAX_TITLE};
+use crate::api::{AddContext, ContextOut, StepOut};
+use crate::error::{Code, Error, Result};
+use crate::id::{new_id, sha256_hex};
+use crate::model::*;
+use serde_json::json;
+
+/// Most steps on one task.
+pub const MAX_STEPS: usize = 500;
+/// Most context entries on one task.
+pub const MAX_CONTEXT: usize = 2_000;
+
+/// Marks the task as changed for its lease holder, unless the holder made the change
+/// (proved by presenting the current lease token).
+fn touch(ctx: &mut Ctx<'_>, task: &mut Task, lease_token: Option<&str>) -> Result<Option<Run>> {
+    task.version += 1;
+    let holder = match (&task.lease, lease_token) {
+        (Some(lease), Some(token)) if lease.token_sha256 == sha256_hex(token) => {
+            Some(lease.run_id.clone())
+        }
+        _ => None,
+    };
+    let Some(run_id) = holder else {
+        return Ok(None);
+    };
+    let Some(mut run) = ctx.tx.run(ctx.ws, &run_id)? else {
+        return Ok(None);
+    };
+    run.seen_version = task.version;
+    ctx.tx.put_run(&run)?;
+    Ok(Some(run))
+}
+
+/// Records a context entry on a task.
+pub fn add_context(ctx: &mut Ctx<'_>, task_id: &str, req: AddContext) -> Result<ContextOut> {
+    if !CONTEXT_TYPES.contains(&req.kind.as_str()) {
+        return Err(Error::invalid(
+            format!("unknown context type '{}'", req.kind),
+            format!("use one of: {}", CONTEXT_TYPES.join(", ")),
+        ));
+    }
+    check_text("content", &req.content, MAX_TEXT)?;
+    let mut task = ctx.task(task_id)?;
+    let existing = ctx.tx.context_of(ctx.ws, task_id)?;
+    if existing.len() >= MAX_CONTEXT {
+        return Err(Error::new(
+            Code::TooLarge,
+            format!("task {task_id} already has {MAX_CONTEXT} context entries"),
+            "supersede old entries are kept too; summarize into a new task",
+        ));
+    }
+    if let Some(old) = &req.supersedes {
+        if !existing.iter().any(|e| &e.id == old) {
+            return Err(Error::new(
+                Code::NotFound,
+                format!("context entry {old} not found on task {task_id}"),
+                "an entry can only supersede an older entry of the same task",
+            ));
+        }
+    }
+    let run = touch(ctx, &mut task, req.lease.as_deref())?;
+    let entry = ContextEntry {
+        id: new_id("ctx"),
+        workspace_id: ctx.ws.to_string(),
+        task_id: task_id.to_string(),
+        kind: req.kind,
+        content: req.content,
+        supersedes: req.supersedes,
+        run_id: run.as_ref().map(|r| r.id.clone()),
+        created_by: ctx.actor.to_string(),
+        created_at: ctx.now,
+    };
+    ctx.tx.put_context(&entry)?;
+    let mut extra = json!({ "context": entry });
+    if let Some(run) = run {
+        extra["run"] = json!(run);
+    }
+    ctx.save_unversioned(&mut task, "context.added", extra)?;
+    Ok(ContextOut { context: entry })
+}
+
+/// Appends a step to a task's plan.
+pub fn add_step(
+    ctx: &mut Ctx<'_>,
+    task_id: &str,
+    title: &str,
+    details: Option<String>,
+) -> Result<StepOut> {
+    check_text("title", title, MAX_TITLE)?;
+    if let Some(d) = &details {
+        check_len("details", d, MAX_TEXT)?;
+    }
+    let mut task = ctx.task(task_id)?;
+    let steps = ctx.tx.steps_of(ctx.ws, task_id)?;
+    if steps.len() >= MAX_STEPS {
+        return Err(Error::new(
+            Code::TooLarge,
+            format!("task {task_id} has {MAX_STEPS} steps"),
+            "split the task",
+        ));
+    }
+    let step = Step {
+        id: new_id("stp"),
+        workspace_id: ctx.ws.to_string(),
+        task_id: task_id.to_string(),
+        position: steps.len() as u32 + 1,
+        title: title.trim().to_string(),
+        details,
+        done: false,
+        notes: None,
+        done_at: None,
+    };
+    ctx.tx.put_step(&step)?;
+    task.version += 1;
+    ctx.save_unversioned(&mut task, "step.added", json!({ "step": step }))?;
+    Ok(StepOut { step })
+}
+
+/// Marks a step done.
+pub fn done_step(
+    ctx: &mut Ctx<'_>,
+    task_id: &str,
+    step_id: &str,
+    notes: Option<String>,
+) -> Result<StepOut> {
+    if let Some(n) = &notes {
+        check_len("notes", n, MAX_TEXT)?;
+    }
+    let mut task = ctx.task(task_id)?;
+    let mut step = ctx
+        .tx
+        .steps_of(ctx.ws, task_id)?
+        .into_iter()
+        .find(|s| s.id == step_id)
+        .ok_or_else(|| Error::not_found("step", step_id))?;
+    if step.done {
+        return Ok(StepOut { step }); // done already: nothing changes
+    }
+    step.done = true;
+    step.notes = notes;
+    step.done_at = Some(ctx.now);
+    ctx.tx.put_step(&step)?;
+    ctx.save_unversioned(&mut task, "step.done", json!({ "step": step }))?;
+    Ok(StepOut { step })
+}

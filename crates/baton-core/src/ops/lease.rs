@@ -1,0 +1,567 @@
+//! The coordination protocol (DESIGN §4): claims in scheduling order, leases with fencing
+//! epochs, and every operation an agent performs under a lease. A lease operation first
+//! proves the caller holds the current, unexpired lease; anything else is `LEASE_LOST`.
+
+use super::{check_json, check_len, check_tags, graph, Ctx, MAX_TEXT};
+use crate::api::*;
+use crate::error::{Code, Error, Result};
+use crate::id::{new_id, new_secret, sha256_hex};
+use crate::model::*;
+use crate::state::{self, BlockedReason, Op, Status};
+use crate::store::ClaimCursor;
+use crate::time::format_rfc3339;
+use serde_json::json;
+use std::collections::HashMap;
+
+/// Most tasks one claim may take.
+pub const MAX_CLAIM: u32 = 100;
+/// Most expired leases one claim or reaper pass expires.
+pub const REAP_BATCH: u32 = 256;
+
+/// Registers an agent on first use, or refreshes its capabilities and last-seen time.
+pub fn ensure_agent(ctx: &mut Ctx<'_>, name: &str, capabilities: &[String]) -> Result<Agent> {
+    super::check_text("agent", name, 200)?;
+    let capabilities = check_tags("capabilities", capabilities)?;
+    match ctx.tx.agent(ctx.ws, name)? {
+        Some(mut agent) => {
+            // Writes only on a real change, so a claim that finds nothing writes nothing.
+            if agent.capabilities != capabilities && !capabilities.is_empty() {
+                agent.capabilities = capabilities;
+                agent.last_seen_at = ctx.now;
+                ctx.tx.put_agent(&agent)?;
+                ctx.emit("agent.updated", None, json!({ "agent": agent }))?;
+            }
+            Ok(agent)
+        }
+        None => {
+            let agent = Agent {
+                id: new_id("agt"),
+                workspace_id: ctx.ws.to_string(),
+                name: name.to_string(),
+                capabilities,
+                status: "active".into(),
+                last_seen_at: ctx.now,
+                created_at: ctx.now,
+            };
+            ctx.tx.put_agent(&agent)?;
+            ctx.emit("agent.registered", None, json!({ "agent": agent }))?;
+            Ok(agent)
+        }
+    }
+}
+
+/// Ends a lapsed lease as of its expiry time: the run is `lost`, the task goes back to
+/// `ready` after backoff, or to `failed` when its attempts are used up.
+pub fn expire(ctx: &mut Ctx<'_>, task: &mut Task) -> Result<()> {
+    let Some(lease) = task.lease.take() else {
+        return Ok(());
+    };
+    let at = lease.expires_at;
+    let mut extra = json!({});
+    if let Some(mut run) = ctx.tx.run(ctx.ws, &lease.run_id)? {
+        run.status = RunStatus::Lost;
+        run.ended_at = Some(at);
+        ctx.tx.put_run(&run)?;
+        extra = json!({ "run": run });
+    }
+    task.reason = Some(format!("lease expired at {}", format_rfc3339(at)));
+    let exhausted = task.attempts >= task.retry_policy.max_attempts;
+    if exhausted {
+        task.status = Status::Failed;
+        task.blocked_reason = None;
+    } else {
+        graph::settle(ctx, task)?;
+        task.not_before = Some(at + task.retry_policy.backoff(task.attempts, &task.id));
+    }
+    ctx.save(task, "task.lease_expired", extra)?;
+    if exhausted {
+        ended_failed(ctx, task)?;
+    }
+    Ok(())
+}
+
+/// Expires the lease of `task` if it has lapsed by now.
+pub fn expire_if_due(ctx: &mut Ctx<'_>, task: &mut Task) -> Result<()> {
+    if task.lease.as_ref().is_some_and(|l| l.expires_at <= ctx.now) {
+        expire(ctx, task)?;
+    }
+    Ok(())
+}
+
+/// Expires up to `limit` lapsed leases in the workspace; how many it expired.
+pub fn reap(ctx: &mut Ctx<'_>, limit: u32) -> Result<usize> {
+    let due = ctx.tx.expired_leases(ctx.ws, ctx.now, limit)?;
+    let n = due.len();
+    for mut task in due {
+        expire(ctx, &mut task)?;
+    }
+    Ok(n)
+}
+
+/// Follow-up of a task that just ended `failed`: dependents are told, and an event asks
+/// for a planner's attention.
+fn ended_failed(ctx: &mut Ctx<'_>, task: &Task) -> Result<()> {
+    ctx.emit(
+        "task.needs_attention",
+        Some(&task.id),
+        json!({ "task": task, "reason": format!("failed after {} attempt(s): {}", task.attempts, task.reason.as_deref().unwrap_or("")) }),
+    )?;
+    graph::on_blocker_ended(ctx, &task.id)
+}
+
+/// Claims up to `count` ready tasks for an agent, in priority, due date, age order, among
+/// those whose required capabilities the agent has. Expired leases are expired first, so a
+/// task whose holder vanished is claimable without a background reaper.
+pub fn claim(ctx: &mut Ctx<'_>, req: &ClaimRequest) -> Result<Claims> {
+    let count = req.count.unwrap_or(1);
+    if count == 0 || count > MAX_CLAIM {
+        return Err(Error::invalid(
+            format!("count must be 1 to {MAX_CLAIM}"),
+            "ask for fewer tasks per claim",
+        ));
+    }
+    if let Some(ttl) = req.lease_ttl {
+        if ttl.0 < 1000 {
+            return Err(Error::new(
+                Code::InvalidDuration,
+                "lease_ttl must be at least 1s",
+                "give e.g. 30s or 5m",
+            ));
+        }
+    }
+    let mut agent = ensure_agent(ctx, &req.agent, &req.capabilities)?;
+    if agent.status != "active" {
+        return Err(Error::new(
+            Code::Killed,
+            format!("agent {} is {}", agent.name, agent.status),
+            "ask a planner or admin to reactivate the agent",
+        ));
+    }
+    reap(ctx, REAP_BATCH)?;
+    let mut killed_projects: HashMap<String, bool> = HashMap::new();
+    let mut claims = Vec::new();
+    let mut cursor: Option<ClaimCursor> = None;
+    let page = (count * 4).max(16);
+    'scan: loop {
+        let candidates = ctx
+            .tx
+            .claim_candidates(ctx.ws, ctx.now, cursor.as_ref(), page)?;
+        let exhausted = (candidates.len() as u32) < page;
+        for task in candidates {
+            cursor = Some(ClaimCursor {
+                priority: task.priority,
+                due_key: task.due_at.unwrap_or(i64::MAX),
+                id: task.id.clone(),
+            });
+            if !task
+                .required_capabilities
+                .iter()
+                .all(|c| agent.capabilities.contains(c))
+            {
+                continue;
+            }
+            let killed = match killed_projects.get(&task.project_id) {
+                Some(k) => *k,
+                None => {
+                    let k = ctx
+                        .tx
+                        .project(ctx.ws, &task.project_id)?
+                        .is_some_and(|p| p.killed);
+                    killed_projects.insert(task.project_id.clone(), k);
+                    k
+                }
+            };
+            if killed {
+                continue;
+            }
+            claims.push(grant(ctx, task, &mut agent, req)?);
+            if claims.len() as u32 == count {
+                break 'scan;
+            }
+        }
+        if exhausted {
+            break;
+        }
+    }
+    Ok(Claims { claims })
+}
+
+/// ready → claimed: a new run, the next epoch, a fresh token.
+fn grant(
+    ctx: &mut Ctx<'_>,
+    mut task: Task,
+    agent: &mut Agent,
+    req: &ClaimRequest,
+) -> Result<Claim> {
+    state::check(&task.id, task.status, Op::Claim)?;
+    let ttl = req.lease_ttl.unwrap_or(task.lease_ttl);
+    let token = new_secret("lse");
+    task.epoch += 1;
+    task.attempts += 1;
+    task.status = Status::Claimed;
+    task.not_before = None;
+    task.reason = None;
+    let expires_at = ctx.now + ttl.ms();
+    let mut run = Run {
+        id: new_id("run"),
+        workspace_id: ctx.ws.to_string(),
+        task_id: task.id.clone(),
+        agent_id: agent.id.clone(),
+        attempt: task.attempts,
+        epoch: task.epoch,
+        status: RunStatus::Active,
+        progress: None,
+        message: None,
+        usage: None,
+        output: None,
+        error: None,
+        error_class: None,
+        seen_version: 0,
+        started_at: ctx.now,
+        heartbeat_at: ctx.now,
+        ended_at: None,
+    };
+    task.lease = Some(Lease {
+        epoch: task.epoch,
+        token_sha256: sha256_hex(&token),
+        run_id: run.id.clone(),
+        agent_id: agent.id.clone(),
+        expires_at,
+    });
+    task.version += 1;
+    run.seen_version = task.version;
+    ctx.tx.put_run(&run)?;
+    agent.last_seen_at = ctx.now;
+    ctx.tx.put_agent(agent)?;
+    ctx.save_unversioned(
+        &mut task,
+        "task.claimed",
+        json!({ "run": run, "agent": agent }),
+    )?;
+    Ok(Claim {
+        task: task.view(),
+        run,
+        lease: LeaseGrant {
+            token,
+            epoch: task.epoch,
+            expires_at,
+        },
+    })
+}
+
+/// Loads a task and proves `token` is its current, live lease.
+fn leased(ctx: &mut Ctx<'_>, id: &str, token: &str) -> Result<(Task, Run)> {
+    let task = ctx.task(id)?;
+    let lost = |message: String, hint: &str, task: &Task| {
+        Error::new(Code::LeaseLost, message, hint).with_details(json!({
+            "status": task.status.as_str(),
+            "epoch": task.epoch,
+        }))
+    };
+    let Some(lease) = &task.lease else {
+        let hint = match task.status {
+            Status::Canceled => "the task was canceled: stop working on it",
+            _ => "your lease ended (expired, released or superseded); stop and claim new work",
+        };
+        return Err(lost(
+            format!(
+                "task {id} has no live lease; it is {}",
+                task.status.as_str()
+            ),
+            hint,
+            &task,
+        ));
+    };
+    if sha256_hex(token) != lease.token_sha256 {
+        return Err(lost(
+            format!(
+                "that lease token is not the current lease of task {id} (epoch {})",
+                lease.epoch
+            ),
+            "another claim superseded yours; stop work on this task and claim new work",
+            &task,
+        ));
+    }
+    let run_id = lease.run_id.clone();
+    let run = ctx
+        .tx
+        .run(ctx.ws, &run_id)?
+        .ok_or_else(|| Error::not_found("run", &run_id))?;
+    Ok((task, run))
+}
+
+/// A lease operation on a `claimed` task that only an `in_progress` task accepts starts it.
+fn auto_start(ctx: &mut Ctx<'_>, task: &mut Task, op: Op) -> Result<()> {
+    if task.status == Status::Claimed
+        && !state::is_allowed(Status::Claimed, op)
+        && state::is_allowed(Status::InProgress, op)
+    {
+        task.status = Status::InProgress;
+        ctx.save(task, "task.started", json!({}))?;
+    }
+    Ok(())
+}
+
+/// Ends the lease of `task` and marks `run` with `status`.
+fn end_run(ctx: &mut Ctx<'_>, task: &mut Task, run: &mut Run, status: RunStatus) -> Result<()> {
+    task.lease = None;
+    run.status = status;
+    run.ended_at = Some(ctx.now);
+    ctx.tx.put_run(run)
+}
+
+/// claimed → in_progress.
+pub fn start(ctx: &mut Ctx<'_>, id: &str, token: &str) -> Result<TaskOut> {
+    let (mut task, run) = leased(ctx, id, token)?;
+    state::check(id, task.status, Op::Start)?;
+    task.status = Status::InProgress;
+    ctx.save(&mut task, "task.started", json!({ "run": run }))?;
+    Ok(TaskOut {
+        task: task.view(),
+        warnings: vec![],
+    })
+}
+
+/// Extends the lease, records progress, and answers with the signals the agent must act on.
+pub fn heartbeat(ctx: &mut Ctx<'_>, id: &str, token: &str, hb: &Heartbeat) -> Result<HeartbeatAck> {
+    let (mut task, mut run) = leased(ctx, id, token)?;
+    state::check(id, task.status, Op::Heartbeat)?;
+    if let Some(p) = hb.progress {
+        if !(0.0..=1.0).contains(&p) {
+            return Err(Error::invalid(
+                format!("progress {p} is outside 0.0 to 1.0"),
+                "report progress as a fraction",
+            ));
+        }
+        run.progress = Some(p);
+    }
+    if let Some(m) = &hb.message {
+        check_len("message", m, MAX_TEXT)?;
+        run.message = Some(m.clone());
+    }
+    if hb.usage.is_some() {
+        check_json("usage", &hb.usage)?;
+        run.usage = hb.usage.clone();
+    }
+    let mut signals = Vec::new();
+    if task.version > run.seen_version {
+        signals.push("context_changed".to_string());
+        run.seen_version = task.version;
+    }
+    if let (Some(budget), Some(usage)) = (&task.budget, &run.usage) {
+        let limit = budget.get("max_cost").and_then(|v| v.as_f64());
+        let spent = usage.get("cost").and_then(|v| v.as_f64());
+        if let (Some(limit), Some(spent)) = (limit, spent) {
+            if spent >= limit {
+                signals.push("budget_exhausted".into());
+            } else if spent >= 0.8 * limit {
+                signals.push("budget_warning".into());
+            }
+        }
+    }
+    if ctx
+        .tx
+        .project(ctx.ws, &task.project_id)?
+        .is_some_and(|p| p.killed)
+    {
+        signals.push("killed".into());
+    }
+    let ttl = hb.lease_ttl.unwrap_or(task.lease_ttl);
+    let expires_at = ctx.now + ttl.ms();
+    if let Some(lease) = &mut task.lease {
+        lease.expires_at = expires_at;
+    }
+    run.heartbeat_at = ctx.now;
+    ctx.tx.put_run(&run)?;
+    ctx.save_unversioned(&mut task, "task.heartbeat", json!({ "run": run }))?;
+    Ok(HeartbeatAck {
+        task: task.view(),
+        expires_at,
+        signals,
+    })
+}
+
+/// Gives the task back to the queue; the attempt is not counted.
+pub fn release(ctx: &mut Ctx<'_>, id: &str, token: &str) -> Result<TaskOut> {
+    let (mut task, mut run) = leased(ctx, id, token)?;
+    state::check(id, task.status, Op::Release)?;
+    end_run(ctx, &mut task, &mut run, RunStatus::Released)?;
+    task.attempts = task.attempts.saturating_sub(1);
+    graph::settle(ctx, &mut task)?;
+    ctx.save(&mut task, "task.lease_released", json!({ "run": run }))?;
+    Ok(TaskOut {
+        task: task.view(),
+        warnings: vec![],
+    })
+}
+
+/// claimed or in_progress → review or done, with the output checked against the schema.
+pub fn complete(ctx: &mut Ctx<'_>, id: &str, token: &str, req: Complete) -> Result<TaskOut> {
+    let (mut task, mut run) = leased(ctx, id, token)?;
+    auto_start(ctx, &mut task, Op::Complete)?;
+    state::check(id, task.status, Op::Complete)?;
+    check_json("output", &req.output)?;
+    if let Some(o) = &req.outcome {
+        check_len("outcome", o, MAX_TEXT)?;
+    }
+    if let Some(schema) = &task.output_schema {
+        crate::schema::validate(
+            "output",
+            schema,
+            req.output.as_ref().unwrap_or(&serde_json::Value::Null),
+        )?;
+    }
+    let mut warnings = Vec::new();
+    let open = ctx.tx.open_children(ctx.ws, id)?;
+    if open > 0 {
+        if !req.force {
+            return Err(Error::new(
+                Code::OpenChildren,
+                format!("task {id} has {open} open child task(s)"),
+                "finish or cancel the children first, or complete with force",
+            )
+            .with_details(json!({ "open_children": open })));
+        }
+        warnings.push(format!("completed with {open} open child task(s)"));
+    }
+    run.output = req.output.clone();
+    end_run(ctx, &mut task, &mut run, RunStatus::Completed)?;
+    task.output = req.output;
+    task.outcome = req.outcome;
+    let done = !task.review_required;
+    task.status = if done { Status::Done } else { Status::Review };
+    ctx.save(
+        &mut task,
+        if done {
+            "task.completed"
+        } else {
+            "task.submitted"
+        },
+        json!({ "run": run }),
+    )?;
+    if done {
+        graph::on_blocker_ended(ctx, id)?;
+    }
+    Ok(TaskOut {
+        task: task.view(),
+        warnings,
+    })
+}
+
+/// Records a failed run; the task is retried after backoff or ends `failed`.
+pub fn fail(ctx: &mut Ctx<'_>, id: &str, token: &str, req: Fail) -> Result<TaskOut> {
+    super::check_text("error", &req.error, MAX_TEXT)?;
+    let class = req.class.clone().unwrap_or_else(|| "transient".into());
+    if !FAILURE_CLASSES.contains(&class.as_str()) {
+        return Err(Error::invalid(
+            format!("unknown failure class '{class}'"),
+            format!("use one of: {}", FAILURE_CLASSES.join(", ")),
+        ));
+    }
+    let (mut task, mut run) = leased(ctx, id, token)?;
+    state::check(id, task.status, Op::Fail)?;
+    run.error = Some(req.error.clone());
+    run.error_class = Some(class.clone());
+    end_run(ctx, &mut task, &mut run, RunStatus::Failed)?;
+    task.reason = Some(req.error);
+    let retryable = !req.no_retry && !NON_RETRYABLE_CLASSES.contains(&class.as_str());
+    let retry = retryable && task.attempts < task.retry_policy.max_attempts;
+    if retry {
+        graph::settle(ctx, &mut task)?;
+        task.not_before = Some(ctx.now + task.retry_policy.backoff(task.attempts, &task.id));
+        ctx.save(&mut task, "task.retrying", json!({ "run": run }))?;
+    } else {
+        task.status = Status::Failed;
+        task.blocked_reason = None;
+        ctx.save(&mut task, "task.failed", json!({ "run": run }))?;
+        ended_failed(ctx, &task)?;
+    }
+    Ok(TaskOut {
+        task: task.view(),
+        warnings: vec![],
+    })
+}
+
+/// in_progress → blocked (agent): the agent hit something it cannot get past; the lease is
+/// released and the attempt is not counted.
+pub fn block(ctx: &mut Ctx<'_>, id: &str, token: &str, reason: String) -> Result<TaskOut> {
+    super::check_text("reason", &reason, MAX_TEXT)?;
+    let (mut task, mut run) = leased(ctx, id, token)?;
+    auto_start(ctx, &mut task, Op::Block)?;
+    state::check(id, task.status, Op::Block)?;
+    end_run(ctx, &mut task, &mut run, RunStatus::Blocked)?;
+    task.attempts = task.attempts.saturating_sub(1);
+    task.status = Status::Blocked;
+    task.blocked_reason = Some(BlockedReason::Agent);
+    task.reason = Some(reason);
+    ctx.save(&mut task, "task.blocked", json!({ "run": run }))?;
+    Ok(TaskOut {
+        task: task.view(),
+        warnings: vec![],
+    })
+}
+
+/// in_progress → waiting: on something outside; the lease is kept (heartbeat it).
+pub fn wait(ctx: &mut Ctx<'_>, id: &str, token: &str, reason: String) -> Result<TaskOut> {
+    super::check_text("reason", &reason, MAX_TEXT)?;
+    let (mut task, _) = leased(ctx, id, token)?;
+    auto_start(ctx, &mut task, Op::Wait)?;
+    state::check(id, task.status, Op::Wait)?;
+    task.status = Status::Waiting;
+    task.reason = Some(reason);
+    ctx.save(&mut task, "task.waiting", json!({}))?;
+    Ok(TaskOut {
+        task: task.view(),
+        warnings: vec![],
+    })
+}
+
+/// waiting → in_progress.
+pub fn resume(ctx: &mut Ctx<'_>, id: &str, token: &str) -> Result<TaskOut> {
+    let (mut task, _) = leased(ctx, id, token)?;
+    state::check(id, task.status, Op::Resume)?;
+    task.status = Status::InProgress;
+    task.reason = None;
+    ctx.save(&mut task, "task.resumed", json!({}))?;
+    Ok(TaskOut {
+        task: task.view(),
+        warnings: vec![],
+    })
+}
+
+/// review → done.
+pub fn approve(ctx: &mut Ctx<'_>, id: &str, comment: Option<String>) -> Result<TaskOut> {
+    let mut task = ctx.task(id)?;
+    state::check(id, task.status, Op::Approve)?;
+    if let Some(c) = &comment {
+        check_len("comment", c, MAX_TEXT)?;
+    }
+    task.status = Status::Done;
+    task.reason = comment;
+    ctx.save(&mut task, "task.approved", json!({}))?;
+    graph::on_blocker_ended(ctx, id)?;
+    Ok(TaskOut {
+        task: task.view(),
+        warnings: vec![],
+    })
+}
+
+/// review → ready for another attempt, or failed when attempts are used up.
+pub fn reject(ctx: &mut Ctx<'_>, id: &str, reason: String) -> Result<TaskOut> {
+    super::check_text("reason", &reason, MAX_TEXT)?;
+    let mut task = ctx.task(id)?;
+    state::check(id, task.status, Op::Reject)?;
+    task.reason = Some(reason);
+    if task.attempts >= task.retry_policy.max_attempts {
+        task.status = Status::Failed;
+        ctx.save(&mut task, "task.rejected", json!({}))?;
+        ended_failed(ctx, &task)?;
+    } else {
+        graph::settle(ctx, &mut task)?;
+        ctx.save(&mut task, "task.rejected", json!({}))?;
+    }
+    Ok(TaskOut {
+        task: task.view(),
+        warnings: vec![],
+    })
+}

@@ -1,0 +1,414 @@
+//! Plans as files (DESIGN §6): a YAML or JSON task tree with refs, dependencies, context and
+//! steps, applied in one transaction. Each task is keyed by `plan:<name>:<ref>`, so applying
+//! the same file again changes nothing, and applying an edited file updates what changed.
+
+use super::{graph, knowledge, task, Ctx};
+use crate::api::{AddContext, CreateTask, UpdateTask};
+use crate::error::{Code, Error, Result};
+use crate::model::*;
+use crate::time::{rfc3339, Duration, Millis};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+
+/// Most tasks in one plan.
+pub const MAX_PLAN_TASKS: usize = 10_000;
+
+/// A plan document.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanDoc {
+    /// Names the plan; task keys are `plan:<name>:<ref>` (default `plan`).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Project id or name for every task (default project when omitted).
+    #[serde(default)]
+    pub project: Option<String>,
+    /// The top-level tasks.
+    pub tasks: Vec<PlanTask>,
+}
+
+/// One task of a plan, with its children.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanTask {
+    /// Unique within the plan; how other tasks of the plan refer to this one.
+    #[serde(rename = "ref")]
+    pub reference: String,
+    /// Short name.
+    pub title: String,
+    /// Why.
+    #[serde(default)]
+    pub intent: Option<String>,
+    /// What.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// How.
+    #[serde(default)]
+    pub plan: Option<String>,
+    /// Task type.
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    /// Higher first.
+    #[serde(default)]
+    pub priority: Option<i64>,
+    /// Deadline.
+    #[serde(default, with = "rfc3339::option")]
+    pub due_at: Option<Millis>,
+    /// Free labels.
+    #[serde(default)]
+    pub labels: Vec<String>,
+    /// Capabilities a claimer needs.
+    #[serde(default, alias = "capabilities")]
+    pub required_capabilities: Vec<String>,
+    /// Refs of this plan, or ids of existing tasks, that must be done first.
+    #[serde(default)]
+    pub blocked_by: Vec<String>,
+    /// Lease TTL.
+    #[serde(default)]
+    pub lease_ttl: Option<Duration>,
+    /// Attempts allowed.
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    /// Whether completion goes to review.
+    #[serde(default)]
+    pub review_required: Option<bool>,
+    /// Input data.
+    #[serde(default)]
+    pub input: Option<Value>,
+    /// JSON Schema for the output.
+    #[serde(default)]
+    pub output_schema: Option<Value>,
+    /// Create as draft.
+    #[serde(default)]
+    pub draft: bool,
+    /// Context entries recorded when the task is created.
+    #[serde(default)]
+    pub context: Vec<PlanContext>,
+    /// Steps recorded when the task is created: titles, or `{title, details}`.
+    #[serde(default)]
+    pub steps: Vec<PlanStep>,
+    /// Child tasks.
+    #[serde(default)]
+    pub children: Vec<PlanTask>,
+}
+
+/// A context entry in a plan.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanContext {
+    /// Entry type.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The knowledge.
+    pub content: String,
+}
+
+/// A step in a plan.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum PlanStep {
+    /// Just a title.
+    Title(String),
+    /// A title with details.
+    Full {
+        /// What the step is.
+        title: String,
+        /// More about it.
+        #[serde(default)]
+        details: Option<String>,
+    },
+}
+
+/// Parses a plan from YAML or JSON text (JSON is YAML, so one parser reads both).
+pub fn parse(text: &str) -> Result<PlanDoc> {
+    if text.len() > 16 * 1024 * 1024 {
+        return Err(Error::new(
+            Code::TooLarge,
+            "plan file is over 16 MiB",
+            "split the plan into several files",
+        ));
+    }
+    let doc: PlanDoc = if text.trim_start().starts_with('{') {
+        serde_json::from_str(text).map_err(|e| plan_error(format!("not a valid plan: {e}")))?
+    } else {
+        serde_yaml::from_str(text).map_err(|e| plan_error(format!("not a valid plan: {e}")))?
+    };
+    Ok(doc)
+}
+
+fn plan_error(message: String) -> Error {
+    Error::new(
+        Code::InvalidPlan,
+        message,
+        "a plan is {name?, project?, tasks: [{ref, title, blocked_by?, context?, steps?, children?, ...}]}; see docs/plans.md",
+    )
+}
+
+struct Flat<'a> {
+    node: &'a PlanTask,
+    parent_ref: Option<&'a str>,
+}
+
+fn flatten<'a>(nodes: &'a [PlanTask], parent: Option<&'a str>, out: &mut Vec<Flat<'a>>) {
+    for node in nodes {
+        out.push(Flat {
+            node,
+            parent_ref: parent,
+        });
+        flatten(&node.children, Some(&node.reference), out);
+    }
+}
+
+/// Orders the plan's tasks so that every parent and every blocker of the plan comes before
+/// the tasks that name it; a cycle of refs is `CYCLE` naming the path.
+fn order(flat: &[Flat<'_>], index: &HashMap<&str, usize>) -> Result<Vec<usize>> {
+    // 0 = unvisited, 1 = on the stack, 2 = done.
+    let mut mark = vec![0u8; flat.len()];
+    let mut out = Vec::with_capacity(flat.len());
+    for start in 0..flat.len() {
+        if mark[start] != 0 {
+            continue;
+        }
+        // Iterative DFS: (node, next edge to look at).
+        let mut stack: Vec<(usize, usize)> = vec![(start, 0)];
+        mark[start] = 1;
+        while let Some((at, edge)) = stack.last().copied() {
+            let f = &flat[at];
+            let edges: Vec<&str> = f
+                .parent_ref
+                .into_iter()
+                .chain(f.node.blocked_by.iter().map(|s| s.as_str()))
+                .collect();
+            if edge < edges.len() {
+                if let Some(top) = stack.last_mut() {
+                    top.1 += 1;
+                }
+                let Some(&next) = index.get(edges[edge]) else {
+                    continue;
+                };
+                match mark[next] {
+                    0 => {
+                        mark[next] = 1;
+                        stack.push((next, 0));
+                    }
+                    1 => {
+                        // `next` is on the stack: the refs from it to here, back to it, wait on each other.
+                        let from = stack.iter().position(|(n, _)| *n == next).unwrap_or(0);
+                        let mut path: Vec<String> = stack[from..]
+                            .iter()
+                            .map(|(n, _)| flat[*n].node.reference.clone())
+                            .collect();
+                        path.push(flat[next].node.reference.clone());
+                        return Err(Error::new(
+                            Code::Cycle,
+                            format!("plan refs form a cycle (each waits on the next): {}", path.join(" → ")),
+                            "a task cannot wait on itself or on its own parent chain; remove one edge of the path",
+                        )
+                        .with_details(json!({ "path": path })));
+                    }
+                    _ => {}
+                }
+            } else {
+                mark[at] = 2;
+                out.push(at);
+                stack.pop();
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Applies a plan in the current transaction.
+pub fn apply(ctx: &mut Ctx<'_>, doc: PlanDoc) -> Result<Value> {
+    let name = doc.name.clone().unwrap_or_else(|| "plan".into());
+    if name.is_empty() || name.len() > 200 || name.contains(':') {
+        return Err(plan_error(format!(
+            "plan name '{name}' is not valid: 1 to 200 characters, no ':'"
+        )));
+    }
+    let mut flat = Vec::new();
+    flatten(&doc.tasks, None, &mut flat);
+    if flat.is_empty() {
+        return Err(plan_error("the plan has no tasks".into()));
+    }
+    if flat.len() > MAX_PLAN_TASKS {
+        return Err(Error::new(
+            Code::TooLarge,
+            format!("plan has {} tasks", flat.len()),
+            format!("at most {MAX_PLAN_TASKS} per plan"),
+        ));
+    }
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    for (i, f) in flat.iter().enumerate() {
+        let r = f.node.reference.as_str();
+        if r.is_empty()
+            || r.len() > 200
+            || !r
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+        {
+            return Err(plan_error(format!(
+                "ref '{r}' is not valid: use letters, digits, '_', '-', '.'"
+            )));
+        }
+        if index.insert(r, i).is_some() {
+            return Err(plan_error(format!("ref '{r}' appears more than once")));
+        }
+    }
+    for f in &flat {
+        for b in &f.node.blocked_by {
+            if !index.contains_key(b.as_str()) && ctx.tx.task(ctx.ws, b)?.is_none() {
+                return Err(plan_error(format!(
+                    "task '{}' is blocked_by '{b}', which is neither a ref in this plan nor an existing task id",
+                    f.node.reference
+                )));
+            }
+        }
+    }
+    let order = order(&flat, &index)?;
+    let mut ids: HashMap<&str, String> = HashMap::new();
+    let mut results: Vec<(usize, Value)> = Vec::new();
+    let (mut created, mut updated, mut unchanged) = (0, 0, 0);
+    for i in order {
+        let f = &flat[i];
+        let node = f.node;
+        let key = format!("plan:{name}:{}", node.reference);
+        let resolve = |r: &str, ids: &HashMap<&str, String>| {
+            ids.get(r).cloned().unwrap_or_else(|| r.to_string())
+        };
+        let blocked_by: Vec<String> = node.blocked_by.iter().map(|b| resolve(b, &ids)).collect();
+        let parent_id = f.parent_ref.map(|p| resolve(p, &ids));
+        let (task, outcome) = match ctx.tx.task_by_key(ctx.ws, &key)? {
+            Some(existing) => {
+                let changed = update_existing(ctx, &existing, node, &blocked_by)?;
+                let task = ctx
+                    .tx
+                    .task(ctx.ws, &existing.id)?
+                    .ok_or_else(|| Error::not_found("task", &existing.id))?;
+                if changed {
+                    updated += 1;
+                    (task, "updated")
+                } else {
+                    unchanged += 1;
+                    (task, "unchanged")
+                }
+            }
+            None => {
+                let req = CreateTask {
+                    title: node.title.clone(),
+                    intent: node.intent.clone(),
+                    description: node.description.clone(),
+                    plan: node.plan.clone(),
+                    kind: node.kind.clone(),
+                    project: doc.project.clone(),
+                    parent_id,
+                    priority: node.priority,
+                    due_at: node.due_at,
+                    required_capabilities: node.required_capabilities.clone(),
+                    labels: node.labels.clone(),
+                    blocked_by,
+                    lease_ttl: node.lease_ttl,
+                    max_attempts: node.max_attempts,
+                    review_required: node.review_required,
+                    input: node.input.clone(),
+                    output_schema: node.output_schema.clone(),
+                    draft: node.draft,
+                    ..Default::default()
+                };
+                let out =
+                    task::create(ctx, req, Some(key)).map_err(|e| with_ref(e, &node.reference))?;
+                for c in &node.context {
+                    let add = AddContext {
+                        kind: c.kind.clone(),
+                        content: c.content.clone(),
+                        supersedes: None,
+                        lease: None,
+                    };
+                    knowledge::add_context(ctx, &out.task.id, add)
+                        .map_err(|e| with_ref(e, &node.reference))?;
+                }
+                for s in &node.steps {
+                    let (title, details) = match s {
+                        PlanStep::Title(t) => (t.clone(), None),
+                        PlanStep::Full { title, details } => (title.clone(), details.clone()),
+                    };
+                    knowledge::add_step(ctx, &out.task.id, &title, details)
+                        .map_err(|e| with_ref(e, &node.reference))?;
+                }
+                created += 1;
+                let task = ctx
+                    .tx
+                    .task(ctx.ws, &out.task.id)?
+                    .ok_or_else(|| Error::not_found("task", &out.task.id))?;
+                (task, "created")
+            }
+        };
+        ids.insert(&node.reference, task.id.clone());
+        results.push((
+            i,
+            json!({ "ref": node.reference, "result": outcome, "task": task.view() }),
+        ));
+    }
+    results.sort_by_key(|(i, _)| *i);
+    Ok(json!({
+        "tasks": results.into_iter().map(|(_, v)| v).collect::<Vec<_>>(),
+        "created": created, "updated": updated, "unchanged": unchanged,
+    }))
+}
+
+fn with_ref(mut e: Error, reference: &str) -> Error {
+    e.message = format!("task '{reference}': {}", e.message);
+    e
+}
+
+/// Brings an existing task of the plan in line with the file: changed mutable fields are
+/// updated and new blockers added. Whether anything changed.
+fn update_existing(
+    ctx: &mut Ctx<'_>,
+    existing: &Task,
+    node: &PlanTask,
+    blocked_by: &[String],
+) -> Result<bool> {
+    let mut req = UpdateTask::default();
+    let mut changed = false;
+    if existing.title != node.title.trim() {
+        req.title = Some(node.title.clone());
+    }
+    if existing.description != node.description && node.description.is_some() {
+        req.description = node.description.clone();
+    }
+    if existing.plan != node.plan && node.plan.is_some() {
+        req.plan = node.plan.clone();
+    }
+    if let Some(p) = node.priority.filter(|p| *p != existing.priority) {
+        req.priority = Some(p);
+    }
+    if !node.labels.is_empty() && existing.labels != node.labels {
+        req.labels = Some(node.labels.clone());
+    }
+    let wants_update = req.title.is_some()
+        || req.description.is_some()
+        || req.plan.is_some()
+        || req.priority.is_some()
+        || req.labels.is_some();
+    if wants_update && !existing.status.is_terminal() {
+        task::update(ctx, &existing.id, req).map_err(|e| with_ref(e, &node.reference))?;
+        changed = true;
+    }
+    let have: Vec<String> = ctx
+        .tx
+        .deps_of(ctx.ws, &existing.id)?
+        .into_iter()
+        .filter(|d| d.kind == DepKind::Blocks)
+        .map(|d| d.blocker_id)
+        .collect();
+    for b in blocked_by {
+        if !have.contains(b) {
+            graph::add_dep(ctx, b, &existing.id, DepKind::Blocks)
+                .map_err(|e| with_ref(e, &node.reference))?;
+            changed = true;
+        }
+    }
+    Ok(changed)
+}

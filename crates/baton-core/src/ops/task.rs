@@ -1,0 +1,383 @@
+//! Creating, shaping and ending tasks: the planner's operations.
+
+use super::{
+    check_json, check_len, check_tags, check_text, graph, project, Ctx, MAX_TEXT, MAX_TITLE,
+};
+use crate::api::{CreateTask, TaskOut, TasksOut, UpdateTask};
+use crate::error::{Code, Error, Result};
+use crate::id::new_id;
+use crate::model::*;
+use crate::state::{self, BlockedReason, Op, Status};
+use crate::store::TaskFilter;
+use serde_json::{json, Value};
+
+/// Most tasks one list call returns.
+pub const MAX_LIST: u32 = 1000;
+
+fn check_schema(field: &str, schema: &Option<Value>) -> Result<()> {
+    check_json(field, schema)?;
+    if let Some(schema) = schema {
+        crate::schema::compile(schema).map_err(|e| {
+            Error::invalid(
+                format!("{field} is not a valid JSON Schema: {e}"),
+                "give a JSON Schema object, e.g. {\"type\": \"object\"}",
+            )
+        })?;
+    }
+    Ok(())
+}
+
+fn check_kind(kind: &str) -> Result<()> {
+    if kind.is_empty()
+        || kind.len() > 64
+        || !kind
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err(Error::invalid(
+            format!("'{kind}' is not a valid task type"),
+            "use a short word: epic, feature, bug, investigation, chore, task",
+        ));
+    }
+    Ok(())
+}
+
+/// Validates a create request without touching storage.
+pub fn validate_create(req: &CreateTask) -> Result<()> {
+    check_text("title", &req.title, MAX_TITLE)?;
+    for (field, value) in [
+        ("intent", &req.intent),
+        ("description", &req.description),
+        ("plan", &req.plan),
+    ] {
+        if let Some(v) = value {
+            check_len(field, v, MAX_TEXT)?;
+        }
+    }
+    if let Some(kind) = &req.kind {
+        check_kind(kind)?;
+    }
+    check_tags("labels", &req.labels)?;
+    check_tags("required_capabilities", &req.required_capabilities)?;
+    check_json("input", &req.input)?;
+    check_json("budget", &req.budget)?;
+    check_schema("input_schema", &req.input_schema)?;
+    check_schema("output_schema", &req.output_schema)?;
+    if req.max_attempts == Some(0) {
+        return Err(Error::invalid(
+            "max_attempts must be at least 1",
+            "give 1 or more",
+        ));
+    }
+    if let Some(ttl) = req.lease_ttl {
+        if ttl.0 < 1000 {
+            return Err(Error::new(
+                Code::InvalidDuration,
+                "lease_ttl must be at least 1s",
+                "give e.g. 30s or 5m",
+            ));
+        }
+    }
+    if let (Some(schema), Some(input)) = (&req.input_schema, &req.input) {
+        crate::schema::validate("input", schema, input)?;
+    }
+    Ok(())
+}
+
+/// Creates a task (and its `blocks` edges) as `ready`, `blocked` or `draft`.
+pub fn create(
+    ctx: &mut Ctx<'_>,
+    req: CreateTask,
+    idempotency_key: Option<String>,
+) -> Result<TaskOut> {
+    validate_create(&req)?;
+    let project = project(ctx, req.project.as_deref())?;
+    if let Some(parent_id) = &req.parent_id {
+        let parent = ctx.task(parent_id)?;
+        if parent.status.is_terminal() {
+            return Err(Error::new(
+                Code::InvalidTransition,
+                format!(
+                    "parent {parent_id} is {}; it cannot take new children",
+                    parent.status.as_str()
+                ),
+                "create the task without a parent, or under an open task",
+            ));
+        }
+    }
+    for blocker in &req.blocked_by {
+        ctx.task(blocker)?;
+    }
+    let mut retry_policy = req.retry_policy.unwrap_or(project.retry_policy);
+    if let Some(max) = req.max_attempts {
+        retry_policy.max_attempts = max;
+    }
+    let mut task = Task {
+        id: new_id("tsk"),
+        workspace_id: ctx.ws.to_string(),
+        project_id: project.id.clone(),
+        parent_id: req.parent_id,
+        title: req.title.trim().to_string(),
+        intent: req.intent,
+        description: req.description,
+        plan: req.plan,
+        kind: req.kind.unwrap_or_else(|| "task".into()),
+        status: Status::Draft,
+        blocked_reason: None,
+        reason: None,
+        priority: req.priority.unwrap_or(0),
+        due_at: req.due_at,
+        budget: req.budget,
+        required_capabilities: check_tags("required_capabilities", &req.required_capabilities)?,
+        labels: check_tags("labels", &req.labels)?,
+        input: req.input,
+        input_schema: req.input_schema,
+        output_schema: req.output_schema,
+        output: None,
+        outcome: None,
+        idempotency_key,
+        retry_policy,
+        timeout: req.timeout,
+        lease_ttl: req.lease_ttl.unwrap_or(project.lease_ttl),
+        review_required: req.review_required.unwrap_or(project.review_required),
+        attempts: 0,
+        not_before: req.not_before,
+        epoch: 0,
+        lease: None,
+        version: 1,
+        created_by: ctx.actor.to_string(),
+        updated_by: ctx.actor.to_string(),
+        created_at: ctx.now,
+        updated_at: ctx.now,
+    };
+    let mut deps = Vec::new();
+    for blocker in req.blocked_by {
+        if deps.iter().any(|d: &Dependency| d.blocker_id == blocker) {
+            continue;
+        }
+        deps.push(Dependency {
+            workspace_id: ctx.ws.to_string(),
+            blocker_id: blocker,
+            blocked_id: task.id.clone(),
+            kind: DepKind::Blocks,
+            created_at: ctx.now,
+        });
+    }
+    // The task is new, so its edges cannot close a cycle; store them before settling.
+    for dep in &deps {
+        ctx.tx.put_dep(dep)?;
+    }
+    if !req.draft {
+        graph::settle(ctx, &mut task)?;
+    }
+    task.updated_at = ctx.now;
+    ctx.tx.put_task(&task)?;
+    ctx.emit(
+        "task.created",
+        Some(&task.id),
+        json!({ "task": task, "dependencies": deps }),
+    )?;
+    Ok(TaskOut {
+        task: task.view(),
+        warnings: vec![],
+    })
+}
+
+/// Reads a task.
+pub fn get(ctx: &mut Ctx<'_>, id: &str) -> Result<TaskOut> {
+    let task = ctx
+        .tx
+        .task(ctx.ws, id)?
+        .ok_or_else(|| Error::not_found("task", id))?;
+    Ok(TaskOut {
+        task: task.view(),
+        warnings: vec![],
+    })
+}
+
+/// Lists tasks by filter, a page at a time.
+pub fn list(ctx: &mut Ctx<'_>, mut filter: TaskFilter) -> Result<TasksOut> {
+    if filter.limit == 0 || filter.limit > MAX_LIST {
+        filter.limit = if filter.limit == 0 { 100 } else { MAX_LIST };
+    }
+    let limit = filter.limit as usize;
+    let tasks: Vec<Task> = ctx
+        .tx
+        .list_tasks(ctx.ws, &filter)?
+        .into_iter()
+        .map(|t| t.view())
+        .collect();
+    let next_cursor = if tasks.len() == limit {
+        tasks.last().map(|t| t.id.clone())
+    } else {
+        None
+    };
+    Ok(TasksOut { tasks, next_cursor })
+}
+
+/// Changes a task's fields. `intent` is immutable; a stale `version` is `VERSION_CONFLICT`.
+pub fn update(ctx: &mut Ctx<'_>, id: &str, req: UpdateTask) -> Result<TaskOut> {
+    let mut task = ctx.task(id)?;
+    if let Some(expected) = req.version {
+        if expected != task.version {
+            return Err(Error::new(
+                Code::VersionConflict,
+                format!("task {id} is at version {}, not {expected}", task.version),
+                "read the task again, reapply your change, and send the new version",
+            )
+            .with_details(json!({ "current_version": task.version })));
+        }
+    }
+    state::check(id, task.status, Op::Update)?;
+    if req.intent.is_some() {
+        return Err(Error::invalid(
+            "intent is immutable once a task is created",
+            "record a changed understanding as a context entry (type decision or rationale)",
+        ));
+    }
+    if let Some(title) = req.title {
+        check_text("title", &title, MAX_TITLE)?;
+        task.title = title.trim().to_string();
+    }
+    for (field, value, slot) in [
+        ("description", req.description, &mut task.description),
+        ("plan", req.plan, &mut task.plan),
+    ] {
+        if let Some(v) = value {
+            check_len(field, &v, MAX_TEXT)?;
+            *slot = Some(v);
+        }
+    }
+    if let Some(kind) = req.kind {
+        check_kind(&kind)?;
+        task.kind = kind;
+    }
+    if let Some(p) = req.priority {
+        task.priority = p;
+    }
+    if req.due_at.is_some() {
+        task.due_at = req.due_at;
+    }
+    if let Some(labels) = req.labels {
+        task.labels = check_tags("labels", &labels)?;
+    }
+    if let Some(caps) = req.required_capabilities {
+        task.required_capabilities = check_tags("required_capabilities", &caps)?;
+    }
+    if let Some(ttl) = req.lease_ttl {
+        if ttl.0 < 1000 {
+            return Err(Error::new(
+                Code::InvalidDuration,
+                "lease_ttl must be at least 1s",
+                "give e.g. 30s or 5m",
+            ));
+        }
+        task.lease_ttl = ttl;
+    }
+    if let Some(max) = req.max_attempts {
+        if max == 0 {
+            return Err(Error::invalid(
+                "max_attempts must be at least 1",
+                "give 1 or more",
+            ));
+        }
+        task.retry_policy.max_attempts = max;
+    }
+    if let Some(r) = req.review_required {
+        task.review_required = r;
+    }
+    if req.input.is_some() {
+        check_json("input", &req.input)?;
+        task.input = req.input;
+    }
+    if req.output_schema.is_some() {
+        check_schema("output_schema", &req.output_schema)?;
+        task.output_schema = req.output_schema;
+    }
+    if req.budget.is_some() {
+        check_json("budget", &req.budget)?;
+        task.budget = req.budget;
+    }
+    ctx.save(&mut task, "task.updated", json!({}))?;
+    Ok(TaskOut {
+        task: task.view(),
+        warnings: vec![],
+    })
+}
+
+/// draft → ready, or blocked while a blocker is not done.
+pub fn publish(ctx: &mut Ctx<'_>, id: &str) -> Result<TaskOut> {
+    let mut task = ctx.task(id)?;
+    state::check(id, task.status, Op::Publish)?;
+    graph::settle(ctx, &mut task)?;
+    ctx.save(&mut task, "task.published", json!({}))?;
+    Ok(TaskOut {
+        task: task.view(),
+        warnings: vec![],
+    })
+}
+
+/// Any non-terminal state → canceled, ending any live run. Dependents are told.
+pub fn cancel(ctx: &mut Ctx<'_>, id: &str, reason: Option<String>) -> Result<TaskOut> {
+    let mut task = ctx.task(id)?;
+    state::check(id, task.status, Op::Cancel)?;
+    let mut extra = json!({});
+    if let Some(lease) = task.lease.take() {
+        if let Some(mut run) = ctx.tx.run(ctx.ws, &lease.run_id)? {
+            run.status = RunStatus::Canceled;
+            run.ended_at = Some(ctx.now);
+            ctx.tx.put_run(&run)?;
+            extra = json!({ "run": run });
+        }
+    }
+    task.status = Status::Canceled;
+    task.blocked_reason = None;
+    task.reason = reason;
+    ctx.save(&mut task, "task.canceled", extra)?;
+    graph::on_blocker_ended(ctx, id)?;
+    Ok(TaskOut {
+        task: task.view(),
+        warnings: vec![],
+    })
+}
+
+/// failed → ready (or blocked on dependencies), with a fresh set of attempts.
+pub fn retry(ctx: &mut Ctx<'_>, id: &str) -> Result<TaskOut> {
+    let mut task = ctx.task(id)?;
+    state::check(id, task.status, Op::Retry)?;
+    task.attempts = 0;
+    task.not_before = None;
+    graph::settle(ctx, &mut task)?;
+    ctx.save(&mut task, "task.retried", json!({}))?;
+    Ok(TaskOut {
+        task: task.view(),
+        warnings: vec![],
+    })
+}
+
+/// blocked → ready: an agent's blocker is resolved, or a planner overrides a failed dependency.
+pub fn unblock(ctx: &mut Ctx<'_>, id: &str) -> Result<TaskOut> {
+    let mut task = ctx.task(id)?;
+    state::check(id, task.status, Op::Unblock)?;
+    match task.blocked_reason {
+        Some(BlockedReason::Dependencies) => {
+            return Err(Error::new(
+                Code::InvalidTransition,
+                format!("task {id} is blocked on its dependencies"),
+                "it is released automatically when its blockers are done; or remove a dependency with `baton dep rm`",
+            )
+            .with_details(json!({ "status": "blocked", "blocked_reason": "dependencies", "allowed": ["update", "cancel"] })))
+        }
+        Some(BlockedReason::DependencyFailed) => {
+            task.status = Status::Ready;
+            task.blocked_reason = None;
+        }
+        _ => graph::settle(ctx, &mut task)?,
+    }
+    task.reason = None;
+    ctx.save(&mut task, "task.unblocked", json!({}))?;
+    Ok(TaskOut {
+        task: task.view(),
+        warnings: vec![],
+    })
+}

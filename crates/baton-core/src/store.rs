@@ -1,0 +1,167 @@
+//! The storage boundary. A backend implements [`Tx`] (row access inside one transaction) and
+//! [`Store`] (how transactions are run: a single group-committing writer on SQLite). All
+//! rules live in the operation layer above; a backend stores and indexes, nothing more.
+//!
+//! `Tx` is synchronous on purpose: on SQLite every write runs on the one writer thread, where
+//! a statement costs microseconds and an `.await` per row would cost more than the row.
+
+use crate::error::Result;
+use crate::model::*;
+use crate::time::Millis;
+
+/// Filters for listing tasks.
+#[derive(Debug, Clone, Default)]
+pub struct TaskFilter {
+    /// Only tasks in this status.
+    pub status: Option<crate::state::Status>,
+    /// Only children of this task.
+    pub parent_id: Option<String>,
+    /// Only tasks carrying this label.
+    pub label: Option<String>,
+    /// Only tasks of this project.
+    pub project_id: Option<String>,
+    /// Only tasks whose id sorts after this one (keyset pagination).
+    pub after_id: Option<String>,
+    /// At most this many.
+    pub limit: u32,
+}
+
+/// The position of a task in claim order, for paging through candidates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimCursor {
+    /// Priority (higher first).
+    pub priority: i64,
+    /// Due time, `i64::MAX` when none (earlier first).
+    pub due_key: i64,
+    /// Id (older first, since ids are time-ordered).
+    pub id: String,
+}
+
+/// An event about to be appended; the store assigns its sequence number.
+#[derive(Debug, Clone)]
+pub struct NewEvent<'a> {
+    /// Owning workspace.
+    pub workspace_id: &'a str,
+    /// Event type, e.g. `task.claimed`.
+    pub kind: &'a str,
+    /// When.
+    pub at: Millis,
+    /// Who.
+    pub actor: &'a str,
+    /// The task concerned.
+    pub task_id: Option<&'a str>,
+    /// Entity snapshots after the change.
+    pub data: &'a serde_json::Value,
+}
+
+/// Row access within one transaction. Every method is scoped to a workspace.
+pub trait Tx {
+    /// All workspaces.
+    fn workspaces(&mut self) -> Result<Vec<Workspace>>;
+    /// A workspace by name.
+    fn workspace_by_name(&mut self, name: &str) -> Result<Option<Workspace>>;
+    /// Inserts or replaces a workspace.
+    fn put_workspace(&mut self, ws: &Workspace) -> Result<()>;
+
+    /// A project by id or name.
+    fn project(&mut self, ws: &str, id_or_name: &str) -> Result<Option<Project>>;
+    /// Inserts or replaces a project.
+    fn put_project(&mut self, project: &Project) -> Result<()>;
+
+    /// An agent by id or name.
+    fn agent(&mut self, ws: &str, id_or_name: &str) -> Result<Option<Agent>>;
+    /// Inserts or replaces an agent.
+    fn put_agent(&mut self, agent: &Agent) -> Result<()>;
+
+    /// A task by id.
+    fn task(&mut self, ws: &str, id: &str) -> Result<Option<Task>>;
+    /// The task created with this idempotency key.
+    fn task_by_key(&mut self, ws: &str, key: &str) -> Result<Option<Task>>;
+    /// Inserts or replaces a task.
+    fn put_task(&mut self, task: &Task) -> Result<()>;
+    /// Tasks matching a filter, in id (creation) order.
+    fn list_tasks(&mut self, ws: &str, filter: &TaskFilter) -> Result<Vec<Task>>;
+    /// Ready tasks whose `not_before` has passed and that have no open children, in claim
+    /// order (priority desc, due asc, id asc), strictly after `after`.
+    fn claim_candidates(
+        &mut self,
+        ws: &str,
+        now: Millis,
+        after: Option<&ClaimCursor>,
+        limit: u32,
+    ) -> Result<Vec<Task>>;
+    /// Leased tasks whose lease expired at or before `now`, soonest first.
+    fn expired_leases(&mut self, ws: &str, now: Millis, limit: u32) -> Result<Vec<Task>>;
+    /// Number of non-terminal children.
+    fn open_children(&mut self, ws: &str, id: &str) -> Result<u64>;
+
+    /// A run by id.
+    fn run(&mut self, ws: &str, id: &str) -> Result<Option<Run>>;
+    /// Inserts or replaces a run.
+    fn put_run(&mut self, run: &Run) -> Result<()>;
+    /// The runs of a task, newest first.
+    fn runs_of(&mut self, ws: &str, task_id: &str, limit: u32) -> Result<Vec<Run>>;
+
+    /// Edges where `task_id` is the blocked (waiting) side.
+    fn deps_of(&mut self, ws: &str, task_id: &str) -> Result<Vec<Dependency>>;
+    /// Edges where `task_id` is the blocker.
+    fn dependents_of(&mut self, ws: &str, task_id: &str) -> Result<Vec<Dependency>>;
+    /// Inserts or replaces an edge.
+    fn put_dep(&mut self, dep: &Dependency) -> Result<()>;
+    /// Removes an edge; whether it existed.
+    fn delete_dep(&mut self, ws: &str, blocker: &str, blocked: &str, kind: DepKind)
+        -> Result<bool>;
+
+    /// A context entry by id.
+    fn context(&mut self, ws: &str, id: &str) -> Result<Option<ContextEntry>>;
+    /// Inserts a context entry.
+    fn put_context(&mut self, entry: &ContextEntry) -> Result<()>;
+    /// The context entries of a task, oldest first.
+    fn context_of(&mut self, ws: &str, task_id: &str) -> Result<Vec<ContextEntry>>;
+
+    /// Inserts or replaces a step.
+    fn put_step(&mut self, step: &Step) -> Result<()>;
+    /// The steps of a task, in order.
+    fn steps_of(&mut self, ws: &str, task_id: &str) -> Result<Vec<Step>>;
+
+    /// Appends an event, assigning the workspace's next sequence number.
+    fn append_event(&mut self, event: NewEvent<'_>) -> Result<u64>;
+    /// Events with `seq > after`, oldest first.
+    fn events(&mut self, ws: &str, after: u64, limit: u32) -> Result<Vec<Event>>;
+
+    /// The stored (request hash, response) for an idempotency key.
+    fn idempotency(&mut self, ws: &str, key: &str) -> Result<Option<(String, String)>>;
+    /// Records the response to an idempotent request.
+    fn put_idempotency(
+        &mut self,
+        ws: &str,
+        key: &str,
+        request_sha256: &str,
+        response: &str,
+        at: Millis,
+    ) -> Result<()>;
+
+    /// Every projection row, as (table and key, stored body) in a stable order: what replay
+    /// compares.
+    fn projection_rows(&mut self) -> Result<Vec<(String, String)>>;
+}
+
+/// A write to run inside the writer's transaction. `run` may fail, which rolls back just
+/// this job; `finish` is called once the batch's commit has succeeded or failed, and only
+/// then may the caller be answered.
+pub trait WriteJob: Send {
+    /// Does the work. An error undoes everything this job wrote.
+    fn run(&mut self, tx: &mut dyn Tx) -> Result<()>;
+    /// Reports the outcome: `Ok` once the job's effects are durable.
+    fn finish(self: Box<Self>, committed: Result<()>);
+}
+
+/// A backend: runs write jobs (serialised, grouped into commits) and read transactions.
+pub trait Store: Send + Sync + 'static {
+    /// Queues a write job. Its `finish` is called after the commit that holds it.
+    fn submit(&self, job: Box<dyn WriteJob>);
+    /// Runs `f` in a read transaction (a consistent snapshot).
+    fn read(&self, f: &mut dyn FnMut(&mut dyn Tx) -> Result<()>) -> Result<()>;
+    /// Signalled after every commit that changed something: wakes long-poll claims.
+    fn commits(&self) -> &tokio::sync::Notify;
+}

@@ -1,0 +1,265 @@
+//! Time: timestamps are integer milliseconds since the Unix epoch, read from an injectable
+//! [`Clock`] so that lease expiry and backoff are tested without sleeping. Durations are
+//! written the way people write them (`30s`, `5m`, `2h`, `1500ms`) or as integer milliseconds.
+
+use crate::error::{Code, Error, Result};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+/// Milliseconds since the Unix epoch.
+pub type Millis = i64;
+
+/// The source of "now" for every operation.
+pub trait Clock: Send + Sync + 'static {
+    /// The current time in milliseconds since the epoch.
+    fn now(&self) -> Millis;
+}
+
+/// The wall clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Millis {
+        chrono::Utc::now().timestamp_millis()
+    }
+}
+
+/// A clock that moves only when told to: for tests and simulations.
+#[derive(Debug, Clone, Default)]
+pub struct ManualClock(Arc<AtomicI64>);
+
+impl ManualClock {
+    /// A clock standing at `start`.
+    pub fn new(start: Millis) -> Self {
+        ManualClock(Arc::new(AtomicI64::new(start)))
+    }
+    /// Moves the clock forward by `ms`.
+    pub fn advance(&self, ms: i64) {
+        self.0.fetch_add(ms, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Millis {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Formats a timestamp as RFC 3339 with millisecond precision, in UTC.
+pub fn format_rfc3339(ms: Millis) -> String {
+    match chrono::DateTime::from_timestamp_millis(ms) {
+        Some(t) => t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+        None => ms.to_string(),
+    }
+}
+
+/// Parses an RFC 3339 timestamp (or integer milliseconds) into milliseconds.
+pub fn parse_timestamp(text: &str) -> Result<Millis> {
+    if let Ok(ms) = text.trim().parse::<i64>() {
+        return Ok(ms);
+    }
+    chrono::DateTime::parse_from_rfc3339(text.trim())
+        .map(|t| t.timestamp_millis())
+        .map_err(|_| {
+            Error::invalid(
+                format!("'{text}' is not a timestamp"),
+                "use RFC 3339, e.g. 2026-12-01T12:00:00Z, or integer milliseconds since the epoch",
+            )
+        })
+}
+
+/// A span of time in milliseconds that reads and writes as `30s`, `5m`, `2h`, `1500ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Duration(pub u64);
+
+/// The longest duration accepted anywhere: 365 days. Longer values are almost certainly a
+/// unit mistake.
+pub const MAX_DURATION_MS: u64 = 365 * 24 * 3600 * 1000;
+
+impl Duration {
+    /// From whole seconds.
+    pub const fn secs(s: u64) -> Self {
+        Duration(s * 1000)
+    }
+    /// The length in milliseconds.
+    pub fn ms(self) -> i64 {
+        self.0 as i64
+    }
+
+    /// Parses `30s`, `5m`, `2h`, `1d`, `250ms` or a bare integer (milliseconds).
+    pub fn parse(text: &str) -> Result<Self> {
+        let bad = || {
+            Error::new(
+                Code::InvalidDuration,
+                format!("'{text}' is not a duration"),
+                "write a whole number with a unit: 250ms, 30s, 5m, 2h, 1d (a bare number is milliseconds)",
+            )
+        };
+        let t = text.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (digits, unit) = t.split_at(split);
+        if digits.is_empty() {
+            return Err(bad());
+        }
+        let n: u64 = digits.parse().map_err(|_| bad())?;
+        let factor = match unit {
+            "" | "ms" => 1,
+            "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            _ => return Err(bad()),
+        };
+        let ms = n
+            .checked_mul(factor)
+            .filter(|ms| *ms <= MAX_DURATION_MS)
+            .ok_or_else(|| {
+                Error::new(
+                    Code::InvalidDuration,
+                    format!("duration '{text}' is too long"),
+                    "durations are at most 365d",
+                )
+            })?;
+        Ok(Duration(ms))
+    }
+}
+
+impl std::fmt::Display for Duration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = self.0;
+        for (unit, size) in [
+            ("d", 86_400_000),
+            ("h", 3_600_000),
+            ("m", 60_000),
+            ("s", 1000),
+        ] {
+            if ms >= size && ms % size == 0 {
+                return write!(f, "{}{unit}", ms / size);
+            }
+        }
+        write!(f, "{ms}ms")
+    }
+}
+
+impl Serialize for Duration {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Duration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Ms(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Ms(ms) if ms <= MAX_DURATION_MS => Ok(Duration(ms)),
+            Raw::Ms(_) => Err(serde::de::Error::custom("duration too long: at most 365d")),
+            Raw::Text(t) => Duration::parse(&t).map_err(|e| serde::de::Error::custom(e.message)),
+        }
+    }
+}
+
+/// Serde helpers for timestamps: RFC 3339 strings on the wire, milliseconds in memory.
+pub mod rfc3339 {
+    use super::*;
+
+    /// Serializes milliseconds as RFC 3339.
+    pub fn serialize<S: Serializer>(ms: &Millis, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&format_rfc3339(*ms))
+    }
+    /// Reads RFC 3339 or integer milliseconds.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Millis, D::Error> {
+        let v = serde_json::Value::deserialize(d)?;
+        match v {
+            serde_json::Value::Number(n) => n
+                .as_i64()
+                .ok_or_else(|| serde::de::Error::custom("bad timestamp")),
+            serde_json::Value::String(s) => {
+                parse_timestamp(&s).map_err(|e| serde::de::Error::custom(e.message))
+            }
+            _ => Err(serde::de::Error::custom(
+                "timestamp must be a string or integer",
+            )),
+        }
+    }
+
+    /// The same for optional timestamps.
+    pub mod option {
+        use super::*;
+        /// Serializes optional milliseconds as RFC 3339 or null.
+        pub fn serialize<S: Serializer>(
+            ms: &Option<Millis>,
+            s: S,
+        ) -> std::result::Result<S::Ok, S::Error> {
+            match ms {
+                Some(ms) => s.serialize_str(&format_rfc3339(*ms)),
+                None => s.serialize_none(),
+            }
+        }
+        /// Reads an optional RFC 3339 string or integer milliseconds.
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> std::result::Result<Option<Millis>, D::Error> {
+            let v = Option::<serde_json::Value>::deserialize(d)?;
+            match v {
+                None | Some(serde_json::Value::Null) => Ok(None),
+                Some(serde_json::Value::Number(n)) => n
+                    .as_i64()
+                    .map(Some)
+                    .ok_or_else(|| serde::de::Error::custom("bad timestamp")),
+                Some(serde_json::Value::String(s)) => parse_timestamp(&s)
+                    .map(Some)
+                    .map_err(|e| serde::de::Error::custom(e.message)),
+                Some(_) => Err(serde::de::Error::custom(
+                    "timestamp must be a string or integer",
+                )),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_and_print() {
+        for (text, ms, printed) in [
+            ("30s", 30_000, "30s"),
+            ("5m", 300_000, "5m"),
+            ("2h", 7_200_000, "2h"),
+            ("1500", 1500, "1500ms"),
+            ("90s", 90_000, "90s"),
+        ] {
+            let d = Duration::parse(text).unwrap();
+            assert_eq!(d.0, ms);
+            assert_eq!(d.to_string(), printed);
+        }
+        for bad in [
+            "",
+            "s",
+            "5 m",
+            "5x",
+            "-3s",
+            "1.5s",
+            "99999999999999999999s",
+            "400d",
+        ] {
+            let err = Duration::parse(bad).unwrap_err();
+            assert_eq!(err.code, Code::InvalidDuration, "{bad}");
+        }
+    }
+
+    #[test]
+    fn timestamps_round_trip() {
+        let ms = parse_timestamp("2026-12-01T12:00:00Z").unwrap();
+        assert_eq!(format_rfc3339(ms), "2026-12-01T12:00:00.000Z");
+        assert!(parse_timestamp("yesterday").is_err());
+    }
+}

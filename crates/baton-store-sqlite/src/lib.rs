@@ -1,0 +1,220 @@
+//! Baton's embedded store: one SQLite file in WAL mode.
+//!
+//! # Run model
+//! All writes go through one writer thread per process. It takes every job that is waiting,
+//! runs them in one transaction (each job inside its own savepoint, so a failing job undoes
+//! only itself), commits once, and only then answers each caller. With `synchronous=FULL`
+//! that commit is one fsync for the whole batch: group commit makes durable writes cheap.
+//! Several processes may share a file; SQLite's write lock serialises their writers.
+//!
+//! Reads run on a small pool of connections, each in its own read transaction (a snapshot).
+
+mod migrate;
+mod tx;
+
+use baton_core::store::{Store, Tx, WriteJob};
+use baton_core::{Code, Error, Result};
+use rusqlite::Connection;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use tx::{db_err, SqliteTx};
+
+/// How durable a commit is before it is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// `synchronous=FULL`: survives power loss. The default.
+    #[default]
+    Full,
+    /// `synchronous=NORMAL`: survives a crash of the process, not of the machine.
+    Normal,
+}
+
+/// Options for opening a store.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Commit durability.
+    pub durability: Durability,
+}
+
+/// Most jobs in one group commit: bounds the latency a batch adds to its first job.
+const MAX_BATCH: usize = 512;
+/// How long a writer waits for another process's write lock before giving up with `BUSY`.
+const BUSY_TIMEOUT_MS: u64 = 30_000;
+
+/// The embedded store. Cheap to share behind an `Arc`; dropping the last handle stops the
+/// writer after it has finished the jobs it holds.
+pub struct SqliteStore {
+    path: PathBuf,
+    jobs: Mutex<mpsc::Sender<Box<dyn WriteJob>>>,
+    readers: Mutex<Vec<Connection>>,
+    commits: Arc<tokio::sync::Notify>,
+    durability: Durability,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+fn connect(path: &Path, durability: Durability) -> Result<Connection> {
+    let conn = Connection::open(path).map_err(db_err)?;
+    conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))
+        .map_err(db_err)?;
+    let sync = match durability {
+        Durability::Full => "FULL",
+        Durability::Normal => "NORMAL",
+    };
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA foreign_keys = OFF; PRAGMA cache_size = -65536;"
+    ))
+    .map_err(db_err)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store at `path`, migrating it to the current schema.
+    pub fn open(path: &Path, options: Options) -> Result<Arc<SqliteStore>> {
+        if let Some(dir) = path.parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    Error::new(
+                        Code::Storage,
+                        format!("cannot create data directory {}: {e}", dir.display()),
+                        "choose a writable directory with --data-dir or BATON_DATA_DIR",
+                    )
+                })?;
+            }
+        }
+        let writer = connect(path, options.durability)?;
+        migrate::migrate(&writer)?;
+        let (tx, rx) = mpsc::channel::<Box<dyn WriteJob>>();
+        let commits = Arc::new(tokio::sync::Notify::new());
+        let notify = commits.clone();
+        std::thread::Builder::new()
+            .name("baton-writer".into())
+            .spawn(move || writer_loop(writer, rx, notify))
+            .map_err(|e| Error::storage(format!("cannot start writer: {e}")))?;
+        Ok(Arc::new(SqliteStore {
+            path: path.to_path_buf(),
+            jobs: Mutex::new(tx),
+            readers: Mutex::new(Vec::new()),
+            commits,
+            durability: options.durability,
+        }))
+    }
+
+    /// Where the database file is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// The single writer: batch, run each job in a savepoint, commit once, then answer.
+fn writer_loop(
+    conn: Connection,
+    rx: mpsc::Receiver<Box<dyn WriteJob>>,
+    commits: Arc<tokio::sync::Notify>,
+) {
+    let mut batch: Vec<Box<dyn WriteJob>> = Vec::with_capacity(MAX_BATCH);
+    while let Ok(first) = rx.recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let mut appended = 0;
+        let committed = run_batch(&conn, &mut batch, &mut appended);
+        if committed.is_err() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        for job in batch.drain(..) {
+            job.finish(committed.clone());
+        }
+        if committed.is_ok() && appended > 0 {
+            commits.notify_waiters();
+        }
+    }
+}
+
+fn run_batch(
+    conn: &Connection,
+    batch: &mut [Box<dyn WriteJob>],
+    appended: &mut usize,
+) -> Result<()> {
+    conn.execute_batch("BEGIN IMMEDIATE")
+        .map_err(|e| busy(e, "begin"))?;
+    for job in batch.iter_mut() {
+        conn.execute_batch("SAVEPOINT job").map_err(db_err)?;
+        let mut tx = SqliteTx {
+            conn,
+            events_appended: 0,
+        };
+        match job.run(&mut tx) {
+            Ok(()) => {
+                *appended += tx.events_appended;
+                conn.execute_batch("RELEASE job").map_err(db_err)?;
+            }
+            Err(_) => conn
+                .execute_batch("ROLLBACK TO job; RELEASE job")
+                .map_err(db_err)?,
+        }
+    }
+    conn.execute_batch("COMMIT").map_err(|e| busy(e, "commit"))
+}
+
+fn busy(e: rusqlite::Error, what: &str) -> Error {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseBusy) | Some(rusqlite::ErrorCode::DatabaseLocked) => {
+            Error::new(
+                Code::Busy,
+                format!("the store is busy ({what}): another process holds the write lock"),
+                "retry the call",
+            )
+        }
+        _ => Error::storage(e),
+    }
+}
+
+impl Store for SqliteStore {
+    fn submit(&self, job: Box<dyn WriteJob>) {
+        let sent = self.jobs.lock().map(|jobs| jobs.send(job));
+        if let Ok(Err(mpsc::SendError(job))) = sent {
+            job.finish(Err(Error::new(
+                Code::Busy,
+                "the store is shutting down",
+                "retry against a running server",
+            )));
+        }
+    }
+
+    fn read(&self, f: &mut dyn FnMut(&mut dyn Tx) -> Result<()>) -> Result<()> {
+        let pooled = self.readers.lock().ok().and_then(|mut pool| pool.pop());
+        let conn = match pooled {
+            Some(conn) => conn,
+            None => connect(&self.path, self.durability)?,
+        };
+        conn.execute_batch("BEGIN").map_err(db_err)?;
+        let out = f(&mut SqliteTx {
+            conn: &conn,
+            events_appended: 0,
+        });
+        let end = conn.execute_batch("COMMIT").map_err(db_err);
+        if let Ok(mut pool) = self.readers.lock() {
+            if pool.len() < 8 {
+                pool.push(conn);
+            }
+        }
+        out.and(end)
+    }
+
+    fn commits(&self) -> &tokio::sync::Notify {
+        &self.commits
+    }
+}

@@ -1,0 +1,421 @@
+//! [`Tx`] over one rusqlite connection: cached prepared statements, bodies as JSON.
+
+use baton_core::model::*;
+use baton_core::store::{ClaimCursor, NewEvent, TaskFilter, Tx};
+use baton_core::time::Millis;
+use baton_core::{Error, Result};
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// A transaction on a connection; the caller begins and ends it.
+pub(crate) struct SqliteTx<'c> {
+    pub(crate) conn: &'c Connection,
+    /// Events appended so far: a batch that appended any wakes long-poll claims.
+    pub(crate) events_appended: usize,
+}
+
+pub(crate) fn db_err(e: rusqlite::Error) -> Error {
+    Error::storage(e)
+}
+
+fn to_json<T: Serialize>(value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| Error::storage(format!("encode: {e}")))
+}
+
+fn from_json<T: DeserializeOwned>(text: &str) -> Result<T> {
+    serde_json::from_str(text).map_err(|e| Error::storage(format!("decode: {e}")))
+}
+
+impl SqliteTx<'_> {
+    fn one<T: DeserializeOwned>(
+        &self,
+        sql: &str,
+        args: impl rusqlite::Params,
+    ) -> Result<Option<T>> {
+        let mut stmt = self.conn.prepare_cached(sql).map_err(db_err)?;
+        let body: Option<String> = stmt
+            .query_row(args, |r| r.get(0))
+            .optional()
+            .map_err(db_err)?;
+        body.map(|b| from_json(&b)).transpose()
+    }
+
+    fn many<T: DeserializeOwned>(&self, sql: &str, args: impl rusqlite::Params) -> Result<Vec<T>> {
+        let mut stmt = self.conn.prepare_cached(sql).map_err(db_err)?;
+        let rows = stmt
+            .query_map(args, |r| r.get::<_, String>(0))
+            .map_err(db_err)?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(from_json(&row.map_err(db_err)?)?);
+        }
+        Ok(out)
+    }
+
+    fn exec(&self, sql: &str, args: impl rusqlite::Params) -> Result<usize> {
+        let mut stmt = self.conn.prepare_cached(sql).map_err(db_err)?;
+        stmt.execute(args).map_err(db_err)
+    }
+}
+
+fn dep_kind(kind: DepKind) -> &'static str {
+    match kind {
+        DepKind::Blocks => "blocks",
+        DepKind::RelatesTo => "relates_to",
+        DepKind::DiscoveredFrom => "discovered_from",
+    }
+}
+
+const OPEN: &str = "status NOT IN ('done', 'failed', 'canceled')";
+
+impl Tx for SqliteTx<'_> {
+    fn workspaces(&mut self) -> Result<Vec<Workspace>> {
+        self.many("SELECT body FROM workspaces ORDER BY id", [])
+    }
+
+    fn workspace_by_name(&mut self, name: &str) -> Result<Option<Workspace>> {
+        self.one("SELECT body FROM workspaces WHERE name = ?1", [name])
+    }
+
+    fn put_workspace(&mut self, ws: &Workspace) -> Result<()> {
+        self.exec(
+            "INSERT INTO workspaces (id, name, body) VALUES (?1, ?2, ?3)
+             ON CONFLICT (id) DO UPDATE SET name = excluded.name, body = excluded.body",
+            params![ws.id, ws.name, to_json(ws)?],
+        )?;
+        Ok(())
+    }
+
+    fn project(&mut self, ws: &str, id_or_name: &str) -> Result<Option<Project>> {
+        self.one(
+            "SELECT body FROM projects WHERE workspace_id = ?1 AND (id = ?2 OR name = ?2) ORDER BY id = ?2 DESC LIMIT 1",
+            [ws, id_or_name],
+        )
+    }
+
+    fn put_project(&mut self, p: &Project) -> Result<()> {
+        self.exec(
+            "INSERT OR REPLACE INTO projects (workspace_id, id, name, body) VALUES (?1, ?2, ?3, ?4)",
+            params![p.workspace_id, p.id, p.name, to_json(p)?],
+        )?;
+        Ok(())
+    }
+
+    fn agent(&mut self, ws: &str, id_or_name: &str) -> Result<Option<Agent>> {
+        self.one(
+            "SELECT body FROM agents WHERE workspace_id = ?1 AND (id = ?2 OR name = ?2) ORDER BY id = ?2 DESC LIMIT 1",
+            [ws, id_or_name],
+        )
+    }
+
+    fn put_agent(&mut self, a: &Agent) -> Result<()> {
+        self.exec(
+            "INSERT OR REPLACE INTO agents (workspace_id, id, name, body) VALUES (?1, ?2, ?3, ?4)",
+            params![a.workspace_id, a.id, a.name, to_json(a)?],
+        )?;
+        Ok(())
+    }
+
+    fn task(&mut self, ws: &str, id: &str) -> Result<Option<Task>> {
+        self.one(
+            "SELECT body FROM tasks WHERE workspace_id = ?1 AND id = ?2",
+            [ws, id],
+        )
+    }
+
+    fn task_by_key(&mut self, ws: &str, key: &str) -> Result<Option<Task>> {
+        self.one(
+            "SELECT body FROM tasks WHERE workspace_id = ?1 AND idem_key = ?2",
+            [ws, key],
+        )
+    }
+
+    fn put_task(&mut self, t: &Task) -> Result<()> {
+        let labels = if t.labels.is_empty() {
+            String::new()
+        } else {
+            format!(",{},", t.labels.join(","))
+        };
+        self.exec(
+            "INSERT OR REPLACE INTO tasks (workspace_id, id, project_id, parent_id, status, priority, due_key,
+                 not_before, lease_expires_at, idem_key, labels, body)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            params![
+                t.workspace_id,
+                t.id,
+                t.project_id,
+                t.parent_id,
+                t.status.as_str(),
+                t.priority,
+                t.due_at.unwrap_or(i64::MAX),
+                t.not_before,
+                t.lease.as_ref().map(|l| l.expires_at),
+                t.idempotency_key,
+                labels,
+                to_json(t)?
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn list_tasks(&mut self, ws: &str, f: &TaskFilter) -> Result<Vec<Task>> {
+        let label = f.label.as_ref().map(|l| format!("%,{l},%"));
+        self.many(
+            "SELECT body FROM tasks WHERE workspace_id = ?1
+               AND (?2 IS NULL OR status = ?2)
+               AND (?3 IS NULL OR parent_id = ?3)
+               AND (?4 IS NULL OR labels LIKE ?4)
+               AND (?5 IS NULL OR project_id = ?5)
+               AND (?6 IS NULL OR id > ?6)
+             ORDER BY id LIMIT ?7",
+            params![
+                ws,
+                f.status.map(|s| s.as_str()),
+                f.parent_id,
+                label,
+                f.project_id,
+                f.after_id,
+                f.limit
+            ],
+        )
+    }
+
+    fn claim_candidates(
+        &mut self,
+        ws: &str,
+        now: Millis,
+        after: Option<&ClaimCursor>,
+        limit: u32,
+    ) -> Result<Vec<Task>> {
+        let sql = "SELECT body FROM tasks AS t WHERE t.workspace_id = ?1 AND t.status = 'ready'
+               AND (t.not_before IS NULL OR t.not_before <= ?2)
+               AND NOT EXISTS (SELECT 1 FROM tasks AS c WHERE c.workspace_id = ?1 AND c.parent_id = t.id
+                               AND c.status NOT IN ('done', 'failed', 'canceled'))";
+        match after {
+            None => self.many(&format!("{sql} ORDER BY t.priority DESC, t.due_key, t.id LIMIT ?3"), params![ws, now, limit]),
+            Some(c) => self.many(
+                &format!(
+                    "{sql} AND (t.priority < ?3 OR (t.priority = ?3 AND (t.due_key > ?4 OR (t.due_key = ?4 AND t.id > ?5))))
+                     ORDER BY t.priority DESC, t.due_key, t.id LIMIT ?6"
+                ),
+                params![ws, now, c.priority, c.due_key, c.id, limit],
+            ),
+        }
+    }
+
+    fn expired_leases(&mut self, ws: &str, now: Millis, limit: u32) -> Result<Vec<Task>> {
+        self.many(
+            "SELECT body FROM tasks WHERE workspace_id = ?1 AND lease_expires_at IS NOT NULL AND lease_expires_at <= ?2
+             ORDER BY lease_expires_at LIMIT ?3",
+            params![ws, now, limit],
+        )
+    }
+
+    fn open_children(&mut self, ws: &str, id: &str) -> Result<u64> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT count(*) FROM tasks WHERE workspace_id = ?1 AND parent_id = ?2 AND {OPEN}"
+            ))
+            .map_err(db_err)?;
+        stmt.query_row([ws, id], |r| r.get::<_, i64>(0))
+            .map(|n| n as u64)
+            .map_err(db_err)
+    }
+
+    fn run(&mut self, ws: &str, id: &str) -> Result<Option<Run>> {
+        self.one(
+            "SELECT body FROM runs WHERE workspace_id = ?1 AND id = ?2",
+            [ws, id],
+        )
+    }
+
+    fn put_run(&mut self, r: &Run) -> Result<()> {
+        self.exec(
+            "INSERT OR REPLACE INTO runs (workspace_id, id, task_id, body) VALUES (?1, ?2, ?3, ?4)",
+            params![r.workspace_id, r.id, r.task_id, to_json(r)?],
+        )?;
+        Ok(())
+    }
+
+    fn runs_of(&mut self, ws: &str, task_id: &str, limit: u32) -> Result<Vec<Run>> {
+        self.many(
+            "SELECT body FROM runs WHERE workspace_id = ?1 AND task_id = ?2 ORDER BY id DESC LIMIT ?3",
+            params![ws, task_id, limit],
+        )
+    }
+
+    fn deps_of(&mut self, ws: &str, task_id: &str) -> Result<Vec<Dependency>> {
+        self.many("SELECT body FROM dependencies WHERE workspace_id = ?1 AND blocked_id = ?2 ORDER BY blocker_id, kind", [ws, task_id])
+    }
+
+    fn dependents_of(&mut self, ws: &str, task_id: &str) -> Result<Vec<Dependency>> {
+        self.many("SELECT body FROM dependencies WHERE workspace_id = ?1 AND blocker_id = ?2 ORDER BY blocked_id, kind", [ws, task_id])
+    }
+
+    fn put_dep(&mut self, d: &Dependency) -> Result<()> {
+        self.exec(
+            "INSERT OR REPLACE INTO dependencies (workspace_id, blocked_id, blocker_id, kind, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![d.workspace_id, d.blocked_id, d.blocker_id, dep_kind(d.kind), to_json(d)?],
+        )?;
+        Ok(())
+    }
+
+    fn delete_dep(
+        &mut self,
+        ws: &str,
+        blocker: &str,
+        blocked: &str,
+        kind: DepKind,
+    ) -> Result<bool> {
+        let n = self.exec(
+            "DELETE FROM dependencies WHERE workspace_id = ?1 AND blocked_id = ?2 AND blocker_id = ?3 AND kind = ?4",
+            params![ws, blocked, blocker, dep_kind(kind)],
+        )?;
+        Ok(n > 0)
+    }
+
+    fn context(&mut self, ws: &str, id: &str) -> Result<Option<ContextEntry>> {
+        self.one(
+            "SELECT body FROM context WHERE workspace_id = ?1 AND id = ?2",
+            [ws, id],
+        )
+    }
+
+    fn put_context(&mut self, c: &ContextEntry) -> Result<()> {
+        self.exec(
+            "INSERT OR REPLACE INTO context (workspace_id, id, task_id, body) VALUES (?1, ?2, ?3, ?4)",
+            params![c.workspace_id, c.id, c.task_id, to_json(c)?],
+        )?;
+        Ok(())
+    }
+
+    fn context_of(&mut self, ws: &str, task_id: &str) -> Result<Vec<ContextEntry>> {
+        self.many(
+            "SELECT body FROM context WHERE workspace_id = ?1 AND task_id = ?2 ORDER BY id",
+            [ws, task_id],
+        )
+    }
+
+    fn put_step(&mut self, s: &Step) -> Result<()> {
+        self.exec(
+            "INSERT OR REPLACE INTO steps (workspace_id, id, task_id, position, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![s.workspace_id, s.id, s.task_id, s.position, to_json(s)?],
+        )?;
+        Ok(())
+    }
+
+    fn steps_of(&mut self, ws: &str, task_id: &str) -> Result<Vec<Step>> {
+        self.many(
+            "SELECT body FROM steps WHERE workspace_id = ?1 AND task_id = ?2 ORDER BY position",
+            [ws, task_id],
+        )
+    }
+
+    fn append_event(&mut self, e: NewEvent<'_>) -> Result<u64> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "UPDATE workspaces SET last_seq = last_seq + 1 WHERE id = ?1 RETURNING last_seq",
+            )
+            .map_err(db_err)?;
+        let seq: Option<i64> = stmt
+            .query_row([e.workspace_id], |r| r.get(0))
+            .optional()
+            .map_err(db_err)?;
+        let seq = seq.ok_or_else(|| Error::not_found("workspace", e.workspace_id))?;
+        self.exec(
+            "INSERT INTO events (workspace_id, seq, type, at, actor, task_id, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![e.workspace_id, seq, e.kind, e.at, e.actor, e.task_id, to_json(e.data)?],
+        )?;
+        self.events_appended += 1;
+        Ok(seq as u64)
+    }
+
+    fn events(&mut self, ws: &str, after: u64, limit: u32) -> Result<Vec<Event>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT seq, type, at, actor, task_id, data FROM events WHERE workspace_id = ?1 AND seq > ?2
+                 ORDER BY seq LIMIT ?3",
+            )
+            .map_err(db_err)?;
+        let rows = stmt
+            .query_map(params![ws, after as i64, limit], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                    r.get::<_, String>(5)?,
+                ))
+            })
+            .map_err(db_err)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (seq, kind, at, actor, task_id, data) = row.map_err(db_err)?;
+            out.push(Event {
+                seq: seq as u64,
+                workspace_id: ws.to_string(),
+                kind,
+                at,
+                actor,
+                task_id,
+                data: from_json(&data)?,
+            });
+        }
+        Ok(out)
+    }
+
+    fn idempotency(&mut self, ws: &str, key: &str) -> Result<Option<(String, String)>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT request_sha256, response FROM idempotency WHERE workspace_id = ?1 AND key = ?2")
+            .map_err(db_err)?;
+        stmt.query_row([ws, key], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()
+            .map_err(db_err)
+    }
+
+    fn put_idempotency(
+        &mut self,
+        ws: &str,
+        key: &str,
+        sha: &str,
+        response: &str,
+        at: Millis,
+    ) -> Result<()> {
+        self.exec(
+            "INSERT INTO idempotency (workspace_id, key, request_sha256, response, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![ws, key, sha, response, at],
+        )?;
+        Ok(())
+    }
+
+    fn projection_rows(&mut self) -> Result<Vec<(String, String)>> {
+        let queries = [
+            "SELECT 'workspaces/' || id, body || ' last_seq=' || last_seq FROM workspaces ORDER BY id",
+            "SELECT 'projects/' || workspace_id || '/' || id, body FROM projects ORDER BY workspace_id, id",
+            "SELECT 'agents/' || workspace_id || '/' || id, body FROM agents ORDER BY workspace_id, id",
+            "SELECT 'tasks/' || workspace_id || '/' || id, body FROM tasks ORDER BY workspace_id, id",
+            "SELECT 'runs/' || workspace_id || '/' || id, body FROM runs ORDER BY workspace_id, id",
+            "SELECT 'dependencies/' || workspace_id || '/' || blocked_id || '/' || blocker_id || '/' || kind, body
+               FROM dependencies ORDER BY workspace_id, blocked_id, blocker_id, kind",
+            "SELECT 'context/' || workspace_id || '/' || id, body FROM context ORDER BY workspace_id, id",
+            "SELECT 'steps/' || workspace_id || '/' || id, body FROM steps ORDER BY workspace_id, id",
+        ];
+        let mut out = Vec::new();
+        for sql in queries {
+            let mut stmt = self.conn.prepare(sql).map_err(db_err)?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+                .map_err(db_err)?;
+            for row in rows {
+                out.push(row.map_err(db_err)?);
+            }
+        }
+        Ok(out)
+    }
+}
