@@ -1,0 +1,155 @@
+//! The conformance suite's fixtures. The tests under `tests/` describe Baton's behaviour
+//! against the storage trait; [`Env::new`] opens the backend under test, so a new backend
+//! joins by being added to [`Backend`] and passes the same tests, none copied.
+
+use baton_core::api::*;
+use baton_core::model::Task;
+use baton_core::time::ManualClock;
+use baton_core::{Baton, Result};
+use std::sync::Arc;
+
+/// A store to run the suite against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded SQLite store, in a temporary directory.
+    Sqlite,
+}
+
+/// The backends selected for this run (`BATON_TEST_BACKENDS`, default all available).
+pub fn backends() -> Vec<Backend> {
+    vec![Backend::Sqlite]
+}
+
+/// A fresh store with a manual clock and an actor in the default workspace.
+pub struct Env {
+    /// The engine under test.
+    pub baton: Baton,
+    /// The time the engine sees; tests move it.
+    pub clock: ManualClock,
+    /// A planner in the default workspace.
+    pub actor: Actor,
+    /// Which backend this is.
+    pub backend: Backend,
+    _dir: tempfile::TempDir,
+}
+
+/// 2026-01-01T00:00:00Z: tests start here so timestamps are readable.
+pub const T0: i64 = 1_767_225_600_000;
+
+/// An empty store of the given backend, and the directory that holds it.
+pub fn open_store(backend: Backend) -> (Arc<dyn baton_core::store::Store>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store: Arc<dyn baton_core::store::Store> = match backend {
+        Backend::Sqlite => baton_store_sqlite::SqliteStore::open(&dir.path().join("baton.db"), Default::default())
+            .expect("open sqlite store"),
+    };
+    (store, dir)
+}
+
+impl Env {
+    /// Opens a fresh store of the given backend.
+    pub async fn new(backend: Backend) -> Env {
+        let (store, dir) = open_store(backend);
+        let clock = ManualClock::new(T0);
+        let baton = Baton::new(store, Arc::new(clock.clone()));
+        let actor = baton.actor("default", "planner").await.expect("default workspace");
+        Env { baton, clock, actor, backend, _dir: dir }
+    }
+
+    /// Creates a task with a title and defaults.
+    pub async fn task(&self, title: &str) -> Task {
+        self.create(CreateTask { title: title.into(), ..Default::default() }).await.expect("create task")
+    }
+
+    /// Creates a task from a full request.
+    pub async fn create(&self, req: CreateTask) -> Result<Task> {
+        Ok(self.baton.create_task(&self.actor, None, req).await?.task)
+    }
+
+    /// Claims one task for `agent` with no capabilities.
+    pub async fn claim(&self, agent: &str) -> Option<Claim> {
+        self.claim_with(agent, &[]).await
+    }
+
+    /// Claims one task for `agent` with capabilities.
+    pub async fn claim_with(&self, agent: &str, caps: &[&str]) -> Option<Claim> {
+        let req = ClaimRequest {
+            agent: agent.into(),
+            capabilities: caps.iter().map(|c| c.to_string()).collect(),
+            ..Default::default()
+        };
+        self.baton.claim(&self.actor, None, req).await.expect("claim").claims.into_iter().next()
+    }
+
+    /// Reads a task.
+    pub fn get(&self, id: &str) -> Task {
+        self.baton.get_task(&self.actor, id).expect("get task").task
+    }
+
+    /// The number of events in the workspace's log.
+    pub fn event_count(&self) -> u64 {
+        self.all_events().len() as u64
+    }
+
+    /// Every event of the workspace, in order.
+    pub fn all_events(&self) -> Vec<baton_core::model::Event> {
+        let mut out = Vec::new();
+        loop {
+            let after = out.last().map(|e: &baton_core::model::Event| e.seq).unwrap_or(0);
+            let page = self.baton.events(&self.actor, after, 1000).expect("events").events;
+            if page.is_empty() {
+                return out;
+            }
+            out.extend(page);
+        }
+    }
+
+    /// A lease operation.
+    pub async fn lease(&self, id: &str, token: &str, op: baton_core::LeaseOp) -> Result<serde_json::Value> {
+        self.baton.lease_op(&self.actor, None, id, token, op).await
+    }
+
+    /// Rebuilds the projections from this store's log in a scratch store and compares;
+    /// `None` when they are equal.
+    pub async fn replay_difference(&self) -> Option<String> {
+        let mut snapshot = None;
+        self.baton
+            .store()
+            .read(&mut |tx| {
+                let mut events = Vec::new();
+                for ws in tx.workspaces()? {
+                    let mut after = 0;
+                    loop {
+                        let page = tx.events(&ws.id, after, 10_000)?;
+                        let Some(last) = page.last() else { break };
+                        after = last.seq;
+                        events.extend(page);
+                    }
+                }
+                snapshot = Some((events, tx.projection_rows()?));
+                Ok(())
+            })
+            .expect("read live store");
+        let (events, live) = snapshot.expect("snapshot");
+        let (store, _dir) = open_store(self.backend);
+        let rebuilt_baton = Baton::new(store, Arc::new(ManualClock::new(T0)));
+        rebuilt_baton
+            .write_tx(move |tx| {
+                for e in &events {
+                    baton_core::replay::apply(tx, e)?;
+                }
+                Ok(())
+            })
+            .await
+            .expect("replay");
+        let mut rebuilt = Vec::new();
+        rebuilt_baton
+            .store()
+            .read(&mut |tx| {
+                rebuilt = tx.projection_rows()?;
+                Ok(())
+            })
+            .expect("read rebuilt");
+        baton_core::replay::first_difference(&live, &rebuilt)
+    }
+}

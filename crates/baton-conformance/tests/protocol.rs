@@ -1,0 +1,435 @@
+//! The coordination protocol (DESIGN §4): claim order and routing, leases and fencing,
+//! retries with backoff, DAG release, failure propagation, containers, review, optimistic
+//! concurrency and idempotency.
+
+use baton_conformance::{backends, Env, T0};
+use baton_core::api::*;
+use baton_core::state::{BlockedReason, Op, Status};
+use baton_core::time::Duration;
+use baton_core::{Code, LeaseOp};
+use serde_json::json;
+
+async fn env() -> Env {
+    Env::new(backends()[0]).await
+}
+
+fn complete() -> LeaseOp {
+    LeaseOp::Complete(Complete::default())
+}
+
+/// Claims come out by priority, then earliest due date, then age.
+#[tokio::test]
+async fn claim_order_is_priority_then_due_then_age() {
+    let env = env().await;
+    let old_low = env.create(CreateTask { title: "old low".into(), priority: Some(1), ..Default::default() }).await.unwrap();
+    let late = env
+        .create(CreateTask { title: "due late".into(), priority: Some(5), due_at: Some(T0 + 100_000), ..Default::default() })
+        .await
+        .unwrap();
+    let early = env
+        .create(CreateTask { title: "due early".into(), priority: Some(5), due_at: Some(T0 + 10_000), ..Default::default() })
+        .await
+        .unwrap();
+    let no_due_a = env.create(CreateTask { title: "no due a".into(), priority: Some(5), ..Default::default() }).await.unwrap();
+    let no_due_b = env.create(CreateTask { title: "no due b".into(), priority: Some(5), ..Default::default() }).await.unwrap();
+    let top = env.create(CreateTask { title: "top".into(), priority: Some(9), ..Default::default() }).await.unwrap();
+    let mut order = Vec::new();
+    while let Some(c) = env.claim("w").await {
+        order.push(c.task.id);
+    }
+    assert_eq!(order, vec![top.id, early.id, late.id, no_due_a.id, no_due_b.id, old_low.id]);
+}
+
+/// An agent is only offered tasks whose required capabilities it has.
+#[tokio::test]
+async fn capability_routing() {
+    let env = env().await;
+    let rust = env
+        .create(CreateTask { title: "rust".into(), required_capabilities: vec!["rust".into()], priority: Some(9), ..Default::default() })
+        .await
+        .unwrap();
+    let plain = env.task("plain").await;
+    assert_eq!(env.claim("generalist").await.unwrap().task.id, plain.id);
+    assert!(env.claim("generalist").await.is_none(), "rust task must not go to an agent without rust");
+    assert_eq!(env.claim_with("rustacean", &["rust", "review"]).await.unwrap().task.id, rust.id);
+}
+
+/// Each claim increments the epoch; an expired lease is never honoured, and the token of an
+/// earlier epoch is LEASE_LOST even after the task is claimed again.
+#[tokio::test]
+async fn expired_lease_is_fenced() {
+    let env = env().await;
+    let t = env.create(CreateTask { title: "t".into(), lease_ttl: Some(Duration::secs(30)), ..Default::default() }).await.unwrap();
+    let first = env.claim("a").await.unwrap();
+    assert_eq!(first.lease.epoch, 1);
+    env.clock.advance(30_500);
+    // Expired but not yet reaped: still refused.
+    let err = env.lease(&t.id, &first.lease.token, complete()).await.unwrap_err();
+    assert_eq!(err.code, Code::LeaseLost);
+    // Backoff after a lost lease, then another agent takes it at the next epoch.
+    assert!(env.claim("b").await.is_none(), "backoff holds the task");
+    env.clock.advance(2_000);
+    let second = env.claim("b").await.unwrap();
+    assert_eq!(second.task.id, t.id);
+    assert_eq!(second.lease.epoch, 2);
+    assert_eq!(second.run.attempt, 2);
+    let events_before = env.event_count();
+    let err = env.lease(&t.id, &first.lease.token, complete()).await.unwrap_err();
+    assert_eq!(err.code, Code::LeaseLost);
+    assert!(!err.retryable());
+    assert_eq!(env.event_count(), events_before, "a stale token changes nothing");
+    env.lease(&t.id, &second.lease.token, complete()).await.unwrap();
+    assert_eq!(env.get(&t.id).status, Status::Done);
+    let lost: Vec<_> = env.all_events().into_iter().filter(|e| e.kind == "task.lease_expired").collect();
+    assert_eq!(lost.len(), 1);
+    assert_eq!(lost[0].data["run"]["status"], "lost");
+    // The effects of expiry are computed as of the expiry time, not when it was noticed.
+    assert_eq!(lost[0].data["run"]["ended_at"], baton_core::time::format_rfc3339(T0 + 30_000));
+}
+
+/// Heartbeats extend the lease and carry signals back.
+#[tokio::test]
+async fn heartbeat_extends_and_signals() {
+    let env = env().await;
+    let t = env
+        .create(CreateTask {
+            title: "t".into(),
+            lease_ttl: Some(Duration::secs(10)),
+            budget: Some(json!({"max_cost": 1.0})),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let c = env.claim("a").await.unwrap();
+    for _ in 0..5 {
+        env.clock.advance(8_000);
+        let ack = env.lease(&t.id, &c.lease.token, LeaseOp::Heartbeat(Heartbeat::default())).await.unwrap();
+        assert_eq!(ack["signals"], json!([]));
+    }
+    // A planner changes the plan: the worker learns it on its next heartbeat, once.
+    env.baton
+        .update_task(&env.actor, None, &t.id, UpdateTask { plan: Some("new plan".into()), ..Default::default() })
+        .await
+        .unwrap();
+    let usage = Heartbeat { usage: Some(json!({"cost": 0.9})), progress: Some(0.5), ..Default::default() };
+    let ack = env.lease(&t.id, &c.lease.token, LeaseOp::Heartbeat(usage)).await.unwrap();
+    assert_eq!(ack["signals"], json!(["context_changed", "budget_warning"]));
+    let ack = env.lease(&t.id, &c.lease.token, LeaseOp::Heartbeat(Heartbeat::default())).await.unwrap();
+    assert_eq!(ack["signals"], json!(["budget_warning"]));
+    let bad = Heartbeat { progress: Some(1.5), ..Default::default() };
+    assert_eq!(env.lease(&t.id, &c.lease.token, LeaseOp::Heartbeat(bad)).await.unwrap_err().code, Code::InvalidInput);
+}
+
+/// Failures back off and retry until attempts are used up; then the task fails and an event
+/// asks for attention. Non-retryable classes fail at once.
+#[tokio::test]
+async fn fail_retries_with_backoff_then_fails() {
+    let env = env().await;
+    let t = env.create(CreateTask { title: "t".into(), max_attempts: Some(3), ..Default::default() }).await.unwrap();
+    let fail = || LeaseOp::Fail(Fail { error: "boom".into(), ..Default::default() });
+    for attempt in 1..=3u32 {
+        let c = env.claim("a").await.unwrap_or_else(|| panic!("attempt {attempt} claimable"));
+        assert_eq!(c.run.attempt, attempt);
+        let out = env.lease(&t.id, &c.lease.token, fail()).await.unwrap();
+        if attempt < 3 {
+            assert_eq!(out["task"]["status"], "ready");
+            assert!(env.claim("a").await.is_none(), "backoff holds the task");
+            env.clock.advance(10 * 60 * 1000);
+        } else {
+            assert_eq!(out["task"]["status"], "failed");
+        }
+    }
+    assert!(env.all_events().iter().any(|e| e.kind == "task.needs_attention" && e.task_id.as_deref() == Some(&t.id)));
+    // Explicit retry gives a fresh set of attempts.
+    env.baton.transition(&env.actor, None, Op::Retry, &t.id, None).await.unwrap();
+    assert_eq!(env.claim("a").await.unwrap().run.attempt, 1);
+
+    let p = env.task("permanent").await;
+    let c = env.claim("a").await.unwrap();
+    assert_eq!(c.task.id, p.id);
+    let f = Fail { error: "bad input".into(), class: Some("permanent".into()), no_retry: false };
+    let out = env.lease(&p.id, &c.lease.token, LeaseOp::Fail(f)).await.unwrap();
+    assert_eq!(out["task"]["status"], "failed");
+    let f = Fail { error: "x".into(), class: Some("cosmic".into()), no_retry: false };
+    assert_eq!(env.lease(&p.id, &c.lease.token, LeaseOp::Fail(f)).await.unwrap_err().code, Code::InvalidInput);
+}
+
+/// Backoff grows with attempts and is capped.
+#[test]
+fn backoff_grows_and_caps() {
+    let p = baton_core::model::RetryPolicy::default();
+    let b1 = p.backoff(1, "t");
+    let b2 = p.backoff(2, "t");
+    let b20 = p.backoff(20, "t");
+    assert!((900..=1100).contains(&b1), "{b1}");
+    assert!((1800..=2200).contains(&b2), "{b2}");
+    assert!(b20 <= 330_000, "{b20}");
+    assert_eq!(p.backoff(2, "t"), b2, "deterministic");
+}
+
+/// Dependents are released in the same transaction as the blocker's completion; a failed
+/// blocker marks them `dependency_failed`.
+#[tokio::test]
+async fn dag_release_and_failure_propagation() {
+    let env = env().await;
+    let a = env.create(CreateTask { title: "a".into(), priority: Some(9), max_attempts: Some(1), ..Default::default() }).await.unwrap();
+    let b = env.create(CreateTask { title: "b".into(), blocked_by: vec![a.id.clone()], ..Default::default() }).await.unwrap();
+    assert_eq!(b.status, Status::Blocked);
+    assert_eq!(b.blocked_reason, Some(BlockedReason::Dependencies));
+    let c = env.claim("w").await.unwrap();
+    assert_eq!(c.task.id, a.id);
+    assert!(env.claim("w2").await.is_none(), "b is blocked");
+    env.lease(&a.id, &c.lease.token, complete()).await.unwrap();
+    assert_eq!(env.get(&b.id).status, Status::Ready);
+    let events = env.all_events();
+    let done = events.iter().find(|e| e.kind == "task.completed").unwrap();
+    let released = events.iter().find(|e| e.kind == "task.released").unwrap();
+    assert_eq!(released.seq, done.seq + 1, "released right after the completion, in its transaction");
+    assert_eq!(released.at, done.at);
+
+    let x = env.create(CreateTask { title: "x".into(), priority: Some(9), max_attempts: Some(1), ..Default::default() }).await.unwrap();
+    let y = env.create(CreateTask { title: "y".into(), blocked_by: vec![x.id.clone()], ..Default::default() }).await.unwrap();
+    let cx = env.claim("w").await.unwrap();
+    assert_eq!(cx.task.id, x.id);
+    env.lease(&x.id, &cx.lease.token, LeaseOp::Fail(Fail { error: "no".into(), ..Default::default() })).await.unwrap();
+    let y = env.get(&y.id);
+    assert_eq!((y.status, y.blocked_reason), (Status::Blocked, Some(BlockedReason::DependencyFailed)));
+    assert!(env.all_events().iter().any(|e| e.kind == "task.dependency_failed" && e.task_id.as_deref() == Some(&y.id)));
+    // A planner decides: retry the blocker and finish it; the dependent is released.
+    env.baton.transition(&env.actor, None, Op::Retry, &x.id, None).await.unwrap();
+    let cx = env.claim("w").await.unwrap();
+    assert_eq!(cx.task.id, x.id);
+    env.lease(&x.id, &cx.lease.token, complete()).await.unwrap();
+    assert_eq!(env.get(&y.id).status, Status::Ready);
+}
+
+/// Dependencies added later block a ready task; removing them releases it; cycles are refused
+/// with the path named.
+#[tokio::test]
+async fn dependencies_and_cycles() {
+    let env = env().await;
+    let a = env.task("a").await;
+    let b = env.task("b").await;
+    let c = env.task("c").await;
+    let a_ = &env.actor;
+    let out = env.baton.dependency(a_, None, &a.id, &b.id, baton_core::model::DepKind::Blocks, true).await.unwrap();
+    assert_eq!(out.task.status, Status::Blocked);
+    env.baton.dependency(a_, None, &b.id, &c.id, baton_core::model::DepKind::Blocks, true).await.unwrap();
+    let before = env.event_count();
+    let err = env.baton.dependency(a_, None, &c.id, &a.id, baton_core::model::DepKind::Blocks, true).await.unwrap_err();
+    assert_eq!(err.code, Code::Cycle);
+    assert_eq!(err.details.unwrap()["path"], json!([a.id, b.id, c.id, a.id]));
+    assert_eq!(env.event_count(), before, "a refused edge changes nothing");
+    let err = env.baton.dependency(a_, None, &a.id, &a.id, baton_core::model::DepKind::Blocks, true).await.unwrap_err();
+    assert_eq!(err.code, Code::Cycle);
+    let out = env.baton.dependency(a_, None, &a.id, &b.id, baton_core::model::DepKind::Blocks, false).await.unwrap();
+    assert_eq!(out.task.status, Status::Ready);
+    let err = env.baton.dependency(a_, None, &a.id, &b.id, baton_core::model::DepKind::Blocks, false).await.unwrap_err();
+    assert_eq!(err.code, Code::NotFound);
+}
+
+/// A task with open children is a container: not claimable until its children end, and it
+/// does not complete over open children unless forced (with a warning).
+#[tokio::test]
+async fn containers() {
+    let env = env().await;
+    let parent = env.create(CreateTask { title: "parent".into(), priority: Some(9), ..Default::default() }).await.unwrap();
+    let child = env.create(CreateTask { title: "child".into(), parent_id: Some(parent.id.clone()), ..Default::default() }).await.unwrap();
+    let c = env.claim("w").await.unwrap();
+    assert_eq!(c.task.id, child.id, "the container is not offered");
+    assert!(env.claim("w").await.is_none());
+    env.lease(&child.id, &c.lease.token, complete()).await.unwrap();
+    let p = env.claim("w").await.unwrap();
+    assert_eq!(p.task.id, parent.id, "claimable again for its finishing work");
+    let late = env.create(CreateTask { title: "late child".into(), parent_id: Some(parent.id.clone()), ..Default::default() }).await.unwrap();
+    let err = env.lease(&parent.id, &p.lease.token, complete()).await.unwrap_err();
+    assert_eq!(err.code, Code::OpenChildren);
+    let forced = LeaseOp::Complete(Complete { force: true, ..Default::default() });
+    let out = env.lease(&parent.id, &p.lease.token, forced).await.unwrap();
+    assert_eq!(out["warnings"].as_array().unwrap().len(), 1);
+    assert_eq!(env.get(&late.id).status, Status::Ready);
+}
+
+/// Output is checked against the task's output schema.
+#[tokio::test]
+async fn output_schema_is_enforced() {
+    let env = env().await;
+    let schema = json!({"type": "object", "required": ["url"], "properties": {"url": {"type": "string"}}});
+    let t = env.create(CreateTask { title: "t".into(), output_schema: Some(schema), ..Default::default() }).await.unwrap();
+    let c = env.claim("w").await.unwrap();
+    let bad = LeaseOp::Complete(Complete { output: Some(json!({"url": 5})), ..Default::default() });
+    let err = env.lease(&t.id, &c.lease.token, bad).await.unwrap_err();
+    assert_eq!(err.code, Code::SchemaViolation);
+    assert_eq!(env.get(&t.id).status, Status::Claimed, "a refused completion changes nothing");
+    let good = LeaseOp::Complete(Complete { output: Some(json!({"url": "https://x"})), ..Default::default() });
+    env.lease(&t.id, &c.lease.token, good).await.unwrap();
+    assert_eq!(env.get(&t.id).output, Some(json!({"url": "https://x"})));
+    let err = env
+        .create(CreateTask { title: "bad schema".into(), output_schema: Some(json!({"type": 7})), ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, Code::InvalidInput);
+}
+
+/// Review: approve finishes; reject sends back for another attempt.
+#[tokio::test]
+async fn review_approve_and_reject() {
+    let env = env().await;
+    let t = env.create(CreateTask { title: "t".into(), review_required: Some(true), ..Default::default() }).await.unwrap();
+    let c = env.claim("w").await.unwrap();
+    let out = env.lease(&t.id, &c.lease.token, complete()).await.unwrap();
+    assert_eq!(out["task"]["status"], "review");
+    let out = env.baton.transition(&env.actor, None, Op::Reject, &t.id, Some("missing tests".into())).await.unwrap();
+    assert_eq!(out.task.status, Status::Ready);
+    let c = env.claim("w").await.unwrap();
+    assert_eq!(c.run.attempt, 2);
+    env.lease(&t.id, &c.lease.token, complete()).await.unwrap();
+    let out = env.baton.transition(&env.actor, None, Op::Approve, &t.id, None).await.unwrap();
+    assert_eq!(out.task.status, Status::Done);
+}
+
+/// Release gives the task back without counting an attempt; cancel ends a live run.
+#[tokio::test]
+async fn release_and_cancel() {
+    let env = env().await;
+    let t = env.task("t").await;
+    let c = env.claim("w").await.unwrap();
+    env.lease(&t.id, &c.lease.token, LeaseOp::Release).await.unwrap();
+    let again = env.claim("w").await.unwrap();
+    assert_eq!(again.run.attempt, 1, "release does not count an attempt");
+    assert_eq!(again.lease.epoch, 2, "but the epoch still grows");
+    env.baton.transition(&env.actor, None, Op::Cancel, &t.id, None).await.unwrap();
+    let err = env.lease(&t.id, &again.lease.token, LeaseOp::Heartbeat(Heartbeat::default())).await.unwrap_err();
+    assert_eq!(err.code, Code::LeaseLost);
+    assert!(err.hint.contains("canceled"), "{}", err.hint);
+}
+
+/// Optimistic concurrency: a stale version is VERSION_CONFLICT with the current version.
+#[tokio::test]
+async fn version_conflict() {
+    let env = env().await;
+    let t = env.task("t").await;
+    let up = |v| UpdateTask { version: Some(v), title: Some(format!("v{v}")), ..Default::default() };
+    let out = env.baton.update_task(&env.actor, None, &t.id, up(t.version)).await.unwrap();
+    assert_eq!(out.task.version, t.version + 1);
+    let err = env.baton.update_task(&env.actor, None, &t.id, up(t.version)).await.unwrap_err();
+    assert_eq!(err.code, Code::VersionConflict);
+    assert_eq!(err.details.unwrap()["current_version"], t.version + 1);
+    let err = env
+        .baton
+        .update_task(&env.actor, None, &t.id, UpdateTask { intent: Some("new why".into()), ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, Code::InvalidInput);
+}
+
+/// The same idempotency key and request return the original response and write nothing; the
+/// same key with another request is refused.
+#[tokio::test]
+async fn idempotency_keys() {
+    let env = env().await;
+    let req = || CreateTask { title: "once".into(), ..Default::default() };
+    let first = env.baton.create_task(&env.actor, Some("k1"), req()).await.unwrap();
+    let events = env.event_count();
+    let second = env.baton.create_task(&env.actor, Some("k1"), req()).await.unwrap();
+    assert_eq!(first, second);
+    assert_eq!(env.event_count(), events);
+    let other = CreateTask { title: "other".into(), ..Default::default() };
+    let err = env.baton.create_task(&env.actor, Some("k1"), other).await.unwrap_err();
+    assert_eq!(err.code, Code::IdempotencyMismatch);
+    // Lease operations too: a retried completion returns the stored answer.
+    let c = env.claim("w").await.unwrap();
+    let a = env.baton.lease_op(&env.actor, Some("done-1"), &first.task.id, &c.lease.token, complete()).await.unwrap();
+    let b = env.baton.lease_op(&env.actor, Some("done-1"), &first.task.id, &c.lease.token, complete()).await.unwrap();
+    assert_eq!(a, b);
+}
+
+/// Context entries are typed and immutable; superseded entries leave the briefing.
+#[tokio::test]
+async fn context_and_briefing() {
+    let env = env().await;
+    let parent = env
+        .create(CreateTask { title: "epic".into(), intent: Some("ship it".into()), ..Default::default() })
+        .await
+        .unwrap();
+    let t = env
+        .create(CreateTask {
+            title: "t".into(),
+            intent: Some("why".into()),
+            description: Some("what".into()),
+            plan: Some("how".into()),
+            parent_id: Some(parent.id.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let add = |kind: &str, content: &str, supersedes: Option<String>| AddContext {
+        kind: kind.into(),
+        content: content.into(),
+        supersedes,
+        lease: None,
+    };
+    let old = env.baton.add_context(&env.actor, None, &t.id, add("decision", "use sqlite", None)).await.unwrap();
+    env.baton.add_context(&env.actor, None, &t.id, add("decision", "use postgres", Some(old.context.id.clone()))).await.unwrap();
+    env.baton.add_context(&env.actor, None, &t.id, add("note", &"x".repeat(3000), None)).await.unwrap();
+    let err = env.baton.add_context(&env.actor, None, &t.id, add("gossip", "x", None)).await.unwrap_err();
+    assert_eq!(err.code, Code::InvalidInput);
+    let err = env.baton.add_context(&env.actor, None, &t.id, add("note", "x", Some("ctx_nope".into()))).await.unwrap_err();
+    assert_eq!(err.code, Code::NotFound);
+    let step = env.baton.add_step(&env.actor, None, &t.id, "write code".into(), None).await.unwrap();
+    env.baton.done_step(&env.actor, None, &t.id, &step.step.id, Some("done".into())).await.unwrap();
+
+    let brief = env.baton.brief(&env.actor, &t.id, None).unwrap()["brief"].clone();
+    assert_eq!(brief["task"]["intent"], "why");
+    assert_eq!(brief["task"]["plan"], "how");
+    assert_eq!(brief["parent"]["intent"], "ship it");
+    let contents: Vec<&str> = brief["context"].as_array().unwrap().iter().map(|c| c["content"].as_str().unwrap()).collect();
+    assert_eq!(contents[0], "use postgres", "decisions first; superseded gone");
+    assert!(!contents.contains(&"use sqlite"));
+    assert_eq!(brief["steps"][0]["done"], true);
+    assert_eq!(brief["truncated"], false);
+
+    let small = env.baton.brief(&env.actor, &t.id, Some(1500)).unwrap()["brief"].clone();
+    assert!(serde_json::to_string(&small).unwrap().len() <= 1500 + 64);
+    assert_eq!(small["truncated"], true);
+    assert_eq!(small["task"]["intent"], "why", "the core survives trimming");
+    let err = env.baton.brief(&env.actor, &t.id, Some(10)).unwrap_err();
+    assert_eq!(err.code, Code::InvalidInput);
+}
+
+/// Long-poll: a claim with `wait` returns as soon as work appears.
+#[tokio::test]
+async fn long_poll_claim_wakes_on_commit() {
+    let env = env().await;
+    let baton = env.baton.clone();
+    let actor = env.actor.clone();
+    let waiter = tokio::spawn(async move {
+        let req = ClaimRequest { agent: "w".into(), wait: Some(Duration::secs(30)), ..Default::default() };
+        baton.claim(&actor, None, req).await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let t = env.task("late").await;
+    let got = tokio::time::timeout(std::time::Duration::from_secs(10), waiter).await.expect("woke").unwrap().unwrap();
+    assert_eq!(got.claims[0].task.id, t.id);
+}
+
+/// Replay of a mixed history rebuilds exactly the live projections.
+#[tokio::test]
+async fn replay_equals_live_state() {
+    let env = env().await;
+    let a = env.create(CreateTask { title: "a".into(), priority: Some(3), ..Default::default() }).await.unwrap();
+    let b = env.create(CreateTask { title: "b".into(), blocked_by: vec![a.id.clone()], ..Default::default() }).await.unwrap();
+    let c = env.claim("w").await.unwrap();
+    env.lease(&a.id, &c.lease.token, LeaseOp::Heartbeat(Heartbeat { progress: Some(0.3), ..Default::default() })).await.unwrap();
+    env.baton
+        .add_context(&env.actor, None, &a.id, AddContext { kind: "discovery".into(), content: "found".into(), supersedes: None, lease: Some(c.lease.token.clone()) })
+        .await
+        .unwrap();
+    env.lease(&a.id, &c.lease.token, complete()).await.unwrap();
+    let c = env.claim("w").await.unwrap();
+    assert_eq!(c.task.id, b.id);
+    env.clock.advance(10 * 60 * 1000);
+    env.baton.reap(&env.actor).await.unwrap();
+    env.baton.dependency(&env.actor, None, &a.id, &b.id, baton_core::model::DepKind::RelatesTo, true).await.unwrap();
+    assert_eq!(env.replay_difference().await, None);
+}
