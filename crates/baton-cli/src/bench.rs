@@ -1,1 +1,185 @@
-fn main() {}
+//! `baton-bench`: throughput and latency of the embedded store, in-process and through the
+//! CLI. Prints one markdown table row per measurement; `bench/run.sh` drives it over the
+//! grid recorded in BENCHMARKS.md.
+//!
+//! Method: preload N ready tasks (concurrent creates, so group commit batches them), then
+//! for each worker count W run W concurrent agents doing claim → complete until C cycles
+//! are done, timing every claim. Latency percentiles are exact (all samples kept).
+
+use baton_core::api::*;
+use baton_core::time::SystemClock;
+use baton_core::{Baton, LeaseOp};
+use baton_store_sqlite::{Durability, Options, SqliteStore};
+use clap::Parser;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Benchmark the embedded store.
+#[derive(Debug, Parser)]
+struct Args {
+    /// Ready tasks to preload before measuring.
+    #[arg(long, default_value_t = 10_000)]
+    tasks: u64,
+    /// Worker counts to measure, comma separated.
+    #[arg(long, default_value = "1,8,32", value_delimiter = ',')]
+    workers: Vec<usize>,
+    /// Claim → complete cycles per measurement.
+    #[arg(long, default_value_t = 5_000)]
+    cycles: u64,
+    /// full (default, safe against power loss) or normal.
+    #[arg(long, default_value = "full")]
+    durability: String,
+    /// Also time CLI commands against the preloaded store, using this baton binary.
+    #[arg(long)]
+    cli: Option<std::path::PathBuf>,
+    /// Keep the store here instead of a temporary directory.
+    #[arg(long)]
+    dir: Option<std::path::PathBuf>,
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let durability = match args.durability.as_str() {
+        "normal" => Durability::Normal,
+        _ => Durability::Full,
+    };
+    let dir = match &args.dir {
+        Some(d) => d.clone(),
+        None => std::env::temp_dir().join(format!("baton-bench-{}", baton_core::id::new_id("b"))),
+    };
+    let store = SqliteStore::open(&dir.join("baton.db"), Options { durability })?;
+    let baton = Baton::new(store, Arc::new(SystemClock));
+    let actor = baton.actor("default", "bench").await?;
+
+    // Preload: N ready tasks stay ready while measuring, plus the ones the cycles consume.
+    let total = args.tasks + args.cycles * args.workers.len() as u64;
+    let started = Instant::now();
+    let made = Arc::new(AtomicU64::new(0));
+    let mut creators = Vec::new();
+    for _ in 0..64 {
+        let (baton, actor, made) = (baton.clone(), actor.clone(), made.clone());
+        creators.push(tokio::spawn(async move {
+            while made.fetch_add(1, Ordering::Relaxed) < total {
+                let req = CreateTask {
+                    title: "bench task".into(),
+                    priority: Some(0),
+                    ..Default::default()
+                };
+                baton.create_task(&actor, None, req).await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for c in creators {
+        c.await??;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "| create | {} | {} | 64 | {:.0}/s | | |",
+        total,
+        args.durability,
+        total as f64 / secs
+    );
+
+    for &workers in &args.workers {
+        let done = Arc::new(AtomicU64::new(0));
+        let started = Instant::now();
+        let mut handles = Vec::new();
+        for w in 0..workers {
+            let (baton, actor, done) = (baton.clone(), actor.clone(), done.clone());
+            let cycles = args.cycles;
+            handles.push(tokio::spawn(async move {
+                let mut lat = Vec::new();
+                let agent = format!("w{w}");
+                while done.fetch_add(1, Ordering::Relaxed) < cycles {
+                    let t0 = Instant::now();
+                    let req = ClaimRequest {
+                        agent: agent.clone(),
+                        ..Default::default()
+                    };
+                    let claims = baton.claim(&actor, None, req).await?.claims;
+                    lat.push(t0.elapsed());
+                    let Some(c) = claims.into_iter().next() else {
+                        anyhow::bail!("queue ran dry")
+                    };
+                    baton
+                        .lease_op(
+                            &actor,
+                            None,
+                            &c.task.id,
+                            &c.lease.token,
+                            LeaseOp::Complete(Complete::default()),
+                        )
+                        .await?;
+                }
+                anyhow::Ok(lat)
+            }));
+        }
+        let mut lat = Vec::new();
+        for h in handles {
+            lat.extend(h.await??);
+        }
+        let secs = started.elapsed().as_secs_f64();
+        lat.sort_unstable();
+        println!(
+            "| claim→complete | {} | {} | {} | {:.0}/s | {:.2} | {:.2} |",
+            args.tasks,
+            args.durability,
+            workers,
+            lat.len() as f64 / secs,
+            percentile(&lat, 0.5),
+            percentile(&lat, 0.99)
+        );
+    }
+
+    if let Some(bin) = &args.cli {
+        let filter = baton_core::store::TaskFilter {
+            limit: 1,
+            ..Default::default()
+        };
+        let some = baton
+            .list_tasks(&actor, filter)?
+            .tasks
+            .into_iter()
+            .next()
+            .map(|t| t.id)
+            .unwrap_or_default();
+        let mut times = Vec::new();
+        for _ in 0..30 {
+            let t0 = Instant::now();
+            let out = std::process::Command::new(bin)
+                .args(["--json", "--data-dir"])
+                .arg(&dir)
+                .args(["task", "get", &some])
+                .output()?;
+            anyhow::ensure!(
+                out.status.success(),
+                "cli failed: {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+            times.push(t0.elapsed());
+        }
+        times.sort_unstable();
+        println!(
+            "| cli task get | {} | {} | 1 | | {:.2} | {:.2} |",
+            args.tasks,
+            args.durability,
+            percentile(&times, 0.5),
+            percentile(&times, 0.99)
+        );
+    }
+    if args.dir.is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    Ok(())
+}

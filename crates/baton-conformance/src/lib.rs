@@ -40,8 +40,10 @@ pub const T0: i64 = 1_767_225_600_000;
 pub fn open_store(backend: Backend) -> (Arc<dyn baton_core::store::Store>, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
     let store: Arc<dyn baton_core::store::Store> = match backend {
-        Backend::Sqlite => baton_store_sqlite::SqliteStore::open(&dir.path().join("baton.db"), Default::default())
-            .expect("open sqlite store"),
+        Backend::Sqlite => {
+            baton_store_sqlite::SqliteStore::open(&dir.path().join("baton.db"), Default::default())
+                .expect("open sqlite store")
+        }
     };
     (store, dir)
 }
@@ -52,13 +54,27 @@ impl Env {
         let (store, dir) = open_store(backend);
         let clock = ManualClock::new(T0);
         let baton = Baton::new(store, Arc::new(clock.clone()));
-        let actor = baton.actor("default", "planner").await.expect("default workspace");
-        Env { baton, clock, actor, backend, _dir: dir }
+        let actor = baton
+            .actor("default", "planner")
+            .await
+            .expect("default workspace");
+        Env {
+            baton,
+            clock,
+            actor,
+            backend,
+            _dir: dir,
+        }
     }
 
     /// Creates a task with a title and defaults.
     pub async fn task(&self, title: &str) -> Task {
-        self.create(CreateTask { title: title.into(), ..Default::default() }).await.expect("create task")
+        self.create(CreateTask {
+            title: title.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("create task")
     }
 
     /// Creates a task from a full request.
@@ -78,7 +94,13 @@ impl Env {
             capabilities: caps.iter().map(|c| c.to_string()).collect(),
             ..Default::default()
         };
-        self.baton.claim(&self.actor, None, req).await.expect("claim").claims.into_iter().next()
+        self.baton
+            .claim(&self.actor, None, req)
+            .await
+            .expect("claim")
+            .claims
+            .into_iter()
+            .next()
     }
 
     /// Reads a task.
@@ -95,8 +117,15 @@ impl Env {
     pub fn all_events(&self) -> Vec<baton_core::model::Event> {
         let mut out = Vec::new();
         loop {
-            let after = out.last().map(|e: &baton_core::model::Event| e.seq).unwrap_or(0);
-            let page = self.baton.events(&self.actor, after, 1000).expect("events").events;
+            let after = out
+                .last()
+                .map(|e: &baton_core::model::Event| e.seq)
+                .unwrap_or(0);
+            let page = self
+                .baton
+                .events(&self.actor, after, 1000)
+                .expect("events")
+                .events;
             if page.is_empty() {
                 return out;
             }
@@ -105,7 +134,12 @@ impl Env {
     }
 
     /// A lease operation.
-    pub async fn lease(&self, id: &str, token: &str, op: baton_core::LeaseOp) -> Result<serde_json::Value> {
+    pub async fn lease(
+        &self,
+        id: &str,
+        token: &str,
+        op: baton_core::LeaseOp,
+    ) -> Result<serde_json::Value> {
         self.baton.lease_op(&self.actor, None, id, token, op).await
     }
 

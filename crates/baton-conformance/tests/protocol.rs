@@ -21,23 +21,71 @@ fn complete() -> LeaseOp {
 #[tokio::test]
 async fn claim_order_is_priority_then_due_then_age() {
     let env = env().await;
-    let old_low = env.create(CreateTask { title: "old low".into(), priority: Some(1), ..Default::default() }).await.unwrap();
+    let old_low = env
+        .create(CreateTask {
+            title: "old low".into(),
+            priority: Some(1),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     let late = env
-        .create(CreateTask { title: "due late".into(), priority: Some(5), due_at: Some(T0 + 100_000), ..Default::default() })
+        .create(CreateTask {
+            title: "due late".into(),
+            priority: Some(5),
+            due_at: Some(T0 + 100_000),
+            ..Default::default()
+        })
         .await
         .unwrap();
     let early = env
-        .create(CreateTask { title: "due early".into(), priority: Some(5), due_at: Some(T0 + 10_000), ..Default::default() })
+        .create(CreateTask {
+            title: "due early".into(),
+            priority: Some(5),
+            due_at: Some(T0 + 10_000),
+            ..Default::default()
+        })
         .await
         .unwrap();
-    let no_due_a = env.create(CreateTask { title: "no due a".into(), priority: Some(5), ..Default::default() }).await.unwrap();
-    let no_due_b = env.create(CreateTask { title: "no due b".into(), priority: Some(5), ..Default::default() }).await.unwrap();
-    let top = env.create(CreateTask { title: "top".into(), priority: Some(9), ..Default::default() }).await.unwrap();
+    let no_due_a = env
+        .create(CreateTask {
+            title: "no due a".into(),
+            priority: Some(5),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let no_due_b = env
+        .create(CreateTask {
+            title: "no due b".into(),
+            priority: Some(5),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let top = env
+        .create(CreateTask {
+            title: "top".into(),
+            priority: Some(9),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     let mut order = Vec::new();
     while let Some(c) = env.claim("w").await {
         order.push(c.task.id);
     }
-    assert_eq!(order, vec![top.id, early.id, late.id, no_due_a.id, no_due_b.id, old_low.id]);
+    assert_eq!(
+        order,
+        vec![
+            top.id,
+            early.id,
+            late.id,
+            no_due_a.id,
+            no_due_b.id,
+            old_low.id
+        ]
+    );
 }
 
 /// An agent is only offered tasks whose required capabilities it has.
@@ -45,13 +93,28 @@ async fn claim_order_is_priority_then_due_then_age() {
 async fn capability_routing() {
     let env = env().await;
     let rust = env
-        .create(CreateTask { title: "rust".into(), required_capabilities: vec!["rust".into()], priority: Some(9), ..Default::default() })
+        .create(CreateTask {
+            title: "rust".into(),
+            required_capabilities: vec!["rust".into()],
+            priority: Some(9),
+            ..Default::default()
+        })
         .await
         .unwrap();
     let plain = env.task("plain").await;
     assert_eq!(env.claim("generalist").await.unwrap().task.id, plain.id);
-    assert!(env.claim("generalist").await.is_none(), "rust task must not go to an agent without rust");
-    assert_eq!(env.claim_with("rustacean", &["rust", "review"]).await.unwrap().task.id, rust.id);
+    assert!(
+        env.claim("generalist").await.is_none(),
+        "rust task must not go to an agent without rust"
+    );
+    assert_eq!(
+        env.claim_with("rustacean", &["rust", "review"])
+            .await
+            .unwrap()
+            .task
+            .id,
+        rust.id
+    );
 }
 
 /// Each claim increments the epoch; an expired lease is never honoured, and the token of an
@@ -59,12 +122,22 @@ async fn capability_routing() {
 #[tokio::test]
 async fn expired_lease_is_fenced() {
     let env = env().await;
-    let t = env.create(CreateTask { title: "t".into(), lease_ttl: Some(Duration::secs(30)), ..Default::default() }).await.unwrap();
+    let t = env
+        .create(CreateTask {
+            title: "t".into(),
+            lease_ttl: Some(Duration::secs(30)),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     let first = env.claim("a").await.unwrap();
     assert_eq!(first.lease.epoch, 1);
     env.clock.advance(30_500);
     // Expired but not yet reaped: still refused.
-    let err = env.lease(&t.id, &first.lease.token, complete()).await.unwrap_err();
+    let err = env
+        .lease(&t.id, &first.lease.token, complete())
+        .await
+        .unwrap_err();
     assert_eq!(err.code, Code::LeaseLost);
     // Backoff after a lost lease, then another agent takes it at the next epoch.
     assert!(env.claim("b").await.is_none(), "backoff holds the task");
@@ -74,17 +147,33 @@ async fn expired_lease_is_fenced() {
     assert_eq!(second.lease.epoch, 2);
     assert_eq!(second.run.attempt, 2);
     let events_before = env.event_count();
-    let err = env.lease(&t.id, &first.lease.token, complete()).await.unwrap_err();
+    let err = env
+        .lease(&t.id, &first.lease.token, complete())
+        .await
+        .unwrap_err();
     assert_eq!(err.code, Code::LeaseLost);
     assert!(!err.retryable());
-    assert_eq!(env.event_count(), events_before, "a stale token changes nothing");
-    env.lease(&t.id, &second.lease.token, complete()).await.unwrap();
+    assert_eq!(
+        env.event_count(),
+        events_before,
+        "a stale token changes nothing"
+    );
+    env.lease(&t.id, &second.lease.token, complete())
+        .await
+        .unwrap();
     assert_eq!(env.get(&t.id).status, Status::Done);
-    let lost: Vec<_> = env.all_events().into_iter().filter(|e| e.kind == "task.lease_expired").collect();
+    let lost: Vec<_> = env
+        .all_events()
+        .into_iter()
+        .filter(|e| e.kind == "task.lease_expired")
+        .collect();
     assert_eq!(lost.len(), 1);
     assert_eq!(lost[0].data["run"]["status"], "lost");
     // The effects of expiry are computed as of the expiry time, not when it was noticed.
-    assert_eq!(lost[0].data["run"]["ended_at"], baton_core::time::format_rfc3339(T0 + 30_000));
+    assert_eq!(
+        lost[0].data["run"]["ended_at"],
+        baton_core::time::format_rfc3339(T0 + 30_000)
+    );
 }
 
 /// Heartbeats extend the lease and carry signals back.
@@ -103,21 +192,59 @@ async fn heartbeat_extends_and_signals() {
     let c = env.claim("a").await.unwrap();
     for _ in 0..5 {
         env.clock.advance(8_000);
-        let ack = env.lease(&t.id, &c.lease.token, LeaseOp::Heartbeat(Heartbeat::default())).await.unwrap();
+        let ack = env
+            .lease(
+                &t.id,
+                &c.lease.token,
+                LeaseOp::Heartbeat(Heartbeat::default()),
+            )
+            .await
+            .unwrap();
         assert_eq!(ack["signals"], json!([]));
     }
     // A planner changes the plan: the worker learns it on its next heartbeat, once.
     env.baton
-        .update_task(&env.actor, None, &t.id, UpdateTask { plan: Some("new plan".into()), ..Default::default() })
+        .update_task(
+            &env.actor,
+            None,
+            &t.id,
+            UpdateTask {
+                plan: Some("new plan".into()),
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
-    let usage = Heartbeat { usage: Some(json!({"cost": 0.9})), progress: Some(0.5), ..Default::default() };
-    let ack = env.lease(&t.id, &c.lease.token, LeaseOp::Heartbeat(usage)).await.unwrap();
+    let usage = Heartbeat {
+        usage: Some(json!({"cost": 0.9})),
+        progress: Some(0.5),
+        ..Default::default()
+    };
+    let ack = env
+        .lease(&t.id, &c.lease.token, LeaseOp::Heartbeat(usage))
+        .await
+        .unwrap();
     assert_eq!(ack["signals"], json!(["context_changed", "budget_warning"]));
-    let ack = env.lease(&t.id, &c.lease.token, LeaseOp::Heartbeat(Heartbeat::default())).await.unwrap();
+    let ack = env
+        .lease(
+            &t.id,
+            &c.lease.token,
+            LeaseOp::Heartbeat(Heartbeat::default()),
+        )
+        .await
+        .unwrap();
     assert_eq!(ack["signals"], json!(["budget_warning"]));
-    let bad = Heartbeat { progress: Some(1.5), ..Default::default() };
-    assert_eq!(env.lease(&t.id, &c.lease.token, LeaseOp::Heartbeat(bad)).await.unwrap_err().code, Code::InvalidInput);
+    let bad = Heartbeat {
+        progress: Some(1.5),
+        ..Default::default()
+    };
+    assert_eq!(
+        env.lease(&t.id, &c.lease.token, LeaseOp::Heartbeat(bad))
+            .await
+            .unwrap_err()
+            .code,
+        Code::InvalidInput
+    );
 }
 
 /// Failures back off and retry until attempts are used up; then the task fails and an event
@@ -125,10 +252,25 @@ async fn heartbeat_extends_and_signals() {
 #[tokio::test]
 async fn fail_retries_with_backoff_then_fails() {
     let env = env().await;
-    let t = env.create(CreateTask { title: "t".into(), max_attempts: Some(3), ..Default::default() }).await.unwrap();
-    let fail = || LeaseOp::Fail(Fail { error: "boom".into(), ..Default::default() });
+    let t = env
+        .create(CreateTask {
+            title: "t".into(),
+            max_attempts: Some(3),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let fail = || {
+        LeaseOp::Fail(Fail {
+            error: "boom".into(),
+            ..Default::default()
+        })
+    };
     for attempt in 1..=3u32 {
-        let c = env.claim("a").await.unwrap_or_else(|| panic!("attempt {attempt} claimable"));
+        let c = env
+            .claim("a")
+            .await
+            .unwrap_or_else(|| panic!("attempt {attempt} claimable"));
         assert_eq!(c.run.attempt, attempt);
         let out = env.lease(&t.id, &c.lease.token, fail()).await.unwrap();
         if attempt < 3 {
@@ -139,19 +281,42 @@ async fn fail_retries_with_backoff_then_fails() {
             assert_eq!(out["task"]["status"], "failed");
         }
     }
-    assert!(env.all_events().iter().any(|e| e.kind == "task.needs_attention" && e.task_id.as_deref() == Some(&t.id)));
+    assert!(env
+        .all_events()
+        .iter()
+        .any(|e| e.kind == "task.needs_attention" && e.task_id.as_deref() == Some(&t.id)));
     // Explicit retry gives a fresh set of attempts.
-    env.baton.transition(&env.actor, None, Op::Retry, &t.id, None).await.unwrap();
+    env.baton
+        .transition(&env.actor, None, Op::Retry, &t.id, None)
+        .await
+        .unwrap();
     assert_eq!(env.claim("a").await.unwrap().run.attempt, 1);
 
     let p = env.task("permanent").await;
     let c = env.claim("a").await.unwrap();
     assert_eq!(c.task.id, p.id);
-    let f = Fail { error: "bad input".into(), class: Some("permanent".into()), no_retry: false };
-    let out = env.lease(&p.id, &c.lease.token, LeaseOp::Fail(f)).await.unwrap();
+    let f = Fail {
+        error: "bad input".into(),
+        class: Some("permanent".into()),
+        no_retry: false,
+    };
+    let out = env
+        .lease(&p.id, &c.lease.token, LeaseOp::Fail(f))
+        .await
+        .unwrap();
     assert_eq!(out["task"]["status"], "failed");
-    let f = Fail { error: "x".into(), class: Some("cosmic".into()), no_retry: false };
-    assert_eq!(env.lease(&p.id, &c.lease.token, LeaseOp::Fail(f)).await.unwrap_err().code, Code::InvalidInput);
+    let f = Fail {
+        error: "x".into(),
+        class: Some("cosmic".into()),
+        no_retry: false,
+    };
+    assert_eq!(
+        env.lease(&p.id, &c.lease.token, LeaseOp::Fail(f))
+            .await
+            .unwrap_err()
+            .code,
+        Code::InvalidInput
+    );
 }
 
 /// Backoff grows with attempts and is capped.
@@ -172,8 +337,23 @@ fn backoff_grows_and_caps() {
 #[tokio::test]
 async fn dag_release_and_failure_propagation() {
     let env = env().await;
-    let a = env.create(CreateTask { title: "a".into(), priority: Some(9), max_attempts: Some(1), ..Default::default() }).await.unwrap();
-    let b = env.create(CreateTask { title: "b".into(), blocked_by: vec![a.id.clone()], ..Default::default() }).await.unwrap();
+    let a = env
+        .create(CreateTask {
+            title: "a".into(),
+            priority: Some(9),
+            max_attempts: Some(1),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let b = env
+        .create(CreateTask {
+            title: "b".into(),
+            blocked_by: vec![a.id.clone()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(b.status, Status::Blocked);
     assert_eq!(b.blocked_reason, Some(BlockedReason::Dependencies));
     let c = env.claim("w").await.unwrap();
@@ -184,19 +364,56 @@ async fn dag_release_and_failure_propagation() {
     let events = env.all_events();
     let done = events.iter().find(|e| e.kind == "task.completed").unwrap();
     let released = events.iter().find(|e| e.kind == "task.released").unwrap();
-    assert_eq!(released.seq, done.seq + 1, "released right after the completion, in its transaction");
+    assert_eq!(
+        released.seq,
+        done.seq + 1,
+        "released right after the completion, in its transaction"
+    );
     assert_eq!(released.at, done.at);
 
-    let x = env.create(CreateTask { title: "x".into(), priority: Some(9), max_attempts: Some(1), ..Default::default() }).await.unwrap();
-    let y = env.create(CreateTask { title: "y".into(), blocked_by: vec![x.id.clone()], ..Default::default() }).await.unwrap();
+    let x = env
+        .create(CreateTask {
+            title: "x".into(),
+            priority: Some(9),
+            max_attempts: Some(1),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let y = env
+        .create(CreateTask {
+            title: "y".into(),
+            blocked_by: vec![x.id.clone()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     let cx = env.claim("w").await.unwrap();
     assert_eq!(cx.task.id, x.id);
-    env.lease(&x.id, &cx.lease.token, LeaseOp::Fail(Fail { error: "no".into(), ..Default::default() })).await.unwrap();
+    env.lease(
+        &x.id,
+        &cx.lease.token,
+        LeaseOp::Fail(Fail {
+            error: "no".into(),
+            ..Default::default()
+        }),
+    )
+    .await
+    .unwrap();
     let y = env.get(&y.id);
-    assert_eq!((y.status, y.blocked_reason), (Status::Blocked, Some(BlockedReason::DependencyFailed)));
-    assert!(env.all_events().iter().any(|e| e.kind == "task.dependency_failed" && e.task_id.as_deref() == Some(&y.id)));
+    assert_eq!(
+        (y.status, y.blocked_reason),
+        (Status::Blocked, Some(BlockedReason::DependencyFailed))
+    );
+    assert!(env
+        .all_events()
+        .iter()
+        .any(|e| e.kind == "task.dependency_failed" && e.task_id.as_deref() == Some(&y.id)));
     // A planner decides: retry the blocker and finish it; the dependent is released.
-    env.baton.transition(&env.actor, None, Op::Retry, &x.id, None).await.unwrap();
+    env.baton
+        .transition(&env.actor, None, Op::Retry, &x.id, None)
+        .await
+        .unwrap();
     let cx = env.claim("w").await.unwrap();
     assert_eq!(cx.task.id, x.id);
     env.lease(&x.id, &cx.lease.token, complete()).await.unwrap();
@@ -212,19 +429,87 @@ async fn dependencies_and_cycles() {
     let b = env.task("b").await;
     let c = env.task("c").await;
     let a_ = &env.actor;
-    let out = env.baton.dependency(a_, None, &a.id, &b.id, baton_core::model::DepKind::Blocks, true).await.unwrap();
+    let out = env
+        .baton
+        .dependency(
+            a_,
+            None,
+            &a.id,
+            &b.id,
+            baton_core::model::DepKind::Blocks,
+            true,
+        )
+        .await
+        .unwrap();
     assert_eq!(out.task.status, Status::Blocked);
-    env.baton.dependency(a_, None, &b.id, &c.id, baton_core::model::DepKind::Blocks, true).await.unwrap();
+    env.baton
+        .dependency(
+            a_,
+            None,
+            &b.id,
+            &c.id,
+            baton_core::model::DepKind::Blocks,
+            true,
+        )
+        .await
+        .unwrap();
     let before = env.event_count();
-    let err = env.baton.dependency(a_, None, &c.id, &a.id, baton_core::model::DepKind::Blocks, true).await.unwrap_err();
+    let err = env
+        .baton
+        .dependency(
+            a_,
+            None,
+            &c.id,
+            &a.id,
+            baton_core::model::DepKind::Blocks,
+            true,
+        )
+        .await
+        .unwrap_err();
     assert_eq!(err.code, Code::Cycle);
-    assert_eq!(err.details.unwrap()["path"], json!([a.id, b.id, c.id, a.id]));
+    assert_eq!(
+        err.details.unwrap()["path"],
+        json!([a.id, b.id, c.id, a.id])
+    );
     assert_eq!(env.event_count(), before, "a refused edge changes nothing");
-    let err = env.baton.dependency(a_, None, &a.id, &a.id, baton_core::model::DepKind::Blocks, true).await.unwrap_err();
+    let err = env
+        .baton
+        .dependency(
+            a_,
+            None,
+            &a.id,
+            &a.id,
+            baton_core::model::DepKind::Blocks,
+            true,
+        )
+        .await
+        .unwrap_err();
     assert_eq!(err.code, Code::Cycle);
-    let out = env.baton.dependency(a_, None, &a.id, &b.id, baton_core::model::DepKind::Blocks, false).await.unwrap();
+    let out = env
+        .baton
+        .dependency(
+            a_,
+            None,
+            &a.id,
+            &b.id,
+            baton_core::model::DepKind::Blocks,
+            false,
+        )
+        .await
+        .unwrap();
     assert_eq!(out.task.status, Status::Ready);
-    let err = env.baton.dependency(a_, None, &a.id, &b.id, baton_core::model::DepKind::Blocks, false).await.unwrap_err();
+    let err = env
+        .baton
+        .dependency(
+            a_,
+            None,
+            &a.id,
+            &b.id,
+            baton_core::model::DepKind::Blocks,
+            false,
+        )
+        .await
+        .unwrap_err();
     assert_eq!(err.code, Code::NotFound);
 }
 
@@ -233,18 +518,50 @@ async fn dependencies_and_cycles() {
 #[tokio::test]
 async fn containers() {
     let env = env().await;
-    let parent = env.create(CreateTask { title: "parent".into(), priority: Some(9), ..Default::default() }).await.unwrap();
-    let child = env.create(CreateTask { title: "child".into(), parent_id: Some(parent.id.clone()), ..Default::default() }).await.unwrap();
+    let parent = env
+        .create(CreateTask {
+            title: "parent".into(),
+            priority: Some(9),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let child = env
+        .create(CreateTask {
+            title: "child".into(),
+            parent_id: Some(parent.id.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     let c = env.claim("w").await.unwrap();
     assert_eq!(c.task.id, child.id, "the container is not offered");
     assert!(env.claim("w").await.is_none());
-    env.lease(&child.id, &c.lease.token, complete()).await.unwrap();
+    env.lease(&child.id, &c.lease.token, complete())
+        .await
+        .unwrap();
     let p = env.claim("w").await.unwrap();
-    assert_eq!(p.task.id, parent.id, "claimable again for its finishing work");
-    let late = env.create(CreateTask { title: "late child".into(), parent_id: Some(parent.id.clone()), ..Default::default() }).await.unwrap();
-    let err = env.lease(&parent.id, &p.lease.token, complete()).await.unwrap_err();
+    assert_eq!(
+        p.task.id, parent.id,
+        "claimable again for its finishing work"
+    );
+    let late = env
+        .create(CreateTask {
+            title: "late child".into(),
+            parent_id: Some(parent.id.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let err = env
+        .lease(&parent.id, &p.lease.token, complete())
+        .await
+        .unwrap_err();
     assert_eq!(err.code, Code::OpenChildren);
-    let forced = LeaseOp::Complete(Complete { force: true, ..Default::default() });
+    let forced = LeaseOp::Complete(Complete {
+        force: true,
+        ..Default::default()
+    });
     let out = env.lease(&parent.id, &p.lease.token, forced).await.unwrap();
     assert_eq!(out["warnings"].as_array().unwrap().len(), 1);
     assert_eq!(env.get(&late.id).status, Status::Ready);
@@ -254,18 +571,40 @@ async fn containers() {
 #[tokio::test]
 async fn output_schema_is_enforced() {
     let env = env().await;
-    let schema = json!({"type": "object", "required": ["url"], "properties": {"url": {"type": "string"}}});
-    let t = env.create(CreateTask { title: "t".into(), output_schema: Some(schema), ..Default::default() }).await.unwrap();
+    let schema =
+        json!({"type": "object", "required": ["url"], "properties": {"url": {"type": "string"}}});
+    let t = env
+        .create(CreateTask {
+            title: "t".into(),
+            output_schema: Some(schema),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     let c = env.claim("w").await.unwrap();
-    let bad = LeaseOp::Complete(Complete { output: Some(json!({"url": 5})), ..Default::default() });
+    let bad = LeaseOp::Complete(Complete {
+        output: Some(json!({"url": 5})),
+        ..Default::default()
+    });
     let err = env.lease(&t.id, &c.lease.token, bad).await.unwrap_err();
     assert_eq!(err.code, Code::SchemaViolation);
-    assert_eq!(env.get(&t.id).status, Status::Claimed, "a refused completion changes nothing");
-    let good = LeaseOp::Complete(Complete { output: Some(json!({"url": "https://x"})), ..Default::default() });
+    assert_eq!(
+        env.get(&t.id).status,
+        Status::Claimed,
+        "a refused completion changes nothing"
+    );
+    let good = LeaseOp::Complete(Complete {
+        output: Some(json!({"url": "https://x"})),
+        ..Default::default()
+    });
     env.lease(&t.id, &c.lease.token, good).await.unwrap();
     assert_eq!(env.get(&t.id).output, Some(json!({"url": "https://x"})));
     let err = env
-        .create(CreateTask { title: "bad schema".into(), output_schema: Some(json!({"type": 7})), ..Default::default() })
+        .create(CreateTask {
+            title: "bad schema".into(),
+            output_schema: Some(json!({"type": 7})),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code, Code::InvalidInput);
@@ -275,16 +614,37 @@ async fn output_schema_is_enforced() {
 #[tokio::test]
 async fn review_approve_and_reject() {
     let env = env().await;
-    let t = env.create(CreateTask { title: "t".into(), review_required: Some(true), ..Default::default() }).await.unwrap();
+    let t = env
+        .create(CreateTask {
+            title: "t".into(),
+            review_required: Some(true),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     let c = env.claim("w").await.unwrap();
     let out = env.lease(&t.id, &c.lease.token, complete()).await.unwrap();
     assert_eq!(out["task"]["status"], "review");
-    let out = env.baton.transition(&env.actor, None, Op::Reject, &t.id, Some("missing tests".into())).await.unwrap();
+    let out = env
+        .baton
+        .transition(
+            &env.actor,
+            None,
+            Op::Reject,
+            &t.id,
+            Some("missing tests".into()),
+        )
+        .await
+        .unwrap();
     assert_eq!(out.task.status, Status::Ready);
     let c = env.claim("w").await.unwrap();
     assert_eq!(c.run.attempt, 2);
     env.lease(&t.id, &c.lease.token, complete()).await.unwrap();
-    let out = env.baton.transition(&env.actor, None, Op::Approve, &t.id, None).await.unwrap();
+    let out = env
+        .baton
+        .transition(&env.actor, None, Op::Approve, &t.id, None)
+        .await
+        .unwrap();
     assert_eq!(out.task.status, Status::Done);
 }
 
@@ -294,12 +654,24 @@ async fn release_and_cancel() {
     let env = env().await;
     let t = env.task("t").await;
     let c = env.claim("w").await.unwrap();
-    env.lease(&t.id, &c.lease.token, LeaseOp::Release).await.unwrap();
+    env.lease(&t.id, &c.lease.token, LeaseOp::Release)
+        .await
+        .unwrap();
     let again = env.claim("w").await.unwrap();
     assert_eq!(again.run.attempt, 1, "release does not count an attempt");
     assert_eq!(again.lease.epoch, 2, "but the epoch still grows");
-    env.baton.transition(&env.actor, None, Op::Cancel, &t.id, None).await.unwrap();
-    let err = env.lease(&t.id, &again.lease.token, LeaseOp::Heartbeat(Heartbeat::default())).await.unwrap_err();
+    env.baton
+        .transition(&env.actor, None, Op::Cancel, &t.id, None)
+        .await
+        .unwrap();
+    let err = env
+        .lease(
+            &t.id,
+            &again.lease.token,
+            LeaseOp::Heartbeat(Heartbeat::default()),
+        )
+        .await
+        .unwrap_err();
     assert_eq!(err.code, Code::LeaseLost);
     assert!(err.hint.contains("canceled"), "{}", err.hint);
 }
@@ -309,15 +681,35 @@ async fn release_and_cancel() {
 async fn version_conflict() {
     let env = env().await;
     let t = env.task("t").await;
-    let up = |v| UpdateTask { version: Some(v), title: Some(format!("v{v}")), ..Default::default() };
-    let out = env.baton.update_task(&env.actor, None, &t.id, up(t.version)).await.unwrap();
+    let up = |v| UpdateTask {
+        version: Some(v),
+        title: Some(format!("v{v}")),
+        ..Default::default()
+    };
+    let out = env
+        .baton
+        .update_task(&env.actor, None, &t.id, up(t.version))
+        .await
+        .unwrap();
     assert_eq!(out.task.version, t.version + 1);
-    let err = env.baton.update_task(&env.actor, None, &t.id, up(t.version)).await.unwrap_err();
+    let err = env
+        .baton
+        .update_task(&env.actor, None, &t.id, up(t.version))
+        .await
+        .unwrap_err();
     assert_eq!(err.code, Code::VersionConflict);
     assert_eq!(err.details.unwrap()["current_version"], t.version + 1);
     let err = env
         .baton
-        .update_task(&env.actor, None, &t.id, UpdateTask { intent: Some("new why".into()), ..Default::default() })
+        .update_task(
+            &env.actor,
+            None,
+            &t.id,
+            UpdateTask {
+                intent: Some("new why".into()),
+                ..Default::default()
+            },
+        )
         .await
         .unwrap_err();
     assert_eq!(err.code, Code::InvalidInput);
@@ -328,19 +720,57 @@ async fn version_conflict() {
 #[tokio::test]
 async fn idempotency_keys() {
     let env = env().await;
-    let req = || CreateTask { title: "once".into(), ..Default::default() };
-    let first = env.baton.create_task(&env.actor, Some("k1"), req()).await.unwrap();
+    let req = || CreateTask {
+        title: "once".into(),
+        ..Default::default()
+    };
+    let first = env
+        .baton
+        .create_task(&env.actor, Some("k1"), req())
+        .await
+        .unwrap();
     let events = env.event_count();
-    let second = env.baton.create_task(&env.actor, Some("k1"), req()).await.unwrap();
+    let second = env
+        .baton
+        .create_task(&env.actor, Some("k1"), req())
+        .await
+        .unwrap();
     assert_eq!(first, second);
     assert_eq!(env.event_count(), events);
-    let other = CreateTask { title: "other".into(), ..Default::default() };
-    let err = env.baton.create_task(&env.actor, Some("k1"), other).await.unwrap_err();
+    let other = CreateTask {
+        title: "other".into(),
+        ..Default::default()
+    };
+    let err = env
+        .baton
+        .create_task(&env.actor, Some("k1"), other)
+        .await
+        .unwrap_err();
     assert_eq!(err.code, Code::IdempotencyMismatch);
     // Lease operations too: a retried completion returns the stored answer.
     let c = env.claim("w").await.unwrap();
-    let a = env.baton.lease_op(&env.actor, Some("done-1"), &first.task.id, &c.lease.token, complete()).await.unwrap();
-    let b = env.baton.lease_op(&env.actor, Some("done-1"), &first.task.id, &c.lease.token, complete()).await.unwrap();
+    let a = env
+        .baton
+        .lease_op(
+            &env.actor,
+            Some("done-1"),
+            &first.task.id,
+            &c.lease.token,
+            complete(),
+        )
+        .await
+        .unwrap();
+    let b = env
+        .baton
+        .lease_op(
+            &env.actor,
+            Some("done-1"),
+            &first.task.id,
+            &c.lease.token,
+            complete(),
+        )
+        .await
+        .unwrap();
     assert_eq!(a, b);
 }
 
@@ -349,7 +779,11 @@ async fn idempotency_keys() {
 async fn context_and_briefing() {
     let env = env().await;
     let parent = env
-        .create(CreateTask { title: "epic".into(), intent: Some("ship it".into()), ..Default::default() })
+        .create(CreateTask {
+            title: "epic".into(),
+            intent: Some("ship it".into()),
+            ..Default::default()
+        })
         .await
         .unwrap();
     let t = env
@@ -369,22 +803,70 @@ async fn context_and_briefing() {
         supersedes,
         lease: None,
     };
-    let old = env.baton.add_context(&env.actor, None, &t.id, add("decision", "use sqlite", None)).await.unwrap();
-    env.baton.add_context(&env.actor, None, &t.id, add("decision", "use postgres", Some(old.context.id.clone()))).await.unwrap();
-    env.baton.add_context(&env.actor, None, &t.id, add("note", &"x".repeat(3000), None)).await.unwrap();
-    let err = env.baton.add_context(&env.actor, None, &t.id, add("gossip", "x", None)).await.unwrap_err();
+    let old = env
+        .baton
+        .add_context(&env.actor, None, &t.id, add("decision", "use sqlite", None))
+        .await
+        .unwrap();
+    env.baton
+        .add_context(
+            &env.actor,
+            None,
+            &t.id,
+            add("decision", "use postgres", Some(old.context.id.clone())),
+        )
+        .await
+        .unwrap();
+    env.baton
+        .add_context(
+            &env.actor,
+            None,
+            &t.id,
+            add("note", &"x".repeat(3000), None),
+        )
+        .await
+        .unwrap();
+    let err = env
+        .baton
+        .add_context(&env.actor, None, &t.id, add("gossip", "x", None))
+        .await
+        .unwrap_err();
     assert_eq!(err.code, Code::InvalidInput);
-    let err = env.baton.add_context(&env.actor, None, &t.id, add("note", "x", Some("ctx_nope".into()))).await.unwrap_err();
+    let err = env
+        .baton
+        .add_context(
+            &env.actor,
+            None,
+            &t.id,
+            add("note", "x", Some("ctx_nope".into())),
+        )
+        .await
+        .unwrap_err();
     assert_eq!(err.code, Code::NotFound);
-    let step = env.baton.add_step(&env.actor, None, &t.id, "write code".into(), None).await.unwrap();
-    env.baton.done_step(&env.actor, None, &t.id, &step.step.id, Some("done".into())).await.unwrap();
+    let step = env
+        .baton
+        .add_step(&env.actor, None, &t.id, "write code".into(), None)
+        .await
+        .unwrap();
+    env.baton
+        .done_step(&env.actor, None, &t.id, &step.step.id, Some("done".into()))
+        .await
+        .unwrap();
 
     let brief = env.baton.brief(&env.actor, &t.id, None).unwrap()["brief"].clone();
     assert_eq!(brief["task"]["intent"], "why");
     assert_eq!(brief["task"]["plan"], "how");
     assert_eq!(brief["parent"]["intent"], "ship it");
-    let contents: Vec<&str> = brief["context"].as_array().unwrap().iter().map(|c| c["content"].as_str().unwrap()).collect();
-    assert_eq!(contents[0], "use postgres", "decisions first; superseded gone");
+    let contents: Vec<&str> = brief["context"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        contents[0], "use postgres",
+        "decisions first; superseded gone"
+    );
     assert!(!contents.contains(&"use sqlite"));
     assert_eq!(brief["steps"][0]["done"], true);
     assert_eq!(brief["truncated"], false);
@@ -404,12 +886,20 @@ async fn long_poll_claim_wakes_on_commit() {
     let baton = env.baton.clone();
     let actor = env.actor.clone();
     let waiter = tokio::spawn(async move {
-        let req = ClaimRequest { agent: "w".into(), wait: Some(Duration::secs(30)), ..Default::default() };
+        let req = ClaimRequest {
+            agent: "w".into(),
+            wait: Some(Duration::secs(30)),
+            ..Default::default()
+        };
         baton.claim(&actor, None, req).await
     });
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     let t = env.task("late").await;
-    let got = tokio::time::timeout(std::time::Duration::from_secs(10), waiter).await.expect("woke").unwrap().unwrap();
+    let got = tokio::time::timeout(std::time::Duration::from_secs(10), waiter)
+        .await
+        .expect("woke")
+        .unwrap()
+        .unwrap();
     assert_eq!(got.claims[0].task.id, t.id);
 }
 
@@ -417,12 +907,45 @@ async fn long_poll_claim_wakes_on_commit() {
 #[tokio::test]
 async fn replay_equals_live_state() {
     let env = env().await;
-    let a = env.create(CreateTask { title: "a".into(), priority: Some(3), ..Default::default() }).await.unwrap();
-    let b = env.create(CreateTask { title: "b".into(), blocked_by: vec![a.id.clone()], ..Default::default() }).await.unwrap();
+    let a = env
+        .create(CreateTask {
+            title: "a".into(),
+            priority: Some(3),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let b = env
+        .create(CreateTask {
+            title: "b".into(),
+            blocked_by: vec![a.id.clone()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     let c = env.claim("w").await.unwrap();
-    env.lease(&a.id, &c.lease.token, LeaseOp::Heartbeat(Heartbeat { progress: Some(0.3), ..Default::default() })).await.unwrap();
+    env.lease(
+        &a.id,
+        &c.lease.token,
+        LeaseOp::Heartbeat(Heartbeat {
+            progress: Some(0.3),
+            ..Default::default()
+        }),
+    )
+    .await
+    .unwrap();
     env.baton
-        .add_context(&env.actor, None, &a.id, AddContext { kind: "discovery".into(), content: "found".into(), supersedes: None, lease: Some(c.lease.token.clone()) })
+        .add_context(
+            &env.actor,
+            None,
+            &a.id,
+            AddContext {
+                kind: "discovery".into(),
+                content: "found".into(),
+                supersedes: None,
+                lease: Some(c.lease.token.clone()),
+            },
+        )
         .await
         .unwrap();
     env.lease(&a.id, &c.lease.token, complete()).await.unwrap();
@@ -430,6 +953,16 @@ async fn replay_equals_live_state() {
     assert_eq!(c.task.id, b.id);
     env.clock.advance(10 * 60 * 1000);
     env.baton.reap(&env.actor).await.unwrap();
-    env.baton.dependency(&env.actor, None, &a.id, &b.id, baton_core::model::DepKind::RelatesTo, true).await.unwrap();
+    env.baton
+        .dependency(
+            &env.actor,
+            None,
+            &a.id,
+            &b.id,
+            baton_core::model::DepKind::RelatesTo,
+            true,
+        )
+        .await
+        .unwrap();
     assert_eq!(env.replay_difference().await, None);
 }

@@ -12,13 +12,23 @@ async fn task_in(env: &Env, status: Status) -> (String, String) {
     let bogus = "lse_not_a_real_token".to_string();
     match status {
         Status::Draft => {
-            let t = env.create(CreateTask { title: "t".into(), draft: true, ..Default::default() }).await.unwrap();
+            let t = env
+                .create(CreateTask {
+                    title: "t".into(),
+                    draft: true,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
             (t.id, bogus)
         }
         Status::Ready => (env.task("t").await.id, bogus),
         Status::Canceled => {
             let t = env.task("t").await;
-            env.baton.transition(&env.actor, None, Op::Cancel, &t.id, None).await.unwrap();
+            env.baton
+                .transition(&env.actor, None, Op::Cancel, &t.id, None)
+                .await
+                .unwrap();
             (t.id, bogus)
         }
         _ => {
@@ -37,10 +47,17 @@ async fn task_in(env: &Env, status: Status) -> (String, String) {
             let op = match status {
                 Status::Claimed => None,
                 Status::InProgress => Some(LeaseOp::Start),
-                Status::Waiting => Some(LeaseOp::Wait { reason: "ci".into() }),
-                Status::Blocked => Some(LeaseOp::Block { reason: "need access".into() }),
+                Status::Waiting => Some(LeaseOp::Wait {
+                    reason: "ci".into(),
+                }),
+                Status::Blocked => Some(LeaseOp::Block {
+                    reason: "need access".into(),
+                }),
                 Status::Review | Status::Done => Some(LeaseOp::Complete(Complete::default())),
-                Status::Failed => Some(LeaseOp::Fail(Fail { error: "boom".into(), ..Default::default() })),
+                Status::Failed => Some(LeaseOp::Fail(Fail {
+                    error: "boom".into(),
+                    ..Default::default()
+                })),
                 _ => unreachable!(),
             };
             if let Some(op) = op {
@@ -58,18 +75,36 @@ async fn apply(env: &Env, op: Op, id: &str, token: &str) -> Result<(), baton_cor
     match op {
         Op::Update => env
             .baton
-            .update_task(a, None, id, UpdateTask { title: Some("renamed".into()), ..Default::default() })
+            .update_task(
+                a,
+                None,
+                id,
+                UpdateTask {
+                    title: Some("renamed".into()),
+                    ..Default::default()
+                },
+            )
             .await
             .map(|_| ()),
-        Op::Publish | Op::Cancel | Op::Retry | Op::Unblock | Op::Approve => {
-            env.baton.transition(a, None, op, id, None).await.map(|_| ())
-        }
-        Op::Reject => env.baton.transition(a, None, op, id, Some("not good enough".into())).await.map(|_| ()),
+        Op::Publish | Op::Cancel | Op::Retry | Op::Unblock | Op::Approve => env
+            .baton
+            .transition(a, None, op, id, None)
+            .await
+            .map(|_| ()),
+        Op::Reject => env
+            .baton
+            .transition(a, None, op, id, Some("not good enough".into()))
+            .await
+            .map(|_| ()),
         Op::Claim => {
             let got = env.claim("other").await;
             match got {
                 Some(c) if c.task.id == id => Ok(()),
-                _ => Err(baton_core::Error::new(Code::InvalidTransition, "not claimed", "")),
+                _ => Err(baton_core::Error::new(
+                    Code::InvalidTransition,
+                    "not claimed",
+                    "",
+                )),
             }
         }
         Op::Start => lease(LeaseOp::Start).await,
@@ -79,14 +114,24 @@ async fn apply(env: &Env, op: Op, id: &str, token: &str) -> Result<(), baton_cor
         Op::Block => lease(LeaseOp::Block { reason: "x".into() }).await,
         Op::Release => lease(LeaseOp::Release).await,
         Op::Complete => lease(LeaseOp::Complete(Complete::default())).await,
-        Op::Fail => lease(LeaseOp::Fail(Fail { error: "x".into(), ..Default::default() })).await,
+        Op::Fail => {
+            lease(LeaseOp::Fail(Fail {
+                error: "x".into(),
+                ..Default::default()
+            }))
+            .await
+        }
         Op::Expire => {
             env.clock.advance(10 * 60 * 1000);
             let n = env.baton.reap(a).await?;
             if n == 1 {
                 Ok(())
             } else {
-                Err(baton_core::Error::new(Code::InvalidTransition, "nothing expired", ""))
+                Err(baton_core::Error::new(
+                    Code::InvalidTransition,
+                    "nothing expired",
+                    "",
+                ))
             }
         }
     }
@@ -102,12 +147,19 @@ async fn every_state_and_operation() {
                 let (id, token) = task_in(&env, status).await;
                 let before = env.get(&id);
                 assert_eq!(before.status, status, "setup for {status:?}");
-                let task_events = |env: &Env| env.all_events().iter().filter(|e| e.task_id.as_deref() == Some(&id)).count();
+                let task_events = |env: &Env| {
+                    env.all_events()
+                        .iter()
+                        .filter(|e| e.task_id.as_deref() == Some(&id))
+                        .count()
+                };
                 let events_before = task_events(&env);
                 // A lease operation on a claimed task that only in_progress accepts starts it first.
                 let lease_op = matches!(op, Op::Wait | Op::Block);
                 let allowed = is_allowed(status, op)
-                    || (status == Status::Claimed && lease_op && is_allowed(Status::InProgress, op));
+                    || (status == Status::Claimed
+                        && lease_op
+                        && is_allowed(Status::InProgress, op));
                 let result = apply(&env, op, &id, &token).await;
                 match (allowed, result) {
                     (true, Ok(())) => {}
@@ -118,15 +170,29 @@ async fn every_state_and_operation() {
                             matches!(e.code, Code::InvalidTransition | Code::LeaseLost),
                             "{status:?} × {op:?}: unexpected {e}"
                         );
-                        if e.code == Code::InvalidTransition && op != Op::Claim && op != Op::Expire {
+                        if e.code == Code::InvalidTransition && op != Op::Claim && op != Op::Expire
+                        {
                             let details = e.details.clone().unwrap_or_default();
                             assert_eq!(details["status"], status.as_str(), "error names the state");
-                            assert!(details["allowed"].is_array(), "error lists allowed operations");
+                            assert!(
+                                details["allowed"].is_array(),
+                                "error lists allowed operations"
+                            );
                         }
                         let after = env.get(&id);
-                        assert_eq!(after.status, before.status, "{status:?} × {op:?} changed status");
-                        assert_eq!(after.version, before.version, "{status:?} × {op:?} changed version");
-                        assert_eq!(task_events(&env), events_before, "{status:?} × {op:?} appended events");
+                        assert_eq!(
+                            after.status, before.status,
+                            "{status:?} × {op:?} changed status"
+                        );
+                        assert_eq!(
+                            after.version, before.version,
+                            "{status:?} × {op:?} changed version"
+                        );
+                        assert_eq!(
+                            task_events(&env),
+                            events_before,
+                            "{status:?} × {op:?} appended events"
+                        );
                     }
                 }
                 checked += 1;
@@ -140,14 +206,44 @@ async fn every_state_and_operation() {
 async fn refusal_names_state_and_allowed_operations() {
     let env = Env::new(backends()[0]).await;
     let t = env.task("t").await;
-    env.baton.transition(&env.actor, None, Op::Cancel, &t.id, None).await.unwrap();
-    let err = env.baton.transition(&env.actor, None, Op::Publish, &t.id, None).await.unwrap_err();
+    env.baton
+        .transition(&env.actor, None, Op::Cancel, &t.id, None)
+        .await
+        .unwrap();
+    let err = env
+        .baton
+        .transition(&env.actor, None, Op::Publish, &t.id, None)
+        .await
+        .unwrap_err();
     assert_eq!(err.code, Code::InvalidTransition);
     assert!(err.message.contains("canceled"), "{}", err.message);
-    let failed = env.create(CreateTask { title: "f".into(), max_attempts: Some(1), ..Default::default() }).await.unwrap();
+    let failed = env
+        .create(CreateTask {
+            title: "f".into(),
+            max_attempts: Some(1),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     let c = env.claim("w").await.unwrap();
     assert_eq!(c.task.id, failed.id);
-    env.lease(&failed.id, &c.lease.token, LeaseOp::Fail(Fail { error: "x".into(), ..Default::default() })).await.unwrap();
-    let err = env.baton.transition(&env.actor, None, Op::Approve, &failed.id, None).await.unwrap_err();
-    assert_eq!(err.details.unwrap()["allowed"], serde_json::json!(["retry"]));
+    env.lease(
+        &failed.id,
+        &c.lease.token,
+        LeaseOp::Fail(Fail {
+            error: "x".into(),
+            ..Default::default()
+        }),
+    )
+    .await
+    .unwrap();
+    let err = env
+        .baton
+        .transition(&env.actor, None, Op::Approve, &failed.id, None)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.details.unwrap()["allowed"],
+        serde_json::json!(["retry"])
+    );
 }

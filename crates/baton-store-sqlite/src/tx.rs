@@ -75,7 +75,7 @@ impl Tx for SqliteTx<'_> {
     }
 
     fn workspace_by_name(&mut self, name: &str) -> Result<Option<Workspace>> {
-        self.one("SELECT body FROM workspaces WHERE name = ?1", [name])
+        self.one("SELECT body FROM workspaces WHERE name = +?1", [name])
     }
 
     fn put_workspace(&mut self, ws: &Workspace) -> Result<()> {
@@ -89,7 +89,7 @@ impl Tx for SqliteTx<'_> {
 
     fn project(&mut self, ws: &str, id_or_name: &str) -> Result<Option<Project>> {
         self.one(
-            "SELECT body FROM projects WHERE workspace_id = ?1 AND (id = ?2 OR name = ?2) ORDER BY id = ?2 DESC LIMIT 1",
+            "SELECT body FROM projects WHERE workspace_id = +?1 AND (id = +?2 OR name = +?2) ORDER BY id = +?2 DESC LIMIT 1",
             [ws, id_or_name],
         )
     }
@@ -104,7 +104,7 @@ impl Tx for SqliteTx<'_> {
 
     fn agent(&mut self, ws: &str, id_or_name: &str) -> Result<Option<Agent>> {
         self.one(
-            "SELECT body FROM agents WHERE workspace_id = ?1 AND (id = ?2 OR name = ?2) ORDER BY id = ?2 DESC LIMIT 1",
+            "SELECT body FROM agents WHERE workspace_id = +?1 AND (id = +?2 OR name = +?2) ORDER BY id = +?2 DESC LIMIT 1",
             [ws, id_or_name],
         )
     }
@@ -119,14 +119,14 @@ impl Tx for SqliteTx<'_> {
 
     fn task(&mut self, ws: &str, id: &str) -> Result<Option<Task>> {
         self.one(
-            "SELECT body FROM tasks WHERE workspace_id = ?1 AND id = ?2",
+            "SELECT body FROM tasks WHERE workspace_id = +?1 AND id = +?2",
             [ws, id],
         )
     }
 
     fn task_by_key(&mut self, ws: &str, key: &str) -> Result<Option<Task>> {
         self.one(
-            "SELECT body FROM tasks WHERE workspace_id = ?1 AND idem_key = ?2",
+            "SELECT body FROM tasks WHERE workspace_id = +?1 AND idem_key = +?2",
             [ws, key],
         )
     }
@@ -162,12 +162,12 @@ impl Tx for SqliteTx<'_> {
     fn list_tasks(&mut self, ws: &str, f: &TaskFilter) -> Result<Vec<Task>> {
         let label = f.label.as_ref().map(|l| format!("%,{l},%"));
         self.many(
-            "SELECT body FROM tasks WHERE workspace_id = ?1
-               AND (?2 IS NULL OR status = ?2)
-               AND (?3 IS NULL OR parent_id = ?3)
-               AND (?4 IS NULL OR labels LIKE ?4)
-               AND (?5 IS NULL OR project_id = ?5)
-               AND (?6 IS NULL OR id > ?6)
+            "SELECT body FROM tasks WHERE workspace_id = +?1
+               AND (?2 IS NULL OR status = +?2)
+               AND (?3 IS NULL OR parent_id = +?3)
+               AND (?4 IS NULL OR labels LIKE +?4)
+               AND (?5 IS NULL OR project_id = +?5)
+               AND (?6 IS NULL OR id > +?6)
              ORDER BY id LIMIT ?7",
             params![
                 ws,
@@ -188,27 +188,31 @@ impl Tx for SqliteTx<'_> {
         after: Option<&ClaimCursor>,
         limit: u32,
     ) -> Result<Vec<Task>> {
-        let sql = "SELECT body FROM tasks AS t WHERE t.workspace_id = ?1 AND t.status = 'ready'
-               AND (t.not_before IS NULL OR t.not_before <= ?2)
-               AND NOT EXISTS (SELECT 1 FROM tasks AS c WHERE c.workspace_id = ?1 AND c.parent_id = t.id
+        // The limit is written into the SQL: a bound LIMIT next to ORDER BY makes SQLite
+        // re-prepare the statement on every execution. Limits take few distinct values.
+        let sql = "SELECT body FROM tasks AS t WHERE t.workspace_id = +?1 AND t.status = 'ready'
+               AND (t.not_before IS NULL OR t.not_before <= +?2)
+               AND NOT EXISTS (SELECT 1 FROM tasks AS c WHERE c.workspace_id = +?1 AND c.parent_id = t.id
                                AND c.status NOT IN ('done', 'failed', 'canceled'))";
+        let order = format!("ORDER BY t.priority DESC, t.due_key, t.id LIMIT {limit}");
         match after {
-            None => self.many(&format!("{sql} ORDER BY t.priority DESC, t.due_key, t.id LIMIT ?3"), params![ws, now, limit]),
+            None => self.many(&format!("{sql} {order}"), params![ws, now]),
             Some(c) => self.many(
                 &format!(
-                    "{sql} AND (t.priority < ?3 OR (t.priority = ?3 AND (t.due_key > ?4 OR (t.due_key = ?4 AND t.id > ?5))))
-                     ORDER BY t.priority DESC, t.due_key, t.id LIMIT ?6"
+                    "{sql} AND (t.priority < +?3 OR (t.priority = +?3 AND (t.due_key > +?4 OR (t.due_key = +?4 AND t.id > +?5)))) {order}"
                 ),
-                params![ws, now, c.priority, c.due_key, c.id, limit],
+                params![ws, now, c.priority, c.due_key, c.id],
             ),
         }
     }
 
     fn expired_leases(&mut self, ws: &str, now: Millis, limit: u32) -> Result<Vec<Task>> {
         self.many(
-            "SELECT body FROM tasks WHERE workspace_id = ?1 AND lease_expires_at IS NOT NULL AND lease_expires_at <= ?2
-             ORDER BY lease_expires_at LIMIT ?3",
-            params![ws, now, limit],
+            &format!(
+                "SELECT body FROM tasks WHERE workspace_id = +?1 AND lease_expires_at IS NOT NULL
+                 AND lease_expires_at <= +?2 ORDER BY lease_expires_at LIMIT {limit}"
+            ),
+            params![ws, now],
         )
     }
 
@@ -216,7 +220,7 @@ impl Tx for SqliteTx<'_> {
         let mut stmt = self
             .conn
             .prepare_cached(&format!(
-                "SELECT count(*) FROM tasks WHERE workspace_id = ?1 AND parent_id = ?2 AND {OPEN}"
+                "SELECT count(*) FROM tasks WHERE workspace_id = +?1 AND parent_id = +?2 AND {OPEN}"
             ))
             .map_err(db_err)?;
         stmt.query_row([ws, id], |r| r.get::<_, i64>(0))
@@ -226,7 +230,7 @@ impl Tx for SqliteTx<'_> {
 
     fn run(&mut self, ws: &str, id: &str) -> Result<Option<Run>> {
         self.one(
-            "SELECT body FROM runs WHERE workspace_id = ?1 AND id = ?2",
+            "SELECT body FROM runs WHERE workspace_id = +?1 AND id = +?2",
             [ws, id],
         )
     }
@@ -241,17 +245,17 @@ impl Tx for SqliteTx<'_> {
 
     fn runs_of(&mut self, ws: &str, task_id: &str, limit: u32) -> Result<Vec<Run>> {
         self.many(
-            "SELECT body FROM runs WHERE workspace_id = ?1 AND task_id = ?2 ORDER BY id DESC LIMIT ?3",
+            "SELECT body FROM runs WHERE workspace_id = +?1 AND task_id = +?2 ORDER BY id DESC LIMIT ?3",
             params![ws, task_id, limit],
         )
     }
 
     fn deps_of(&mut self, ws: &str, task_id: &str) -> Result<Vec<Dependency>> {
-        self.many("SELECT body FROM dependencies WHERE workspace_id = ?1 AND blocked_id = ?2 ORDER BY blocker_id, kind", [ws, task_id])
+        self.many("SELECT body FROM dependencies WHERE workspace_id = +?1 AND blocked_id = +?2 ORDER BY blocker_id, kind", [ws, task_id])
     }
 
     fn dependents_of(&mut self, ws: &str, task_id: &str) -> Result<Vec<Dependency>> {
-        self.many("SELECT body FROM dependencies WHERE workspace_id = ?1 AND blocker_id = ?2 ORDER BY blocked_id, kind", [ws, task_id])
+        self.many("SELECT body FROM dependencies WHERE workspace_id = +?1 AND blocker_id = +?2 ORDER BY blocked_id, kind", [ws, task_id])
     }
 
     fn put_dep(&mut self, d: &Dependency) -> Result<()> {
@@ -278,7 +282,7 @@ impl Tx for SqliteTx<'_> {
 
     fn context(&mut self, ws: &str, id: &str) -> Result<Option<ContextEntry>> {
         self.one(
-            "SELECT body FROM context WHERE workspace_id = ?1 AND id = ?2",
+            "SELECT body FROM context WHERE workspace_id = +?1 AND id = +?2",
             [ws, id],
         )
     }
@@ -293,7 +297,7 @@ impl Tx for SqliteTx<'_> {
 
     fn context_of(&mut self, ws: &str, task_id: &str) -> Result<Vec<ContextEntry>> {
         self.many(
-            "SELECT body FROM context WHERE workspace_id = ?1 AND task_id = ?2 ORDER BY id",
+            "SELECT body FROM context WHERE workspace_id = +?1 AND task_id = +?2 ORDER BY id",
             [ws, task_id],
         )
     }
@@ -308,7 +312,7 @@ impl Tx for SqliteTx<'_> {
 
     fn steps_of(&mut self, ws: &str, task_id: &str) -> Result<Vec<Step>> {
         self.many(
-            "SELECT body FROM steps WHERE workspace_id = ?1 AND task_id = ?2 ORDER BY position",
+            "SELECT body FROM steps WHERE workspace_id = +?1 AND task_id = +?2 ORDER BY position",
             [ws, task_id],
         )
     }
@@ -337,7 +341,7 @@ impl Tx for SqliteTx<'_> {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT seq, type, at, actor, task_id, data FROM events WHERE workspace_id = ?1 AND seq > ?2
+                "SELECT seq, type, at, actor, task_id, data FROM events WHERE workspace_id = +?1 AND seq > +?2
                  ORDER BY seq LIMIT ?3",
             )
             .map_err(db_err)?;
@@ -372,7 +376,7 @@ impl Tx for SqliteTx<'_> {
     fn idempotency(&mut self, ws: &str, key: &str) -> Result<Option<(String, String)>> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT request_sha256, response FROM idempotency WHERE workspace_id = ?1 AND key = ?2")
+            .prepare_cached("SELECT request_sha256, response FROM idempotency WHERE workspace_id = +?1 AND key = +?2")
             .map_err(db_err)?;
         stmt.query_row([ws, key], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()

@@ -141,7 +141,10 @@ pub fn claim(ctx: &mut Ctx<'_>, req: &ClaimRequest) -> Result<Claims> {
     let mut killed_projects: HashMap<String, bool> = HashMap::new();
     let mut claims = Vec::new();
     let mut cursor: Option<ClaimCursor> = None;
-    let page = (count * 4).max(16);
+    // Start with a page just big enough for the common case (every candidate fits) and
+    // double it while capability filtering skips candidates: parsing rows costs more than
+    // another query.
+    let mut page = count + 1;
     'scan: loop {
         let candidates = ctx
             .tx
@@ -182,6 +185,7 @@ pub fn claim(ctx: &mut Ctx<'_>, req: &ClaimRequest) -> Result<Claims> {
         if exhausted {
             break;
         }
+        page = (page * 2).min(1024);
     }
     Ok(Claims { claims })
 }
