@@ -245,7 +245,7 @@ pub(crate) struct UpdateArgs {
     /// Task id.
     pub(crate) id: String,
     /// Expected current version (optimistic concurrency).
-    #[arg(long = "if-version")]
+    #[arg(long = "if-version", id = "if_version")]
     pub(crate) version: Option<u64>,
     /// New title.
     #[arg(long)]

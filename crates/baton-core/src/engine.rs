@@ -135,7 +135,7 @@ impl Baton {
         let name = actor.name.clone();
         let key = key.map(str::to_string);
         self.write_tx(move |tx| {
-            let request_sha = sha256_hex(&request.to_string());
+            let request_sha = if key.is_some() { sha256_hex(&request.to_string()) } else { String::new() };
             if let Some(key) = &key {
                 if let Some((stored_sha, response)) = tx.idempotency(&ws, key)? {
                     if stored_sha != request_sha {

@@ -29,13 +29,14 @@ pub fn apply(tx: &mut dyn Tx, event: &Event) -> Result<()> {
     if let Some(v) = data.get("workspace") {
         tx.put_workspace(&decode(event, "workspace", v)?)?;
     }
+    let data_text = event.data.to_string();
     let seq = tx.append_event(NewEvent {
         workspace_id: &event.workspace_id,
         kind: &event.kind,
         at: event.at,
         actor: &event.actor,
         task_id: event.task_id.as_deref(),
-        data: &event.data,
+        data: &data_text,
     })?;
     if seq != event.seq {
         return Err(Error::new(
@@ -54,7 +55,12 @@ pub fn apply(tx: &mut dyn Tx, event: &Event) -> Result<()> {
             match key.as_str() {
                 "project" => tx.put_project(&decode(event, key, item)?)?,
                 "agent" => tx.put_agent(&decode(event, key, item)?)?,
-                "task" | "tasks" => tx.put_task(&decode(event, key, item)?)?,
+                "task" | "tasks" => {
+                    let task: Task = decode(event, key, item)?;
+                    let body = serde_json::to_string(&task)
+                        .map_err(|e| Error::new(Code::Internal, e.to_string(), ""))?;
+                    tx.put_task(&task, &body)?
+                }
                 "run" | "runs" => tx.put_run(&decode(event, key, item)?)?,
                 "context" => tx.put_context(&decode(event, key, item)?)?,
                 "step" => tx.put_step(&decode(event, key, item)?)?,

@@ -50,8 +50,8 @@ pub struct NewEvent<'a> {
     pub actor: &'a str,
     /// The task concerned.
     pub task_id: Option<&'a str>,
-    /// Entity snapshots after the change.
-    pub data: &'a serde_json::Value,
+    /// Entity snapshots after the change, as JSON text (an object).
+    pub data: &'a str,
 }
 
 /// Row access within one transaction. Every method is scoped to a workspace.
@@ -77,12 +77,14 @@ pub trait Tx {
     fn task(&mut self, ws: &str, id: &str) -> Result<Option<Task>>;
     /// The task created with this idempotency key.
     fn task_by_key(&mut self, ws: &str, key: &str) -> Result<Option<Task>>;
-    /// Inserts or replaces a task.
-    fn put_task(&mut self, task: &Task) -> Result<()>;
+    /// Inserts or replaces a task; `body` is its JSON serialization (made once by the
+    /// caller, which also puts it in the event).
+    fn put_task(&mut self, task: &Task, body: &str) -> Result<()>;
     /// Tasks matching a filter, in id (creation) order.
     fn list_tasks(&mut self, ws: &str, filter: &TaskFilter) -> Result<Vec<Task>>;
-    /// Ready tasks whose `not_before` has passed and that have no open children, in claim
-    /// order (priority desc, due asc, id asc), strictly after `after`.
+    /// Ready tasks whose `not_before` has passed, that have no open children and whose
+    /// project is not killed, in claim order (priority desc, due asc, id asc), strictly
+    /// after `after`.
     fn claim_candidates(
         &mut self,
         ws: &str,

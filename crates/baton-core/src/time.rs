@@ -47,12 +47,29 @@ impl Clock for ManualClock {
     }
 }
 
-/// Formats a timestamp as RFC 3339 with millisecond precision, in UTC.
+/// Formats a timestamp as RFC 3339 with millisecond precision, in UTC. Hand-written
+/// (Howard Hinnant's civil-from-days): every stored entity carries several timestamps, and
+/// this runs on the writer's hot path.
 pub fn format_rfc3339(ms: Millis) -> String {
-    match chrono::DateTime::from_timestamp_millis(ms) {
-        Some(t) => t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
-        None => ms.to_string(),
-    }
+    let secs = ms.div_euclid(1000);
+    let millis = ms.rem_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// Parses an RFC 3339 timestamp (or integer milliseconds) into milliseconds.
@@ -253,6 +270,24 @@ mod tests {
         ] {
             let err = Duration::parse(bad).unwrap_err();
             assert_eq!(err.code, Code::InvalidDuration, "{bad}");
+        }
+    }
+
+    #[test]
+    fn fast_formatting_matches_chrono() {
+        for ms in [
+            0i64,
+            951_782_400_000,
+            1_767_225_600_123,
+            4_102_444_799_999,
+            1_709_164_800_000,
+            -86_400_001,
+        ] {
+            let expected = chrono::DateTime::from_timestamp_millis(ms)
+                .unwrap()
+                .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+                .to_string();
+            assert_eq!(format_rfc3339(ms), expected, "{ms}");
         }
     }
 

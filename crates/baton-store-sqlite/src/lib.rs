@@ -92,12 +92,28 @@ impl SqliteStore {
         }
         let writer = connect(path, options.durability)?;
         migrate::migrate(&writer)?;
+        // Checkpoints run on their own thread and connection, off the writer's path. The
+        // writer keeps a high automatic threshold only as a bound for processes too short-
+        // lived for the checkpointer to run.
+        writer
+            .execute_batch("PRAGMA wal_autocheckpoint = 10000")
+            .map_err(db_err)?;
+        let (doorbell, rings) = mpsc::sync_channel::<()>(1);
+        let checkpointer = connect(path, options.durability)?;
+        std::thread::Builder::new()
+            .name("baton-checkpoint".into())
+            .spawn(move || {
+                while rings.recv().is_ok() {
+                    let _ = checkpointer.execute_batch("PRAGMA wal_checkpoint(PASSIVE)");
+                }
+            })
+            .map_err(|e| Error::storage(format!("cannot start checkpointer: {e}")))?;
         let (tx, rx) = mpsc::channel::<Box<dyn WriteJob>>();
         let commits = Arc::new(tokio::sync::Notify::new());
         let notify = commits.clone();
         std::thread::Builder::new()
             .name("baton-writer".into())
-            .spawn(move || writer_loop(writer, rx, notify))
+            .spawn(move || writer_loop(writer, rx, notify, doorbell))
             .map_err(|e| Error::storage(format!("cannot start writer: {e}")))?;
         Ok(Arc::new(SqliteStore {
             path: path.to_path_buf(),
@@ -114,13 +130,18 @@ impl SqliteStore {
     }
 }
 
+/// Commits between checkpoint requests.
+const CHECKPOINT_EVERY: u32 = 64;
+
 /// The single writer: batch, run each job in a savepoint, commit once, then answer.
 fn writer_loop(
     conn: Connection,
     rx: mpsc::Receiver<Box<dyn WriteJob>>,
     commits: Arc<tokio::sync::Notify>,
+    checkpoint: mpsc::SyncSender<()>,
 ) {
     let mut batch: Vec<Box<dyn WriteJob>> = Vec::with_capacity(MAX_BATCH);
+    let mut since_checkpoint = 0;
     while let Ok(first) = rx.recv() {
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -139,6 +160,11 @@ fn writer_loop(
         }
         if committed.is_ok() && appended > 0 {
             commits.notify_waiters();
+        }
+        since_checkpoint += 1;
+        if since_checkpoint >= CHECKPOINT_EVERY {
+            since_checkpoint = 0;
+            let _ = checkpoint.try_send(());
         }
     }
 }

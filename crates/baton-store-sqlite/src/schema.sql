@@ -13,6 +13,7 @@ CREATE TABLE projects (
     workspace_id TEXT NOT NULL,
     id           TEXT NOT NULL,
     name         TEXT NOT NULL,
+    killed       INTEGER NOT NULL DEFAULT 0,  -- kill switch: claims skip its tasks
     body         TEXT NOT NULL,
     PRIMARY KEY (workspace_id, id),
     UNIQUE (workspace_id, name)

@@ -96,8 +96,8 @@ impl Tx for SqliteTx<'_> {
 
     fn put_project(&mut self, p: &Project) -> Result<()> {
         self.exec(
-            "INSERT OR REPLACE INTO projects (workspace_id, id, name, body) VALUES (?1, ?2, ?3, ?4)",
-            params![p.workspace_id, p.id, p.name, to_json(p)?],
+            "INSERT OR REPLACE INTO projects (workspace_id, id, name, killed, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![p.workspace_id, p.id, p.name, p.killed, to_json(p)?],
         )?;
         Ok(())
     }
@@ -131,16 +131,23 @@ impl Tx for SqliteTx<'_> {
         )
     }
 
-    fn put_task(&mut self, t: &Task) -> Result<()> {
+    fn put_task(&mut self, t: &Task, body: &str) -> Result<()> {
         let labels = if t.labels.is_empty() {
             String::new()
         } else {
             format!(",{},", t.labels.join(","))
         };
         self.exec(
-            "INSERT OR REPLACE INTO tasks (workspace_id, id, project_id, parent_id, status, priority, due_key,
+            // An upsert, not INSERT OR REPLACE: an update in place touches only the indexes
+            // whose columns changed, where a replace deletes and re-inserts every entry.
+            "INSERT INTO tasks (workspace_id, id, project_id, parent_id, status, priority, due_key,
                  not_before, lease_expires_at, idem_key, labels, body)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+             ON CONFLICT (workspace_id, id) DO UPDATE SET project_id = excluded.project_id,
+                 parent_id = excluded.parent_id, status = excluded.status, priority = excluded.priority,
+                 due_key = excluded.due_key, not_before = excluded.not_before,
+                 lease_expires_at = excluded.lease_expires_at, idem_key = excluded.idem_key,
+                 labels = excluded.labels, body = excluded.body",
             params![
                 t.workspace_id,
                 t.id,
@@ -153,7 +160,7 @@ impl Tx for SqliteTx<'_> {
                 t.lease.as_ref().map(|l| l.expires_at),
                 t.idempotency_key,
                 labels,
-                to_json(t)?
+                body
             ],
         )?;
         Ok(())
@@ -192,6 +199,7 @@ impl Tx for SqliteTx<'_> {
         // re-prepare the statement on every execution. Limits take few distinct values.
         let sql = "SELECT body FROM tasks AS t WHERE t.workspace_id = +?1 AND t.status = 'ready'
                AND (t.not_before IS NULL OR t.not_before <= +?2)
+               AND t.project_id NOT IN (SELECT id FROM projects WHERE workspace_id = +?1 AND killed = 1)
                AND NOT EXISTS (SELECT 1 FROM tasks AS c WHERE c.workspace_id = +?1 AND c.parent_id = t.id
                                AND c.status NOT IN ('done', 'failed', 'canceled'))";
         let order = format!("ORDER BY t.priority DESC, t.due_key, t.id LIMIT {limit}");
@@ -237,7 +245,8 @@ impl Tx for SqliteTx<'_> {
 
     fn put_run(&mut self, r: &Run) -> Result<()> {
         self.exec(
-            "INSERT OR REPLACE INTO runs (workspace_id, id, task_id, body) VALUES (?1, ?2, ?3, ?4)",
+            "INSERT INTO runs (workspace_id, id, task_id, body) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (workspace_id, id) DO UPDATE SET body = excluded.body",
             params![r.workspace_id, r.id, r.task_id, to_json(r)?],
         )?;
         Ok(())
@@ -331,7 +340,7 @@ impl Tx for SqliteTx<'_> {
         let seq = seq.ok_or_else(|| Error::not_found("workspace", e.workspace_id))?;
         self.exec(
             "INSERT INTO events (workspace_id, seq, type, at, actor, task_id, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![e.workspace_id, seq, e.kind, e.at, e.actor, e.task_id, to_json(e.data)?],
+            params![e.workspace_id, seq, e.kind, e.at, e.actor, e.task_id, e.data],
         )?;
         self.events_appended += 1;
         Ok(seq as u64)

@@ -183,18 +183,25 @@ pub fn brief(ctx: &mut Ctx<'_>, id: &str, max_bytes: Option<usize>) -> Result<Va
         let count = omitted.get(*name).and_then(|v| v.as_u64()).unwrap_or(0) + 1;
         omitted.insert(name.to_string(), json!(count));
         if total <= max {
+            // The running estimate ignores the `omitted` map: measure for real.
             out = assemble(&core, &sections, &omitted);
             total = size(&out);
         }
     }
-    // Still too big: shorten the long texts of the task itself.
+    out = assemble(&core, &sections, &omitted);
+    total = size(&out);
+    // Still too big: shorten, then drop, the long or optional fields of the task itself.
     for field in [
         "plan",
         "description",
         "input",
         "output",
-        "intent",
         "output_schema",
+        "intent",
+        "lease",
+        "labels",
+        "required_capabilities",
+        "reason",
     ] {
         if total <= max {
             break;
@@ -204,10 +211,9 @@ pub fn brief(ctx: &mut Ctx<'_>, id: &str, max_bytes: Option<usize>) -> Result<Va
         }
         let text = match &core[field] {
             Value::String(s) => s.clone(),
-            other => other.to_string(),
+            _ => String::new(), // structured values are dropped whole, never cut
         };
-        let over = total - max;
-        let keep = text.len().saturating_sub(over + 32);
+        let keep = text.len().saturating_sub(total - max + 32);
         let mut cut = keep;
         while cut > 0 && !text.is_char_boundary(cut) {
             cut -= 1;
@@ -217,7 +223,10 @@ pub fn brief(ctx: &mut Ctx<'_>, id: &str, max_bytes: Option<usize>) -> Result<Va
         } else {
             json!(format!("{}…[truncated]", &text[..cut]))
         };
-        omitted.insert(format!("task.{field}"), json!("truncated"));
+        omitted.insert(
+            format!("task.{field}"),
+            json!(if cut == 0 { "dropped" } else { "truncated" }),
+        );
         out = assemble(&core, &sections, &omitted);
         total = size(&out);
     }

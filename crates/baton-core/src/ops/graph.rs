@@ -79,7 +79,7 @@ pub fn reevaluate(ctx: &mut Ctx<'_>, task_id: &str) -> Result<()> {
         (_, Some(BlockedReason::DependencyFailed)) => "task.dependency_failed",
         _ => "task.blocked",
     };
-    ctx.save(&mut task, kind, json!({}))
+    ctx.save(&mut task, kind, &[])
 }
 
 /// Finds a `blocks` path from `from` up through its blockers to `to`, if any: adding the

@@ -2,12 +2,11 @@
 //! and ordered steps. Adding either raises `context_changed` for the lease holder unless the
 //! holder wrote it.
 
-use super::{check_len, check_text, Ctx, MAX_TEXT, MAX_TITLE};
+use super::{check_len, check_text, snap, Ctx, MAX_TEXT, MAX_TITLE};
 use crate::api::{AddContext, ContextOut, StepOut};
 use crate::error::{Code, Error, Result};
 use crate::id::{new_id, sha256_hex};
 use crate::model::*;
-use serde_json::json;
 
 /// Most steps on one task.
 pub const MAX_STEPS: usize = 500;
@@ -75,11 +74,11 @@ pub fn add_context(ctx: &mut Ctx<'_>, task_id: &str, req: AddContext) -> Result<
         created_at: ctx.now,
     };
     ctx.tx.put_context(&entry)?;
-    let mut extra = json!({ "context": entry });
+    let mut extra = vec![snap("context", &entry)];
     if let Some(run) = run {
-        extra["run"] = json!(run);
+        extra.push(snap("run", &run));
     }
-    ctx.save_unversioned(&mut task, "context.added", extra)?;
+    ctx.save_unversioned(&mut task, "context.added", &extra)?;
     Ok(ContextOut { context: entry })
 }
 
@@ -116,7 +115,7 @@ pub fn add_step(
     };
     ctx.tx.put_step(&step)?;
     task.version += 1;
-    ctx.save_unversioned(&mut task, "step.added", json!({ "step": step }))?;
+    ctx.save_unversioned(&mut task, "step.added", &[snap("step", &step)])?;
     Ok(StepOut { step })
 }
 
@@ -144,6 +143,6 @@ pub fn done_step(
     step.notes = notes;
     step.done_at = Some(ctx.now);
     ctx.tx.put_step(&step)?;
-    ctx.save_unversioned(&mut task, "step.done", json!({ "step": step }))?;
+    ctx.save_unversioned(&mut task, "step.done", &[snap("step", &step)])?;
     Ok(StepOut { step })
 }

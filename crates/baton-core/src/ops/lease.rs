@@ -2,7 +2,7 @@
 //! epochs, and every operation an agent performs under a lease. A lease operation first
 //! proves the caller holds the current, unexpired lease; anything else is `LEASE_LOST`.
 
-use super::{check_json, check_len, check_tags, graph, Ctx, MAX_TEXT};
+use super::{check_json, check_len, check_tags, graph, snap, Ctx, Snap, MAX_TEXT};
 use crate::api::*;
 use crate::error::{Code, Error, Result};
 use crate::id::{new_id, new_secret, sha256_hex};
@@ -11,7 +11,6 @@ use crate::state::{self, BlockedReason, Op, Status};
 use crate::store::ClaimCursor;
 use crate::time::format_rfc3339;
 use serde_json::json;
-use std::collections::HashMap;
 
 /// Most tasks one claim may take.
 pub const MAX_CLAIM: u32 = 100;
@@ -57,12 +56,12 @@ pub fn expire(ctx: &mut Ctx<'_>, task: &mut Task) -> Result<()> {
         return Ok(());
     };
     let at = lease.expires_at;
-    let mut extra = json!({});
+    let mut extra = Vec::new();
     if let Some(mut run) = ctx.tx.run(ctx.ws, &lease.run_id)? {
         run.status = RunStatus::Lost;
         run.ended_at = Some(at);
         ctx.tx.put_run(&run)?;
-        extra = json!({ "run": run });
+        extra.push(snap("run", &run));
     }
     task.reason = Some(format!("lease expired at {}", format_rfc3339(at)));
     let exhausted = task.attempts >= task.retry_policy.max_attempts;
@@ -73,7 +72,7 @@ pub fn expire(ctx: &mut Ctx<'_>, task: &mut Task) -> Result<()> {
         graph::settle(ctx, task)?;
         task.not_before = Some(at + task.retry_policy.backoff(task.attempts, &task.id));
     }
-    ctx.save(task, "task.lease_expired", extra)?;
+    ctx.save(task, "task.lease_expired", &extra)?;
     if exhausted {
         ended_failed(ctx, task)?;
     }
@@ -138,7 +137,6 @@ pub fn claim(ctx: &mut Ctx<'_>, req: &ClaimRequest) -> Result<Claims> {
         ));
     }
     reap(ctx, REAP_BATCH)?;
-    let mut killed_projects: HashMap<String, bool> = HashMap::new();
     let mut claims = Vec::new();
     let mut cursor: Option<ClaimCursor> = None;
     // Start with a page just big enough for the common case (every candidate fits) and
@@ -161,20 +159,6 @@ pub fn claim(ctx: &mut Ctx<'_>, req: &ClaimRequest) -> Result<Claims> {
                 .iter()
                 .all(|c| agent.capabilities.contains(c))
             {
-                continue;
-            }
-            let killed = match killed_projects.get(&task.project_id) {
-                Some(k) => *k,
-                None => {
-                    let k = ctx
-                        .tx
-                        .project(ctx.ws, &task.project_id)?
-                        .is_some_and(|p| p.killed);
-                    killed_projects.insert(task.project_id.clone(), k);
-                    k
-                }
-            };
-            if killed {
                 continue;
             }
             claims.push(grant(ctx, task, &mut agent, req)?);
@@ -240,7 +224,7 @@ fn grant(
     ctx.save_unversioned(
         &mut task,
         "task.claimed",
-        json!({ "run": run, "agent": agent }),
+        &[snap("run", &run), snap("agent", agent)],
     )?;
     Ok(Claim {
         task: task.view(),
@@ -301,9 +285,25 @@ fn auto_start(ctx: &mut Ctx<'_>, task: &mut Task, op: Op) -> Result<()> {
         && state::is_allowed(Status::InProgress, op)
     {
         task.status = Status::InProgress;
-        ctx.save(task, "task.started", json!({}))?;
+        let extra = holder_sees_own_change(ctx, task)?;
+        ctx.save(task, "task.started", &extra)?;
     }
     Ok(())
+}
+
+/// Marks the lease holder as having seen the version its own change is about to produce
+/// (the next one), so the change does not come back to it as `context_changed`. Returns the
+/// run's snapshot for the change's event.
+fn holder_sees_own_change(ctx: &mut Ctx<'_>, task: &Task) -> Result<Vec<Snap>> {
+    let Some(lease) = &task.lease else {
+        return Ok(vec![]);
+    };
+    let Some(mut run) = ctx.tx.run(ctx.ws, &lease.run_id)? else {
+        return Ok(vec![]);
+    };
+    run.seen_version = task.version + 1;
+    ctx.tx.put_run(&run)?;
+    Ok(vec![snap("run", &run)])
 }
 
 /// Ends the lease of `task` and marks `run` with `status`.
@@ -316,10 +316,11 @@ fn end_run(ctx: &mut Ctx<'_>, task: &mut Task, run: &mut Run, status: RunStatus)
 
 /// claimed → in_progress.
 pub fn start(ctx: &mut Ctx<'_>, id: &str, token: &str) -> Result<TaskOut> {
-    let (mut task, run) = leased(ctx, id, token)?;
+    let (mut task, _) = leased(ctx, id, token)?;
     state::check(id, task.status, Op::Start)?;
     task.status = Status::InProgress;
-    ctx.save(&mut task, "task.started", json!({ "run": run }))?;
+    let extra = holder_sees_own_change(ctx, &task)?;
+    ctx.save(&mut task, "task.started", &extra)?;
     Ok(TaskOut {
         task: task.view(),
         warnings: vec![],
@@ -377,7 +378,7 @@ pub fn heartbeat(ctx: &mut Ctx<'_>, id: &str, token: &str, hb: &Heartbeat) -> Re
     }
     run.heartbeat_at = ctx.now;
     ctx.tx.put_run(&run)?;
-    ctx.save_unversioned(&mut task, "task.heartbeat", json!({ "run": run }))?;
+    ctx.save_unversioned(&mut task, "task.heartbeat", &[snap("run", &run)])?;
     Ok(HeartbeatAck {
         task: task.view(),
         expires_at,
@@ -392,7 +393,7 @@ pub fn release(ctx: &mut Ctx<'_>, id: &str, token: &str) -> Result<TaskOut> {
     end_run(ctx, &mut task, &mut run, RunStatus::Released)?;
     task.attempts = task.attempts.saturating_sub(1);
     graph::settle(ctx, &mut task)?;
-    ctx.save(&mut task, "task.lease_released", json!({ "run": run }))?;
+    ctx.save(&mut task, "task.lease_released", &[snap("run", &run)])?;
     Ok(TaskOut {
         task: task.view(),
         warnings: vec![],
@@ -441,7 +442,7 @@ pub fn complete(ctx: &mut Ctx<'_>, id: &str, token: &str, req: Complete) -> Resu
         } else {
             "task.submitted"
         },
-        json!({ "run": run }),
+        &[snap("run", &run)],
     )?;
     if done {
         graph::on_blocker_ended(ctx, id)?;
@@ -473,11 +474,11 @@ pub fn fail(ctx: &mut Ctx<'_>, id: &str, token: &str, req: Fail) -> Result<TaskO
     if retry {
         graph::settle(ctx, &mut task)?;
         task.not_before = Some(ctx.now + task.retry_policy.backoff(task.attempts, &task.id));
-        ctx.save(&mut task, "task.retrying", json!({ "run": run }))?;
+        ctx.save(&mut task, "task.retrying", &[snap("run", &run)])?;
     } else {
         task.status = Status::Failed;
         task.blocked_reason = None;
-        ctx.save(&mut task, "task.failed", json!({ "run": run }))?;
+        ctx.save(&mut task, "task.failed", &[snap("run", &run)])?;
         ended_failed(ctx, &task)?;
     }
     Ok(TaskOut {
@@ -498,7 +499,7 @@ pub fn block(ctx: &mut Ctx<'_>, id: &str, token: &str, reason: String) -> Result
     task.status = Status::Blocked;
     task.blocked_reason = Some(BlockedReason::Agent);
     task.reason = Some(reason);
-    ctx.save(&mut task, "task.blocked", json!({ "run": run }))?;
+    ctx.save(&mut task, "task.blocked", &[snap("run", &run)])?;
     Ok(TaskOut {
         task: task.view(),
         warnings: vec![],
@@ -513,7 +514,8 @@ pub fn wait(ctx: &mut Ctx<'_>, id: &str, token: &str, reason: String) -> Result<
     state::check(id, task.status, Op::Wait)?;
     task.status = Status::Waiting;
     task.reason = Some(reason);
-    ctx.save(&mut task, "task.waiting", json!({}))?;
+    let extra = holder_sees_own_change(ctx, &task)?;
+    ctx.save(&mut task, "task.waiting", &extra)?;
     Ok(TaskOut {
         task: task.view(),
         warnings: vec![],
@@ -526,7 +528,8 @@ pub fn resume(ctx: &mut Ctx<'_>, id: &str, token: &str) -> Result<TaskOut> {
     state::check(id, task.status, Op::Resume)?;
     task.status = Status::InProgress;
     task.reason = None;
-    ctx.save(&mut task, "task.resumed", json!({}))?;
+    let extra = holder_sees_own_change(ctx, &task)?;
+    ctx.save(&mut task, "task.resumed", &extra)?;
     Ok(TaskOut {
         task: task.view(),
         warnings: vec![],
@@ -542,7 +545,7 @@ pub fn approve(ctx: &mut Ctx<'_>, id: &str, comment: Option<String>) -> Result<T
     }
     task.status = Status::Done;
     task.reason = comment;
-    ctx.save(&mut task, "task.approved", json!({}))?;
+    ctx.save(&mut task, "task.approved", &[])?;
     graph::on_blocker_ended(ctx, id)?;
     Ok(TaskOut {
         task: task.view(),
@@ -558,11 +561,11 @@ pub fn reject(ctx: &mut Ctx<'_>, id: &str, reason: String) -> Result<TaskOut> {
     task.reason = Some(reason);
     if task.attempts >= task.retry_policy.max_attempts {
         task.status = Status::Failed;
-        ctx.save(&mut task, "task.rejected", json!({}))?;
+        ctx.save(&mut task, "task.rejected", &[])?;
         ended_failed(ctx, &task)?;
     } else {
         graph::settle(ctx, &mut task)?;
-        ctx.save(&mut task, "task.rejected", json!({}))?;
+        ctx.save(&mut task, "task.rejected", &[])?;
     }
     Ok(TaskOut {
         task: task.view(),

@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::model::*;
 use crate::store::{NewEvent, Tx};
 use crate::time::Millis;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// Largest title, in bytes.
 pub const MAX_TITLE: usize = 1_000;
@@ -40,14 +40,27 @@ pub struct Ctx<'a> {
 impl Ctx<'_> {
     /// Appends an event in this transaction.
     pub fn emit(&mut self, kind: &str, task_id: Option<&str>, data: Value) -> Result<u64> {
+        self.emit_raw(kind, task_id, &data.to_string())
+    }
+
+    /// Appends an event whose data is already JSON text.
+    pub fn emit_raw(&mut self, kind: &str, task_id: Option<&str>, data: &str) -> Result<u64> {
         self.tx.append_event(NewEvent {
             workspace_id: self.ws,
             kind,
             at: self.now,
             actor: self.actor,
             task_id,
-            data: &data,
+            data,
         })
+    }
+
+    /// Writes a task (serializing it once) and returns its JSON body.
+    pub fn put_task(&mut self, task: &Task) -> Result<String> {
+        let body = serde_json::to_string(task)
+            .map_err(|e| Error::new(crate::Code::Internal, e.to_string(), ""))?;
+        self.tx.put_task(task, &body)?;
+        Ok(body)
     }
 
     /// Loads a task for writing, or fails with `NOT_FOUND`. A lease that has lapsed is
@@ -63,24 +76,37 @@ impl Ctx<'_> {
 
     /// Stores a changed task: bumps its version, stamps who and when, writes it and appends
     /// `kind` with the task (and any `extra` snapshots) as the event's data.
-    pub fn save(&mut self, task: &mut Task, kind: &str, extra: Value) -> Result<()> {
+    pub fn save(&mut self, task: &mut Task, kind: &str, extra: &[Snap]) -> Result<()> {
         task.version += 1;
         self.save_unversioned(task, kind, extra)
     }
 
     /// As [`Ctx::save`] without a version bump: for lease bookkeeping (heartbeats) that
     /// changes nothing a planner edits, so it must not make their `If-Match` fail.
-    pub fn save_unversioned(&mut self, task: &mut Task, kind: &str, extra: Value) -> Result<()> {
+    pub fn save_unversioned(&mut self, task: &mut Task, kind: &str, extra: &[Snap]) -> Result<()> {
         task.updated_at = self.now;
         task.updated_by = self.actor.to_string();
-        self.tx.put_task(task)?;
-        let mut data = json!({ "task": task });
-        if let (Some(obj), Value::Object(extra)) = (data.as_object_mut(), extra) {
-            obj.extend(extra);
+        let body = self.put_task(task)?;
+        // {"task": <body>, ...extra}: the task is serialized once, for the row and the event.
+        let mut data = format!("{{\"task\":{body}");
+        for (key, json) in extra {
+            data.push_str(&format!(",\"{key}\":{json}"));
         }
-        self.emit(kind, Some(&task.id), data)?;
+        data.push('}');
+        self.emit_raw(kind, Some(&task.id), &data)?;
         Ok(())
     }
+}
+
+/// A snapshot of one more entity for an event's data: its key and its JSON.
+pub type Snap = (&'static str, String);
+
+/// Serializes an entity for an event, under `key`.
+pub fn snap<T: serde::Serialize>(key: &'static str, value: &T) -> Snap {
+    (
+        key,
+        serde_json::to_string(value).unwrap_or_else(|_| "null".into()),
+    )
 }
 
 /// Checks a required text field: present, not blank, within `max` bytes.

@@ -375,7 +375,7 @@ fn update_existing(
     if existing.title != node.title.trim() {
         req.title = Some(node.title.clone());
     }
-    if existing.description != node.description && node.description.is_some() {
+    if node.description.is_some() && existing.description != node.description {
         req.description = node.description.clone();
     }
     if existing.plan != node.plan && node.plan.is_some() {
@@ -384,8 +384,10 @@ fn update_existing(
     if let Some(p) = node.priority.filter(|p| *p != existing.priority) {
         req.priority = Some(p);
     }
-    if !node.labels.is_empty() && existing.labels != node.labels {
-        req.labels = Some(node.labels.clone());
+    let labels =
+        super::check_tags("labels", &node.labels).map_err(|e| with_ref(e, &node.reference))?;
+    if !labels.is_empty() && existing.labels != labels {
+        req.labels = Some(labels);
     }
     let wants_update = req.title.is_some()
         || req.description.is_some()

@@ -1,7 +1,7 @@
 //! Creating, shaping and ending tasks: the planner's operations.
 
 use super::{
-    check_json, check_len, check_tags, check_text, graph, project, Ctx, MAX_TEXT, MAX_TITLE,
+    check_json, check_len, check_tags, check_text, graph, project, snap, Ctx, MAX_TEXT, MAX_TITLE,
 };
 use crate::api::{CreateTask, TaskOut, TasksOut, UpdateTask};
 use crate::error::{Code, Error, Result};
@@ -171,11 +171,13 @@ pub fn create(
         graph::settle(ctx, &mut task)?;
     }
     task.updated_at = ctx.now;
-    ctx.tx.put_task(&task)?;
-    ctx.emit(
+    let body = ctx.put_task(&task)?;
+    let deps_json =
+        serde_json::to_string(&deps).map_err(|e| Error::new(Code::Internal, e.to_string(), ""))?;
+    ctx.emit_raw(
         "task.created",
         Some(&task.id),
-        json!({ "task": task, "dependencies": deps }),
+        &format!("{{\"task\":{body},\"dependencies\":{deps_json}}}"),
     )?;
     Ok(TaskOut {
         task: task.view(),
@@ -298,7 +300,7 @@ pub fn update(ctx: &mut Ctx<'_>, id: &str, req: UpdateTask) -> Result<TaskOut> {
         check_json("budget", &req.budget)?;
         task.budget = req.budget;
     }
-    ctx.save(&mut task, "task.updated", json!({}))?;
+    ctx.save(&mut task, "task.updated", &[])?;
     Ok(TaskOut {
         task: task.view(),
         warnings: vec![],
@@ -310,7 +312,7 @@ pub fn publish(ctx: &mut Ctx<'_>, id: &str) -> Result<TaskOut> {
     let mut task = ctx.task(id)?;
     state::check(id, task.status, Op::Publish)?;
     graph::settle(ctx, &mut task)?;
-    ctx.save(&mut task, "task.published", json!({}))?;
+    ctx.save(&mut task, "task.published", &[])?;
     Ok(TaskOut {
         task: task.view(),
         warnings: vec![],
@@ -321,19 +323,19 @@ pub fn publish(ctx: &mut Ctx<'_>, id: &str) -> Result<TaskOut> {
 pub fn cancel(ctx: &mut Ctx<'_>, id: &str, reason: Option<String>) -> Result<TaskOut> {
     let mut task = ctx.task(id)?;
     state::check(id, task.status, Op::Cancel)?;
-    let mut extra = json!({});
+    let mut extra = Vec::new();
     if let Some(lease) = task.lease.take() {
         if let Some(mut run) = ctx.tx.run(ctx.ws, &lease.run_id)? {
             run.status = RunStatus::Canceled;
             run.ended_at = Some(ctx.now);
             ctx.tx.put_run(&run)?;
-            extra = json!({ "run": run });
+            extra.push(snap("run", &run));
         }
     }
     task.status = Status::Canceled;
     task.blocked_reason = None;
     task.reason = reason;
-    ctx.save(&mut task, "task.canceled", extra)?;
+    ctx.save(&mut task, "task.canceled", &extra)?;
     graph::on_blocker_ended(ctx, id)?;
     Ok(TaskOut {
         task: task.view(),
@@ -348,7 +350,7 @@ pub fn retry(ctx: &mut Ctx<'_>, id: &str) -> Result<TaskOut> {
     task.attempts = 0;
     task.not_before = None;
     graph::settle(ctx, &mut task)?;
-    ctx.save(&mut task, "task.retried", json!({}))?;
+    ctx.save(&mut task, "task.retried", &[])?;
     Ok(TaskOut {
         task: task.view(),
         warnings: vec![],
@@ -375,7 +377,7 @@ pub fn unblock(ctx: &mut Ctx<'_>, id: &str) -> Result<TaskOut> {
         _ => graph::settle(ctx, &mut task)?,
     }
     task.reason = None;
-    ctx.save(&mut task, "task.unblocked", json!({}))?;
+    ctx.save(&mut task, "task.unblocked", &[])?;
     Ok(TaskOut {
         task: task.view(),
         warnings: vec![],
