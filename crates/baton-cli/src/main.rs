@@ -295,9 +295,7 @@ async fn lease(
     token: &str,
     op: LeaseOp,
 ) -> Result<Outcome, Error> {
-    Ok(Outcome::Value(
-        baton.lease_op(actor, key, id, token, op).await?,
-    ))
+    to_value(baton.lease_op(actor, key, id, token, op).await?)
 }
 
 async fn task_command(

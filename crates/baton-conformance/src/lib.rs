@@ -140,7 +140,11 @@ impl Env {
         token: &str,
         op: baton_core::LeaseOp,
     ) -> Result<serde_json::Value> {
-        self.baton.lease_op(&self.actor, None, id, token, op).await
+        let out = self
+            .baton
+            .lease_op(&self.actor, None, id, token, op)
+            .await?;
+        Ok(serde_json::to_value(out).expect("lease response serializes"))
     }
 
     /// Rebuilds the projections from this store's log in a scratch store and compares;

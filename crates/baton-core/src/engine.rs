@@ -370,21 +370,27 @@ impl Baton {
         id: &str,
         token: &str,
         op: LeaseOp,
-    ) -> Result<Value> {
+    ) -> Result<LeaseOut> {
         let request =
             json!({ "op": "lease", "id": id, "lease_sha256": sha256_hex(token), "body": &op });
         let id = id.to_string();
         let token = token.to_string();
         self.write(actor, key, request, move |ctx| {
             let out = match op {
-                LeaseOp::Start => json!(ops::lease::start(ctx, &id, &token)?),
-                LeaseOp::Heartbeat(hb) => json!(ops::lease::heartbeat(ctx, &id, &token, &hb)?),
-                LeaseOp::Release => json!(ops::lease::release(ctx, &id, &token)?),
-                LeaseOp::Complete(c) => json!(ops::lease::complete(ctx, &id, &token, c)?),
-                LeaseOp::Fail(f) => json!(ops::lease::fail(ctx, &id, &token, f)?),
-                LeaseOp::Block { reason } => json!(ops::lease::block(ctx, &id, &token, reason)?),
-                LeaseOp::Wait { reason } => json!(ops::lease::wait(ctx, &id, &token, reason)?),
-                LeaseOp::Resume => json!(ops::lease::resume(ctx, &id, &token)?),
+                LeaseOp::Start => LeaseOut::Task(ops::lease::start(ctx, &id, &token)?),
+                LeaseOp::Heartbeat(hb) => {
+                    LeaseOut::Heartbeat(ops::lease::heartbeat(ctx, &id, &token, &hb)?)
+                }
+                LeaseOp::Release => LeaseOut::Task(ops::lease::release(ctx, &id, &token)?),
+                LeaseOp::Complete(c) => LeaseOut::Task(ops::lease::complete(ctx, &id, &token, c)?),
+                LeaseOp::Fail(f) => LeaseOut::Task(ops::lease::fail(ctx, &id, &token, f)?),
+                LeaseOp::Block { reason } => {
+                    LeaseOut::Task(ops::lease::block(ctx, &id, &token, reason)?)
+                }
+                LeaseOp::Wait { reason } => {
+                    LeaseOut::Task(ops::lease::wait(ctx, &id, &token, reason)?)
+                }
+                LeaseOp::Resume => LeaseOut::Task(ops::lease::resume(ctx, &id, &token)?),
             };
             Ok(out)
         })
@@ -498,6 +504,26 @@ impl Baton {
             ops::lease::reap(ctx, ops::lease::REAP_BATCH)
         })
         .await
+    }
+}
+
+/// The response of a lease operation: the heartbeat's acknowledgement, or the task.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[serde(untagged)]
+pub enum LeaseOut {
+    /// A heartbeat's answer (tried first: it is the one with `expires_at` and `signals`).
+    Heartbeat(HeartbeatAck),
+    /// Every other lease operation's answer.
+    Task(TaskOut),
+}
+
+impl LeaseOut {
+    /// The task after the operation.
+    pub fn task(&self) -> &crate::model::Task {
+        match self {
+            LeaseOut::Heartbeat(ack) => &ack.task,
+            LeaseOut::Task(out) => &out.task,
+        }
     }
 }
 

@@ -22,5 +22,5 @@ pub mod state;
 pub mod store;
 pub mod time;
 
-pub use engine::{Baton, LeaseOp};
+pub use engine::{Baton, LeaseOp, LeaseOut};
 pub use error::{Code, Error, Result};

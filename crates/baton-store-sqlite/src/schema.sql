@@ -1,6 +1,10 @@
 -- Baton's embedded schema, version 1. Every table and index starts with workspace_id, the
 -- shard key (DESIGN §5). Entities are stored whole as JSON in `body`; the other columns are
 -- the ones queries filter and sort on, derived from the body on every write.
+--
+-- Tables whose rows are large (tasks, runs, events, context, steps, idempotency) are rowid
+-- tables with a UNIQUE key, not WITHOUT ROWID: a WITHOUT ROWID row over ~1 KB spills into
+-- overflow pages, so every write of a task or an event would dirty an extra page.
 
 CREATE TABLE workspaces (
     id       TEXT PRIMARY KEY,
@@ -41,8 +45,8 @@ CREATE TABLE tasks (
     idem_key         TEXT,
     labels           TEXT NOT NULL,      -- ",a,b," for LIKE filtering
     body             TEXT NOT NULL,
-    PRIMARY KEY (workspace_id, id)
-) WITHOUT ROWID;
+    UNIQUE (workspace_id, id)
+);
 
 -- Claim order: only ready tasks are indexed, so the index stays as small as the queue.
 CREATE INDEX tasks_claim ON tasks (workspace_id, priority DESC, due_key, id) WHERE status = 'ready';
@@ -58,8 +62,8 @@ CREATE TABLE runs (
     id           TEXT NOT NULL,
     task_id      TEXT NOT NULL,
     body         TEXT NOT NULL,
-    PRIMARY KEY (workspace_id, id)
-) WITHOUT ROWID;
+    UNIQUE (workspace_id, id)
+);
 CREATE INDEX runs_task ON runs (workspace_id, task_id, id);
 
 CREATE TABLE dependencies (
@@ -77,8 +81,8 @@ CREATE TABLE context (
     id           TEXT NOT NULL,
     task_id      TEXT NOT NULL,
     body         TEXT NOT NULL,
-    PRIMARY KEY (workspace_id, id)
-) WITHOUT ROWID;
+    UNIQUE (workspace_id, id)
+);
 CREATE INDEX context_task ON context (workspace_id, task_id, id);
 
 CREATE TABLE steps (
@@ -87,8 +91,8 @@ CREATE TABLE steps (
     task_id      TEXT NOT NULL,
     position     INTEGER NOT NULL,
     body         TEXT NOT NULL,
-    PRIMARY KEY (workspace_id, id)
-) WITHOUT ROWID;
+    UNIQUE (workspace_id, id)
+);
 CREATE INDEX steps_task ON steps (workspace_id, task_id, position);
 
 CREATE TABLE events (
@@ -99,8 +103,8 @@ CREATE TABLE events (
     actor        TEXT NOT NULL,
     task_id      TEXT,
     data         TEXT NOT NULL,
-    PRIMARY KEY (workspace_id, seq)
-) WITHOUT ROWID;
+    UNIQUE (workspace_id, seq)
+);
 
 CREATE TABLE idempotency (
     workspace_id   TEXT NOT NULL,
@@ -108,5 +112,5 @@ CREATE TABLE idempotency (
     request_sha256 TEXT NOT NULL,
     response       TEXT NOT NULL,
     created_at     INTEGER NOT NULL,
-    PRIMARY KEY (workspace_id, key)
-) WITHOUT ROWID;
+    UNIQUE (workspace_id, key)
+);

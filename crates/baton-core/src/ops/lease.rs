@@ -14,6 +14,8 @@ use serde_json::json;
 
 /// Most tasks one claim may take.
 pub const MAX_CLAIM: u32 = 100;
+/// How stale an agent's `last_seen_at` may get before a claim refreshes it.
+pub const AGENT_SEEN_RESOLUTION_MS: i64 = 60_000;
 /// Most expired leases one claim or reaper pass expires.
 pub const REAP_BATCH: u32 = 256;
 
@@ -142,7 +144,7 @@ pub fn claim(ctx: &mut Ctx<'_>, req: &ClaimRequest) -> Result<Claims> {
     // Start with a page just big enough for the common case (every candidate fits) and
     // double it while capability filtering skips candidates: parsing rows costs more than
     // another query.
-    let mut page = count + 1;
+    let mut page = count;
     'scan: loop {
         let candidates = ctx
             .tx
@@ -219,13 +221,15 @@ fn grant(
     task.version += 1;
     run.seen_version = task.version;
     ctx.tx.put_run(&run)?;
-    agent.last_seen_at = ctx.now;
-    ctx.tx.put_agent(agent)?;
-    ctx.save_unversioned(
-        &mut task,
-        "task.claimed",
-        &[snap("run", &run), snap("agent", agent)],
-    )?;
+    // `last_seen_at` is refreshed at most once a minute: writing the agent on every claim
+    // would cost a row and a larger event for a fact nobody needs to the millisecond.
+    let mut extra = vec![snap("run", &run)];
+    if ctx.now - agent.last_seen_at >= AGENT_SEEN_RESOLUTION_MS {
+        agent.last_seen_at = ctx.now;
+        ctx.tx.put_agent(agent)?;
+        extra.push(snap("agent", agent));
+    }
+    ctx.save_unversioned(&mut task, "task.claimed", &extra)?;
     Ok(Claim {
         task: task.view(),
         run,
