@@ -36,21 +36,18 @@ impl std::fmt::Debug for Baton {
 
 /// A write job: the operation, its result slot and where to send the answer after commit.
 struct Job<F, T> {
-    op: Option<F>,
+    op: F,
     out: Option<Result<T>>,
     reply: Option<oneshot::Sender<Result<T>>>,
 }
 
 impl<F, T> WriteJob for Job<F, T>
 where
-    F: FnOnce(&mut dyn Tx) -> Result<T> + Send,
+    F: Fn(&mut dyn Tx) -> Result<T> + Send,
     T: Send,
 {
     fn run(&mut self, tx: &mut dyn Tx) -> Result<()> {
-        let Some(op) = self.op.take() else {
-            return Ok(());
-        };
-        let out = op(tx);
+        let out = (self.op)(tx);
         let status = match &out {
             Ok(_) => Ok(()),
             Err(e) => Err(e.clone()),
@@ -90,12 +87,12 @@ impl Baton {
     /// Runs a raw write job on the store and waits for its commit.
     pub async fn write_tx<T, F>(&self, op: F) -> Result<T>
     where
-        F: FnOnce(&mut dyn Tx) -> Result<T> + Send + 'static,
+        F: Fn(&mut dyn Tx) -> Result<T> + Send + 'static,
         T: Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
         self.store.submit(Box::new(Job {
-            op: Some(op),
+            op,
             out: None,
             reply: Some(reply),
         }));
@@ -119,7 +116,7 @@ impl Baton {
         op: F,
     ) -> Result<T>
     where
-        F: FnOnce(&mut Ctx<'_>) -> Result<T> + Send + 'static,
+        F: Fn(&mut Ctx<'_>) -> Result<T> + Send + 'static,
         T: Serialize + DeserializeOwned + Send + 'static,
     {
         if let Some(k) = key {
@@ -254,7 +251,7 @@ impl Baton {
         let request = json!({ "op": "task.create", "body": &req });
         let key_owned = key.map(str::to_string);
         self.write(actor, key, request, move |ctx| {
-            ops::task::create(ctx, req, key_owned)
+            ops::task::create(ctx, req.clone(), key_owned.clone())
         })
         .await
     }
@@ -292,7 +289,7 @@ impl Baton {
         let request = json!({ "op": "task.update", "id": id, "body": &req });
         let id = id.to_string();
         self.write(actor, key, request, move |ctx| {
-            ops::task::update(ctx, &id, req)
+            ops::task::update(ctx, &id, req.clone())
         })
         .await
     }
@@ -311,11 +308,11 @@ impl Baton {
         let id = id.to_string();
         self.write(actor, key, request, move |ctx| match op {
             Op::Publish => ops::task::publish(ctx, &id),
-            Op::Cancel => ops::task::cancel(ctx, &id, reason),
+            Op::Cancel => ops::task::cancel(ctx, &id, reason.clone()),
             Op::Retry => ops::task::retry(ctx, &id),
             Op::Unblock => ops::task::unblock(ctx, &id),
-            Op::Approve => ops::lease::approve(ctx, &id, reason),
-            Op::Reject => ops::lease::reject(ctx, &id, reason.unwrap_or_default()),
+            Op::Approve => ops::lease::approve(ctx, &id, reason.clone()),
+            Op::Reject => ops::lease::reject(ctx, &id, reason.clone().unwrap_or_default()),
             other => Err(Error::invalid(
                 format!("{} needs a lease", other.as_str()),
                 "use the lease operation",
@@ -376,7 +373,7 @@ impl Baton {
         let id = id.to_string();
         let token = token.to_string();
         self.write(actor, key, request, move |ctx| {
-            let out = match op {
+            let out = match op.clone() {
                 LeaseOp::Start => LeaseOut::Task(ops::lease::start(ctx, &id, &token)?),
                 LeaseOp::Heartbeat(hb) => {
                     LeaseOut::Heartbeat(ops::lease::heartbeat(ctx, &id, &token, &hb)?)
@@ -408,7 +405,7 @@ impl Baton {
         let request = json!({ "op": "context.add", "id": task_id, "body": &req });
         let id = task_id.to_string();
         self.write(actor, key, request, move |ctx| {
-            ops::knowledge::add_context(ctx, &id, req)
+            ops::knowledge::add_context(ctx, &id, req.clone())
         })
         .await
     }
@@ -426,7 +423,7 @@ impl Baton {
             json!({ "op": "step.add", "id": task_id, "title": title, "details": details });
         let id = task_id.to_string();
         self.write(actor, key, request, move |ctx| {
-            ops::knowledge::add_step(ctx, &id, &title, details)
+            ops::knowledge::add_step(ctx, &id, &title, details.clone())
         })
         .await
     }
@@ -443,7 +440,7 @@ impl Baton {
         let request = json!({ "op": "step.done", "id": task_id, "step": step_id, "notes": notes });
         let (id, step) = (task_id.to_string(), step_id.to_string());
         self.write(actor, key, request, move |ctx| {
-            ops::knowledge::done_step(ctx, &id, &step, notes)
+            ops::knowledge::done_step(ctx, &id, &step, notes.clone())
         })
         .await
     }
@@ -483,8 +480,10 @@ impl Baton {
         doc: ops::plan::PlanDoc,
     ) -> Result<Value> {
         let request = json!({ "op": "plan.apply", "body": &doc });
-        self.write(actor, key, request, move |ctx| ops::plan::apply(ctx, doc))
-            .await
+        self.write(actor, key, request, move |ctx| {
+            ops::plan::apply(ctx, doc.clone())
+        })
+        .await
     }
 
     /// Events after `after`, at most `limit` (1 to 1000).

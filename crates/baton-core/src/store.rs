@@ -152,7 +152,8 @@ pub trait Tx {
 /// this job; `finish` is called once the batch's commit has succeeded or failed, and only
 /// then may the caller be answered.
 pub trait WriteJob: Send {
-    /// Does the work. An error undoes everything this job wrote.
+    /// Does the work. An error undoes everything this job wrote. The store may call `run`
+    /// again after rolling back (to isolate another job's failure); only the last run counts.
     fn run(&mut self, tx: &mut dyn Tx) -> Result<()>;
     /// Reports the outcome: `Ok` once the job's effects are durable.
     fn finish(self: Box<Self>, committed: Result<()>);

@@ -2,8 +2,8 @@
 //!
 //! # Run model
 //! All writes go through one writer thread per process. It takes every job that is waiting,
-//! runs them in one transaction (each job inside its own savepoint, so a failing job undoes
-//! only itself), commits once, and only then answers each caller. With `synchronous=FULL`
+//! runs them in one transaction, commits once, and only then answers each caller. A job that
+//! fails undoes only itself: the batch is rolled back and run again with a savepoint per job. With `synchronous=FULL`
 //! that commit is one fsync for the whole batch: group commit makes durable writes cheap.
 //! Several processes may share a file; SQLite's write lock serialises their writers.
 //!
@@ -169,28 +169,58 @@ fn writer_loop(
     }
 }
 
+/// Runs a batch in one transaction and commits it. Optimistic first: without savepoints,
+/// which cost a copy of every page a job first touches. If a job fails, the transaction is
+/// rolled back and (unless that job was alone) the batch runs again with each job in its own
+/// savepoint, so the failure undoes only itself.
 fn run_batch(
     conn: &Connection,
     batch: &mut [Box<dyn WriteJob>],
     appended: &mut usize,
 ) -> Result<()> {
+    let sql = |sql: &str| {
+        conn.prepare_cached(sql)
+            .and_then(|mut s| s.execute([]))
+            .map_err(db_err)
+    };
+    conn.execute_batch("BEGIN IMMEDIATE")
+        .map_err(|e| busy(e, "begin"))?;
+    let mut events = 0;
+    let mut failed = false;
+    for job in batch.iter_mut() {
+        let mut tx = SqliteTx {
+            conn,
+            events_appended: 0,
+        };
+        if job.run(&mut tx).is_err() {
+            failed = true;
+            break;
+        }
+        events += tx.events_appended;
+    }
+    if !failed {
+        *appended = events;
+        return conn.execute_batch("COMMIT").map_err(|e| busy(e, "commit"));
+    }
+    conn.execute_batch("ROLLBACK").map_err(db_err)?;
+    if batch.len() == 1 {
+        return Ok(()); // the one job failed and is undone: an empty commit
+    }
     conn.execute_batch("BEGIN IMMEDIATE")
         .map_err(|e| busy(e, "begin"))?;
     for job in batch.iter_mut() {
-        conn.execute_batch("SAVEPOINT job").map_err(db_err)?;
+        sql("SAVEPOINT job")?;
         let mut tx = SqliteTx {
             conn,
             events_appended: 0,
         };
         match job.run(&mut tx) {
-            Ok(()) => {
-                *appended += tx.events_appended;
-                conn.execute_batch("RELEASE job").map_err(db_err)?;
+            Ok(()) => *appended += tx.events_appended,
+            Err(_) => {
+                sql("ROLLBACK TO job")?;
             }
-            Err(_) => conn
-                .execute_batch("ROLLBACK TO job; RELEASE job")
-                .map_err(db_err)?,
         }
+        sql("RELEASE job")?;
     }
     conn.execute_batch("COMMIT").map_err(|e| busy(e, "commit"))
 }
