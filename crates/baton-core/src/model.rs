@@ -142,10 +142,13 @@ pub struct Task {
     /// Short name.
     pub title: String,
     /// Why this task exists; immutable after creation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub intent: Option<String>,
     /// What is to be done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// How it is to be done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<String>,
     /// epic, feature, bug, investigation, chore, or another label.
     #[serde(rename = "type")]
@@ -153,35 +156,49 @@ pub struct Task {
     /// Where it is in the state machine.
     pub status: Status,
     /// Why it is blocked, when it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blocked_reason: Option<BlockedReason>,
     /// Free text from the last block, wait, fail or reject.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// Higher is claimed first.
     pub priority: i64,
     /// SLA deadline; earlier is claimed first among equal priorities.
-    #[serde(with = "rfc3339::option")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "rfc3339::option"
+    )]
     pub due_at: Option<Millis>,
     /// Spend limits (tokens, money), as given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget: Option<Value>,
     /// Capabilities an agent must have to be offered this task.
     pub required_capabilities: Vec<String>,
     /// Free labels for filtering.
     pub labels: Vec<String>,
     /// Input data for the worker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input: Option<Value>,
     /// JSON Schema the input satisfies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input_schema: Option<Value>,
     /// JSON Schema that `complete`'s output must satisfy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_schema: Option<Value>,
     /// The result, once completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<Value>,
     /// A one-line summary of how it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<String>,
     /// The idempotency key it was created with, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
     /// How failures are retried.
     pub retry_policy: RetryPolicy,
     /// Longest allowed run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,
     /// Lease length granted on claim and heartbeat.
     pub lease_ttl: Duration,
@@ -190,11 +207,16 @@ pub struct Task {
     /// Runs started so far.
     pub attempts: u32,
     /// Not claimable before this time (schedule or backoff).
-    #[serde(with = "rfc3339::option")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "rfc3339::option"
+    )]
     pub not_before: Option<Millis>,
     /// The latest fencing epoch granted; only grows.
     pub epoch: u64,
     /// The live lease, while leased.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<Lease>,
     /// Optimistic-concurrency version; grows on every change.
     pub version: u64,
@@ -259,16 +281,22 @@ pub struct Run {
     /// Where it stands.
     pub status: RunStatus,
     /// Last reported progress, 0.0 to 1.0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<f64>,
     /// Last reported message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     /// Cost reported so far, as given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Value>,
     /// The output it completed with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<Value>,
     /// The error it failed with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// The failure's class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_class: Option<String>,
     /// Task version seen at the last heartbeat: a newer one raises `context_changed`.
     pub seen_version: u64,
@@ -279,7 +307,11 @@ pub struct Run {
     #[serde(with = "rfc3339")]
     pub heartbeat_at: Millis,
     /// When it ended.
-    #[serde(with = "rfc3339::option")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "rfc3339::option"
+    )]
     pub ended_at: Option<Millis>,
 }
 

@@ -69,7 +69,7 @@ fn connect(path: &Path, durability: Durability) -> Result<Connection> {
         Durability::Normal => "NORMAL",
     };
     conn.execute_batch(&format!(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA foreign_keys = OFF; PRAGMA temp_store = MEMORY;"
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA foreign_keys = OFF; PRAGMA temp_store = MEMORY; PRAGMA mmap_size = 268435456;"
     ))
     .map_err(db_err)?;
     conn.set_prepared_statement_cache_capacity(64);

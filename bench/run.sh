@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs the embedded-store benchmark grid and prints a markdown table (also saved under
+# bench/results/). Usage: bench/run.sh [sizes] [durabilities]
+#   bench/run.sh "10000 100000 1000000" "full normal"
+set -euo pipefail
+cd "$(dirname "$0")/.."
+sizes=${1:-"10000 100000 1000000"}
+modes=${2:-"full normal"}
+cargo build --release --quiet --bin baton --bin baton-bench
+mkdir -p bench/results
+out="bench/results/$(date -u +%Y%m%dT%H%M%SZ).md"
+{
+  echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -r), rustc $(rustc --version | cut -d' ' -f2)"
+  echo
+  echo "| operation | ready tasks | durability | workers | throughput | claim p50 ms | claim p99 ms |"
+  echo "| --- | --- | --- | --- | --- | --- | --- |"
+  for mode in $modes; do
+    for n in $sizes; do
+      ./target/release/baton-bench --tasks "$n" --cycles 5000 --workers 1,8,32 --durability "$mode" --cli target/release/baton
+    done
+  done
+} | tee "$out"
+echo "saved to $out" >&2
