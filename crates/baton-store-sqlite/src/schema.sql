@@ -50,12 +50,13 @@ CREATE TABLE tasks (
 
 -- Claim order: only ready tasks are indexed, so the index stays as small as the queue.
 CREATE INDEX tasks_claim ON tasks (workspace_id, priority DESC, due_key, id) WHERE status = 'ready';
--- No other index is partial: a partial index whose condition the planner must prove from a
--- bound parameter makes SQLite re-prepare the statement on every execution.
-CREATE INDEX tasks_lease ON tasks (workspace_id, lease_expires_at);
-CREATE INDEX tasks_parent ON tasks (workspace_id, parent_id, status);
+-- Partial indexes hold only the rows that have the column set, so most writes skip them.
+-- Queries restate the condition (or imply it with an equality), never leaving the planner
+-- to prove it from a bound value, which would re-prepare the statement on every execution.
+CREATE INDEX tasks_lease ON tasks (workspace_id, lease_expires_at) WHERE lease_expires_at IS NOT NULL;
+CREATE INDEX tasks_parent ON tasks (workspace_id, parent_id) WHERE parent_id IS NOT NULL;
 CREATE INDEX tasks_status ON tasks (workspace_id, status, id);
-CREATE UNIQUE INDEX tasks_key ON tasks (workspace_id, idem_key);
+CREATE UNIQUE INDEX tasks_key ON tasks (workspace_id, idem_key) WHERE idem_key IS NOT NULL;
 
 CREATE TABLE runs (
     workspace_id TEXT NOT NULL,
