@@ -143,43 +143,108 @@ async fn main() -> anyhow::Result<()> {
     }
 
     if let Some(bin) = &args.cli {
-        let filter = baton_core::store::TaskFilter {
-            limit: 1,
-            ..Default::default()
-        };
-        let some = baton
-            .list_tasks(&actor, filter)?
-            .tasks
-            .into_iter()
-            .next()
-            .map(|t| t.id)
-            .unwrap_or_default();
-        let mut times = Vec::new();
-        for _ in 0..30 {
-            let t0 = Instant::now();
-            let out = std::process::Command::new(bin)
-                .args(["--json", "--data-dir"])
-                .arg(&dir)
-                .args(["task", "get", &some])
-                .output()?;
-            anyhow::ensure!(
-                out.status.success(),
-                "cli failed: {}",
-                String::from_utf8_lossy(&out.stdout)
-            );
-            times.push(t0.elapsed());
-        }
-        times.sort_unstable();
-        println!(
-            "| cli task get | {} | {} | 1 | | {:.2} | {:.2} |",
-            args.tasks,
-            args.durability,
-            percentile(&times, 0.5),
-            percentile(&times, 0.99)
-        );
+        cli_bench(bin, &dir, &args)?;
     }
     if args.dir.is_none() {
         let _ = std::fs::remove_dir_all(&dir);
+    }
+    Ok(())
+}
+
+/// Runs `baton --json --data-dir DIR ARGS` and returns its stdout as JSON, and how long it took.
+fn baton_cli(
+    bin: &std::path::Path,
+    dir: &std::path::Path,
+    args: &[&str],
+) -> anyhow::Result<(serde_json::Value, Duration)> {
+    let t0 = Instant::now();
+    let out = std::process::Command::new(bin)
+        .args(["--json", "--data-dir"])
+        .arg(dir)
+        .args(args)
+        .output()?;
+    let took = t0.elapsed();
+    anyhow::ensure!(
+        out.status.success(),
+        "baton {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    Ok((serde_json::from_slice(&out.stdout)?, took))
+}
+
+/// The same operations through the `baton` binary, one process per command, on the warm
+/// store the in-process runs left behind.
+fn cli_bench(bin: &std::path::Path, dir: &std::path::Path, args: &Args) -> anyhow::Result<()> {
+    let row = |op: &str, workers: usize, rate: Option<f64>, lat: &mut Vec<Duration>| {
+        lat.sort_unstable();
+        let rate = rate.map(|r| format!("{r:.0}/s")).unwrap_or_default();
+        println!(
+            "| cli {op} | {} | {} | {workers} | {rate} | {:.2} | {:.2} |",
+            args.tasks,
+            args.durability,
+            percentile(lat, 0.5),
+            percentile(lat, 0.99)
+        );
+    };
+    let mut lat = Vec::new();
+    let started = Instant::now();
+    for i in 0..100 {
+        lat.push(
+            baton_cli(
+                bin,
+                dir,
+                &["task", "create", "--title", &format!("cli {i}")],
+            )?
+            .1,
+        );
+    }
+    let rate = 100.0 / started.elapsed().as_secs_f64();
+    row("task create", 1, Some(rate), &mut lat);
+
+    let (listed, _) = baton_cli(bin, dir, &["task", "list", "--limit", "1"])?;
+    let some = listed["tasks"][0]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let mut lat = Vec::new();
+    for _ in 0..30 {
+        lat.push(baton_cli(bin, dir, &["task", "get", &some])?.1);
+    }
+    row("task get", 1, None, &mut lat);
+
+    for workers in [1usize, 8] {
+        let cycles_each = 200 / workers;
+        let started = Instant::now();
+        let handles: Vec<_> = (0..workers)
+            .map(|w| {
+                let (bin, dir) = (bin.to_path_buf(), dir.to_path_buf());
+                std::thread::spawn(move || -> anyhow::Result<Vec<Duration>> {
+                    let mut lat = Vec::new();
+                    let agent = format!("cli-{w}");
+                    for _ in 0..cycles_each {
+                        let (claimed, took) = baton_cli(&bin, &dir, &["claim", "--agent", &agent])?;
+                        lat.push(took);
+                        let c = &claimed["claims"][0];
+                        let (id, token) = (
+                            c["task"]["id"].as_str().unwrap_or(""),
+                            c["lease"]["token"].as_str().unwrap_or(""),
+                        );
+                        anyhow::ensure!(!id.is_empty(), "queue ran dry");
+                        baton_cli(&bin, &dir, &["complete", id, "--lease", token])?;
+                    }
+                    Ok(lat)
+                })
+            })
+            .collect();
+        let mut lat = Vec::new();
+        for h in handles {
+            lat.extend(
+                h.join()
+                    .map_err(|_| anyhow::anyhow!("cli worker panicked"))??,
+            );
+        }
+        let rate = lat.len() as f64 / started.elapsed().as_secs_f64();
+        row("claim→complete", workers, Some(rate), &mut lat);
     }
     Ok(())
 }

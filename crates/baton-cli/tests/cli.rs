@@ -1518,3 +1518,56 @@ fn task_update_changes_fields_and_checks_versions() {
     assert_eq!(s.get(&id)["title"], "Final title");
     s.replay_verifies();
 }
+
+/// Replay catches a write that bypassed the log: a task row edited behind Baton's back, and
+/// a lost event, each make `replay --verify` exit 1 naming the first differing row.
+#[test]
+fn replay_verify_names_the_first_difference() {
+    let store = Store::new();
+    let task = store.create("Original title", &[]);
+    let id = id_of(&task);
+    store.replay_verifies();
+
+    let db = rusqlite::Connection::open(store.db()).expect("open the store directly");
+    db.execute(
+        "UPDATE tasks SET body = replace(body, 'Original title', 'Edited title') WHERE id = ?1",
+        [&id],
+    )
+    .expect("tamper with the task row");
+    let ran = store.run(&["replay", "--verify"]);
+    assert_eq!(ran.status, Some(1), "{}", ran.describe());
+    let report = single_object(&ran);
+    assert_eq!(report["replay"]["equal"], false, "{report}");
+    let difference = report["replay"]["difference"].as_str().unwrap_or_default();
+    assert!(
+        difference.contains(&id) && difference.starts_with("tasks/"),
+        "{difference}"
+    );
+
+    // Put the row back; then lose the newest event instead.
+    db.execute(
+        "UPDATE tasks SET body = replace(body, 'Edited title', 'Original title') WHERE id = ?1",
+        [&id],
+    )
+    .expect("restore the row");
+    store.replay_verifies();
+    let other = store.create("Second", &[]);
+    db.execute(
+        "DELETE FROM events WHERE seq = (SELECT max(seq) FROM events)",
+        [],
+    )
+    .expect("drop the last event");
+    let ran = store.run(&["replay", "--verify"]);
+    assert_eq!(ran.status, Some(1), "{}", ran.describe());
+    let report = single_object(&ran);
+    let difference = report["replay"]["difference"].as_str().unwrap_or_default();
+    // The first row to differ is the workspace's sequence counter: the log is one short.
+    assert!(
+        difference.starts_with("workspaces/") && difference.contains("last_seq"),
+        "{difference}"
+    );
+    assert!(
+        store.get(&id_of(&other))["id"].is_string(),
+        "the live row is still there"
+    );
+}
