@@ -323,7 +323,9 @@ async fn summary(
     } else {
         cycle_ms.iter().sum::<i64>() / cycle_ms.len() as i64
     };
+    let (replayed, rows, difference) = crate::replay_check(dir).await?;
     let summary = json!({
+        "replay": { "events": replayed, "rows": rows, "equal": difference.is_none(), "difference": difference },
         "tasks": tasks.len(),
         "by_status": by_status,
         "claims": shared.claims.load(Ordering::Relaxed),
@@ -354,6 +356,12 @@ async fn summary(
             "cycle time: avg {avg} ms, max {} ms; took {}s",
             summary["cycle_ms"]["max"], summary["elapsed_s"]
         );
+        match &difference {
+            None => {
+                println!("replay: {replayed} events rebuild the same {rows} rows as the live store")
+            }
+            Some(d) => println!("replay: DIFFERS at {d}"),
+        }
         println!("inspect it: baton --data-dir {} events", dir.display());
     }
     Ok(json!({ "demo": summary }))

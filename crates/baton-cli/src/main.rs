@@ -381,13 +381,21 @@ async fn task_command(
     }
 }
 
-/// Rebuilds every projection from the live log into a scratch store and compares.
-async fn replay(dir: &std::path::Path, verify: bool) -> Result<Outcome, Error> {
+/// Rebuilds every projection of the store in `dir` from its log, in a scratch store, and
+/// compares: (events replayed, rows compared, first difference).
+pub(crate) async fn replay_check(
+    dir: &std::path::Path,
+) -> Result<(usize, usize, Option<String>), Error> {
     let scratch_dir =
         std::env::temp_dir().join(format!("baton-replay-{}", baton_core::id::new_id("tmp")));
     let result = replay_into(dir, &scratch_dir).await;
     let _ = std::fs::remove_dir_all(&scratch_dir);
-    let (events, rows, difference) = result.map_err(|e| Error::storage(format!("{e:#}")))?;
+    result.map_err(|e| Error::storage(format!("{e:#}")))
+}
+
+/// `baton replay [--verify]`.
+async fn replay(dir: &std::path::Path, verify: bool) -> Result<Outcome, Error> {
+    let (events, rows, difference) = replay_check(dir).await?;
     let report = json!({ "events": events, "rows": rows, "equal": difference.is_none(), "difference": difference });
     match (verify, &difference) {
         (true, Some(_)) => Ok(Outcome::Exit(1, json!({ "replay": report }))),

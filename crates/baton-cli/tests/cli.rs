@@ -1571,3 +1571,34 @@ fn replay_verify_names_the_first_difference() {
         "the live row is still there"
     );
 }
+
+/// `baton demo` runs the whole story on the real operations: every task of the plan ends
+/// done, a vanished agent's lease expires and its task is re-claimed, and the log replays to
+/// the same state.
+#[test]
+fn demo_finishes_the_plan_and_replays() {
+    let out = Command::new(BATON)
+        .args(["--json", "demo", "--workers", "3", "--seed", "7"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run baton demo");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let demo = &summary["demo"];
+    assert_eq!(demo["tasks"], 9, "{summary}");
+    assert_eq!(demo["by_status"]["done"], 9, "{summary}");
+    assert!(
+        demo["lease_expiries"].as_u64().unwrap_or(0) >= 1,
+        "{summary}"
+    );
+    assert!(demo["claims"].as_u64().unwrap_or(0) >= 10, "{summary}");
+    assert_eq!(demo["replay"]["equal"], true, "{summary}");
+    if let Some(dir) = demo["data_dir"].as_str() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
