@@ -2,8 +2,11 @@
 //!
 //! # Run model
 //! All writes go through one writer thread per process. It takes every job that is waiting,
-//! runs them in one transaction, commits once, and only then answers each caller. A job that
-//! fails undoes only itself: the batch is rolled back and run again with a savepoint per job. With `synchronous=FULL`
+//! runs them in one transaction and commits once. In the default (full) durability mode a
+//! second thread, the syncer, then fsyncs the WAL once for every batch committed meanwhile
+//! and only then answers their callers, while the writer goes on with the next batch: group
+//! commit, with the fsync off the writer's path. A job that fails undoes only itself: the
+//! batch is rolled back and run again with a savepoint per job. With `synchronous=FULL`
 //! that commit is one fsync for the whole batch: group commit makes durable writes cheap.
 //! Several processes may share a file; SQLite's write lock serialises their writers.
 //!
@@ -23,10 +26,11 @@ use tx::{db_err, SqliteTx};
 /// How durable a commit is before it is acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Durability {
-    /// `synchronous=FULL`: survives power loss. The default.
+    /// Survives power loss: no call is answered before the WAL holding its commit has been
+    /// fsynced. The default.
     #[default]
     Full,
-    /// `synchronous=NORMAL`: survives a crash of the process, not of the machine.
+    /// Survives a crash of the process, not of the machine: answered at commit.
     Normal,
 }
 
@@ -64,9 +68,11 @@ fn connect(path: &Path, durability: Durability) -> Result<Connection> {
     let conn = Connection::open(path).map_err(db_err)?;
     conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))
         .map_err(db_err)?;
+    // Full durability does not use SQLite's synchronous=FULL, which fsyncs inside COMMIT
+    // and leaves the writer idle meanwhile: the writer commits and moves on, and the syncer
+    // thread fsyncs the WAL before anyone is answered (see `syncer_loop`).
     let sync = match durability {
-        Durability::Full => "FULL",
-        Durability::Normal => "NORMAL",
+        Durability::Full | Durability::Normal => "NORMAL",
     };
     conn.execute_batch(&format!(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA foreign_keys = OFF; PRAGMA temp_store = MEMORY; PRAGMA mmap_size = 268435456;"
@@ -109,11 +115,23 @@ impl SqliteStore {
             })
             .map_err(|e| Error::storage(format!("cannot start checkpointer: {e}")))?;
         let (tx, rx) = mpsc::channel::<Box<dyn WriteJob>>();
+        let synced = match options.durability {
+            Durability::Full => {
+                let (to_syncer, batches) = mpsc::channel::<Vec<Box<dyn WriteJob>>>();
+                let wal = wal_path(path);
+                std::thread::Builder::new()
+                    .name("baton-syncer".into())
+                    .spawn(move || syncer_loop(&wal, batches))
+                    .map_err(|e| Error::storage(format!("cannot start syncer: {e}")))?;
+                Some(to_syncer)
+            }
+            Durability::Normal => None,
+        };
         let commits = Arc::new(tokio::sync::Notify::new());
         let notify = commits.clone();
         std::thread::Builder::new()
             .name("baton-writer".into())
-            .spawn(move || writer_loop(writer, rx, notify, doorbell))
+            .spawn(move || writer_loop(writer, rx, notify, doorbell, synced))
             .map_err(|e| Error::storage(format!("cannot start writer: {e}")))?;
         Ok(Arc::new(SqliteStore {
             path: path.to_path_buf(),
@@ -139,6 +157,7 @@ fn writer_loop(
     rx: mpsc::Receiver<Box<dyn WriteJob>>,
     commits: Arc<tokio::sync::Notify>,
     checkpoint: mpsc::SyncSender<()>,
+    synced: Option<mpsc::Sender<Vec<Box<dyn WriteJob>>>>,
 ) {
     let mut batch: Vec<Box<dyn WriteJob>> = Vec::with_capacity(MAX_BATCH);
     let mut since_checkpoint = 0;
@@ -155,8 +174,18 @@ fn writer_loop(
         if committed.is_err() {
             let _ = conn.execute_batch("ROLLBACK");
         }
-        for job in batch.drain(..) {
-            job.finish(committed.clone());
+        match (&committed, &synced) {
+            // Committed: answered by the syncer once the WAL holding the batch is on disk.
+            (Ok(()), Some(syncer)) => {
+                if let Err(mpsc::SendError(jobs)) = syncer.send(std::mem::take(&mut batch)) {
+                    let gone = Error::storage("the syncer stopped");
+                    jobs.into_iter()
+                        .for_each(|job| job.finish(Err(gone.clone())));
+                }
+            }
+            _ => batch
+                .drain(..)
+                .for_each(|job| job.finish(committed.clone())),
         }
         if committed.is_ok() && appended > 0 {
             commits.notify_waiters();
@@ -166,6 +195,51 @@ fn writer_loop(
             since_checkpoint = 0;
             let _ = checkpoint.try_send(());
         }
+    }
+}
+
+/// The WAL file of the database at `db`.
+fn wal_path(db: &Path) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push("-wal");
+    PathBuf::from(name)
+}
+
+/// Answers committed batches once they are durable: takes every batch waiting, fsyncs the
+/// WAL once (covering all of them, and anything committed before), then answers in order.
+/// The writer meanwhile runs the next batch, so an fsync no longer stalls it.
+///
+/// This is group commit with early lock release: a reader may see a commit a little before
+/// it is on disk, but no caller is answered before, and every write is appended to the WAL
+/// after the ones it could have read, so a durable write's causes are durable too. Only a
+/// read-only observer can see a state that a power loss in that instant takes back.
+fn syncer_loop(wal: &Path, batches: mpsc::Receiver<Vec<Box<dyn WriteJob>>>) {
+    let mut file: Option<std::fs::File> = None;
+    while let Ok(mut jobs) = batches.recv() {
+        while let Ok(more) = batches.try_recv() {
+            jobs.extend(more);
+        }
+        let synced = sync_file(&mut file, wal);
+        for job in jobs {
+            job.finish(synced.clone());
+        }
+    }
+}
+
+fn sync_file(file: &mut Option<std::fs::File>, path: &Path) -> Result<()> {
+    if file.is_none() {
+        *file = Some(
+            std::fs::File::open(path)
+                .map_err(|e| Error::storage(format!("open {}: {e}", path.display())))?,
+        );
+    }
+    match file.as_ref().map(|f| f.sync_data()) {
+        Some(Ok(())) => Ok(()),
+        Some(Err(e)) => {
+            *file = None; // reopen next time, in case the file was replaced
+            Err(Error::storage(format!("fsync {}: {e}", path.display())))
+        }
+        None => Ok(()),
     }
 }
 
