@@ -146,6 +146,15 @@ impl SqliteStore {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Copies the whole WAL into the database file and truncates it, waiting for readers
+    /// and the writer as needed. For maintenance and benchmarks (after a bulk load); normal
+    /// operation checkpoints in the background.
+    pub fn checkpoint(&self) -> Result<()> {
+        let conn = connect(&self.path, self.durability)?;
+        conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+            .map_err(db_err)
+    }
 }
 
 /// Commits between checkpoint requests.

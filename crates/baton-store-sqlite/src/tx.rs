@@ -88,10 +88,16 @@ impl Tx for SqliteTx<'_> {
     }
 
     fn project(&mut self, ws: &str, id_or_name: &str) -> Result<Option<Project>> {
-        self.one(
-            "SELECT body FROM projects WHERE workspace_id = +?1 AND (id = +?2 OR name = +?2) ORDER BY id = +?2 DESC LIMIT 1",
+        match self.one(
+            "SELECT body FROM projects WHERE workspace_id = +?1 AND id = +?2",
             [ws, id_or_name],
-        )
+        )? {
+            Some(p) => Ok(Some(p)),
+            None => self.one(
+                "SELECT body FROM projects WHERE workspace_id = +?1 AND name = +?2",
+                [ws, id_or_name],
+            ),
+        }
     }
 
     fn put_project(&mut self, p: &Project) -> Result<()> {
@@ -103,10 +109,17 @@ impl Tx for SqliteTx<'_> {
     }
 
     fn agent(&mut self, ws: &str, id_or_name: &str) -> Result<Option<Agent>> {
-        self.one(
-            "SELECT body FROM agents WHERE workspace_id = +?1 AND (id = +?2 OR name = +?2) ORDER BY id = +?2 DESC LIMIT 1",
+        // Names are what agents pass on every claim: look them up first.
+        match self.one(
+            "SELECT body FROM agents WHERE workspace_id = +?1 AND name = +?2",
             [ws, id_or_name],
-        )
+        )? {
+            Some(a) => Ok(Some(a)),
+            None => self.one(
+                "SELECT body FROM agents WHERE workspace_id = +?1 AND id = +?2",
+                [ws, id_or_name],
+            ),
+        }
     }
 
     fn put_agent(&mut self, a: &Agent) -> Result<()> {
