@@ -54,7 +54,7 @@ CREATE INDEX tasks_claim ON tasks (workspace_id, priority DESC, due_key, id) WHE
 -- Queries restate the condition (or imply it with an equality), never leaving the planner
 -- to prove it from a bound value, which would re-prepare the statement on every execution.
 CREATE INDEX tasks_lease ON tasks (workspace_id, lease_expires_at) WHERE lease_expires_at IS NOT NULL;
-CREATE INDEX tasks_parent ON tasks (workspace_id, parent_id) WHERE parent_id IS NOT NULL;
+CREATE INDEX tasks_parent ON tasks (workspace_id, parent_id, id) WHERE parent_id IS NOT NULL;
 CREATE INDEX tasks_status ON tasks (workspace_id, status, id);
 CREATE UNIQUE INDEX tasks_key ON tasks (workspace_id, idem_key) WHERE idem_key IS NOT NULL;
 

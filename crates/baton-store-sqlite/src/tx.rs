@@ -67,6 +67,11 @@ fn dep_kind(kind: DepKind) -> &'static str {
     }
 }
 
+/// An optional filter value as a SQL parameter.
+fn arg<T: rusqlite::ToSql>(value: &Option<T>) -> Option<&dyn rusqlite::ToSql> {
+    value.as_ref().map(|v| v as &dyn rusqlite::ToSql)
+}
+
 const OPEN: &str = "status NOT IN ('done', 'failed', 'canceled')";
 
 impl Tx for SqliteTx<'_> {
@@ -180,25 +185,27 @@ impl Tx for SqliteTx<'_> {
     }
 
     fn list_tasks(&mut self, ws: &str, f: &TaskFilter) -> Result<Vec<Task>> {
+        // Only the filters given appear in the SQL, so the planner sees real equalities and
+        // seeks an index (status → tasks_status, parent → tasks_parent) instead of scanning.
+        let mut sql = String::from("SELECT body FROM tasks WHERE workspace_id = +?1");
+        let mut args: Vec<&dyn rusqlite::ToSql> = vec![&ws];
+        let status = f.status.map(|s| s.as_str());
         let label = f.label.as_ref().map(|l| format!("%,{l},%"));
-        self.many(
-            "SELECT body FROM tasks WHERE workspace_id = +?1
-               AND (?2 IS NULL OR status = +?2)
-               AND (?3 IS NULL OR parent_id = +?3)
-               AND (?4 IS NULL OR labels LIKE +?4)
-               AND (?5 IS NULL OR project_id = +?5)
-               AND (?6 IS NULL OR id > +?6)
-             ORDER BY id LIMIT ?7",
-            params![
-                ws,
-                f.status.map(|s| s.as_str()),
-                f.parent_id,
-                label,
-                f.project_id,
-                f.after_id,
-                f.limit
-            ],
-        )
+        let filters = [
+            ("status =", arg(&status)),
+            ("parent_id =", arg(&f.parent_id)),
+            ("labels LIKE", arg(&label)),
+            ("project_id =", arg(&f.project_id)),
+            ("id >", arg(&f.after_id)),
+        ];
+        for (clause, value) in filters {
+            if let Some(value) = value {
+                args.push(value);
+                sql.push_str(&format!(" AND {clause} +?{}", args.len()));
+            }
+        }
+        sql.push_str(&format!(" ORDER BY id LIMIT {}", f.limit));
+        self.many(&sql, args.as_slice())
     }
 
     fn claim_candidates(
