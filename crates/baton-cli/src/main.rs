@@ -6,7 +6,6 @@ mod args;
 mod demo;
 mod render;
 
-use anyhow::Context as _;
 use args::*;
 use baton_core::api::*;
 use baton_core::ops::plan;
@@ -414,46 +413,6 @@ async fn replay_into(
             durability: Durability::Normal,
         },
     )?;
-    let live_baton = Baton::new(live.clone(), Arc::new(SystemClock));
-    let scratch_baton = Baton::new(scratch.clone(), Arc::new(SystemClock));
-    // One read transaction: the log and the projections it is compared with are one snapshot.
-    let mut snapshot = None;
-    baton_core::store::Store::read(live.as_ref(), &mut |tx| {
-        let mut events = Vec::new();
-        for ws in tx.workspaces()? {
-            let mut after = 0;
-            loop {
-                let page = tx.events(&ws.id, after, 10_000)?;
-                let Some(last) = page.last() else { break };
-                after = last.seq;
-                events.extend(page);
-            }
-        }
-        snapshot = Some((events, tx.projection_rows()?));
-        Ok(())
-    })?;
-    let (events, live_rows) = snapshot.context("live store was not read")?;
-    let count = events.len();
-    for chunk in events.chunks(2_000) {
-        let chunk = chunk.to_vec();
-        scratch_baton
-            .write_tx(move |tx| {
-                for event in &chunk {
-                    baton_core::replay::apply(tx, event)?;
-                }
-                Ok(())
-            })
-            .await?;
-    }
-    let mut rebuilt = Vec::new();
-    baton_core::store::Store::read(scratch.as_ref(), &mut |tx| {
-        rebuilt = tx.projection_rows()?;
-        Ok(())
-    })?;
-    drop(live_baton);
-    Ok((
-        count,
-        live_rows.len(),
-        baton_core::replay::first_difference(&live_rows, &rebuilt),
-    ))
+    let v = baton_core::replay::verify(live.as_ref(), scratch).await?;
+    Ok((v.events, v.rows, v.difference))
 }

@@ -150,44 +150,8 @@ impl Env {
     /// Rebuilds the projections from this store's log in a scratch store and compares;
     /// `None` when they are equal.
     pub async fn replay_difference(&self) -> Option<String> {
-        let mut snapshot = None;
-        self.baton
-            .store()
-            .read(&mut |tx| {
-                let mut events = Vec::new();
-                for ws in tx.workspaces()? {
-                    let mut after = 0;
-                    loop {
-                        let page = tx.events(&ws.id, after, 10_000)?;
-                        let Some(last) = page.last() else { break };
-                        after = last.seq;
-                        events.extend(page);
-                    }
-                }
-                snapshot = Some((events, tx.projection_rows()?));
-                Ok(())
-            })
-            .expect("read live store");
-        let (events, live) = snapshot.expect("snapshot");
-        let (store, _dir) = open_store(self.backend);
-        let rebuilt_baton = Baton::new(store, Arc::new(ManualClock::new(T0)));
-        rebuilt_baton
-            .write_tx(move |tx| {
-                for e in &events {
-                    baton_core::replay::apply(tx, e)?;
-                }
-                Ok(())
-            })
-            .await
-            .expect("replay");
-        let mut rebuilt = Vec::new();
-        rebuilt_baton
-            .store()
-            .read(&mut |tx| {
-                rebuilt = tx.projection_rows()?;
-                Ok(())
-            })
-            .expect("read rebuilt");
-        baton_core::replay::first_difference(&live, &rebuilt)
+        let (scratch, _dir) = open_store(self.backend);
+        let verified = baton_core::replay::verify(self.baton.store().as_ref(), scratch).await;
+        verified.expect("replay runs").difference
     }
 }
