@@ -134,7 +134,12 @@ async fn run(cli: Cli) -> Result<Outcome, Error> {
         });
     }
     let baton = open(&dir, durability)?;
-    let actor = baton.actor(&cli.workspace, &cli.actor).await?;
+    // A claim is the agent acting: unless `--as` says otherwise, record it under its name.
+    let actor_name = match &cli.command {
+        Command::Claim(a) if cli.actor == "cli" => a.agent.clone(),
+        _ => cli.actor.clone(),
+    };
+    let actor = baton.actor(&cli.workspace, &actor_name).await?;
     let key = cli.idempotency_key.as_deref();
     match cli.command {
         Command::Init => Ok(Outcome::Value(json!({

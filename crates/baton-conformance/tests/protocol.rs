@@ -966,3 +966,174 @@ async fn replay_equals_live_state() {
         .unwrap();
     assert_eq!(env.replay_difference().await, None);
 }
+
+/// Timestamps outside what RFC 3339 can write back are refused, so no stored task becomes
+/// unreadable.
+#[tokio::test]
+async fn out_of_range_timestamps_are_refused() {
+    let env = env().await;
+    for due in [999_999_999_999_999i64, -1] {
+        let req = CreateTask {
+            title: "t".into(),
+            due_at: Some(due),
+            ..Default::default()
+        };
+        assert_eq!(
+            env.create(req).await.unwrap_err().code,
+            Code::InvalidInput,
+            "{due}"
+        );
+    }
+    let t = env.task("t").await;
+    let up = UpdateTask {
+        due_at: Some(i64::MAX),
+        ..Default::default()
+    };
+    assert_eq!(
+        env.baton
+            .update_task(&env.actor, None, &t.id, up)
+            .await
+            .unwrap_err()
+            .code,
+        Code::InvalidInput
+    );
+    assert!(env.claim("w").await.is_some(), "the workspace still works");
+}
+
+/// Waiting claimers of one agent with the same capabilities in another order do not wake
+/// each other: a claim that finds nothing writes nothing.
+#[tokio::test]
+async fn idle_long_polls_write_nothing() {
+    let env = env().await;
+    env.claim_with("worker", &["a", "b"]).await; // registers the agent
+    let before = env.event_count();
+    let mut waiters = Vec::new();
+    for caps in [vec!["a", "b"], vec!["b", "a"]] {
+        let (baton, actor) = (env.baton.clone(), env.actor.clone());
+        waiters.push(tokio::spawn(async move {
+            let req = ClaimRequest {
+                agent: "worker".into(),
+                capabilities: caps.into_iter().map(String::from).collect(),
+                wait: Some(Duration(600)),
+                ..Default::default()
+            };
+            baton.claim(&actor, None, req).await
+        }));
+    }
+    for w in waiters {
+        assert!(w.await.unwrap().unwrap().claims.is_empty());
+    }
+    assert_eq!(env.event_count(), before, "idle claims appended events");
+}
+
+/// `If-Match` is checked against the version a caller could read, even when a lapsed lease
+/// is expired by the same call.
+#[tokio::test]
+async fn version_check_is_stable_across_lazy_expiry() {
+    let env = env().await;
+    let t = env
+        .create(CreateTask {
+            title: "t".into(),
+            lease_ttl: Some(Duration::secs(5)),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    env.claim("w").await.unwrap();
+    env.clock.advance(6_000);
+    let seen = env.get(&t.id).version;
+    let up = UpdateTask {
+        version: Some(seen),
+        priority: Some(7),
+        ..Default::default()
+    };
+    let out = env
+        .baton
+        .update_task(&env.actor, None, &t.id, up)
+        .await
+        .unwrap();
+    assert_eq!(out.task.priority, 7);
+    assert_eq!(
+        out.task.status,
+        Status::Ready,
+        "the lapsed lease was expired on the way"
+    );
+}
+
+/// A planner's override of a failed dependency sticks: the failed edge becomes `relates_to`,
+/// and the task's own later failures retry normally.
+#[tokio::test]
+async fn unblocking_a_failed_dependency_sticks() {
+    let env = env().await;
+    let a = env
+        .create(CreateTask {
+            title: "a".into(),
+            priority: Some(9),
+            max_attempts: Some(1),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let c = env
+        .create(CreateTask {
+            title: "c".into(),
+            blocked_by: vec![a.id.clone()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let ca = env.claim("w").await.unwrap();
+    env.lease(
+        &a.id,
+        &ca.lease.token,
+        LeaseOp::Fail(Fail {
+            error: "no".into(),
+            ..Default::default()
+        }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        env.get(&c.id).blocked_reason,
+        Some(BlockedReason::DependencyFailed)
+    );
+    env.baton
+        .transition(&env.actor, None, Op::Unblock, &c.id, None)
+        .await
+        .unwrap();
+    let cc = env.claim("w").await.unwrap();
+    assert_eq!(cc.task.id, c.id);
+    let out = env
+        .lease(
+            &c.id,
+            &cc.lease.token,
+            LeaseOp::Fail(Fail {
+                error: "flaky".into(),
+                ..Default::default()
+            }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        out["task"]["status"], "ready",
+        "retried, not blocked again: {out}"
+    );
+    let brief = env.baton.brief(&env.actor, &c.id, None).unwrap();
+    assert_eq!(brief["brief"]["dependencies"][0]["relation"], "relates_to");
+    let bad = Heartbeat {
+        lease_ttl: Some(Duration(0)),
+        ..Default::default()
+    };
+    let cc = {
+        env.clock.advance(10 * 60 * 1000);
+        env.claim("w").await.unwrap()
+    };
+    assert_eq!(
+        env.lease(&c.id, &cc.lease.token, LeaseOp::Heartbeat(bad))
+            .await
+            .unwrap_err()
+            .code,
+        Code::InvalidDuration
+    );
+    assert_eq!(env.replay_difference().await, None);
+}

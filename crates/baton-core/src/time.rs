@@ -74,17 +74,35 @@ pub fn format_rfc3339(ms: Millis) -> String {
 
 /// Parses an RFC 3339 timestamp (or integer milliseconds) into milliseconds.
 pub fn parse_timestamp(text: &str) -> Result<Millis> {
-    if let Ok(ms) = text.trim().parse::<i64>() {
-        return Ok(ms);
-    }
-    chrono::DateTime::parse_from_rfc3339(text.trim())
-        .map(|t| t.timestamp_millis())
-        .map_err(|_| {
-            Error::invalid(
+    let ms = match text.trim().parse::<i64>() {
+        Ok(ms) => ms,
+        Err(_) => chrono::DateTime::parse_from_rfc3339(text.trim())
+            .map(|t| t.timestamp_millis())
+            .map_err(|_| {
+                Error::invalid(
                 format!("'{text}' is not a timestamp"),
                 "use RFC 3339, e.g. 2026-12-01T12:00:00Z, or integer milliseconds since the epoch",
             )
-        })
+            })?,
+    };
+    check_timestamp(ms)
+}
+
+/// 1970-01-01T00:00:00Z and 9999-12-31T23:59:59.999Z: the timestamps Baton accepts. Every
+/// accepted timestamp must format as RFC 3339 and parse back, or a stored task could no
+/// longer be read.
+pub const TIMESTAMP_RANGE: std::ops::RangeInclusive<Millis> = 0..=253_402_300_799_999;
+
+/// Accepts a timestamp inside [`TIMESTAMP_RANGE`].
+pub fn check_timestamp(ms: Millis) -> Result<Millis> {
+    if TIMESTAMP_RANGE.contains(&ms) {
+        Ok(ms)
+    } else {
+        Err(Error::invalid(
+            format!("timestamp {ms} is out of range"),
+            "give a time between 1970-01-01T00:00:00Z and 9999-12-31T23:59:59Z",
+        ))
+    }
 }
 
 /// A span of time in milliseconds that reads and writes as `30s`, `5m`, `2h`, `1500ms`.
@@ -296,5 +314,15 @@ mod tests {
         let ms = parse_timestamp("2026-12-01T12:00:00Z").unwrap();
         assert_eq!(format_rfc3339(ms), "2026-12-01T12:00:00.000Z");
         assert!(parse_timestamp("yesterday").is_err());
+        for bad in ["999999999999999", "-1", "10000-01-01T00:00:00Z"] {
+            assert!(parse_timestamp(bad).is_err(), "{bad}");
+        }
+        for edge in [*TIMESTAMP_RANGE.start(), *TIMESTAMP_RANGE.end()] {
+            assert_eq!(
+                parse_timestamp(&format_rfc3339(edge)).unwrap(),
+                edge,
+                "round trip of {edge}"
+            );
+        }
     }
 }

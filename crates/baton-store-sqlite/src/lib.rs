@@ -19,6 +19,7 @@ use baton_core::store::{Store, Tx, WriteJob};
 use baton_core::{Code, Error, Result};
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use tx::{db_err, SqliteTx};
@@ -115,13 +116,15 @@ impl SqliteStore {
             })
             .map_err(|e| Error::storage(format!("cannot start checkpointer: {e}")))?;
         let (tx, rx) = mpsc::channel::<Box<dyn WriteJob>>();
+        let sync_failed = Arc::new(AtomicBool::new(false));
+        let failed = sync_failed.clone();
         let synced = match options.durability {
             Durability::Full => {
                 let (to_syncer, batches) = mpsc::channel::<Vec<Box<dyn WriteJob>>>();
                 let wal = wal_path(path);
                 std::thread::Builder::new()
                     .name("baton-syncer".into())
-                    .spawn(move || syncer_loop(&wal, batches))
+                    .spawn(move || syncer_loop(&wal, batches, failed))
                     .map_err(|e| Error::storage(format!("cannot start syncer: {e}")))?;
                 Some(to_syncer)
             }
@@ -131,7 +134,7 @@ impl SqliteStore {
         let notify = commits.clone();
         std::thread::Builder::new()
             .name("baton-writer".into())
-            .spawn(move || writer_loop(writer, rx, notify, doorbell, synced))
+            .spawn(move || writer_loop(writer, rx, notify, doorbell, synced, sync_failed))
             .map_err(|e| Error::storage(format!("cannot start writer: {e}")))?;
         Ok(Arc::new(SqliteStore {
             path: path.to_path_buf(),
@@ -167,6 +170,7 @@ fn writer_loop(
     commits: Arc<tokio::sync::Notify>,
     checkpoint: mpsc::SyncSender<()>,
     synced: Option<mpsc::Sender<Vec<Box<dyn WriteJob>>>>,
+    sync_failed: Arc<AtomicBool>,
 ) {
     let mut batch: Vec<Box<dyn WriteJob>> = Vec::with_capacity(MAX_BATCH);
     let mut since_checkpoint = 0;
@@ -177,6 +181,12 @@ fn writer_loop(
                 Ok(job) => batch.push(job),
                 Err(_) => break,
             }
+        }
+        if sync_failed.load(Ordering::SeqCst) {
+            batch
+                .drain(..)
+                .for_each(|job| job.finish(Err(fsync_failed())));
+            continue;
         }
         let mut appended = 0;
         let committed = run_batch(&conn, &mut batch, &mut appended);
@@ -222,34 +232,61 @@ fn wal_path(db: &Path) -> PathBuf {
 /// it is on disk, but no caller is answered before, and every write is appended to the WAL
 /// after the ones it could have read, so a durable write's causes are durable too. Only a
 /// read-only observer can see a state that a power loss in that instant takes back.
-fn syncer_loop(wal: &Path, batches: mpsc::Receiver<Vec<Box<dyn WriteJob>>>) {
+///
+/// A failed fsync is fatal: after one, Linux may report later fsyncs as successful although
+/// the failed pages were dropped, so nothing can be acknowledged as durable again. The store
+/// is marked failed and every job from then on is refused until a restart.
+fn syncer_loop(
+    wal: &Path,
+    batches: mpsc::Receiver<Vec<Box<dyn WriteJob>>>,
+    failed: Arc<AtomicBool>,
+) {
     let mut file: Option<std::fs::File> = None;
     while let Ok(mut jobs) = batches.recv() {
         while let Ok(more) = batches.try_recv() {
             jobs.extend(more);
         }
-        let synced = sync_file(&mut file, wal);
+        let synced = if failed.load(Ordering::SeqCst) {
+            Err(fsync_failed())
+        } else {
+            sync_wal(&mut file, wal)
+        };
+        if synced.is_err() {
+            failed.store(true, Ordering::SeqCst);
+        }
         for job in jobs {
             job.finish(synced.clone());
         }
     }
 }
 
-fn sync_file(file: &mut Option<std::fs::File>, path: &Path) -> Result<()> {
-    if file.is_none() {
-        *file = Some(
-            std::fs::File::open(path)
-                .map_err(|e| Error::storage(format!("open {}: {e}", path.display())))?,
-        );
-    }
-    match file.as_ref().map(|f| f.sync_data()) {
-        Some(Ok(())) => Ok(()),
-        Some(Err(e)) => {
-            *file = None; // reopen next time, in case the file was replaced
-            Err(Error::storage(format!("fsync {}: {e}", path.display())))
+/// The error every job gets once an fsync has failed.
+fn fsync_failed() -> Error {
+    Error::new(
+        Code::Internal,
+        "the store could not sync its log to disk; no write can be acknowledged",
+        "restart baton; check the disk (space, errors in the kernel log)",
+    )
+}
+
+/// fsyncs the WAL. The first time, also the directory holding it: the WAL may have just been
+/// created, and a new file's name is durable only once its directory is synced.
+fn sync_wal(file: &mut Option<std::fs::File>, path: &Path) -> Result<()> {
+    let io =
+        |what: &str, e: std::io::Error| Error::storage(format!("{what} {}: {e}", path.display()));
+    let wal = match file {
+        Some(f) => f,
+        None => {
+            let opened = std::fs::File::open(path).map_err(|e| io("open", e))?;
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::File::open(dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(|e| io("sync directory of", e))?;
+            }
+            file.insert(opened)
         }
-        None => Ok(()),
-    }
+    };
+    wal.sync_data().map_err(|e| io("fsync", e))
 }
 
 /// Runs a batch in one transaction and commits it. Optimistic first: without savepoints,

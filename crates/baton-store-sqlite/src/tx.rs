@@ -11,7 +11,7 @@ use serde::Serialize;
 /// A transaction on a connection; the caller begins and ends it.
 pub(crate) struct SqliteTx<'c> {
     pub(crate) conn: &'c Connection,
-    /// Events appended so far: a batch that appended any wakes long-poll claims.
+    /// Task events appended so far: a batch that appended any wakes long-poll claims.
     pub(crate) events_appended: usize,
 }
 
@@ -362,7 +362,11 @@ impl Tx for SqliteTx<'_> {
             "INSERT INTO events (workspace_id, seq, type, at, actor, task_id, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![e.workspace_id, seq, e.kind, e.at, e.actor, e.task_id, e.data],
         )?;
-        self.events_appended += 1;
+        // Only changes to tasks can make work claimable: agent and workspace events must not
+        // wake long-poll claims (a claimer registering itself would wake every other).
+        if e.task_id.is_some() {
+            self.events_appended += 1;
+        }
         Ok(seq as u64)
     }
 

@@ -25,8 +25,15 @@ pub fn ensure_agent(ctx: &mut Ctx<'_>, name: &str, capabilities: &[String]) -> R
     let capabilities = check_tags("capabilities", capabilities)?;
     match ctx.tx.agent(ctx.ws, name)? {
         Some(mut agent) => {
-            // Writes only on a real change, so a claim that finds nothing writes nothing.
-            if agent.capabilities != capabilities && !capabilities.is_empty() {
+            // Writes only on a real change (compared as sets), so a claim that finds nothing
+            // writes nothing.
+            let same = {
+                let (mut a, mut b) = (agent.capabilities.clone(), capabilities.clone());
+                a.sort_unstable();
+                b.sort_unstable();
+                a == b
+            };
+            if !same && !capabilities.is_empty() {
                 agent.capabilities = capabilities;
                 agent.last_seen_at = ctx.now;
                 ctx.tx.put_agent(&agent)?;
@@ -374,6 +381,13 @@ pub fn heartbeat(ctx: &mut Ctx<'_>, id: &str, token: &str, hb: &Heartbeat) -> Re
         .is_some_and(|p| p.killed)
     {
         signals.push("killed".into());
+    }
+    if hb.lease_ttl.is_some_and(|ttl| ttl.0 < 1000) {
+        return Err(Error::new(
+            Code::InvalidDuration,
+            "lease_ttl must be at least 1s",
+            "give e.g. 30s or 5m",
+        ));
     }
     let ttl = hb.lease_ttl.unwrap_or(task.lease_ttl);
     let expires_at = ctx.now + ttl.ms();

@@ -81,6 +81,9 @@ pub fn validate_create(req: &CreateTask) -> Result<()> {
     if let (Some(schema), Some(input)) = (&req.input_schema, &req.input) {
         crate::schema::validate("input", schema, input)?;
     }
+    for ms in [req.due_at, req.not_before].into_iter().flatten() {
+        crate::time::check_timestamp(ms)?;
+    }
     Ok(())
 }
 
@@ -219,8 +222,14 @@ pub fn list(ctx: &mut Ctx<'_>, mut filter: TaskFilter) -> Result<TasksOut> {
 
 /// Changes a task's fields. `intent` is immutable; a stale `version` is `VERSION_CONFLICT`.
 pub fn update(ctx: &mut Ctx<'_>, id: &str, req: UpdateTask) -> Result<TaskOut> {
-    let mut task = ctx.task(id)?;
+    // The version is checked against what the caller could have read: before `Ctx::task`
+    // expires a lapsed lease (which bumps the version, and is undone if this call fails).
+    let stored = ctx
+        .tx
+        .task(ctx.ws, id)?
+        .ok_or_else(|| Error::not_found("task", id))?;
     if let Some(expected) = req.version {
+        let task = &stored;
         if expected != task.version {
             return Err(Error::new(
                 Code::VersionConflict,
@@ -230,6 +239,7 @@ pub fn update(ctx: &mut Ctx<'_>, id: &str, req: UpdateTask) -> Result<TaskOut> {
             .with_details(json!({ "current_version": task.version })));
         }
     }
+    let mut task = ctx.task(id)?;
     state::check(id, task.status, Op::Update)?;
     if req.intent.is_some() {
         return Err(Error::invalid(
@@ -257,8 +267,8 @@ pub fn update(ctx: &mut Ctx<'_>, id: &str, req: UpdateTask) -> Result<TaskOut> {
     if let Some(p) = req.priority {
         task.priority = p;
     }
-    if req.due_at.is_some() {
-        task.due_at = req.due_at;
+    if let Some(due) = req.due_at {
+        task.due_at = Some(crate::time::check_timestamp(due)?);
     }
     if let Some(labels) = req.labels {
         task.labels = check_tags("labels", &labels)?;
@@ -371,8 +381,22 @@ pub fn unblock(ctx: &mut Ctx<'_>, id: &str) -> Result<TaskOut> {
             .with_details(json!({ "status": "blocked", "blocked_reason": "dependencies", "allowed": ["update", "cancel"] })))
         }
         Some(BlockedReason::DependencyFailed) => {
-            task.status = Status::Ready;
-            task.blocked_reason = None;
+            // The planner proceeds without the failed blockers: their `blocks` edges become
+            // `relates_to`, so no later settle blocks the task on them again.
+            for dep in ctx.tx.deps_of(ctx.ws, id)? {
+                if dep.kind != DepKind::Blocks {
+                    continue;
+                }
+                let failed = ctx.tx.task(ctx.ws, &dep.blocker_id)?.is_some_and(|b| matches!(b.status, Status::Failed | Status::Canceled));
+                if failed {
+                    ctx.tx.delete_dep(ctx.ws, &dep.blocker_id, id, DepKind::Blocks)?;
+                    ctx.emit("dependency.removed", Some(id), json!({ "dependency": dep }))?;
+                    let waived = Dependency { kind: DepKind::RelatesTo, created_at: ctx.now, ..dep };
+                    ctx.tx.put_dep(&waived)?;
+                    ctx.emit("dependency.added", Some(id), json!({ "dependency": waived }))?;
+                }
+            }
+            graph::settle(ctx, &mut task)?;
         }
         _ => graph::settle(ctx, &mut task)?,
     }
