@@ -1137,3 +1137,30 @@ async fn unblocking_a_failed_dependency_sticks() {
     );
     assert_eq!(env.replay_difference().await, None);
 }
+
+/// A claim pages past many tasks the agent cannot take (here 300 needing `gpu`, ahead of it
+/// in claim order) and still finds the one it can, in order.
+#[tokio::test]
+async fn claim_pages_past_tasks_the_agent_cannot_take() {
+    let env = env().await;
+    for i in 0..300 {
+        let req = CreateTask {
+            title: format!("gpu {i}"),
+            priority: Some(5 + (i % 3)),
+            required_capabilities: vec!["gpu".into()],
+            ..Default::default()
+        };
+        env.create(req).await.unwrap();
+    }
+    let plain = env.task("plain").await;
+    let got = env.claim("cpu-only").await.expect("the plain task");
+    assert_eq!(got.task.id, plain.id);
+    assert_eq!(
+        env.claim_with("gpu-box", &["gpu"])
+            .await
+            .unwrap()
+            .task
+            .priority,
+        7
+    );
+}

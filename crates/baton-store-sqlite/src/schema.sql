@@ -38,7 +38,7 @@ CREATE TABLE tasks (
     project_id       TEXT NOT NULL,
     parent_id        TEXT,
     status           TEXT NOT NULL,
-    priority         INTEGER NOT NULL,
+    neg_priority     INTEGER NOT NULL,   -- -priority: claim order is ascending on every column
     due_key          INTEGER NOT NULL,   -- due_at, or i64::MAX when none: sorts last
     not_before       INTEGER,
     lease_expires_at INTEGER,
@@ -48,8 +48,9 @@ CREATE TABLE tasks (
     UNIQUE (workspace_id, id)
 );
 
--- Claim order: only ready tasks are indexed, so the index stays as small as the queue.
-CREATE INDEX tasks_claim ON tasks (workspace_id, priority DESC, due_key, id) WHERE status = 'ready';
+-- Claim order: only ready tasks are indexed, so the index stays as small as the queue. All
+-- columns ascend, so a page of candidates resumes with a row-value seek past the last one.
+CREATE INDEX tasks_claim ON tasks (workspace_id, neg_priority, due_key, id) WHERE status = 'ready';
 -- Partial indexes hold only the rows that have the column set, so most writes skip them.
 -- Queries restate the condition (or imply it with an equality), never leaving the planner
 -- to prove it from a bound value, which would re-prepare the statement on every execution.

@@ -158,11 +158,11 @@ impl Tx for SqliteTx<'_> {
         self.exec(
             // An upsert, not INSERT OR REPLACE: an update in place touches only the indexes
             // whose columns changed, where a replace deletes and re-inserts every entry.
-            "INSERT INTO tasks (workspace_id, id, project_id, parent_id, status, priority, due_key,
+            "INSERT INTO tasks (workspace_id, id, project_id, parent_id, status, neg_priority, due_key,
                  not_before, lease_expires_at, idem_key, labels, body)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
              ON CONFLICT (workspace_id, id) DO UPDATE SET project_id = excluded.project_id,
-                 parent_id = excluded.parent_id, status = excluded.status, priority = excluded.priority,
+                 parent_id = excluded.parent_id, status = excluded.status, neg_priority = excluded.neg_priority,
                  due_key = excluded.due_key, not_before = excluded.not_before,
                  lease_expires_at = excluded.lease_expires_at, idem_key = excluded.idem_key,
                  labels = excluded.labels, body = excluded.body",
@@ -172,7 +172,7 @@ impl Tx for SqliteTx<'_> {
                 t.project_id,
                 t.parent_id,
                 t.status.as_str(),
-                t.priority,
+                t.priority.saturating_neg(),
                 t.due_at.unwrap_or(i64::MAX),
                 t.not_before,
                 t.lease.as_ref().map(|l| l.expires_at),
@@ -222,14 +222,12 @@ impl Tx for SqliteTx<'_> {
                AND t.project_id NOT IN (SELECT id FROM projects WHERE workspace_id = +?1 AND killed = 1)
                AND NOT EXISTS (SELECT 1 FROM tasks AS c WHERE c.workspace_id = +?1 AND c.parent_id = t.id
                                AND c.status NOT IN ('done', 'failed', 'canceled'))";
-        let order = format!("ORDER BY t.priority DESC, t.due_key, t.id LIMIT {limit}");
+        let order = format!("ORDER BY t.neg_priority, t.due_key, t.id LIMIT {limit}");
         match after {
             None => self.many(&format!("{sql} {order}"), params![ws, now]),
             Some(c) => self.many(
-                &format!(
-                    "{sql} AND (t.priority < +?3 OR (t.priority = +?3 AND (t.due_key > +?4 OR (t.due_key = +?4 AND t.id > +?5)))) {order}"
-                ),
-                params![ws, now, c.priority, c.due_key, c.id],
+                &format!("{sql} AND (t.neg_priority, t.due_key, t.id) > (?3, ?4, ?5) {order}"),
+                params![ws, now, c.priority.saturating_neg(), c.due_key, c.id],
             ),
         }
     }
