@@ -120,6 +120,12 @@ pub(crate) enum Command {
     },
     /// Expire lapsed leases now (claims do this too).
     Reap,
+    /// Serve the HTTP API (on the embedded store).
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:7300", env = "BATON_LISTEN")]
+        listen: String,
+    },
     /// Watch simulated agents plan and work through a project.
     Demo(DemoArgs),
     /// Internal: create tasks one by one, printing each id once it is durable (crash tests).

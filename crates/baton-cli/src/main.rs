@@ -287,8 +287,38 @@ async fn run(cli: Cli) -> Result<Outcome, Error> {
             }
             Ok(Outcome::Printed)
         }
+        Command::Serve { listen } => {
+            let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| {
+                Error::invalid(
+                    format!("cannot listen on {listen}: {e}"),
+                    "choose a free address with --listen",
+                )
+            })?;
+            eprintln!("baton: serving {} on http://{listen}", dir.display());
+            baton_server::serve(listener, baton, &cli.workspace, shutdown_signal()).await?;
+            Ok(Outcome::Printed)
+        }
         Command::Demo(_) => unreachable!("handled above"),
     }
+}
+
+/// Resolves on SIGTERM or Ctrl-C: the server stops accepting and drains in-flight requests.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }
 
 async fn lease(

@@ -1,0 +1,382 @@
+//! The HTTP API against a real server on loopback, driven by a real HTTP client (reqwest):
+//! the agent loop, the error classes with their statuses, If-Match, Idempotency-Key and the
+//! long-poll claim.
+
+use baton_core::time::SystemClock;
+use baton_core::Baton;
+use reqwest::{Client, StatusCode};
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A running server on a fresh store: its base URL and a client.
+struct Server {
+    base: String,
+    http: Client,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    async fn start() -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            baton_store_sqlite::SqliteStore::open(&dir.path().join("baton.db"), Default::default())
+                .unwrap();
+        let baton = Baton::new(store, Arc::new(SystemClock));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(baton_server::serve(
+            listener,
+            baton,
+            "default",
+            std::future::pending(),
+        ));
+        Server {
+            base,
+            http: Client::new(),
+            _dir: dir,
+        }
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, Value) {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.http.request(method.parse().unwrap(), url);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        let value = serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("{method} {path}: not JSON: {text}"));
+        (status, value)
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call("POST", path, Some(body), &[]).await
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.call("GET", path, None, &[]).await
+    }
+}
+
+fn error_code(v: &Value) -> &str {
+    assert!(
+        v["error"]["message"].is_string()
+            && v["error"]["hint"].is_string()
+            && v["error"]["retryable"].is_boolean(),
+        "{v}"
+    );
+    v["error"]["code"].as_str().unwrap_or("")
+}
+
+/// Plan, claim, heartbeat, record, complete: the dependent is released; the events tell it.
+#[tokio::test]
+async fn agent_loop_over_http() {
+    let s = Server::start().await;
+    assert_eq!(
+        s.http
+            .get(format!("{}/healthz", s.base))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    let (st, a) = s
+        .post(
+            "/v1/tasks",
+            json!({"title": "design", "intent": "why", "priority": 5}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{a}");
+    let a_id = a["task"]["id"].as_str().unwrap().to_string();
+    let (_, b) = s
+        .post("/v1/tasks", json!({"title": "build", "blocked_by": [a_id]}))
+        .await;
+    assert_eq!(b["task"]["status"], "blocked");
+    let b_id = b["task"]["id"].as_str().unwrap().to_string();
+
+    let (st, claims) = s
+        .post(
+            "/v1/tasks/claim",
+            json!({"agent": "w1", "lease_ttl": "30s"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{claims}");
+    let claim = &claims["claims"][0];
+    assert_eq!(claim["task"]["id"], a_id.as_str());
+    let token = claim["lease"]["token"].as_str().unwrap().to_string();
+
+    let (st, hb) = s
+        .post(
+            &format!("/v1/tasks/{a_id}/heartbeat"),
+            json!({"lease": token, "progress": 0.5}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{hb}");
+    assert_eq!(hb["signals"], json!([]));
+    let (st, ctx) = s
+        .post(
+            &format!("/v1/tasks/{a_id}/context"),
+            json!({"type": "decision", "content": "use sqlite", "lease": token}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{ctx}");
+    let (st, done) = s
+        .post(
+            &format!("/v1/tasks/{a_id}/complete"),
+            json!({"lease": token, "output": {"ok": true}}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{done}");
+    assert_eq!(done["task"]["status"], "done");
+    let (_, b) = s.get(&format!("/v1/tasks/{b_id}")).await;
+    assert_eq!(b["task"]["status"], "ready");
+    let (_, brief) = s.get(&format!("/v1/tasks/{a_id}/brief")).await;
+    assert_eq!(brief["brief"]["context"][0]["content"], "use sqlite");
+    let (_, list) = s.get("/v1/tasks?status=ready").await;
+    assert_eq!(list["tasks"].as_array().unwrap().len(), 1);
+    let (_, events) = s.get("/v1/events?after=0&limit=1000").await;
+    let seqs: Vec<u64> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).collect::<Vec<_>>(),
+        "gap-free"
+    );
+    assert!(
+        !serde_json::to_string(&list).unwrap().contains(&token),
+        "tokens never appear in reads"
+    );
+}
+
+/// Every class of bad input gets a structured error with the right status and writes nothing.
+#[tokio::test]
+async fn errors_have_codes_and_statuses() {
+    let s = Server::start().await;
+    let (_, t) = s.post("/v1/tasks", json!({"title": "t"})).await;
+    let id = t["task"]["id"].as_str().unwrap().to_string();
+    let (_, before) = s.get("/v1/events?limit=1000").await;
+
+    let raw = s
+        .http
+        .post(format!("{}/v1/tasks", s.base))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status(), StatusCode::BAD_REQUEST);
+    let v: Value = raw.json().await.unwrap();
+    assert_eq!(error_code(&v), "INVALID_INPUT");
+
+    let cases = [
+        (
+            "POST",
+            "/v1/tasks".to_string(),
+            Some(json!({"title": "x", "colour": "red"})),
+            StatusCode::BAD_REQUEST,
+            "INVALID_INPUT",
+        ),
+        (
+            "POST",
+            "/v1/tasks".to_string(),
+            Some(json!({"title": 7})),
+            StatusCode::BAD_REQUEST,
+            "INVALID_INPUT",
+        ),
+        (
+            "POST",
+            "/v1/tasks".to_string(),
+            Some(json!({"title": "x".repeat(2000)})),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "TOO_LARGE",
+        ),
+        (
+            "POST",
+            "/v1/tasks".to_string(),
+            Some(json!({"title": "x", "lease_ttl": "5x"})),
+            StatusCode::BAD_REQUEST,
+            "INVALID_INPUT",
+        ),
+        (
+            "GET",
+            "/v1/tasks/tsk_nope".to_string(),
+            None,
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+        ),
+        (
+            "GET",
+            "/v1/nowhere".to_string(),
+            None,
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+        ),
+        (
+            "GET",
+            "/v1/tasks?limit=lots".to_string(),
+            None,
+            StatusCode::BAD_REQUEST,
+            "INVALID_INPUT",
+        ),
+        (
+            "POST",
+            format!("/v1/tasks/{id}/complete"),
+            Some(json!({"lease": "lse_forged"})),
+            StatusCode::CONFLICT,
+            "LEASE_LOST",
+        ),
+        (
+            "POST",
+            format!("/v1/tasks/{id}/complete"),
+            Some(json!({})),
+            StatusCode::BAD_REQUEST,
+            "INVALID_INPUT",
+        ),
+        (
+            "POST",
+            format!("/v1/tasks/{id}/approve"),
+            Some(json!({})),
+            StatusCode::CONFLICT,
+            "INVALID_TRANSITION",
+        ),
+        (
+            "POST",
+            format!("/v1/tasks/{id}/explode"),
+            Some(json!({})),
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+        ),
+        (
+            "POST",
+            format!("/v1/tasks/{id}/dependencies"),
+            Some(json!({"blocker_id": id})),
+            StatusCode::CONFLICT,
+            "CYCLE",
+        ),
+    ];
+    for (method, path, body, status, code) in cases {
+        let (st, v) = s.call(method, &path, body, &[]).await;
+        assert_eq!((st, error_code(&v)), (status, code), "{method} {path}: {v}");
+    }
+    let big = "x".repeat(baton_server::MAX_BODY + 10);
+    let resp = s
+        .http
+        .post(format!("{}/v1/tasks", s.base))
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let (_, after) = s.get("/v1/events?limit=1000").await;
+    assert_eq!(before, after, "bad input wrote nothing");
+}
+
+/// `If-Match` carries the version; a stale one is 409 VERSION_CONFLICT. `Idempotency-Key`
+/// replays the stored answer, and refuses a different body under the same key.
+#[tokio::test]
+async fn if_match_and_idempotency_keys() {
+    let s = Server::start().await;
+    let (_, t) = s.post("/v1/tasks", json!({"title": "t"})).await;
+    let id = t["task"]["id"].as_str().unwrap().to_string();
+    let path = format!("/v1/tasks/{id}");
+    let (st, v) = s
+        .call(
+            "PATCH",
+            &path,
+            Some(json!({"title": "t2"})),
+            &[("if-match", "1")],
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let (st, v) = s
+        .call(
+            "PATCH",
+            &path,
+            Some(json!({"title": "t3"})),
+            &[("if-match", "1")],
+        )
+        .await;
+    assert_eq!(
+        (st, error_code(&v)),
+        (StatusCode::CONFLICT, "VERSION_CONFLICT")
+    );
+    assert_eq!(v["error"]["details"]["current_version"], 2);
+
+    let create = |title: &str| json!({"title": title});
+    let (st1, a) = s
+        .call(
+            "POST",
+            "/v1/tasks",
+            Some(create("once")),
+            &[("idempotency-key", "k-1")],
+        )
+        .await;
+    let (st2, b) = s
+        .call(
+            "POST",
+            "/v1/tasks",
+            Some(create("once")),
+            &[("idempotency-key", "k-1")],
+        )
+        .await;
+    assert_eq!((st1, st2), (StatusCode::CREATED, StatusCode::CREATED));
+    assert_eq!(a, b);
+    let (st, v) = s
+        .call(
+            "POST",
+            "/v1/tasks",
+            Some(create("other")),
+            &[("idempotency-key", "k-1")],
+        )
+        .await;
+    assert_eq!(
+        (st, error_code(&v)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "IDEMPOTENCY_MISMATCH")
+    );
+}
+
+/// A waiting claim returns as soon as a matching task is created, woken by the commit.
+#[tokio::test]
+async fn long_poll_claim_wakes_on_creation() {
+    let s = Arc::new(Server::start().await);
+    let waiter = {
+        let s = s.clone();
+        tokio::spawn(async move {
+            let (_, v) = s
+                .post("/v1/tasks/claim", json!({"agent": "w", "wait": "20s"}))
+                .await;
+            (v, Instant::now())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, t) = s.post("/v1/tasks", json!({"title": "late"})).await;
+    let created = Instant::now();
+    let (v, returned) = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(v["claims"][0]["task"]["id"], t["task"]["id"]);
+    let woke = returned.saturating_duration_since(created);
+    assert!(
+        woke < Duration::from_secs(5),
+        "woke {woke:?} after the commit, not at the end of the wait"
+    );
+}
