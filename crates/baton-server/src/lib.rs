@@ -3,9 +3,10 @@
 //! here.
 //!
 //! Not yet here (see the HTTP issue): API keys and roles (requests act in the default
-//! workspace as the actor named by `X-Baton-Actor`), event streams, OpenAPI.
+//! workspace as the actor named by `X-Baton-Actor`), WebSocket, OpenAPI, batch creation.
 
 mod error;
+mod stream;
 mod tasks;
 
 pub use error::{ApiError, JsonBody, MAX_BODY};
@@ -56,6 +57,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ok" }))
         .merge(tasks::routes())
+        .merge(stream::routes())
         .fallback(|| async {
             ApiError(baton_core::Error::new(
                 baton_core::Code::NotFound,

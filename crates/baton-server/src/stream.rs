@@ -1,0 +1,197 @@
+//! `GET /v1/events/stream`: the event log as Server-Sent Events. Each subscriber has its own
+//! task that reads the log from its cursor and waits on the store's commit signal when it
+//! has caught up, so a slow consumer only slows itself: writers never wait for readers, and
+//! a consumer that falls behind simply reads further back in the log.
+//!
+//! Events are sent only once durable: before sending a page, the task waits for an empty
+//! write job to be answered, which happens after the next fsync, which covers every commit
+//! the page was read from.
+
+use crate::{ApiError, AppState};
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap};
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use baton_core::api::Actor;
+use baton_core::model::Event;
+use baton_core::{Baton, Error};
+use serde::Deserialize;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Frames buffered per subscriber before its reader task waits for the client.
+const BUFFER: usize = 256;
+/// Events read from the log per page.
+const PAGE: u32 = 500;
+/// How long a caught-up subscriber waits for a commit before looking anyway (commits made
+/// by other processes on the same file are not signalled) and sending a keep-alive.
+const IDLE: Duration = Duration::from_secs(2);
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new().route("/v1/events/stream", get(stream))
+}
+
+/// Query of the stream: where to start and what to keep.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StreamQuery {
+    /// Resume after this sequence number (0 replays everything). `Last-Event-ID` wins.
+    after: Option<u64>,
+    /// Only events of this task.
+    task: Option<String>,
+    /// Only events of this type (`task.completed`), or of a family (`task.`).
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    /// Only events by this actor (an agent's name).
+    actor: Option<String>,
+    /// Only events of this project.
+    project: Option<String>,
+}
+
+impl StreamQuery {
+    fn keeps(&self, e: &Event) -> bool {
+        let kind_ok = match &self.kind {
+            None => true,
+            Some(k) if k.ends_with('.') => e.kind.starts_with(k.as_str()),
+            Some(k) => &e.kind == k,
+        };
+        kind_ok
+            && self
+                .task
+                .as_ref()
+                .is_none_or(|t| e.task_id.as_ref() == Some(t))
+            && self.actor.as_ref().is_none_or(|a| &e.actor == a)
+            && self
+                .project
+                .as_ref()
+                .is_none_or(|p| e.data["task"]["project_id"].as_str() == Some(p.as_str()))
+    }
+}
+
+async fn stream(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<StreamQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(|e| {
+        ApiError(Error::invalid(
+            format!("invalid query string: {}", e.body_text()),
+            "use after, task, type, actor, project",
+        ))
+    })?;
+    let last_id = match headers.get("last-event-id") {
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|t| t.trim().parse::<u64>().ok())
+                .ok_or_else(|| {
+                    ApiError(Error::invalid(
+                        "Last-Event-ID is not a sequence number",
+                        "send the id of the last event you received",
+                    ))
+                })?,
+        ),
+        None => None,
+    };
+    let actor = s.actor(&headers);
+    let start = match last_id.or(q.after) {
+        Some(n) => n,
+        // Neither: new events only.
+        None => latest_seq(&s.baton, &actor)?,
+    };
+    let (tx, rx) = mpsc::channel::<String>(BUFFER);
+    tokio::spawn(feed(s.baton.clone(), actor, q, start, tx));
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(Body::from_stream(Frames(rx)))
+        .map_err(|e| ApiError(Error::new(baton_core::Code::Internal, e.to_string(), "")))
+}
+
+/// The sequence number of the newest event.
+fn latest_seq(baton: &Baton, actor: &Actor) -> Result<u64, ApiError> {
+    let mut after = 0;
+    loop {
+        let page = baton.events(actor, after, 1000)?.events;
+        match page.last() {
+            Some(last) if page.len() == 1000 => after = last.seq,
+            Some(last) => return Ok(last.seq),
+            None => return Ok(after),
+        }
+    }
+}
+
+/// Reads the log from `after` and sends each kept event as an SSE frame, until the client
+/// goes away.
+async fn feed(
+    baton: Baton,
+    actor: Actor,
+    q: StreamQuery,
+    mut after: u64,
+    tx: mpsc::Sender<String>,
+) {
+    loop {
+        // Register for the wake-up before reading, so a commit in between is not missed.
+        let notified = baton.store().commits().notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let page = match baton.events(&actor, after, PAGE) {
+            Ok(out) => out.events,
+            Err(e) => {
+                let _ = tx
+                    .send(format!("event: error\ndata: {}\n\n", e.to_json()))
+                    .await;
+                return;
+            }
+        };
+        if page.is_empty() {
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep(IDLE) => {
+                    if tx.send(": keep-alive\n\n".into()).await.is_err() {
+                        return;
+                    }
+                }
+                _ = tx.closed() => return,
+            }
+            continue;
+        }
+        // Durable before visible: an empty write is answered only after the next fsync.
+        if baton.write_tx(|_| Ok(())).await.is_err() {
+            return;
+        }
+        for e in page {
+            after = e.seq;
+            if !q.keeps(&e) {
+                continue;
+            }
+            let data = serde_json::to_string(&e).unwrap_or_default();
+            if tx
+                .send(format!(
+                    "id: {}\nevent: {}\ndata: {data}\n\n",
+                    e.seq, e.kind
+                ))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+}
+
+/// The frames of one subscriber, as a body stream.
+struct Frames(mpsc::Receiver<String>);
+
+impl futures_core::Stream for Frames {
+    type Item = Result<String, std::convert::Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx).map(|frame| frame.map(Ok))
+    }
+}
