@@ -120,6 +120,9 @@ pub(crate) enum Command {
     },
     /// Expire lapsed leases now (claims do this too).
     Reap,
+    /// API keys for the HTTP API.
+    #[command(subcommand)]
+    Key(KeyCmd),
     /// Serve the HTTP API (on the embedded store).
     Serve {
         /// Address to listen on.
@@ -134,6 +137,19 @@ pub(crate) enum Command {
         /// How many tasks.
         #[arg(long, default_value_t = 1000)]
         count: u32,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum KeyCmd {
+    /// Create a key directly on the store; its secret is printed once.
+    Create {
+        /// admin, planner, worker, reviewer or observer.
+        #[arg(long)]
+        role: String,
+        /// The agent a worker key acts as.
+        #[arg(long)]
+        agent: Option<String>,
     },
 }
 

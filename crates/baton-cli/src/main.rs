@@ -287,6 +287,9 @@ async fn run(cli: Cli) -> Result<Outcome, Error> {
             }
             Ok(Outcome::Printed)
         }
+        Command::Key(KeyCmd::Create { role, agent }) => {
+            to_value(baton.create_key(&actor, &role, agent).await?)
+        }
         Command::Serve { listen } => {
             let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| {
                 Error::invalid(

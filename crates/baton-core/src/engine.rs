@@ -241,6 +241,31 @@ impl Baton {
         .await
     }
 
+    /// Creates an API key in the actor's workspace; the secret is in the response only.
+    pub async fn create_key(
+        &self,
+        actor: &Actor,
+        role: &str,
+        agent: Option<String>,
+    ) -> Result<crate::access::KeyOut> {
+        let request = json!({ "op": "key.create", "role": role, "agent": agent });
+        let role = role.to_string();
+        // Never idempotent by key: a replay would have to store and show the secret again.
+        self.write(actor, None, request, move |ctx| {
+            crate::access::create_key(ctx, &role, agent.clone())
+        })
+        .await
+    }
+
+    /// The principal a bearer token stands for.
+    pub fn authenticate(&self, token: &str) -> Result<crate::access::Principal> {
+        let nobody = Actor {
+            workspace_id: String::new(),
+            name: String::new(),
+        };
+        self.read(&nobody, |ctx| crate::access::authenticate(ctx, token))
+    }
+
     /// Creates a task.
     pub async fn create_task(
         &self,

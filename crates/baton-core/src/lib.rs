@@ -10,6 +10,7 @@
 //! - [`replay`]: rebuilds projections from the event log and compares them with the live ones.
 //! - [`error`]: the catalogue of stable error codes.
 
+pub mod access;
 pub mod api;
 pub mod engine;
 pub mod error;

@@ -45,6 +45,29 @@ pub struct Project {
     pub created_at: Millis,
 }
 
+/// The roles a key can carry (DESIGN §8).
+pub const ROLES: [&str; 5] = ["admin", "planner", "worker", "reviewer", "observer"];
+
+/// An API key: a secret bound to a workspace, a role and optionally an agent. Only the
+/// secret's SHA-256 is stored; the secret is shown once, when the key is created.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiKey {
+    /// `key_…`
+    pub id: String,
+    /// The workspace it acts in; nothing outside it is visible to it.
+    pub workspace_id: String,
+    /// One of [`ROLES`].
+    pub role: String,
+    /// The agent a worker key acts as: its claims are that agent's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// SHA-256 of the secret.
+    pub token_sha256: String,
+    /// When it was created.
+    #[serde(with = "rfc3339")]
+    pub created_at: Millis,
+}
+
 /// A registered worker.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Agent {

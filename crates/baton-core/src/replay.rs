@@ -56,6 +56,7 @@ pub fn apply(tx: &mut dyn Tx, event: &Event) -> Result<()> {
             match key.as_str() {
                 "project" => tx.put_project(&decode(event, key, item)?)?,
                 "agent" => tx.put_agent(&decode(event, key, item)?)?,
+                "key" => tx.put_key(&decode(event, key, item)?)?,
                 "task" | "tasks" => {
                     let task: Task = decode(event, key, item)?;
                     let body = serde_json::to_string(&task)

@@ -68,6 +68,11 @@ pub trait Tx {
     /// Inserts or replaces a project.
     fn put_project(&mut self, project: &Project) -> Result<()>;
 
+    /// The key whose secret hashes to `token_sha256`, in any workspace.
+    fn key_by_hash(&mut self, token_sha256: &str) -> Result<Option<ApiKey>>;
+    /// Inserts a key.
+    fn put_key(&mut self, key: &ApiKey) -> Result<()>;
+
     /// An agent by id or name.
     fn agent(&mut self, ws: &str, id_or_name: &str) -> Result<Option<Agent>>;
     /// Inserts or replaces an agent.

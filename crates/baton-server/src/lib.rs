@@ -2,9 +2,10 @@
 //! returns its typed response, the same shapes the CLI prints with `--json`. No rules live
 //! here.
 //!
-//! Not yet here (see the HTTP issue): API keys and roles (requests act in the default
-//! workspace as the actor named by `X-Baton-Actor`), WebSocket, OpenAPI, batch creation.
+//! Every route needs `Authorization: Bearer <key>`; the key decides the workspace and the
+//! role (DESIGN §8). Not yet here (see the HTTP issue): WebSocket, OpenAPI, batch creation.
 
+mod admin;
 mod error;
 mod stream;
 mod tasks;
@@ -15,31 +16,45 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::HeaderMap;
 use axum::routing::get;
 use axum::Router;
-use baton_core::api::Actor;
+use baton_core::access::{Permission, Principal};
 use baton_core::Baton;
-use std::sync::Arc;
 
-/// What every handler gets: the engine and the workspace requests act in.
+/// What every handler gets: the engine.
 #[derive(Clone, Debug)]
 pub struct AppState {
     /// The engine.
     pub baton: Baton,
-    /// The workspace id requests act in.
-    pub workspace_id: Arc<str>,
 }
 
 impl AppState {
-    /// The actor of a request: `X-Baton-Actor`, or `http`.
-    pub fn actor(&self, headers: &HeaderMap) -> Actor {
-        let name = headers
-            .get("x-baton-actor")
+    /// Authenticates the request's bearer token and checks that its role grants one of
+    /// `needs`: `UNAUTHORIZED` (401) without a valid key, `FORBIDDEN` (403) for a role that
+    /// may not. The actor it returns is scoped to the key's workspace.
+    pub fn auth(&self, headers: &HeaderMap, needs: &[Permission]) -> Result<Principal, ApiError> {
+        let token = headers
+            .get("authorization")
             .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.is_empty() && v.len() <= 200)
-            .unwrap_or("http");
-        Actor {
-            workspace_id: self.workspace_id.to_string(),
-            name: name.to_string(),
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                ApiError(baton_core::Error::new(
+                    baton_core::Code::Unauthorized,
+                    "no API key",
+                    "send Authorization: Bearer <key>; create one with `baton key create --role ROLE`",
+                ))
+            })?;
+        let principal = self.baton.authenticate(token)?;
+        let mut refusal = None;
+        for need in needs {
+            match principal.require(*need) {
+                Ok(_) => return Ok(principal),
+                Err(e) => refusal = Some(e),
+            }
         }
+        Err(ApiError(refusal.unwrap_or_else(|| {
+            baton_core::Error::new(baton_core::Code::Forbidden, "forbidden", "")
+        })))
     }
 }
 
@@ -58,6 +73,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(|| async { "ok" }))
         .merge(tasks::routes())
         .merge(stream::routes())
+        .merge(admin::routes())
         .fallback(|| async {
             ApiError(baton_core::Error::new(
                 baton_core::Code::NotFound,
@@ -77,11 +93,8 @@ pub async fn serve(
     workspace: &str,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> baton_core::Result<()> {
-    let actor = baton.actor(workspace, "http").await?;
-    let state = AppState {
-        baton,
-        workspace_id: actor.workspace_id.into(),
-    };
+    baton.actor(workspace, "http").await?; // the default workspace exists from the start
+    let state = AppState { baton };
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await

@@ -98,7 +98,9 @@ async fn stream(
         ),
         None => None,
     };
-    let actor = s.actor(&headers);
+    let actor = s
+        .auth(&headers, &[baton_core::access::Permission::Read])?
+        .actor;
     let start = match last_id.or(q.after) {
         Some(n) => n,
         // Neither: new events only.

@@ -8,6 +8,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
+use baton_core::access::Permission;
 use baton_core::api::*;
 use baton_core::model::DepKind;
 use baton_core::ops::plan::PlanDoc;
@@ -51,7 +52,11 @@ async fn create(
     let key = idempotency_key(&headers);
     let out = s
         .baton
-        .create_task(&s.actor(&headers), key.as_deref(), req)
+        .create_task(
+            &s.auth(&headers, &[Permission::Plan])?.actor,
+            key.as_deref(),
+            req,
+        )
         .await?;
     Ok((StatusCode::CREATED, Json(out)).into_response())
 }
@@ -82,7 +87,10 @@ async fn list(
         limit: q.limit.unwrap_or(100),
         ..Default::default()
     };
-    Ok(Json(s.baton.list_tasks(&s.actor(&headers), filter)?))
+    Ok(Json(s.baton.list_tasks(
+        &s.auth(&headers, &[Permission::Read])?.actor,
+        filter,
+    )?))
 }
 
 async fn read(
@@ -90,7 +98,10 @@ async fn read(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<TaskOut>> {
-    Ok(Json(s.baton.get_task(&s.actor(&headers), &id)?))
+    Ok(Json(s.baton.get_task(
+        &s.auth(&headers, &[Permission::Read])?.actor,
+        &id,
+    )?))
 }
 
 async fn update(
@@ -112,7 +123,12 @@ async fn update(
     let key = idempotency_key(&headers);
     Ok(Json(
         s.baton
-            .update_task(&s.actor(&headers), key.as_deref(), &id, req)
+            .update_task(
+                &s.auth(&headers, &[Permission::Plan])?.actor,
+                key.as_deref(),
+                &id,
+                req,
+            )
             .await?,
     ))
 }
@@ -132,7 +148,11 @@ async fn brief(
 ) -> Result<Json<Value>> {
     let Query(q) = query.map_err(|e| bad_query(e, "use max_bytes"))?;
     let max = q.max_bytes;
-    Ok(Json(s.baton.brief(&s.actor(&headers), &id, max)?))
+    Ok(Json(s.baton.brief(
+        &s.auth(&headers, &[Permission::Read])?.actor,
+        &id,
+        max,
+    )?))
 }
 
 async fn claim(
@@ -141,11 +161,18 @@ async fn claim(
     JsonBody(req): JsonBody<ClaimRequest>,
 ) -> Result<Json<Claims>> {
     let key = idempotency_key(&headers);
-    // The claim is the agent acting: record it under its name.
-    let mut actor = s.actor(&headers);
-    if headers.get("x-baton-actor").is_none() {
-        actor.name = req.agent.clone();
+    let principal = s.auth(&headers, &[Permission::Work])?;
+    // A key bound to an agent claims only as that agent; the claim is recorded under its name.
+    if let Some(bound) = principal.key.agent.as_deref().filter(|a| *a != req.agent) {
+        return Err(Error::new(
+            baton_core::Code::Forbidden,
+            format!("this key acts as agent '{bound}', not '{}'", req.agent),
+            format!("claim with \"agent\": \"{bound}\", or use that agent's own key"),
+        )
+        .into());
     }
+    let mut actor = principal.actor;
+    actor.name = req.agent.clone();
     Ok(Json(s.baton.claim(&actor, key.as_deref(), req).await?))
 }
 
@@ -189,7 +216,12 @@ async fn operation(
     Path((id, op)): Path<(String, String)>,
     JsonBody(body): JsonBody<Map<String, Value>>,
 ) -> Result<Response> {
-    let actor = s.actor(&headers);
+    let need = match op.as_str() {
+        "approve" | "reject" => Permission::Review,
+        "publish" | "cancel" | "retry" | "unblock" => Permission::Plan,
+        _ => Permission::Work,
+    };
+    let actor = s.auth(&headers, &[need])?.actor;
     let key = idempotency_key(&headers);
     let key = key.as_deref();
     let planner_op = match op.as_str() {
@@ -256,7 +288,16 @@ async fn add_context(
     let key = idempotency_key(&headers);
     let out = s
         .baton
-        .add_context(&s.actor(&headers), key.as_deref(), &id, req)
+        .add_context(
+            &s.auth(
+                &headers,
+                &[Permission::Plan, Permission::Work, Permission::Review],
+            )?
+            .actor,
+            key.as_deref(),
+            &id,
+            req,
+        )
         .await?;
     Ok((StatusCode::CREATED, Json(out)).into_response())
 }
@@ -279,7 +320,8 @@ async fn add_step(
     let out = s
         .baton
         .add_step(
-            &s.actor(&headers),
+            &s.auth(&headers, &[Permission::Plan, Permission::Work])?
+                .actor,
             key.as_deref(),
             &id,
             req.title,
@@ -305,7 +347,14 @@ async fn done_step(
     let key = idempotency_key(&headers);
     Ok(Json(
         s.baton
-            .done_step(&s.actor(&headers), key.as_deref(), &id, &step, req.notes)
+            .done_step(
+                &s.auth(&headers, &[Permission::Plan, Permission::Work])?
+                    .actor,
+                key.as_deref(),
+                &id,
+                &step,
+                req.notes,
+            )
             .await?,
     ))
 }
@@ -329,7 +378,7 @@ async fn add_dependency(
     Ok(Json(
         s.baton
             .dependency(
-                &s.actor(&headers),
+                &s.auth(&headers, &[Permission::Plan])?.actor,
                 key.as_deref(),
                 &req.blocker_id,
                 &id,
@@ -361,7 +410,7 @@ async fn remove_dependency(
     Ok(Json(
         s.baton
             .dependency(
-                &s.actor(&headers),
+                &s.auth(&headers, &[Permission::Plan])?.actor,
                 key.as_deref(),
                 &blocker,
                 &id,
@@ -388,7 +437,7 @@ async fn events(
     let Query(q) =
         query.map_err(|e| bad_query(e, "use after (a sequence number) and limit (1 to 1000)"))?;
     Ok(Json(s.baton.events(
-        &s.actor(&headers),
+        &s.auth(&headers, &[Permission::Read])?.actor,
         q.after.unwrap_or(0),
         q.limit.unwrap_or(100),
     )?))
@@ -402,7 +451,11 @@ async fn apply_plan(
     let key = idempotency_key(&headers);
     Ok(Json(
         s.baton
-            .apply_plan(&s.actor(&headers), key.as_deref(), doc)
+            .apply_plan(
+                &s.auth(&headers, &[Permission::Plan])?.actor,
+                key.as_deref(),
+                doc,
+            )
             .await?,
     ))
 }

@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 struct Server {
     base: String,
     http: Client,
+    baton: Baton,
+    /// An admin key of the default workspace, sent unless a call says otherwise.
+    token: String,
     _dir: tempfile::TempDir,
 }
 
@@ -23,19 +26,36 @@ impl Server {
             baton_store_sqlite::SqliteStore::open(&dir.path().join("baton.db"), Default::default())
                 .unwrap();
         let baton = Baton::new(store, Arc::new(SystemClock));
+        let admin = baton.actor("default", "admin").await.unwrap();
+        let token = baton
+            .create_key(&admin, "admin", None)
+            .await
+            .unwrap()
+            .key
+            .token;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(baton_server::serve(
-            listener,
-            baton,
-            "default",
-            std::future::pending(),
-        ));
+        let serving =
+            baton_server::serve(listener, baton.clone(), "default", std::future::pending());
+        tokio::spawn(serving);
         Server {
             base,
             http: Client::new(),
+            baton,
+            token,
             _dir: dir,
         }
+    }
+
+    /// A new key of the default workspace.
+    async fn key(&self, role: &str, agent: Option<&str>) -> String {
+        let admin = self.baton.actor("default", "admin").await.unwrap();
+        self.baton
+            .create_key(&admin, role, agent.map(String::from))
+            .await
+            .unwrap()
+            .key
+            .token
     }
 
     async fn call(
@@ -47,6 +67,12 @@ impl Server {
     ) -> (StatusCode, Value) {
         let url = format!("{}{path}", self.base);
         let mut req = self.http.request(method.parse().unwrap(), url);
+        if !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+        {
+            req = req.bearer_auth(&self.token);
+        }
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
@@ -389,7 +415,10 @@ struct Sse {
 
 impl Sse {
     async fn open(s: &Server, query: &str, last_id: Option<u64>) -> Sse {
-        let mut req = s.http.get(format!("{}/v1/events/stream{query}", s.base));
+        let mut req = s
+            .http
+            .get(format!("{}/v1/events/stream{query}", s.base))
+            .bearer_auth(&s.token);
         if let Some(id) = last_id {
             req = req.header("last-event-id", id.to_string());
         }
@@ -469,4 +498,134 @@ async fn event_stream_replays_resumes_filters_and_follows() {
     assert_eq!(data["task_id"], t["task"]["id"]);
     let (_, v) = s.call("GET", "/v1/events/stream?after=x", None, &[]).await;
     assert_eq!(error_code(&v), "INVALID_INPUT");
+}
+
+/// Keys and roles: no key is 401, a bad key 401, a role that may not is 403; a worker key
+/// claims only as its agent; a key of another workspace sees nothing of this one (404).
+#[tokio::test]
+async fn keys_roles_and_workspace_isolation() {
+    let s = Server::start().await;
+    let (_, t) = s.post("/v1/tasks", json!({"title": "secret plans"})).await;
+    let id = t["task"]["id"].as_str().unwrap().to_string();
+
+    let resp = s
+        .http
+        .get(format!("{}/v1/tasks/{id}", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(error_code(&resp.json().await.unwrap()), "UNAUTHORIZED");
+    let (st, v) = s
+        .call(
+            "GET",
+            &format!("/v1/tasks/{id}"),
+            None,
+            &[("authorization", "Bearer btn_forged")],
+        )
+        .await;
+    assert_eq!(
+        (st, error_code(&v)),
+        (StatusCode::UNAUTHORIZED, "UNAUTHORIZED")
+    );
+
+    let observer = format!("Bearer {}", s.key("observer", None).await);
+    let as_observer = [("authorization", observer.as_str())];
+    let (st, _) = s
+        .call("GET", &format!("/v1/tasks/{id}"), None, &as_observer)
+        .await;
+    assert_eq!(st, StatusCode::OK, "observers read");
+    let (st, v) = s
+        .call(
+            "POST",
+            "/v1/tasks",
+            Some(json!({"title": "x"})),
+            &as_observer,
+        )
+        .await;
+    assert_eq!((st, error_code(&v)), (StatusCode::FORBIDDEN, "FORBIDDEN"));
+    let (st, v) = s
+        .call(
+            "POST",
+            "/v1/tasks/claim",
+            Some(json!({"agent": "o"})),
+            &as_observer,
+        )
+        .await;
+    assert_eq!((st, error_code(&v)), (StatusCode::FORBIDDEN, "FORBIDDEN"));
+
+    let worker = format!("Bearer {}", s.key("worker", Some("w1")).await);
+    let as_worker = [("authorization", worker.as_str())];
+    let (st, v) = s
+        .call(
+            "POST",
+            "/v1/tasks/claim",
+            Some(json!({"agent": "someone-else"})),
+            &as_worker,
+        )
+        .await;
+    assert_eq!((st, error_code(&v)), (StatusCode::FORBIDDEN, "FORBIDDEN"));
+    let (st, v) = s
+        .call(
+            "POST",
+            &format!("/v1/tasks/{id}/approve"),
+            Some(json!({})),
+            &as_worker,
+        )
+        .await;
+    assert_eq!((st, error_code(&v)), (StatusCode::FORBIDDEN, "FORBIDDEN"));
+
+    // Another workspace, made by an admin, with its own admin key.
+    let (st, ws) = s.post("/v1/workspaces", json!({"name": "other"})).await;
+    assert_eq!(st, StatusCode::CREATED, "{ws}");
+    let other = format!("Bearer {}", ws["key"]["token"].as_str().unwrap());
+    let as_other = [("authorization", other.as_str())];
+    for (method, path) in [
+        ("GET", format!("/v1/tasks/{id}")),
+        ("GET", format!("/v1/tasks/{id}/brief")),
+        ("POST", format!("/v1/tasks/{id}/cancel")),
+        ("PATCH", format!("/v1/tasks/{id}")),
+    ] {
+        let (st, v) = s.call(method, &path, Some(json!({})), &as_other).await;
+        assert_eq!(
+            (st, error_code(&v)),
+            (StatusCode::NOT_FOUND, "NOT_FOUND"),
+            "{method} {path}"
+        );
+    }
+    let (_, list) = s.call("GET", "/v1/tasks", None, &as_other).await;
+    assert_eq!(list["tasks"], json!([]));
+    let (_, events) = s
+        .call("GET", "/v1/events?limit=1000", None, &as_other)
+        .await;
+    assert!(
+        !serde_json::to_string(&events).unwrap().contains(&id),
+        "no event of another workspace"
+    );
+    let default_ws = t["task"]["workspace_id"].as_str().unwrap();
+    let (st, _) = s
+        .call(
+            "POST",
+            &format!("/v1/workspaces/{default_ws}/keys"),
+            Some(json!({"role": "admin"})),
+            &as_other,
+        )
+        .await;
+    assert_eq!(
+        st,
+        StatusCode::NOT_FOUND,
+        "no keys for a workspace it cannot see"
+    );
+    let (st, k) = s
+        .call(
+            "POST",
+            &format!("/v1/workspaces/{default_ws}/keys"),
+            Some(json!({"role": "worker", "agent": "w2"})),
+            &[],
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{k}");
+    assert!(
+        k["key"]["token"].is_string() && k["key"]["id"].is_string() && k["key"]["role"] == "worker"
+    );
 }

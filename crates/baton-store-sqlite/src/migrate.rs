@@ -7,7 +7,10 @@ use baton_core::{Code, Error, Result};
 use rusqlite::Connection;
 
 /// The migrations in order; index + 1 is the version each leaves the schema at.
-const MIGRATIONS: &[&str] = &[include_str!("schema.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("schema.sql"),
+    include_str!("schema_2_keys.sql"),
+];
 
 /// Brings the schema up to the newest version.
 pub(crate) fn migrate(conn: &Connection) -> Result<()> {

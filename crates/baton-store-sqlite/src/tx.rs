@@ -113,6 +113,21 @@ impl Tx for SqliteTx<'_> {
         Ok(())
     }
 
+    fn key_by_hash(&mut self, token_sha256: &str) -> Result<Option<ApiKey>> {
+        self.one(
+            "SELECT body FROM api_keys WHERE token_sha256 = ?1",
+            [token_sha256],
+        )
+    }
+
+    fn put_key(&mut self, k: &ApiKey) -> Result<()> {
+        self.exec(
+            "INSERT OR REPLACE INTO api_keys (workspace_id, id, token_sha256, body) VALUES (?1, ?2, ?3, ?4)",
+            params![k.workspace_id, k.id, k.token_sha256, to_json(k)?],
+        )?;
+        Ok(())
+    }
+
     fn agent(&mut self, ws: &str, id_or_name: &str) -> Result<Option<Agent>> {
         // Names are what agents pass on every claim: look them up first.
         match self.one(
@@ -434,6 +449,7 @@ impl Tx for SqliteTx<'_> {
             "SELECT 'workspaces/' || id, body || ' last_seq=' || last_seq FROM workspaces ORDER BY id",
             "SELECT 'projects/' || workspace_id || '/' || id, body FROM projects ORDER BY workspace_id, id",
             "SELECT 'agents/' || workspace_id || '/' || id, body FROM agents ORDER BY workspace_id, id",
+            "SELECT 'api_keys/' || workspace_id || '/' || id, body FROM api_keys ORDER BY workspace_id, id",
             "SELECT 'tasks/' || workspace_id || '/' || id, body FROM tasks ORDER BY workspace_id, id",
             "SELECT 'runs/' || workspace_id || '/' || id, body FROM runs ORDER BY workspace_id, id",
             "SELECT 'dependencies/' || workspace_id || '/' || blocked_id || '/' || blocker_id || '/' || kind, body
