@@ -281,6 +281,39 @@ impl Baton {
         .await
     }
 
+    /// Creates a graph of tasks that refer to each other by refs, in one transaction.
+    pub async fn create_batch(
+        &self,
+        actor: &Actor,
+        key: Option<&str>,
+        items: Vec<ops::task::BatchItem>,
+    ) -> Result<ops::task::BatchOut> {
+        let request = json!({ "op": "task.batch", "body": &items });
+        self.write(actor, key, request, move |ctx| {
+            ops::task::create_batch(ctx, items.clone())
+        })
+        .await
+    }
+
+    /// Expires lapsed leases in every workspace; how many. `baton serve` runs this on a timer.
+    pub async fn reap_all(&self) -> Result<usize> {
+        let nobody = Actor {
+            workspace_id: String::new(),
+            name: "reaper".into(),
+        };
+        let workspaces = self.read(&nobody, |ctx| ctx.tx.workspaces())?;
+        let mut expired = 0;
+        for ws in workspaces {
+            expired += self
+                .reap(&Actor {
+                    workspace_id: ws.id,
+                    name: "reaper".into(),
+                })
+                .await?;
+        }
+        Ok(expired)
+    }
+
     /// Reads a task.
     pub fn get_task(&self, actor: &Actor, id: &str) -> Result<TaskOut> {
         self.read(actor, |ctx| ops::task::get(ctx, id))

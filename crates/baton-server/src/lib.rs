@@ -85,6 +85,9 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// How often the server's reaper expires lapsed leases.
+pub const REAP_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Serves the API on `listener` until `shutdown` resolves, then stops accepting and lets
 /// in-flight requests finish (leases stay valid: nothing is released on shutdown).
 pub async fn serve(
@@ -94,9 +97,21 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> baton_core::Result<()> {
     baton.actor(workspace, "http").await?; // the default workspace exists from the start
+                                           // The reaper: expires lapsed leases every second, so their tasks go back to the queue
+                                           // (with backoff) and wake waiting claimers even when nobody writes.
+    let reaper = {
+        let baton = baton.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(REAP_EVERY).await;
+                let _ = baton.reap_all().await;
+            }
+        })
+    };
     let state = AppState { baton };
-    axum::serve(listener, router(state))
+    let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|e| baton_core::Error::storage(format!("server: {e}")))
+        .await;
+    reaper.abort();
+    served.map_err(|e| baton_core::Error::storage(format!("server: {e}")))
 }

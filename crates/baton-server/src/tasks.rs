@@ -29,6 +29,7 @@ pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/tasks", post(create).get(list))
         .route("/v1/tasks/claim", post(claim))
+        .route("/v1/tasks/batch", post(batch))
         .route("/v1/tasks/{id}", get(read).patch(update))
         .route("/v1/tasks/{id}/brief", get(brief))
         .route("/v1/tasks/{id}/context", post(add_context))
@@ -57,6 +58,27 @@ async fn create(
             key.as_deref(),
             req,
         )
+        .await?;
+    Ok((StatusCode::CREATED, Json(out)).into_response())
+}
+
+/// Body of `POST /v1/tasks/batch`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchBody {
+    tasks: Vec<baton_core::ops::task::BatchItem>,
+}
+
+async fn batch(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<BatchBody>,
+) -> Result<Response> {
+    let key = idempotency_key(&headers);
+    let actor = s.auth(&headers, &[Permission::Plan])?.actor;
+    let out = s
+        .baton
+        .create_batch(&actor, key.as_deref(), req.tasks)
         .await?;
     Ok((StatusCode::CREATED, Json(out)).into_response())
 }

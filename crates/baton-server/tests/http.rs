@@ -629,3 +629,44 @@ async fn keys_roles_and_workspace_isolation() {
         k["key"]["token"].is_string() && k["key"]["id"].is_string() && k["key"]["role"] == "worker"
     );
 }
+
+/// A batch creates a graph in one call: refs resolve to ids for parents and blockers, the
+/// answer is in request order with each ref; a ref cycle writes nothing.
+#[tokio::test]
+async fn batch_creates_a_graph_by_refs() {
+    let s = Server::start().await;
+    let body = json!({"tasks": [
+        {"ref": "api", "title": "API", "blocked_by": ["model"], "parent_id": "epic"},
+        {"ref": "epic", "title": "Epic", "type": "epic"},
+        {"ref": "model", "title": "Model", "parent_id": "epic", "priority": 3},
+    ]});
+    let (st, out) = s.post("/v1/tasks/batch", body).await;
+    assert_eq!(st, StatusCode::CREATED, "{out}");
+    let refs: Vec<&str> = out["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["ref"].as_str().unwrap())
+        .collect();
+    assert_eq!(refs, ["api", "epic", "model"]);
+    let (api, epic, model) = (
+        &out["tasks"][0]["task"],
+        &out["tasks"][1]["task"],
+        &out["tasks"][2]["task"],
+    );
+    assert_eq!(api["parent_id"], epic["id"]);
+    assert_eq!(model["parent_id"], epic["id"]);
+    assert_eq!(api["status"], "blocked");
+    let (_, before) = s.get("/v1/events?limit=1000").await;
+    let cyclic = json!({"tasks": [{"ref": "a", "title": "a", "blocked_by": ["b"]}, {"ref": "b", "title": "b", "blocked_by": ["a"]}]});
+    let (st, v) = s.post("/v1/tasks/batch", cyclic).await;
+    assert_eq!((st, error_code(&v)), (StatusCode::CONFLICT, "CYCLE"));
+    let unknown = json!({"tasks": [{"ref": "a", "title": "a", "colour": "red"}]});
+    let (st, v) = s.post("/v1/tasks/batch", unknown).await;
+    assert_eq!(
+        (st, error_code(&v)),
+        (StatusCode::BAD_REQUEST, "INVALID_INPUT")
+    );
+    let (_, after) = s.get("/v1/events?limit=1000").await;
+    assert_eq!(before, after);
+}

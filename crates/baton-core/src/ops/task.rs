@@ -407,3 +407,128 @@ pub fn unblock(ctx: &mut Ctx<'_>, id: &str) -> Result<TaskOut> {
         warnings: vec![],
     })
 }
+
+/// One task of a batch: a client-chosen `ref` and the fields of a create; `parent_id` and
+/// `blocked_by` may name refs of the same batch.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BatchItem {
+    /// Unique within the batch.
+    #[serde(rename = "ref")]
+    pub reference: String,
+    /// The task.
+    #[serde(flatten)]
+    pub task: CreateTask,
+}
+
+// By hand: `#[serde(flatten)]` would silently drop unknown fields, and a misspelt field must
+// be an error, as it is on a single create.
+impl<'de> serde::Deserialize<'de> for BatchItem {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let mut fields = serde_json::Map::deserialize(d)?;
+        let reference = match fields.remove("ref") {
+            Some(Value::String(r)) => r,
+            _ => return Err(D::Error::custom("every batch task needs a string \"ref\"")),
+        };
+        let task = serde_json::from_value(Value::Object(fields)).map_err(D::Error::custom)?;
+        Ok(BatchItem { reference, task })
+    }
+}
+
+/// Output of a batch: the tasks in request order, each with its ref.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct BatchOut {
+    /// `{"ref", "task"}` per item, in request order.
+    pub tasks: Vec<Value>,
+}
+
+/// Creates a whole graph in one transaction. Items are created parents and blockers first;
+/// a ref cycle is `CYCLE`, an unknown ref or id `NOT_FOUND`, and any failure undoes all.
+pub fn create_batch(ctx: &mut Ctx<'_>, items: Vec<BatchItem>) -> Result<BatchOut> {
+    if items.is_empty() || items.len() > 1000 {
+        return Err(Error::invalid(
+            "a batch holds 1 to 1000 tasks",
+            "split larger graphs into plans or several batches",
+        ));
+    }
+    let mut index = std::collections::HashMap::new();
+    for (i, item) in items.iter().enumerate() {
+        if item.reference.is_empty() || index.insert(item.reference.clone(), i).is_some() {
+            return Err(Error::invalid(
+                format!("ref '{}' is empty or repeated", item.reference),
+                "give every task a unique ref",
+            ));
+        }
+    }
+    let edges = |item: &BatchItem| -> Vec<usize> {
+        item.task
+            .parent_id
+            .iter()
+            .chain(item.task.blocked_by.iter())
+            .filter_map(|r| index.get(r).copied())
+            .collect()
+    };
+    // Depth-first order: every item after the items it names.
+    let (mut order, mut mark) = (Vec::with_capacity(items.len()), vec![0u8; items.len()]);
+    fn visit(
+        i: usize,
+        items: &[BatchItem],
+        edges: &dyn Fn(&BatchItem) -> Vec<usize>,
+        mark: &mut [u8],
+        order: &mut Vec<usize>,
+        path: &mut Vec<String>,
+    ) -> Result<()> {
+        match mark[i] {
+            2 => return Ok(()),
+            1 => {
+                path.push(items[i].reference.clone());
+                return Err(Error::new(
+                    Code::Cycle,
+                    format!("batch refs form a cycle: {}", path.join(" → ")),
+                    "remove one edge of the path",
+                )
+                .with_details(json!({ "path": path })));
+            }
+            _ => {}
+        }
+        mark[i] = 1;
+        path.push(items[i].reference.clone());
+        for next in edges(&items[i]) {
+            visit(next, items, edges, mark, order, path)?;
+        }
+        path.pop();
+        mark[i] = 2;
+        order.push(i);
+        Ok(())
+    }
+    for i in 0..items.len() {
+        visit(i, &items, &edges, &mut mark, &mut order, &mut Vec::new())?;
+    }
+    let mut ids: Vec<Option<String>> = vec![None; items.len()];
+    for i in order {
+        let mut req = items[i].task.clone();
+        let resolve = |r: &String| {
+            index
+                .get(r)
+                .and_then(|j| ids[*j].clone())
+                .unwrap_or_else(|| r.clone())
+        };
+        req.parent_id = req.parent_id.as_ref().map(resolve);
+        req.blocked_by = req.blocked_by.iter().map(resolve).collect();
+        let out = create(ctx, req, None).map_err(|mut e| {
+            e.message = format!("task '{}': {}", items[i].reference, e.message);
+            e
+        })?;
+        ids[i] = Some(out.task.id);
+    }
+    let mut tasks = Vec::with_capacity(items.len());
+    for (item, id) in items.iter().zip(ids) {
+        let id = id.unwrap_or_default();
+        let task = ctx
+            .tx
+            .task(ctx.ws, &id)?
+            .ok_or_else(|| Error::not_found("task", &id))?;
+        tasks.push(json!({ "ref": item.reference, "task": task.view() }));
+    }
+    Ok(BatchOut { tasks })
+}
