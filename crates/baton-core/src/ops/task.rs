@@ -426,9 +426,8 @@ impl<'de> serde::Deserialize<'de> for BatchItem {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         use serde::de::Error as _;
         let mut fields = serde_json::Map::deserialize(d)?;
-        let reference = match fields.remove("ref") {
-            Some(Value::String(r)) => r,
-            _ => return Err(D::Error::custom("every batch task needs a string \"ref\"")),
+        let Some(Value::String(reference)) = fields.remove("ref") else {
+            return Err(D::Error::custom("every batch task needs a string \"ref\""));
         };
         let task = serde_json::from_value(Value::Object(fields)).map_err(D::Error::custom)?;
         Ok(BatchItem { reference, task })
