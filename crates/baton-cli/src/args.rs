@@ -28,6 +28,12 @@ pub(crate) struct Cli {
     /// Idempotency key: repeating a call with the same key returns the first response.
     #[arg(long, global = true)]
     pub(crate) idempotency_key: Option<String>,
+    /// Talk to a Baton server at this URL instead of the embedded store.
+    #[arg(long, global = true, env = "BATON_SERVER")]
+    pub(crate) server: Option<String>,
+    /// The API key for --server.
+    #[arg(long, global = true, env = "BATON_TOKEN", hide_env_values = true)]
+    pub(crate) token: Option<String>,
     /// Commit durability: full (safe against power loss, default) or normal (process crash only).
     #[arg(long, global = true, env = "BATON_DURABILITY", default_value = "full")]
     pub(crate) durability: String,

@@ -4,14 +4,16 @@
 
 mod args;
 mod demo;
+mod remote;
 mod render;
+mod requests;
 
 use args::*;
 use baton_core::api::*;
 use baton_core::ops::plan;
 use baton_core::state::{Op, Status};
 use baton_core::store::TaskFilter;
-use baton_core::time::{parse_timestamp, Duration, SystemClock};
+use baton_core::time::SystemClock;
 use baton_core::{Baton, Code, Error, LeaseOp};
 use baton_store_sqlite::{Durability, Options, SqliteStore};
 use clap::Parser;
@@ -66,7 +68,7 @@ fn main() {
 }
 
 /// What a command produced.
-enum Outcome {
+pub(crate) enum Outcome {
     /// A response to print.
     Value(Value),
     /// The command printed as it went.
@@ -98,23 +100,6 @@ pub(crate) fn open(dir: &std::path::Path, durability: Durability) -> Result<Bato
     Ok(Baton::new(store, Arc::new(SystemClock)))
 }
 
-fn duration(text: &Option<String>) -> Result<Option<Duration>, Error> {
-    text.as_deref().map(Duration::parse).transpose()
-}
-
-fn json_arg(field: &str, text: &Option<String>) -> Result<Option<Value>, Error> {
-    text.as_deref()
-        .map(|t| {
-            serde_json::from_str(t).map_err(|e| {
-                Error::invalid(
-                    format!("--{field} is not valid JSON: {e}"),
-                    format!("pass --{field} as a JSON value, e.g. '{{\"ok\": true}}'"),
-                )
-            })
-        })
-        .transpose()
-}
-
 fn to_value<T: serde::Serialize>(v: T) -> Result<Outcome, Error> {
     serde_json::to_value(v)
         .map(Outcome::Value)
@@ -122,6 +107,9 @@ fn to_value<T: serde::Serialize>(v: T) -> Result<Outcome, Error> {
 }
 
 async fn run(cli: Cli) -> Result<Outcome, Error> {
+    if let Some(server) = cli.server.clone() {
+        return remote::run(&cli, &server).await;
+    }
     let dir = data_dir(&cli);
     let durability = durability(&cli.durability)?;
     if let Command::Demo(args) = &cli.command {
@@ -149,41 +137,22 @@ async fn run(cli: Cli) -> Result<Outcome, Error> {
         Command::Task(cmd) => task_command(&baton, &actor, key, cmd).await,
         Command::Ready { limit } => to_value(baton.ready(&actor, limit)?),
         Command::Claim(a) => {
-            let req = ClaimRequest {
-                agent: a.agent,
-                capabilities: a.capabilities,
-                count: Some(a.count),
-                lease_ttl: duration(&a.lease_ttl)?,
-                wait: duration(&a.wait)?,
-            };
+            let req = requests::claim(&a)?;
             to_value(baton.claim(&actor, key, req).await?)
         }
         Command::Start(a) => lease(&baton, &actor, key, &a.id, &a.lease, LeaseOp::Start).await,
         Command::Release(a) => lease(&baton, &actor, key, &a.id, &a.lease, LeaseOp::Release).await,
         Command::Resume(a) => lease(&baton, &actor, key, &a.id, &a.lease, LeaseOp::Resume).await,
         Command::Heartbeat(a) => {
-            let hb = Heartbeat {
-                progress: a.progress,
-                message: a.message,
-                usage: json_arg("usage", &a.usage)?,
-                lease_ttl: None,
-            };
+            let hb = requests::heartbeat(&a)?;
             lease(&baton, &actor, key, &a.id, &a.lease, LeaseOp::Heartbeat(hb)).await
         }
         Command::Complete(a) => {
-            let c = Complete {
-                output: json_arg("output", &a.output)?,
-                outcome: a.outcome,
-                force: a.force,
-            };
+            let c = requests::complete(&a)?;
             lease(&baton, &actor, key, &a.id, &a.lease, LeaseOp::Complete(c)).await
         }
         Command::Fail(a) => {
-            let f = Fail {
-                error: a.error,
-                class: a.class,
-                no_retry: a.no_retry,
-            };
+            let f = requests::fail(&a);
             lease(&baton, &actor, key, &a.id, &a.lease, LeaseOp::Fail(f)).await
         }
         Command::Block(a) => {
@@ -219,12 +188,7 @@ async fn run(cli: Cli) -> Result<Outcome, Error> {
                 .await?,
         ),
         Command::Note(a) => {
-            let req = AddContext {
-                kind: a.kind,
-                content: a.content,
-                supersedes: a.supersedes,
-                lease: a.lease,
-            };
+            let req = requests::note(&a);
             to_value(baton.add_context(&actor, key, &a.id, req).await?)
         }
         Command::Step(StepCmd::Add { id, title, details }) => {
@@ -343,26 +307,7 @@ async fn task_command(
 ) -> Result<Outcome, Error> {
     match cmd {
         TaskCmd::Create(a) => {
-            let req = CreateTask {
-                title: a.title,
-                intent: a.intent,
-                description: a.description,
-                plan: a.plan,
-                kind: a.kind,
-                parent_id: a.parent,
-                priority: a.priority,
-                due_at: a.due.as_deref().map(parse_timestamp).transpose()?,
-                required_capabilities: a.capabilities,
-                labels: a.labels,
-                blocked_by: a.blocked_by,
-                lease_ttl: duration(&a.lease_ttl)?,
-                max_attempts: a.max_attempts,
-                review_required: a.review.then_some(true),
-                output_schema: json_arg("output-schema", &a.output_schema)?,
-                input: json_arg("input", &a.input)?,
-                draft: a.draft,
-                ..Default::default()
-            };
+            let req = requests::create(&a)?;
             to_value(baton.create_task(actor, key, req).await?)
         }
         TaskCmd::Get { id } => to_value(baton.get_task(actor, &id)?),
@@ -384,21 +329,7 @@ async fn task_command(
             to_value(baton.list_tasks(actor, filter)?)
         }
         TaskCmd::Update(a) => {
-            let req = UpdateTask {
-                version: a.version,
-                title: a.title,
-                intent: a.intent,
-                description: a.description,
-                plan: a.plan,
-                kind: a.kind,
-                priority: a.priority,
-                due_at: a.due.as_deref().map(parse_timestamp).transpose()?,
-                labels: (!a.labels.is_empty()).then_some(a.labels),
-                required_capabilities: (!a.capabilities.is_empty()).then_some(a.capabilities),
-                lease_ttl: duration(&a.lease_ttl)?,
-                max_attempts: a.max_attempts,
-                ..Default::default()
-            };
+            let req = requests::update(&a)?;
             to_value(baton.update_task(actor, key, &a.id, req).await?)
         }
         TaskCmd::Cancel { id, reason } => to_value(

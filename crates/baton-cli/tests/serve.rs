@@ -33,6 +33,21 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Starts `baton serve` on the store in `dir`; returns the process and its address.
+fn start_server(dir: &std::path::Path) -> (std::process::Child, String) {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let server = Command::new(BATON)
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["serve", "--listen", &addr])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start baton serve");
+    (server, addr)
+}
+
 /// Four clients create tasks as fast as they can; the server is killed -9 mid-stream. Every
 /// task whose creation was answered 201 exists afterwards, and `replay --verify` passes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -42,16 +57,7 @@ async fn acknowledged_http_writes_survive_kill_9() {
         .as_str()
         .unwrap()
         .to_string();
-    let addr = format!("127.0.0.1:{}", free_port());
-    let mut server = Command::new(BATON)
-        .arg("--data-dir")
-        .arg(dir.path())
-        .args(["serve", "--listen", &addr])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start baton serve");
+    let (mut server, addr) = start_server(dir.path());
     let http = reqwest::Client::new();
     let base = format!("http://{addr}");
     let started = Instant::now();
@@ -141,4 +147,93 @@ async fn acknowledged_http_writes_survive_kill_9() {
     }
     let replay = baton(dir.path(), &["replay", "--verify"]);
     assert_eq!(replay["replay"]["equal"], true, "{replay}");
+}
+
+/// With `--server` the CLI is an HTTP client: the same commands give the same JSON shapes,
+/// and errors the same `{"error": …}` with exit status 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_speaks_http_with_the_same_shapes() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = baton(dir.path(), &["key", "create", "--role", "admin"])["key"]["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (mut server, addr) = start_server(dir.path());
+    let url = format!("http://{addr}");
+    let remote = |args: &[&str]| {
+        Command::new(BATON)
+            .args(["--json", "--server", &url, "--token", &token])
+            .args(args)
+            .output()
+            .expect("run baton against the server")
+    };
+    let started = Instant::now();
+    while !remote(&["ready"]).status.success() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "server did not come up"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let json = |out: std::process::Output| -> (Option<i32>, Value) {
+        (
+            out.status.code(),
+            serde_json::from_slice(&out.stdout).expect("one JSON object"),
+        )
+    };
+    let (code, t) = json(remote(&[
+        "task",
+        "create",
+        "--title",
+        "over http",
+        "--priority",
+        "3",
+    ]));
+    assert_eq!(code, Some(0), "{t}");
+    let id = t["task"]["id"].as_str().unwrap().to_string();
+    assert!(
+        id.starts_with("tsk_") && t["task"]["version"] == 1 && t["task"]["parent_id"].is_null()
+    );
+    let (_, claims) = json(remote(&["claim", "--agent", "w1"]));
+    let token_of = claims["claims"][0]["lease"]["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(claims["claims"][0]["task"]["id"], id.as_str());
+    let (_, hb) = json(remote(&[
+        "heartbeat",
+        &id,
+        "--lease",
+        &token_of,
+        "--progress",
+        "0.5",
+    ]));
+    assert_eq!(hb["signals"], json!([]));
+    let (_, done) = json(remote(&[
+        "complete",
+        &id,
+        "--lease",
+        &token_of,
+        "--output",
+        "{\"ok\":true}",
+    ]));
+    assert_eq!(done["task"]["status"], "done");
+    let (_, list) = json(remote(&["task", "list", "--status", "done"]));
+    assert_eq!(list["tasks"][0]["id"], id.as_str());
+    let (code, err) = json(remote(&["task", "get", "tsk_missing"]));
+    assert_eq!(
+        (code, err["error"]["code"].as_str()),
+        (Some(1), Some("NOT_FOUND"))
+    );
+    let (code, err) = json(remote(&["complete", &id, "--lease", &token_of]));
+    assert_eq!(
+        (code, err["error"]["code"].as_str()),
+        (Some(1), Some("LEASE_LOST"))
+    );
+    // The same task read directly from the store has the same shape.
+    let direct = baton(dir.path(), &["task", "get", &id]);
+    let (_, over_http) = json(remote(&["task", "get", &id]));
+    assert_eq!(direct, over_http);
+    server.kill().unwrap();
+    server.wait().unwrap();
 }

@@ -23,6 +23,11 @@ macro_rules! codes {
                 match self { $(Code::$name => $text,)* }
             }
 
+            /// The code with this wire form, if any.
+            pub fn parse(text: &str) -> Option<Code> {
+                match text { $($text => Some(Code::$name),)* _ => None }
+            }
+
             /// The HTTP status this code maps to.
             pub fn http_status(self) -> u16 {
                 match self { $(Code::$name => $status,)* }
@@ -121,6 +126,21 @@ impl Error {
     /// Whether repeating the call unchanged can succeed.
     pub fn retryable(&self) -> bool {
         self.code.retryable()
+    }
+
+    /// Reads the wire form back (as an HTTP client receives it).
+    pub fn from_json(body: &Value) -> Option<Error> {
+        let e = body.get("error")?;
+        Some(Error {
+            code: Code::parse(e.get("code")?.as_str()?)?,
+            message: e.get("message")?.as_str()?.to_string(),
+            hint: e
+                .get("hint")
+                .and_then(|h| h.as_str())
+                .unwrap_or_default()
+                .to_string(),
+            details: e.get("details").cloned(),
+        })
     }
 
     /// The wire form: `{"error": {"code", "message", "hint", "retryable", "details"?}}`.

@@ -30,6 +30,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/v1/tasks", post(create).get(list))
         .route("/v1/tasks/claim", post(claim))
         .route("/v1/tasks/batch", post(batch))
+        .route("/v1/tasks/ready", get(ready))
         .route("/v1/tasks/{id}", get(read).patch(update))
         .route("/v1/tasks/{id}/brief", get(brief))
         .route("/v1/tasks/{id}/context", post(add_context))
@@ -81,6 +82,23 @@ async fn batch(
         .create_batch(&actor, key.as_deref(), req.tasks)
         .await?;
     Ok((StatusCode::CREATED, Json(out)).into_response())
+}
+
+/// Query of `GET /v1/tasks/ready`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReadyQuery {
+    limit: Option<u32>,
+}
+
+async fn ready(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    query: std::result::Result<Query<ReadyQuery>, QueryRejection>,
+) -> Result<Json<TasksOut>> {
+    let Query(q) = query.map_err(|e| bad_query(e, "use limit (1 to 1000)"))?;
+    let actor = s.auth(&headers, &[Permission::Read])?.actor;
+    Ok(Json(s.baton.ready(&actor, q.limit.unwrap_or(100))?))
 }
 
 /// Query of `GET /v1/tasks`.

@@ -1,0 +1,304 @@
+//! The CLI as an HTTP client (`--server URL`, `BATON_SERVER`): the same commands, the same
+//! requests (built by [`crate::requests`]) and the same JSON output, sent to `baton serve`.
+
+use crate::args::*;
+use crate::{requests, Outcome};
+use baton_core::{Code, Error};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+/// Runs one command against the server at `base`.
+pub(crate) async fn run(cli: &Cli, base: &str) -> Result<Outcome, Error> {
+    let client = Client {
+        http: reqwest::Client::new(),
+        base: base.trim_end_matches('/').to_string(),
+        cli,
+    };
+    let value =
+        match &cli.command {
+            Command::Task(TaskCmd::Create(a)) => {
+                client
+                    .send(Method::POST, "/v1/tasks", Some(json!(requests::create(a)?)))
+                    .await?
+            }
+            Command::Task(TaskCmd::Get { id }) => {
+                client
+                    .send(Method::GET, &format!("/v1/tasks/{id}"), None)
+                    .await?
+            }
+            Command::Task(TaskCmd::List {
+                status,
+                parent,
+                label,
+                limit,
+                after,
+            }) => {
+                let mut query = vec![("limit", limit.to_string())];
+                for (k, v) in [
+                    ("status", status),
+                    ("parent", parent),
+                    ("label", label),
+                    ("cursor", after),
+                ] {
+                    if let Some(v) = v {
+                        query.push((k, v.clone()));
+                    }
+                }
+                client
+                    .send_query(Method::GET, "/v1/tasks", &query, None)
+                    .await?
+            }
+            Command::Task(TaskCmd::Update(a)) => {
+                client
+                    .send(
+                        Method::PATCH,
+                        &format!("/v1/tasks/{}", a.id),
+                        Some(json!(requests::update(a)?)),
+                    )
+                    .await?
+            }
+            Command::Task(TaskCmd::Cancel { id, reason }) => {
+                client.op(id, "cancel", json!({ "reason": reason })).await?
+            }
+            Command::Task(TaskCmd::Publish { id }) => client.op(id, "publish", json!({})).await?,
+            Command::Task(TaskCmd::Retry { id }) => client.op(id, "retry", json!({})).await?,
+            Command::Task(TaskCmd::Unblock { id }) => client.op(id, "unblock", json!({})).await?,
+            Command::Ready { limit } => {
+                client
+                    .send_query(
+                        Method::GET,
+                        "/v1/tasks/ready",
+                        &[("limit", limit.to_string())],
+                        None,
+                    )
+                    .await?
+            }
+            Command::Claim(a) => {
+                client
+                    .send(
+                        Method::POST,
+                        "/v1/tasks/claim",
+                        Some(json!(requests::claim(a)?)),
+                    )
+                    .await?
+            }
+            Command::Start(a) => {
+                client
+                    .op(&a.id, "start", json!({ "lease": a.lease }))
+                    .await?
+            }
+            Command::Release(a) => {
+                client
+                    .op(&a.id, "release", json!({ "lease": a.lease }))
+                    .await?
+            }
+            Command::Resume(a) => {
+                client
+                    .op(&a.id, "resume", json!({ "lease": a.lease }))
+                    .await?
+            }
+            Command::Heartbeat(a) => {
+                client
+                    .op(
+                        &a.id,
+                        "heartbeat",
+                        with_lease(json!(requests::heartbeat(a)?), &a.lease),
+                    )
+                    .await?
+            }
+            Command::Complete(a) => {
+                client
+                    .op(
+                        &a.id,
+                        "complete",
+                        with_lease(json!(requests::complete(a)?), &a.lease),
+                    )
+                    .await?
+            }
+            Command::Fail(a) => {
+                client
+                    .op(
+                        &a.id,
+                        "fail",
+                        with_lease(json!(requests::fail(a)), &a.lease),
+                    )
+                    .await?
+            }
+            Command::Block(a) => {
+                client
+                    .op(
+                        &a.id,
+                        "block",
+                        json!({ "lease": a.lease, "reason": a.reason }),
+                    )
+                    .await?
+            }
+            Command::Wait(a) => {
+                client
+                    .op(
+                        &a.id,
+                        "wait",
+                        json!({ "lease": a.lease, "reason": a.reason }),
+                    )
+                    .await?
+            }
+            Command::Approve { id, comment } => {
+                client
+                    .op(id, "approve", json!({ "comment": comment }))
+                    .await?
+            }
+            Command::Reject { id, reason } => {
+                client.op(id, "reject", json!({ "reason": reason })).await?
+            }
+            Command::Note(a) => {
+                client
+                    .send(
+                        Method::POST,
+                        &format!("/v1/tasks/{}/context", a.id),
+                        Some(json!(requests::note(a))),
+                    )
+                    .await?
+            }
+            Command::Step(StepCmd::Add { id, title, details }) => {
+                client
+                    .send(
+                        Method::POST,
+                        &format!("/v1/tasks/{id}/steps"),
+                        Some(json!({ "title": title, "details": details })),
+                    )
+                    .await?
+            }
+            Command::Step(StepCmd::Done { id, step_id, notes }) => {
+                client
+                    .send(
+                        Method::POST,
+                        &format!("/v1/tasks/{id}/steps/{step_id}/done"),
+                        Some(json!({ "notes": notes })),
+                    )
+                    .await?
+            }
+            Command::Dep(DepCmd::Add {
+                blocker,
+                blocked,
+                kind,
+            }) => {
+                let body = json!({ "blocker_id": blocker, "kind": kind });
+                client
+                    .send(
+                        Method::POST,
+                        &format!("/v1/tasks/{blocked}/dependencies"),
+                        Some(body),
+                    )
+                    .await?
+            }
+            Command::Dep(DepCmd::Rm {
+                blocker,
+                blocked,
+                kind,
+            }) => {
+                let path = format!("/v1/tasks/{blocked}/dependencies/{blocker}");
+                client
+                    .send_query(Method::DELETE, &path, &[("kind", kind.clone())], None)
+                    .await?
+            }
+            Command::Brief { id, max_bytes } => {
+                let query: Vec<(&str, String)> = max_bytes
+                    .iter()
+                    .map(|m| ("max_bytes", m.to_string()))
+                    .collect();
+                client
+                    .send_query(Method::GET, &format!("/v1/tasks/{id}/brief"), &query, None)
+                    .await?
+            }
+            Command::Plan(PlanCmd::Apply { file }) => {
+                let text = std::fs::read_to_string(file).map_err(|e| {
+                    Error::new(
+                        Code::InvalidPlan,
+                        format!("cannot read plan file {}: {e}", file.display()),
+                        "check the path",
+                    )
+                })?;
+                let doc = baton_core::ops::plan::parse(&text)?;
+                client
+                    .send(Method::POST, "/v1/plans", Some(json!(doc)))
+                    .await?
+            }
+            Command::Events { after, limit } => {
+                client
+                    .send_query(
+                        Method::GET,
+                        "/v1/events",
+                        &[("after", after.to_string()), ("limit", limit.to_string())],
+                        None,
+                    )
+                    .await?
+            }
+            _ => return Err(Error::invalid(
+                "this command works on the embedded store only",
+                "run it without --server / BATON_SERVER, with --data-dir on the server's machine",
+            )),
+        };
+    Ok(Outcome::Value(value))
+}
+
+/// Adds the lease token to an operation's body.
+fn with_lease(mut body: Value, lease: &str) -> Value {
+    body["lease"] = json!(lease);
+    body
+}
+
+struct Client<'a> {
+    http: reqwest::Client,
+    base: String,
+    cli: &'a Cli,
+}
+
+impl Client<'_> {
+    async fn op(&self, id: &str, op: &str, body: Value) -> Result<Value, Error> {
+        self.send(Method::POST, &format!("/v1/tasks/{id}/{op}"), Some(body))
+            .await
+    }
+
+    async fn send(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value, Error> {
+        self.send_query(method, path, &[], body).await
+    }
+
+    async fn send_query(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<Value>,
+    ) -> Result<Value, Error> {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .query(query);
+        if let Some(token) = &self.cli.token {
+            req = req.bearer_auth(token);
+        }
+        if let Some(key) = &self.cli.idempotency_key {
+            req = req.header("idempotency-key", key);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.map_err(|e| {
+            Error::new(
+                Code::Busy,
+                format!("cannot reach {}: {e}", self.base),
+                "check --server / BATON_SERVER and that baton serve runs",
+            )
+        })?;
+        let status = resp.status();
+        let body: Value = resp
+            .json()
+            .await
+            .map_err(|e| Error::storage(format!("unreadable response: {e}")))?;
+        if status.is_success() {
+            return Ok(body);
+        }
+        Err(Error::from_json(&body)
+            .unwrap_or_else(|| Error::new(Code::Internal, format!("server answered {status}"), "")))
+    }
+}

@@ -1,0 +1,112 @@
+//! Arguments → operation requests: one conversion per command, shared by the embedded path
+//! and the HTTP client, so both send exactly the same request.
+
+use crate::args::*;
+use baton_core::api::*;
+use baton_core::time::{parse_timestamp, Duration};
+use baton_core::Error;
+use serde_json::Value;
+
+/// Parses an optional duration argument (`30s`, `5m`).
+pub(crate) fn duration(text: &Option<String>) -> Result<Option<Duration>, Error> {
+    text.as_deref().map(Duration::parse).transpose()
+}
+
+/// Parses an optional JSON argument.
+pub(crate) fn json_arg(field: &str, text: &Option<String>) -> Result<Option<Value>, Error> {
+    text.as_deref()
+        .map(|t| {
+            serde_json::from_str(t).map_err(|e| {
+                Error::invalid(
+                    format!("--{field} is not valid JSON: {e}"),
+                    format!("pass --{field} as a JSON value, e.g. '{{\"ok\": true}}'"),
+                )
+            })
+        })
+        .transpose()
+}
+
+pub(crate) fn create(a: &CreateArgs) -> Result<CreateTask, Error> {
+    Ok(CreateTask {
+        title: a.title.clone(),
+        intent: a.intent.clone(),
+        description: a.description.clone(),
+        plan: a.plan.clone(),
+        kind: a.kind.clone(),
+        parent_id: a.parent.clone(),
+        priority: a.priority,
+        due_at: a.due.as_deref().map(parse_timestamp).transpose()?,
+        required_capabilities: a.capabilities.clone(),
+        labels: a.labels.clone(),
+        blocked_by: a.blocked_by.clone(),
+        lease_ttl: duration(&a.lease_ttl)?,
+        max_attempts: a.max_attempts,
+        review_required: a.review.then_some(true),
+        output_schema: json_arg("output-schema", &a.output_schema)?,
+        input: json_arg("input", &a.input)?,
+        draft: a.draft,
+        ..Default::default()
+    })
+}
+
+pub(crate) fn update(a: &UpdateArgs) -> Result<UpdateTask, Error> {
+    Ok(UpdateTask {
+        version: a.version,
+        title: a.title.clone(),
+        intent: a.intent.clone(),
+        description: a.description.clone(),
+        plan: a.plan.clone(),
+        kind: a.kind.clone(),
+        priority: a.priority,
+        due_at: a.due.as_deref().map(parse_timestamp).transpose()?,
+        labels: (!a.labels.is_empty()).then(|| a.labels.clone()),
+        required_capabilities: (!a.capabilities.is_empty()).then(|| a.capabilities.clone()),
+        lease_ttl: duration(&a.lease_ttl)?,
+        max_attempts: a.max_attempts,
+        ..Default::default()
+    })
+}
+
+pub(crate) fn claim(a: &ClaimArgs) -> Result<ClaimRequest, Error> {
+    Ok(ClaimRequest {
+        agent: a.agent.clone(),
+        capabilities: a.capabilities.clone(),
+        count: Some(a.count),
+        lease_ttl: duration(&a.lease_ttl)?,
+        wait: duration(&a.wait)?,
+    })
+}
+
+pub(crate) fn heartbeat(a: &HeartbeatArgs) -> Result<Heartbeat, Error> {
+    Ok(Heartbeat {
+        progress: a.progress,
+        message: a.message.clone(),
+        usage: json_arg("usage", &a.usage)?,
+        lease_ttl: None,
+    })
+}
+
+pub(crate) fn complete(a: &CompleteArgs) -> Result<Complete, Error> {
+    Ok(Complete {
+        output: json_arg("output", &a.output)?,
+        outcome: a.outcome.clone(),
+        force: a.force,
+    })
+}
+
+pub(crate) fn fail(a: &FailArgs) -> Fail {
+    Fail {
+        error: a.error.clone(),
+        class: a.class.clone(),
+        no_retry: a.no_retry,
+    }
+}
+
+pub(crate) fn note(a: &NoteArgs) -> AddContext {
+    AddContext {
+        kind: a.kind.clone(),
+        content: a.content.clone(),
+        supersedes: a.supersedes.clone(),
+        lease: a.lease.clone(),
+    }
+}
