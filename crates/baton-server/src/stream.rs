@@ -1,4 +1,5 @@
-//! `GET /v1/events/stream`: the event log as Server-Sent Events. Each subscriber has its own
+//! The event log, live: Server-Sent Events at `GET /v1/events/stream` and WebSocket at
+//! `GET /v1/ws`, with the same resume and filters. Each subscriber has its own
 //! task that reads the log from its cursor and waits on the store's commit signal when it
 //! has caught up, so a slow consumer only slows itself: writers never wait for readers, and
 //! a consumer that falls behind simply reads further back in the log.
@@ -10,6 +11,7 @@
 use crate::{ApiError, AppState};
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap};
 use axum::response::Response;
@@ -33,7 +35,19 @@ const PAGE: u32 = 500;
 const IDLE: Duration = Duration::from_secs(2);
 
 pub(crate) fn routes() -> Router<AppState> {
-    Router::new().route("/v1/events/stream", get(stream))
+    Router::new()
+        .route("/v1/events/stream", get(stream))
+        .route("/v1/ws", get(websocket))
+}
+
+/// What a subscriber's reader task hands its connection.
+enum Item {
+    /// The next kept event.
+    Event(Box<Event>),
+    /// Nothing happened for a while.
+    KeepAlive,
+    /// The log could not be read; the stream ends.
+    Failed(Error),
 }
 
 /// Query of the stream: where to start and what to keep.
@@ -73,11 +87,12 @@ impl StreamQuery {
     }
 }
 
-async fn stream(
-    State(s): State<AppState>,
-    headers: HeaderMap,
+/// Authenticates a subscriber and starts its reader task; returns the items to deliver.
+fn subscribe(
+    s: &AppState,
+    headers: &HeaderMap,
     query: Result<Query<StreamQuery>, QueryRejection>,
-) -> Result<Response, ApiError> {
+) -> Result<mpsc::Receiver<Item>, ApiError> {
     let Query(q) = query.map_err(|e| {
         ApiError(Error::invalid(
             format!("invalid query string: {}", e.body_text()),
@@ -99,15 +114,24 @@ async fn stream(
         None => None,
     };
     let actor = s
-        .auth(&headers, &[baton_core::access::Permission::Read])?
+        .auth(headers, &[baton_core::access::Permission::Read])?
         .actor;
     let start = match last_id.or(q.after) {
         Some(n) => n,
         // Neither: new events only.
         None => latest_seq(&s.baton, &actor)?,
     };
-    let (tx, rx) = mpsc::channel::<String>(BUFFER);
+    let (tx, rx) = mpsc::channel::<Item>(BUFFER);
     tokio::spawn(feed(s.baton.clone(), actor, q, start, tx));
+    Ok(rx)
+}
+
+async fn stream(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<StreamQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let rx = subscribe(&s, &headers, query)?;
     Response::builder()
         .header(header::CONTENT_TYPE, "text/event-stream")
         .header(header::CACHE_CONTROL, "no-cache")
@@ -130,13 +154,7 @@ fn latest_seq(baton: &Baton, actor: &Actor) -> Result<u64, ApiError> {
 
 /// Reads the log from `after` and sends each kept event as an SSE frame, until the client
 /// goes away.
-async fn feed(
-    baton: Baton,
-    actor: Actor,
-    q: StreamQuery,
-    mut after: u64,
-    tx: mpsc::Sender<String>,
-) {
+async fn feed(baton: Baton, actor: Actor, q: StreamQuery, mut after: u64, tx: mpsc::Sender<Item>) {
     loop {
         // Register for the wake-up before reading, so a commit in between is not missed.
         let notified = baton.store().commits().notified();
@@ -145,9 +163,7 @@ async fn feed(
         let page = match baton.events(&actor, after, PAGE) {
             Ok(out) => out.events,
             Err(e) => {
-                let _ = tx
-                    .send(format!("event: error\ndata: {}\n\n", e.to_json()))
-                    .await;
+                let _ = tx.send(Item::Failed(e)).await;
                 return;
             }
         };
@@ -155,7 +171,7 @@ async fn feed(
             tokio::select! {
                 _ = &mut notified => {}
                 _ = tokio::time::sleep(IDLE) => {
-                    if tx.send(": keep-alive\n\n".into()).await.is_err() {
+                    if tx.send(Item::KeepAlive).await.is_err() {
                         return;
                     }
                 }
@@ -172,28 +188,56 @@ async fn feed(
             if !q.keeps(&e) {
                 continue;
             }
-            let data = serde_json::to_string(&e).unwrap_or_default();
-            if tx
-                .send(format!(
-                    "id: {}\nevent: {}\ndata: {data}\n\n",
-                    e.seq, e.kind
-                ))
-                .await
-                .is_err()
-            {
+            if tx.send(Item::Event(Box::new(e))).await.is_err() {
                 return;
             }
         }
     }
 }
 
-/// The frames of one subscriber, as a body stream.
-struct Frames(mpsc::Receiver<String>);
+/// The SSE frames of one subscriber, as a body stream.
+struct Frames(mpsc::Receiver<Item>);
 
 impl futures_core::Stream for Frames {
     type Item = Result<String, std::convert::Infallible>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.0.poll_recv(cx).map(|frame| frame.map(Ok))
+        self.0.poll_recv(cx).map(|item| {
+            item.map(|item| {
+                Ok(match item {
+                    Item::Event(e) => {
+                        let data = serde_json::to_string(&e).unwrap_or_default();
+                        format!("id: {}\nevent: {}\ndata: {data}\n\n", e.seq, e.kind)
+                    }
+                    Item::KeepAlive => ": keep-alive\n\n".into(),
+                    Item::Failed(e) => format!("event: error\ndata: {}\n\n", e.to_json()),
+                })
+            })
+        })
     }
+}
+
+/// `GET /v1/ws`: the same stream over a WebSocket, one event per text message (its JSON,
+/// with `seq`); resume with `?after=N` on reconnect.
+async fn websocket(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<StreamQuery>, QueryRejection>,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let mut rx = subscribe(&s, &headers, query)?;
+    Ok(upgrade.on_upgrade(|mut socket: WebSocket| async move {
+        while let Some(item) = rx.recv().await {
+            let message = match item {
+                Item::Event(e) => {
+                    Message::Text(serde_json::to_string(&e).unwrap_or_default().into())
+                }
+                Item::KeepAlive => Message::Ping(Default::default()),
+                Item::Failed(e) => Message::Text(e.to_json().to_string().into()),
+            };
+            if socket.send(message).await.is_err() {
+                return; // the client went away; dropping `rx` stops the reader task
+            }
+        }
+    }))
 }

@@ -670,3 +670,57 @@ async fn batch_creates_a_graph_by_refs() {
     let (_, after) = s.get("/v1/events?limit=1000").await;
     assert_eq!(before, after);
 }
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The next event message on a WebSocket (pings skipped), within 10 s.
+async fn next_event(socket: &mut Ws) -> Value {
+    use futures_util::StreamExt;
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("a message in time");
+        if let tokio_tungstenite::tungstenite::Message::Text(text) = msg.unwrap().unwrap() {
+            return serde_json::from_str(&text).unwrap();
+        }
+    }
+}
+
+/// The WebSocket stream: events in order, one JSON message each, resumable with `after`;
+/// a connection without a key is refused.
+#[tokio::test]
+async fn websocket_stream_delivers_in_order_and_resumes() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let s = Server::start().await;
+    for i in 0..3 {
+        s.post("/v1/tasks", json!({"title": format!("t{i}")})).await;
+    }
+    let ws_url = format!("{}/v1/ws", s.base.replace("http://", "ws://"));
+    let connect = |query: &str| {
+        let mut req = format!("{ws_url}{query}").into_client_request().unwrap();
+        req.headers_mut().insert(
+            "authorization",
+            format!("Bearer {}", s.token).parse().unwrap(),
+        );
+        tokio_tungstenite::connect_async(req)
+    };
+    let (mut socket, _) = connect("?after=0").await.expect("connect");
+    let mut seqs = Vec::new();
+    for _ in 0..3 {
+        seqs.push(next_event(&mut socket).await["seq"].as_u64().unwrap());
+    }
+    assert_eq!(seqs, [1, 2, 3]);
+    drop(socket);
+    let (mut resumed, _) = connect("?after=3&type=task.").await.expect("connect");
+    let e = next_event(&mut resumed).await;
+    assert_eq!(e["seq"], 4, "resumes after 3, nothing skipped or repeated");
+    let (_, t) = s.post("/v1/tasks", json!({"title": "live"})).await;
+    let mut live = next_event(&mut resumed).await;
+    while live["task_id"] != t["task"]["id"] {
+        live = next_event(&mut resumed).await;
+    }
+    assert_eq!(live["type"], "task.created");
+    let anonymous = tokio_tungstenite::connect_async(ws_url.as_str()).await;
+    assert!(anonymous.is_err(), "no key, no stream");
+}
