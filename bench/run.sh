@@ -16,7 +16,7 @@ out="bench/results/$(date -u +%Y%m%dT%H%M%SZ).md"
   echo "| --- | --- | --- | --- | --- | --- | --- |"
   for mode in $modes; do
     for n in $sizes; do
-      ./target/release/baton-bench --tasks "$n" --cycles 10000 --workers 1,8,32 --durability "$mode" --cli target/release/baton
+      ./target/release/baton-bench --tasks "$n" --cycles 10000 --workers 1,8,32 --http-agents 16 --durability "$mode" --cli target/release/baton
     done
   done
 } | tee "$out"

@@ -33,6 +33,10 @@ struct Args {
     /// Also time CLI commands against the preloaded store, using this baton binary.
     #[arg(long)]
     cli: Option<std::path::PathBuf>,
+    /// Also measure over HTTP: this many agents doing claim → heartbeat → complete against
+    /// an in-process `baton serve` on loopback (0 to skip).
+    #[arg(long, default_value_t = 0)]
+    http_agents: usize,
     /// Keep the store here instead of a temporary directory.
     #[arg(long)]
     dir: Option<std::path::PathBuf>,
@@ -62,7 +66,8 @@ async fn main() -> anyhow::Result<()> {
     let actor = baton.actor("default", "bench").await?;
 
     // Preload: N ready tasks stay ready while measuring, plus the ones the cycles consume.
-    let total = args.tasks + args.cycles * args.workers.len() as u64;
+    let rounds = args.workers.len() as u64 + u64::from(args.http_agents > 0);
+    let total = args.tasks + args.cycles * rounds;
     let started = Instant::now();
     let made = Arc::new(AtomicU64::new(0));
     let mut creators = Vec::new();
@@ -145,6 +150,9 @@ async fn main() -> anyhow::Result<()> {
         );
     }
 
+    if args.http_agents > 0 {
+        http_bench(&baton, &args).await?;
+    }
     if let Some(bin) = &args.cli {
         cli_bench(bin, &dir, &args)?;
     }
@@ -249,5 +257,77 @@ fn cli_bench(bin: &std::path::Path, dir: &std::path::Path, args: &Args) -> anyho
         let rate = lat.len() as f64 / started.elapsed().as_secs_f64();
         row("claim→complete", workers, Some(rate), &mut lat);
     }
+    Ok(())
+}
+
+/// Agents over HTTP: claim → heartbeat → complete against an in-process server on loopback,
+/// every request a real HTTP round trip; claim latency measured per request.
+async fn http_bench(baton: &Baton, args: &Args) -> anyhow::Result<()> {
+    let admin = baton.actor("default", "bench").await?;
+    let token = baton.create_key(&admin, "worker", None).await?.key.token;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let server = tokio::spawn(baton_server::serve(
+        listener,
+        baton.clone(),
+        "default",
+        std::future::pending(),
+    ));
+    let http = reqwest::Client::new();
+    let done = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for w in 0..args.http_agents {
+        let (http, base, token, done) = (http.clone(), base.clone(), token.clone(), done.clone());
+        let cycles = args.cycles;
+        handles.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let agent = format!("h{w}");
+            while done.fetch_add(1, Ordering::Relaxed) < cycles {
+                let t0 = Instant::now();
+                let claimed: serde_json::Value = http
+                    .post(format!("{base}/v1/tasks/claim"))
+                    .bearer_auth(&token)
+                    .json(&serde_json::json!({ "agent": agent }))
+                    .send()
+                    .await?
+                    .json()
+                    .await?;
+                lat.push(t0.elapsed());
+                let c = &claimed["claims"][0];
+                let (Some(id), Some(lease)) =
+                    (c["task"]["id"].as_str(), c["lease"]["token"].as_str())
+                else {
+                    anyhow::bail!("queue ran dry: {claimed}")
+                };
+                for op in ["heartbeat", "complete"] {
+                    let resp = http
+                        .post(format!("{base}/v1/tasks/{id}/{op}"))
+                        .bearer_auth(&token)
+                        .json(&serde_json::json!({ "lease": lease }))
+                        .send()
+                        .await?;
+                    anyhow::ensure!(resp.status().is_success(), "{op}: {}", resp.text().await?);
+                }
+            }
+            anyhow::Ok(lat)
+        }));
+    }
+    let mut lat = Vec::new();
+    for h in handles {
+        lat.extend(h.await??);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    lat.sort_unstable();
+    println!(
+        "| http claim→heartbeat→complete | {} | {} | {} | {:.0}/s | {:.2} | {:.2} |",
+        args.tasks,
+        args.durability,
+        args.http_agents,
+        lat.len() as f64 / secs,
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99)
+    );
+    server.abort();
     Ok(())
 }
