@@ -724,3 +724,176 @@ async fn websocket_stream_delivers_in_order_and_resumes() {
     let anonymous = tokio_tungstenite::connect_async(ws_url.as_str()).await;
     assert!(anonymous.is_err(), "no key, no stream");
 }
+
+/// Every route, table-driven: without a key 401; with a key of another workspace, anything
+/// naming this workspace's task is 404; with an observer key, every mutation is 403.
+#[tokio::test]
+async fn every_route_checks_keys_roles_and_workspaces() {
+    let s = Server::start().await;
+    let (_, t) = s.post("/v1/tasks", json!({"title": "t"})).await;
+    let id = t["task"]["id"].as_str().unwrap().to_string();
+    let ws = t["task"]["workspace_id"].as_str().unwrap().to_string();
+    let (_, other) = s.post("/v1/workspaces", json!({"name": "elsewhere"})).await;
+    let other = format!("Bearer {}", other["key"]["token"].as_str().unwrap());
+    let observer = format!("Bearer {}", s.key("observer", None).await);
+    // (method, path, body, mutates, names this workspace's task)
+    let routes: Vec<(&str, String, Value, bool, bool)> = vec![
+        (
+            "POST",
+            "/v1/tasks".into(),
+            json!({"title": "x"}),
+            true,
+            false,
+        ),
+        (
+            "POST",
+            "/v1/tasks/batch".into(),
+            json!({"tasks": [{"ref": "a", "title": "a"}]}),
+            true,
+            false,
+        ),
+        ("GET", "/v1/tasks".into(), json!(null), false, false),
+        ("GET", "/v1/tasks/ready".into(), json!(null), false, false),
+        (
+            "POST",
+            "/v1/tasks/claim".into(),
+            json!({"agent": "a"}),
+            true,
+            false,
+        ),
+        ("GET", format!("/v1/tasks/{id}"), json!(null), false, true),
+        (
+            "PATCH",
+            format!("/v1/tasks/{id}"),
+            json!({"title": "y"}),
+            true,
+            true,
+        ),
+        (
+            "GET",
+            format!("/v1/tasks/{id}/brief"),
+            json!(null),
+            false,
+            true,
+        ),
+        (
+            "POST",
+            format!("/v1/tasks/{id}/context"),
+            json!({"type": "note", "content": "c"}),
+            true,
+            true,
+        ),
+        (
+            "POST",
+            format!("/v1/tasks/{id}/steps"),
+            json!({"title": "s"}),
+            true,
+            true,
+        ),
+        (
+            "POST",
+            format!("/v1/tasks/{id}/steps/stp_x/done"),
+            json!({}),
+            true,
+            true,
+        ),
+        (
+            "POST",
+            format!("/v1/tasks/{id}/dependencies"),
+            json!({"blocker_id": id}),
+            true,
+            true,
+        ),
+        (
+            "DELETE",
+            format!("/v1/tasks/{id}/dependencies/{id}"),
+            json!(null),
+            true,
+            true,
+        ),
+        (
+            "POST",
+            "/v1/plans".into(),
+            json!({"tasks": [{"ref": "p", "title": "p"}]}),
+            true,
+            false,
+        ),
+        ("GET", "/v1/events".into(), json!(null), false, false),
+        (
+            "POST",
+            "/v1/workspaces".into(),
+            json!({"name": "n"}),
+            true,
+            false,
+        ),
+        (
+            "POST",
+            format!("/v1/workspaces/{ws}/keys"),
+            json!({"role": "observer"}),
+            true,
+            true,
+        ),
+    ];
+    let mut ops: Vec<(&str, String, Value, bool, bool)> = Vec::new();
+    let lease = |extra: Value| {
+        let mut body = json!({"lease": "lse_not_yours"});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        body
+    };
+    for (op, body) in [
+        ("start", lease(json!({}))),
+        ("heartbeat", lease(json!({}))),
+        ("release", lease(json!({}))),
+        ("complete", lease(json!({}))),
+        ("fail", lease(json!({"error": "e"}))),
+        ("block", lease(json!({"reason": "r"}))),
+        ("wait", lease(json!({"reason": "r"}))),
+        ("resume", lease(json!({}))),
+        ("publish", json!({})),
+        ("cancel", json!({})),
+        ("retry", json!({})),
+        ("unblock", json!({})),
+        ("approve", json!({})),
+        ("reject", json!({"reason": "r"})),
+    ] {
+        ops.push(("POST", format!("/v1/tasks/{id}/{op}"), body, true, true));
+    }
+    for (method, path, body, mutates, names_task) in routes.into_iter().chain(ops) {
+        let body = (!body.is_null()).then_some(body);
+        let (st, v) = s
+            .call(method, &path, body.clone(), &[("authorization", "")])
+            .await;
+        assert_eq!(
+            (st, error_code(&v)),
+            (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
+            "no key: {method} {path}"
+        );
+        if names_task {
+            let (st, v) = s
+                .call(
+                    method,
+                    &path,
+                    body.clone(),
+                    &[("authorization", other.as_str())],
+                )
+                .await;
+            assert_eq!(
+                (st, error_code(&v)),
+                (StatusCode::NOT_FOUND, "NOT_FOUND"),
+                "other workspace: {method} {path}: {v}"
+            );
+        }
+        if mutates {
+            let (st, v) = s
+                .call(method, &path, body, &[("authorization", observer.as_str())])
+                .await;
+            assert_eq!(
+                (st, error_code(&v)),
+                (StatusCode::FORBIDDEN, "FORBIDDEN"),
+                "observer: {method} {path}"
+            );
+        }
+    }
+}
