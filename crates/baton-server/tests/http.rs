@@ -897,3 +897,43 @@ async fn every_route_checks_keys_roles_and_workspaces() {
         }
     }
 }
+
+/// A subscriber that stops reading does not hold writers up: thousands of writes complete
+/// while it sleeps, and when it reads again it gets every event, in order, none repeated.
+#[tokio::test]
+async fn slow_stream_consumer_never_blocks_writers() {
+    let s = Server::start().await;
+    let mut stalled = Sse::open(&s, "?after=0", None).await;
+    let first = stalled.next().await.0;
+    // The subscriber now reads nothing while 1,500 tasks are written (far past its buffer).
+    let planner = s.baton.actor("default", "planner").await.unwrap();
+    let mut writers = Vec::new();
+    for w in 0..3 {
+        let (baton, actor) = (s.baton.clone(), planner.clone());
+        writers.push(tokio::spawn(async move {
+            for i in 0..500 {
+                let req = baton_core::api::CreateTask {
+                    title: format!("w{w}-{i}"),
+                    ..Default::default()
+                };
+                baton.create_task(&actor, None, req).await.unwrap();
+            }
+        }));
+    }
+    for w in writers {
+        tokio::time::timeout(Duration::from_secs(60), w)
+            .await
+            .expect("writers finish while the reader stalls")
+            .unwrap();
+    }
+    let (_, last) = s.get("/v1/events?after=1500&limit=1000").await;
+    let newest = last["events"].as_array().unwrap().last().unwrap()["seq"]
+        .as_u64()
+        .unwrap();
+    let mut expected = first + 1;
+    while expected <= newest {
+        let (id, _, _) = stalled.next().await;
+        assert_eq!(id, expected, "every event once, in order");
+        expected += 1;
+    }
+}
