@@ -328,6 +328,51 @@ async fn http_bench(baton: &Baton, args: &Args) -> anyhow::Result<()> {
         percentile(&lat, 0.5),
         percentile(&lat, 0.99)
     );
+    // Long-poll wake-up: an idle agent waits in a claim; a task is created; how long from
+    // the creation's answer to the claim's answer. The queue is drained first.
+    let planner = baton.create_key(&admin, "planner", None).await?.key.token;
+    while !http
+        .post(format!("{base}/v1/tasks/claim"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({ "agent": "drain", "count": 100 }))
+        .send()
+        .await?
+        .json::<serde_json::Value>()
+        .await?["claims"]
+        .as_array()
+        .is_none_or(|c| c.is_empty())
+    {}
+    let mut wake = Vec::new();
+    for i in 0..20 {
+        let (http2, base2, token2) = (http.clone(), base.clone(), token.clone());
+        let waiter = tokio::spawn(async move {
+            let r = http2
+                .post(format!("{base2}/v1/tasks/claim"))
+                .bearer_auth(&token2)
+                .json(&serde_json::json!({ "agent": "sleeper", "wait": "10s" }))
+                .send()
+                .await;
+            (r.map(|_| ()), Instant::now())
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await; // let it wait
+        http.post(format!("{base}/v1/tasks"))
+            .bearer_auth(&planner)
+            .json(&serde_json::json!({ "title": format!("wake {i}") }))
+            .send()
+            .await?;
+        let created = Instant::now();
+        let (answered, at) = waiter.await?;
+        answered?;
+        wake.push(at.saturating_duration_since(created));
+    }
+    wake.sort_unstable();
+    println!(
+        "| http long-poll wake-up | {} | {} | 1 | | {:.2} | {:.2} |",
+        args.tasks,
+        args.durability,
+        percentile(&wake, 0.5),
+        percentile(&wake, 0.99)
+    );
     server.abort();
     Ok(())
 }
