@@ -42,6 +42,30 @@ struct Args {
     dir: Option<std::path::PathBuf>,
 }
 
+/// Prints one table row: operation, size, durability, concurrency, rate, claim p50/p99.
+fn row(op: &str, args: &Args, workers: usize, rate: Option<f64>, lat: &mut [Duration]) {
+    lat.sort_unstable();
+    let rate = rate.map(|r| format!("{r:.0}/s")).unwrap_or_default();
+    println!(
+        "| {op} | {} | {} | {workers} | {rate} | {:.2} | {:.2} |",
+        args.tasks,
+        args.durability,
+        percentile(lat, 0.5),
+        percentile(lat, 0.99)
+    );
+}
+
+/// Waits for every agent and pools their latency samples.
+async fn pooled(
+    handles: Vec<tokio::task::JoinHandle<anyhow::Result<Vec<Duration>>>>,
+) -> anyhow::Result<Vec<Duration>> {
+    let mut lat = Vec::new();
+    for h in handles {
+        lat.extend(h.await??);
+    }
+    Ok(lat)
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -133,21 +157,9 @@ async fn main() -> anyhow::Result<()> {
                 anyhow::Ok(lat)
             }));
         }
-        let mut lat = Vec::new();
-        for h in handles {
-            lat.extend(h.await??);
-        }
-        let secs = started.elapsed().as_secs_f64();
-        lat.sort_unstable();
-        println!(
-            "| claim→complete | {} | {} | {} | {:.0}/s | {:.2} | {:.2} |",
-            args.tasks,
-            args.durability,
-            workers,
-            lat.len() as f64 / secs,
-            percentile(&lat, 0.5),
-            percentile(&lat, 0.99)
-        );
+        let mut lat = pooled(handles).await?;
+        let rate = lat.len() as f64 / started.elapsed().as_secs_f64();
+        row("claim→complete", &args, workers, Some(rate), &mut lat);
     }
 
     if args.http_agents > 0 {
@@ -186,17 +198,6 @@ fn baton_cli(
 /// The same operations through the `baton` binary, one process per command, on the warm
 /// store the in-process runs left behind.
 fn cli_bench(bin: &std::path::Path, dir: &std::path::Path, args: &Args) -> anyhow::Result<()> {
-    let row = |op: &str, workers: usize, rate: Option<f64>, lat: &mut Vec<Duration>| {
-        lat.sort_unstable();
-        let rate = rate.map(|r| format!("{r:.0}/s")).unwrap_or_default();
-        println!(
-            "| cli {op} | {} | {} | {workers} | {rate} | {:.2} | {:.2} |",
-            args.tasks,
-            args.durability,
-            percentile(lat, 0.5),
-            percentile(lat, 0.99)
-        );
-    };
     let mut lat = Vec::new();
     let started = Instant::now();
     for i in 0..100 {
@@ -210,7 +211,7 @@ fn cli_bench(bin: &std::path::Path, dir: &std::path::Path, args: &Args) -> anyho
         );
     }
     let rate = 100.0 / started.elapsed().as_secs_f64();
-    row("task create", 1, Some(rate), &mut lat);
+    row("cli task create", args, 1, Some(rate), &mut lat);
 
     let (listed, _) = baton_cli(bin, dir, &["task", "list", "--limit", "1"])?;
     let some = listed["tasks"][0]["id"]
@@ -221,7 +222,7 @@ fn cli_bench(bin: &std::path::Path, dir: &std::path::Path, args: &Args) -> anyho
     for _ in 0..30 {
         lat.push(baton_cli(bin, dir, &["task", "get", &some])?.1);
     }
-    row("task get", 1, None, &mut lat);
+    row("cli task get", args, 1, None, &mut lat);
 
     for workers in [1usize, 8] {
         let cycles_each = 200 / workers;
@@ -255,7 +256,7 @@ fn cli_bench(bin: &std::path::Path, dir: &std::path::Path, args: &Args) -> anyho
             );
         }
         let rate = lat.len() as f64 / started.elapsed().as_secs_f64();
-        row("claim→complete", workers, Some(rate), &mut lat);
+        row("cli claim→complete", args, workers, Some(rate), &mut lat);
     }
     Ok(())
 }
@@ -313,35 +314,33 @@ async fn http_bench(baton: &Baton, args: &Args) -> anyhow::Result<()> {
             anyhow::Ok(lat)
         }));
     }
-    let mut lat = Vec::new();
-    for h in handles {
-        lat.extend(h.await??);
-    }
-    let secs = started.elapsed().as_secs_f64();
-    lat.sort_unstable();
-    println!(
-        "| http claim→heartbeat→complete | {} | {} | {} | {:.0}/s | {:.2} | {:.2} |",
-        args.tasks,
-        args.durability,
+    let mut lat = pooled(handles).await?;
+    let rate = lat.len() as f64 / started.elapsed().as_secs_f64();
+    row(
+        "http claim→heartbeat→complete",
+        args,
         args.http_agents,
-        lat.len() as f64 / secs,
-        percentile(&lat, 0.5),
-        percentile(&lat, 0.99)
+        Some(rate),
+        &mut lat,
     );
     // Long-poll wake-up: an idle agent waits in a claim; a task is created; how long from
-    // the creation's answer to the claim's answer. The queue is drained first.
-    let planner = baton.create_key(&admin, "planner", None).await?.key.token;
-    while !http
-        .post(format!("{base}/v1/tasks/claim"))
-        .bearer_auth(&token)
-        .json(&serde_json::json!({ "agent": "drain", "count": 100 }))
-        .send()
+    // the creation's answer to the claim's answer. In a workspace of its own, whose queue is
+    // empty, so the measurement leaves the benchmark's queue alone.
+    let quiet = baton.create_workspace("wake-up").await?;
+    let quiet_admin = baton_core::api::Actor {
+        workspace_id: quiet.id,
+        name: "bench".into(),
+    };
+    let token = baton
+        .create_key(&quiet_admin, "worker", None)
         .await?
-        .json::<serde_json::Value>()
-        .await?["claims"]
-        .as_array()
-        .is_none_or(|c| c.is_empty())
-    {}
+        .key
+        .token;
+    let planner = baton
+        .create_key(&quiet_admin, "planner", None)
+        .await?
+        .key
+        .token;
     let mut wake = Vec::new();
     for i in 0..20 {
         let (http2, base2, token2) = (http.clone(), base.clone(), token.clone());
@@ -365,14 +364,7 @@ async fn http_bench(baton: &Baton, args: &Args) -> anyhow::Result<()> {
         answered?;
         wake.push(at.saturating_duration_since(created));
     }
-    wake.sort_unstable();
-    println!(
-        "| http long-poll wake-up | {} | {} | 1 | | {:.2} | {:.2} |",
-        args.tasks,
-        args.durability,
-        percentile(&wake, 0.5),
-        percentile(&wake, 0.99)
-    );
+    row("http long-poll wake-up", args, 1, None, &mut wake);
     server.abort();
     Ok(())
 }
