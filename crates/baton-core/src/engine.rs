@@ -554,6 +554,11 @@ impl Baton {
         })
     }
 
+    /// The sequence number of the newest event in the actor's workspace.
+    pub fn last_seq(&self, actor: &Actor) -> Result<u64> {
+        self.read(actor, |ctx| ctx.tx.last_seq(ctx.ws))
+    }
+
     /// Expires lapsed leases in the actor's workspace; how many.
     pub async fn reap(&self, actor: &Actor) -> Result<usize> {
         let request = json!({ "op": "reap" });

@@ -135,6 +135,8 @@ pub trait Tx {
     fn append_event(&mut self, event: NewEvent<'_>) -> Result<u64>;
     /// Events with `seq > after`, oldest first.
     fn events(&mut self, ws: &str, after: u64, limit: u32) -> Result<Vec<Event>>;
+    /// The sequence number of the workspace's newest event (0 when none).
+    fn last_seq(&mut self, ws: &str) -> Result<u64>;
 
     /// The stored (request hash, response) for an idempotency key.
     fn idempotency(&mut self, ws: &str, key: &str) -> Result<Option<(String, String)>>;

@@ -119,7 +119,7 @@ fn subscribe(
     let start = match last_id.or(q.after) {
         Some(n) => n,
         // Neither: new events only.
-        None => latest_seq(&s.baton, &actor)?,
+        None => s.baton.last_seq(&actor)?,
     };
     let (tx, rx) = mpsc::channel::<Item>(BUFFER);
     tokio::spawn(feed(s.baton.clone(), actor, q, start, tx));
@@ -137,19 +137,6 @@ async fn stream(
         .header(header::CACHE_CONTROL, "no-cache")
         .body(Body::from_stream(Frames(rx)))
         .map_err(|e| ApiError(Error::new(baton_core::Code::Internal, e.to_string(), "")))
-}
-
-/// The sequence number of the newest event.
-fn latest_seq(baton: &Baton, actor: &Actor) -> Result<u64, ApiError> {
-    let mut after = 0;
-    loop {
-        let page = baton.events(actor, after, 1000)?.events;
-        match page.last() {
-            Some(last) if page.len() == 1000 => after = last.seq,
-            Some(last) => return Ok(last.seq),
-            None => return Ok(after),
-        }
-    }
 }
 
 /// Reads the log from `after` and sends each kept event as an SSE frame, until the client

@@ -419,6 +419,18 @@ impl Tx for SqliteTx<'_> {
         Ok(out)
     }
 
+    fn last_seq(&mut self, ws: &str) -> Result<u64> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT last_seq FROM workspaces WHERE id = ?1")
+            .map_err(db_err)?;
+        let seq: Option<i64> = stmt
+            .query_row([ws], |r| r.get(0))
+            .optional()
+            .map_err(db_err)?;
+        Ok(seq.unwrap_or(0) as u64)
+    }
+
     fn idempotency(&mut self, ws: &str, key: &str) -> Result<Option<(String, String)>> {
         let mut stmt = self
             .conn
