@@ -116,7 +116,7 @@ pub(crate) async fn run(args: &crate::args::DemoArgs, json_mode: bool) -> Result
 
     let doc = plan::parse(PLAN)?;
     let applied = baton.apply_plan(&planner, None, doc).await?;
-    let total = applied["tasks"].as_array().map(|t| t.len()).unwrap_or(0);
+    let total = applied.tasks.len();
     shared.say(
         "planner",
         format!(

@@ -221,9 +221,7 @@ async fn run(cli: Cli) -> Result<Outcome, Error> {
                     .await?,
             )
         }
-        Command::Brief { id, max_bytes } => {
-            Ok(Outcome::Value(baton.brief(&actor, &id, max_bytes)?))
-        }
+        Command::Brief { id, max_bytes } => to_value(baton.brief(&actor, &id, max_bytes)?),
         Command::Plan(PlanCmd::Apply { file }) => {
             let text = std::fs::read_to_string(&file).map_err(|e| {
                 Error::new(
@@ -233,7 +231,7 @@ async fn run(cli: Cli) -> Result<Outcome, Error> {
                 )
             })?;
             let doc = plan::parse(&text)?;
-            Ok(Outcome::Value(baton.apply_plan(&actor, key, doc).await?))
+            to_value(baton.apply_plan(&actor, key, doc).await?)
         }
         Command::Events { after, limit } => to_value(baton.events(&actor, after, limit)?),
         Command::Replay { verify } => replay(&dir, verify).await,

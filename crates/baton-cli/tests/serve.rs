@@ -237,3 +237,78 @@ async fn cli_speaks_http_with_the_same_shapes() {
     server.kill().unwrap();
     server.wait().unwrap();
 }
+
+/// The Python tools the test script installs into a throwaway venv (`target/py`).
+fn python_tool(name: &str) -> std::path::PathBuf {
+    let venv = std::env::var_os("BATON_TEST_VENV")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/py")
+        });
+    let tool = venv.join("bin").join(name);
+    assert!(
+        tool.exists(),
+        "{} is missing: run ./scripts/test, which installs the Python test tools into target/py",
+        tool.display()
+    );
+    tool
+}
+
+/// schemathesis, from PyPI, generates requests from `/openapi.json` (valid and invalid) and
+/// checks every answer: no 5xx, every status, content type, header and body as documented.
+/// The streams are left out: they never end, so a generated request would only time out.
+#[test]
+fn schemathesis_finds_nothing_against_the_openapi_document() {
+    let schemathesis = python_tool("schemathesis");
+    let dir = tempfile::tempdir().unwrap();
+    let token = baton(dir.path(), &["key", "create", "--role", "admin"])["key"]["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (mut server, addr) = start_server(dir.path());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(Instant::now() < deadline, "baton serve did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let seed = std::env::var("BATON_SCHEMATHESIS_SEED").unwrap_or_else(|_| "20261124".into());
+    let out = Command::new(schemathesis)
+        .args(["run", &format!("http://{addr}/openapi.json")])
+        .args(["-H", &format!("Authorization: Bearer {token}")])
+        .args([
+            "--checks",
+            "not_a_server_error,status_code_conformance,content_type_conformance,\
+             response_headers_conformance,response_schema_conformance",
+        ])
+        .args([
+            "--exclude-path",
+            "/v1/events/stream",
+            "--exclude-path",
+            "/v1/ws",
+        ])
+        .args(["--max-examples", "30", "--seed", &seed])
+        .args([
+            "--generation-database",
+            "none",
+            "--no-color",
+            "--workers",
+            "2",
+        ])
+        .args(["--request-timeout", "65"])
+        .env("SCHEMATHESIS_HOOKS", "")
+        .current_dir(dir.path())
+        .output()
+        .expect("run schemathesis");
+    let _ = server.kill();
+    let _ = server.wait();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "schemathesis found problems (seed {seed}):\n{report}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        report.contains("passed") && !report.contains("failed,"),
+        "unexpected schemathesis report:\n{report}"
+    );
+}

@@ -853,7 +853,9 @@ async fn context_and_briefing() {
         .await
         .unwrap();
 
-    let brief = env.baton.brief(&env.actor, &t.id, None).unwrap()["brief"].clone();
+    let brief = serde_json::to_value(env.baton.brief(&env.actor, &t.id, None).unwrap()).unwrap()
+        ["brief"]
+        .clone();
     assert_eq!(brief["task"]["intent"], "why");
     assert_eq!(brief["task"]["plan"], "how");
     assert_eq!(brief["parent"]["intent"], "ship it");
@@ -871,7 +873,9 @@ async fn context_and_briefing() {
     assert_eq!(brief["steps"][0]["done"], true);
     assert_eq!(brief["truncated"], false);
 
-    let small = env.baton.brief(&env.actor, &t.id, Some(1500)).unwrap()["brief"].clone();
+    let small = serde_json::to_value(env.baton.brief(&env.actor, &t.id, Some(1500)).unwrap())
+        .unwrap()["brief"]
+        .clone();
     assert!(serde_json::to_string(&small).unwrap().len() <= 1500 + 64);
     assert_eq!(small["truncated"], true);
     assert_eq!(small["task"]["intent"], "why", "the core survives trimming");
@@ -1118,7 +1122,7 @@ async fn unblocking_a_failed_dependency_sticks() {
         out["task"]["status"], "ready",
         "retried, not blocked again: {out}"
     );
-    let brief = env.baton.brief(&env.actor, &c.id, None).unwrap();
+    let brief = serde_json::to_value(env.baton.brief(&env.actor, &c.id, None).unwrap()).unwrap();
     assert_eq!(brief["brief"]["dependencies"][0]["relation"], "relates_to");
     let bad = Heartbeat {
         lease_ttl: Some(Duration(0)),

@@ -38,7 +38,7 @@ pub fn role_allows(role: &str, permission: Permission) -> bool {
 }
 
 /// A key as its creator sees it, once: the only time the secret is shown.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct KeyGrant {
     /// `key_…`
     pub id: String,
@@ -54,7 +54,7 @@ pub struct KeyGrant {
 }
 
 /// Output of key creation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct KeyOut {
     /// The new key.
     pub key: KeyGrant,

@@ -16,10 +16,11 @@ pub struct Actor {
 }
 
 /// Input of `task create`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTask {
     /// Short name; required.
+    #[schema(min_length = 1, max_length = 1000)]
     pub title: String,
     /// Why the task exists; immutable once created.
     #[serde(default)]
@@ -44,9 +45,11 @@ pub struct CreateTask {
     pub priority: Option<i64>,
     /// Deadline.
     #[serde(default, with = "rfc3339::option")]
+    #[schema(value_type = Option<crate::time::TimeInput>)]
     pub due_at: Option<Millis>,
     /// Not claimable before.
     #[serde(default, with = "rfc3339::option")]
+    #[schema(value_type = Option<crate::time::TimeInput>)]
     pub not_before: Option<Millis>,
     /// Capabilities a claimer must have.
     #[serde(default)]
@@ -90,7 +93,7 @@ pub struct CreateTask {
 }
 
 /// Input of `task update`: only the fields given change.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateTask {
     /// Expected current version; a mismatch is `VERSION_CONFLICT`.
@@ -116,6 +119,7 @@ pub struct UpdateTask {
     pub priority: Option<i64>,
     /// New deadline.
     #[serde(default, with = "rfc3339::option")]
+    #[schema(value_type = Option<crate::time::TimeInput>)]
     pub due_at: Option<Millis>,
     /// New labels (replace).
     #[serde(default)]
@@ -144,16 +148,18 @@ pub struct UpdateTask {
 }
 
 /// Input of `claim`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClaimRequest {
     /// The claiming agent's name; registered on first use.
+    #[schema(min_length = 1, max_length = 200)]
     pub agent: String,
     /// What the agent can do.
     #[serde(default)]
     pub capabilities: Vec<String>,
     /// How many tasks at most (default 1, at most 100).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 100)]
     pub count: Option<u32>,
     /// Lease TTL to grant instead of the task's.
     #[serde(default)]
@@ -164,7 +170,7 @@ pub struct ClaimRequest {
 }
 
 /// A lease as granted to its holder: the only place a token is ever shown.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LeaseGrant {
     /// The secret to present on every lease operation.
     pub token: String,
@@ -172,11 +178,12 @@ pub struct LeaseGrant {
     pub epoch: u64,
     /// When it lapses unless extended by a heartbeat.
     #[serde(with = "rfc3339")]
+    #[schema(value_type = crate::time::Rfc3339)]
     pub expires_at: Millis,
 }
 
 /// One claimed task.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Claim {
     /// The task, now `claimed`.
     pub task: Task,
@@ -187,18 +194,19 @@ pub struct Claim {
 }
 
 /// Output of `claim`: empty when nothing is claimable.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Claims {
     /// The claims made, in claim order.
     pub claims: Vec<Claim>,
 }
 
 /// Input of `heartbeat`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Heartbeat {
     /// Progress from 0.0 to 1.0.
     #[serde(default)]
+    #[schema(minimum = 0.0, maximum = 1.0)]
     pub progress: Option<f64>,
     /// What the agent is doing now.
     #[serde(default)]
@@ -212,19 +220,20 @@ pub struct Heartbeat {
 }
 
 /// Output of `heartbeat`: the lease and the signals the agent must act on.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HeartbeatAck {
     /// The task.
     pub task: Task,
     /// The new expiry.
     #[serde(with = "rfc3339")]
+    #[schema(value_type = crate::time::Rfc3339)]
     pub expires_at: Millis,
     /// `context_changed`, `budget_warning`, `budget_exhausted`, `killed`...
     pub signals: Vec<String>,
 }
 
 /// Input of `complete`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Complete {
     /// The result; checked against `output_schema`.
@@ -239,10 +248,11 @@ pub struct Complete {
 }
 
 /// Input of `fail`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Fail {
     /// What went wrong.
+    #[schema(min_length = 1)]
     pub error: String,
     /// Failure class: transient (default), timeout, resource, permanent, invalid_input.
     #[serde(default)]
@@ -264,7 +274,7 @@ pub const FAILURE_CLASSES: [&str; 5] = [
 ];
 
 /// Output of operations that return one task.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TaskOut {
     /// The task after the operation.
     pub task: Task,
@@ -274,7 +284,7 @@ pub struct TaskOut {
 }
 
 /// Output of operations that return many tasks.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TasksOut {
     /// The tasks.
     pub tasks: Vec<Task>,
@@ -284,13 +294,14 @@ pub struct TasksOut {
 }
 
 /// Input of `note` (add a context entry).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddContext {
     /// One of decision, rationale, discovery, attempt, outcome, blocker, note, reference, user_input.
     #[serde(rename = "type")]
     pub kind: String,
     /// The knowledge.
+    #[schema(min_length = 1)]
     pub content: String,
     /// An older entry on the same task that this one replaces.
     #[serde(default)]
@@ -301,21 +312,21 @@ pub struct AddContext {
 }
 
 /// Output of `note`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ContextOut {
     /// The new entry.
     pub context: ContextEntry,
 }
 
 /// Output of step operations.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StepOut {
     /// The step.
     pub step: Step,
 }
 
 /// Output of dependency operations.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DepOut {
     /// The edge.
     pub dependency: Dependency,
@@ -324,8 +335,121 @@ pub struct DepOut {
 }
 
 /// Output of `events`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EventsOut {
     /// Events in sequence order.
     pub events: Vec<Event>,
+}
+
+/// Project policies: on create the defaults for what is not given, on update only what is
+/// given changes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectSettings {
+    /// Default lease TTL of its tasks (default 5m).
+    #[serde(default)]
+    pub lease_ttl: Option<Duration>,
+    /// Default retry policy of its tasks.
+    #[serde(default)]
+    pub retry_policy: Option<RetryPolicy>,
+    /// Whether its tasks go to review by default.
+    #[serde(default)]
+    pub review_required: Option<bool>,
+    /// Kill switch: while set, nothing in the project can be claimed and heartbeats say
+    /// `killed`.
+    #[serde(default)]
+    pub killed: Option<bool>,
+}
+
+/// Input of `project create`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateProject {
+    /// Unique within the workspace.
+    #[schema(min_length = 1, max_length = 200)]
+    pub name: String,
+    /// Default lease TTL of its tasks (default 5m).
+    #[serde(default)]
+    pub lease_ttl: Option<Duration>,
+    /// Default retry policy of its tasks.
+    #[serde(default)]
+    pub retry_policy: Option<RetryPolicy>,
+    /// Whether its tasks go to review by default (default false).
+    #[serde(default)]
+    pub review_required: Option<bool>,
+}
+
+/// Output of operations that return one project.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ProjectOut {
+    /// The project.
+    pub project: Project,
+}
+
+/// Output of `project list`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ProjectsOut {
+    /// Every project of the workspace, by name.
+    pub projects: Vec<Project>,
+}
+
+/// Input of `agent register`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterAgent {
+    /// The agent's name, unique in the workspace.
+    #[schema(min_length = 1, max_length = 200)]
+    pub agent: String,
+    /// What it can do.
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+}
+
+/// Output of operations that return one agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AgentOut {
+    /// The agent.
+    pub agent: Agent,
+}
+
+/// Output of `agent list`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AgentsOut {
+    /// Every agent of the workspace, by name.
+    pub agents: Vec<Agent>,
+}
+
+/// Output of `brief`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct BriefOut {
+    /// The briefing.
+    pub brief: Brief,
+}
+
+/// Everything an agent needs to pick a task up, most relevant first. Under a byte budget,
+/// items are dropped from the least relevant section first and counted in `omitted`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Brief {
+    /// The task's own fields (id, title, type, status, intent, description, plan, input,
+    /// output_schema, lease...); long fields may be cut under a budget.
+    pub task: Value,
+    /// The parent's id, title, status, type and intent, if the task has a parent.
+    pub parent: Option<Value>,
+    /// The plan's steps in order.
+    pub steps: Vec<Value>,
+    /// Live (not superseded) context entries, blockers and decisions first.
+    pub context: Vec<Value>,
+    /// Tasks it depends on and tasks that depend on it, with their relation.
+    pub dependencies: Vec<Value>,
+    /// Its children's id, title, status and type.
+    pub children: Vec<Value>,
+    /// The latest runs, newest first.
+    pub runs: Vec<Value>,
+    /// Attached artifacts.
+    pub artifacts: Vec<Value>,
+    /// Whether anything was left out to fit the budget.
+    pub truncated: bool,
+    /// What was left out: a count per section, `truncated` or `dropped` per task field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub omitted: Option<serde_json::Map<String, Value>>,
 }

@@ -257,6 +257,15 @@ impl Baton {
         .await
     }
 
+    /// Whether the store answers a read (for readiness probes).
+    pub fn ready_check(&self) -> Result<()> {
+        let nobody = Actor {
+            workspace_id: String::new(),
+            name: String::new(),
+        };
+        self.read(&nobody, |ctx| ctx.tx.workspaces().map(|_| ()))
+    }
+
     /// The principal a bearer token stands for.
     pub fn authenticate(&self, token: &str) -> Result<crate::access::Principal> {
         let nobody = Actor {
@@ -526,7 +535,7 @@ impl Baton {
     }
 
     /// The briefing of a task.
-    pub fn brief(&self, actor: &Actor, id: &str, max_bytes: Option<usize>) -> Result<Value> {
+    pub fn brief(&self, actor: &Actor, id: &str, max_bytes: Option<usize>) -> Result<BriefOut> {
         self.read(actor, |ctx| ops::brief::brief(ctx, id, max_bytes))
     }
 
@@ -536,12 +545,86 @@ impl Baton {
         actor: &Actor,
         key: Option<&str>,
         doc: ops::plan::PlanDoc,
-    ) -> Result<Value> {
+    ) -> Result<ops::plan::PlanOut> {
         let request = json!({ "op": "plan.apply", "body": &doc });
         self.write(actor, key, request, move |ctx| {
             ops::plan::apply(ctx, doc.clone())
         })
         .await
+    }
+
+    /// Creates a project.
+    pub async fn create_project(
+        &self,
+        actor: &Actor,
+        key: Option<&str>,
+        req: CreateProject,
+    ) -> Result<ProjectOut> {
+        let request = json!({ "op": "project.create", "body": &req });
+        self.write(actor, key, request, move |ctx| {
+            ops::registry::create_project(ctx, req.clone())
+        })
+        .await
+    }
+
+    /// Changes a project's policies or kill switch.
+    pub async fn update_project(
+        &self,
+        actor: &Actor,
+        key: Option<&str>,
+        id: &str,
+        req: ProjectSettings,
+    ) -> Result<ProjectOut> {
+        let request = json!({ "op": "project.update", "id": id, "body": &req });
+        let id = id.to_string();
+        self.write(actor, key, request, move |ctx| {
+            ops::registry::update_project(ctx, &id, req.clone())
+        })
+        .await
+    }
+
+    /// Every project of the workspace.
+    pub fn projects(&self, actor: &Actor) -> Result<ProjectsOut> {
+        self.read(actor, ops::registry::projects)
+    }
+
+    /// One project by id or name.
+    pub fn project(&self, actor: &Actor, id: &str) -> Result<ProjectOut> {
+        self.read(actor, |ctx| ops::registry::project(ctx, id))
+    }
+
+    /// Registers an agent or updates its capabilities.
+    pub async fn register_agent(
+        &self,
+        actor: &Actor,
+        key: Option<&str>,
+        req: RegisterAgent,
+    ) -> Result<AgentOut> {
+        let request = json!({ "op": "agent.register", "body": &req });
+        self.write(actor, key, request, move |ctx| {
+            ops::registry::register_agent(ctx, req.clone())
+        })
+        .await
+    }
+
+    /// Records that an agent is alive (to a resolution of a minute).
+    pub async fn agent_heartbeat(&self, actor: &Actor, name: &str) -> Result<AgentOut> {
+        let request = json!({ "op": "agent.heartbeat", "agent": name });
+        let name = name.to_string();
+        self.write(actor, None, request, move |ctx| {
+            ops::registry::agent_heartbeat(ctx, &name)
+        })
+        .await
+    }
+
+    /// Every agent of the workspace.
+    pub fn agents(&self, actor: &Actor) -> Result<AgentsOut> {
+        self.read(actor, ops::registry::agents)
+    }
+
+    /// One agent by name or id.
+    pub fn agent(&self, actor: &Actor, name: &str) -> Result<AgentOut> {
+        self.read(actor, |ctx| ops::registry::agent(ctx, name))
     }
 
     /// Events after `after`, at most `limit` (1 to 1000).

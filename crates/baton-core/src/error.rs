@@ -48,6 +48,7 @@ codes! {
     SchemaViolation => "SCHEMA_VIOLATION", 422, false;
     InvalidPlan => "INVALID_PLAN", 422, false;
     NotFound => "NOT_FOUND", 404, false;
+    MethodNotAllowed => "METHOD_NOT_ALLOWED", 405, false;
     InvalidTransition => "INVALID_TRANSITION", 409, false;
     LeaseLost => "LEASE_LOST", 409, false;
     VersionConflict => "VERSION_CONFLICT", 409, true;
@@ -145,18 +146,67 @@ impl Error {
 
     /// The wire form: `{"error": {"code", "message", "hint", "retryable", "details"?}}`.
     pub fn to_json(&self) -> Value {
-        let mut body = serde_json::json!({
-            "code": self.code.as_str(),
-            "message": self.message,
-            "hint": self.hint,
-            "retryable": self.retryable(),
-        });
-        if let Some(details) = &self.details {
-            body["details"] = details.clone();
+        serde_json::to_value(self.body()).unwrap_or(Value::Null)
+    }
+
+    /// The wire form as a typed value (the OpenAPI document is generated from it).
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message.clone(),
+                hint: self.hint.clone(),
+                retryable: self.retryable(),
+                details: self.details.clone(),
+            },
         }
-        serde_json::json!({ "error": body })
     }
 }
+
+/// The body of every error response.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// An error as every surface renders it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// The stable code; branch on it.
+    pub code: Code,
+    /// What went wrong, in one sentence.
+    pub message: String,
+    /// What to do about it.
+    pub hint: String,
+    /// Whether repeating the same call unchanged can succeed.
+    pub retryable: bool,
+    /// Machine-readable facts: current state, allowed operations, a cycle's path...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<Value>,
+}
+
+impl Serialize for Code {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// OpenAPI: the code is one of the catalogue's wire names.
+impl utoipa::PartialSchema for Code {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(Code::ALL.iter().map(|c| c.as_str())))
+            .description(Some(
+                "A stable error code; retryable codes are VERSION_CONFLICT, RATE_LIMITED, BUSY, STORAGE",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Code {}
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

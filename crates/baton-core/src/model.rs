@@ -12,7 +12,7 @@ pub const DEFAULT_WORKSPACE: &str = "default";
 pub const DEFAULT_PROJECT: &str = "default";
 
 /// The tenancy boundary: nothing crosses it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Workspace {
     /// `ws_…`
     pub id: String,
@@ -20,11 +20,12 @@ pub struct Workspace {
     pub name: String,
     /// When it was created.
     #[serde(with = "rfc3339")]
+    #[schema(value_type = crate::time::Rfc3339)]
     pub created_at: Millis,
 }
 
 /// A collection of tasks with default policies.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Project {
     /// `prj_…`
     pub id: String,
@@ -42,6 +43,7 @@ pub struct Project {
     pub killed: bool,
     /// When it was created.
     #[serde(with = "rfc3339")]
+    #[schema(value_type = crate::time::Rfc3339)]
     pub created_at: Millis,
 }
 
@@ -69,7 +71,7 @@ pub struct ApiKey {
 }
 
 /// A registered worker.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Agent {
     /// `agt_…`
     pub id: String,
@@ -83,14 +85,16 @@ pub struct Agent {
     pub status: String,
     /// Last time it claimed or heartbeated.
     #[serde(with = "rfc3339")]
+    #[schema(value_type = crate::time::Rfc3339)]
     pub last_seen_at: Millis,
     /// When it registered.
     #[serde(with = "rfc3339")]
+    #[schema(value_type = crate::time::Rfc3339)]
     pub created_at: Millis,
 }
 
 /// How failures are retried.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetryPolicy {
     /// Attempts (runs) allowed in all, the first included.
@@ -135,7 +139,7 @@ impl RetryPolicy {
 
 /// The current lease on a task. Internal: the token's hash never leaves the store, and the
 /// token itself is only ever shown in the claim response.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Lease {
     /// The fencing epoch this lease was granted at.
     pub epoch: u64,
@@ -148,11 +152,12 @@ pub struct Lease {
     pub agent_id: String,
     /// When it lapses unless extended.
     #[serde(with = "rfc3339")]
+    #[schema(value_type = crate::time::Rfc3339)]
     pub expires_at: Millis,
 }
 
 /// The unit of work and a resumable context unit.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Task {
     /// `tsk_…`
     pub id: String,
@@ -192,6 +197,7 @@ pub struct Task {
         skip_serializing_if = "Option::is_none",
         with = "rfc3339::option"
     )]
+    #[schema(value_type = Option<crate::time::Rfc3339>)]
     pub due_at: Option<Millis>,
     /// Spend limits (tokens, money), as given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -235,6 +241,7 @@ pub struct Task {
         skip_serializing_if = "Option::is_none",
         with = "rfc3339::option"
     )]
+    #[schema(value_type = Option<crate::time::Rfc3339>)]
     pub not_before: Option<Millis>,
     /// The latest fencing epoch granted; only grows.
     pub epoch: u64,
@@ -249,9 +256,11 @@ pub struct Task {
     pub updated_by: String,
     /// When it was created.
     #[serde(with = "rfc3339")]
+    #[schema(value_type = crate::time::Rfc3339)]
     pub created_at: Millis,
     /// When it last changed.
     #[serde(with = "rfc3339")]
+    #[schema(value_type = crate::time::Rfc3339)]
     pub updated_at: Millis,
 }
 
@@ -267,7 +276,7 @@ impl Task {
 }
 
 /// The status of a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
     /// The lease is live.
@@ -287,7 +296,7 @@ pub enum RunStatus {
 }
 
 /// One attempt at a task under one lease.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Run {
     /// `run_…`
     pub id: String,
@@ -325,9 +334,11 @@ pub struct Run {
     pub seen_version: u64,
     /// When it was claimed.
     #[serde(with = "rfc3339")]
+    #[schema(value_type = crate::time::Rfc3339)]
     pub started_at: Millis,
     /// Last heartbeat.
     #[serde(with = "rfc3339")]
+    #[schema(value_type = crate::time::Rfc3339)]
     pub heartbeat_at: Millis,
     /// When it ended.
     #[serde(
@@ -335,11 +346,12 @@ pub struct Run {
         skip_serializing_if = "Option::is_none",
         with = "rfc3339::option"
     )]
+    #[schema(value_type = Option<crate::time::Rfc3339>)]
     pub ended_at: Option<Millis>,
 }
 
 /// The kinds of edges between tasks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DepKind {
     /// Hard: the blocked task waits until the blocker is done.
@@ -363,7 +375,7 @@ impl DepKind {
 }
 
 /// An edge between two tasks.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Dependency {
     /// Owning workspace.
     pub workspace_id: String,
@@ -375,6 +387,7 @@ pub struct Dependency {
     pub kind: DepKind,
     /// When it was added.
     #[serde(with = "rfc3339")]
+    #[schema(value_type = crate::time::Rfc3339)]
     pub created_at: Millis,
 }
 
@@ -392,7 +405,7 @@ pub const CONTEXT_TYPES: [&str; 9] = [
 ];
 
 /// Typed, immutable knowledge recorded on a task.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ContextEntry {
     /// `ctx_…`
     pub id: String,
@@ -413,11 +426,12 @@ pub struct ContextEntry {
     pub created_by: String,
     /// When it was recorded.
     #[serde(with = "rfc3339")]
+    #[schema(value_type = crate::time::Rfc3339)]
     pub created_at: Millis,
 }
 
 /// An ordered progress item of a task's plan.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Step {
     /// `stp_…`
     pub id: String,
@@ -437,11 +451,12 @@ pub struct Step {
     pub notes: Option<String>,
     /// When it was done.
     #[serde(with = "rfc3339::option")]
+    #[schema(value_type = Option<crate::time::Rfc3339>)]
     pub done_at: Option<Millis>,
 }
 
 /// An immutable record of one change, numbered per workspace without gaps.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Event {
     /// Position in the workspace's log: 1, 2, 3…
     pub seq: u64,
@@ -452,6 +467,7 @@ pub struct Event {
     pub kind: String,
     /// When.
     #[serde(with = "rfc3339")]
+    #[schema(value_type = crate::time::Rfc3339)]
     pub at: Millis,
     /// Who did it.
     pub actor: String,

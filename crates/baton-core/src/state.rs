@@ -7,7 +7,19 @@ use crate::error::{Code, Error, Result};
 use serde::{Deserialize, Serialize};
 
 /// The status of a task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    PartialOrd,
+    Ord,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     /// Being written; not offered to claimers until published.
@@ -88,7 +100,7 @@ impl Status {
 }
 
 /// Why a task is blocked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BlockedReason {
     /// A `blocks` dependency is not done yet; released automatically.
@@ -100,7 +112,7 @@ pub enum BlockedReason {
 }
 
 /// An operation on a task, as named in the state machine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Op {
     /// Change fields (title, plan, priority...).

@@ -67,6 +67,8 @@ pub trait Tx {
     fn project(&mut self, ws: &str, id_or_name: &str) -> Result<Option<Project>>;
     /// Inserts or replaces a project.
     fn put_project(&mut self, project: &Project) -> Result<()>;
+    /// Every project of a workspace, by name.
+    fn projects(&mut self, ws: &str) -> Result<Vec<Project>>;
 
     /// The key whose secret hashes to `token_sha256`, in any workspace.
     fn key_by_hash(&mut self, token_sha256: &str) -> Result<Option<ApiKey>>;
@@ -77,6 +79,8 @@ pub trait Tx {
     fn agent(&mut self, ws: &str, id_or_name: &str) -> Result<Option<Agent>>;
     /// Inserts or replaces an agent.
     fn put_agent(&mut self, agent: &Agent) -> Result<()>;
+    /// Every agent of a workspace, by name.
+    fn agents(&mut self, ws: &str) -> Result<Vec<Agent>>;
 
     /// A task by id.
     fn task(&mut self, ws: &str, id: &str) -> Result<Option<Task>>;

@@ -178,6 +178,76 @@ impl std::fmt::Display for Duration {
     }
 }
 
+/// OpenAPI: a duration is a string with a unit, or integer milliseconds.
+impl utoipa::PartialSchema for Duration {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+        OneOfBuilder::new()
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some(r"^[0-9]+(ms|s|m|h|d)?$"))
+                    .examples([serde_json::json!("5s")]),
+            )
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(0))
+                    .maximum(Some(MAX_DURATION_MS as f64)),
+            )
+            .description(Some(
+                "A duration: 250ms, 30s, 5m, 2h, 1d, or integer milliseconds; at most 365d. \
+                 Responses always use the string form.",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Duration {}
+
+/// OpenAPI stand-in for a timestamp in a response: an RFC 3339 string in UTC.
+#[derive(Debug)]
+pub struct Rfc3339;
+
+impl utoipa::PartialSchema for Rfc3339 {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
+            .examples([serde_json::json!("2026-11-24T09:30:00.000Z")])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Rfc3339 {}
+
+/// OpenAPI stand-in for a timestamp in a request: RFC 3339, or integer milliseconds since
+/// the Unix epoch.
+#[derive(Debug)]
+pub struct TimeInput;
+
+impl utoipa::PartialSchema for TimeInput {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{
+            KnownFormat, ObjectBuilder, OneOfBuilder, SchemaFormat, Type,
+        };
+        OneOfBuilder::new()
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime))),
+            )
+            .item(ObjectBuilder::new().schema_type(Type::Integer))
+            .description(Some(
+                "RFC 3339 (e.g. 2026-11-24T09:30:00Z) or milliseconds since 1970",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for TimeInput {}
+
 impl Serialize for Duration {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         s.collect_str(self)

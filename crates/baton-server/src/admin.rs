@@ -4,55 +4,79 @@ use crate::{ApiError, AppState, JsonBody};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::{Json, Router};
-use baton_core::access::Permission;
+use axum::Json;
+use baton_core::access::{KeyGrant, KeyOut, Permission};
 use baton_core::api::Actor;
+use baton_core::model::Workspace;
 use baton_core::Error;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/workspaces", post(create_workspace))
-        .route("/v1/workspaces/{id}/keys", post(create_key))
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_workspace))
+        .routes(routes!(create_key))
 }
 
 /// Body of `POST /v1/workspaces`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct WorkspaceBody {
+pub(crate) struct WorkspaceBody {
+    /// Unique name of the new workspace.
+    #[schema(min_length = 1, max_length = 200)]
     name: String,
 }
 
-/// Creates a workspace and its first admin key (nothing else reaches into a new workspace).
+/// Answer of `POST /v1/workspaces`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct WorkspaceCreated {
+    /// The workspace.
+    workspace: Workspace,
+    /// Its first admin key; the token is shown only here.
+    key: KeyGrant,
+}
+
+/// Create a workspace (or return the one of that name) with a new admin key for it:
+/// nothing else reaches into a new workspace.
+#[utoipa::path(post, path = "/v1/workspaces", tag = "admin", request_body = WorkspaceBody,
+    responses((status = 201, description = "The workspace and its first admin key", body = WorkspaceCreated)))]
 async fn create_workspace(
     State(s): State<AppState>,
     headers: HeaderMap,
     JsonBody(req): JsonBody<WorkspaceBody>,
 ) -> Result<Response, ApiError> {
     s.auth(&headers, &[Permission::Admin])?;
-    let ws = s.baton.create_workspace(&req.name).await?;
+    let workspace = s.baton.create_workspace(&req.name).await?;
     let admin = Actor {
-        workspace_id: ws.id.clone(),
+        workspace_id: workspace.id.clone(),
         name: "admin".into(),
     };
-    let key = s.baton.create_key(&admin, "admin", None).await?;
+    let key = s.baton.create_key(&admin, "admin", None).await?.key;
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "workspace": ws, "key": key.key })),
+        Json(WorkspaceCreated { workspace, key }),
     )
         .into_response())
 }
 
 /// Body of `POST /v1/workspaces/{id}/keys`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct KeyBody {
+pub(crate) struct KeyBody {
+    /// admin, planner, worker, reviewer or observer.
+    #[schema(pattern = "^(admin|planner|worker|reviewer|observer)$")]
     role: String,
+    /// Bind the key to this agent: its claims are that agent's.
     agent: Option<String>,
 }
 
+/// Create a key in the caller's own workspace; the token is shown once.
+#[utoipa::path(post, path = "/v1/workspaces/{id}/keys", tag = "admin",
+    params(("id" = String, Path, description = "The caller's workspace id (`ws_…`)")),
+    request_body = KeyBody,
+    responses((status = 201, description = "The key with its token", body = KeyOut)))]
 async fn create_key(
     State(s): State<AppState>,
     headers: HeaderMap,

@@ -3,21 +3,28 @@
 //! here.
 //!
 //! Every route needs `Authorization: Bearer <key>`; the key decides the workspace and the
-//! role (DESIGN §8). Not yet here (see the HTTP issue): WebSocket, OpenAPI, batch creation.
+//! role (DESIGN §8). The OpenAPI document at `/openapi.json` is generated from the handlers'
+//! own annotations and types as the routes are registered ([`openapi`]).
 
 mod admin;
 mod error;
+mod openapi;
+mod registry;
 mod stream;
 mod tasks;
 
 pub use error::{ApiError, JsonBody, MAX_BODY};
 
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::header::CONTENT_TYPE;
 use axum::http::HeaderMap;
-use axum::routing::get;
+use axum::response::IntoResponse;
 use axum::Router;
 use baton_core::access::{Permission, Principal};
 use baton_core::Baton;
+use std::sync::OnceLock;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// What every handler gets: the engine.
 #[derive(Clone, Debug)]
@@ -66,19 +73,65 @@ pub fn idempotency_key(headers: &HeaderMap) -> Option<String> {
         .map(str::to_string)
 }
 
-/// The whole API.
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(|| async { "ok" }))
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "health",
+    responses((status = 200, description = "ok", content_type = "text/plain", body = String)))]
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Readiness: the store answers a read.
+#[utoipa::path(get, path = "/readyz", tag = "health",
+    responses((status = 200, description = "ok", content_type = "text/plain", body = String),
+        (status = 503, description = "The store cannot be read", body = baton_core::error::ErrorBody)))]
+async fn readyz(State(s): State<AppState>) -> Result<&'static str, ApiError> {
+    s.baton.ready_check()?;
+    Ok("ok")
+}
+
+/// This document: the OpenAPI 3.1 description of every route.
+#[utoipa::path(get, path = "/openapi.json", tag = "health",
+    responses((status = 200, description = "The OpenAPI 3.1 document", body = Object)))]
+async fn openapi_json() -> impl IntoResponse {
+    static DOCUMENT: OnceLock<String> = OnceLock::new();
+    let document = DOCUMENT.get_or_init(|| {
+        serde_json::to_string(&openapi()).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    });
+    ([(CONTENT_TYPE, "application/json")], document.as_str())
+}
+
+/// The OpenAPI document of the whole API, as served at `/openapi.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    openapi::finish(routes().split_for_parts().1)
+}
+
+fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(<openapi::ApiDoc as utoipa::OpenApi>::openapi())
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(openapi_json))
         .merge(tasks::routes())
+        .merge(registry::routes())
         .merge(stream::routes())
         .merge(admin::routes())
+}
+
+/// The whole API.
+pub fn router(state: AppState) -> Router {
+    let (router, _) = routes().split_for_parts();
+    router
         .fallback(|| async {
             ApiError(baton_core::Error::new(
                 baton_core::Code::NotFound,
                 "no such route",
-                "the API lives under /v1; see docs/http.md",
+                "the API lives under /v1; see /openapi.json and docs/http.md",
+            ))
+        })
+        .method_not_allowed_fallback(|| async {
+            ApiError(baton_core::Error::new(
+                baton_core::Code::MethodNotAllowed,
+                "this route does not take that method",
+                "see /openapi.json for the methods of each route",
             ))
         })
         .layer(DefaultBodyLimit::max(MAX_BODY))

@@ -11,12 +11,11 @@
 use crate::{ApiError, AppState};
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap};
 use axum::response::Response;
-use axum::routing::get;
-use axum::Router;
 use baton_core::api::Actor;
 use baton_core::model::Event;
 use baton_core::{Baton, Error};
@@ -25,6 +24,9 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::mpsc;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Frames buffered per subscriber before its reader task waits for the client.
 const BUFFER: usize = 256;
@@ -34,10 +36,10 @@ const PAGE: u32 = 500;
 /// by other processes on the same file are not signalled) and sending a keep-alive.
 const IDLE: Duration = Duration::from_secs(2);
 
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/events/stream", get(stream))
-        .route("/v1/ws", get(websocket))
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(stream))
+        .routes(routes!(websocket))
 }
 
 /// What a subscriber's reader task hands its connection.
@@ -51,9 +53,10 @@ enum Item {
 }
 
 /// Query of the stream: where to start and what to keep.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-struct StreamQuery {
+pub(crate) struct StreamQuery {
     /// Resume after this sequence number (0 replays everything). `Last-Event-ID` wins.
     after: Option<u64>,
     /// Only events of this task.
@@ -126,6 +129,16 @@ fn subscribe(
     Ok(rx)
 }
 
+/// The event log, live, as Server-Sent Events: each event's `id:` is its sequence number
+/// and `data:` its JSON. Resume with `Last-Event-ID` or `after` (nothing skipped, nothing
+/// repeated); with neither, new events only. Events are sent once durable. A slow consumer
+/// never slows writers and is never dropped: it reads further back in the log at its own
+/// pace. A `: keep-alive` comment comes every 2 s of quiet; `event: error` ends the stream
+/// if the log cannot be read.
+#[utoipa::path(get, path = "/v1/events/stream", tag = "events",
+    params(StreamQuery, ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this sequence number")),
+    responses((status = 200, description = "An endless text/event-stream of events",
+        content_type = "text/event-stream", body = String)))]
 async fn stream(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -204,14 +217,24 @@ impl futures_core::Stream for Frames {
     }
 }
 
-/// `GET /v1/ws`: the same stream over a WebSocket, one event per text message (its JSON,
-/// with `seq`); resume with `?after=N` on reconnect.
+/// The event log, live, over a WebSocket: one event per text message (its JSON, with
+/// `seq`), the same filters and guarantees as the SSE stream; resume with `after` on
+/// reconnect. Pings every 2 s of quiet.
+#[utoipa::path(get, path = "/v1/ws", tag = "events", params(StreamQuery),
+    responses((status = 101, description = "Switching to the WebSocket protocol")))]
 async fn websocket(
     State(s): State<AppState>,
     headers: HeaderMap,
     query: Result<Query<StreamQuery>, QueryRejection>,
-    upgrade: WebSocketUpgrade,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
+    s.auth(&headers, &[baton_core::access::Permission::Read])?; // 401 before 400
+    let upgrade = upgrade.map_err(|e| {
+        ApiError(Error::invalid(
+            format!("not a WebSocket handshake: {}", e.body_text()),
+            "connect with a WebSocket client, or use the SSE stream at /v1/events/stream",
+        ))
+    })?;
     let mut rx = subscribe(&s, &headers, query)?;
     Ok(upgrade.on_upgrade(|mut socket: WebSocket| async move {
         while let Some(item) = rx.recv().await {

@@ -1,23 +1,27 @@
 //! Task routes: creation, reads, updates, the claim, and every operation of the state
-//! machine, each one call into the engine.
+//! machine, each one call into the engine. Each handler's `#[utoipa::path]` is its entry in
+//! the OpenAPI document, registered together with the route.
 
+use crate::openapi::Leased;
 use crate::{idempotency_key, ApiError, AppState, JsonBody};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
-use axum::{Json, Router};
+use axum::Json;
 use baton_core::access::Permission;
 use baton_core::api::*;
 use baton_core::model::DepKind;
-use baton_core::ops::plan::PlanDoc;
+use baton_core::ops::plan::{PlanDoc, PlanOut};
+use baton_core::ops::task::{BatchItem, BatchOut};
 use baton_core::state::{Op, Status};
 use baton_core::store::TaskFilter;
-use baton_core::{Error, LeaseOp};
-use serde::de::DeserializeOwned;
+use baton_core::{Error, LeaseOp, LeaseOut};
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 type Result<T> = std::result::Result<T, ApiError>;
 
@@ -25,27 +29,49 @@ fn bad_query(e: QueryRejection, hint: &str) -> ApiError {
     Error::invalid(format!("invalid query string: {}", e.body_text()), hint).into()
 }
 
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/tasks", post(create).get(list))
-        .route("/v1/tasks/claim", post(claim))
-        .route("/v1/tasks/batch", post(batch))
-        .route("/v1/tasks/ready", get(ready))
-        .route("/v1/tasks/{id}", get(read).patch(update))
-        .route("/v1/tasks/{id}/brief", get(brief))
-        .route("/v1/tasks/{id}/context", post(add_context))
-        .route("/v1/tasks/{id}/steps", post(add_step))
-        .route("/v1/tasks/{id}/steps/{step}/done", post(done_step))
-        .route("/v1/tasks/{id}/dependencies", post(add_dependency))
-        .route(
-            "/v1/tasks/{id}/dependencies/{blocker}",
-            delete(remove_dependency),
-        )
-        .route("/v1/tasks/{id}/{op}", post(operation))
-        .route("/v1/events", get(events))
-        .route("/v1/plans", post(apply_plan))
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create, list))
+        .routes(routes!(claim))
+        .routes(routes!(batch))
+        .routes(routes!(ready))
+        .routes(routes!(read, update))
+        .routes(routes!(brief))
+        .routes(routes!(add_context))
+        .routes(routes!(add_step))
+        .routes(routes!(done_step))
+        .routes(routes!(add_dependency))
+        .routes(routes!(remove_dependency))
+        .routes(routes!(start))
+        .routes(routes!(heartbeat))
+        .routes(routes!(release))
+        .routes(routes!(complete))
+        .routes(routes!(fail))
+        .routes(routes!(block))
+        .routes(routes!(wait))
+        .routes(routes!(resume))
+        .routes(routes!(publish))
+        .routes(routes!(cancel))
+        .routes(routes!(retry))
+        .routes(routes!(unblock))
+        .routes(routes!(approve))
+        .routes(routes!(reject))
+        .routes(routes!(events))
+        .routes(routes!(apply_plan))
 }
 
+/// The task a route acts on.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(crate) struct TaskId {
+    /// The task's id (`tsk_…`).
+    #[allow(dead_code)]
+    id: String,
+}
+
+/// Create a task: ready, blocked while its `blocked_by` are open, or a draft.
+#[utoipa::path(post, path = "/v1/tasks", tag = "tasks", request_body = CreateTask,
+    responses((status = 201, description = "The new task", body = TaskOut)))]
 async fn create(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -64,12 +90,17 @@ async fn create(
 }
 
 /// Body of `POST /v1/tasks/batch`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct BatchBody {
-    tasks: Vec<baton_core::ops::task::BatchItem>,
+pub(crate) struct BatchBody {
+    /// 1 to 1000 tasks; `parent_id` and `blocked_by` may name the refs of other items.
+    #[schema(min_items = 1, max_items = 1000)]
+    tasks: Vec<BatchItem>,
 }
 
+/// Create a whole graph in one transaction; items refer to each other by ref.
+#[utoipa::path(post, path = "/v1/tasks/batch", tag = "tasks", request_body = BatchBody,
+    responses((status = 201, description = "The tasks in request order, each with its ref", body = BatchOut)))]
 async fn batch(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -85,12 +116,17 @@ async fn batch(
 }
 
 /// Query of `GET /v1/tasks/ready`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-struct ReadyQuery {
+pub(crate) struct ReadyQuery {
+    /// At most this many (1 to 1000, default 100).
     limit: Option<u32>,
 }
 
+/// Tasks claimable now, in claim order, for any capabilities.
+#[utoipa::path(get, path = "/v1/tasks/ready", tag = "tasks", params(ReadyQuery),
+    responses((status = 200, description = "Claimable tasks in claim order", body = TasksOut)))]
 async fn ready(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -102,16 +138,25 @@ async fn ready(
 }
 
 /// Query of `GET /v1/tasks`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-struct ListQuery {
-    status: Option<String>,
+pub(crate) struct ListQuery {
+    /// Only tasks in this status.
+    status: Option<Status>,
+    /// Only children of this task.
     parent: Option<String>,
+    /// Only tasks with this label.
     label: Option<String>,
+    /// At most this many (1 to 1000, default 100).
     limit: Option<u32>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
+/// List tasks in creation order, a page at a time.
+#[utoipa::path(get, path = "/v1/tasks", tag = "tasks", params(ListQuery),
+    responses((status = 200, description = "A page of tasks; next_cursor when more follow", body = TasksOut)))]
 async fn list(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -120,7 +165,7 @@ async fn list(
     let Query(q) =
         query.map_err(|e| bad_query(e, "use status, parent, label, limit (1 to 1000), cursor"))?;
     let filter = TaskFilter {
-        status: q.status.as_deref().map(Status::parse).transpose()?,
+        status: q.status,
         parent_id: q.parent,
         label: q.label,
         after_id: q.cursor,
@@ -133,6 +178,9 @@ async fn list(
     )?))
 }
 
+/// Read a task.
+#[utoipa::path(get, path = "/v1/tasks/{id}", tag = "tasks", params(TaskId),
+    responses((status = 200, description = "The task", body = TaskOut)))]
 async fn read(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -144,6 +192,11 @@ async fn read(
     )?))
 }
 
+/// Change a task's fields; `If-Match: <version>` (or `version`) makes it conditional.
+#[utoipa::path(patch, path = "/v1/tasks/{id}", tag = "tasks",
+    params(TaskId, ("If-Match" = Option<String>, Header, description = "The version the change is based on; another version is 409 VERSION_CONFLICT")),
+    request_body = UpdateTask,
+    responses((status = 200, description = "The task after the change", body = TaskOut)))]
 async fn update(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -174,18 +227,23 @@ async fn update(
 }
 
 /// Query of `GET /v1/tasks/{id}/brief`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-struct BriefQuery {
+pub(crate) struct BriefQuery {
+    /// Trim the briefing to this many bytes of JSON (at least 512), least relevant first.
     max_bytes: Option<usize>,
 }
 
+/// The briefing: everything needed to pick the task up, most relevant first.
+#[utoipa::path(get, path = "/v1/tasks/{id}/brief", tag = "tasks", params(TaskId, BriefQuery),
+    responses((status = 200, description = "The briefing", body = BriefOut)))]
 async fn brief(
     State(s): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
     query: std::result::Result<Query<BriefQuery>, QueryRejection>,
-) -> Result<Json<Value>> {
+) -> Result<Json<BriefOut>> {
     let Query(q) = query.map_err(|e| bad_query(e, "use max_bytes"))?;
     let max = q.max_bytes;
     Ok(Json(s.baton.brief(
@@ -195,6 +253,10 @@ async fn brief(
     )?))
 }
 
+/// Claim the next tasks for an agent, in priority order; with `wait`, long-poll until work
+/// appears (woken by the commit that makes it claimable) or the wait runs out.
+#[utoipa::path(post, path = "/v1/tasks/claim", tag = "lease", request_body = ClaimRequest,
+    responses((status = 200, description = "The claims made (empty when nothing is claimable)", body = Claims)))]
 async fn claim(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -216,21 +278,6 @@ async fn claim(
     Ok(Json(s.baton.claim(&actor, key.as_deref(), req).await?))
 }
 
-/// Reads `field` out of a JSON object body, then the rest as `T` (unknown fields refused).
-fn split<T: DeserializeOwned>(
-    mut body: Map<String, Value>,
-    field: &str,
-) -> std::result::Result<(Option<Value>, T), Error> {
-    let taken = body.remove(field);
-    let rest = serde_json::from_value(Value::Object(body)).map_err(|e| {
-        Error::invalid(
-            format!("invalid request body: {e}"),
-            "send the documented fields only",
-        )
-    })?;
-    Ok((taken, rest))
-}
-
 fn text(v: Option<Value>, field: &str) -> std::result::Result<Option<String>, Error> {
     match v {
         None | Some(Value::Null) => Ok(None),
@@ -242,61 +289,15 @@ fn text(v: Option<Value>, field: &str) -> std::result::Result<Option<String>, Er
     }
 }
 
-/// Body of the operations that take only a reason or comment.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ReasonBody {
-    reason: Option<String>,
-    comment: Option<String>,
-}
-
-async fn operation(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    Path((id, op)): Path<(String, String)>,
-    JsonBody(body): JsonBody<Map<String, Value>>,
-) -> Result<Response> {
-    let need = match op.as_str() {
-        "approve" | "reject" => Permission::Review,
-        "publish" | "cancel" | "retry" | "unblock" => Permission::Plan,
-        _ => Permission::Work,
-    };
-    let actor = s.auth(&headers, &[need])?.actor;
-    let key = idempotency_key(&headers);
-    let key = key.as_deref();
-    let planner_op = match op.as_str() {
-        "publish" => Some(Op::Publish),
-        "cancel" => Some(Op::Cancel),
-        "retry" => Some(Op::Retry),
-        "unblock" => Some(Op::Unblock),
-        "approve" => Some(Op::Approve),
-        "reject" => Some(Op::Reject),
-        _ => None,
-    };
-    if let Some(op) = planner_op {
-        let body: ReasonBody = split::<ReasonBody>(body, "_none")?.1;
-        let reason = body.reason.or(body.comment);
-        let out = s.baton.transition(&actor, key, op, &id, reason).await?;
-        return Ok(Json(out).into_response());
-    }
-    let (lease, lease_op) = match op.as_str() {
-        "start" => split::<Empty>(body, "lease").map(|(l, _)| (l, LeaseOp::Start))?,
-        "release" => split::<Empty>(body, "lease").map(|(l, _)| (l, LeaseOp::Release))?,
-        "resume" => split::<Empty>(body, "lease").map(|(l, _)| (l, LeaseOp::Resume))?,
-        "heartbeat" => split::<Heartbeat>(body, "lease").map(|(l, hb)| (l, LeaseOp::Heartbeat(hb)))?,
-        "complete" => split::<Complete>(body, "lease").map(|(l, c)| (l, LeaseOp::Complete(c)))?,
-        "fail" => split::<Fail>(body, "lease").map(|(l, f)| (l, LeaseOp::Fail(f)))?,
-        "block" => split::<Reason>(body, "lease").map(|(l, r)| (l, LeaseOp::Block { reason: r.reason }))?,
-        "wait" => split::<Reason>(body, "lease").map(|(l, r)| (l, LeaseOp::Wait { reason: r.reason }))?,
-        other => {
-            return Err(Error::new(
-                baton_core::Code::NotFound,
-                format!("no task operation '{other}'"),
-                "use start, heartbeat, release, complete, fail, block, wait, resume, publish, cancel, retry, unblock, approve or reject",
-            )
-            .into())
-        }
-    };
+/// Runs a lease operation for a handler: authenticates, checks the token is there, calls.
+async fn leased(
+    s: &AppState,
+    headers: &HeaderMap,
+    id: &str,
+    lease: Option<Value>,
+    op: LeaseOp,
+) -> Result<Json<LeaseOut>> {
+    let actor = s.auth(headers, &[Permission::Work])?.actor;
     let Some(token) = text(lease, "lease")? else {
         return Err(Error::invalid(
             "lease is required",
@@ -304,21 +305,229 @@ async fn operation(
         )
         .into());
     };
-    Ok(Json(s.baton.lease_op(&actor, key, &id, &token, lease_op).await?).into_response())
+    let key = idempotency_key(headers);
+    Ok(Json(
+        s.baton
+            .lease_op(&actor, key.as_deref(), id, &token, op)
+            .await?,
+    ))
 }
 
-/// A body with no fields.
-#[derive(Debug, Deserialize)]
+/// Lease operation bodies, named for the OpenAPI document.
+type LeasedEmpty = Leased<Empty>;
+type LeasedHeartbeat = Leased<Heartbeat>;
+type LeasedComplete = Leased<Complete>;
+type LeasedFail = Leased<Fail>;
+type LeasedReason = Leased<Reason>;
+
+/// A body with no fields of its own.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Empty {}
+pub(crate) struct Empty {}
 
 /// A body with a required reason.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Reason {
+pub(crate) struct Reason {
+    /// What the task is blocked on or waiting for.
+    #[schema(min_length = 1)]
     reason: String,
 }
 
+/// Declares a lease operation route: its handler and its OpenAPI entry.
+macro_rules! lease_route {
+    ($name:ident, $path:literal, $body:ty, |$b:ident| $op:expr, $doc:literal, $answer:ty, $outcome:literal) => {
+        #[doc = $doc]
+        #[utoipa::path(post, path = $path, tag = "lease", params(TaskId),
+                    request_body = $body,
+                    responses((status = 200, description = $outcome, body = $answer)))]
+        async fn $name(
+            State(s): State<AppState>,
+            headers: HeaderMap,
+            Path(id): Path<String>,
+            JsonBody($b): JsonBody<$body>,
+        ) -> Result<Json<LeaseOut>> {
+            let lease = $b.lease;
+            leased(&s, &headers, &id, lease, $op).await
+        }
+    };
+}
+
+lease_route!(
+    start,
+    "/v1/tasks/{id}/start",
+    LeasedEmpty,
+    |b| LeaseOp::Start,
+    "Start work on a claimed task: claimed → in_progress.",
+    TaskOut,
+    "The task, now in_progress"
+);
+lease_route!(
+    heartbeat,
+    "/v1/tasks/{id}/heartbeat",
+    LeasedHeartbeat,
+    |b| LeaseOp::Heartbeat(b.body),
+    "Extend the lease and report progress and cost; the answer carries signals to act on.",
+    HeartbeatAck,
+    "The new expiry and signals"
+);
+lease_route!(
+    release,
+    "/v1/tasks/{id}/release",
+    LeasedEmpty,
+    |b| LeaseOp::Release,
+    "Give the task back to the queue without it counting as a failure.",
+    TaskOut,
+    "The task, ready again"
+);
+lease_route!(
+    complete,
+    "/v1/tasks/{id}/complete",
+    LeasedComplete,
+    |b| LeaseOp::Complete(b.body),
+    "Finish the task with its output: → done, or review when review is required.",
+    TaskOut,
+    "The task, done or in review"
+);
+lease_route!(
+    fail,
+    "/v1/tasks/{id}/fail",
+    LeasedFail,
+    |b| LeaseOp::Fail(b.body),
+    "Report a failure: retried after backoff while attempts remain, else failed.",
+    TaskOut,
+    "The task, ready (retry) or failed"
+);
+lease_route!(
+    block,
+    "/v1/tasks/{id}/block",
+    LeasedReason,
+    |b| LeaseOp::Block {
+        reason: b.body.reason
+    },
+    "Report a blocker: in_progress → blocked; the lease ends.",
+    TaskOut,
+    "The task, blocked"
+);
+lease_route!(
+    wait,
+    "/v1/tasks/{id}/wait",
+    LeasedReason,
+    |b| LeaseOp::Wait {
+        reason: b.body.reason
+    },
+    "Wait on something outside (a human, a CI run) while keeping the lease.",
+    TaskOut,
+    "The task, waiting"
+);
+lease_route!(
+    resume,
+    "/v1/tasks/{id}/resume",
+    LeasedEmpty,
+    |b| LeaseOp::Resume,
+    "Go back to work after waiting: waiting → in_progress.",
+    TaskOut,
+    "The task, in_progress"
+);
+
+/// Body of the planner and reviewer transitions.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ReasonBody {
+    /// Why (recorded on the task as `reason`).
+    reason: Option<String>,
+    /// A reviewer's comment; same as `reason`.
+    comment: Option<String>,
+}
+
+/// Runs a planner or reviewer transition for a handler.
+async fn transition(
+    s: &AppState,
+    headers: &HeaderMap,
+    id: &str,
+    op: Op,
+    body: ReasonBody,
+) -> Result<Json<TaskOut>> {
+    let need = match op {
+        Op::Approve | Op::Reject => Permission::Review,
+        _ => Permission::Plan,
+    };
+    let actor = s.auth(headers, &[need])?.actor;
+    let key = idempotency_key(headers);
+    let reason = body.reason.or(body.comment);
+    Ok(Json(
+        s.baton
+            .transition(&actor, key.as_deref(), op, id, reason)
+            .await?,
+    ))
+}
+
+/// Declares a planner or reviewer transition route: its handler and its OpenAPI entry.
+macro_rules! transition_route {
+    ($name:ident, $op:expr, $path:literal, $doc:literal, $outcome:literal) => {
+        #[doc = $doc]
+        #[utoipa::path(post, path = $path, tag = "review", params(TaskId),
+                            request_body = ReasonBody,
+                            responses((status = 200, description = $outcome, body = TaskOut)))]
+        async fn $name(
+            State(s): State<AppState>,
+            headers: HeaderMap,
+            Path(id): Path<String>,
+            JsonBody(body): JsonBody<ReasonBody>,
+        ) -> Result<Json<TaskOut>> {
+            transition(&s, &headers, &id, $op, body).await
+        }
+    };
+}
+
+transition_route!(
+    publish,
+    Op::Publish,
+    "/v1/tasks/{id}/publish",
+    "Publish a draft: draft → ready, or blocked while dependencies are open.",
+    "The task, published"
+);
+transition_route!(
+    cancel,
+    Op::Cancel,
+    "/v1/tasks/{id}/cancel",
+    "Cancel a task that is not finished; a live lease ends.",
+    "The task, canceled"
+);
+transition_route!(
+    retry,
+    Op::Retry,
+    "/v1/tasks/{id}/retry",
+    "Retry a failed or canceled task with a fresh attempt budget.",
+    "The task, ready"
+);
+transition_route!(
+    unblock,
+    Op::Unblock,
+    "/v1/tasks/{id}/unblock",
+    "Unblock a task blocked by an agent or by a failed dependency (overriding it).",
+    "The task, ready"
+);
+transition_route!(
+    approve,
+    Op::Approve,
+    "/v1/tasks/{id}/approve",
+    "Approve a task in review: review → done.",
+    "The task, done"
+);
+transition_route!(
+    reject,
+    Op::Reject,
+    "/v1/tasks/{id}/reject",
+    "Reject a task in review: back to ready for another attempt, or failed when none remain.",
+    "The task, ready or failed"
+);
+
+/// Record typed knowledge on a task (decision, discovery, blocker...); `supersedes` replaces
+/// an older entry.
+#[utoipa::path(post, path = "/v1/tasks/{id}/context", tag = "knowledge", params(TaskId),
+    request_body = AddContext,
+    responses((status = 201, description = "The new entry", body = ContextOut)))]
 async fn add_context(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -343,13 +552,20 @@ async fn add_context(
 }
 
 /// Body of `POST /v1/tasks/{id}/steps`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct StepBody {
+pub(crate) struct StepBody {
+    /// What the step is.
+    #[schema(min_length = 1, max_length = 1000)]
     title: String,
+    /// More about it.
     details: Option<String>,
 }
 
+/// Append a step to a task's plan.
+#[utoipa::path(post, path = "/v1/tasks/{id}/steps", tag = "knowledge", params(TaskId),
+    request_body = StepBody,
+    responses((status = 201, description = "The new step", body = StepOut)))]
 async fn add_step(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -372,12 +588,18 @@ async fn add_step(
 }
 
 /// Body of `POST /v1/tasks/{id}/steps/{step}/done`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct DoneBody {
+pub(crate) struct DoneBody {
+    /// Notes on how it went.
     notes: Option<String>,
 }
 
+/// Mark a step done.
+#[utoipa::path(post, path = "/v1/tasks/{id}/steps/{step}/done", tag = "knowledge",
+    params(TaskId, ("step" = String, Path, description = "The step's id (`stp_…`)")),
+    request_body = DoneBody,
+    responses((status = 200, description = "The step, done", body = StepOut)))]
 async fn done_step(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -400,20 +622,26 @@ async fn done_step(
 }
 
 /// Body of `POST /v1/tasks/{id}/dependencies`: the task waits on `blocker_id`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct DepBody {
+pub(crate) struct DepBody {
+    /// The task that must finish first.
     blocker_id: String,
-    kind: Option<String>,
+    /// The edge kind (default `blocks`).
+    kind: Option<DepKind>,
 }
 
+/// Add a dependency: the task waits on `blocker_id` (`blocks`), or a soft link.
+#[utoipa::path(post, path = "/v1/tasks/{id}/dependencies", tag = "knowledge", params(TaskId),
+    request_body = DepBody,
+    responses((status = 200, description = "The edge and the blocked task after it", body = DepOut)))]
 async fn add_dependency(
     State(s): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
     JsonBody(req): JsonBody<DepBody>,
 ) -> Result<Json<DepOut>> {
-    let kind = DepKind::parse(req.kind.as_deref().unwrap_or("blocks"))?;
+    let kind = req.kind.unwrap_or(DepKind::Blocks);
     let key = idempotency_key(&headers);
     Ok(Json(
         s.baton
@@ -430,12 +658,18 @@ async fn add_dependency(
 }
 
 /// Query of `DELETE /v1/tasks/{id}/dependencies/{blocker}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-struct KindQuery {
-    kind: Option<String>,
+pub(crate) struct KindQuery {
+    /// The edge kind (default `blocks`).
+    kind: Option<DepKind>,
 }
 
+/// Remove a dependency; a task blocked only by it becomes ready.
+#[utoipa::path(delete, path = "/v1/tasks/{id}/dependencies/{blocker}", tag = "knowledge",
+    params(TaskId, ("blocker" = String, Path, description = "The blocker's task id"), KindQuery),
+    responses((status = 200, description = "The removed edge and the blocked task after it", body = DepOut)))]
 async fn remove_dependency(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -444,8 +678,7 @@ async fn remove_dependency(
 ) -> Result<Json<DepOut>> {
     let Query(q) =
         query.map_err(|e| bad_query(e, "use kind: blocks, relates_to or discovered_from"))?;
-    let kind = q.kind.unwrap_or_else(|| "blocks".into());
-    let kind = DepKind::parse(&kind)?;
+    let kind = q.kind.unwrap_or(DepKind::Blocks);
     let key = idempotency_key(&headers);
     Ok(Json(
         s.baton
@@ -462,13 +695,19 @@ async fn remove_dependency(
 }
 
 /// Query of `GET /v1/events`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-struct EventsQuery {
+pub(crate) struct EventsQuery {
+    /// Events after this sequence number (default 0: from the start).
     after: Option<u64>,
+    /// At most this many (1 to 1000, default 100).
     limit: Option<u32>,
 }
 
+/// A page of the workspace's event log, in sequence order.
+#[utoipa::path(get, path = "/v1/events", tag = "events", params(EventsQuery),
+    responses((status = 200, description = "Events in sequence order", body = EventsOut)))]
 async fn events(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -483,11 +722,15 @@ async fn events(
     )?))
 }
 
+/// Apply a plan: a task tree with refs, context and steps, in one transaction; applying
+/// the same plan again changes only what differs.
+#[utoipa::path(post, path = "/v1/plans", tag = "knowledge", request_body = PlanDoc,
+    responses((status = 200, description = "Every task of the plan and what was done to it", body = PlanOut)))]
 async fn apply_plan(
     State(s): State<AppState>,
     headers: HeaderMap,
     JsonBody(doc): JsonBody<PlanDoc>,
-) -> Result<Json<Value>> {
+) -> Result<Json<PlanOut>> {
     let key = idempotency_key(&headers);
     Ok(Json(
         s.baton

@@ -736,7 +736,10 @@ async fn every_route_checks_keys_roles_and_workspaces() {
     let (_, other) = s.post("/v1/workspaces", json!({"name": "elsewhere"})).await;
     let other = format!("Bearer {}", other["key"]["token"].as_str().unwrap());
     let observer = format!("Bearer {}", s.key("observer", None).await);
-    // (method, path, body, mutates, names this workspace's task)
+    let project = t["task"]["project_id"].as_str().unwrap().to_string();
+    let (_, agent) = s.post("/v1/agents/register", json!({"agent": "a"})).await;
+    let agent = agent["agent"]["id"].as_str().unwrap().to_string();
+    // (method, path, body, mutates, names an entity of this workspace)
     let routes: Vec<(&str, String, Value, bool, bool)> = vec![
         (
             "POST",
@@ -833,6 +836,52 @@ async fn every_route_checks_keys_roles_and_workspaces() {
             true,
             true,
         ),
+        (
+            "POST",
+            "/v1/projects".into(),
+            json!({"name": "p2"}),
+            true,
+            false,
+        ),
+        ("GET", "/v1/projects".into(), json!(null), false, false),
+        (
+            "GET",
+            format!("/v1/projects/{project}"),
+            json!(null),
+            false,
+            true,
+        ),
+        (
+            "PATCH",
+            format!("/v1/projects/{project}"),
+            json!({"review_required": false}),
+            true,
+            true,
+        ),
+        (
+            "POST",
+            "/v1/agents/register".into(),
+            json!({"agent": "b"}),
+            true,
+            false,
+        ),
+        (
+            "POST",
+            "/v1/agents/heartbeat".into(),
+            json!({"agent": "a"}),
+            true,
+            false,
+        ),
+        ("GET", "/v1/agents".into(), json!(null), false, false),
+        (
+            "GET",
+            format!("/v1/agents/{agent}"),
+            json!(null),
+            false,
+            true,
+        ),
+        ("GET", "/v1/events/stream".into(), json!(null), false, false),
+        ("GET", "/v1/ws".into(), json!(null), false, false),
     ];
     let mut ops: Vec<(&str, String, Value, bool, bool)> = Vec::new();
     let lease = |extra: Value| {
@@ -860,6 +909,34 @@ async fn every_route_checks_keys_roles_and_workspaces() {
     ] {
         ops.push(("POST", format!("/v1/tasks/{id}/{op}"), body, true, true));
     }
+    // The table covers every route of the OpenAPI document (which is generated from the
+    // router), so a new route cannot skip these checks.
+    let template = |path: &str| {
+        path.replace(&format!("dependencies/{id}"), "dependencies/{blocker}")
+            .replace(&id, "{id}")
+            .replace(&ws, "{id}")
+            .replace(&project, "{id}")
+            .replace(&agent, "{name}")
+            .replace("stp_x", "{step}")
+    };
+    let covered: std::collections::BTreeSet<String> = routes
+        .iter()
+        .chain(&ops)
+        .map(|(method, path, ..)| format!("{method} {}", template(path)))
+        .collect();
+    let document = serde_json::to_value(baton_server::openapi()).unwrap();
+    let mut documented = std::collections::BTreeSet::new();
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            if !["/healthz", "/readyz", "/openapi.json"].contains(&path.as_str()) {
+                documented.insert(format!("{} {path}", method.to_uppercase()));
+            }
+        }
+    }
+    assert_eq!(
+        covered, documented,
+        "the table must walk every documented route"
+    );
     for (method, path, body, mutates, names_task) in routes.into_iter().chain(ops) {
         let body = (!body.is_null()).then_some(body);
         let (st, v) = s
@@ -936,4 +1013,163 @@ async fn slow_stream_consumer_never_blocks_writers() {
         assert_eq!(id, expected, "every event once, in order");
         expected += 1;
     }
+}
+
+/// Projects carry default policies and a kill switch; agents register, heartbeat and list.
+#[tokio::test]
+async fn projects_and_agents() {
+    let s = Server::start().await;
+    let (st, p) = s
+        .post(
+            "/v1/projects",
+            json!({"name": "web", "lease_ttl": "45s", "review_required": true}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{p}");
+    assert_eq!(p["project"]["lease_ttl"], "45s");
+    let pid = p["project"]["id"].as_str().unwrap().to_string();
+    let (st, dup) = s.post("/v1/projects", json!({"name": "web"})).await;
+    assert_eq!(
+        (st, error_code(&dup)),
+        (StatusCode::CONFLICT, "ALREADY_EXISTS")
+    );
+    let (_, t) = s
+        .post("/v1/tasks", json!({"title": "page", "project": "web"}))
+        .await;
+    assert_eq!(t["task"]["project_id"], pid.as_str());
+    assert_eq!(t["task"]["lease_ttl"], "45s", "the project's default");
+    assert_eq!(t["task"]["review_required"], true);
+    let (_, list) = s.get("/v1/projects").await;
+    let names: Vec<&str> = list["projects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["default", "web"]);
+
+    // The kill switch: nothing of the project is claimable while it is set.
+    let (st, killed) = s
+        .call(
+            "PATCH",
+            "/v1/projects/web",
+            Some(json!({"killed": true})),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        (st, killed["project"]["killed"].as_bool()),
+        (StatusCode::OK, Some(true))
+    );
+    let (_, none) = s.post("/v1/tasks/claim", json!({"agent": "w"})).await;
+    assert_eq!(none["claims"], json!([]));
+    s.call(
+        "PATCH",
+        &format!("/v1/projects/{pid}"),
+        Some(json!({"killed": false})),
+        &[],
+    )
+    .await;
+    let (_, one) = s.post("/v1/tasks/claim", json!({"agent": "w"})).await;
+    assert_eq!(one["claims"].as_array().unwrap().len(), 1);
+    let (st, bad) = s
+        .call(
+            "PATCH",
+            "/v1/projects/web",
+            Some(json!({"lease_ttl": "10ms"})),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        (st, error_code(&bad)),
+        (StatusCode::BAD_REQUEST, "INVALID_DURATION")
+    );
+
+    // Agents: register with capabilities, heartbeat, list, read; unknown agents are 404.
+    let (st, a) = s
+        .post(
+            "/v1/agents/register",
+            json!({"agent": "reviewer-1", "capabilities": ["review", "rust"]}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{a}");
+    assert_eq!(a["agent"]["capabilities"], json!(["review", "rust"]));
+    let (_, hb) = s
+        .post("/v1/agents/heartbeat", json!({"agent": "reviewer-1"}))
+        .await;
+    assert_eq!(hb["agent"]["name"], "reviewer-1");
+    let (_, all) = s.get("/v1/agents").await;
+    assert_eq!(
+        all["agents"].as_array().unwrap().len(),
+        2,
+        "w (by its claim) and reviewer-1"
+    );
+    let (_, one) = s.get("/v1/agents/reviewer-1").await;
+    assert_eq!(one["agent"]["id"], a["agent"]["id"]);
+    let (st, missing) = s
+        .post("/v1/agents/heartbeat", json!({"agent": "ghost"}))
+        .await;
+    assert_eq!(
+        (st, error_code(&missing)),
+        (StatusCode::NOT_FOUND, "NOT_FOUND")
+    );
+    // A worker key bound to an agent registers only as that agent.
+    let bound = format!("Bearer {}", s.key("worker", Some("w")).await);
+    let (st, v) = s
+        .call(
+            "POST",
+            "/v1/agents/register",
+            Some(json!({"agent": "someone-else"})),
+            &[("authorization", bound.as_str())],
+        )
+        .await;
+    assert_eq!((st, error_code(&v)), (StatusCode::FORBIDDEN, "FORBIDDEN"));
+    // Every change above is in the log, so a replay rebuilds the same projects and agents.
+    let (_, events) = s.get("/v1/events?limit=1000").await;
+    let kinds: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert!(kinds.contains(&"project.updated") && kinds.contains(&"agent.registered"));
+}
+
+/// The OpenAPI document is 3.1, served at `/openapi.json` without a key, and names every
+/// error response and the bearer scheme on every authenticated operation.
+#[tokio::test]
+async fn openapi_document_is_served_and_complete() {
+    let s = Server::start().await;
+    let (st, doc) = s
+        .call("GET", "/openapi.json", None, &[("authorization", "")])
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert_eq!(doc, serde_json::to_value(baton_server::openapi()).unwrap());
+    let mut operations = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            operations += 1;
+            assert!(op["summary"].is_string(), "{method} {path} has no summary");
+            if ["/healthz", "/readyz", "/openapi.json"].contains(&path.as_str()) {
+                continue;
+            }
+            for status in ["400", "401", "403", "404", "413", "429", "503"] {
+                assert_eq!(
+                    op["responses"][status]["content"]["application/json"]["schema"]["$ref"],
+                    "#/components/schemas/ErrorBody",
+                    "{method} {path} {status}"
+                );
+            }
+        }
+    }
+    assert!(operations >= 40, "{operations} operations");
+    assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    let codes = &doc["components"]["schemas"]["Code"]["enum"];
+    assert!(codes.as_array().unwrap().contains(&json!("LEASE_LOST")));
+    let (st, v) = s.call("PUT", "/v1/tasks", Some(json!({})), &[]).await;
+    assert_eq!(
+        (st, error_code(&v)),
+        (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED")
+    );
 }

@@ -113,6 +113,13 @@ impl Tx for SqliteTx<'_> {
         Ok(())
     }
 
+    fn projects(&mut self, ws: &str) -> Result<Vec<Project>> {
+        self.many(
+            "SELECT body FROM projects WHERE workspace_id = ?1 ORDER BY name",
+            [ws],
+        )
+    }
+
     fn key_by_hash(&mut self, token_sha256: &str) -> Result<Option<ApiKey>> {
         self.one(
             "SELECT body FROM api_keys WHERE token_sha256 = ?1",
@@ -148,6 +155,13 @@ impl Tx for SqliteTx<'_> {
             params![a.workspace_id, a.id, a.name, to_json(a)?],
         )?;
         Ok(())
+    }
+
+    fn agents(&mut self, ws: &str) -> Result<Vec<Agent>> {
+        self.many(
+            "SELECT body FROM agents WHERE workspace_id = ?1 ORDER BY name",
+            [ws],
+        )
     }
 
     fn task(&mut self, ws: &str, id: &str) -> Result<Option<Task>> {

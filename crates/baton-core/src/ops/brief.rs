@@ -2,6 +2,7 @@
 //! stands, in one response, most relevant first, within an optional size budget.
 
 use super::Ctx;
+use crate::api::BriefOut;
 use crate::error::{Error, Result};
 use crate::model::*;
 use serde_json::{json, Map, Value};
@@ -31,7 +32,7 @@ fn summary(task: &Task) -> Value {
 }
 
 /// Builds the briefing of a task, trimmed to `max_bytes` of JSON when given.
-pub fn brief(ctx: &mut Ctx<'_>, id: &str, max_bytes: Option<usize>) -> Result<Value> {
+pub fn brief(ctx: &mut Ctx<'_>, id: &str, max_bytes: Option<usize>) -> Result<BriefOut> {
     if let Some(max) = max_bytes {
         if max < MIN_BRIEF_BYTES {
             return Err(Error::invalid(
@@ -166,7 +167,7 @@ pub fn brief(ctx: &mut Ctx<'_>, id: &str, max_bytes: Option<usize>) -> Result<Va
     let mut omitted = Map::new();
     let mut out = assemble(&core, &sections, &omitted);
     let Some(max) = max_bytes else {
-        return Ok(json!({ "brief": out }));
+        return typed(out);
     };
     let mut total = size(&out);
     // Drop whole items from the least relevant end first.
@@ -230,5 +231,11 @@ pub fn brief(ctx: &mut Ctx<'_>, id: &str, max_bytes: Option<usize>) -> Result<Va
         out = assemble(&core, &sections, &omitted);
         total = size(&out);
     }
-    Ok(json!({ "brief": out }))
+    typed(out)
+}
+
+fn typed(brief: Value) -> Result<BriefOut> {
+    serde_json::from_value(brief)
+        .map(|brief| BriefOut { brief })
+        .map_err(|e| Error::new(crate::Code::Internal, format!("brief: {e}"), ""))
 }

@@ -8,6 +8,7 @@ pub mod graph;
 pub mod knowledge;
 pub mod lease;
 pub mod plan;
+pub mod registry;
 pub mod task;
 
 use crate::error::{Error, Result};

@@ -14,8 +14,33 @@ use std::collections::HashMap;
 /// Most tasks in one plan.
 pub const MAX_PLAN_TASKS: usize = 10_000;
 
+/// Output of applying a plan: every task of the plan in document order, and counts.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, utoipa::ToSchema)]
+pub struct PlanOut {
+    /// One entry per task of the plan, parents before children, in document order.
+    pub tasks: Vec<PlanResult>,
+    /// Tasks created by this application.
+    pub created: u32,
+    /// Existing tasks changed to match the plan.
+    pub updated: u32,
+    /// Existing tasks that already matched.
+    pub unchanged: u32,
+}
+
+/// What applying a plan did to one of its tasks.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, utoipa::ToSchema)]
+pub struct PlanResult {
+    /// The task's ref in the plan.
+    #[serde(rename = "ref")]
+    pub reference: String,
+    /// `created`, `updated` or `unchanged`.
+    pub result: String,
+    /// The task now.
+    pub task: Task,
+}
+
 /// A plan document.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlanDoc {
     /// Names the plan; task keys are `plan:<name>:<ref>` (default `plan`).
@@ -25,17 +50,20 @@ pub struct PlanDoc {
     #[serde(default)]
     pub project: Option<String>,
     /// The top-level tasks.
+    #[schema(min_items = 1, max_items = 10000)]
     pub tasks: Vec<PlanTask>,
 }
 
 /// One task of a plan, with its children.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlanTask {
     /// Unique within the plan; how other tasks of the plan refer to this one.
     #[serde(rename = "ref")]
+    #[schema(min_length = 1)]
     pub reference: String,
     /// Short name.
+    #[schema(min_length = 1, max_length = 1000)]
     pub title: String,
     /// Why.
     #[serde(default)]
@@ -54,6 +82,7 @@ pub struct PlanTask {
     pub priority: Option<i64>,
     /// Deadline.
     #[serde(default, with = "rfc3339::option")]
+    #[schema(value_type = Option<crate::time::TimeInput>)]
     pub due_at: Option<Millis>,
     /// Free labels.
     #[serde(default)]
@@ -90,11 +119,12 @@ pub struct PlanTask {
     pub steps: Vec<PlanStep>,
     /// Child tasks.
     #[serde(default)]
+    #[schema(no_recursion)]
     pub children: Vec<PlanTask>,
 }
 
 /// A context entry in a plan.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlanContext {
     /// Entry type.
@@ -105,7 +135,7 @@ pub struct PlanContext {
 }
 
 /// A step in a plan.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum PlanStep {
     /// Just a title.
@@ -220,7 +250,7 @@ fn order(flat: &[Flat<'_>], index: &HashMap<&str, usize>) -> Result<Vec<usize>> 
 }
 
 /// Applies a plan in the current transaction.
-pub fn apply(ctx: &mut Ctx<'_>, doc: PlanDoc) -> Result<Value> {
+pub fn apply(ctx: &mut Ctx<'_>, doc: PlanDoc) -> Result<PlanOut> {
     let name = doc.name.clone().unwrap_or_else(|| "plan".into());
     if name.is_empty() || name.len() > 200 || name.contains(':') {
         return Err(plan_error(format!(
@@ -268,7 +298,7 @@ pub fn apply(ctx: &mut Ctx<'_>, doc: PlanDoc) -> Result<Value> {
     }
     let order = order(&flat, &index)?;
     let mut ids: HashMap<&str, String> = HashMap::new();
-    let mut results: Vec<(usize, Value)> = Vec::new();
+    let mut results: Vec<(usize, PlanResult)> = Vec::new();
     let (mut created, mut updated, mut unchanged) = (0, 0, 0);
     for i in order {
         let f = &flat[i];
@@ -347,14 +377,20 @@ pub fn apply(ctx: &mut Ctx<'_>, doc: PlanDoc) -> Result<Value> {
         ids.insert(&node.reference, task.id.clone());
         results.push((
             i,
-            json!({ "ref": node.reference, "result": outcome, "task": task.view() }),
+            PlanResult {
+                reference: node.reference.clone(),
+                result: outcome.to_string(),
+                task: task.view(),
+            },
         ));
     }
     results.sort_by_key(|(i, _)| *i);
-    Ok(json!({
-        "tasks": results.into_iter().map(|(_, v)| v).collect::<Vec<_>>(),
-        "created": created, "updated": updated, "unchanged": unchanged,
-    }))
+    Ok(PlanOut {
+        tasks: results.into_iter().map(|(_, v)| v).collect(),
+        created,
+        updated,
+        unchanged,
+    })
 }
 
 fn with_ref(mut e: Error, reference: &str) -> Error {

@@ -420,6 +420,33 @@ pub struct BatchItem {
     pub task: CreateTask,
 }
 
+/// OpenAPI: the schema of a create with a required `ref` added (by hand, like the
+/// deserializer, because flattening would lose `additionalProperties: false`).
+impl utoipa::PartialSchema for BatchItem {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+        use utoipa::openapi::RefOr;
+        let mut schema = <CreateTask as utoipa::PartialSchema>::schema();
+        if let RefOr::T(Schema::Object(object)) = &mut schema {
+            object.properties.insert(
+                "ref".into(),
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .description(Some(
+                        "Unique within the batch; parent_id and blocked_by may name it",
+                    ))
+                    .into(),
+            );
+            object.required.insert(0, "ref".into());
+            object.description =
+                Some("A task of a batch: a create with a client-chosen ref".into());
+        }
+        schema
+    }
+}
+
+impl utoipa::ToSchema for BatchItem {}
+
 // By hand: `#[serde(flatten)]` would silently drop unknown fields, and a misspelt field must
 // be an error, as it is on a single create.
 impl<'de> serde::Deserialize<'de> for BatchItem {
@@ -435,10 +462,20 @@ impl<'de> serde::Deserialize<'de> for BatchItem {
 }
 
 /// Output of a batch: the tasks in request order, each with its ref.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct BatchOut {
-    /// `{"ref", "task"}` per item, in request order.
-    pub tasks: Vec<Value>,
+    /// One entry per item, in request order.
+    pub tasks: Vec<BatchEntry>,
+}
+
+/// One created task of a batch.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct BatchEntry {
+    /// The item's ref.
+    #[serde(rename = "ref")]
+    pub reference: String,
+    /// The task created for it.
+    pub task: Task,
 }
 
 /// Creates a whole graph in one transaction. Items are created parents and blockers first;
@@ -527,7 +564,10 @@ pub fn create_batch(ctx: &mut Ctx<'_>, items: Vec<BatchItem>) -> Result<BatchOut
             .tx
             .task(ctx.ws, &id)?
             .ok_or_else(|| Error::not_found("task", &id))?;
-        tasks.push(json!({ "ref": item.reference, "task": task.view() }));
+        tasks.push(BatchEntry {
+            reference: item.reference.clone(),
+            task: task.view(),
+        });
     }
     Ok(BatchOut { tasks })
 }

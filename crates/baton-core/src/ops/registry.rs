@@ -1,0 +1,139 @@
+//! Projects and agents (DESIGN §2): the containers that carry default policies and the
+//! workers that claim. Both are small, rarely written rows; every change is an event.
+
+use super::{check_text, Ctx};
+use crate::api::*;
+use crate::error::{Error, Result};
+use crate::id::new_id;
+use crate::model::*;
+use crate::time::Duration;
+use serde_json::json;
+
+/// Creates a project; its name must be new in the workspace.
+pub fn create_project(ctx: &mut Ctx<'_>, req: CreateProject) -> Result<ProjectOut> {
+    check_text("project name", &req.name, 200)?;
+    if ctx.tx.project(ctx.ws, &req.name)?.is_some() {
+        return Err(Error::new(
+            crate::Code::AlreadyExists,
+            format!("a project named '{}' exists", req.name),
+            "pick another name, or update that project",
+        ));
+    }
+    let mut project = Project {
+        id: new_id("prj"),
+        workspace_id: ctx.ws.to_string(),
+        name: req.name.clone(),
+        lease_ttl: Duration::secs(300),
+        retry_policy: RetryPolicy::default(),
+        review_required: false,
+        killed: false,
+        created_at: ctx.now,
+    };
+    let settings = ProjectSettings {
+        lease_ttl: req.lease_ttl,
+        retry_policy: req.retry_policy,
+        review_required: req.review_required,
+        killed: None,
+    };
+    apply_settings(&mut project, &settings)?;
+    ctx.tx.put_project(&project)?;
+    ctx.emit("project.created", None, json!({ "project": project }))?;
+    Ok(ProjectOut { project })
+}
+
+/// Changes a project's policies or its kill switch.
+pub fn update_project(ctx: &mut Ctx<'_>, id: &str, req: ProjectSettings) -> Result<ProjectOut> {
+    let mut project = super::project(ctx, Some(id))?;
+    apply_settings(&mut project, &req)?;
+    ctx.tx.put_project(&project)?;
+    ctx.emit("project.updated", None, json!({ "project": project }))?;
+    Ok(ProjectOut { project })
+}
+
+fn apply_settings(project: &mut Project, s: &ProjectSettings) -> Result<()> {
+    if let Some(policy) = s.retry_policy {
+        if policy.max_attempts == 0 || !(1.0..=10.0).contains(&policy.backoff_multiplier) {
+            return Err(Error::invalid(
+                "retry_policy needs max_attempts of at least 1 and a backoff_multiplier from 1 to 10",
+                "e.g. {\"max_attempts\": 3, \"backoff_initial\": \"1s\", \"backoff_multiplier\": 2, \"backoff_max\": \"5m\"}",
+            ));
+        }
+        project.retry_policy = policy;
+    }
+    if let Some(ttl) = s.lease_ttl {
+        if ttl.0 < 1000 {
+            return Err(Error::new(
+                crate::Code::InvalidDuration,
+                "lease_ttl must be at least 1s",
+                "give e.g. 30s or 5m",
+            ));
+        }
+        project.lease_ttl = ttl;
+    }
+    if let Some(review) = s.review_required {
+        project.review_required = review;
+    }
+    if let Some(killed) = s.killed {
+        project.killed = killed;
+    }
+    Ok(())
+}
+
+/// Registers an agent, or updates the capabilities of a registered one.
+pub fn register_agent(ctx: &mut Ctx<'_>, req: RegisterAgent) -> Result<AgentOut> {
+    let mut agent = super::lease::ensure_agent(ctx, &req.agent, &req.capabilities)?;
+    if req.capabilities.is_empty() && !agent.capabilities.is_empty() {
+        // `ensure_agent` keeps capabilities when none are given; registering with none
+        // means none.
+        agent.capabilities.clear();
+        agent.last_seen_at = ctx.now;
+        ctx.tx.put_agent(&agent)?;
+        ctx.emit("agent.updated", None, json!({ "agent": agent }))?;
+    }
+    Ok(AgentOut { agent })
+}
+
+/// Records that an agent is alive. `last_seen_at` moves only when it is older than
+/// [`super::lease::AGENT_SEEN_RESOLUTION_MS`], so frequent heartbeats do not fill the log.
+pub fn agent_heartbeat(ctx: &mut Ctx<'_>, name: &str) -> Result<AgentOut> {
+    let mut agent = ctx
+        .tx
+        .agent(ctx.ws, name)?
+        .ok_or_else(|| Error::not_found("agent", name))?;
+    if ctx.now - agent.last_seen_at >= super::lease::AGENT_SEEN_RESOLUTION_MS {
+        agent.last_seen_at = ctx.now;
+        ctx.tx.put_agent(&agent)?;
+        ctx.emit("agent.seen", None, json!({ "agent": agent }))?;
+    }
+    Ok(AgentOut { agent })
+}
+
+/// Every project of the workspace, by name.
+pub fn projects(ctx: &mut Ctx<'_>) -> Result<ProjectsOut> {
+    Ok(ProjectsOut {
+        projects: ctx.tx.projects(ctx.ws)?,
+    })
+}
+
+/// One project by id or name.
+pub fn project(ctx: &mut Ctx<'_>, id: &str) -> Result<ProjectOut> {
+    Ok(ProjectOut {
+        project: super::project(ctx, Some(id))?,
+    })
+}
+
+/// Every agent of the workspace, by name.
+pub fn agents(ctx: &mut Ctx<'_>) -> Result<AgentsOut> {
+    Ok(AgentsOut {
+        agents: ctx.tx.agents(ctx.ws)?,
+    })
+}
+
+/// One agent by name or id.
+pub fn agent(ctx: &mut Ctx<'_>, name: &str) -> Result<AgentOut> {
+    let agent = ctx
+        .tx
+        .agent(ctx.ws, name)?
+        .ok_or_else(|| Error::not_found("agent", name))?;
+    Ok(AgentOut { agent })
+}
