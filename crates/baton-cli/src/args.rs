@@ -135,6 +135,13 @@ pub(crate) enum Command {
         #[arg(long, default_value = "127.0.0.1:7300", env = "BATON_LISTEN")]
         listen: String,
     },
+    /// Serve MCP over stdio for one agent (on the embedded store, or proxying to --server).
+    Mcp {
+        /// The agent this server acts as (default: the key's bound agent, or the client's
+        /// name with a session suffix).
+        #[arg(long, env = "BATON_AGENT")]
+        agent: Option<String>,
+    },
     /// Watch simulated agents plan and work through a project.
     Demo(DemoArgs),
     /// Internal: create tasks one by one, printing each id once it is durable (crash tests).

@@ -107,6 +107,9 @@ fn to_value<T: serde::Serialize>(v: T) -> Result<Outcome, Error> {
 }
 
 async fn run(cli: Cli) -> Result<Outcome, Error> {
+    if let Command::Mcp { agent } = &cli.command {
+        return mcp(&cli, agent.clone()).await;
+    }
     if let Some(server) = cli.server.clone() {
         return remote::run(&cli, &server).await;
     }
@@ -260,11 +263,36 @@ async fn run(cli: Cli) -> Result<Outcome, Error> {
                 )
             })?;
             eprintln!("baton: serving {} on http://{listen}", dir.display());
-            baton_server::serve(listener, baton, &cli.workspace, shutdown_signal()).await?;
+            let app = baton_server::router(baton_server::AppState::new(baton.clone()))
+                .merge(baton_mcp::http_service(baton.clone()));
+            baton_server::serve_app(listener, baton, app, &cli.workspace, shutdown_signal())
+                .await?;
             Ok(Outcome::Printed)
         }
-        Command::Demo(_) => unreachable!("handled above"),
+        Command::Demo(_) | Command::Mcp { .. } => unreachable!("handled above"),
     }
+}
+
+/// `baton mcp`: MCP over stdio, on the embedded store or proxying to a server. Stdout is
+/// the protocol's channel: nothing else is printed there.
+async fn mcp(cli: &Cli, agent: Option<String>) -> Result<Outcome, Error> {
+    let gateway = match &cli.server {
+        Some(server) => baton_mcp::Gateway::Remote {
+            http: reqwest::Client::new(),
+            base: server.trim_end_matches('/').to_string(),
+            token: cli.token.clone().ok_or_else(|| {
+                Error::invalid("--server needs a key", "pass --token or set BATON_TOKEN")
+            })?,
+        },
+        None => {
+            let baton = open(&data_dir(cli), durability(&cli.durability)?)?;
+            baton_mcp::local_gateway(baton, &cli.workspace).await?
+        }
+    };
+    baton_mcp::serve_stdio(baton_mcp::BatonMcp::new(gateway, agent))
+        .await
+        .map_err(|e| Error::new(Code::Internal, e, "check the MCP client's configuration"))?;
+    Ok(Outcome::Printed)
 }
 
 /// Resolves on SIGTERM or Ctrl-C: the server stops accepting and drains in-flight requests.

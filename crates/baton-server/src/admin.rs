@@ -18,6 +18,34 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create_workspace))
         .routes(routes!(create_key))
+        .routes(routes!(whoami))
+}
+
+/// Answer of `GET /v1/whoami`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Whoami {
+    /// The workspace the key acts in.
+    workspace_id: String,
+    /// The key's id.
+    key_id: String,
+    /// Its role.
+    role: String,
+    /// The agent a bound key acts as.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    agent: Option<String>,
+}
+
+/// Who the key is: its workspace, role and bound agent (so a client can act as it).
+#[utoipa::path(get, path = "/v1/whoami", tag = "admin",
+    responses((status = 200, description = "The key's identity", body = Whoami)))]
+async fn whoami(State(s): State<AppState>, headers: HeaderMap) -> Result<Json<Whoami>, ApiError> {
+    let principal = s.auth(&headers, &[Permission::Read])?;
+    Ok(Json(Whoami {
+        workspace_id: principal.actor.workspace_id,
+        key_id: principal.key.id,
+        role: principal.key.role,
+        agent: principal.key.agent,
+    }))
 }
 
 /// Body of `POST /v1/workspaces`.

@@ -31,13 +31,24 @@ use utoipa_axum::routes;
 pub struct AppState {
     /// The engine.
     pub baton: Baton,
+    /// Who a request without `Authorization` acts as, for in-process callers that own the
+    /// store (the stdio MCP server on the embedded store). `None` on the network.
+    pub local: Option<Principal>,
 }
 
 impl AppState {
+    /// The state of a network server: every request needs a key.
+    pub fn new(baton: Baton) -> Self {
+        AppState { baton, local: None }
+    }
+
     /// Authenticates the request's bearer token and checks that its role grants one of
     /// `needs`: `UNAUTHORIZED` (401) without a valid key, `FORBIDDEN` (403) for a role that
     /// may not. The actor it returns is scoped to the key's workspace.
     pub fn auth(&self, headers: &HeaderMap, needs: &[Permission]) -> Result<Principal, ApiError> {
+        if let (Some(local), None) = (&self.local, headers.get("authorization")) {
+            return Ok(local.clone());
+        }
         let token = headers
             .get("authorization")
             .and_then(|v| v.to_str().ok())
@@ -149,6 +160,18 @@ pub async fn serve(
     workspace: &str,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> baton_core::Result<()> {
+    let app = router(AppState::new(baton.clone()));
+    serve_app(listener, baton, app, workspace, shutdown).await
+}
+
+/// Serves `app` (the API, possibly with more routes such as `/mcp`) like [`serve`].
+pub async fn serve_app(
+    listener: tokio::net::TcpListener,
+    baton: Baton,
+    app: Router,
+    workspace: &str,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> baton_core::Result<()> {
     baton.actor(workspace, "http").await?; // the default workspace exists from the start
                                            // The reaper: expires lapsed leases every second, so their tasks go back to the queue
                                            // (with backoff) and wake waiting claimers even when nobody writes.
@@ -161,8 +184,7 @@ pub async fn serve(
             }
         })
     };
-    let state = AppState { baton };
-    let served = axum::serve(listener, router(state))
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;
     reaper.abort();

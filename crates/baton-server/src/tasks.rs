@@ -339,8 +339,8 @@ macro_rules! lease_route {
     ($name:ident, $path:literal, $body:ty, |$b:ident| $op:expr, $doc:literal, $answer:ty, $outcome:literal) => {
         #[doc = $doc]
         #[utoipa::path(post, path = $path, tag = "lease", params(TaskId),
-                    request_body = $body,
-                    responses((status = 200, description = $outcome, body = $answer)))]
+                            request_body = $body,
+                            responses((status = 200, description = $outcome, body = $answer)))]
         async fn $name(
             State(s): State<AppState>,
             headers: HeaderMap,
@@ -703,6 +703,8 @@ pub(crate) struct EventsQuery {
     after: Option<u64>,
     /// At most this many (1 to 1000, default 100).
     limit: Option<u32>,
+    /// Instead of `after`: the newest this many events (1 to 1000), oldest first.
+    last: Option<u32>,
 }
 
 /// A page of the workspace's event log, in sequence order.
@@ -715,11 +717,18 @@ async fn events(
 ) -> Result<Json<EventsOut>> {
     let Query(q) =
         query.map_err(|e| bad_query(e, "use after (a sequence number) and limit (1 to 1000)"))?;
-    Ok(Json(s.baton.events(
-        &s.auth(&headers, &[Permission::Read])?.actor,
-        q.after.unwrap_or(0),
-        q.limit.unwrap_or(100),
-    )?))
+    let actor = s.auth(&headers, &[Permission::Read])?.actor;
+    let (after, limit) = match q.last {
+        Some(last) => {
+            let last = last.clamp(1, 1000);
+            (
+                s.baton.last_seq(&actor)?.saturating_sub(u64::from(last)),
+                last,
+            )
+        }
+        None => (q.after.unwrap_or(0), q.limit.unwrap_or(100)),
+    };
+    Ok(Json(s.baton.events(&actor, after, limit)?))
 }
 
 /// Apply a plan: a task tree with refs, context and steps, in one transaction; applying

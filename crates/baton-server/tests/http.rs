@@ -882,6 +882,7 @@ async fn every_route_checks_keys_roles_and_workspaces() {
         ),
         ("GET", "/v1/events/stream".into(), json!(null), false, false),
         ("GET", "/v1/ws".into(), json!(null), false, false),
+        ("GET", "/v1/whoami".into(), json!(null), false, false),
     ];
     let mut ops: Vec<(&str, String, Value, bool, bool)> = Vec::new();
     let lease = |extra: Value| {

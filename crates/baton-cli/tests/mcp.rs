@@ -1,0 +1,318 @@
+//! MCP with a real client: the official Python SDK (installed by the test script into
+//! `target/py`) drives `baton mcp` over stdio and `/mcp` on `baton serve` over streamable
+//! HTTP through a whole workflow and the error cases (tests/mcp/client.py); two stdio
+//! servers race for the same work; and every operation is reachable over HTTP, MCP and the
+//! CLI or stands on an explained exclusion list.
+
+use serde_json::Value;
+use std::collections::{BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BATON: &str = env!("CARGO_BIN_EXE_baton");
+
+fn python() -> PathBuf {
+    let venv = std::env::var_os("BATON_TEST_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/py"));
+    let python = venv.join("bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run ./scripts/test, which installs the MCP SDK into target/py",
+        python.display()
+    );
+    python
+}
+
+/// Runs the Python client in `mode`; returns its JSON findings.
+fn client(args: &[&str]) -> Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp/client.py");
+    let out = Command::new(python())
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("run the MCP client");
+    assert!(
+        out.status.success(),
+        "MCP client {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.lines().last().unwrap_or_default()).expect("one JSON line")
+}
+
+fn baton(dir: &Path, args: &[&str]) -> Value {
+    let out = Command::new(BATON)
+        .arg("--json")
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .output()
+        .expect("run baton");
+    assert!(
+        out.status.success(),
+        "baton {args:?}: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON")
+}
+
+fn token(dir: &Path, role: &str, agent: Option<&str>) -> String {
+    let mut args = vec!["key", "create", "--role", role];
+    if let Some(a) = agent {
+        args.extend(["--agent", a]);
+    }
+    baton(dir, &args)["key"]["token"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn expected_errors() -> Value {
+    serde_json::json!({
+        "unknown tool": "NOT_FOUND", "wrong type": "INVALID_INPUT", "unknown id": "NOT_FOUND",
+        "stale lease": "LEASE_LOST", "no lease held": "LEASE_LOST", "bad enum": "INVALID_INPUT",
+    })
+}
+
+/// A planner and a worker, each its own `baton mcp` process on one store: the planner
+/// creates a parent and two subtasks with a dependency and records a decision; the worker
+/// claims, heartbeats, records a discovery and completes; the dependent becomes claimable;
+/// the parent's briefing carries all of it. Then bad input, each a tool error with a code.
+#[test]
+fn stdio_workflow_with_the_python_sdk() {
+    let dir = tempfile::tempdir().unwrap();
+    let found = client(&["stdio", BATON, dir.path().to_str().unwrap()]);
+    assert_eq!(found["errors"], expected_errors());
+    assert!(found["tools_list_bytes"].as_u64().unwrap() < 12_000);
+}
+
+/// The same workflow over streamable HTTP at `/mcp` on `baton serve`, each side with its own
+/// key (the worker's bound to its agent).
+#[test]
+fn streamable_http_workflow_with_the_python_sdk() {
+    let dir = tempfile::tempdir().unwrap();
+    let planner = token(dir.path(), "planner", None);
+    let worker = token(dir.path(), "worker", Some("worker-1"));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut server = Command::new(BATON)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["serve", "--listen", &addr])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(Instant::now() < deadline, "baton serve did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let found = client(&["http", &format!("http://{addr}/mcp"), &planner, &worker]);
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(found["errors"], expected_errors());
+}
+
+/// Two stdio MCP servers (two agents) on one store claim and complete until nothing is
+/// left: every task is claimed exactly once.
+#[test]
+fn two_stdio_agents_race_and_each_task_is_claimed_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut refs = Vec::new();
+    for i in 0..40 {
+        refs.push(serde_json::json!({"ref": format!("t{i}"), "title": format!("task {i}")}));
+    }
+    let plan = dir.path().join("plan.json");
+    std::fs::write(&plan, serde_json::json!({ "tasks": refs }).to_string()).unwrap();
+    baton(dir.path(), &["plan", "apply", plan.to_str().unwrap()]);
+    let found = client(&["race", BATON, dir.path().to_str().unwrap()]);
+    let per_agent: Vec<Vec<String>> = serde_json::from_value(found["claimed"].clone()).unwrap();
+    let all: Vec<&String> = per_agent.iter().flatten().collect();
+    let unique: HashSet<&String> = all.iter().copied().collect();
+    assert_eq!(all.len(), 40, "every task claimed: {per_agent:?}");
+    assert_eq!(unique.len(), 40, "no task claimed twice");
+    assert!(
+        per_agent.iter().all(|a| !a.is_empty()),
+        "both agents got work: {per_agent:?}"
+    );
+}
+
+/// Every public operation of the engine (read from its source, so a new one cannot be
+/// missed) is reachable over HTTP, MCP and the CLI, or is excluded here with the reason.
+#[test]
+fn every_operation_is_reachable_over_http_mcp_and_cli() {
+    let source = include_str!("../../baton-core/src/engine.rs");
+    let impl_start = source.find("impl Baton {").expect("impl Baton");
+    let mut operations = BTreeSet::new();
+    for line in source[impl_start..].lines() {
+        let line = line.trim_start();
+        for prefix in ["pub async fn ", "pub fn "] {
+            if let Some(rest) = line.strip_prefix(prefix) {
+                let name: String = rest
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect();
+                operations.insert(name);
+            }
+        }
+        if line.starts_with("impl ") && !line.starts_with("impl Baton") {
+            break;
+        }
+    }
+    // (operation, HTTP "METHOD path", MCP tool, CLI command); "-" = excluded below.
+    let table: &[(&str, &str, &str, &str)] = &[
+        (
+            "create_task",
+            "POST /v1/tasks",
+            "task_create",
+            "task create",
+        ),
+        ("create_batch", "POST /v1/tasks/batch", "-", "-"),
+        ("get_task", "GET /v1/tasks/{id}", "task_get", "task get"),
+        ("list_tasks", "GET /v1/tasks", "query", "task list"),
+        ("ready", "GET /v1/tasks/ready", "query", "ready"),
+        (
+            "update_task",
+            "PATCH /v1/tasks/{id}",
+            "task_update",
+            "task update",
+        ),
+        (
+            "transition",
+            "POST /v1/tasks/{id}/publish",
+            "task_update",
+            "task publish",
+        ),
+        ("claim", "POST /v1/tasks/claim", "claim", "claim"),
+        (
+            "lease_op",
+            "POST /v1/tasks/{id}/complete",
+            "complete",
+            "complete",
+        ),
+        (
+            "add_context",
+            "POST /v1/tasks/{id}/context",
+            "context_add",
+            "note",
+        ),
+        ("add_step", "POST /v1/tasks/{id}/steps", "steps", "step"),
+        (
+            "done_step",
+            "POST /v1/tasks/{id}/steps/{step}/done",
+            "steps",
+            "step",
+        ),
+        (
+            "dependency",
+            "POST /v1/tasks/{id}/dependencies",
+            "deps",
+            "dep",
+        ),
+        ("brief", "GET /v1/tasks/{id}/brief", "task_brief", "brief"),
+        ("apply_plan", "POST /v1/plans", "plan_apply", "plan apply"),
+        ("events", "GET /v1/events", "query", "events"),
+        ("last_seq", "GET /v1/events", "query", "events"),
+        (
+            "create_key",
+            "POST /v1/workspaces/{id}/keys",
+            "-",
+            "key create",
+        ),
+        ("create_workspace", "POST /v1/workspaces", "-", "-"),
+        ("authenticate", "GET /v1/whoami", "-", "-"),
+        ("create_project", "POST /v1/projects", "-", "-"),
+        ("update_project", "PATCH /v1/projects/{id}", "-", "-"),
+        ("projects", "GET /v1/projects", "-", "-"),
+        ("project", "GET /v1/projects/{id}", "-", "-"),
+        (
+            "register_agent",
+            "POST /v1/agents/register",
+            "claim",
+            "claim",
+        ),
+        (
+            "agent_heartbeat",
+            "POST /v1/agents/heartbeat",
+            "heartbeat",
+            "heartbeat",
+        ),
+        ("agents", "GET /v1/agents", "-", "-"),
+        ("agent", "GET /v1/agents/{name}", "-", "-"),
+        ("reap", "-", "-", "reap"),
+        ("reap_all", "-", "-", "reap"),
+    ];
+    // Why each "-" above is fine:
+    // - create_batch: MCP and the CLI create graphs with plan_apply / `plan apply`, which
+    //   is the same one-transaction, ref-based creation (and idempotent on re-apply).
+    // - keys, workspaces, whoami: admin and bootstrap acts; over MCP an agent acts with the
+    //   key it was given, and `baton key create` bootstraps on the store.
+    // - projects and agents: set-up and fleet supervision by a human or an admin tool over
+    //   HTTP; an MCP agent registers by claiming and stays alive by heartbeating (mapped).
+    // - reap: the server's reaper and every claim expire lapsed leases; the CLI keeps
+    //   `baton reap` for stores without a server.
+    // Plumbing, not operations: the constructor, the store handle, the generic write/read
+    // runners, actor resolution and the readiness probe.
+    let plumbing = [
+        "new",
+        "store",
+        "write_tx",
+        "write",
+        "read",
+        "actor",
+        "ready_check",
+    ];
+    let listed: BTreeSet<String> = table
+        .iter()
+        .map(|r| r.0.to_string())
+        .chain(plumbing.iter().map(|p| p.to_string()))
+        .collect();
+    assert_eq!(
+        operations, listed,
+        "add new engine operations to this table"
+    );
+
+    let doc = serde_json::to_value(baton_server::openapi()).unwrap();
+    let tools: HashSet<String> = baton_mcp::BatonMcp::tools()
+        .into_iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    for (op, http, tool, cli) in table {
+        if *http != "-" {
+            let (method, path) = http.split_once(' ').unwrap();
+            assert!(
+                doc["paths"][path][method.to_lowercase()].is_object(),
+                "{op}: {http} is not a route"
+            );
+        }
+        if *tool != "-" {
+            assert!(tools.contains(*tool), "{op}: no MCP tool {tool}");
+        }
+        if *cli != "-" {
+            let mut args: Vec<&str> = cli.split(' ').collect();
+            args.push("--help");
+            let ok = Command::new(BATON)
+                .args(&args)
+                .output()
+                .unwrap()
+                .status
+                .success();
+            assert!(ok, "{op}: no CLI command `baton {cli}`");
+        }
+    }
+}
+
+/// The tool list stays inside its budget of the agent's context window.
+#[test]
+fn tools_list_is_under_12000_bytes() {
+    let bytes = baton_mcp::tools_list_bytes();
+    assert!(bytes < 12_000, "tools/list is {bytes} bytes");
+}

@@ -1,0 +1,141 @@
+"""A real MCP client (the official Python SDK) driving `baton mcp` over stdio and `/mcp` on
+`baton serve` over streamable HTTP. Run by crates/baton-cli/tests/mcp.rs; each mode exits 0
+when every assertion held and prints one JSON line of findings."""
+
+import asyncio
+import json
+import sys
+from contextlib import asynccontextmanager
+
+from mcp import ClientSession, StdioServerParameters
+from mcp.client.stdio import stdio_client
+from mcp.client.streamable_http import streamable_http_client
+
+
+@asynccontextmanager
+async def stdio(baton, data_dir, agent):
+    params = StdioServerParameters(
+        command=baton, args=["--data-dir", data_dir, "mcp", "--agent", agent]
+    )
+    async with stdio_client(params) as streams:
+        async with ClientSession(streams[0], streams[1]) as session:
+            await session.initialize()
+            yield session
+
+
+@asynccontextmanager
+async def http(url, token):
+    import httpx2
+
+    client = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    async with streamable_http_client(url, http_client=client) as streams:
+        async with ClientSession(streams[0], streams[1]) as session:
+            await session.initialize()
+            yield session
+
+
+async def call(session, tool, **args):
+    result = await session.call_tool(tool, args)
+    assert not result.is_error, f"{tool} {args}: {result.content[0].text}"
+    return result.structured_content
+
+
+async def error(session, tool, args):
+    result = await session.call_tool(tool, args)
+    assert result.is_error, f"{tool} {args} should fail: {result.structured_content}"
+    text = result.content[0].text
+    code = result.structured_content["error"]["code"]
+    assert text.startswith(code), text
+    assert result.structured_content["error"]["hint"], text
+    return code
+
+
+async def workflow(planner, worker):
+    listed = await planner.list_tools()
+    names = {t.name for t in listed.tools}
+    size = len(json.dumps({"tools": [t.model_dump(by_alias=True, exclude_none=True) for t in listed.tools]}))
+    for tool in ["task_create", "task_get", "task_update", "task_brief", "plan_apply", "claim",
+                 "heartbeat", "complete", "fail", "release", "context_add", "steps", "deps", "query"]:
+        assert tool in names, tool
+    assert size < 12000, size
+
+    parent = (await call(planner, "task_create", title="Ship search", intent="Users find tasks by text"))["task"]
+    first = (await call(planner, "task_create", title="Index titles", parent_id=parent["id"]))["task"]
+    second = (await call(planner, "task_create", title="Search endpoint", parent_id=parent["id"]))["task"]
+    await call(planner, "deps", task_id=second["id"], action="add", blocker_id=first["id"])
+    assert (await call(planner, "task_get", task_id=second["id"]))["task"]["status"] == "blocked"
+    await call(planner, "context_add", task_id=parent["id"], type="decision", content="Use SQLite FTS5")
+
+    claims = (await call(worker, "claim"))["claims"]
+    assert [c["task"]["id"] for c in claims] == [first["id"]], claims
+    beat = await call(worker, "heartbeat", task_id=first["id"], progress=0.5, message="indexing")
+    assert "signals" in beat
+    await call(worker, "context_add", task_id=parent["id"], type="discovery", content="Titles need stemming")
+    done = await call(worker, "complete", task_id=first["id"], output={"indexed": 3}, outcome="indexed")
+    assert done["task"]["status"] == "done", done
+
+    ready = (await call(worker, "query", name="ready"))["tasks"]
+    assert [t["id"] for t in ready] == [second["id"]], ready
+    children = (await call(worker, "query", name="children_of", task_id=parent["id"]))["tasks"]
+    assert {t["id"] for t in children} == {first["id"], second["id"]}
+    ancestors = (await call(worker, "query", name="ancestors_of", task_id=second["id"]))["tasks"]
+    assert [t["id"] for t in ancestors] == [parent["id"]]
+    recent = (await call(worker, "query", name="recent_activity", limit=5))["events"]
+    assert len(recent) == 5 and all("seq" in e and "data" not in e for e in recent), recent
+
+    brief = (await call(worker, "task_brief", task_id=parent["id"]))["brief"]
+    kinds = {c["type"]: c["content"] for c in brief["context"]}
+    assert kinds.get("decision") == "Use SQLite FTS5", brief["context"]
+    assert kinds.get("discovery") == "Titles need stemming", brief["context"]
+    states = {c["id"]: c["status"] for c in brief["children"]}
+    assert states == {first["id"]: "done", second["id"]: "ready"}, states
+
+    codes = {
+        "unknown tool": await error(worker, "no_such_tool", {}),
+        "wrong type": await error(worker, "task_get", {"task_id": 5}),
+        "unknown id": await error(worker, "task_get", {"task_id": "tsk_nope"}),
+        "stale lease": await error(worker, "complete", {"task_id": first["id"], "lease": "lse_stale"}),
+        "no lease held": await error(worker, "heartbeat", {"task_id": second["id"]}),
+        "bad enum": await error(worker, "context_add", {"task_id": parent["id"], "type": "gossip", "content": "x"}),
+    }
+    assert codes == {
+        "unknown tool": "NOT_FOUND", "wrong type": "INVALID_INPUT", "unknown id": "NOT_FOUND",
+        "stale lease": "LEASE_LOST", "no lease held": "LEASE_LOST", "bad enum": "INVALID_INPUT",
+    }, codes
+    return {"tools_list_bytes": size, "tools": len(names), "errors": codes}
+
+
+async def race(baton, data_dir, agents):
+    async def work(agent):
+        got = []
+        async with stdio(baton, data_dir, agent) as s:
+            while True:
+                claims = (await call(s, "claim"))["claims"]
+                if not claims:
+                    return got
+                tid = claims[0]["task"]["id"]
+                got.append(tid)
+                await call(s, "complete", task_id=tid)
+
+    results = await asyncio.gather(*(work(a) for a in agents))
+    return {"claimed": results}
+
+
+async def main():
+    mode = sys.argv[1]
+    if mode == "stdio":
+        baton, data_dir = sys.argv[2], sys.argv[3]
+        async with stdio(baton, data_dir, "planner") as planner, stdio(baton, data_dir, "worker-1") as worker:
+            out = await workflow(planner, worker)
+    elif mode == "http":
+        url, planner_key, worker_key = sys.argv[2], sys.argv[3], sys.argv[4]
+        async with http(url, planner_key) as planner, http(url, worker_key) as worker:
+            out = await workflow(planner, worker)
+    elif mode == "race":
+        out = await race(sys.argv[2], sys.argv[3], ["racer-a", "racer-b"])
+    else:
+        raise SystemExit(f"unknown mode {mode}")
+    print(json.dumps(out))
+
+
+asyncio.run(main())

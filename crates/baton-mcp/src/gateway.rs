@@ -1,0 +1,106 @@
+//! Where tool calls go: the HTTP API's router, in-process (the embedded store, or `/mcp` on
+//! `baton serve`), or a Baton server over the network. Either way a tool call is an HTTP
+//! request to the same routes, so MCP answers with exactly the HTTP API's shapes, rules,
+//! roles and errors.
+
+use axum::body::Body;
+use axum::http::{Method, Request};
+use axum::Router;
+use baton_core::{Code, Error};
+use serde_json::Value;
+use tower::ServiceExt;
+
+/// A route's answer: the status and the JSON body.
+pub(crate) type Answer = (u16, Value);
+
+/// The way to the API.
+#[derive(Clone, Debug)]
+pub enum Gateway {
+    /// The router, called in-process (no socket, no serialization beyond the JSON bodies).
+    Local(Router),
+    /// A Baton server.
+    Remote {
+        /// HTTP client.
+        http: reqwest::Client,
+        /// Base URL, e.g. `http://127.0.0.1:7300`.
+        base: String,
+        /// The API key.
+        token: String,
+    },
+}
+
+impl Gateway {
+    /// Sends one request; `bearer` (a key forwarded from an MCP HTTP client) overrides the
+    /// gateway's own.
+    pub(crate) async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        bearer: Option<&str>,
+    ) -> Result<Answer, Error> {
+        match self {
+            Gateway::Local(router) => {
+                let mut req = Request::builder()
+                    .method(method)
+                    .uri(path)
+                    .header("content-type", "application/json");
+                if let Some(b) = bearer {
+                    req = req.header("authorization", b);
+                }
+                let body = body.map(|b| b.to_string()).unwrap_or_default();
+                let req = req.body(Body::from(body)).map_err(internal)?;
+                let res = router.clone().oneshot(req).await.map_err(internal)?;
+                let status = res.status().as_u16();
+                let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
+                    .await
+                    .map_err(internal)?;
+                Ok((
+                    status,
+                    serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+                ))
+            }
+            Gateway::Remote { http, base, token } => {
+                let mut req = http.request(method, format!("{base}{path}"));
+                req = req.header(
+                    "authorization",
+                    bearer.map_or_else(|| format!("Bearer {token}"), str::to_string),
+                );
+                if let Some(body) = body {
+                    req = req.json(&body);
+                }
+                let res = req.send().await.map_err(|e| {
+                    Error::new(
+                        Code::Busy,
+                        format!("cannot reach the Baton server at {base}: {e}"),
+                        "check that `baton serve` runs there, then retry",
+                    )
+                })?;
+                let status = res.status().as_u16();
+                let bytes = res.bytes().await.map_err(internal)?;
+                Ok((
+                    status,
+                    serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+                ))
+            }
+        }
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> Error {
+    Error::new(Code::Internal, e.to_string(), "retry the call")
+}
+
+/// Turns an answer into its body, or the error it carries.
+pub(crate) fn ok((status, body): Answer) -> Result<Value, Error> {
+    if (200..300).contains(&status) {
+        return Ok(body);
+    }
+    Err(Error::from_json(&body).unwrap_or_else(|| {
+        Error::new(
+            Code::Internal,
+            format!("HTTP {status} without an error body"),
+            "retry the call",
+        )
+    }))
+}

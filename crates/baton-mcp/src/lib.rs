@@ -1,0 +1,75 @@
+//! Baton as MCP tools (DESIGN §6): `baton mcp` over stdio, and `/mcp` (streamable HTTP) on
+//! `baton serve`. Every tool call becomes requests to the HTTP API's own router — in-process
+//! on the embedded store and under `baton serve`, over the network when proxying — so the
+//! tools answer with the same shapes, rules, roles and errors as HTTP and the CLI.
+
+mod gateway;
+mod query;
+mod server;
+mod tools;
+
+pub use gateway::Gateway;
+pub use server::BatonMcp;
+
+use baton_core::access::Principal;
+use baton_core::model::ApiKey;
+use baton_core::Baton;
+use baton_server::AppState;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use rmcp::ServiceExt;
+use std::sync::Arc;
+
+/// Serves MCP on stdin/stdout until the client closes it.
+pub async fn serve_stdio(mcp: BatonMcp) -> Result<(), String> {
+    let running = mcp
+        .serve(rmcp::transport::stdio())
+        .await
+        .map_err(|e| format!("MCP start-up failed: {e}"))?;
+    running
+        .waiting()
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("MCP server stopped: {e}"))
+}
+
+/// The gateway of a stdio server on the embedded store: the router in-process, acting for
+/// the local user of the store (as the CLI does) in `workspace`.
+pub async fn local_gateway(baton: Baton, workspace: &str) -> baton_core::Result<Gateway> {
+    let actor = baton.actor(workspace, "mcp").await?;
+    let key = ApiKey {
+        id: "local".into(),
+        workspace_id: actor.workspace_id.clone(),
+        role: "admin".into(),
+        agent: None,
+        token_sha256: String::new(),
+        created_at: 0,
+    };
+    let state = AppState {
+        baton,
+        local: Some(Principal { actor, key }),
+    };
+    Ok(Gateway::Local(baton_server::router(state)))
+}
+
+/// `/mcp` for `baton serve`: streamable HTTP, each session a [`BatonMcp`] that forwards the
+/// caller's own bearer key to the API, so keys, roles and workspaces apply unchanged.
+pub fn http_service(baton: Baton) -> axum::Router {
+    let api = baton_server::router(AppState::new(baton));
+    let config = StreamableHttpServerConfig::default().disable_allowed_hosts();
+    let service = StreamableHttpService::new(
+        move || Ok(BatonMcp::new(Gateway::Local(api.clone()), None)),
+        Arc::new(LocalSessionManager::default()),
+        config,
+    );
+    axum::Router::new().nest_service("/mcp", service)
+}
+
+/// The byte size of the `tools/list` result as JSON (the budget every agent pays).
+pub fn tools_list_bytes() -> usize {
+    serde_json::to_string(&rmcp::model::ListToolsResult::with_all_items(
+        BatonMcp::tools(),
+    ))
+    .map(|s| s.len())
+    .unwrap_or(0)
+}

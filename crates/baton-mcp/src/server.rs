@@ -1,0 +1,501 @@
+//! The MCP server: lists the tools and turns each call into requests to the HTTP API
+//! through a [`Gateway`]. It acts as one agent and remembers the lease tokens of its own
+//! claims, so an agent may leave them out.
+
+use crate::gateway::{ok, Gateway};
+use crate::tools;
+use axum::http::Method;
+use baton_core::{Code, Error};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, Implementation, ListToolsResult,
+    PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData, RoleServer, ServerHandler};
+use serde_json::{json, Map, Value};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// One MCP session's server: a gateway, an agent identity and the leases it holds.
+#[derive(Clone, Debug)]
+pub struct BatonMcp {
+    gateway: Gateway,
+    agent: Arc<Mutex<Option<String>>>,
+    leases: Arc<Mutex<HashMap<String, String>>>,
+}
+
+type Args = Map<String, Value>;
+
+impl BatonMcp {
+    /// A server acting as `agent` (or a name derived from the client's, on first use).
+    pub fn new(gateway: Gateway, agent: Option<String>) -> Self {
+        BatonMcp {
+            gateway,
+            agent: Arc::new(Mutex::new(agent)),
+            leases: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// The tool list as MCP publishes it.
+    pub fn tools() -> Vec<Tool> {
+        tools::all()
+            .into_iter()
+            .map(|t| {
+                let Value::Object(schema) = t.schema else {
+                    unreachable!("tool schemas are objects")
+                };
+                Tool::new(t.name, t.description, schema)
+            })
+            .collect()
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        bearer: Option<&str>,
+    ) -> Result<Value, Error> {
+        ok(self.gateway.call(method, path, body, bearer).await?)
+    }
+
+    /// Who this server claims as: the configured name, the key's bound agent, or the
+    /// client's name with a session suffix.
+    async fn agent(&self, bearer: Option<&str>, client: Option<&str>) -> Result<String, Error> {
+        if let Some(name) = self.agent.lock().map_err(poisoned)?.clone() {
+            return Ok(name);
+        }
+        let me = self.call(Method::GET, "/v1/whoami", None, bearer).await?;
+        let name = match me["agent"].as_str() {
+            Some(bound) => bound.to_string(),
+            None => {
+                let client: String = client
+                    .unwrap_or("mcp")
+                    .chars()
+                    .map(|c| {
+                        if c.is_ascii_alphanumeric() {
+                            c.to_ascii_lowercase()
+                        } else {
+                            '-'
+                        }
+                    })
+                    .collect();
+                let id = baton_core::id::new_id("s");
+                format!("{client}-{}", &id[id.len() - 6..])
+            }
+        };
+        *self.agent.lock().map_err(poisoned)? = Some(name.clone());
+        Ok(name)
+    }
+
+    fn lease_for(&self, args: &mut Args) -> Result<Value, Error> {
+        let task = str_arg(args, "task_id")?;
+        match args.remove("lease") {
+            Some(Value::String(l)) => Ok(Value::String(l)),
+            Some(Value::Null) | None => self
+                .leases
+                .lock()
+                .map_err(poisoned)?
+                .get(&task)
+                .cloned()
+                .map(Value::String)
+                .ok_or_else(|| {
+                    Error::new(
+                        Code::LeaseLost,
+                        format!("this server holds no lease on {task}"),
+                        "claim the task first, or pass the lease token you were given",
+                    )
+                }),
+            Some(_) => Err(Error::invalid(
+                "lease must be a string",
+                "pass the token from your claim",
+            )),
+        }
+    }
+
+    fn forget(&self, task: &str) {
+        if let Ok(mut leases) = self.leases.lock() {
+            leases.remove(task);
+        }
+    }
+
+    /// Runs one tool: the answer's JSON, or the operation error.
+    async fn run(
+        &self,
+        name: &str,
+        mut args: Args,
+        bearer: Option<&str>,
+        client: Option<&str>,
+    ) -> Result<Value, Error> {
+        let detail = matches!(args.remove("detail"), Some(Value::Bool(true)));
+        match name {
+            "task_create" => {
+                let out = self
+                    .call(Method::POST, "/v1/tasks", Some(Value::Object(args)), bearer)
+                    .await?;
+                Ok(compact_task_out(out, detail))
+            }
+            "task_get" => {
+                let id = str_arg(&mut args, "task_id")?;
+                no_more(&args)?;
+                let out = self
+                    .call(
+                        Method::GET,
+                        &format!("/v1/tasks/{}", enc(&id)),
+                        None,
+                        bearer,
+                    )
+                    .await?;
+                Ok(compact_task_out(out, detail))
+            }
+            "task_update" => {
+                let id = str_arg(&mut args, "task_id")?;
+                let action = opt_str(&mut args, "action")?.unwrap_or_else(|| "update".into());
+                let path = format!("/v1/tasks/{}", enc(&id));
+                let out = match action.as_str() {
+                    "update" => self.call(Method::PATCH, &path, Some(Value::Object(args)), bearer).await?,
+                    "start" | "wait" | "resume" | "block" => {
+                        let lease = self.lease_for(&mut { let mut a = args.clone(); a.insert("task_id".into(), json!(id)); a })?;
+                        args.remove("lease");
+                        args.insert("lease".into(), lease);
+                        let out = self.call(Method::POST, &format!("{path}/{action}"), Some(Value::Object(args)), bearer).await?;
+                        if action == "block" {
+                            self.forget(&id);
+                        }
+                        out
+                    }
+                    "publish" | "unblock" | "cancel" | "retry" | "approve" | "reject" => {
+                        self.call(Method::POST, &format!("{path}/{action}"), Some(Value::Object(args)), bearer).await?
+                    }
+                    other => {
+                        return Err(Error::invalid(
+                            format!("unknown action '{other}'"),
+                            "use update, publish, start, wait, resume, block, unblock, cancel, retry, approve or reject",
+                        ))
+                    }
+                };
+                Ok(compact_task_out(out, detail))
+            }
+            "task_brief" => {
+                let id = str_arg(&mut args, "task_id")?;
+                let query = match args.remove("max_bytes") {
+                    Some(Value::Number(n)) => format!("?max_bytes={n}"),
+                    None | Some(Value::Null) => String::new(),
+                    Some(_) => {
+                        return Err(Error::invalid("max_bytes must be an integer", "e.g. 8000"))
+                    }
+                };
+                no_more(&args)?;
+                self.call(
+                    Method::GET,
+                    &format!("/v1/tasks/{}/brief{query}", enc(&id)),
+                    None,
+                    bearer,
+                )
+                .await
+            }
+            "plan_apply" => {
+                let mut out = self
+                    .call(Method::POST, "/v1/plans", Some(Value::Object(args)), bearer)
+                    .await?;
+                if !detail {
+                    if let Some(tasks) = out["tasks"].as_array_mut() {
+                        for t in tasks {
+                            t["task"] = compact(&t["task"]);
+                        }
+                    }
+                }
+                Ok(out)
+            }
+            "claim" => {
+                let agent = self.agent(bearer, client).await?;
+                args.insert("agent".into(), json!(agent));
+                let mut out = self
+                    .call(
+                        Method::POST,
+                        "/v1/tasks/claim",
+                        Some(Value::Object(args)),
+                        bearer,
+                    )
+                    .await?;
+                if let Some(claims) = out["claims"].as_array_mut() {
+                    let mut leases = self.leases.lock().map_err(poisoned)?;
+                    for c in claims.iter_mut() {
+                        if let (Some(id), Some(token)) =
+                            (c["task"]["id"].as_str(), c["lease"]["token"].as_str())
+                        {
+                            leases.insert(id.to_string(), token.to_string());
+                        }
+                        if !detail {
+                            c["task"] = compact(&c["task"]);
+                            if let Some(run) = c.get_mut("run") {
+                                *run = json!({"id": run["id"], "attempt": run["attempt"]});
+                            }
+                        }
+                    }
+                }
+                Ok(out)
+            }
+            "heartbeat" | "complete" | "fail" | "release" => {
+                let id = str_arg(&mut args, "task_id")?;
+                let mut with_id = args.clone();
+                with_id.insert("task_id".into(), json!(id));
+                let lease = self.lease_for(&mut with_id)?;
+                args.insert("lease".into(), lease);
+                let out = self
+                    .call(
+                        Method::POST,
+                        &format!("/v1/tasks/{}/{name}", enc(&id)),
+                        Some(Value::Object(args)),
+                        bearer,
+                    )
+                    .await;
+                if name != "heartbeat" || matches!(&out, Err(e) if e.code == Code::LeaseLost) {
+                    self.forget(&id);
+                }
+                Ok(compact_task_out(out?, detail))
+            }
+            "context_add" => {
+                let id = str_arg(&mut args, "task_id")?;
+                if let Some(token) = self.leases.lock().map_err(poisoned)?.get(&id) {
+                    args.insert("lease".into(), json!(token));
+                }
+                self.call(
+                    Method::POST,
+                    &format!("/v1/tasks/{}/context", enc(&id)),
+                    Some(Value::Object(args)),
+                    bearer,
+                )
+                .await
+            }
+            "steps" => {
+                let id = str_arg(&mut args, "task_id")?;
+                let action = str_arg(&mut args, "action")?;
+                match action.as_str() {
+                    "add" => {
+                        self.call(
+                            Method::POST,
+                            &format!("/v1/tasks/{}/steps", enc(&id)),
+                            Some(Value::Object(args)),
+                            bearer,
+                        )
+                        .await
+                    }
+                    "done" => {
+                        let step = str_arg(&mut args, "step_id")?;
+                        self.call(
+                            Method::POST,
+                            &format!("/v1/tasks/{}/steps/{}/done", enc(&id), enc(&step)),
+                            Some(Value::Object(args)),
+                            bearer,
+                        )
+                        .await
+                    }
+                    other => Err(Error::invalid(
+                        format!("unknown action '{other}'"),
+                        "use add or done",
+                    )),
+                }
+            }
+            "deps" => {
+                let id = str_arg(&mut args, "task_id")?;
+                let action = str_arg(&mut args, "action")?;
+                let mut out = match action.as_str() {
+                    "add" => {
+                        self.call(
+                            Method::POST,
+                            &format!("/v1/tasks/{}/dependencies", enc(&id)),
+                            Some(Value::Object(args)),
+                            bearer,
+                        )
+                        .await?
+                    }
+                    "remove" => {
+                        let blocker = str_arg(&mut args, "blocker_id")?;
+                        let kind = opt_str(&mut args, "kind")?.unwrap_or_else(|| "blocks".into());
+                        no_more(&args)?;
+                        self.call(
+                            Method::DELETE,
+                            &format!(
+                                "/v1/tasks/{}/dependencies/{}?kind={}",
+                                enc(&id),
+                                enc(&blocker),
+                                enc(&kind)
+                            ),
+                            None,
+                            bearer,
+                        )
+                        .await?
+                    }
+                    other => {
+                        return Err(Error::invalid(
+                            format!("unknown action '{other}'"),
+                            "use add or remove",
+                        ))
+                    }
+                };
+                if !detail {
+                    out["task"] = compact(&out["task"]);
+                }
+                Ok(out)
+            }
+            "query" => crate::query::run(self, args, detail, bearer).await,
+            other => Err(Error::new(
+                Code::NotFound,
+                format!("no tool '{other}'"),
+                "list the tools with tools/list",
+            )),
+        }
+    }
+
+    /// A GET for the query module.
+    pub(crate) async fn get(&self, path: &str, bearer: Option<&str>) -> Result<Value, Error> {
+        self.call(Method::GET, path, None, bearer).await
+    }
+}
+
+fn poisoned<T>(_: T) -> Error {
+    Error::new(
+        Code::Internal,
+        "lease table poisoned",
+        "restart the MCP server",
+    )
+}
+
+/// Percent-encodes a path segment or query value.
+pub(crate) fn enc(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+pub(crate) fn str_arg(args: &mut Args, key: &str) -> Result<String, Error> {
+    opt_str(args, key)?.ok_or_else(|| {
+        Error::invalid(
+            format!("{key} is required"),
+            format!("pass {key} as a string"),
+        )
+    })
+}
+
+pub(crate) fn opt_str(args: &mut Args, key: &str) -> Result<Option<String>, Error> {
+    match args.remove(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(Error::invalid(
+            format!("{key} must be a string"),
+            format!("pass {key} as a JSON string"),
+        )),
+    }
+}
+
+pub(crate) fn no_more(args: &Args) -> Result<(), Error> {
+    match args.keys().next() {
+        None => Ok(()),
+        Some(k) => Err(Error::invalid(
+            format!("unknown argument '{k}'"),
+            "see the tool's input schema",
+        )),
+    }
+}
+
+/// The fields of a task an agent needs at a glance.
+pub(crate) fn compact(task: &Value) -> Value {
+    let mut out = Map::new();
+    for k in [
+        "id",
+        "title",
+        "type",
+        "status",
+        "priority",
+        "parent_id",
+        "blocked_reason",
+        "reason",
+        "attempts",
+        "version",
+        "outcome",
+    ] {
+        match task.get(k) {
+            Some(Value::Null) | None => {}
+            Some(v) => {
+                out.insert(k.into(), v.clone());
+            }
+        }
+    }
+    if let Some(exp) = task.get("lease").and_then(|l| l.get("expires_at")) {
+        out.insert("lease_expires_at".into(), exp.clone());
+    }
+    Value::Object(out)
+}
+
+fn compact_task_out(mut out: Value, detail: bool) -> Value {
+    if !detail && out.get("task").is_some() {
+        out["task"] = compact(&out["task"]);
+    }
+    out
+}
+
+/// An operation error as an MCP tool error: the HTTP error body as structured content, and
+/// `CODE: message (hint: …)` as text.
+pub(crate) fn tool_error(e: &Error) -> CallToolResult {
+    let mut result = CallToolResult::structured_error(e.to_json());
+    result.content = vec![rmcp::model::ContentBlock::text(e.to_string())];
+    result
+}
+
+impl ServerHandler for BatonMcp {
+    fn get_info(&self) -> ServerConfig {
+        let mut info = ServerConfig::new(ServerCapabilities::builder().enable_tools().build());
+        info.server_info = Implementation::new("baton", env!("CARGO_PKG_VERSION"));
+        info.instructions = Some(
+            "Baton coordinates work between agents. Find work with claim, read task_brief before \
+             starting, record decisions and discoveries with context_add, heartbeat while working, \
+             then complete or fail. Plan with plan_apply or task_create."
+                .into(),
+        );
+        info
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        Ok(ListToolsResult::with_all_items(Self::tools()))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        // Over streamable HTTP the caller's own key is forwarded; over stdio there is none.
+        let bearer = context
+            .extensions
+            .get::<axum::http::request::Parts>()
+            .and_then(|p| p.headers.get("authorization"))
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let client = context.peer.peer_info().map(|i| i.client_info.name.clone());
+        let args = request.arguments.unwrap_or_default();
+        let result = match self
+            .run(&request.name, args, bearer.as_deref(), client.as_deref())
+            .await
+        {
+            Ok(value) => {
+                let text = serde_json::to_string(&value).unwrap_or_default();
+                let mut r = CallToolResult::structured(value);
+                r.content = vec![rmcp::model::ContentBlock::text(text)];
+                r
+            }
+            Err(e) => tool_error(&e),
+        };
+        Ok(result.into())
+    }
+}
