@@ -129,6 +129,12 @@ pub(crate) enum Command {
     /// API keys for the HTTP API.
     #[command(subcommand)]
     Key(KeyCmd),
+    /// Projects: default policies and the kill switch.
+    #[command(subcommand)]
+    Project(ProjectCmd),
+    /// Agents: register, heartbeat, list.
+    #[command(subcommand)]
+    Agent(AgentCmd),
     /// Serve the HTTP API (on the embedded store).
     Serve {
         /// Address to listen on.
@@ -163,6 +169,75 @@ pub(crate) enum KeyCmd {
         /// The agent a worker key acts as.
         #[arg(long)]
         agent: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ProjectCmd {
+    /// Create a project.
+    Create {
+        /// Unique name.
+        name: String,
+        #[command(flatten)]
+        settings: ProjectSettingsArgs,
+    },
+    /// List projects.
+    List,
+    /// Read a project (by id or name).
+    Get {
+        /// Project id or name.
+        id: String,
+    },
+    /// Change a project's policies, or kill/revive it.
+    Update {
+        /// Project id or name.
+        id: String,
+        #[command(flatten)]
+        settings: ProjectSettingsArgs,
+        /// Stop all claims in the project (heartbeats say `killed`).
+        #[arg(long, conflicts_with = "revive")]
+        kill: bool,
+        /// Lift the kill switch.
+        #[arg(long)]
+        revive: bool,
+    },
+}
+
+/// Project policies on the command line.
+#[derive(Debug, Args)]
+pub(crate) struct ProjectSettingsArgs {
+    /// Default lease TTL of its tasks, e.g. 5m.
+    #[arg(long)]
+    pub lease_ttl: Option<String>,
+    /// Default attempts allowed.
+    #[arg(long)]
+    pub max_attempts: Option<u32>,
+    /// Whether its tasks go to review by default.
+    #[arg(long)]
+    pub review_required: Option<bool>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum AgentCmd {
+    /// Register an agent (or set its capabilities).
+    Register {
+        /// The agent's name.
+        name: String,
+        /// Its capabilities, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        capabilities: Vec<String>,
+    },
+    /// Say an agent is alive.
+    Heartbeat {
+        /// The agent's name.
+        name: String,
+    },
+    /// List agents.
+    List,
+    /// Read an agent (by name or id).
+    Get {
+        /// Agent name or id.
+        name: String,
     },
 }
 

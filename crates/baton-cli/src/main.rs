@@ -255,6 +255,41 @@ async fn run(cli: Cli) -> Result<Outcome, Error> {
         Command::Key(KeyCmd::Create { role, agent }) => {
             to_value(baton.create_key(&actor, &role, agent).await?)
         }
+        Command::Project(cmd) => match cmd {
+            ProjectCmd::Create { name, settings } => {
+                let s = requests::project_settings(&settings, None)?;
+                let req = CreateProject {
+                    name,
+                    lease_ttl: s.lease_ttl,
+                    retry_policy: s.retry_policy,
+                    review_required: s.review_required,
+                };
+                to_value(baton.create_project(&actor, key, req).await?)
+            }
+            ProjectCmd::List => to_value(baton.projects(&actor)?),
+            ProjectCmd::Get { id } => to_value(baton.project(&actor, &id)?),
+            ProjectCmd::Update {
+                id,
+                settings,
+                kill,
+                revive,
+            } => {
+                let s = requests::project_settings(&settings, requests::killed(kill, revive))?;
+                to_value(baton.update_project(&actor, key, &id, s).await?)
+            }
+        },
+        Command::Agent(cmd) => match cmd {
+            AgentCmd::Register { name, capabilities } => {
+                let req = RegisterAgent {
+                    agent: name,
+                    capabilities,
+                };
+                to_value(baton.register_agent(&actor, key, req).await?)
+            }
+            AgentCmd::Heartbeat { name } => to_value(baton.agent_heartbeat(&actor, &name).await?),
+            AgentCmd::List => to_value(baton.agents(&actor)?),
+            AgentCmd::Get { name } => to_value(baton.agent(&actor, &name)?),
+        },
         Command::Serve { listen } => {
             let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| {
                 Error::invalid(

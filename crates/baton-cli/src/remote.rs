@@ -233,12 +233,94 @@ pub(crate) async fn run(cli: &Cli, base: &str) -> Result<Outcome, Error> {
                     )
                     .await?
             }
+            Command::Project(ProjectCmd::Create { name, settings }) => {
+                let mut body = json!(requests::project_settings(settings, None)?);
+                body["name"] = json!(name);
+                if let Some(b) = body.as_object_mut() {
+                    b.remove("killed");
+                    b.retain(|_, v| !v.is_null());
+                }
+                client
+                    .send(Method::POST, "/v1/projects", Some(body))
+                    .await?
+            }
+            Command::Project(ProjectCmd::List) => {
+                client.send(Method::GET, "/v1/projects", None).await?
+            }
+            Command::Project(ProjectCmd::Get { id }) => {
+                client
+                    .send(
+                        Method::GET,
+                        &format!("/v1/projects/{}", path_segment(id)),
+                        None,
+                    )
+                    .await?
+            }
+            Command::Project(ProjectCmd::Update {
+                id,
+                settings,
+                kill,
+                revive,
+            }) => {
+                let body = json!(requests::project_settings(
+                    settings,
+                    requests::killed(*kill, *revive)
+                )?);
+                client
+                    .send(
+                        Method::PATCH,
+                        &format!("/v1/projects/{}", path_segment(id)),
+                        Some(body),
+                    )
+                    .await?
+            }
+            Command::Agent(AgentCmd::Register { name, capabilities }) => {
+                client
+                    .send(
+                        Method::POST,
+                        "/v1/agents/register",
+                        Some(json!({ "agent": name, "capabilities": capabilities })),
+                    )
+                    .await?
+            }
+            Command::Agent(AgentCmd::Heartbeat { name }) => {
+                client
+                    .send(
+                        Method::POST,
+                        "/v1/agents/heartbeat",
+                        Some(json!({ "agent": name })),
+                    )
+                    .await?
+            }
+            Command::Agent(AgentCmd::List) => client.send(Method::GET, "/v1/agents", None).await?,
+            Command::Agent(AgentCmd::Get { name }) => {
+                client
+                    .send(
+                        Method::GET,
+                        &format!("/v1/agents/{}", path_segment(name)),
+                        None,
+                    )
+                    .await?
+            }
             _ => return Err(Error::invalid(
                 "this command works on the embedded store only",
                 "run it without --server / BATON_SERVER, with --data-dir on the server's machine",
             )),
         };
     Ok(Outcome::Value(value))
+}
+
+/// A name as a URL path segment (names may hold spaces or slashes).
+fn path_segment(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// Adds the lease token to an operation's body.

@@ -3,6 +3,7 @@
 
 use crate::args::*;
 use baton_core::api::*;
+use baton_core::model::RetryPolicy;
 use baton_core::time::{parse_timestamp, Duration};
 use baton_core::Error;
 use serde_json::Value;
@@ -108,5 +109,31 @@ pub(crate) fn note(a: &NoteArgs) -> AddContext {
         content: a.content.clone(),
         supersedes: a.supersedes.clone(),
         lease: a.lease.clone(),
+    }
+}
+
+/// Project settings from the command line (`killed` as given).
+pub(crate) fn project_settings(
+    a: &ProjectSettingsArgs,
+    killed: Option<bool>,
+) -> Result<ProjectSettings, Error> {
+    let retry_policy = a.max_attempts.map(|max| RetryPolicy {
+        max_attempts: max,
+        ..RetryPolicy::default()
+    });
+    Ok(ProjectSettings {
+        lease_ttl: a.lease_ttl.as_deref().map(Duration::parse).transpose()?,
+        retry_policy,
+        review_required: a.review_required,
+        killed,
+    })
+}
+
+/// The kill switch from `--kill` / `--revive`.
+pub(crate) fn killed(kill: bool, revive: bool) -> Option<bool> {
+    match (kill, revive) {
+        (true, _) => Some(true),
+        (_, true) => Some(false),
+        _ => None,
     }
 }

@@ -229,24 +229,29 @@ fn every_operation_is_reachable_over_http_mcp_and_cli() {
         ),
         ("create_workspace", "POST /v1/workspaces", "-", "-"),
         ("authenticate", "GET /v1/whoami", "-", "-"),
-        ("create_project", "POST /v1/projects", "-", "-"),
-        ("update_project", "PATCH /v1/projects/{id}", "-", "-"),
-        ("projects", "GET /v1/projects", "-", "-"),
-        ("project", "GET /v1/projects/{id}", "-", "-"),
+        ("create_project", "POST /v1/projects", "-", "project create"),
+        (
+            "update_project",
+            "PATCH /v1/projects/{id}",
+            "-",
+            "project update",
+        ),
+        ("projects", "GET /v1/projects", "-", "project list"),
+        ("project", "GET /v1/projects/{id}", "-", "project get"),
         (
             "register_agent",
             "POST /v1/agents/register",
             "claim",
-            "claim",
+            "agent register",
         ),
         (
             "agent_heartbeat",
             "POST /v1/agents/heartbeat",
             "heartbeat",
-            "heartbeat",
+            "agent heartbeat",
         ),
-        ("agents", "GET /v1/agents", "-", "-"),
-        ("agent", "GET /v1/agents/{name}", "-", "-"),
+        ("agents", "GET /v1/agents", "-", "agent list"),
+        ("agent", "GET /v1/agents/{name}", "-", "agent get"),
         ("reap", "-", "-", "reap"),
         ("reap_all", "-", "-", "reap"),
     ];
@@ -255,8 +260,9 @@ fn every_operation_is_reachable_over_http_mcp_and_cli() {
     //   is the same one-transaction, ref-based creation (and idempotent on re-apply).
     // - keys, workspaces, whoami: admin and bootstrap acts; over MCP an agent acts with the
     //   key it was given, and `baton key create` bootstraps on the store.
-    // - projects and agents: set-up and fleet supervision by a human or an admin tool over
-    //   HTTP; an MCP agent registers by claiming and stays alive by heartbeating (mapped).
+    // - projects and agents over MCP: set-up and fleet supervision are for a human or an
+    //   admin tool (CLI, HTTP); an MCP agent registers by claiming and stays alive by
+    //   heartbeating.
     // - reap: the server's reaper and every claim expire lapsed leases; the CLI keeps
     //   `baton reap` for stores without a server.
     // Plumbing, not operations: the constructor, the store handle, the generic write/read

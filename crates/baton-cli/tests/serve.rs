@@ -230,6 +230,33 @@ async fn cli_speaks_http_with_the_same_shapes() {
         (code, err["error"]["code"].as_str()),
         (Some(1), Some("LEASE_LOST"))
     );
+    // Projects and agents, over HTTP and then on the store: the same shapes.
+    let (code, p) = json(remote(&["project", "create", "web", "--lease-ttl", "45s"]));
+    assert_eq!(
+        (code, p["project"]["lease_ttl"].as_str()),
+        (Some(0), Some("45s")),
+        "{p}"
+    );
+    let (_, killed) = json(remote(&["project", "update", "web", "--kill"]));
+    assert_eq!(killed["project"]["killed"], true);
+    let (_, a) = json(remote(&[
+        "agent",
+        "register",
+        "w2",
+        "--capabilities",
+        "rust,review",
+    ]));
+    assert_eq!(a["agent"]["capabilities"], json!(["rust", "review"]));
+    let (_, agents) = json(remote(&["agent", "list"]));
+    assert_eq!(
+        agents["agents"].as_array().unwrap().len(),
+        2,
+        "w1 (by its claim) and w2"
+    );
+    assert_eq!(baton(dir.path(), &["project", "get", "web"]), killed);
+    assert_eq!(baton(dir.path(), &["agent", "get", "w2"]), a);
+    let revived = baton(dir.path(), &["project", "update", "web", "--revive"]);
+    assert_eq!(revived["project"]["killed"], false);
     // The same task read directly from the store has the same shape.
     let direct = baton(dir.path(), &["task", "get", &id]);
     let (_, over_http) = json(remote(&["task", "get", &id]));
