@@ -46,8 +46,8 @@ pub async fn local_gateway(baton: Baton, workspace: &str) -> baton_core::Result<
         created_at: 0,
     };
     let state = AppState {
-        baton,
         local: Some(Principal { actor, key }),
+        ..AppState::new(baton)
     };
     Ok(Gateway::Local(baton_server::router(state)))
 }

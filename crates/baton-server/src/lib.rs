@@ -22,7 +22,9 @@ use axum::response::IntoResponse;
 use axum::Router;
 use baton_core::access::{Permission, Principal};
 use baton_core::Baton;
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -34,12 +36,47 @@ pub struct AppState {
     /// Who a request without `Authorization` acts as, for in-process callers that own the
     /// store (the stdio MCP server on the embedded store). `None` on the network.
     pub local: Option<Principal>,
+    /// Recently authenticated keys, so a request costs no store read for its key.
+    pub keys: KeyCache,
+}
+
+/// Principals by token for [`KEY_CACHE_TTL`]: an agent's every request carries its key, and
+/// looking it up is a store read plus a SHA-256. Keys cannot be revoked yet; when they can,
+/// the TTL bounds how long a revoked key keeps working on a replica.
+#[derive(Clone, Debug, Default)]
+pub struct KeyCache(Arc<Mutex<HashMap<String, (Principal, Instant)>>>);
+
+/// How long an authenticated key is trusted without a store read.
+pub const KEY_CACHE_TTL: Duration = Duration::from_secs(30);
+
+/// Most keys kept; the cache starts over when it is full.
+const KEY_CACHE_MAX: usize = 10_000;
+
+impl KeyCache {
+    fn get(&self, token: &str) -> Option<Principal> {
+        let cache = self.0.lock().ok()?;
+        let (principal, at) = cache.get(token)?;
+        (at.elapsed() < KEY_CACHE_TTL).then(|| principal.clone())
+    }
+
+    fn put(&self, token: &str, principal: &Principal) {
+        if let Ok(mut cache) = self.0.lock() {
+            if cache.len() >= KEY_CACHE_MAX {
+                cache.clear();
+            }
+            cache.insert(token.to_string(), (principal.clone(), Instant::now()));
+        }
+    }
 }
 
 impl AppState {
     /// The state of a network server: every request needs a key.
     pub fn new(baton: Baton) -> Self {
-        AppState { baton, local: None }
+        AppState {
+            baton,
+            local: None,
+            keys: KeyCache::default(),
+        }
     }
 
     /// Authenticates the request's bearer token and checks that its role grants one of
@@ -62,7 +99,14 @@ impl AppState {
                     "send Authorization: Bearer <key>; create one with `baton key create --role ROLE`",
                 ))
             })?;
-        let principal = self.baton.authenticate(token)?;
+        let principal = match self.keys.get(token) {
+            Some(p) => p,
+            None => {
+                let p = self.baton.authenticate(token)?;
+                self.keys.put(token, &p);
+                p
+            }
+        };
         let mut refusal = None;
         for need in needs {
             match principal.require(*need) {
