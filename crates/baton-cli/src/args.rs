@@ -28,6 +28,14 @@ pub(crate) struct Cli {
     /// Idempotency key: repeating a call with the same key returns the first response.
     #[arg(long, global = true)]
     pub(crate) idempotency_key: Option<String>,
+    /// PostgreSQL instead of the embedded store: postgres://user@host/db.
+    #[arg(
+        long,
+        global = true,
+        env = "BATON_DATABASE_URL",
+        hide_env_values = true
+    )]
+    pub(crate) database: Option<String>,
     /// Talk to a Baton server at this URL instead of the embedded store.
     #[arg(long, global = true, env = "BATON_SERVER")]
     pub(crate) server: Option<String>,
@@ -135,12 +143,14 @@ pub(crate) enum Command {
     /// Agents: register, heartbeat, list.
     #[command(subcommand)]
     Agent(AgentCmd),
-    /// Serve the HTTP API (on the embedded store).
+    /// Serve the HTTP API and MCP (on the embedded store, or PostgreSQL with --database).
     Serve {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:7300", env = "BATON_LISTEN")]
         listen: String,
     },
+    /// Apply the store's migrations (also done at every start) and exit.
+    Migrate,
     /// Serve MCP over stdio for one agent (on the embedded store, or proxying to --server).
     Mcp {
         /// The agent this server acts as (default: the key's bound agent, or the client's

@@ -5,6 +5,10 @@
 //! Method: preload N ready tasks (concurrent creates, so group commit batches them), then
 //! for each worker count W run W concurrent agents doing claim → complete until C cycles
 //! are done, timing every claim. Latency percentiles are exact (all samples kept).
+//!
+//! Over HTTP (`--http-agents`, `--sse-subscribers`) the server runs in-process on loopback,
+//! or, with `--server`, is a separate `baton serve` on the same `--dir`, so that the CPU of
+//! client and server can be told apart.
 
 use baton_core::api::*;
 use baton_core::time::SystemClock;
@@ -37,6 +41,21 @@ struct Args {
     /// an in-process `baton serve` on loopback (0 to skip).
     #[arg(long, default_value_t = 0)]
     http_agents: usize,
+    /// Also measure SSE fan-out: this many concurrent subscribers on `GET /v1/events/stream`
+    /// while one writer creates tasks over HTTP at `--sse-rate` per second for `--sse-secs`
+    /// (0 to skip). Needs two file descriptors per subscriber in-process (`ulimit -n`).
+    #[arg(long, default_value_t = 0)]
+    sse_subscribers: usize,
+    /// Tasks per second the SSE writer creates.
+    #[arg(long, default_value_t = 200)]
+    sse_rate: u64,
+    /// Seconds the SSE writer runs.
+    #[arg(long, default_value_t = 5)]
+    sse_secs: u64,
+    /// Run the HTTP measurements against this running `baton serve` (started on the same
+    /// `--dir`, workspace `default`) instead of an in-process server.
+    #[arg(long)]
+    server: Option<String>,
     /// Keep the store here instead of a temporary directory.
     #[arg(long)]
     dir: Option<std::path::PathBuf>,
@@ -90,7 +109,8 @@ async fn main() -> anyhow::Result<()> {
     let actor = baton.actor("default", "bench").await?;
 
     // Preload: N ready tasks stay ready while measuring, plus the ones the cycles consume.
-    let rounds = args.workers.len() as u64 + u64::from(args.http_agents > 0);
+    let rounds =
+        args.workers.iter().filter(|&&w| w > 0).count() as u64 + u64::from(args.http_agents > 0);
     let total = args.tasks + args.cycles * rounds;
     let started = Instant::now();
     let made = Arc::new(AtomicU64::new(0));
@@ -123,7 +143,7 @@ async fn main() -> anyhow::Result<()> {
         total as f64 / secs
     );
 
-    for &workers in &args.workers {
+    for &workers in args.workers.iter().filter(|&&w| w > 0) {
         let done = Arc::new(AtomicU64::new(0));
         let started = Instant::now();
         let mut handles = Vec::new();
@@ -162,8 +182,31 @@ async fn main() -> anyhow::Result<()> {
         row("claim→complete", &args, workers, Some(rate), &mut lat);
     }
 
-    if args.http_agents > 0 {
-        http_bench(&baton, &args).await?;
+    if args.http_agents > 0 || args.sse_subscribers > 0 {
+        // The server: in-process on loopback, or the one given with --server.
+        let (base, server) = match &args.server {
+            Some(url) => (url.trim_end_matches('/').to_string(), None),
+            None => {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+                let base = format!("http://{}", listener.local_addr()?);
+                let server = tokio::spawn(baton_server::serve(
+                    listener,
+                    baton.clone(),
+                    "default",
+                    std::future::pending(),
+                ));
+                (base, Some(server))
+            }
+        };
+        if args.http_agents > 0 {
+            http_bench(&baton, &base, &args).await?;
+        }
+        if args.sse_subscribers > 0 {
+            sse_bench(&baton, &base, &args).await?;
+        }
+        if let Some(server) = server {
+            server.abort();
+        }
     }
     if let Some(bin) = &args.cli {
         cli_bench(bin, &dir, &args)?;
@@ -261,25 +304,18 @@ fn cli_bench(bin: &std::path::Path, dir: &std::path::Path, args: &Args) -> anyho
     Ok(())
 }
 
-/// Agents over HTTP: claim → heartbeat → complete against an in-process server on loopback,
-/// every request a real HTTP round trip; claim latency measured per request.
-async fn http_bench(baton: &Baton, args: &Args) -> anyhow::Result<()> {
+/// Agents over HTTP: claim → heartbeat → complete against the server at `base`, every
+/// request a real HTTP round trip; claim latency measured per request.
+async fn http_bench(baton: &Baton, base: &str, args: &Args) -> anyhow::Result<()> {
     let admin = baton.actor("default", "bench").await?;
     let token = baton.create_key(&admin, "worker", None).await?.key.token;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}", listener.local_addr()?);
-    let server = tokio::spawn(baton_server::serve(
-        listener,
-        baton.clone(),
-        "default",
-        std::future::pending(),
-    ));
     let http = reqwest::Client::new();
     let done = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut handles = Vec::new();
     for w in 0..args.http_agents {
-        let (http, base, token, done) = (http.clone(), base.clone(), token.clone(), done.clone());
+        let (http, base, token, done) =
+            (http.clone(), base.to_string(), token.clone(), done.clone());
         let cycles = args.cycles;
         handles.push(tokio::spawn(async move {
             let mut lat = Vec::new();
@@ -343,7 +379,7 @@ async fn http_bench(baton: &Baton, args: &Args) -> anyhow::Result<()> {
         .token;
     let mut wake = Vec::new();
     for i in 0..20 {
-        let (http2, base2, token2) = (http.clone(), base.clone(), token.clone());
+        let (http2, base2, token2) = (http.clone(), base.to_string(), token.clone());
         let waiter = tokio::spawn(async move {
             let r = http2
                 .post(format!("{base2}/v1/tasks/claim"))
@@ -365,6 +401,217 @@ async fn http_bench(baton: &Baton, args: &Args) -> anyhow::Result<()> {
         wake.push(at.saturating_duration_since(created));
     }
     row("http long-poll wake-up", args, 1, None, &mut wake);
-    server.abort();
+    Ok(())
+}
+
+/// SSE fan-out: N subscribers follow `GET /v1/events/stream` of a workspace of their own
+/// while one writer creates tasks there over HTTP at a steady rate (open loop: one request
+/// per tick, whatever the answers' latency). Delivery latency, per (event, subscriber): when
+/// the subscriber read the event's frame minus when the writer *sent* the create that made
+/// it (so it includes the create's own round trip, group commit and fsync; the create's
+/// send → answer latency is reported on its own row). Every subscriber's sequence numbers
+/// are then compared with the log itself: every event exactly once, in order.
+async fn sse_bench(baton: &Baton, base: &str, args: &Args) -> anyhow::Result<()> {
+    anyhow::ensure!(args.sse_rate > 0, "--sse-rate must be at least 1");
+    let ws = baton.create_workspace("fan-out").await?;
+    let admin = baton_core::api::Actor {
+        workspace_id: ws.id,
+        name: "bench".into(),
+    };
+    let observer = baton.create_key(&admin, "observer", None).await?.key.token;
+    let planner = baton.create_key(&admin, "planner", None).await?.key.token;
+    // Everyone starts after the same point of the log (the workspace may be reused with --dir).
+    let start = baton.last_seq(&admin)?;
+    let n = args.sse_subscribers;
+    // One client per subscriber would be closer to reality, but a shared pool opens one
+    // connection per concurrent stream anyway.
+    let http = reqwest::Client::new();
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<anyhow::Result<()>>(n);
+    let (end_tx, end_rx) = tokio::sync::watch::channel(u64::MAX);
+    let mut subscribers = Vec::new();
+    for i in 0..n {
+        let (http, url, token, ready, mut end_rx) = (
+            http.clone(),
+            format!("{base}/v1/events/stream?after={start}"),
+            observer.clone(),
+            ready_tx.clone(),
+            end_rx.clone(),
+        );
+        subscribers.push(tokio::spawn(async move {
+            let connected = async {
+                let resp = http.get(&url).bearer_auth(&token).send().await?;
+                anyhow::ensure!(resp.status().is_success(), "stream: {}", resp.status());
+                anyhow::Ok(resp)
+            }
+            .await;
+            let mut resp = match connected {
+                Ok(r) => {
+                    let _ = ready.send(Ok(())).await;
+                    r
+                }
+                Err(e) => {
+                    let _ = ready.send(Err(anyhow::anyhow!("subscriber {i}: {e}"))).await;
+                    return Err(e);
+                }
+            };
+            drop(ready);
+            // (sequence number, when its frame was read); frames are split at blank lines.
+            let mut got: Vec<(u64, Instant)> = Vec::new();
+            let mut buf: Vec<u8> = Vec::new();
+            let mut end = u64::MAX;
+            let mut deadline = tokio::time::Instant::now() + Duration::from_secs(3600);
+            while got.last().map_or(start, |g| g.0) < end {
+                tokio::select! {
+                    chunk = resp.chunk() => {
+                        let Some(chunk) = chunk? else { break };
+                        let at = Instant::now();
+                        buf.extend_from_slice(&chunk);
+                        let mut from = 0;
+                        while let Some(len) = buf[from..].windows(2).position(|w| w == b"\n\n") {
+                            let frame = std::str::from_utf8(&buf[from..from + len])?;
+                            from += len + 2;
+                            let mut seq = None;
+                            let mut data = None;
+                            for line in frame.lines() {
+                                if let Some(v) = line.strip_prefix("id: ") {
+                                    seq = Some(v.parse::<u64>()?);
+                                } else if let Some(v) = line.strip_prefix("data: ") {
+                                    data = Some(v);
+                                }
+                            }
+                            let Some(seq) = seq else { continue }; // a keep-alive
+                            // One subscriber checks that the data is the event it is named for.
+                            if i == 0 {
+                                let e: serde_json::Value = serde_json::from_str(data.unwrap_or(""))?;
+                                anyhow::ensure!(e["seq"] == seq, "frame {seq} carries {e}");
+                            }
+                            got.push((seq, at));
+                        }
+                        buf.drain(..from);
+                    }
+                    Ok(()) = end_rx.changed() => {
+                        end = *end_rx.borrow_and_update();
+                        deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+                    }
+                    _ = tokio::time::sleep_until(deadline) => break,
+                }
+            }
+            anyhow::Ok(got)
+        }));
+    }
+    drop(ready_tx);
+    for _ in 0..n {
+        match ready_rx.recv().await {
+            Some(r) => r?,
+            None => anyhow::bail!("a subscriber went away before connecting"),
+        }
+    }
+    // Let the server's reader tasks reach their first wait.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // The writer: one create per tick, each on its own task; (task id, sent, answered).
+    let total = args.sse_rate * args.sse_secs;
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / args.sse_rate as f64));
+    let started = Instant::now();
+    let mut creates = Vec::new();
+    for i in 0..total {
+        tick.tick().await;
+        let (http, url, token) = (http.clone(), format!("{base}/v1/tasks"), planner.clone());
+        creates.push(tokio::spawn(async move {
+            let sent = Instant::now();
+            let resp = http
+                .post(url)
+                .bearer_auth(&token)
+                .json(&serde_json::json!({ "title": format!("fan-out {i}") }))
+                .send()
+                .await?;
+            anyhow::ensure!(resp.status().is_success(), "create: {}", resp.text().await?);
+            let out: serde_json::Value = resp.json().await?;
+            let answered = Instant::now();
+            let id = out["task"]["id"].as_str().unwrap_or_default().to_string();
+            anyhow::Ok((id, sent, answered))
+        }));
+    }
+    let mut sent = std::collections::HashMap::new();
+    let mut create_lat = Vec::new();
+    for c in creates {
+        let (id, at, answered) = c.await??;
+        create_lat.push(answered - at);
+        sent.insert(id, at);
+    }
+    let write_rate = total as f64 / started.elapsed().as_secs_f64();
+
+    // The truth: the log itself, from the same starting point.
+    let mut truth: Vec<(u64, Option<Instant>)> = Vec::new();
+    let mut after = start;
+    loop {
+        let page = baton.events(&admin, after, 1000)?.events;
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        truth.extend(page.into_iter().map(|e| {
+            let at = e.task_id.and_then(|t| sent.get(&t).copied());
+            (e.seq, at)
+        }));
+    }
+    let end = after;
+    let _ = end_tx.send(end);
+
+    let mut lat = Vec::new();
+    let mut complete = 0;
+    let mut problems = Vec::new();
+    let expected: Vec<u64> = truth.iter().map(|t| t.0).collect();
+    let sent_at: std::collections::HashMap<u64, Instant> = truth
+        .iter()
+        .filter_map(|&(seq, at)| at.map(|at| (seq, at)))
+        .collect();
+    for (i, s) in subscribers.into_iter().enumerate() {
+        let got = match s.await? {
+            Ok(got) => got,
+            Err(e) => {
+                problems.push(format!("subscriber {i}: {e}"));
+                continue;
+            }
+        };
+        let seqs: Vec<u64> = got.iter().map(|g| g.0).collect();
+        if seqs == expected {
+            complete += 1;
+        } else if problems.len() < 3 {
+            problems.push(format!(
+                "subscriber {i}: {} of {} events, first {:?}, last {:?}",
+                seqs.len(),
+                expected.len(),
+                seqs.first(),
+                seqs.last()
+            ));
+        }
+        lat.extend(
+            got.iter()
+                .filter_map(|(seq, read)| sent_at.get(seq).map(|at| read.duration_since(*at))),
+        );
+    }
+    let secs = started.elapsed().as_secs_f64();
+    for p in &problems {
+        eprintln!("sse fan-out: {p}");
+    }
+    row(
+        &format!("sse writer create ({}/s asked)", args.sse_rate),
+        args,
+        1,
+        Some(write_rate),
+        &mut create_lat,
+    );
+    let max = lat.iter().max().map_or(0.0, |m| m.as_secs_f64() * 1000.0);
+    let delivered = lat.len();
+    row(
+        &format!(
+            "sse fan-out delivery, from create sent ({} events; max {max:.2} ms; \
+             {complete}/{n} subscribers got every event once, in order)",
+            expected.len()
+        ),
+        args,
+        n,
+        Some(delivered as f64 / secs),
+        &mut lat,
+    );
     Ok(())
 }

@@ -100,6 +100,32 @@ pub(crate) fn open(dir: &std::path::Path, durability: Durability) -> Result<Bato
     Ok(Baton::new(store, Arc::new(SystemClock)))
 }
 
+/// The PostgreSQL URL of `--database`, checked.
+fn database(cli: &Cli) -> Result<Option<&str>, Error> {
+    match cli.database.as_deref() {
+        None | Some("") => Ok(None),
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            Ok(Some(url))
+        }
+        Some(_) => Err(Error::invalid(
+            "--database must be a postgres:// URL",
+            "e.g. postgres://baton@db.internal/baton; leave it out for the embedded store",
+        )),
+    }
+}
+
+/// Opens the store the command line names: PostgreSQL with `--database`, else the
+/// embedded store in the data directory.
+pub(crate) fn open_cli(cli: &Cli) -> Result<Baton, Error> {
+    match database(cli)? {
+        Some(url) => Ok(Baton::new(
+            baton_store_postgres::PgStore::open(url)?,
+            Arc::new(SystemClock),
+        )),
+        None => open(&data_dir(cli), durability(&cli.durability)?),
+    }
+}
+
 fn to_value<T: serde::Serialize>(v: T) -> Result<Outcome, Error> {
     serde_json::to_value(v)
         .map(Outcome::Value)
@@ -124,7 +150,25 @@ async fn run(cli: Cli) -> Result<Outcome, Error> {
             }
         });
     }
-    let baton = open(&dir, durability)?;
+    if let Command::Migrate = &cli.command {
+        return match database(&cli)? {
+            Some(url) => {
+                baton_store_postgres::PgStore::migrate(url)?;
+                Ok(Outcome::Value(json!({ "migrated": "postgres" })))
+            }
+            None => {
+                open(&dir, durability)?;
+                Ok(Outcome::Value(
+                    json!({ "migrated": dir.display().to_string() }),
+                ))
+            }
+        };
+    }
+    if let (Command::Replay { verify }, Some(url)) = (&cli.command, database(&cli)?) {
+        let live = baton_store_postgres::PgStore::open(url)?;
+        return replay_report(replay_store(live.as_ref()).await?, *verify);
+    }
+    let baton = open_cli(&cli)?;
     // A claim is the agent acting: unless `--as` says otherwise, record it under its name.
     let actor_name = match &cli.command {
         Command::Claim(a) if cli.actor == "cli" => a.agent.clone(),
@@ -304,7 +348,9 @@ async fn run(cli: Cli) -> Result<Outcome, Error> {
                 .await?;
             Ok(Outcome::Printed)
         }
-        Command::Demo(_) | Command::Mcp { .. } => unreachable!("handled above"),
+        Command::Demo(_) | Command::Mcp { .. } | Command::Migrate => {
+            unreachable!("handled above")
+        }
     }
 }
 
@@ -320,7 +366,7 @@ async fn mcp(cli: &Cli, agent: Option<String>) -> Result<Outcome, Error> {
             })?,
         },
         None => {
-            let baton = open(&data_dir(cli), durability(&cli.durability)?)?;
+            let baton = open_cli(cli)?;
             baton_mcp::local_gateway(baton, &cli.workspace).await?
         }
     };
@@ -424,7 +470,36 @@ pub(crate) async fn replay_check(
 
 /// `baton replay [--verify]`.
 async fn replay(dir: &std::path::Path, verify: bool) -> Result<Outcome, Error> {
-    let (events, rows, difference) = replay_check(dir).await?;
+    replay_report(replay_check(dir).await?, verify)
+}
+
+/// Replays any live store into a scratch embedded store (the projections are the same JSON
+/// on every backend, so they compare row for row).
+async fn replay_store(
+    live: &dyn baton_core::store::Store,
+) -> Result<(usize, usize, Option<String>), Error> {
+    let scratch_dir =
+        std::env::temp_dir().join(format!("baton-replay-{}", baton_core::id::new_id("tmp")));
+    let scratch = SqliteStore::open(
+        &scratch_dir.join("baton.db"),
+        Options {
+            durability: Durability::Normal,
+        },
+    );
+    let result = match scratch {
+        Ok(scratch) => baton_core::replay::verify(live, scratch)
+            .await
+            .map(|v| (v.events, v.rows, v.difference)),
+        Err(e) => Err(e),
+    };
+    let _ = std::fs::remove_dir_all(&scratch_dir);
+    result
+}
+
+fn replay_report(
+    (events, rows, difference): (usize, usize, Option<String>),
+    verify: bool,
+) -> Result<Outcome, Error> {
     let report = json!({ "events": events, "rows": rows, "equal": difference.is_none(), "difference": difference });
     match (verify, &difference) {
         (true, Some(_)) => Ok(Outcome::Exit(1, json!({ "replay": report }))),

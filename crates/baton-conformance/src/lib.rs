@@ -13,11 +13,25 @@ use std::sync::Arc;
 pub enum Backend {
     /// The embedded SQLite store, in a temporary directory.
     Sqlite,
+    /// PostgreSQL: a fresh database per environment on the server of
+    /// `BATON_TEST_DATABASE_URL`.
+    Postgres,
 }
 
 /// The backends selected for this run (`BATON_TEST_BACKENDS`, default all available).
 pub fn backends() -> Vec<Backend> {
-    vec![Backend::Sqlite]
+    match std::env::var("BATON_TEST_BACKENDS").as_deref() {
+        Ok("sqlite") => vec![Backend::Sqlite],
+        Ok("postgres") => vec![Backend::Postgres],
+        _ => {
+            assert!(
+                std::env::var_os("BATON_TEST_DATABASE_URL").is_some(),
+                "BATON_TEST_DATABASE_URL is not set: run ./scripts/test (it starts a throwaway \
+                 PostgreSQL), or set BATON_TEST_BACKENDS=sqlite to test the embedded store only"
+            );
+            vec![Backend::Sqlite, Backend::Postgres]
+        }
+    }
 }
 
 /// A fresh store with a manual clock and an actor in the default workspace.
@@ -43,6 +57,17 @@ pub fn open_store(backend: Backend) -> (Arc<dyn baton_core::store::Store>, tempf
         Backend::Sqlite => {
             baton_store_sqlite::SqliteStore::open(&dir.path().join("baton.db"), Default::default())
                 .expect("open sqlite store")
+        }
+        Backend::Postgres => {
+            let admin = std::env::var("BATON_TEST_DATABASE_URL")
+                .expect("BATON_TEST_DATABASE_URL for the PostgreSQL backend");
+            let name = format!(
+                "baton_test_{}",
+                baton_core::id::new_id("db").trim_start_matches("db_")
+            );
+            let url = baton_store_postgres::PgStore::create_database(&admin, &name)
+                .expect("create a test database");
+            baton_store_postgres::PgStore::open(&url).expect("open postgres store")
         }
     };
     (store, dir)

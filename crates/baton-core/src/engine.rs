@@ -160,7 +160,8 @@ impl Baton {
     /// Runs a query in a read transaction.
     pub fn read<T, F>(&self, actor: &Actor, op: F) -> Result<T>
     where
-        F: FnOnce(&mut Ctx<'_>) -> Result<T>,
+        F: FnOnce(&mut Ctx<'_>) -> Result<T> + Send,
+        T: Send,
     {
         let now = self.clock.now();
         let mut op = Some(op);

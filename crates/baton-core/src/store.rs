@@ -175,7 +175,7 @@ pub trait Store: Send + Sync + 'static {
     /// Queues a write job. Its `finish` is called after the commit that holds it.
     fn submit(&self, job: Box<dyn WriteJob>);
     /// Runs `f` in a read transaction (a consistent snapshot).
-    fn read(&self, f: &mut dyn FnMut(&mut dyn Tx) -> Result<()>) -> Result<()>;
+    fn read(&self, f: &mut (dyn FnMut(&mut dyn Tx) -> Result<()> + Send)) -> Result<()>;
     /// Signalled after every commit that changed something: wakes long-poll claims.
     fn commits(&self) -> &tokio::sync::Notify;
 }

@@ -10,7 +10,7 @@ mod admin;
 mod error;
 mod openapi;
 mod registry;
-mod stream;
+pub mod stream;
 mod tasks;
 
 pub use error::{ApiError, JsonBody, MAX_BODY};
@@ -38,6 +38,8 @@ pub struct AppState {
     pub local: Option<Principal>,
     /// Recently authenticated keys, so a request costs no store read for its key.
     pub keys: KeyCache,
+    /// The live event streams' followers, one per workspace with subscribers.
+    pub hub: Arc<stream::Hub>,
 }
 
 /// Principals by token for [`KEY_CACHE_TTL`]: an agent's every request carries its key, and
@@ -76,6 +78,7 @@ impl AppState {
             baton,
             local: None,
             keys: KeyCache::default(),
+            hub: Arc::default(),
         }
     }
 
@@ -228,6 +231,10 @@ pub async fn serve_app(
             }
         })
     };
+    // No Nagle: small frames of a live stream must not wait for the peer's delayed ACK.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;

@@ -1,12 +1,16 @@
 //! The event log, live: Server-Sent Events at `GET /v1/events/stream` and WebSocket at
-//! `GET /v1/ws`, with the same resume and filters. Each subscriber has its own
-//! task that reads the log from its cursor and waits on the store's commit signal when it
-//! has caught up, so a slow consumer only slows itself: writers never wait for readers, and
-//! a consumer that falls behind simply reads further back in the log.
+//! `GET /v1/ws`, with the same resume and filters.
 //!
-//! Events are sent only once durable: before sending a page, the task waits for an empty
-//! write job to be answered, which happens after the next fsync, which covers every commit
-//! the page was read from.
+//! Fan-out: one follower task per workspace reads each new page of the log once, waits
+//! once for it to be durable, encodes each event once and broadcasts the frames to every
+//! live subscriber. A subscriber that starts behind (a resume), falls behind (the broadcast
+//! buffer overflowed while its client was slow) or sees a gap reads the log itself from its
+//! cursor until it has caught up, then listens again; frames are de-duplicated by sequence
+//! number, so across the switch nothing is skipped or repeated. Writers never wait for
+//! readers, and a slow consumer only slows itself.
+//!
+//! Events are sent only once durable: before frames leave, an empty write job is answered,
+//! which happens after the next fsync, which covers every commit the page was read from.
 
 use crate::{ApiError, AppState};
 use axum::body::Body;
@@ -20,16 +24,22 @@ use baton_core::api::Actor;
 use baton_core::model::Event;
 use baton_core::{Baton, Error};
 use serde::Deserialize;
+use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use tokio::sync::{broadcast, mpsc};
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-/// Frames buffered per subscriber before its reader task waits for the client.
-const BUFFER: usize = 256;
+/// Batches of frames buffered per subscriber before its task waits for the client.
+const BUFFER: usize = 64;
+/// Frames a follower keeps for subscribers that have not taken them yet; one that falls
+/// further behind reads the log instead.
+const BROADCAST: usize = 4096;
 /// Events read from the log per page.
 const PAGE: u32 = 500;
 /// How long a caught-up subscriber waits for a commit before looking anyway (commits made
@@ -42,10 +52,99 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(websocket))
 }
 
-/// What a subscriber's reader task hands its connection.
+/// One event, encoded once for every subscriber.
+#[derive(Debug)]
+struct Frame {
+    event: Event,
+    /// As an SSE frame.
+    sse: String,
+    /// As JSON (a WebSocket message).
+    json: String,
+}
+
+impl Frame {
+    fn new(event: Event) -> Arc<Frame> {
+        let json = serde_json::to_string(&event).unwrap_or_default();
+        let sse = format!("id: {}\nevent: {}\ndata: {json}\n\n", event.seq, event.kind);
+        Arc::new(Frame { event, sse, json })
+    }
+}
+
+/// The followers of the workspaces that have subscribers.
+#[derive(Debug, Default)]
+pub struct Hub {
+    followers: Mutex<HashMap<String, broadcast::Sender<Arc<Frame>>>>,
+}
+
+impl Hub {
+    /// A receiver of the workspace's live frames, starting the follower if none runs.
+    fn subscribe(self: &Arc<Hub>, baton: &Baton, actor: &Actor) -> broadcast::Receiver<Arc<Frame>> {
+        let mut followers = self.followers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tx) = followers.get(&actor.workspace_id) {
+            return tx.subscribe();
+        }
+        let (tx, rx) = broadcast::channel(BROADCAST);
+        followers.insert(actor.workspace_id.clone(), tx.clone());
+        let start = baton.last_seq(actor).unwrap_or(0);
+        tokio::spawn(follow(
+            self.clone(),
+            baton.clone(),
+            actor.clone(),
+            tx,
+            start,
+        ));
+        rx
+    }
+}
+
+/// A workspace's follower: reads each new page once, makes sure it is durable, broadcasts.
+/// Ends when no subscriber is left.
+async fn follow(
+    hub: Arc<Hub>,
+    baton: Baton,
+    actor: Actor,
+    tx: broadcast::Sender<Arc<Frame>>,
+    mut after: u64,
+) {
+    loop {
+        {
+            let mut followers = hub.followers.lock().unwrap_or_else(|p| p.into_inner());
+            if tx.receiver_count() == 0 {
+                followers.remove(&actor.workspace_id);
+                return;
+            }
+        }
+        let notified = baton.store().commits().notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let page = match baton.events(&actor, after, PAGE) {
+            Ok(out) => out.events,
+            Err(_) => {
+                tokio::time::sleep(IDLE).await; // subscribers time out to the log and see it
+                continue;
+            }
+        };
+        if page.is_empty() {
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep(IDLE) => {}
+            }
+            continue;
+        }
+        if baton.write_tx(|_| Ok(())).await.is_err() {
+            return;
+        }
+        for e in page {
+            after = e.seq;
+            let _ = tx.send(Frame::new(e));
+        }
+    }
+}
+
+/// What a subscriber's task hands its connection.
 enum Item {
-    /// The next kept event.
-    Event(Box<Event>),
+    /// The next kept events, in order.
+    Frames(Vec<Arc<Frame>>),
     /// Nothing happened for a while.
     KeepAlive,
     /// The log could not be read; the stream ends.
@@ -125,7 +224,8 @@ fn subscribe(
         None => s.baton.last_seq(&actor)?,
     };
     let (tx, rx) = mpsc::channel::<Item>(BUFFER);
-    tokio::spawn(feed(s.baton.clone(), actor, q, start, tx));
+    let live = s.hub.subscribe(&s.baton, &actor);
+    tokio::spawn(feed(s.baton.clone(), actor, q, start, live, tx));
     Ok(rx)
 }
 
@@ -152,45 +252,100 @@ async fn stream(
         .map_err(|e| ApiError(Error::new(baton_core::Code::Internal, e.to_string(), "")))
 }
 
-/// Reads the log from `after` and sends each kept event as an SSE frame, until the client
-/// goes away.
-async fn feed(baton: Baton, actor: Actor, q: StreamQuery, mut after: u64, tx: mpsc::Sender<Item>) {
+/// Sends one subscriber every kept event after `after`, until its client goes away: from
+/// the log while behind, then from the workspace's follower.
+async fn feed(
+    baton: Baton,
+    actor: Actor,
+    q: StreamQuery,
+    mut after: u64,
+    mut live: broadcast::Receiver<Arc<Frame>>,
+    out: mpsc::Sender<Item>,
+) {
     loop {
-        // Register for the wake-up before reading, so a commit in between is not missed.
-        let notified = baton.store().commits().notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        let page = match baton.events(&actor, after, PAGE) {
+        if !catch_up(&baton, &actor, &q, &mut after, &out).await {
+            return;
+        }
+        // Live: frames from the follower, skipping what the log already gave.
+        loop {
+            let first = tokio::select! {
+                r = live.recv() => r,
+                _ = tokio::time::sleep(IDLE) => {
+                    if out.send(Item::KeepAlive).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                _ = out.closed() => return,
+            };
+            let mut batch = Vec::new();
+            let mut next = first;
+            let behind = loop {
+                match next {
+                    Ok(frame) if frame.event.seq <= after => {}
+                    Ok(frame) if frame.event.seq == after + 1 => {
+                        after = frame.event.seq;
+                        if q.keeps(&frame.event) {
+                            batch.push(frame);
+                        }
+                    }
+                    // A gap (or frames dropped for this slow subscriber): read the log.
+                    Ok(_) | Err(RecvError::Lagged(_)) => break true,
+                    Err(RecvError::Closed) => {
+                        live = live.resubscribe();
+                        break true;
+                    }
+                }
+                next = match live.try_recv() {
+                    Ok(f) => Ok(f),
+                    Err(TryRecvError::Lagged(n)) => Err(RecvError::Lagged(n)),
+                    Err(TryRecvError::Closed) => Err(RecvError::Closed),
+                    Err(TryRecvError::Empty) => break false,
+                };
+            };
+            if !batch.is_empty() && out.send(Item::Frames(batch)).await.is_err() {
+                return;
+            }
+            if behind {
+                break;
+            }
+        }
+    }
+}
+
+/// Reads the log from `after` until a page comes back empty, sending the kept events once
+/// durable. False when the client went away or the log cannot be read.
+async fn catch_up(
+    baton: &Baton,
+    actor: &Actor,
+    q: &StreamQuery,
+    after: &mut u64,
+    out: &mpsc::Sender<Item>,
+) -> bool {
+    loop {
+        let page = match baton.events(actor, *after, PAGE) {
             Ok(out) => out.events,
             Err(e) => {
-                let _ = tx.send(Item::Failed(e)).await;
-                return;
+                let _ = out.send(Item::Failed(e)).await;
+                return false;
             }
         };
         if page.is_empty() {
-            tokio::select! {
-                _ = &mut notified => {}
-                _ = tokio::time::sleep(IDLE) => {
-                    if tx.send(Item::KeepAlive).await.is_err() {
-                        return;
-                    }
-                }
-                _ = tx.closed() => return,
-            }
-            continue;
+            return true;
         }
         // Durable before visible: an empty write is answered only after the next fsync.
         if baton.write_tx(|_| Ok(())).await.is_err() {
-            return;
+            return false;
         }
+        let mut batch = Vec::new();
         for e in page {
-            after = e.seq;
-            if !q.keeps(&e) {
-                continue;
+            *after = e.seq;
+            if q.keeps(&e) {
+                batch.push(Frame::new(e));
             }
-            if tx.send(Item::Event(Box::new(e))).await.is_err() {
-                return;
-            }
+        }
+        if !batch.is_empty() && out.send(Item::Frames(batch)).await.is_err() {
+            return false;
         }
     }
 }
@@ -205,10 +360,8 @@ impl futures_core::Stream for Frames {
         self.0.poll_recv(cx).map(|item| {
             item.map(|item| {
                 Ok(match item {
-                    Item::Event(e) => {
-                        let data = serde_json::to_string(&e).unwrap_or_default();
-                        format!("id: {}\nevent: {}\ndata: {data}\n\n", e.seq, e.kind)
-                    }
+                    // One chunk per batch: one write for many events.
+                    Item::Frames(frames) => frames.iter().map(|f| f.sse.as_str()).collect(),
                     Item::KeepAlive => ": keep-alive\n\n".into(),
                     Item::Failed(e) => format!("event: error\ndata: {}\n\n", e.to_json()),
                 })
@@ -238,15 +391,18 @@ async fn websocket(
     let mut rx = subscribe(&s, &headers, query)?;
     Ok(upgrade.on_upgrade(|mut socket: WebSocket| async move {
         while let Some(item) = rx.recv().await {
-            let message = match item {
-                Item::Event(e) => {
-                    Message::Text(serde_json::to_string(&e).unwrap_or_default().into())
-                }
-                Item::KeepAlive => Message::Ping(Default::default()),
-                Item::Failed(e) => Message::Text(e.to_json().to_string().into()),
+            let messages = match item {
+                Item::Frames(frames) => frames
+                    .iter()
+                    .map(|f| Message::Text(f.json.clone().into()))
+                    .collect(),
+                Item::KeepAlive => vec![Message::Ping(Default::default())],
+                Item::Failed(e) => vec![Message::Text(e.to_json().to_string().into())],
             };
-            if socket.send(message).await.is_err() {
-                return; // the client went away; dropping `rx` stops the reader task
+            for message in messages {
+                if socket.send(message).await.is_err() {
+                    return; // the client went away; dropping `rx` stops the reader task
+                }
             }
         }
     }))

@@ -1,0 +1,350 @@
+//! Baton on PostgreSQL: several stateless `baton serve` replicas on one database.
+//!
+//! # Run model
+//! The operation layer is synchronous (ARCHITECTURE.md), so this store talks to PostgreSQL
+//! from its own threads, each connection paired with a current-thread runtime that drives
+//! it. One writer thread per process takes every job waiting, runs them in one transaction
+//! (a savepoint per job, so a failing job undoes only itself) and commits once: group
+//! commit, as on SQLite. The commit is durable when it returns (`synchronous_commit` on).
+//! Reads run on a pool of connections, each in a read-only repeatable-read transaction (a
+//! snapshot), on a short-lived thread so they never block an async runtime's worker.
+//!
+//! # Several replicas
+//! Every write transaction locks the row of each workspace it touches before anything else
+//! (see `tx.rs`): writers of a workspace take turns, across replicas, for the length of a
+//! batch. Sequence numbers are therefore assigned in commit order with no gaps (a rolled-back
+//! batch rolls its increments back too), and claims cannot race. Each commit that changed
+//! tasks sends `NOTIFY baton_commits`; a listener thread wakes this process's long-polls and
+//! streams on other replicas' commits, and a missed notification costs at most
+//! [`FALLBACK_WAKE`].
+
+mod migrate;
+mod tx;
+
+use baton_core::store::{Store, Tx, WriteJob};
+use baton_core::{Code, Error, Result};
+use sqlx::Connection;
+use std::collections::HashSet;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+use tx::{db_err, PgTx};
+
+/// Most jobs committed together.
+const MAX_BATCH: usize = 256;
+/// Read connections kept open.
+const MAX_READERS: usize = 16;
+/// How often waiters are woken even without a notification (a lost `NOTIFY` delays nothing
+/// longer than this).
+pub const FALLBACK_WAKE: Duration = Duration::from_millis(500);
+/// Times a batch is retried after a deadlock or serialization failure between replicas.
+const RETRIES: usize = 5;
+
+/// A connection and the runtime that drives it.
+pub(crate) struct Conn {
+    pub(crate) rt: tokio::runtime::Runtime,
+    pub(crate) pg: sqlx::PgConnection,
+}
+
+impl Conn {
+    fn open(url: &str) -> Result<Conn> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(Error::storage)?;
+        let pg = rt.block_on(sqlx::PgConnection::connect(url)).map_err(|e| {
+            Error::new(
+                Code::Storage,
+                format!("cannot connect to PostgreSQL: {e}"),
+                "check --database / BATON_DATABASE_URL and that the server is up",
+            )
+        })?;
+        Ok(Conn { rt, pg })
+    }
+
+    fn batch(&mut self, sql: &str) -> Result<()> {
+        let Conn { rt, pg } = self;
+        rt.block_on(sqlx::raw_sql(sql).execute(&mut *pg))
+            .map(|_| ())
+            .map_err(db_err)
+    }
+}
+
+/// The PostgreSQL store.
+pub struct PgStore {
+    url: String,
+    jobs: Mutex<mpsc::Sender<Box<dyn WriteJob>>>,
+    readers: Mutex<Vec<Conn>>,
+    commits: Arc<tokio::sync::Notify>,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore").finish_non_exhaustive()
+    }
+}
+
+impl PgStore {
+    /// Connects, applies migrations (safe with several replicas starting at once), and
+    /// starts the writer and the commit listener.
+    pub fn open(url: &str) -> Result<Arc<PgStore>> {
+        let url = url.to_string();
+        // Connect and migrate on a thread of our own: the caller may be inside a runtime.
+        let (writer, url) = std::thread::scope(|s| {
+            s.spawn(|| -> Result<(Conn, String)> {
+                let mut conn = Conn::open(&url)?;
+                migrate::migrate(&mut conn)?;
+                Ok((conn, url.clone()))
+            })
+            .join()
+            .map_err(|_| Error::new(Code::Internal, "store start-up panicked", ""))?
+        })?;
+        let (jobs, queue) = mpsc::channel::<Box<dyn WriteJob>>();
+        let commits = Arc::new(tokio::sync::Notify::new());
+        {
+            let (commits, url) = (commits.clone(), url.clone());
+            std::thread::Builder::new()
+                .name("baton-pg-writer".into())
+                .spawn(move || writer_loop(url, writer, queue, commits))
+                .map_err(Error::storage)?;
+        }
+        {
+            let (commits, url) = (commits.clone(), url.clone());
+            std::thread::Builder::new()
+                .name("baton-pg-listen".into())
+                .spawn(move || listen_loop(&url, commits))
+                .map_err(Error::storage)?;
+        }
+        Ok(Arc::new(PgStore {
+            url,
+            jobs: Mutex::new(jobs),
+            readers: Mutex::new(Vec::new()),
+            commits,
+        }))
+    }
+
+    /// Creates a database named `name` on the server of `admin_url` (a URL to any database
+    /// there) and returns the URL of the new one. For tests and set-up scripts.
+    pub fn create_database(admin_url: &str, name: &str) -> Result<String> {
+        if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(Error::invalid(
+                "database names are letters, digits and _",
+                "",
+            ));
+        }
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let mut conn = Conn::open(admin_url)?;
+                conn.batch(&format!("CREATE DATABASE {name}"))?;
+                Ok(with_database(admin_url, name))
+            })
+            .join()
+            .map_err(|_| Error::new(Code::Internal, "create database panicked", ""))?
+        })
+    }
+
+    /// Applies the migrations and returns (for `baton migrate`).
+    pub fn migrate(url: &str) -> Result<()> {
+        std::thread::scope(|s| {
+            s.spawn(|| migrate::migrate(&mut Conn::open(url)?))
+                .join()
+                .map_err(|_| Error::new(Code::Internal, "migration panicked", ""))?
+        })
+    }
+}
+
+/// `url` with its database replaced by `name`.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, format!("?{q}")),
+        None => (url, String::new()),
+    };
+    let authority_end = base
+        .find("://")
+        .map(|i| i + 3)
+        .and_then(|start| base[start..].find('/').map(|j| start + j))
+        .unwrap_or(base.len());
+    format!("{}/{name}{query}", &base[..authority_end])
+}
+
+fn writer_loop(
+    url: String,
+    mut conn: Conn,
+    queue: mpsc::Receiver<Box<dyn WriteJob>>,
+    commits: Arc<tokio::sync::Notify>,
+) {
+    while let Ok(first) = queue.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let mut outcome = run_batch(&mut conn, &mut batch);
+        for _ in 0..RETRIES {
+            match &outcome {
+                Err(e) if e.code == Code::Busy => {
+                    std::thread::sleep(Duration::from_millis(2));
+                    outcome = run_batch(&mut conn, &mut batch);
+                }
+                _ => break,
+            }
+        }
+        match outcome {
+            Ok((results, task_events)) => {
+                for (job, result) in batch.into_iter().zip(results) {
+                    job.finish(result);
+                }
+                if task_events > 0 {
+                    commits.notify_waiters();
+                }
+            }
+            Err(e) => {
+                // The connection may be broken: replace it for the next batch.
+                if e.code != Code::Busy {
+                    if let Ok(fresh) = Conn::open(&url) {
+                        conn = fresh;
+                    }
+                }
+                for job in batch {
+                    job.finish(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Runs a batch in one transaction: each job's own result, and the number of task events.
+/// `Err` when the transaction as a whole failed (nothing of it is kept).
+fn run_batch(conn: &mut Conn, batch: &mut [Box<dyn WriteJob>]) -> Result<(Vec<Result<()>>, usize)> {
+    conn.batch("BEGIN")?;
+    let mut results = Vec::with_capacity(batch.len());
+    let mut tx = PgTx {
+        conn,
+        writing: true,
+        locked: HashSet::new(),
+        task_events: 0,
+    };
+    for job in batch.iter_mut() {
+        tx.conn.batch("SAVEPOINT job")?;
+        let before = tx.task_events;
+        let locked = tx.locked.clone();
+        match job.run(&mut tx) {
+            Ok(()) => {
+                tx.conn.batch("RELEASE SAVEPOINT job")?;
+                results.push(Ok(()));
+            }
+            Err(e) if e.code == Code::Busy => {
+                let _ = tx.conn.batch("ROLLBACK");
+                return Err(e);
+            }
+            Err(e) => {
+                tx.conn.batch("ROLLBACK TO SAVEPOINT job")?;
+                tx.task_events = before;
+                tx.locked = locked; // locks taken inside the savepoint are released with it
+                results.push(Err(e));
+            }
+        }
+    }
+    let task_events = tx.task_events;
+    if task_events > 0 {
+        tx.conn.batch("NOTIFY baton_commits")?;
+    }
+    match tx.conn.batch("COMMIT") {
+        Ok(()) => Ok((results, task_events)),
+        Err(e) => {
+            let _ = tx.conn.batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
+/// Wakes this process's waiters on every commit of any replica (and at least every
+/// [`FALLBACK_WAKE`], so a missed notification or a lost connection delays nothing longer).
+fn listen_loop(url: &str, commits: Arc<tokio::sync::Notify>) {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return;
+    };
+    rt.block_on(async move {
+        loop {
+            let Ok(mut listener) = sqlx::postgres::PgListener::connect(url).await else {
+                tokio::time::sleep(FALLBACK_WAKE).await;
+                commits.notify_waiters();
+                continue;
+            };
+            if listener.listen("baton_commits").await.is_err() {
+                continue;
+            }
+            // A notification, or the fallback interval: wake. A lost connection: reconnect.
+            while let Ok(Ok(_)) | Err(_) =
+                tokio::time::timeout(FALLBACK_WAKE, listener.recv()).await
+            {
+                commits.notify_waiters();
+            }
+        }
+    });
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        // A runtime may not be dropped inside another's async context: close the pooled
+        // connections (each with its runtime) on a thread of their own.
+        if let Ok(mut pool) = self.readers.lock() {
+            let conns = std::mem::take(&mut *pool);
+            if !conns.is_empty() {
+                let _ = std::thread::spawn(move || drop(conns));
+            }
+        }
+    }
+}
+
+impl Store for PgStore {
+    fn submit(&self, job: Box<dyn WriteJob>) {
+        let sent = self.jobs.lock().map(|jobs| jobs.send(job));
+        if let Ok(Err(mpsc::SendError(job))) = sent {
+            job.finish(Err(Error::new(
+                Code::Busy,
+                "the store's writer stopped",
+                "restart baton",
+            )));
+        }
+    }
+
+    fn read(&self, f: &mut (dyn FnMut(&mut dyn Tx) -> Result<()> + Send)) -> Result<()> {
+        // A thread of its own: blocking here must not stall an async runtime's worker.
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let pooled = self.readers.lock().ok().and_then(|mut p| p.pop());
+                let mut conn = match pooled {
+                    Some(c) => c,
+                    None => Conn::open(&self.url)?,
+                };
+                conn.batch("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
+                let out = f(&mut PgTx {
+                    conn: &mut conn,
+                    writing: false,
+                    locked: HashSet::new(),
+                    task_events: 0,
+                });
+                let end = conn.batch("COMMIT");
+                if end.is_ok() {
+                    if let Ok(mut pool) = self.readers.lock() {
+                        if pool.len() < MAX_READERS {
+                            pool.push(conn);
+                        }
+                    }
+                }
+                out.and(end)
+            })
+            .join()
+            .map_err(|_| Error::new(Code::Internal, "a read panicked", "retry the call"))?
+        })
+    }
+
+    fn commits(&self) -> &tokio::sync::Notify {
+        &self.commits
+    }
+}

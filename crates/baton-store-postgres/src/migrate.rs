@@ -1,0 +1,42 @@
+//! Forward-only, versioned migrations in `baton_schema`, applied under an advisory lock so
+//! that replicas starting at once apply each exactly once.
+
+use crate::Conn;
+use baton_core::{Code, Error, Result};
+
+/// The migrations in order; index + 1 is the version each leaves the schema at.
+const MIGRATIONS: &[&str] = &[include_str!("schema.sql")];
+
+/// An arbitrary constant: the advisory lock that serialises migrations.
+const LOCK: i64 = 0x6261_746f_6e00;
+
+/// Brings the schema up to the newest version.
+pub(crate) fn migrate(conn: &mut Conn) -> Result<()> {
+    conn.batch(&format!("SELECT pg_advisory_lock({LOCK})"))?;
+    let result = apply(conn);
+    let unlock = conn.batch(&format!("SELECT pg_advisory_unlock({LOCK})"));
+    result.and(unlock)
+}
+
+fn apply(conn: &mut Conn) -> Result<()> {
+    conn.batch("CREATE TABLE IF NOT EXISTS baton_schema (version BIGINT NOT NULL)")?;
+    let Conn { rt, pg } = &mut *conn;
+    let current: Option<i64> = rt
+        .block_on(sqlx::query_scalar("SELECT max(version) FROM baton_schema").fetch_one(&mut *pg))
+        .map_err(crate::tx::db_err)?;
+    let current = current.unwrap_or(0);
+    if current > MIGRATIONS.len() as i64 {
+        return Err(Error::new(
+            Code::Storage,
+            format!("the database is at schema version {current}, newer than this baton knows"),
+            "upgrade baton",
+        ));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let version = i as i64 + 1;
+        conn.batch(&format!(
+            "BEGIN; {sql}; INSERT INTO baton_schema (version) VALUES ({version}); COMMIT;"
+        ))?;
+    }
+    Ok(())
+}

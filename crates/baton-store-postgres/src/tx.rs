@@ -1,0 +1,623 @@
+//! [`Tx`] on PostgreSQL. Each method is one statement, run to completion on the
+//! connection's own runtime (the operation layer is synchronous; see ARCHITECTURE.md).
+//!
+//! In a write transaction, the first statement that touches a workspace locks its row
+//! (`SELECT … FOR UPDATE`) and holds it to the commit: writers of one workspace, on every
+//! replica, take turns, so event sequence numbers are assigned in commit order without gaps,
+//! and a claim cannot race another replica's claim.
+
+use crate::Conn;
+use baton_core::error::{Code, Error, Result};
+use baton_core::model::*;
+use baton_core::store::{ClaimCursor, NewEvent, TaskFilter, Tx};
+use baton_core::time::Millis;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sqlx::postgres::PgRow;
+use sqlx::Row;
+use std::collections::HashSet;
+
+/// A bound parameter.
+#[derive(Debug, Clone)]
+pub(crate) enum Arg {
+    Text(Option<String>),
+    Int(Option<i64>),
+    Bool(bool),
+}
+
+fn t(s: &str) -> Arg {
+    Arg::Text(Some(s.to_string()))
+}
+fn ot(s: &Option<String>) -> Arg {
+    Arg::Text(s.clone())
+}
+fn i(n: i64) -> Arg {
+    Arg::Int(Some(n))
+}
+
+const OPEN: &str = "status NOT IN ('done', 'failed', 'canceled')";
+
+/// A storage error, keeping whether retrying the transaction can succeed (a deadlock or a
+/// serialization failure between replicas).
+pub(crate) fn db_err(e: sqlx::Error) -> Error {
+    let code = e
+        .as_database_error()
+        .and_then(|d| d.code().map(|c| c.to_string()));
+    match code.as_deref() {
+        Some("40P01") | Some("40001") => Error::new(
+            Code::Busy,
+            format!("transaction conflict: {e}"),
+            "retry the call",
+        ),
+        Some("23505") => Error::new(
+            Code::AlreadyExists,
+            format!("already exists: {e}"),
+            "use another name or key",
+        ),
+        _ => Error::storage(e),
+    }
+}
+
+fn to_json<T: Serialize>(value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| Error::new(Code::Internal, e.to_string(), ""))
+}
+
+fn from_json<T: DeserializeOwned>(text: &str) -> Result<T> {
+    serde_json::from_str(text).map_err(|e| {
+        Error::new(
+            Code::Internal,
+            format!("stored row is not valid: {e}"),
+            "the store is damaged; run `baton replay --verify`",
+        )
+    })
+}
+
+/// One transaction on one connection.
+pub(crate) struct PgTx<'a> {
+    pub(crate) conn: &'a mut Conn,
+    /// Write transactions lock each workspace row before touching the workspace.
+    pub(crate) writing: bool,
+    pub(crate) locked: HashSet<String>,
+    /// Events about tasks appended: such a commit may make work claimable.
+    pub(crate) task_events: usize,
+}
+
+impl PgTx<'_> {
+    pub(crate) fn rows(&mut self, sql: &str, args: &[Arg]) -> Result<Vec<PgRow>> {
+        let mut q = sqlx::query(sql);
+        for a in args {
+            q = match a {
+                Arg::Text(v) => q.bind(v.clone()),
+                Arg::Int(v) => q.bind(*v),
+                Arg::Bool(v) => q.bind(*v),
+            };
+        }
+        let Conn { rt, pg } = &mut *self.conn;
+        rt.block_on(q.fetch_all(&mut *pg)).map_err(db_err)
+    }
+
+    pub(crate) fn exec(&mut self, sql: &str, args: &[Arg]) -> Result<u64> {
+        let mut q = sqlx::query(sql);
+        for a in args {
+            q = match a {
+                Arg::Text(v) => q.bind(v.clone()),
+                Arg::Int(v) => q.bind(*v),
+                Arg::Bool(v) => q.bind(*v),
+            };
+        }
+        let Conn { rt, pg } = &mut *self.conn;
+        rt.block_on(q.execute(&mut *pg))
+            .map(|r| r.rows_affected())
+            .map_err(db_err)
+    }
+
+    fn many<T: DeserializeOwned>(&mut self, sql: &str, args: &[Arg]) -> Result<Vec<T>> {
+        self.rows(sql, args)?
+            .iter()
+            .map(|r| from_json(&r.try_get::<String, _>(0).map_err(db_err)?))
+            .collect()
+    }
+
+    fn one<T: DeserializeOwned>(&mut self, sql: &str, args: &[Arg]) -> Result<Option<T>> {
+        Ok(self.many(sql, args)?.into_iter().next())
+    }
+
+    /// Takes the workspace's row lock once per write transaction.
+    fn lock(&mut self, ws: &str) -> Result<()> {
+        if !self.writing || ws.is_empty() || self.locked.contains(ws) {
+            return Ok(());
+        }
+        self.rows(
+            "SELECT 1 FROM workspaces WHERE id = $1 FOR UPDATE",
+            &[t(ws)],
+        )?;
+        self.locked.insert(ws.to_string());
+        Ok(())
+    }
+
+    fn scoped<T: DeserializeOwned>(&mut self, ws: &str, sql: &str, args: &[Arg]) -> Result<Vec<T>> {
+        self.lock(ws)?;
+        self.many(sql, args)
+    }
+}
+
+impl Tx for PgTx<'_> {
+    fn workspaces(&mut self) -> Result<Vec<Workspace>> {
+        self.many("SELECT body FROM workspaces ORDER BY id", &[])
+    }
+
+    fn workspace_by_name(&mut self, name: &str) -> Result<Option<Workspace>> {
+        self.one("SELECT body FROM workspaces WHERE name = $1", &[t(name)])
+    }
+
+    fn put_workspace(&mut self, ws: &Workspace) -> Result<()> {
+        self.exec(
+            "INSERT INTO workspaces (id, name, body) VALUES ($1, $2, $3)
+             ON CONFLICT (id) DO UPDATE SET name = excluded.name, body = excluded.body",
+            &[t(&ws.id), t(&ws.name), Arg::Text(Some(to_json(ws)?))],
+        )?;
+        self.lock(&ws.id)
+    }
+
+    fn project(&mut self, ws: &str, id_or_name: &str) -> Result<Option<Project>> {
+        Ok(self
+            .scoped(
+                ws,
+                "SELECT body FROM projects WHERE workspace_id = $1 AND (id = $2 OR name = $2) ORDER BY (id = $2) DESC LIMIT 1",
+                &[t(ws), t(id_or_name)],
+            )?
+            .into_iter()
+            .next())
+    }
+
+    fn put_project(&mut self, p: &Project) -> Result<()> {
+        self.lock(&p.workspace_id)?;
+        self.exec(
+            "INSERT INTO projects (workspace_id, id, name, killed, body) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (workspace_id, id) DO UPDATE SET name = excluded.name, killed = excluded.killed, body = excluded.body",
+            &[t(&p.workspace_id), t(&p.id), t(&p.name), Arg::Bool(p.killed), Arg::Text(Some(to_json(p)?))],
+        )?;
+        Ok(())
+    }
+
+    fn projects(&mut self, ws: &str) -> Result<Vec<Project>> {
+        self.scoped(
+            ws,
+            "SELECT body FROM projects WHERE workspace_id = $1 ORDER BY name",
+            &[t(ws)],
+        )
+    }
+
+    fn key_by_hash(&mut self, token_sha256: &str) -> Result<Option<ApiKey>> {
+        self.one(
+            "SELECT body FROM api_keys WHERE token_sha256 = $1",
+            &[t(token_sha256)],
+        )
+    }
+
+    fn put_key(&mut self, k: &ApiKey) -> Result<()> {
+        self.lock(&k.workspace_id)?;
+        self.exec(
+            "INSERT INTO api_keys (workspace_id, id, token_sha256, body) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (workspace_id, id) DO UPDATE SET token_sha256 = excluded.token_sha256, body = excluded.body",
+            &[t(&k.workspace_id), t(&k.id), t(&k.token_sha256), Arg::Text(Some(to_json(k)?))],
+        )?;
+        Ok(())
+    }
+
+    fn agent(&mut self, ws: &str, id_or_name: &str) -> Result<Option<Agent>> {
+        Ok(self
+            .scoped(
+                ws,
+                "SELECT body FROM agents WHERE workspace_id = $1 AND (name = $2 OR id = $2) ORDER BY (name = $2) DESC LIMIT 1",
+                &[t(ws), t(id_or_name)],
+            )?
+            .into_iter()
+            .next())
+    }
+
+    fn put_agent(&mut self, a: &Agent) -> Result<()> {
+        self.lock(&a.workspace_id)?;
+        self.exec(
+            "INSERT INTO agents (workspace_id, id, name, body) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (workspace_id, id) DO UPDATE SET name = excluded.name, body = excluded.body",
+            &[t(&a.workspace_id), t(&a.id), t(&a.name), Arg::Text(Some(to_json(a)?))],
+        )?;
+        Ok(())
+    }
+
+    fn agents(&mut self, ws: &str) -> Result<Vec<Agent>> {
+        self.scoped(
+            ws,
+            "SELECT body FROM agents WHERE workspace_id = $1 ORDER BY name",
+            &[t(ws)],
+        )
+    }
+
+    fn task(&mut self, ws: &str, id: &str) -> Result<Option<Task>> {
+        Ok(self
+            .scoped(
+                ws,
+                "SELECT body FROM tasks WHERE workspace_id = $1 AND id = $2",
+                &[t(ws), t(id)],
+            )?
+            .into_iter()
+            .next())
+    }
+
+    fn task_by_key(&mut self, ws: &str, key: &str) -> Result<Option<Task>> {
+        Ok(self
+            .scoped(
+                ws,
+                "SELECT body FROM tasks WHERE workspace_id = $1 AND idem_key = $2",
+                &[t(ws), t(key)],
+            )?
+            .into_iter()
+            .next())
+    }
+
+    fn put_task(&mut self, task: &Task, body: &str) -> Result<()> {
+        self.lock(&task.workspace_id)?;
+        let labels = if task.labels.is_empty() {
+            String::new()
+        } else {
+            format!(",{},", task.labels.join(","))
+        };
+        self.exec(
+            "INSERT INTO tasks (workspace_id, id, project_id, parent_id, status, neg_priority, due_key,
+                 not_before, lease_expires_at, idem_key, labels, body)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+             ON CONFLICT (workspace_id, id) DO UPDATE SET project_id = excluded.project_id,
+                 parent_id = excluded.parent_id, status = excluded.status, neg_priority = excluded.neg_priority,
+                 due_key = excluded.due_key, not_before = excluded.not_before,
+                 lease_expires_at = excluded.lease_expires_at, idem_key = excluded.idem_key,
+                 labels = excluded.labels, body = excluded.body",
+            &[
+                t(&task.workspace_id),
+                t(&task.id),
+                t(&task.project_id),
+                ot(&task.parent_id),
+                t(task.status.as_str()),
+                i(task.priority.saturating_neg()),
+                i(task.due_at.unwrap_or(i64::MAX)),
+                Arg::Int(task.not_before),
+                Arg::Int(task.lease.as_ref().map(|l| l.expires_at)),
+                ot(&task.idempotency_key),
+                Arg::Text(Some(labels)),
+                t(body),
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn list_tasks(&mut self, ws: &str, f: &TaskFilter) -> Result<Vec<Task>> {
+        let mut sql = String::from("SELECT body FROM tasks WHERE workspace_id = $1");
+        let mut args = vec![t(ws)];
+        let filters = [
+            ("status =", f.status.map(|s| s.as_str().to_string())),
+            ("parent_id =", f.parent_id.clone()),
+            ("labels LIKE", f.label.as_ref().map(|l| format!("%,{l},%"))),
+            ("project_id =", f.project_id.clone()),
+            ("id >", f.after_id.clone()),
+        ];
+        for (clause, value) in filters {
+            if let Some(value) = value {
+                args.push(Arg::Text(Some(value)));
+                sql.push_str(&format!(" AND {clause} ${}", args.len()));
+            }
+        }
+        sql.push_str(&format!(" ORDER BY id LIMIT {}", f.limit));
+        self.scoped(ws, &sql, &args)
+    }
+
+    fn claim_candidates(
+        &mut self,
+        ws: &str,
+        now: Millis,
+        after: Option<&ClaimCursor>,
+        limit: u32,
+    ) -> Result<Vec<Task>> {
+        let sql = "SELECT body FROM tasks AS t WHERE t.workspace_id = $1 AND t.status = 'ready'
+               AND (t.not_before IS NULL OR t.not_before <= $2)
+               AND t.project_id NOT IN (SELECT id FROM projects WHERE workspace_id = $1 AND killed)
+               AND NOT EXISTS (SELECT 1 FROM tasks AS c WHERE c.workspace_id = $1 AND c.parent_id = t.id
+                               AND c.status NOT IN ('done', 'failed', 'canceled'))";
+        // SKIP LOCKED: a row another transaction holds is passed over, not waited on.
+        let lock = if self.writing {
+            "FOR UPDATE OF t SKIP LOCKED"
+        } else {
+            ""
+        };
+        let order = format!("ORDER BY t.neg_priority, t.due_key, t.id LIMIT {limit} {lock}");
+        match after {
+            None => self.scoped(ws, &format!("{sql} {order}"), &[t(ws), i(now)]),
+            Some(c) => self.scoped(
+                ws,
+                &format!("{sql} AND (t.neg_priority, t.due_key, t.id) > ($3, $4, $5) {order}"),
+                &[
+                    t(ws),
+                    i(now),
+                    i(c.priority.saturating_neg()),
+                    i(c.due_key),
+                    t(&c.id),
+                ],
+            ),
+        }
+    }
+
+    fn expired_leases(&mut self, ws: &str, now: Millis, limit: u32) -> Result<Vec<Task>> {
+        self.scoped(
+            ws,
+            &format!(
+                "SELECT body FROM tasks WHERE workspace_id = $1 AND lease_expires_at IS NOT NULL
+                 AND lease_expires_at <= $2 ORDER BY lease_expires_at LIMIT {limit}"
+            ),
+            &[t(ws), i(now)],
+        )
+    }
+
+    fn open_children(&mut self, ws: &str, id: &str) -> Result<u64> {
+        self.lock(ws)?;
+        let rows = self.rows(
+            &format!(
+                "SELECT count(*) FROM tasks WHERE workspace_id = $1 AND parent_id = $2 AND {OPEN}"
+            ),
+            &[t(ws), t(id)],
+        )?;
+        let n: i64 = rows
+            .first()
+            .map(|r| r.try_get(0))
+            .transpose()
+            .map_err(db_err)?
+            .unwrap_or(0);
+        Ok(n as u64)
+    }
+
+    fn run(&mut self, ws: &str, id: &str) -> Result<Option<Run>> {
+        Ok(self
+            .scoped(
+                ws,
+                "SELECT body FROM runs WHERE workspace_id = $1 AND id = $2",
+                &[t(ws), t(id)],
+            )?
+            .into_iter()
+            .next())
+    }
+
+    fn put_run(&mut self, r: &Run) -> Result<()> {
+        self.lock(&r.workspace_id)?;
+        self.exec(
+            "INSERT INTO runs (workspace_id, id, task_id, body) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (workspace_id, id) DO UPDATE SET body = excluded.body",
+            &[
+                t(&r.workspace_id),
+                t(&r.id),
+                t(&r.task_id),
+                Arg::Text(Some(to_json(r)?)),
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn runs_of(&mut self, ws: &str, task_id: &str, limit: u32) -> Result<Vec<Run>> {
+        self.scoped(
+            ws,
+            &format!("SELECT body FROM runs WHERE workspace_id = $1 AND task_id = $2 ORDER BY id DESC LIMIT {limit}"),
+            &[t(ws), t(task_id)],
+        )
+    }
+
+    fn deps_of(&mut self, ws: &str, task_id: &str) -> Result<Vec<Dependency>> {
+        self.scoped(
+            ws,
+            "SELECT body FROM dependencies WHERE workspace_id = $1 AND blocked_id = $2 ORDER BY blocker_id, kind",
+            &[t(ws), t(task_id)],
+        )
+    }
+
+    fn dependents_of(&mut self, ws: &str, task_id: &str) -> Result<Vec<Dependency>> {
+        self.scoped(
+            ws,
+            "SELECT body FROM dependencies WHERE workspace_id = $1 AND blocker_id = $2 ORDER BY blocked_id, kind",
+            &[t(ws), t(task_id)],
+        )
+    }
+
+    fn put_dep(&mut self, d: &Dependency) -> Result<()> {
+        self.lock(&d.workspace_id)?;
+        self.exec(
+            "INSERT INTO dependencies (workspace_id, blocked_id, blocker_id, kind, body) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (workspace_id, blocked_id, blocker_id, kind) DO UPDATE SET body = excluded.body",
+            &[t(&d.workspace_id), t(&d.blocked_id), t(&d.blocker_id), t(dep_kind(d.kind)), Arg::Text(Some(to_json(d)?))],
+        )?;
+        Ok(())
+    }
+
+    fn delete_dep(
+        &mut self,
+        ws: &str,
+        blocker: &str,
+        blocked: &str,
+        kind: DepKind,
+    ) -> Result<bool> {
+        self.lock(ws)?;
+        let n = self.exec(
+            "DELETE FROM dependencies WHERE workspace_id = $1 AND blocked_id = $2 AND blocker_id = $3 AND kind = $4",
+            &[t(ws), t(blocked), t(blocker), t(dep_kind(kind))],
+        )?;
+        Ok(n > 0)
+    }
+
+    fn context(&mut self, ws: &str, id: &str) -> Result<Option<ContextEntry>> {
+        Ok(self
+            .scoped(
+                ws,
+                "SELECT body FROM context WHERE workspace_id = $1 AND id = $2",
+                &[t(ws), t(id)],
+            )?
+            .into_iter()
+            .next())
+    }
+
+    fn put_context(&mut self, c: &ContextEntry) -> Result<()> {
+        self.lock(&c.workspace_id)?;
+        self.exec(
+            "INSERT INTO context (workspace_id, id, task_id, body) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (workspace_id, id) DO UPDATE SET body = excluded.body",
+            &[
+                t(&c.workspace_id),
+                t(&c.id),
+                t(&c.task_id),
+                Arg::Text(Some(to_json(c)?)),
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn context_of(&mut self, ws: &str, task_id: &str) -> Result<Vec<ContextEntry>> {
+        self.scoped(
+            ws,
+            "SELECT body FROM context WHERE workspace_id = $1 AND task_id = $2 ORDER BY id",
+            &[t(ws), t(task_id)],
+        )
+    }
+
+    fn put_step(&mut self, s: &Step) -> Result<()> {
+        self.lock(&s.workspace_id)?;
+        self.exec(
+            "INSERT INTO steps (workspace_id, id, task_id, position, body) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (workspace_id, id) DO UPDATE SET position = excluded.position, body = excluded.body",
+            &[t(&s.workspace_id), t(&s.id), t(&s.task_id), i(i64::from(s.position)), Arg::Text(Some(to_json(s)?))],
+        )?;
+        Ok(())
+    }
+
+    fn steps_of(&mut self, ws: &str, task_id: &str) -> Result<Vec<Step>> {
+        self.scoped(
+            ws,
+            "SELECT body FROM steps WHERE workspace_id = $1 AND task_id = $2 ORDER BY position",
+            &[t(ws), t(task_id)],
+        )
+    }
+
+    fn append_event(&mut self, e: NewEvent<'_>) -> Result<u64> {
+        self.lock(e.workspace_id)?;
+        let rows = self.rows(
+            "UPDATE workspaces SET last_seq = last_seq + 1 WHERE id = $1 RETURNING last_seq",
+            &[t(e.workspace_id)],
+        )?;
+        let seq: i64 = rows
+            .first()
+            .map(|r| r.try_get(0))
+            .transpose()
+            .map_err(db_err)?
+            .ok_or_else(|| Error::not_found("workspace", e.workspace_id))?;
+        self.exec(
+            "INSERT INTO events (workspace_id, seq, type, at, actor, task_id, data) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            &[
+                t(e.workspace_id),
+                i(seq),
+                t(e.kind),
+                i(e.at),
+                t(e.actor),
+                Arg::Text(e.task_id.map(str::to_string)),
+                t(e.data),
+            ],
+        )?;
+        if e.task_id.is_some() {
+            self.task_events += 1;
+        }
+        Ok(seq as u64)
+    }
+
+    fn events(&mut self, ws: &str, after: u64, limit: u32) -> Result<Vec<Event>> {
+        let rows = self.rows(
+            &format!(
+                "SELECT seq, type, at, actor, task_id, data FROM events WHERE workspace_id = $1 AND seq > $2
+                 ORDER BY seq LIMIT {limit}"
+            ),
+            &[t(ws), i(after as i64)],
+        )?;
+        rows.iter()
+            .map(|r| {
+                Ok(Event {
+                    seq: r.try_get::<i64, _>(0).map_err(db_err)? as u64,
+                    workspace_id: ws.to_string(),
+                    kind: r.try_get(1).map_err(db_err)?,
+                    at: r.try_get(2).map_err(db_err)?,
+                    actor: r.try_get(3).map_err(db_err)?,
+                    task_id: r.try_get(4).map_err(db_err)?,
+                    data: from_json(&r.try_get::<String, _>(5).map_err(db_err)?)?,
+                })
+            })
+            .collect()
+    }
+
+    fn last_seq(&mut self, ws: &str) -> Result<u64> {
+        let rows = self.rows("SELECT last_seq FROM workspaces WHERE id = $1", &[t(ws)])?;
+        let n: i64 = rows
+            .first()
+            .map(|r| r.try_get(0))
+            .transpose()
+            .map_err(db_err)?
+            .unwrap_or(0);
+        Ok(n as u64)
+    }
+
+    fn idempotency(&mut self, ws: &str, key: &str) -> Result<Option<(String, String)>> {
+        self.lock(ws)?;
+        let rows = self.rows(
+            "SELECT request_sha256, response FROM idempotency WHERE workspace_id = $1 AND key = $2",
+            &[t(ws), t(key)],
+        )?;
+        rows.first()
+            .map(|r| Ok((r.try_get(0).map_err(db_err)?, r.try_get(1).map_err(db_err)?)))
+            .transpose()
+    }
+
+    fn put_idempotency(
+        &mut self,
+        ws: &str,
+        key: &str,
+        sha: &str,
+        response: &str,
+        at: Millis,
+    ) -> Result<()> {
+        self.lock(ws)?;
+        self.exec(
+            "INSERT INTO idempotency (workspace_id, key, request_sha256, response, created_at) VALUES ($1, $2, $3, $4, $5)",
+            &[t(ws), t(key), t(sha), t(response), i(at)],
+        )?;
+        Ok(())
+    }
+
+    fn projection_rows(&mut self) -> Result<Vec<(String, String)>> {
+        let queries = [
+            "SELECT 'workspaces/' || id, body || ' last_seq=' || last_seq FROM workspaces ORDER BY id",
+            "SELECT 'projects/' || workspace_id || '/' || id, body FROM projects ORDER BY workspace_id, id",
+            "SELECT 'agents/' || workspace_id || '/' || id, body FROM agents ORDER BY workspace_id, id",
+            "SELECT 'api_keys/' || workspace_id || '/' || id, body FROM api_keys ORDER BY workspace_id, id",
+            "SELECT 'tasks/' || workspace_id || '/' || id, body FROM tasks ORDER BY workspace_id, id",
+            "SELECT 'runs/' || workspace_id || '/' || id, body FROM runs ORDER BY workspace_id, id",
+            "SELECT 'dependencies/' || workspace_id || '/' || blocked_id || '/' || blocker_id || '/' || kind, body
+               FROM dependencies ORDER BY workspace_id, blocked_id, blocker_id, kind",
+            "SELECT 'context/' || workspace_id || '/' || id, body FROM context ORDER BY workspace_id, id",
+            "SELECT 'steps/' || workspace_id || '/' || id, body FROM steps ORDER BY workspace_id, id",
+        ];
+        let mut out = Vec::new();
+        for q in queries {
+            for r in self.rows(q, &[])? {
+                out.push((r.try_get(0).map_err(db_err)?, r.try_get(1).map_err(db_err)?));
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn dep_kind(kind: DepKind) -> &'static str {
+    match kind {
+        DepKind::Blocks => "blocks",
+        DepKind::RelatesTo => "relates_to",
+        DepKind::DiscoveredFrom => "discovered_from",
+    }
+}
