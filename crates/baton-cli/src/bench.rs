@@ -52,10 +52,14 @@ struct Args {
     /// Seconds the SSE writer runs.
     #[arg(long, default_value_t = 5)]
     sse_secs: u64,
-    /// Run the HTTP measurements against this running `baton serve` (started on the same
-    /// `--dir`, workspace `default`) instead of an in-process server.
+    /// Run the HTTP measurements against these running `baton serve` replicas (comma
+    /// separated; agents are spread across them), started on the same `--dir` or
+    /// `--database`, instead of an in-process server.
     #[arg(long)]
     server: Option<String>,
+    /// PostgreSQL instead of the embedded store (an empty database): postgres://…
+    #[arg(long)]
+    database: Option<String>,
     /// Keep the store here instead of a temporary directory.
     #[arg(long)]
     dir: Option<std::path::PathBuf>,
@@ -104,8 +108,19 @@ async fn main() -> anyhow::Result<()> {
         Some(d) => d.clone(),
         None => std::env::temp_dir().join(format!("baton-bench-{}", baton_core::id::new_id("b"))),
     };
-    let store = SqliteStore::open(&dir.join("baton.db"), Options { durability })?;
-    let baton = Baton::new(store.clone(), Arc::new(SystemClock));
+    let sqlite = match &args.database {
+        Some(_) => None,
+        None => Some(SqliteStore::open(
+            &dir.join("baton.db"),
+            Options { durability },
+        )?),
+    };
+    let store: Arc<dyn baton_core::store::Store> = match (&args.database, &sqlite) {
+        (Some(url), _) => baton_store_postgres::PgStore::open(url)?,
+        (None, Some(s)) => s.clone(),
+        (None, None) => unreachable!("one store is open"),
+    };
+    let baton = Baton::new(store, Arc::new(SystemClock));
     let actor = baton.actor("default", "bench").await?;
 
     // Preload: N ready tasks stay ready while measuring, plus the ones the cycles consume.
@@ -135,7 +150,9 @@ async fn main() -> anyhow::Result<()> {
     let secs = started.elapsed().as_secs_f64();
     // Settle: fold the bulk load's WAL into the database, so the measurements below do not
     // pay for checkpointing the preload.
-    store.checkpoint()?;
+    if let Some(sqlite) = &sqlite {
+        sqlite.checkpoint()?;
+    }
     println!(
         "| create | {} | {} | 64 | {:.0}/s | | |",
         total,
@@ -307,6 +324,11 @@ fn cli_bench(bin: &std::path::Path, dir: &std::path::Path, args: &Args) -> anyho
 /// Agents over HTTP: claim → heartbeat → complete against the server at `base`, every
 /// request a real HTTP round trip; claim latency measured per request.
 async fn http_bench(baton: &Baton, base: &str, args: &Args) -> anyhow::Result<()> {
+    let bases: Vec<String> = base
+        .split(',')
+        .map(|b| b.trim_end_matches('/').to_string())
+        .collect();
+    let base = bases[0].as_str();
     let admin = baton.actor("default", "bench").await?;
     let token = baton.create_key(&admin, "worker", None).await?.key.token;
     let http = reqwest::Client::new();
@@ -314,8 +336,12 @@ async fn http_bench(baton: &Baton, base: &str, args: &Args) -> anyhow::Result<()
     let started = Instant::now();
     let mut handles = Vec::new();
     for w in 0..args.http_agents {
-        let (http, base, token, done) =
-            (http.clone(), base.to_string(), token.clone(), done.clone());
+        let (http, base, token, done) = (
+            http.clone(),
+            bases[w % bases.len()].clone(),
+            token.clone(),
+            done.clone(),
+        );
         let cycles = args.cycles;
         handles.push(tokio::spawn(async move {
             let mut lat = Vec::new();
