@@ -70,6 +70,12 @@ async fn follow(http: reqwest::Client, base: String, token: String, seen: Arc<Mu
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_share_the_work_exactly_once() {
     let db = database();
+    // Three replicas start at once on the empty database: one creates the schema and the
+    // default workspace, the others find them.
+    let mut replicas: Vec<(Child, String)> = std::thread::scope(|s| {
+        let starting: Vec<_> = (0..3).map(|_| s.spawn(|| replica(&db))).collect();
+        starting.into_iter().map(|r| r.join().unwrap()).collect()
+    });
     let key = Command::new(BATON)
         .args([
             "--json",
@@ -86,7 +92,6 @@ async fn three_replicas_share_the_work_exactly_once() {
         .as_str()
         .unwrap()
         .to_string();
-    let mut replicas: Vec<(Child, String)> = (0..3).map(|_| replica(&db)).collect();
     let bases: Vec<String> = replicas.iter().map(|r| r.1.clone()).collect();
     let http = reqwest::Client::new();
 

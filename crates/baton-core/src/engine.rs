@@ -204,6 +204,22 @@ impl Baton {
 
     /// Creates a workspace with its default project (or returns it if it exists).
     pub async fn create_workspace(&self, name: &str) -> Result<Workspace> {
+        match self.insert_workspace(name).await {
+            // Another process (a replica starting at the same time) created it first.
+            Err(e) if e.code == Code::AlreadyExists => {
+                let nobody = Actor {
+                    workspace_id: String::new(),
+                    name: String::new(),
+                };
+                let name = name.to_string();
+                self.read(&nobody, move |ctx| ctx.tx.workspace_by_name(&name))?
+                    .ok_or(e)
+            }
+            other => other,
+        }
+    }
+
+    async fn insert_workspace(&self, name: &str) -> Result<Workspace> {
         ops::check_text("workspace name", name, 200)?;
         let clock = self.clock.clone();
         let name = name.to_string();

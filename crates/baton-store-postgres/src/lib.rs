@@ -215,8 +215,23 @@ fn writer_loop(
 }
 
 /// Runs a batch in one transaction: each job's own result, and the number of task events.
-/// `Err` when the transaction as a whole failed (nothing of it is kept).
+/// `Err` when the transaction as a whole failed (nothing of it is kept). Optimistic first,
+/// without savepoints (two round trips per job); if a job fails, the batch is rolled back
+/// and, unless that job was alone, run again with a savepoint per job, so the failure
+/// undoes only itself.
 fn run_batch(conn: &mut Conn, batch: &mut [Box<dyn WriteJob>]) -> Result<(Vec<Result<()>>, usize)> {
+    match attempt(conn, batch, false)? {
+        Some(done) => Ok(done),
+        None => Ok(attempt(conn, batch, true)?.expect("with savepoints every job has a result")),
+    }
+}
+
+/// One try at a batch. Without savepoints, `Ok(None)` when a job failed (rolled back).
+fn attempt(
+    conn: &mut Conn,
+    batch: &mut [Box<dyn WriteJob>],
+    savepoints: bool,
+) -> Result<Option<(Vec<Result<()>>, usize)>> {
     conn.batch("BEGIN")?;
     let mut results = Vec::with_capacity(batch.len());
     let mut tx = PgTx {
@@ -225,24 +240,37 @@ fn run_batch(conn: &mut Conn, batch: &mut [Box<dyn WriteJob>]) -> Result<(Vec<Re
         locked: HashSet::new(),
         task_events: 0,
     };
+    let alone = batch.len() == 1;
     for job in batch.iter_mut() {
-        tx.conn.batch("SAVEPOINT job")?;
+        if savepoints {
+            tx.conn.batch("SAVEPOINT job")?;
+        }
         let before = tx.task_events;
         let locked = tx.locked.clone();
         match job.run(&mut tx) {
             Ok(()) => {
-                tx.conn.batch("RELEASE SAVEPOINT job")?;
+                if savepoints {
+                    tx.conn.batch("RELEASE SAVEPOINT job")?;
+                }
                 results.push(Ok(()));
             }
             Err(e) if e.code == Code::Busy => {
                 let _ = tx.conn.batch("ROLLBACK");
                 return Err(e);
             }
-            Err(e) => {
+            Err(e) if savepoints => {
                 tx.conn.batch("ROLLBACK TO SAVEPOINT job")?;
                 tx.task_events = before;
                 tx.locked = locked; // locks taken inside the savepoint are released with it
                 results.push(Err(e));
+            }
+            Err(e) if alone => {
+                tx.conn.batch("ROLLBACK")?;
+                return Ok(Some((vec![Err(e)], 0)));
+            }
+            Err(_) => {
+                tx.conn.batch("ROLLBACK")?;
+                return Ok(None);
             }
         }
     }
@@ -251,7 +279,7 @@ fn run_batch(conn: &mut Conn, batch: &mut [Box<dyn WriteJob>]) -> Result<(Vec<Re
         tx.conn.batch("NOTIFY baton_commits")?;
     }
     match tx.conn.batch("COMMIT") {
-        Ok(()) => Ok((results, task_events)),
+        Ok(()) => Ok(Some((results, task_events))),
         Err(e) => {
             let _ = tx.conn.batch("ROLLBACK");
             Err(e)
