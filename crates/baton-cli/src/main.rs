@@ -39,7 +39,7 @@ fn main() {
     match result {
         Ok(Outcome::Value(value)) => {
             if json_mode {
-                println!("{value}");
+                print_line(&value);
             } else {
                 render::human(&value);
             }
@@ -47,7 +47,7 @@ fn main() {
         Ok(Outcome::Printed) => {}
         Ok(Outcome::Exit(code, value)) => {
             if json_mode {
-                println!("{value}");
+                print_line(&value);
             } else {
                 render::human(&value);
             }
@@ -55,7 +55,7 @@ fn main() {
         }
         Err(e) => {
             if json_mode {
-                println!("{}", e.to_json());
+                print_line(&e.to_json());
             } else {
                 eprintln!("error: {}: {}", e.code.as_str(), e.message);
                 if !e.hint.is_empty() {
@@ -65,6 +65,12 @@ fn main() {
             std::process::exit(1);
         }
     }
+}
+
+/// Prints one line of JSON; a reader that went away (a closed pipe) is not an error.
+fn print_line(value: &Value) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout().lock(), "{value}");
 }
 
 /// What a command produced.

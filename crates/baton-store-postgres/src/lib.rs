@@ -37,7 +37,9 @@ const MAX_READERS: usize = 16;
 /// longer than this).
 pub const FALLBACK_WAKE: Duration = Duration::from_millis(500);
 /// Times a batch is retried after a deadlock or serialization failure between replicas.
-const RETRIES: usize = 5;
+const RETRIES: usize = 3;
+/// How long connecting may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A connection and the runtime that drives it.
 pub(crate) struct Conn {
@@ -51,14 +53,28 @@ impl Conn {
             .enable_all()
             .build()
             .map_err(Error::storage)?;
-        let pg = rt.block_on(sqlx::PgConnection::connect(url)).map_err(|e| {
+        let unreachable = |e: String| {
             Error::new(
                 Code::Storage,
                 format!("cannot connect to PostgreSQL: {e}"),
                 "check --database / BATON_DATABASE_URL and that the server is up",
             )
-        })?;
-        Ok(Conn { rt, pg })
+        };
+        let pg = rt
+            .block_on(async {
+                tokio::time::timeout(CONNECT_TIMEOUT, sqlx::PgConnection::connect(url)).await
+            })
+            .map_err(|_| unreachable(format!("no answer within {CONNECT_TIMEOUT:?}")))?
+            .map_err(|e| unreachable(e.to_string()))?;
+        let mut conn = Conn { rt, pg };
+        // Pinned, whatever the server's defaults: commits are durable when they return, and
+        // a stalled peer holding a lock (or a session left in a transaction) cannot block
+        // every replica's writer for long.
+        conn.batch(
+            "SET synchronous_commit = on; SET default_transaction_isolation = 'read committed';
+             SET lock_timeout = '5s'; SET idle_in_transaction_session_timeout = '60s'",
+        )?;
+        Ok(conn)
     }
 
     fn batch(&mut self, sql: &str) -> Result<()> {
@@ -108,7 +124,7 @@ impl PgStore {
                 .map_err(Error::storage)?;
         }
         {
-            let (commits, url) = (commits.clone(), url.clone());
+            let (commits, url) = (Arc::downgrade(&commits), url.clone());
             std::thread::Builder::new()
                 .name("baton-pg-listen".into())
                 .spawn(move || listen_loop(&url, commits))
@@ -181,11 +197,17 @@ fn writer_loop(
             }
         }
         let mut outcome = run_batch(&mut conn, &mut batch);
-        for _ in 0..RETRIES {
+        for attempt in 0..RETRIES {
             match &outcome {
                 Err(e) if e.code == Code::Busy => {
-                    std::thread::sleep(Duration::from_millis(2));
-                    outcome = run_batch(&mut conn, &mut batch);
+                    std::thread::sleep(Duration::from_millis(2 << attempt));
+                    outcome = if attempt + 1 < RETRIES || batch.len() == 1 {
+                        run_batch(&mut conn, &mut batch)
+                    } else {
+                        // Still conflicting (a batch spanning workspaces that another
+                        // replica locks in the other order): one transaction per job.
+                        one_by_one(&mut conn, &mut batch)
+                    };
                 }
                 _ => break,
             }
@@ -214,15 +236,51 @@ fn writer_loop(
     }
 }
 
+/// Runs each job of a batch in a transaction of its own: no lock-order cycle can span two
+/// jobs. Each job's result; the batch's task events.
+fn one_by_one(
+    conn: &mut Conn,
+    batch: &mut [Box<dyn WriteJob>],
+) -> Result<(Vec<Result<()>>, usize)> {
+    let mut results = Vec::with_capacity(batch.len());
+    let mut events = 0;
+    for job in batch.iter_mut() {
+        match run_batch(conn, std::slice::from_mut(job)) {
+            Ok((mut r, n)) => {
+                events += n;
+                results.push(r.pop().unwrap_or(Ok(())));
+            }
+            Err(e) => results.push(Err(e)),
+        }
+    }
+    Ok((results, events))
+}
+
 /// Runs a batch in one transaction: each job's own result, and the number of task events.
 /// `Err` when the transaction as a whole failed (nothing of it is kept). Optimistic first,
 /// without savepoints (two round trips per job); if a job fails, the batch is rolled back
 /// and, unless that job was alone, run again with a savepoint per job, so the failure
 /// undoes only itself.
 fn run_batch(conn: &mut Conn, batch: &mut [Box<dyn WriteJob>]) -> Result<(Vec<Result<()>>, usize)> {
+    let outcome = try_batch(conn, batch);
+    if outcome.is_err() {
+        // Whatever failed (a savepoint, NOTIFY, COMMIT), leave no transaction open holding
+        // workspace locks.
+        let _ = conn.batch("ROLLBACK");
+    }
+    outcome
+}
+
+fn try_batch(conn: &mut Conn, batch: &mut [Box<dyn WriteJob>]) -> Result<(Vec<Result<()>>, usize)> {
     match attempt(conn, batch, false)? {
         Some(done) => Ok(done),
-        None => Ok(attempt(conn, batch, true)?.expect("with savepoints every job has a result")),
+        None => attempt(conn, batch, true)?.ok_or_else(|| {
+            Error::new(
+                Code::Internal,
+                "a batch with savepoints gave no results",
+                "retry",
+            )
+        }),
     }
 }
 
@@ -259,7 +317,8 @@ fn attempt(
                 return Err(e);
             }
             Err(e) if savepoints => {
-                tx.conn.batch("ROLLBACK TO SAVEPOINT job")?;
+                tx.conn
+                    .batch("ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job")?;
                 tx.task_events = before;
                 tx.locked = locked; // locks taken inside the savepoint are released with it
                 results.push(Err(e));
@@ -289,28 +348,41 @@ fn attempt(
 
 /// Wakes this process's waiters on every commit of any replica (and at least every
 /// [`FALLBACK_WAKE`], so a missed notification or a lost connection delays nothing longer).
-fn listen_loop(url: &str, commits: Arc<tokio::sync::Notify>) {
+fn listen_loop(url: &str, commits: std::sync::Weak<tokio::sync::Notify>) {
     let Ok(rt) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     else {
         return;
     };
+    // Ends (closing its connection) once the store is gone.
+    let wake = |commits: &std::sync::Weak<tokio::sync::Notify>| match commits.upgrade() {
+        Some(c) => {
+            c.notify_waiters();
+            true
+        }
+        None => false,
+    };
     rt.block_on(async move {
         loop {
             let Ok(mut listener) = sqlx::postgres::PgListener::connect(url).await else {
                 tokio::time::sleep(FALLBACK_WAKE).await;
-                commits.notify_waiters();
+                if !wake(&commits) {
+                    return;
+                }
                 continue;
             };
             if listener.listen("baton_commits").await.is_err() {
+                tokio::time::sleep(FALLBACK_WAKE).await;
                 continue;
             }
             // A notification, or the fallback interval: wake. A lost connection: reconnect.
             while let Ok(Ok(_)) | Err(_) =
                 tokio::time::timeout(FALLBACK_WAKE, listener.recv()).await
             {
-                commits.notify_waiters();
+                if !wake(&commits) {
+                    return;
+                }
             }
         }
     });

@@ -44,7 +44,7 @@ pub(crate) fn db_err(e: sqlx::Error) -> Error {
         .as_database_error()
         .and_then(|d| d.code().map(|c| c.to_string()));
     match code.as_deref() {
-        Some("40P01") | Some("40001") => Error::new(
+        Some("40P01") | Some("40001") | Some("55P03") => Error::new(
             Code::Busy,
             format!("transaction conflict: {e}"),
             "retry the call",
@@ -296,14 +296,18 @@ impl Tx for PgTx<'_> {
         let filters = [
             ("status =", f.status.map(|s| s.as_str().to_string())),
             ("parent_id =", f.parent_id.clone()),
-            ("labels LIKE", f.label.as_ref().map(|l| format!("%,{l},%"))),
+            ("strpos(labels, ',' || ", f.label.clone()),
             ("project_id =", f.project_id.clone()),
             ("id >", f.after_id.clone()),
         ];
         for (clause, value) in filters {
             if let Some(value) = value {
                 args.push(Arg::Text(Some(value)));
-                sql.push_str(&format!(" AND {clause} ${}", args.len()));
+                if clause.starts_with("strpos") {
+                    sql.push_str(&format!(" AND {clause}${} || ',') > 0", args.len()));
+                } else {
+                    sql.push_str(&format!(" AND {clause} ${}", args.len()));
+                }
             }
         }
         sql.push_str(&format!(" ORDER BY id LIMIT {}", f.limit));

@@ -219,18 +219,23 @@ impl Tx for SqliteTx<'_> {
         let mut sql = String::from("SELECT body FROM tasks WHERE workspace_id = +?1");
         let mut args: Vec<&dyn rusqlite::ToSql> = vec![&ws];
         let status = f.status.map(|s| s.as_str());
-        let label = f.label.as_ref().map(|l| format!("%,{l},%"));
+        let label = f.label.clone();
         let filters = [
             ("status =", arg(&status)),
             ("parent_id =", arg(&f.parent_id)),
-            ("labels LIKE", arg(&label)),
+            ("instr(labels, ',' ||", arg(&label)),
             ("project_id =", arg(&f.project_id)),
             ("id >", arg(&f.after_id)),
         ];
         for (clause, value) in filters {
             if let Some(value) = value {
                 args.push(value);
-                sql.push_str(&format!(" AND {clause} +?{}", args.len()));
+                if clause.starts_with("instr") {
+                    // An exact, case-sensitive label match, as on PostgreSQL.
+                    sql.push_str(&format!(" AND {clause} ?{} || ',') > 0", args.len()));
+                } else {
+                    sql.push_str(&format!(" AND {clause} +?{}", args.len()));
+                }
             }
         }
         sql.push_str(&format!(" ORDER BY id LIMIT {}", f.limit));
