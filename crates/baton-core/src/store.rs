@@ -54,6 +54,22 @@ pub struct NewEvent<'a> {
     pub data: &'a str,
 }
 
+/// The queries behind [`Tx::projection_rows`]: every projection row as (table and key,
+/// stored body), in a stable order. Plain SQL that SQLite and PostgreSQL both read, so
+/// every backend compares the same rows the same way.
+pub const PROJECTION_QUERIES: [&str; 9] = [
+    "SELECT 'workspaces/' || id, body || ' last_seq=' || last_seq FROM workspaces ORDER BY id",
+    "SELECT 'projects/' || workspace_id || '/' || id, body FROM projects ORDER BY workspace_id, id",
+    "SELECT 'agents/' || workspace_id || '/' || id, body FROM agents ORDER BY workspace_id, id",
+    "SELECT 'api_keys/' || workspace_id || '/' || id, body FROM api_keys ORDER BY workspace_id, id",
+    "SELECT 'tasks/' || workspace_id || '/' || id, body FROM tasks ORDER BY workspace_id, id",
+    "SELECT 'runs/' || workspace_id || '/' || id, body FROM runs ORDER BY workspace_id, id",
+    "SELECT 'dependencies/' || workspace_id || '/' || blocked_id || '/' || blocker_id || '/' || kind, body
+       FROM dependencies ORDER BY workspace_id, blocked_id, blocker_id, kind",
+    "SELECT 'context/' || workspace_id || '/' || id, body FROM context ORDER BY workspace_id, id",
+    "SELECT 'steps/' || workspace_id || '/' || id, body FROM steps ORDER BY workspace_id, id",
+];
+
 /// Row access within one transaction. Every method is scoped to a workspace.
 pub trait Tx {
     /// All workspaces.

@@ -82,29 +82,31 @@ pub(crate) struct PgTx<'a> {
     pub(crate) task_events: usize,
 }
 
+/// A statement with its parameters bound.
+fn bound<'q>(
+    sql: &'q str,
+    args: &[Arg],
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    let mut q = sqlx::query(sql);
+    for a in args {
+        q = match a {
+            Arg::Text(v) => q.bind(v.clone()),
+            Arg::Int(v) => q.bind(*v),
+            Arg::Bool(v) => q.bind(*v),
+        };
+    }
+    q
+}
+
 impl PgTx<'_> {
     pub(crate) fn rows(&mut self, sql: &str, args: &[Arg]) -> Result<Vec<PgRow>> {
-        let mut q = sqlx::query(sql);
-        for a in args {
-            q = match a {
-                Arg::Text(v) => q.bind(v.clone()),
-                Arg::Int(v) => q.bind(*v),
-                Arg::Bool(v) => q.bind(*v),
-            };
-        }
+        let q = bound(sql, args);
         let Conn { rt, pg } = &mut *self.conn;
         rt.block_on(q.fetch_all(&mut *pg)).map_err(db_err)
     }
 
     pub(crate) fn exec(&mut self, sql: &str, args: &[Arg]) -> Result<u64> {
-        let mut q = sqlx::query(sql);
-        for a in args {
-            q = match a {
-                Arg::Text(v) => q.bind(v.clone()),
-                Arg::Int(v) => q.bind(*v),
-                Arg::Bool(v) => q.bind(*v),
-            };
-        }
+        let q = bound(sql, args);
         let Conn { rt, pg } = &mut *self.conn;
         rt.block_on(q.execute(&mut *pg))
             .map(|r| r.rows_affected())
@@ -596,20 +598,8 @@ impl Tx for PgTx<'_> {
     }
 
     fn projection_rows(&mut self) -> Result<Vec<(String, String)>> {
-        let queries = [
-            "SELECT 'workspaces/' || id, body || ' last_seq=' || last_seq FROM workspaces ORDER BY id",
-            "SELECT 'projects/' || workspace_id || '/' || id, body FROM projects ORDER BY workspace_id, id",
-            "SELECT 'agents/' || workspace_id || '/' || id, body FROM agents ORDER BY workspace_id, id",
-            "SELECT 'api_keys/' || workspace_id || '/' || id, body FROM api_keys ORDER BY workspace_id, id",
-            "SELECT 'tasks/' || workspace_id || '/' || id, body FROM tasks ORDER BY workspace_id, id",
-            "SELECT 'runs/' || workspace_id || '/' || id, body FROM runs ORDER BY workspace_id, id",
-            "SELECT 'dependencies/' || workspace_id || '/' || blocked_id || '/' || blocker_id || '/' || kind, body
-               FROM dependencies ORDER BY workspace_id, blocked_id, blocker_id, kind",
-            "SELECT 'context/' || workspace_id || '/' || id, body FROM context ORDER BY workspace_id, id",
-            "SELECT 'steps/' || workspace_id || '/' || id, body FROM steps ORDER BY workspace_id, id",
-        ];
         let mut out = Vec::new();
-        for q in queries {
+        for q in baton_core::store::PROJECTION_QUERIES {
             for r in self.rows(q, &[])? {
                 out.push((r.try_get(0).map_err(db_err)?, r.try_get(1).map_err(db_err)?));
             }

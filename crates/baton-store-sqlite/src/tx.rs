@@ -476,20 +476,8 @@ impl Tx for SqliteTx<'_> {
     }
 
     fn projection_rows(&mut self) -> Result<Vec<(String, String)>> {
-        let queries = [
-            "SELECT 'workspaces/' || id, body || ' last_seq=' || last_seq FROM workspaces ORDER BY id",
-            "SELECT 'projects/' || workspace_id || '/' || id, body FROM projects ORDER BY workspace_id, id",
-            "SELECT 'agents/' || workspace_id || '/' || id, body FROM agents ORDER BY workspace_id, id",
-            "SELECT 'api_keys/' || workspace_id || '/' || id, body FROM api_keys ORDER BY workspace_id, id",
-            "SELECT 'tasks/' || workspace_id || '/' || id, body FROM tasks ORDER BY workspace_id, id",
-            "SELECT 'runs/' || workspace_id || '/' || id, body FROM runs ORDER BY workspace_id, id",
-            "SELECT 'dependencies/' || workspace_id || '/' || blocked_id || '/' || blocker_id || '/' || kind, body
-               FROM dependencies ORDER BY workspace_id, blocked_id, blocker_id, kind",
-            "SELECT 'context/' || workspace_id || '/' || id, body FROM context ORDER BY workspace_id, id",
-            "SELECT 'steps/' || workspace_id || '/' || id, body FROM steps ORDER BY workspace_id, id",
-        ];
         let mut out = Vec::new();
-        for sql in queries {
+        for sql in baton_core::store::PROJECTION_QUERIES {
             let mut stmt = self.conn.prepare(sql).map_err(db_err)?;
             let rows = stmt
                 .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
