@@ -414,7 +414,29 @@ impl Store for PgStore {
     }
 
     fn read(&self, f: &mut (dyn FnMut(&mut dyn Tx) -> Result<()> + Send)) -> Result<()> {
-        // A thread of its own: blocking here must not stall an async runtime's worker.
+        // On a multi-thread runtime's worker, hand the worker's other tasks to its siblings
+        // while this read waits on the database.
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if multi_thread {
+            tokio::task::block_in_place(|| self.read_on_own_thread(f))
+        } else {
+            self.read_on_own_thread(f)
+        }
+    }
+
+    fn commits(&self) -> &tokio::sync::Notify {
+        &self.commits
+    }
+}
+
+impl PgStore {
+    /// Runs a read on a thread of its own: the connection's runtime cannot be driven from
+    /// inside another runtime's context.
+    fn read_on_own_thread(
+        &self,
+        f: &mut (dyn FnMut(&mut dyn Tx) -> Result<()> + Send),
+    ) -> Result<()> {
         std::thread::scope(|s| {
             s.spawn(|| {
                 let pooled = self.readers.lock().ok().and_then(|mut p| p.pop());
@@ -442,9 +464,5 @@ impl Store for PgStore {
             .join()
             .map_err(|_| Error::new(Code::Internal, "a read panicked", "retry the call"))?
         })
-    }
-
-    fn commits(&self) -> &tokio::sync::Notify {
-        &self.commits
     }
 }
