@@ -251,7 +251,7 @@ pub(crate) async fn run(cli: &Cli, base: &str) -> Result<Outcome, Error> {
                 client
                     .send(
                         Method::GET,
-                        &format!("/v1/projects/{}", path_segment(id)),
+                        &format!("/v1/projects/{}", baton_core::id::url_component(id)),
                         None,
                     )
                     .await?
@@ -269,7 +269,7 @@ pub(crate) async fn run(cli: &Cli, base: &str) -> Result<Outcome, Error> {
                 client
                     .send(
                         Method::PATCH,
-                        &format!("/v1/projects/{}", path_segment(id)),
+                        &format!("/v1/projects/{}", baton_core::id::url_component(id)),
                         Some(body),
                     )
                     .await?
@@ -297,7 +297,7 @@ pub(crate) async fn run(cli: &Cli, base: &str) -> Result<Outcome, Error> {
                 client
                     .send(
                         Method::GET,
-                        &format!("/v1/agents/{}", path_segment(name)),
+                        &format!("/v1/agents/{}", baton_core::id::url_component(name)),
                         None,
                     )
                     .await?
@@ -308,19 +308,6 @@ pub(crate) async fn run(cli: &Cli, base: &str) -> Result<Outcome, Error> {
             )),
         };
     Ok(Outcome::Value(value))
-}
-
-/// A name as a URL path segment (names may hold spaces or slashes).
-fn path_segment(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// Adds the lease token to an operation's body.

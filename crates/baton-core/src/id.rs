@@ -32,3 +32,17 @@ pub fn sha256_hex(text: &str) -> String {
     }
     out
 }
+
+/// Percent-encodes text for one URL path segment or query value (ids and names of clients
+/// that call the HTTP API: the CLI over `--server`, the MCP gateway).
+pub fn url_component(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

@@ -88,15 +88,16 @@ impl BatonMcp {
         Ok(name)
     }
 
-    fn lease_for(&self, args: &mut Args) -> Result<Value, Error> {
-        let task = str_arg(args, "task_id")?;
+    /// The lease to send for `task`: the one given in `args` (taken out), else the one this
+    /// server got from its claim.
+    fn lease_for(&self, task: &str, args: &mut Args) -> Result<Value, Error> {
         match args.remove("lease") {
             Some(Value::String(l)) => Ok(Value::String(l)),
             Some(Value::Null) | None => self
                 .leases
                 .lock()
                 .map_err(poisoned)?
-                .get(&task)
+                .get(task)
                 .cloned()
                 .map(Value::String)
                 .ok_or_else(|| {
@@ -155,8 +156,7 @@ impl BatonMcp {
                 let out = match action.as_str() {
                     "update" => self.call(Method::PATCH, &path, Some(Value::Object(args)), bearer).await?,
                     "start" | "wait" | "resume" | "block" => {
-                        let lease = self.lease_for(&mut { let mut a = args.clone(); a.insert("task_id".into(), json!(id)); a })?;
-                        args.remove("lease");
+                        let lease = self.lease_for(&id, &mut args)?;
                         args.insert("lease".into(), lease);
                         let out = self.call(Method::POST, &format!("{path}/{action}"), Some(Value::Object(args)), bearer).await?;
                         if action == "block" {
@@ -238,9 +238,7 @@ impl BatonMcp {
             }
             "heartbeat" | "complete" | "fail" | "release" => {
                 let id = str_arg(&mut args, "task_id")?;
-                let mut with_id = args.clone();
-                with_id.insert("task_id".into(), json!(id));
-                let lease = self.lease_for(&mut with_id)?;
+                let lease = self.lease_for(&id, &mut args)?;
                 args.insert("lease".into(), lease);
                 let out = self
                     .call(
@@ -362,18 +360,7 @@ fn poisoned<T>(_: T) -> Error {
     )
 }
 
-/// Percent-encodes a path segment or query value.
-pub(crate) fn enc(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
+pub(crate) use baton_core::id::url_component as enc;
 
 pub(crate) fn str_arg(args: &mut Args, key: &str) -> Result<String, Error> {
     opt_str(args, key)?.ok_or_else(|| {

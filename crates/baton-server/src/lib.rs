@@ -123,6 +123,18 @@ impl AppState {
     }
 }
 
+/// Refuses a key bound to an agent when the request acts as another agent (`FORBIDDEN`).
+pub(crate) fn check_bound(principal: &Principal, agent: &str) -> Result<(), ApiError> {
+    match principal.key.agent.as_deref() {
+        Some(bound) if bound != agent => Err(ApiError(baton_core::Error::new(
+            baton_core::Code::Forbidden,
+            format!("this key acts as agent '{bound}', not '{agent}'"),
+            format!("use \"agent\": \"{bound}\", or that agent's own key"),
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// The idempotency key of a request, from `Idempotency-Key`.
 pub fn idempotency_key(headers: &HeaderMap) -> Option<String> {
     headers

@@ -7,7 +7,6 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use baton_core::access::Permission;
 use baton_core::api::*;
-use baton_core::Error;
 use serde::Deserialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -80,19 +79,6 @@ async fn update_project(
     ))
 }
 
-/// Refuses a worker key acting as another agent than its own.
-fn check_bound(principal: &baton_core::access::Principal, agent: &str) -> Result<()> {
-    match principal.key.agent.as_deref() {
-        Some(bound) if bound != agent => Err(Error::new(
-            baton_core::Code::Forbidden,
-            format!("this key acts as agent '{bound}', not '{agent}'"),
-            format!("use \"agent\": \"{bound}\", or that agent's own key"),
-        )
-        .into()),
-        _ => Ok(()),
-    }
-}
-
 /// Register an agent (or update its capabilities). Claims register agents on first use;
 /// registering first makes an agent visible before it works.
 #[utoipa::path(post, path = "/v1/agents/register", tag = "registry", request_body = RegisterAgent,
@@ -103,7 +89,7 @@ async fn register_agent(
     JsonBody(req): JsonBody<RegisterAgent>,
 ) -> Result<Json<AgentOut>> {
     let principal = s.auth(&headers, &[Permission::Work, Permission::Plan])?;
-    check_bound(&principal, &req.agent)?;
+    crate::check_bound(&principal, &req.agent)?;
     let key = idempotency_key(&headers);
     Ok(Json(
         s.baton
@@ -131,7 +117,7 @@ async fn agent_heartbeat(
     JsonBody(req): JsonBody<AgentHeartbeat>,
 ) -> Result<Json<AgentOut>> {
     let principal = s.auth(&headers, &[Permission::Work])?;
-    check_bound(&principal, &req.agent)?;
+    crate::check_bound(&principal, &req.agent)?;
     Ok(Json(
         s.baton
             .agent_heartbeat(&principal.actor, &req.agent)

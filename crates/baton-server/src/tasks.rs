@@ -265,14 +265,7 @@ async fn claim(
     let key = idempotency_key(&headers);
     let principal = s.auth(&headers, &[Permission::Work])?;
     // A key bound to an agent claims only as that agent; the claim is recorded under its name.
-    if let Some(bound) = principal.key.agent.as_deref().filter(|a| *a != req.agent) {
-        return Err(Error::new(
-            baton_core::Code::Forbidden,
-            format!("this key acts as agent '{bound}', not '{}'", req.agent),
-            format!("claim with \"agent\": \"{bound}\", or use that agent's own key"),
-        )
-        .into());
-    }
+    crate::check_bound(&principal, &req.agent)?;
     let mut actor = principal.actor;
     actor.name = req.agent.clone();
     Ok(Json(s.baton.claim(&actor, key.as_deref(), req).await?))
