@@ -34,6 +34,44 @@ pub fn backends() -> Vec<Backend> {
     }
 }
 
+/// Runs `test` on a fresh [`Env`] of `backend`, or skips it when this run does not test
+/// that backend (`BATON_TEST_BACKENDS`).
+pub async fn run_on<F, Fut>(backend: Backend, test: F)
+where
+    F: FnOnce(Env) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    if backends().contains(&backend) {
+        test(Env::new(backend).await).await;
+    } else {
+        eprintln!("skipped: {backend:?} is not selected by BATON_TEST_BACKENDS");
+    }
+}
+
+/// Declares each named `async fn(Env)` of a test file as one test per backend:
+/// `sqlite::name` and `postgres::name`, so the same test body covers every backend.
+#[macro_export]
+macro_rules! on_every_backend {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    $crate::run_on($crate::Backend::Sqlite, super::$name).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    $crate::run_on($crate::Backend::Postgres, super::$name).await
+                }
+            )*
+        }
+    };
+}
+
 /// A fresh store with a manual clock and an actor in the default workspace.
 pub struct Env {
     /// The engine under test.
@@ -71,6 +109,31 @@ pub fn open_store(backend: Backend) -> (Arc<dyn baton_core::store::Store>, tempf
         }
     };
     (store, dir)
+}
+
+/// `n` stores on one fresh PostgreSQL database, each with its own writer: replicas, in one
+/// process. `None` when this run does not test PostgreSQL.
+pub fn open_replicas(n: usize) -> Option<Vec<Arc<dyn baton_core::store::Store>>> {
+    if !backends().contains(&Backend::Postgres) {
+        eprintln!("skipped: PostgreSQL is not selected by BATON_TEST_BACKENDS");
+        return None;
+    }
+    let admin = std::env::var("BATON_TEST_DATABASE_URL").expect("BATON_TEST_DATABASE_URL");
+    let name = format!(
+        "baton_test_{}",
+        baton_core::id::new_id("db").trim_start_matches("db_")
+    );
+    let url = baton_store_postgres::PgStore::create_database(&admin, &name)
+        .expect("create a test database");
+    Some(
+        (0..n)
+            .map(|_| {
+                let store: Arc<dyn baton_core::store::Store> =
+                    baton_store_postgres::PgStore::open(&url).expect("open postgres store");
+                store
+            })
+            .collect(),
+    )
 }
 
 impl Env {

@@ -2,25 +2,19 @@
 //! retries with backoff, DAG release, failure propagation, containers, review, optimistic
 //! concurrency and idempotency.
 
-use baton_conformance::{backends, Env, T0};
+use baton_conformance::{on_every_backend, Env, T0};
 use baton_core::api::*;
 use baton_core::state::{BlockedReason, Op, Status};
 use baton_core::time::Duration;
 use baton_core::{Code, LeaseOp};
 use serde_json::json;
 
-async fn env() -> Env {
-    Env::new(backends()[0]).await
-}
-
 fn complete() -> LeaseOp {
     LeaseOp::Complete(Complete::default())
 }
 
 /// Claims come out by priority, then earliest due date, then age.
-#[tokio::test]
-async fn claim_order_is_priority_then_due_then_age() {
-    let env = env().await;
+async fn claim_order_is_priority_then_due_then_age(env: Env) {
     let old_low = env
         .create(CreateTask {
             title: "old low".into(),
@@ -89,9 +83,7 @@ async fn claim_order_is_priority_then_due_then_age() {
 }
 
 /// An agent is only offered tasks whose required capabilities it has.
-#[tokio::test]
-async fn capability_routing() {
-    let env = env().await;
+async fn capability_routing(env: Env) {
     let rust = env
         .create(CreateTask {
             title: "rust".into(),
@@ -119,9 +111,7 @@ async fn capability_routing() {
 
 /// Each claim increments the epoch; an expired lease is never honoured, and the token of an
 /// earlier epoch is LEASE_LOST even after the task is claimed again.
-#[tokio::test]
-async fn expired_lease_is_fenced() {
-    let env = env().await;
+async fn expired_lease_is_fenced(env: Env) {
     let t = env
         .create(CreateTask {
             title: "t".into(),
@@ -177,9 +167,7 @@ async fn expired_lease_is_fenced() {
 }
 
 /// Heartbeats extend the lease and carry signals back.
-#[tokio::test]
-async fn heartbeat_extends_and_signals() {
-    let env = env().await;
+async fn heartbeat_extends_and_signals(env: Env) {
     let t = env
         .create(CreateTask {
             title: "t".into(),
@@ -249,9 +237,7 @@ async fn heartbeat_extends_and_signals() {
 
 /// Failures back off and retry until attempts are used up; then the task fails and an event
 /// asks for attention. Non-retryable classes fail at once.
-#[tokio::test]
-async fn fail_retries_with_backoff_then_fails() {
-    let env = env().await;
+async fn fail_retries_with_backoff_then_fails(env: Env) {
     let t = env
         .create(CreateTask {
             title: "t".into(),
@@ -334,9 +320,7 @@ fn backoff_grows_and_caps() {
 
 /// Dependents are released in the same transaction as the blocker's completion; a failed
 /// blocker marks them `dependency_failed`.
-#[tokio::test]
-async fn dag_release_and_failure_propagation() {
-    let env = env().await;
+async fn dag_release_and_failure_propagation(env: Env) {
     let a = env
         .create(CreateTask {
             title: "a".into(),
@@ -422,9 +406,7 @@ async fn dag_release_and_failure_propagation() {
 
 /// Dependencies added later block a ready task; removing them releases it; cycles are refused
 /// with the path named.
-#[tokio::test]
-async fn dependencies_and_cycles() {
-    let env = env().await;
+async fn dependencies_and_cycles(env: Env) {
     let a = env.task("a").await;
     let b = env.task("b").await;
     let c = env.task("c").await;
@@ -515,9 +497,7 @@ async fn dependencies_and_cycles() {
 
 /// A task with open children is a container: not claimable until its children end, and it
 /// does not complete over open children unless forced (with a warning).
-#[tokio::test]
-async fn containers() {
-    let env = env().await;
+async fn containers(env: Env) {
     let parent = env
         .create(CreateTask {
             title: "parent".into(),
@@ -568,9 +548,7 @@ async fn containers() {
 }
 
 /// Output is checked against the task's output schema.
-#[tokio::test]
-async fn output_schema_is_enforced() {
-    let env = env().await;
+async fn output_schema_is_enforced(env: Env) {
     let schema =
         json!({"type": "object", "required": ["url"], "properties": {"url": {"type": "string"}}});
     let t = env
@@ -611,9 +589,7 @@ async fn output_schema_is_enforced() {
 }
 
 /// Review: approve finishes; reject sends back for another attempt.
-#[tokio::test]
-async fn review_approve_and_reject() {
-    let env = env().await;
+async fn review_approve_and_reject(env: Env) {
     let t = env
         .create(CreateTask {
             title: "t".into(),
@@ -649,9 +625,7 @@ async fn review_approve_and_reject() {
 }
 
 /// Release gives the task back without counting an attempt; cancel ends a live run.
-#[tokio::test]
-async fn release_and_cancel() {
-    let env = env().await;
+async fn release_and_cancel(env: Env) {
     let t = env.task("t").await;
     let c = env.claim("w").await.unwrap();
     env.lease(&t.id, &c.lease.token, LeaseOp::Release)
@@ -677,9 +651,7 @@ async fn release_and_cancel() {
 }
 
 /// Optimistic concurrency: a stale version is VERSION_CONFLICT with the current version.
-#[tokio::test]
-async fn version_conflict() {
-    let env = env().await;
+async fn version_conflict(env: Env) {
     let t = env.task("t").await;
     let up = |v| UpdateTask {
         version: Some(v),
@@ -717,9 +689,7 @@ async fn version_conflict() {
 
 /// The same idempotency key and request return the original response and write nothing; the
 /// same key with another request is refused.
-#[tokio::test]
-async fn idempotency_keys() {
-    let env = env().await;
+async fn idempotency_keys(env: Env) {
     let req = || CreateTask {
         title: "once".into(),
         ..Default::default()
@@ -775,9 +745,7 @@ async fn idempotency_keys() {
 }
 
 /// Context entries are typed and immutable; superseded entries leave the briefing.
-#[tokio::test]
-async fn context_and_briefing() {
-    let env = env().await;
+async fn context_and_briefing(env: Env) {
     let parent = env
         .create(CreateTask {
             title: "epic".into(),
@@ -884,9 +852,7 @@ async fn context_and_briefing() {
 }
 
 /// Long-poll: a claim with `wait` returns as soon as work appears.
-#[tokio::test]
-async fn long_poll_claim_wakes_on_commit() {
-    let env = env().await;
+async fn long_poll_claim_wakes_on_commit(env: Env) {
     let baton = env.baton.clone();
     let actor = env.actor.clone();
     let waiter = tokio::spawn(async move {
@@ -908,9 +874,7 @@ async fn long_poll_claim_wakes_on_commit() {
 }
 
 /// Replay of a mixed history rebuilds exactly the live projections.
-#[tokio::test]
-async fn replay_equals_live_state() {
-    let env = env().await;
+async fn replay_equals_live_state(env: Env) {
     let a = env
         .create(CreateTask {
             title: "a".into(),
@@ -973,9 +937,7 @@ async fn replay_equals_live_state() {
 
 /// Timestamps outside what RFC 3339 can write back are refused, so no stored task becomes
 /// unreadable.
-#[tokio::test]
-async fn out_of_range_timestamps_are_refused() {
-    let env = env().await;
+async fn out_of_range_timestamps_are_refused(env: Env) {
     for due in [999_999_999_999_999i64, -1] {
         let req = CreateTask {
             title: "t".into(),
@@ -1006,9 +968,7 @@ async fn out_of_range_timestamps_are_refused() {
 
 /// Waiting claimers of one agent with the same capabilities in another order do not wake
 /// each other: a claim that finds nothing writes nothing.
-#[tokio::test]
-async fn idle_long_polls_write_nothing() {
-    let env = env().await;
+async fn idle_long_polls_write_nothing(env: Env) {
     env.claim_with("worker", &["a", "b"]).await; // registers the agent
     let before = env.event_count();
     let mut waiters = Vec::new();
@@ -1032,9 +992,7 @@ async fn idle_long_polls_write_nothing() {
 
 /// `If-Match` is checked against the version a caller could read, even when a lapsed lease
 /// is expired by the same call.
-#[tokio::test]
-async fn version_check_is_stable_across_lazy_expiry() {
-    let env = env().await;
+async fn version_check_is_stable_across_lazy_expiry(env: Env) {
     let t = env
         .create(CreateTask {
             title: "t".into(),
@@ -1066,9 +1024,7 @@ async fn version_check_is_stable_across_lazy_expiry() {
 
 /// A planner's override of a failed dependency sticks: the failed edge becomes `relates_to`,
 /// and the task's own later failures retry normally.
-#[tokio::test]
-async fn unblocking_a_failed_dependency_sticks() {
-    let env = env().await;
+async fn unblocking_a_failed_dependency_sticks(env: Env) {
     let a = env
         .create(CreateTask {
             title: "a".into(),
@@ -1144,9 +1100,7 @@ async fn unblocking_a_failed_dependency_sticks() {
 
 /// A claim pages past many tasks the agent cannot take (here 300 needing `gpu`, ahead of it
 /// in claim order) and still finds the one it can, in order.
-#[tokio::test]
-async fn claim_pages_past_tasks_the_agent_cannot_take() {
-    let env = env().await;
+async fn claim_pages_past_tasks_the_agent_cannot_take(env: Env) {
     for i in 0..300 {
         let req = CreateTask {
             title: format!("gpu {i}"),
@@ -1168,3 +1122,27 @@ async fn claim_pages_past_tasks_the_agent_cannot_take() {
         7
     );
 }
+
+on_every_backend!(
+    claim_order_is_priority_then_due_then_age,
+    capability_routing,
+    expired_lease_is_fenced,
+    heartbeat_extends_and_signals,
+    fail_retries_with_backoff_then_fails,
+    dag_release_and_failure_propagation,
+    dependencies_and_cycles,
+    containers,
+    output_schema_is_enforced,
+    review_approve_and_reject,
+    release_and_cancel,
+    version_conflict,
+    idempotency_keys,
+    context_and_briefing,
+    long_poll_claim_wakes_on_commit,
+    replay_equals_live_state,
+    out_of_range_timestamps_are_refused,
+    idle_long_polls_write_nothing,
+    version_check_is_stable_across_lazy_expiry,
+    unblocking_a_failed_dependency_sticks,
+    claim_pages_past_tasks_the_agent_cannot_take,
+);

@@ -204,7 +204,12 @@ async fn every_state_and_operation() {
 
 #[tokio::test]
 async fn refusal_names_state_and_allowed_operations() {
-    let env = Env::new(backends()[0]).await;
+    for backend in backends() {
+        refusal_on(Env::new(backend).await).await;
+    }
+}
+
+async fn refusal_on(env: Env) {
     let t = env.task("t").await;
     env.baton
         .transition(&env.actor, None, Op::Cancel, &t.id, None)

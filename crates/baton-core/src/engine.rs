@@ -7,7 +7,7 @@ use crate::error::{Code, Error, Result};
 use crate::id::{new_id, sha256_hex};
 use crate::model::*;
 use crate::ops::{self, Ctx};
-use crate::store::{Store, TaskFilter, Tx, WriteJob};
+use crate::store::{LockMode, Store, TaskFilter, Tx, WriteJob};
 use crate::time::{Clock, Duration};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -37,6 +37,7 @@ impl std::fmt::Debug for Baton {
 /// A write job: the operation, its result slot and where to send the answer after commit.
 struct Job<F, T> {
     op: F,
+    mode: LockMode,
     out: Option<Result<T>>,
     reply: Option<oneshot::Sender<Result<T>>>,
 }
@@ -54,6 +55,10 @@ where
         };
         self.out = Some(out);
         status
+    }
+
+    fn lock_mode(&self) -> LockMode {
+        self.mode
     }
 
     fn finish(mut self: Box<Self>, committed: Result<()>) {
@@ -84,8 +89,16 @@ impl Baton {
         &self.store
     }
 
-    /// Runs a raw write job on the store and waits for its commit.
+    /// Runs a raw write job on the store, alone in its workspace, and waits for its commit.
     pub async fn write_tx<T, F>(&self, op: F) -> Result<T>
+    where
+        F: Fn(&mut dyn Tx) -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.write_tx_as(LockMode::Exclusive, op).await
+    }
+
+    async fn write_tx_as<T, F>(&self, mode: LockMode, op: F) -> Result<T>
     where
         F: Fn(&mut dyn Tx) -> Result<T> + Send + 'static,
         T: Send + 'static,
@@ -93,6 +106,7 @@ impl Baton {
         let (reply, answer) = oneshot::channel();
         self.store.submit(Box::new(Job {
             op,
+            mode,
             out: None,
             reply: Some(reply),
         }));
@@ -105,11 +119,44 @@ impl Baton {
         })?
     }
 
-    /// Runs an operation as one write job. With an idempotency key, a repeat of the same
-    /// request returns the stored response; the same key with a different request is
-    /// `IDEMPOTENCY_MISMATCH`.
+    /// Runs an operation as one write job, alone in its workspace. With an idempotency key,
+    /// a repeat of the same request returns the stored response; the same key with a
+    /// different request is `IDEMPOTENCY_MISMATCH`.
     pub async fn write<T, F>(
         &self,
+        actor: &Actor,
+        key: Option<&str>,
+        request: Value,
+        op: F,
+    ) -> Result<T>
+    where
+        F: Fn(&mut Ctx<'_>) -> Result<T> + Send + 'static,
+        T: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.write_as(LockMode::Exclusive, actor, key, request, op)
+            .await
+    }
+
+    /// As [`Baton::write`], for the claim and lease operations that may run beside each other
+    /// ([`LockMode::Shared`]).
+    async fn write_shared<T, F>(
+        &self,
+        actor: &Actor,
+        key: Option<&str>,
+        request: Value,
+        op: F,
+    ) -> Result<T>
+    where
+        F: Fn(&mut Ctx<'_>) -> Result<T> + Send + 'static,
+        T: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.write_as(LockMode::Shared, actor, key, request, op)
+            .await
+    }
+
+    async fn write_as<T, F>(
+        &self,
+        mode: LockMode,
         actor: &Actor,
         key: Option<&str>,
         request: Value,
@@ -131,7 +178,7 @@ impl Baton {
         let ws = actor.workspace_id.clone();
         let name = actor.name.clone();
         let key = key.map(str::to_string);
-        self.write_tx(move |tx| {
+        self.write_tx_as(mode, move |tx| {
             let request_sha = if key.is_some() { sha256_hex(&request.to_string()) } else { String::new() };
             if let Some(key) = &key {
                 if let Some((stored_sha, response)) = tx.idempotency(&ws, key)? {
@@ -429,7 +476,7 @@ impl Baton {
             let request = json!({ "op": "claim", "body": &req });
             let r = req.clone();
             let claims = self
-                .write(actor, key, request, move |ctx| ops::lease::claim(ctx, &r))
+                .write_shared(actor, key, request, move |ctx| ops::lease::claim(ctx, &r))
                 .await?;
             let now = tokio::time::Instant::now();
             if !claims.claims.is_empty() || now >= deadline || key.is_some() {
@@ -456,7 +503,7 @@ impl Baton {
             json!({ "op": "lease", "id": id, "lease_sha256": sha256_hex(token), "body": &op });
         let id = id.to_string();
         let token = token.to_string();
-        self.write(actor, key, request, move |ctx| {
+        self.write_shared(actor, key, request, move |ctx| {
             let out = match op.clone() {
                 LeaseOp::Start => LeaseOut::Task(ops::lease::start(ctx, &id, &token)?),
                 LeaseOp::Heartbeat(hb) => {
@@ -662,7 +709,7 @@ impl Baton {
     /// Expires lapsed leases in the actor's workspace; how many.
     pub async fn reap(&self, actor: &Actor) -> Result<usize> {
         let request = json!({ "op": "reap" });
-        self.write(actor, None, request, |ctx| {
+        self.write_shared(actor, None, request, |ctx| {
             ops::lease::reap(ctx, ops::lease::REAP_BATCH)
         })
         .await

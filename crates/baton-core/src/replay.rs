@@ -31,7 +31,7 @@ pub fn apply(tx: &mut dyn Tx, event: &Event) -> Result<()> {
         tx.put_workspace(&decode(event, "workspace", v)?)?;
     }
     let data_text = event.data.to_string();
-    let seq = tx.append_event(NewEvent {
+    tx.append_event(NewEvent {
         workspace_id: &event.workspace_id,
         kind: &event.kind,
         at: event.at,
@@ -39,6 +39,7 @@ pub fn apply(tx: &mut dyn Tx, event: &Event) -> Result<()> {
         task_id: event.task_id.as_deref(),
         data: &data_text,
     })?;
+    let seq = tx.last_seq(&event.workspace_id)?;
     if seq != event.seq {
         return Err(Error::new(
             Code::Internal,

@@ -100,6 +100,11 @@ pub trait Tx {
 
     /// A task by id.
     fn task(&mut self, ws: &str, id: &str) -> Result<Option<Task>>;
+    /// A task by id, loaded to be changed: a backend with concurrent writers locks its row
+    /// until the commit, and the task read is the newest committed version.
+    fn task_for_update(&mut self, ws: &str, id: &str) -> Result<Option<Task>> {
+        self.task(ws, id)
+    }
     /// The task created with this idempotency key.
     fn task_by_key(&mut self, ws: &str, key: &str) -> Result<Option<Task>>;
     /// Inserts or replaces a task; `body` is its JSON serialization (made once by the
@@ -151,11 +156,13 @@ pub trait Tx {
     /// The steps of a task, in order.
     fn steps_of(&mut self, ws: &str, task_id: &str) -> Result<Vec<Step>>;
 
-    /// Appends an event, assigning the workspace's next sequence number.
-    fn append_event(&mut self, event: NewEvent<'_>) -> Result<u64>;
+    /// Appends an event. The store numbers it with the workspace's next sequence number, at
+    /// the latest when the transaction commits (so numbers follow commit order).
+    fn append_event(&mut self, event: NewEvent<'_>) -> Result<()>;
     /// Events with `seq > after`, oldest first.
     fn events(&mut self, ws: &str, after: u64, limit: u32) -> Result<Vec<Event>>;
-    /// The sequence number of the workspace's newest event (0 when none).
+    /// The sequence number of the workspace's newest event (0 when none), counting events
+    /// this transaction appended.
     fn last_seq(&mut self, ws: &str) -> Result<u64>;
 
     /// The stored (request hash, response) for an idempotency key.
@@ -175,6 +182,21 @@ pub trait Tx {
     fn projection_rows(&mut self) -> Result<Vec<(String, String)>>;
 }
 
+/// How a write job must be isolated from write jobs running at the same time in other
+/// transactions (other replicas on PostgreSQL). A store with one writer runs every job alone
+/// and ignores it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockMode {
+    /// Alone in its workspace: no other job of the workspace runs until this one commits.
+    /// The default: the operation may read anything and rely on it not changing.
+    Exclusive,
+    /// Beside other `Shared` jobs of the workspace. Only for the lease and claim operations,
+    /// which lock every task they change as they load it ([`Tx::task_for_update`], claim
+    /// candidates, expired leases) and read nothing else that another shared job changes;
+    /// the argument is in ARCHITECTURE.md.
+    Shared,
+}
+
 /// A write to run inside the writer's transaction. `run` may fail, which rolls back just
 /// this job; `finish` is called once the batch's commit has succeeded or failed, and only
 /// then may the caller be answered.
@@ -182,6 +204,10 @@ pub trait WriteJob: Send {
     /// Does the work. An error undoes everything this job wrote. The store may call `run`
     /// again after rolling back (to isolate another job's failure); only the last run counts.
     fn run(&mut self, tx: &mut dyn Tx) -> Result<()>;
+    /// How the job must be isolated from concurrent writers.
+    fn lock_mode(&self) -> LockMode {
+        LockMode::Exclusive
+    }
     /// Reports the outcome: `Ok` once the job's effects are durable.
     fn finish(self: Box<Self>, committed: Result<()>);
 }

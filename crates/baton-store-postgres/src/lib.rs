@@ -10,10 +10,13 @@
 //! snapshot), on a short-lived thread so they never block an async runtime's worker.
 //!
 //! # Several replicas
-//! Every write transaction locks the row of each workspace it touches before anything else
-//! (see `tx.rs`): writers of a workspace take turns, across replicas, for the length of a
-//! batch. Sequence numbers are therefore assigned in commit order with no gaps (a rolled-back
-//! batch rolls its increments back too), and claims cannot race. Each commit that changed
+//! A batch holds jobs of one [`LockMode`]. Every write transaction takes its workspace's
+//! advisory lock before anything else (see `tx.rs`): exclusive batches of a workspace take
+//! turns with everything, across replicas, while shared batches (claims and lease
+//! operations) overlap, each locking the task rows it changes. Events are numbered at the
+//! end of the transaction under the workspace row's lock, held only to the commit: numbers
+//! follow commit order with no gaps (a rolled-back batch rolls its increments back too),
+//! and claims cannot race. Each commit that changed
 //! tasks sends `NOTIFY baton_commits`; a listener thread wakes this process's long-polls and
 //! streams on other replicas' commits, and a missed notification costs at most
 //! [`FALLBACK_WAKE`].
@@ -21,14 +24,25 @@
 mod migrate;
 mod tx;
 
-use baton_core::store::{Store, Tx, WriteJob};
+use baton_core::store::{LockMode, Store, Tx, WriteJob};
 use baton_core::{Code, Error, Result};
 use sqlx::Connection;
-use std::collections::HashSet;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 use tx::{db_err, PgTx};
 
+/// Writer connections per process, unless `BATON_PG_WRITERS` says otherwise (1 to 64).
+/// Shared jobs (claims, lease operations) of one workspace run in parallel on them;
+/// exclusive ones take turns, as across replicas.
+const WRITERS: usize = 3;
+
+fn writer_count() -> usize {
+    std::env::var("BATON_PG_WRITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| (1..=64).contains(n))
+        .unwrap_or(WRITERS)
+}
 /// Most jobs committed together.
 const MAX_BATCH: usize = 256;
 /// Read connections kept open.
@@ -105,22 +119,27 @@ impl PgStore {
     pub fn open(url: &str) -> Result<Arc<PgStore>> {
         let url = url.to_string();
         // Connect and migrate on a thread of our own: the caller may be inside a runtime.
-        let (writer, url) = std::thread::scope(|s| {
-            s.spawn(|| -> Result<(Conn, String)> {
+        let (writers, url) = std::thread::scope(|s| {
+            s.spawn(|| -> Result<(Vec<Conn>, String)> {
                 let mut conn = Conn::open(&url)?;
                 migrate::migrate(&mut conn)?;
-                Ok((conn, url.clone()))
+                let mut writers = vec![conn];
+                for _ in 1..writer_count() {
+                    writers.push(Conn::open(&url)?);
+                }
+                Ok((writers, url.clone()))
             })
             .join()
             .map_err(|_| Error::new(Code::Internal, "store start-up panicked", ""))?
         })?;
         let (jobs, queue) = mpsc::channel::<Box<dyn WriteJob>>();
+        let queue = Arc::new(Mutex::new(queue));
         let commits = Arc::new(tokio::sync::Notify::new());
-        {
-            let (commits, url) = (commits.clone(), url.clone());
+        for (i, conn) in writers.into_iter().enumerate() {
+            let (commits, url, queue) = (commits.clone(), url.clone(), queue.clone());
             std::thread::Builder::new()
-                .name("baton-pg-writer".into())
-                .spawn(move || writer_loop(url, writer, queue, commits))
+                .name(format!("baton-pg-writer-{i}"))
+                .spawn(move || writer_loop(url, conn, queue, commits))
                 .map_err(Error::storage)?;
         }
         {
@@ -182,55 +201,83 @@ fn with_database(url: &str, name: &str) -> String {
     format!("{}/{name}{query}", &base[..authority_end])
 }
 
+/// One writer: takes every job waiting (the first free writer waits for the next job,
+/// holding the queue), commits them, and goes back for more.
 fn writer_loop(
     url: String,
     mut conn: Conn,
-    queue: mpsc::Receiver<Box<dyn WriteJob>>,
+    queue: Arc<Mutex<mpsc::Receiver<Box<dyn WriteJob>>>>,
     commits: Arc<tokio::sync::Notify>,
 ) {
-    while let Ok(first) = queue.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
+    loop {
+        let batch = {
+            let Ok(queue) = queue.lock() else { return };
+            let Ok(first) = queue.recv() else { return };
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match queue.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            batch
+        };
+        // One transaction per lock mode: a transaction holding a workspace's shared lock
+        // must not also wait for its exclusive one (two replicas doing so would deadlock).
+        let (shared, exclusive): (Vec<_>, Vec<_>) = batch
+            .into_iter()
+            .partition(|job| job.lock_mode() == LockMode::Shared);
+        for (mode, jobs) in [(LockMode::Shared, shared), (LockMode::Exclusive, exclusive)] {
+            if !jobs.is_empty() {
+                commit_group(&url, &mut conn, mode, jobs, &commits);
             }
         }
-        let mut outcome = run_batch(&mut conn, &mut batch);
-        for attempt in 0..RETRIES {
-            match &outcome {
-                Err(e) if e.code == Code::Busy => {
-                    std::thread::sleep(Duration::from_millis(2 << attempt));
-                    outcome = if attempt + 1 < RETRIES || batch.len() == 1 {
-                        run_batch(&mut conn, &mut batch)
-                    } else {
-                        // Still conflicting (a batch spanning workspaces that another
-                        // replica locks in the other order): one transaction per job.
-                        one_by_one(&mut conn, &mut batch)
-                    };
-                }
-                _ => break,
+    }
+}
+
+/// Commits jobs of one lock mode together, retrying on conflicts with other replicas, and
+/// answers each.
+fn commit_group(
+    url: &str,
+    conn: &mut Conn,
+    mode: LockMode,
+    mut batch: Vec<Box<dyn WriteJob>>,
+    commits: &tokio::sync::Notify,
+) {
+    let mut outcome = run_batch(conn, mode, &mut batch);
+    for attempt in 0..RETRIES {
+        match &outcome {
+            Err(e) if e.code == Code::Busy => {
+                std::thread::sleep(Duration::from_millis(2 << attempt));
+                outcome = if attempt + 1 < RETRIES || batch.len() == 1 {
+                    run_batch(conn, mode, &mut batch)
+                } else {
+                    // Still conflicting (row locks taken in the other order by another
+                    // replica's batch): one transaction per job.
+                    one_by_one(conn, mode, &mut batch)
+                };
+            }
+            _ => break,
+        }
+    }
+    match outcome {
+        Ok((results, task_events)) => {
+            for (job, result) in batch.into_iter().zip(results) {
+                job.finish(result);
+            }
+            if task_events > 0 {
+                commits.notify_waiters();
             }
         }
-        match outcome {
-            Ok((results, task_events)) => {
-                for (job, result) in batch.into_iter().zip(results) {
-                    job.finish(result);
-                }
-                if task_events > 0 {
-                    commits.notify_waiters();
+        Err(e) => {
+            // The connection may be broken: replace it for the next batch.
+            if e.code != Code::Busy {
+                if let Ok(fresh) = Conn::open(url) {
+                    *conn = fresh;
                 }
             }
-            Err(e) => {
-                // The connection may be broken: replace it for the next batch.
-                if e.code != Code::Busy {
-                    if let Ok(fresh) = Conn::open(&url) {
-                        conn = fresh;
-                    }
-                }
-                for job in batch {
-                    job.finish(Err(e.clone()));
-                }
+            for job in batch {
+                job.finish(Err(e.clone()));
             }
         }
     }
@@ -240,12 +287,13 @@ fn writer_loop(
 /// jobs. Each job's result; the batch's task events.
 fn one_by_one(
     conn: &mut Conn,
+    mode: LockMode,
     batch: &mut [Box<dyn WriteJob>],
 ) -> Result<(Vec<Result<()>>, usize)> {
     let mut results = Vec::with_capacity(batch.len());
     let mut events = 0;
     for job in batch.iter_mut() {
-        match run_batch(conn, std::slice::from_mut(job)) {
+        match run_batch(conn, mode, std::slice::from_mut(job)) {
             Ok((mut r, n)) => {
                 events += n;
                 results.push(r.pop().unwrap_or(Ok(())));
@@ -261,8 +309,12 @@ fn one_by_one(
 /// without savepoints (two round trips per job); if a job fails, the batch is rolled back
 /// and, unless that job was alone, run again with a savepoint per job, so the failure
 /// undoes only itself.
-fn run_batch(conn: &mut Conn, batch: &mut [Box<dyn WriteJob>]) -> Result<(Vec<Result<()>>, usize)> {
-    let outcome = try_batch(conn, batch);
+fn run_batch(
+    conn: &mut Conn,
+    mode: LockMode,
+    batch: &mut [Box<dyn WriteJob>],
+) -> Result<(Vec<Result<()>>, usize)> {
+    let outcome = try_batch(conn, mode, batch);
     if outcome.is_err() {
         // Whatever failed (a savepoint, NOTIFY, COMMIT), leave no transaction open holding
         // workspace locks.
@@ -271,10 +323,14 @@ fn run_batch(conn: &mut Conn, batch: &mut [Box<dyn WriteJob>]) -> Result<(Vec<Re
     outcome
 }
 
-fn try_batch(conn: &mut Conn, batch: &mut [Box<dyn WriteJob>]) -> Result<(Vec<Result<()>>, usize)> {
-    match attempt(conn, batch, false)? {
+fn try_batch(
+    conn: &mut Conn,
+    mode: LockMode,
+    batch: &mut [Box<dyn WriteJob>],
+) -> Result<(Vec<Result<()>>, usize)> {
+    match attempt(conn, mode, batch, false)? {
         Some(done) => Ok(done),
-        None => attempt(conn, batch, true)?.ok_or_else(|| {
+        None => attempt(conn, mode, batch, true)?.ok_or_else(|| {
             Error::new(
                 Code::Internal,
                 "a batch with savepoints gave no results",
@@ -287,24 +343,19 @@ fn try_batch(conn: &mut Conn, batch: &mut [Box<dyn WriteJob>]) -> Result<(Vec<Re
 /// One try at a batch. Without savepoints, `Ok(None)` when a job failed (rolled back).
 fn attempt(
     conn: &mut Conn,
+    mode: LockMode,
     batch: &mut [Box<dyn WriteJob>],
     savepoints: bool,
 ) -> Result<Option<(Vec<Result<()>>, usize)>> {
     conn.batch("BEGIN")?;
     let mut results = Vec::with_capacity(batch.len());
-    let mut tx = PgTx {
-        conn,
-        writing: true,
-        locked: HashSet::new(),
-        task_events: 0,
-    };
+    let mut tx = PgTx::writing(conn, mode);
     let alone = batch.len() == 1;
     for job in batch.iter_mut() {
         if savepoints {
             tx.conn.batch("SAVEPOINT job")?;
         }
-        let before = tx.task_events;
-        let locked = tx.locked.clone();
+        let mark = tx.mark();
         match job.run(&mut tx) {
             Ok(()) => {
                 if savepoints {
@@ -319,8 +370,7 @@ fn attempt(
             Err(e) if savepoints => {
                 tx.conn
                     .batch("ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job")?;
-                tx.task_events = before;
-                tx.locked = locked; // locks taken inside the savepoint are released with it
+                tx.rewind(mark);
                 results.push(Err(e));
             }
             Err(e) if alone => {
@@ -333,11 +383,14 @@ fn attempt(
             }
         }
     }
-    let task_events = tx.task_events;
-    if task_events > 0 {
-        tx.conn.batch("NOTIFY baton_commits")?;
-    }
-    match tx.conn.batch("COMMIT") {
+    tx.flush_events()?;
+    let task_events = tx.task_events();
+    let end = if task_events > 0 {
+        "NOTIFY baton_commits; COMMIT"
+    } else {
+        "COMMIT"
+    };
+    match tx.conn.batch(end) {
         Ok(()) => Ok(Some((results, task_events))),
         Err(e) => {
             let _ = tx.conn.batch("ROLLBACK");
@@ -445,12 +498,7 @@ impl PgStore {
                     None => Conn::open(&self.url)?,
                 };
                 conn.batch("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
-                let out = f(&mut PgTx {
-                    conn: &mut conn,
-                    writing: false,
-                    locked: HashSet::new(),
-                    task_events: 0,
-                });
+                let out = f(&mut PgTx::reading(&mut conn));
                 let end = conn.batch("COMMIT");
                 if end.is_ok() {
                     if let Ok(mut pool) = self.readers.lock() {

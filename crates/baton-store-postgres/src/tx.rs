@@ -1,15 +1,18 @@
 //! [`Tx`] on PostgreSQL. Each method is one statement, run to completion on the
 //! connection's own runtime (the operation layer is synchronous; see ARCHITECTURE.md).
 //!
-//! In a write transaction, the first statement that touches a workspace locks its row
-//! (`SELECT … FOR UPDATE`) and holds it to the commit: writers of one workspace, on every
-//! replica, take turns, so event sequence numbers are assigned in commit order without gaps,
-//! and a claim cannot race another replica's claim.
-
+//! # Concurrent writers
+//! A write transaction first takes its workspace's advisory lock: exclusive for most jobs,
+//! shared for claim and lease jobs ([`LockMode`]). Shared jobs run beside each other, so each
+//! locks the task rows it changes as it loads them (`FOR UPDATE`; claim candidates and
+//! expired leases `FOR UPDATE SKIP LOCKED`). Events are held back and numbered at the end,
+//! under the workspace row's lock (`UPDATE … SET last_seq = last_seq + n`), which is then
+//! held only for the insert of the events and the commit: numbers follow commit order, with
+//! no gaps, while the jobs themselves overlap. The argument is in ARCHITECTURE.md.
 use crate::Conn;
 use baton_core::error::{Code, Error, Result};
 use baton_core::model::*;
-use baton_core::store::{ClaimCursor, NewEvent, TaskFilter, Tx};
+use baton_core::store::{ClaimCursor, LockMode, NewEvent, TaskFilter, Tx};
 use baton_core::time::Millis;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -72,14 +75,41 @@ fn from_json<T: DeserializeOwned>(text: &str) -> Result<T> {
     })
 }
 
+/// The class of the advisory locks on workspaces (the first key of the two-key form; the
+/// second is the hash of the workspace id). "bt".
+const WORKSPACE_LOCK: i32 = 0x6274;
+/// The class of the advisory locks on names a shared job may create (agents, idempotency
+/// keys). "bn".
+const NAME_LOCK: i32 = 0x626e;
+
+/// An event appended in this transaction, numbered when the transaction is about to commit.
+struct Pending {
+    ws: String,
+    kind: String,
+    at: Millis,
+    actor: String,
+    task_id: Option<String>,
+    data: String,
+}
+
 /// One transaction on one connection.
 pub(crate) struct PgTx<'a> {
     pub(crate) conn: &'a mut Conn,
-    /// Write transactions lock each workspace row before touching the workspace.
-    pub(crate) writing: bool,
-    pub(crate) locked: HashSet<String>,
+    writing: bool,
+    mode: LockMode,
+    /// Workspaces whose advisory lock this transaction holds.
+    locked: HashSet<String>,
+    /// Events appended and not yet numbered.
+    pending: Vec<Pending>,
     /// Events about tasks appended: such a commit may make work claimable.
-    pub(crate) task_events: usize,
+    task_events: usize,
+}
+
+/// What a job had added to a transaction before it ran, to undo just that job.
+pub(crate) struct Mark {
+    locked: HashSet<String>,
+    pending: usize,
+    task_events: usize,
 }
 
 /// A statement with its parameters bound.
@@ -98,7 +128,92 @@ fn bound<'q>(
     q
 }
 
-impl PgTx<'_> {
+impl<'a> PgTx<'a> {
+    /// A read transaction (already begun) on `conn`.
+    pub(crate) fn reading(conn: &'a mut Conn) -> Self {
+        Self::new(conn, false, LockMode::Exclusive)
+    }
+
+    /// A write transaction (already begun) on `conn`, for jobs of one lock mode.
+    pub(crate) fn writing(conn: &'a mut Conn, mode: LockMode) -> Self {
+        Self::new(conn, true, mode)
+    }
+
+    fn new(conn: &'a mut Conn, writing: bool, mode: LockMode) -> Self {
+        PgTx {
+            conn,
+            writing,
+            mode,
+            locked: HashSet::new(),
+            pending: Vec::new(),
+            task_events: 0,
+        }
+    }
+
+    /// Events about tasks appended so far.
+    pub(crate) fn task_events(&self) -> usize {
+        self.task_events
+    }
+
+    /// Where the transaction stands before a job runs.
+    pub(crate) fn mark(&self) -> Mark {
+        Mark {
+            locked: self.locked.clone(),
+            pending: self.pending.len(),
+            task_events: self.task_events,
+        }
+    }
+
+    /// Forgets what the job after `mark` added, once its savepoint is rolled back (which
+    /// also releases the locks taken inside it).
+    pub(crate) fn rewind(&mut self, mark: Mark) {
+        self.locked = mark.locked;
+        self.pending.truncate(mark.pending);
+        self.task_events = mark.task_events;
+    }
+
+    /// Numbers and inserts the events held back, one workspace at a time (in id order, the
+    /// same on every replica). Locks each workspace row until the commit, which must follow.
+    pub(crate) fn flush_events(&mut self) -> Result<()> {
+        let mut pending = std::mem::take(&mut self.pending);
+        pending.sort_by(|a, b| a.ws.cmp(&b.ws)); // stable: append order within a workspace
+        for group in pending.chunk_by(|a, b| a.ws == b.ws) {
+            let ws = &group[0].ws;
+            // One statement: take the numbers (locking the workspace row to the commit) and
+            // insert the events under them, in append order.
+            let q = sqlx::query(
+                "WITH numbered AS (
+                     UPDATE workspaces SET last_seq = last_seq + $2 WHERE id = $1 RETURNING last_seq
+                 )
+                 INSERT INTO events (workspace_id, seq, type, at, actor, task_id, data)
+                 SELECT $1, numbered.last_seq - $2 + e.n, e.type, e.at, e.actor, e.task_id, e.data
+                 FROM numbered, UNNEST($3::text[], $4::bigint[], $5::text[], $6::text[], $7::text[])
+                      WITH ORDINALITY AS e(type, at, actor, task_id, data, n)",
+            )
+            .bind(ws)
+            .bind(group.len() as i64)
+            .bind(group.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>())
+            .bind(group.iter().map(|e| e.at).collect::<Vec<_>>())
+            .bind(group.iter().map(|e| e.actor.as_str()).collect::<Vec<_>>())
+            .bind(
+                group
+                    .iter()
+                    .map(|e| e.task_id.as_deref())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(group.iter().map(|e| e.data.as_str()).collect::<Vec<_>>());
+            let Conn { rt, pg } = &mut *self.conn;
+            let inserted = rt
+                .block_on(q.execute(&mut *pg))
+                .map_err(db_err)?
+                .rows_affected();
+            if inserted != group.len() as u64 {
+                return Err(Error::not_found("workspace", ws));
+            }
+        }
+        Ok(())
+    }
+
     pub(crate) fn rows(&mut self, sql: &str, args: &[Arg]) -> Result<Vec<PgRow>> {
         let q = bound(sql, args);
         let Conn { rt, pg } = &mut *self.conn;
@@ -124,17 +239,38 @@ impl PgTx<'_> {
         Ok(self.many(sql, args)?.into_iter().next())
     }
 
-    /// Takes the workspace's row lock once per write transaction.
+    /// Takes the workspace's advisory lock, in the transaction's mode, before the first
+    /// statement of a write transaction that touches the workspace.
     fn lock(&mut self, ws: &str) -> Result<()> {
         if !self.writing || ws.is_empty() || self.locked.contains(ws) {
             return Ok(());
         }
-        self.rows(
-            "SELECT 1 FROM workspaces WHERE id = $1 FOR UPDATE",
+        let lock = match self.mode {
+            LockMode::Exclusive => "pg_advisory_xact_lock",
+            LockMode::Shared => "pg_advisory_xact_lock_shared",
+        };
+        self.exec(
+            &format!("SELECT {lock}({WORKSPACE_LOCK}, hashtext($1))"),
             &[t(ws)],
         )?;
         self.locked.insert(ws.to_string());
         Ok(())
+    }
+
+    /// In a shared write transaction, waits until no other transaction can be creating the
+    /// row named `name` (of `kind`), so a second look sees it if it was: a find-or-create
+    /// that found nothing calls this, then looks again.
+    fn lock_name(&mut self, ws: &str, kind: &str, name: &str) -> Result<bool> {
+        if !self.writing || self.mode != LockMode::Shared {
+            return Ok(false);
+        }
+        self.exec(
+            &format!(
+                "SELECT pg_advisory_xact_lock({NAME_LOCK}, hashtext($1 || '/' || $2 || '/' || $3))"
+            ),
+            &[t(ws), t(kind), t(name)],
+        )?;
+        Ok(true)
     }
 
     fn scoped<T: DeserializeOwned>(&mut self, ws: &str, sql: &str, args: &[Arg]) -> Result<Vec<T>> {
@@ -208,14 +344,13 @@ impl Tx for PgTx<'_> {
     }
 
     fn agent(&mut self, ws: &str, id_or_name: &str) -> Result<Option<Agent>> {
-        Ok(self
-            .scoped(
-                ws,
-                "SELECT body FROM agents WHERE workspace_id = $1 AND (name = $2 OR id = $2) ORDER BY (name = $2) DESC LIMIT 1",
-                &[t(ws), t(id_or_name)],
-            )?
-            .into_iter()
-            .next())
+        let sql = "SELECT body FROM agents WHERE workspace_id = $1 AND (name = $2 OR id = $2) ORDER BY (name = $2) DESC LIMIT 1";
+        let args = [t(ws), t(id_or_name)];
+        let found = self.scoped(ws, sql, &args)?.into_iter().next();
+        if found.is_none() && self.lock_name(ws, "agent", id_or_name)? {
+            return Ok(self.many(sql, &args)?.into_iter().next());
+        }
+        Ok(found)
     }
 
     fn put_agent(&mut self, a: &Agent) -> Result<()> {
@@ -241,6 +376,18 @@ impl Tx for PgTx<'_> {
             .scoped(
                 ws,
                 "SELECT body FROM tasks WHERE workspace_id = $1 AND id = $2",
+                &[t(ws), t(id)],
+            )?
+            .into_iter()
+            .next())
+    }
+
+    fn task_for_update(&mut self, ws: &str, id: &str) -> Result<Option<Task>> {
+        let lock = if self.writing { "FOR UPDATE" } else { "" };
+        Ok(self
+            .scoped(
+                ws,
+                &format!("SELECT body FROM tasks WHERE workspace_id = $1 AND id = $2 {lock}"),
                 &[t(ws), t(id)],
             )?
             .into_iter()
@@ -352,11 +499,17 @@ impl Tx for PgTx<'_> {
     }
 
     fn expired_leases(&mut self, ws: &str, now: Millis, limit: u32) -> Result<Vec<Task>> {
+        // Locked to be expired; one a heartbeat holds is passed over (it may be extending it).
+        let lock = if self.writing {
+            "FOR UPDATE SKIP LOCKED"
+        } else {
+            ""
+        };
         self.scoped(
             ws,
             &format!(
                 "SELECT body FROM tasks WHERE workspace_id = $1 AND lease_expires_at IS NOT NULL
-                 AND lease_expires_at <= $2 ORDER BY lease_expires_at LIMIT {limit}"
+                 AND lease_expires_at <= $2 ORDER BY lease_expires_at LIMIT {limit} {lock}"
             ),
             &[t(ws), i(now)],
         )
@@ -506,34 +659,20 @@ impl Tx for PgTx<'_> {
         )
     }
 
-    fn append_event(&mut self, e: NewEvent<'_>) -> Result<u64> {
+    fn append_event(&mut self, e: NewEvent<'_>) -> Result<()> {
         self.lock(e.workspace_id)?;
-        let rows = self.rows(
-            "UPDATE workspaces SET last_seq = last_seq + 1 WHERE id = $1 RETURNING last_seq",
-            &[t(e.workspace_id)],
-        )?;
-        let seq: i64 = rows
-            .first()
-            .map(|r| r.try_get(0))
-            .transpose()
-            .map_err(db_err)?
-            .ok_or_else(|| Error::not_found("workspace", e.workspace_id))?;
-        self.exec(
-            "INSERT INTO events (workspace_id, seq, type, at, actor, task_id, data) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            &[
-                t(e.workspace_id),
-                i(seq),
-                t(e.kind),
-                i(e.at),
-                t(e.actor),
-                Arg::Text(e.task_id.map(str::to_string)),
-                t(e.data),
-            ],
-        )?;
+        self.pending.push(Pending {
+            ws: e.workspace_id.to_string(),
+            kind: e.kind.to_string(),
+            at: e.at,
+            actor: e.actor.to_string(),
+            task_id: e.task_id.map(str::to_string),
+            data: e.data.to_string(),
+        });
         if e.task_id.is_some() {
             self.task_events += 1;
         }
-        Ok(seq as u64)
+        Ok(())
     }
 
     fn events(&mut self, ws: &str, after: u64, limit: u32) -> Result<Vec<Event>> {
@@ -567,15 +706,19 @@ impl Tx for PgTx<'_> {
             .transpose()
             .map_err(db_err)?
             .unwrap_or(0);
-        Ok(n as u64)
+        let held_back = self.pending.iter().filter(|e| e.ws == ws).count();
+        Ok(n as u64 + held_back as u64)
     }
 
     fn idempotency(&mut self, ws: &str, key: &str) -> Result<Option<(String, String)>> {
         self.lock(ws)?;
-        let rows = self.rows(
-            "SELECT request_sha256, response FROM idempotency WHERE workspace_id = $1 AND key = $2",
-            &[t(ws), t(key)],
-        )?;
+        let sql =
+            "SELECT request_sha256, response FROM idempotency WHERE workspace_id = $1 AND key = $2";
+        let args = [t(ws), t(key)];
+        let mut rows = self.rows(sql, &args)?;
+        if rows.is_empty() && self.lock_name(ws, "idempotency", key)? {
+            rows = self.rows(sql, &args)?;
+        }
         rows.first()
             .map(|r| Ok((r.try_get(0).map_err(db_err)?, r.try_get(1).map_err(db_err)?)))
             .transpose()

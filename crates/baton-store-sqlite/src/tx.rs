@@ -378,7 +378,7 @@ impl Tx for SqliteTx<'_> {
         )
     }
 
-    fn append_event(&mut self, e: NewEvent<'_>) -> Result<u64> {
+    fn append_event(&mut self, e: NewEvent<'_>) -> Result<()> {
         let mut stmt = self
             .conn
             .prepare_cached(
@@ -399,7 +399,7 @@ impl Tx for SqliteTx<'_> {
         if e.task_id.is_some() {
             self.events_appended += 1;
         }
-        Ok(seq as u64)
+        Ok(())
     }
 
     fn events(&mut self, ws: &str, after: u64, limit: u32) -> Result<Vec<Event>> {

@@ -61,7 +61,9 @@ pub fn on_blocker_ended(ctx: &mut Ctx<'_>, task_id: &str) -> Result<()> {
 /// Re-settles a task waiting on dependencies (or made ready when a new blocker appeared),
 /// saving and announcing it only if its standing changed.
 pub fn reevaluate(ctx: &mut Ctx<'_>, task_id: &str) -> Result<()> {
-    let Some(mut task) = ctx.tx.task(ctx.ws, task_id)? else {
+    // Locked before its blockers are read: of two transactions ending two of its blockers,
+    // the second waits here and then sees the first's commit.
+    let Some(mut task) = ctx.tx.task_for_update(ctx.ws, task_id)? else {
         return Ok(());
     };
     let waits = task.status == Status::Ready

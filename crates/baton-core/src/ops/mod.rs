@@ -40,12 +40,12 @@ pub struct Ctx<'a> {
 
 impl Ctx<'_> {
     /// Appends an event in this transaction.
-    pub fn emit(&mut self, kind: &str, task_id: Option<&str>, data: Value) -> Result<u64> {
+    pub fn emit(&mut self, kind: &str, task_id: Option<&str>, data: Value) -> Result<()> {
         self.emit_raw(kind, task_id, &data.to_string())
     }
 
     /// Appends an event whose data is already JSON text.
-    pub fn emit_raw(&mut self, kind: &str, task_id: Option<&str>, data: &str) -> Result<u64> {
+    pub fn emit_raw(&mut self, kind: &str, task_id: Option<&str>, data: &str) -> Result<()> {
         self.tx.append_event(NewEvent {
             workspace_id: self.ws,
             kind,
@@ -69,7 +69,7 @@ impl Ctx<'_> {
     pub fn task(&mut self, id: &str) -> Result<Task> {
         let mut task = self
             .tx
-            .task(self.ws, id)?
+            .task_for_update(self.ws, id)?
             .ok_or_else(|| Error::not_found("task", id))?;
         lease::expire_if_due(self, &mut task)?;
         Ok(task)
