@@ -47,6 +47,14 @@ struct Args {
     /// (0 to skip). Needs two file descriptors per subscriber in-process (`ulimit -n`).
     #[arg(long, default_value_t = 0)]
     sse_subscribers: usize,
+    /// Drain scenario (the figure comparable with job queues): this many agents over HTTP
+    /// claim and complete the preloaded ready tasks, with no work in between, until none
+    /// is left; tasks per second (0 to skip). Use with `--workers 0`.
+    #[arg(long, default_value_t = 0)]
+    drain_agents: usize,
+    /// Tasks each drain claim asks for (1 = unbatched).
+    #[arg(long, default_value_t = 1)]
+    claim_batch: u32,
     /// Tasks per second the SSE writer creates.
     #[arg(long, default_value_t = 200)]
     sse_rate: u64,
@@ -213,7 +221,7 @@ async fn main() -> anyhow::Result<()> {
         row("claim→complete", &args, workers, Some(rate), &mut lat);
     }
 
-    if args.http_agents > 0 || args.sse_subscribers > 0 {
+    if args.http_agents > 0 || args.sse_subscribers > 0 || args.drain_agents > 0 {
         // The server: in-process on loopback, or the one given with --server.
         let (base, server) = match &args.server {
             Some(url) => (url.trim_end_matches('/').to_string(), None),
@@ -231,6 +239,9 @@ async fn main() -> anyhow::Result<()> {
         };
         if args.http_agents > 0 {
             http_bench(&baton, &base, &args).await?;
+        }
+        if args.drain_agents > 0 {
+            drain_bench(&baton, &base, &args).await?;
         }
         if args.sse_subscribers > 0 {
             sse_bench(&baton, &base, &args).await?;
@@ -332,6 +343,90 @@ fn cli_bench(bin: &std::path::Path, dir: &std::path::Path, args: &Args) -> anyho
         let rate = lat.len() as f64 / started.elapsed().as_secs_f64();
         row("cli claim→complete", args, workers, Some(rate), &mut lat);
     }
+    Ok(())
+}
+
+/// Drain over HTTP: agents claim (`--claim-batch` at a time) and complete until the queue
+/// is empty; tasks completed per second, and claim and complete latency. Every claimed task
+/// is checked to be completed once (duplicates fail the run).
+async fn drain_bench(baton: &Baton, base: &str, args: &Args) -> anyhow::Result<()> {
+    let bases: Vec<String> = base
+        .split(',')
+        .map(|b| b.trim_end_matches('/').to_string())
+        .collect();
+    let admin = baton.actor("default", "bench").await?;
+    let token = baton.create_key(&admin, "worker", None).await?.key.token;
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for w in 0..args.drain_agents {
+        let (http, base, token) = (http.clone(), bases[w % bases.len()].clone(), token.clone());
+        let batch = args.claim_batch;
+        handles.push(tokio::spawn(async move {
+            let (mut claim_lat, mut complete_lat, mut ids) = (Vec::new(), Vec::new(), Vec::new());
+            let agent = format!("d{w}");
+            loop {
+                let t0 = Instant::now();
+                let claimed: serde_json::Value = http
+                    .post(format!("{base}/v1/tasks/claim"))
+                    .bearer_auth(&token)
+                    .json(&serde_json::json!({ "agent": agent, "count": batch }))
+                    .send()
+                    .await?
+                    .json()
+                    .await?;
+                claim_lat.push(t0.elapsed());
+                let claims = claimed["claims"].as_array().cloned().unwrap_or_default();
+                if claims.is_empty() {
+                    return anyhow::Ok((claim_lat, complete_lat, ids));
+                }
+                for c in &claims {
+                    let id = c["task"]["id"].as_str().unwrap_or_default().to_string();
+                    let lease = c["lease"]["token"].as_str().unwrap_or_default();
+                    let t0 = Instant::now();
+                    let resp = http
+                        .post(format!("{base}/v1/tasks/{id}/complete"))
+                        .bearer_auth(&token)
+                        .json(&serde_json::json!({ "lease": lease }))
+                        .send()
+                        .await?;
+                    anyhow::ensure!(
+                        resp.status().is_success(),
+                        "complete: {}",
+                        resp.text().await?
+                    );
+                    complete_lat.push(t0.elapsed());
+                    ids.push(id);
+                }
+            }
+        }));
+    }
+    let (mut claim_lat, mut complete_lat, mut ids) = (Vec::new(), Vec::new(), Vec::new());
+    for h in handles {
+        let (c, d, i) = h.await??;
+        claim_lat.extend(c);
+        complete_lat.extend(d);
+        ids.extend(i);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let n = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    anyhow::ensure!(ids.len() == n, "{} tasks completed twice", n - ids.len());
+    let label = format!("drain over HTTP, claim batch {}", args.claim_batch);
+    row(
+        &label,
+        args,
+        args.drain_agents,
+        Some(n as f64 / secs),
+        &mut claim_lat,
+    );
+    complete_lat.sort_unstable();
+    println!(
+        "| (complete latency) | | | | | {:.2} | {:.2} |",
+        percentile(&complete_lat, 0.5),
+        percentile(&complete_lat, 0.99)
+    );
     Ok(())
 }
 

@@ -34,6 +34,15 @@ pub fn backends() -> Vec<Backend> {
     }
 }
 
+/// Whether this run tests `backend` (`BATON_TEST_BACKENDS`); says so when it does not.
+pub fn selected(backend: Backend) -> bool {
+    let yes = backends().contains(&backend);
+    if !yes {
+        eprintln!("skipped: {backend:?} is not selected by BATON_TEST_BACKENDS");
+    }
+    yes
+}
+
 /// Runs `test` on a fresh [`Env`] of `backend`, or skips it when this run does not test
 /// that backend (`BATON_TEST_BACKENDS`).
 pub async fn run_on<F, Fut>(backend: Backend, test: F)
@@ -41,17 +50,40 @@ where
     F: FnOnce(Env) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    if backends().contains(&backend) {
+    if selected(backend) {
         test(Env::new(backend).await).await;
-    } else {
-        eprintln!("skipped: {backend:?} is not selected by BATON_TEST_BACKENDS");
     }
 }
 
 /// Declares each named `async fn(Env)` of a test file as one test per backend:
 /// `sqlite::name` and `postgres::name`, so the same test body covers every backend.
+///
+/// With `backend:` first, each function takes the [`Backend`] instead, for suites with a
+/// fixture of their own (a server on a store from [`open_store`]).
 #[macro_export]
 macro_rules! on_every_backend {
+    (backend: $($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    if $crate::selected($crate::Backend::Sqlite) {
+                        super::$name($crate::Backend::Sqlite).await
+                    }
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    if $crate::selected($crate::Backend::Postgres) {
+                        super::$name($crate::Backend::Postgres).await
+                    }
+                }
+            )*
+        }
+    };
     ($($name:ident),* $(,)?) => {
         mod sqlite {
             $(

@@ -2,6 +2,7 @@
 //! the agent loop, the error classes with their statuses, If-Match, Idempotency-Key and the
 //! long-poll claim.
 
+use baton_conformance::{on_every_backend, open_store, Backend};
 use baton_core::time::SystemClock;
 use baton_core::Baton;
 use reqwest::{Client, StatusCode};
@@ -20,11 +21,8 @@ struct Server {
 }
 
 impl Server {
-    async fn start() -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        let store =
-            baton_store_sqlite::SqliteStore::open(&dir.path().join("baton.db"), Default::default())
-                .unwrap();
+    async fn start(backend: Backend) -> Server {
+        let (store, dir) = open_store(backend);
         let baton = Baton::new(store, Arc::new(SystemClock));
         let admin = baton.actor("default", "admin").await.unwrap();
         let token = baton
@@ -107,9 +105,8 @@ fn error_code(v: &Value) -> &str {
 }
 
 /// Plan, claim, heartbeat, record, complete: the dependent is released; the events tell it.
-#[tokio::test]
-async fn agent_loop_over_http() {
-    let s = Server::start().await;
+async fn agent_loop_over_http(backend: Backend) {
+    let s = Server::start(backend).await;
     assert_eq!(
         s.http
             .get(format!("{}/healthz", s.base))
@@ -192,9 +189,8 @@ async fn agent_loop_over_http() {
 }
 
 /// Every class of bad input gets a structured error with the right status and writes nothing.
-#[tokio::test]
-async fn errors_have_codes_and_statuses() {
-    let s = Server::start().await;
+async fn errors_have_codes_and_statuses(backend: Backend) {
+    let s = Server::start(backend).await;
     let (_, t) = s.post("/v1/tasks", json!({"title": "t"})).await;
     let id = t["task"]["id"].as_str().unwrap().to_string();
     let (_, before) = s.get("/v1/events?limit=1000").await;
@@ -317,9 +313,8 @@ async fn errors_have_codes_and_statuses() {
 
 /// `If-Match` carries the version; a stale one is 409 VERSION_CONFLICT. `Idempotency-Key`
 /// replays the stored answer, and refuses a different body under the same key.
-#[tokio::test]
-async fn if_match_and_idempotency_keys() {
-    let s = Server::start().await;
+async fn if_match_and_idempotency_keys(backend: Backend) {
+    let s = Server::start(backend).await;
     let (_, t) = s.post("/v1/tasks", json!({"title": "t"})).await;
     let id = t["task"]["id"].as_str().unwrap().to_string();
     let path = format!("/v1/tasks/{id}");
@@ -380,9 +375,8 @@ async fn if_match_and_idempotency_keys() {
 }
 
 /// A waiting claim returns as soon as a matching task is created, woken by the commit.
-#[tokio::test]
-async fn long_poll_claim_wakes_on_creation() {
-    let s = Arc::new(Server::start().await);
+async fn long_poll_claim_wakes_on_creation(backend: Backend) {
+    let s = Arc::new(Server::start(backend).await);
     let waiter = {
         let s = s.clone();
         tokio::spawn(async move {
@@ -462,9 +456,8 @@ impl Sse {
 
 /// The SSE stream replays from `after`, resumes after `Last-Event-ID` with nothing skipped
 /// or repeated, filters by type, and delivers new events live.
-#[tokio::test]
-async fn event_stream_replays_resumes_filters_and_follows() {
-    let s = Server::start().await;
+async fn event_stream_replays_resumes_filters_and_follows(backend: Backend) {
+    let s = Server::start(backend).await;
     for i in 0..3 {
         s.post("/v1/tasks", json!({"title": format!("t{i}")})).await;
     }
@@ -502,9 +495,8 @@ async fn event_stream_replays_resumes_filters_and_follows() {
 
 /// Keys and roles: no key is 401, a bad key 401, a role that may not is 403; a worker key
 /// claims only as its agent; a key of another workspace sees nothing of this one (404).
-#[tokio::test]
-async fn keys_roles_and_workspace_isolation() {
-    let s = Server::start().await;
+async fn keys_roles_and_workspace_isolation(backend: Backend) {
+    let s = Server::start(backend).await;
     let (_, t) = s.post("/v1/tasks", json!({"title": "secret plans"})).await;
     let id = t["task"]["id"].as_str().unwrap().to_string();
 
@@ -632,9 +624,8 @@ async fn keys_roles_and_workspace_isolation() {
 
 /// A batch creates a graph in one call: refs resolve to ids for parents and blockers, the
 /// answer is in request order with each ref; a ref cycle writes nothing.
-#[tokio::test]
-async fn batch_creates_a_graph_by_refs() {
-    let s = Server::start().await;
+async fn batch_creates_a_graph_by_refs(backend: Backend) {
+    let s = Server::start(backend).await;
     let body = json!({"tasks": [
         {"ref": "api", "title": "API", "blocked_by": ["model"], "parent_id": "epic"},
         {"ref": "epic", "title": "Epic", "type": "epic"},
@@ -689,10 +680,9 @@ async fn next_event(socket: &mut Ws) -> Value {
 
 /// The WebSocket stream: events in order, one JSON message each, resumable with `after`;
 /// a connection without a key is refused.
-#[tokio::test]
-async fn websocket_stream_delivers_in_order_and_resumes() {
+async fn websocket_stream_delivers_in_order_and_resumes(backend: Backend) {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let s = Server::start().await;
+    let s = Server::start(backend).await;
     for i in 0..3 {
         s.post("/v1/tasks", json!({"title": format!("t{i}")})).await;
     }
@@ -727,9 +717,8 @@ async fn websocket_stream_delivers_in_order_and_resumes() {
 
 /// Every route, table-driven: without a key 401; with a key of another workspace, anything
 /// naming this workspace's task is 404; with an observer key, every mutation is 403.
-#[tokio::test]
-async fn every_route_checks_keys_roles_and_workspaces() {
-    let s = Server::start().await;
+async fn every_route_checks_keys_roles_and_workspaces(backend: Backend) {
+    let s = Server::start(backend).await;
     let (_, t) = s.post("/v1/tasks", json!({"title": "t"})).await;
     let id = t["task"]["id"].as_str().unwrap().to_string();
     let ws = t["task"]["workspace_id"].as_str().unwrap().to_string();
@@ -978,9 +967,8 @@ async fn every_route_checks_keys_roles_and_workspaces() {
 
 /// A subscriber that stops reading does not hold writers up: thousands of writes complete
 /// while it sleeps, and when it reads again it gets every event, in order, none repeated.
-#[tokio::test]
-async fn slow_stream_consumer_never_blocks_writers() {
-    let s = Server::start().await;
+async fn slow_stream_consumer_never_blocks_writers(backend: Backend) {
+    let s = Server::start(backend).await;
     let mut stalled = Sse::open(&s, "?after=0", None).await;
     let first = stalled.next().await.0;
     // The subscriber now reads nothing while 1,500 tasks are written (far past its buffer).
@@ -1017,9 +1005,8 @@ async fn slow_stream_consumer_never_blocks_writers() {
 }
 
 /// Projects carry default policies and a kill switch; agents register, heartbeat and list.
-#[tokio::test]
-async fn projects_and_agents() {
-    let s = Server::start().await;
+async fn projects_and_agents(backend: Backend) {
+    let s = Server::start(backend).await;
     let (st, p) = s
         .post(
             "/v1/projects",
@@ -1138,9 +1125,8 @@ async fn projects_and_agents() {
 
 /// The OpenAPI document is 3.1, served at `/openapi.json` without a key, and names every
 /// error response and the bearer scheme on every authenticated operation.
-#[tokio::test]
-async fn openapi_document_is_served_and_complete() {
-    let s = Server::start().await;
+async fn openapi_document_is_served_and_complete(backend: Backend) {
+    let s = Server::start(backend).await;
     let (st, doc) = s
         .call("GET", "/openapi.json", None, &[("authorization", "")])
         .await;
@@ -1174,3 +1160,19 @@ async fn openapi_document_is_served_and_complete() {
         (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED")
     );
 }
+
+on_every_backend!(
+    backend:
+    agent_loop_over_http,
+    errors_have_codes_and_statuses,
+    if_match_and_idempotency_keys,
+    long_poll_claim_wakes_on_creation,
+    event_stream_replays_resumes_filters_and_follows,
+    keys_roles_and_workspace_isolation,
+    batch_creates_a_graph_by_refs,
+    websocket_stream_delivers_in_order_and_resumes,
+    every_route_checks_keys_roles_and_workspaces,
+    slow_stream_consumer_never_blocks_writers,
+    projects_and_agents,
+    openapi_document_is_served_and_complete,
+);

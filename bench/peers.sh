@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Drain, side by side on one throwaway PostgreSQL (scripts/postgres.sh, synchronous_commit
+# on): N ready jobs, M workers claiming and completing with no work in between, for
+# graphile-worker (npm), pgqueuer (PyPI) and Baton (`baton serve` on the same server, agents
+# over HTTP), each unbatched and batched, each run on a fresh database. The peers are
+# installed into target/bench-peers (never committed). Prints one table with Baton ÷ peer.
+# Usage: bench/peers.sh [N] [M]        e.g. bench/peers.sh 20000 16
+set -euo pipefail
+cd "$(dirname "$0")/.."
+n=${1:-20000}
+m=${2:-16}
+peers=target/bench-peers
+cargo build --release --quiet --bin baton --bin baton-bench
+if [ ! -d "$peers/node_modules/graphile-worker" ]; then
+  mkdir -p "$peers"
+  (cd "$peers" && npm init -y >/dev/null && npm install --silent graphile-worker@0.18.0 >/dev/null)
+fi
+if [ ! -x "$peers/py/bin/python" ]; then
+  python3 -m venv "$peers/py"
+  "$peers/py/bin/pip" install --quiet "pgqueuer==1.6.0" "asyncpg"
+fi
+cp bench/peers/graphile.mjs "$peers/"
+if [ -z "${BATON_TEST_DATABASE_URL:-}" ]; then
+  source scripts/postgres.sh
+  trap stop_postgres EXIT
+fi
+admin=$BATON_TEST_DATABASE_URL
+base=${admin%/*}
+fresh() {
+  local name="peer_$(date +%s%N)"
+  psql -q "$admin" -c "CREATE DATABASE $name" >/dev/null
+  echo "$base/$name"
+}
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+declare -A rate
+for mode in unbatched batched; do
+  rate[graphile-$mode]=$(node "$peers/graphile.mjs" "$(fresh)" "$n" "$m" "$mode" | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["rate"]))')
+  rate[pgqueuer-$mode]=$("$peers/py/bin/python" bench/peers/pgqueuer_drain.py "$(fresh)" "$n" "$m" "$mode" | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["rate"]))')
+  db=$(fresh)
+  ./target/release/baton migrate --database "$db" >/dev/null
+  port=$(free_port)
+  ./target/release/baton serve --database "$db" --listen "127.0.0.1:$port" >/dev/null 2>&1 &
+  pid=$!
+  until curl -sf "http://127.0.0.1:$port/healthz" >/dev/null; do sleep 0.1; done
+  batch=1; [ "$mode" = batched ] && batch=10
+  rate[baton-$mode]=$(./target/release/baton-bench --database "$db" --tasks "$n" --workers 0 \
+    --drain-agents "$m" --claim-batch "$batch" --server "http://127.0.0.1:$port" |
+    awk -F'|' '/drain over HTTP/ { gsub(/[ \/s]/, "", $6); print $6 }')
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+done
+
+mkdir -p bench/results
+out="bench/results/peers-$(date -u +%Y%m%dT%H%M%SZ).md"
+{
+  echo "drain: $n jobs, $m workers, PostgreSQL $(psql -tA "$admin" -c 'SHOW server_version'), synchronous_commit on, $(nproc) cores"
+  echo
+  echo "| mode | Baton (HTTP) | graphile-worker 0.18.0 | pgqueuer 1.6.0 | Baton ÷ graphile-worker | Baton ÷ pgqueuer |"
+  echo "| --- | --- | --- | --- | --- | --- |"
+  for mode in unbatched batched; do
+    b=${rate[baton-$mode]} g=${rate[graphile-$mode]} p=${rate[pgqueuer-$mode]}
+    echo "| $mode | $b/s | $g/s | $p/s | $(python3 -c "print(f'{$b/$g:.2f}×')") | $(python3 -c "print(f'{$b/$p:.2f}×')") |"
+  done
+} | tee "$out"
+echo "saved to $out" >&2
