@@ -344,11 +344,21 @@ impl Tx for PgTx<'_> {
     }
 
     fn agent(&mut self, ws: &str, id_or_name: &str) -> Result<Option<Agent>> {
-        let sql = "SELECT body FROM agents WHERE workspace_id = $1 AND (name = $2 OR id = $2) ORDER BY (name = $2) DESC LIMIT 1";
+        // In a shared write, locked: two claims by one agent on two connections must not
+        // write back each other's stale copy (capabilities, last seen).
+        let lock = if self.writing && self.mode == LockMode::Shared {
+            "FOR UPDATE"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "SELECT body FROM agents WHERE workspace_id = $1 AND (name = $2 OR id = $2)
+             ORDER BY (name = $2) DESC LIMIT 1 {lock}"
+        );
         let args = [t(ws), t(id_or_name)];
-        let found = self.scoped(ws, sql, &args)?.into_iter().next();
+        let found = self.scoped(ws, &sql, &args)?.into_iter().next();
         if found.is_none() && self.lock_name(ws, "agent", id_or_name)? {
-            return Ok(self.many(sql, &args)?.into_iter().next());
+            return Ok(self.many(&sql, &args)?.into_iter().next());
         }
         Ok(found)
     }
