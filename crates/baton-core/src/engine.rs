@@ -401,7 +401,9 @@ impl Baton {
     pub fn ready(&self, actor: &Actor, limit: u32) -> Result<TasksOut> {
         let limit = limit.clamp(1, ops::task::MAX_LIST);
         self.read(actor, |ctx| {
-            let tasks = ctx.tx.claim_candidates(ctx.ws, ctx.now, None, limit)?;
+            let tasks = ctx
+                .tx
+                .claim_candidates(ctx.ws, ctx.now, None, limit, None)?;
             Ok(TasksOut {
                 tasks: tasks.into_iter().map(|t| t.view()).collect(),
                 next_cursor: None,

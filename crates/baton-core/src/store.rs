@@ -114,13 +114,16 @@ pub trait Tx {
     fn list_tasks(&mut self, ws: &str, filter: &TaskFilter) -> Result<Vec<Task>>;
     /// Ready tasks whose `not_before` has passed, that have no open children and whose
     /// project is not killed, in claim order (priority desc, due asc, id asc), strictly
-    /// after `after`.
+    /// after `after`. With `agent_capabilities`, a backend may also leave out tasks that
+    /// require a capability outside them (the caller checks again): one with concurrent
+    /// writers must, so as not to lock rows the claimer cannot take.
     fn claim_candidates(
         &mut self,
         ws: &str,
         now: Millis,
         after: Option<&ClaimCursor>,
         limit: u32,
+        agent_capabilities: Option<&[String]>,
     ) -> Result<Vec<Task>>;
     /// Leased tasks whose lease expired at or before `now`, soonest first.
     fn expired_leases(&mut self, ws: &str, now: Millis, limit: u32) -> Result<Vec<Task>>;

@@ -479,33 +479,41 @@ impl Tx for PgTx<'_> {
         now: Millis,
         after: Option<&ClaimCursor>,
         limit: u32,
+        agent_capabilities: Option<&[String]>,
     ) -> Result<Vec<Task>> {
-        let sql = "SELECT body FROM tasks AS t WHERE t.workspace_id = $1 AND t.status = 'ready'
+        let mut sql = String::from(
+            "SELECT body FROM tasks AS t WHERE t.workspace_id = $1 AND t.status = 'ready'
                AND (t.not_before IS NULL OR t.not_before <= $2)
                AND t.project_id NOT IN (SELECT id FROM projects WHERE workspace_id = $1 AND killed)
                AND NOT EXISTS (SELECT 1 FROM tasks AS c WHERE c.workspace_id = $1 AND c.parent_id = t.id
-                               AND c.status NOT IN ('done', 'failed', 'canceled'))";
+                               AND c.status NOT IN ('done', 'failed', 'canceled'))",
+        );
+        let mut args = vec![t(ws), i(now)];
+        if let Some(c) = after {
+            sql.push_str(" AND (t.neg_priority, t.due_key, t.id) > ($3, $4, $5)");
+            args.extend([i(c.priority.saturating_neg()), i(c.due_key), t(&c.id)]);
+        }
+        if let Some(caps) = agent_capabilities {
+            // Only tasks this agent can take, so the lock below holds no row it will pass
+            // over. The body is compact JSON (serde_json): the common case, no requirement,
+            // is a substring test; the rest parse the body.
+            args.push(Arg::Text(Some(to_json(&caps)?)));
+            sql.push_str(&format!(
+                " AND (strpos(t.body, '\"required_capabilities\":[]') > 0
+                      OR (t.body::jsonb -> 'required_capabilities') <@ ${}::jsonb)",
+                args.len()
+            ));
+        }
         // SKIP LOCKED: a row another transaction holds is passed over, not waited on.
         let lock = if self.writing {
             "FOR UPDATE OF t SKIP LOCKED"
         } else {
             ""
         };
-        let order = format!("ORDER BY t.neg_priority, t.due_key, t.id LIMIT {limit} {lock}");
-        match after {
-            None => self.scoped(ws, &format!("{sql} {order}"), &[t(ws), i(now)]),
-            Some(c) => self.scoped(
-                ws,
-                &format!("{sql} AND (t.neg_priority, t.due_key, t.id) > ($3, $4, $5) {order}"),
-                &[
-                    t(ws),
-                    i(now),
-                    i(c.priority.saturating_neg()),
-                    i(c.due_key),
-                    t(&c.id),
-                ],
-            ),
-        }
+        sql.push_str(&format!(
+            " ORDER BY t.neg_priority, t.due_key, t.id LIMIT {limit} {lock}"
+        ));
+        self.scoped(ws, &sql, &args)
     }
 
     fn expired_leases(&mut self, ws: &str, now: Millis, limit: u32) -> Result<Vec<Task>> {

@@ -248,6 +248,7 @@ impl Tx for SqliteTx<'_> {
         now: Millis,
         after: Option<&ClaimCursor>,
         limit: u32,
+        _agent_capabilities: Option<&[String]>, // one writer: nothing to lock, the caller filters
     ) -> Result<Vec<Task>> {
         // The limit is written into the SQL: a bound LIMIT next to ORDER BY makes SQLite
         // re-prepare the statement on every execution. Limits take few distinct values.

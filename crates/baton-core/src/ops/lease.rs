@@ -153,9 +153,13 @@ pub fn claim(ctx: &mut Ctx<'_>, req: &ClaimRequest) -> Result<Claims> {
     // another query.
     let mut page = count;
     'scan: loop {
-        let candidates = ctx
-            .tx
-            .claim_candidates(ctx.ws, ctx.now, cursor.as_ref(), page)?;
+        let candidates = ctx.tx.claim_candidates(
+            ctx.ws,
+            ctx.now,
+            cursor.as_ref(),
+            page,
+            Some(&agent.capabilities),
+        )?;
         let exhausted = (candidates.len() as u32) < page;
         for task in candidates {
             cursor = Some(ClaimCursor {
