@@ -273,6 +273,16 @@ impl<'a> PgTx<'a> {
         Ok(true)
     }
 
+    /// The first row of [`PgTx::scoped`], if any.
+    fn scoped_one<T: DeserializeOwned>(
+        &mut self,
+        ws: &str,
+        sql: &str,
+        args: &[Arg],
+    ) -> Result<Option<T>> {
+        Ok(self.scoped(ws, sql, args)?.into_iter().next())
+    }
+
     fn scoped<T: DeserializeOwned>(&mut self, ws: &str, sql: &str, args: &[Arg]) -> Result<Vec<T>> {
         self.lock(ws)?;
         self.many(sql, args)
@@ -298,14 +308,11 @@ impl Tx for PgTx<'_> {
     }
 
     fn project(&mut self, ws: &str, id_or_name: &str) -> Result<Option<Project>> {
-        Ok(self
-            .scoped(
-                ws,
-                "SELECT body FROM projects WHERE workspace_id = $1 AND (id = $2 OR name = $2) ORDER BY (id = $2) DESC LIMIT 1",
-                &[t(ws), t(id_or_name)],
-            )?
-            .into_iter()
-            .next())
+        self.scoped_one(
+            ws,
+            "SELECT body FROM projects WHERE workspace_id = $1 AND (id = $2 OR name = $2) ORDER BY (id = $2) DESC LIMIT 1",
+            &[t(ws), t(id_or_name)],
+        )
     }
 
     fn put_project(&mut self, p: &Project) -> Result<()> {
@@ -382,37 +389,28 @@ impl Tx for PgTx<'_> {
     }
 
     fn task(&mut self, ws: &str, id: &str) -> Result<Option<Task>> {
-        Ok(self
-            .scoped(
-                ws,
-                "SELECT body FROM tasks WHERE workspace_id = $1 AND id = $2",
-                &[t(ws), t(id)],
-            )?
-            .into_iter()
-            .next())
+        self.scoped_one(
+            ws,
+            "SELECT body FROM tasks WHERE workspace_id = $1 AND id = $2",
+            &[t(ws), t(id)],
+        )
     }
 
     fn task_for_update(&mut self, ws: &str, id: &str) -> Result<Option<Task>> {
         let lock = if self.writing { "FOR UPDATE" } else { "" };
-        Ok(self
-            .scoped(
-                ws,
-                &format!("SELECT body FROM tasks WHERE workspace_id = $1 AND id = $2 {lock}"),
-                &[t(ws), t(id)],
-            )?
-            .into_iter()
-            .next())
+        self.scoped_one(
+            ws,
+            &format!("SELECT body FROM tasks WHERE workspace_id = $1 AND id = $2 {lock}"),
+            &[t(ws), t(id)],
+        )
     }
 
     fn task_by_key(&mut self, ws: &str, key: &str) -> Result<Option<Task>> {
-        Ok(self
-            .scoped(
-                ws,
-                "SELECT body FROM tasks WHERE workspace_id = $1 AND idem_key = $2",
-                &[t(ws), t(key)],
-            )?
-            .into_iter()
-            .next())
+        self.scoped_one(
+            ws,
+            "SELECT body FROM tasks WHERE workspace_id = $1 AND idem_key = $2",
+            &[t(ws), t(key)],
+        )
     }
 
     fn put_task(&mut self, task: &Task, body: &str) -> Result<()> {
@@ -551,14 +549,11 @@ impl Tx for PgTx<'_> {
     }
 
     fn run(&mut self, ws: &str, id: &str) -> Result<Option<Run>> {
-        Ok(self
-            .scoped(
-                ws,
-                "SELECT body FROM runs WHERE workspace_id = $1 AND id = $2",
-                &[t(ws), t(id)],
-            )?
-            .into_iter()
-            .next())
+        self.scoped_one(
+            ws,
+            "SELECT body FROM runs WHERE workspace_id = $1 AND id = $2",
+            &[t(ws), t(id)],
+        )
     }
 
     fn put_run(&mut self, r: &Run) -> Result<()> {
@@ -626,14 +621,11 @@ impl Tx for PgTx<'_> {
     }
 
     fn context(&mut self, ws: &str, id: &str) -> Result<Option<ContextEntry>> {
-        Ok(self
-            .scoped(
-                ws,
-                "SELECT body FROM context WHERE workspace_id = $1 AND id = $2",
-                &[t(ws), t(id)],
-            )?
-            .into_iter()
-            .next())
+        self.scoped_one(
+            ws,
+            "SELECT body FROM context WHERE workspace_id = $1 AND id = $2",
+            &[t(ws), t(id)],
+        )
     }
 
     fn put_context(&mut self, c: &ContextEntry) -> Result<()> {
