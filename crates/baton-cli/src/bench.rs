@@ -346,14 +346,37 @@ fn cli_bench(bin: &std::path::Path, dir: &std::path::Path, args: &Args) -> anyho
     Ok(())
 }
 
+/// The servers of `--server` (comma separated), without trailing slashes.
+fn server_urls(base: &str) -> Vec<String> {
+    base.split(',')
+        .map(|b| b.trim_end_matches('/').to_string())
+        .collect()
+}
+
+/// `POST /v1/tasks/{id}/{op}` with the lease; an error unless it succeeded.
+async fn lease_call(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    id: &str,
+    op: &str,
+    lease: &str,
+) -> anyhow::Result<()> {
+    let resp = http
+        .post(format!("{base}/v1/tasks/{id}/{op}"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({ "lease": lease }))
+        .send()
+        .await?;
+    anyhow::ensure!(resp.status().is_success(), "{op}: {}", resp.text().await?);
+    Ok(())
+}
+
 /// Drain over HTTP: agents claim (`--claim-batch` at a time) and complete until the queue
 /// is empty; tasks completed per second, and claim and complete latency. Every claimed task
 /// is checked to be completed once (duplicates fail the run).
 async fn drain_bench(baton: &Baton, base: &str, args: &Args) -> anyhow::Result<()> {
-    let bases: Vec<String> = base
-        .split(',')
-        .map(|b| b.trim_end_matches('/').to_string())
-        .collect();
+    let bases = server_urls(base);
     let admin = baton.actor("default", "bench").await?;
     let token = baton.create_key(&admin, "worker", None).await?.key.token;
     let http = reqwest::Client::new();
@@ -384,17 +407,7 @@ async fn drain_bench(baton: &Baton, base: &str, args: &Args) -> anyhow::Result<(
                     let id = c["task"]["id"].as_str().unwrap_or_default().to_string();
                     let lease = c["lease"]["token"].as_str().unwrap_or_default();
                     let t0 = Instant::now();
-                    let resp = http
-                        .post(format!("{base}/v1/tasks/{id}/complete"))
-                        .bearer_auth(&token)
-                        .json(&serde_json::json!({ "lease": lease }))
-                        .send()
-                        .await?;
-                    anyhow::ensure!(
-                        resp.status().is_success(),
-                        "complete: {}",
-                        resp.text().await?
-                    );
+                    lease_call(&http, &base, &token, &id, "complete", lease).await?;
                     complete_lat.push(t0.elapsed());
                     ids.push(id);
                 }
@@ -433,10 +446,7 @@ async fn drain_bench(baton: &Baton, base: &str, args: &Args) -> anyhow::Result<(
 /// Agents over HTTP: claim → heartbeat → complete against the server at `base`, every
 /// request a real HTTP round trip; claim latency measured per request.
 async fn http_bench(baton: &Baton, base: &str, args: &Args) -> anyhow::Result<()> {
-    let bases: Vec<String> = base
-        .split(',')
-        .map(|b| b.trim_end_matches('/').to_string())
-        .collect();
+    let bases = server_urls(base);
     let base = bases[0].as_str();
     let admin = baton.actor("default", "bench").await?;
     let token = baton.create_key(&admin, "worker", None).await?.key.token;
@@ -473,13 +483,7 @@ async fn http_bench(baton: &Baton, base: &str, args: &Args) -> anyhow::Result<()
                     anyhow::bail!("queue ran dry: {claimed}")
                 };
                 for op in ["heartbeat", "complete"] {
-                    let resp = http
-                        .post(format!("{base}/v1/tasks/{id}/{op}"))
-                        .bearer_auth(&token)
-                        .json(&serde_json::json!({ "lease": lease }))
-                        .send()
-                        .await?;
-                    anyhow::ensure!(resp.status().is_success(), "{op}: {}", resp.text().await?);
+                    lease_call(&http, &base, &token, id, op, lease).await?;
                 }
             }
             anyhow::Ok(lat)
