@@ -25,8 +25,7 @@ out="bench/results/postgres-$(date -u +%Y%m%dT%H%M%SZ).md"
 {
   echo "machine: $(nproc) cores, PostgreSQL $(psql -tA "$admin" -c 'SHOW server_version'), synchronous_commit $(psql -tA "$admin" -c 'SHOW synchronous_commit')"
   echo
-  echo "| operation | ready tasks | durability | agents | throughput | claim p50 ms | claim p99 ms |"
-  echo "| --- | --- | --- | --- | --- | --- | --- |"
+  ./target/release/baton-bench --print-header
   ./target/release/baton-bench --database "$(fresh)" --tasks "$tasks" --workers "${agents// /,}"
   # replicas × writer connections each (BATON_PG_WRITERS): one writer, one replica at the
   # default, three replicas of one writer, three at the default.

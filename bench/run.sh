@@ -17,8 +17,7 @@ out="bench/results/$(date -u +%Y%m%dT%H%M%SZ).md"
 {
   echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -r), rustc $(rustc --version | cut -d' ' -f2)"
   echo
-  echo "| operation | ready tasks | durability | workers | throughput | claim p50 ms | claim p99 ms |"
-  echo "| --- | --- | --- | --- | --- | --- | --- |"
+  ./target/release/baton-bench --print-header
   for mode in $modes; do
     for n in $sizes; do
       ./target/release/baton-bench --tasks "$n" --cycles 10000 --workers 1,8,32 --http-agents 16 --durability "$mode" --cli target/release/baton

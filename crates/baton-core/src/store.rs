@@ -105,6 +105,29 @@ pub trait Tx {
     fn task_for_update(&mut self, ws: &str, id: &str) -> Result<Option<Task>> {
         self.task(ws, id)
     }
+    /// What keeps `task_id` from running among its `blocks` blockers: the status of one that
+    /// failed or was canceled if any, else of one not done yet, else `None` (all done). One
+    /// query where a backend can: a join waiting on a thousand blockers is re-checked at
+    /// every one's end, and decoding every blocker each time would make fan-in quadratic.
+    fn unfinished_blocker(
+        &mut self,
+        ws: &str,
+        task_id: &str,
+    ) -> Result<Option<crate::state::Status>> {
+        use crate::state::Status;
+        let mut open = None;
+        for dep in self.deps_of(ws, task_id)? {
+            if dep.kind != DepKind::Blocks {
+                continue;
+            }
+            match self.task(ws, &dep.blocker_id)?.map(|t| t.status) {
+                None | Some(Status::Done) => {}
+                Some(s @ (Status::Failed | Status::Canceled)) => return Ok(Some(s)),
+                Some(s) => open = Some(s),
+            }
+        }
+        Ok(open)
+    }
     /// The task created with this idempotency key.
     fn task_by_key(&mut self, ws: &str, key: &str) -> Result<Option<Task>>;
     /// Inserts or replaces a task; `body` is its JSON serialization (made once by the

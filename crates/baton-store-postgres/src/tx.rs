@@ -587,6 +587,31 @@ impl Tx for PgTx<'_> {
         )
     }
 
+    fn unfinished_blocker(
+        &mut self,
+        ws: &str,
+        task_id: &str,
+    ) -> Result<Option<baton_core::state::Status>> {
+        self.lock(ws)?;
+        // Blockers not done, failed or canceled ones first; statuses from the column, so no
+        // blocker is decoded.
+        let rows = self.rows(
+            "SELECT t.status FROM dependencies AS d
+             JOIN tasks AS t ON t.workspace_id = d.workspace_id AND t.id = d.blocker_id
+             WHERE d.workspace_id = $1 AND d.blocked_id = $2 AND d.kind = 'blocks' AND t.status <> 'done'
+             ORDER BY t.status IN ('failed', 'canceled') DESC LIMIT 1",
+            &[t(ws), t(task_id)],
+        )?;
+        let status: Option<String> = rows
+            .first()
+            .map(|r| r.try_get(0))
+            .transpose()
+            .map_err(db_err)?;
+        status
+            .map(|s| baton_core::state::Status::parse(&s))
+            .transpose()
+    }
+
     fn dependents_of(&mut self, ws: &str, task_id: &str) -> Result<Vec<Dependency>> {
         self.scoped(
             ws,

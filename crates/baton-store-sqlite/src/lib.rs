@@ -19,7 +19,7 @@ use baton_core::store::{Store, Tx, WriteJob};
 use baton_core::{Code, Error, Result};
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use tx::{db_err, SqliteTx};
@@ -55,6 +55,24 @@ pub struct SqliteStore {
     readers: Mutex<Vec<Connection>>,
     commits: Arc<tokio::sync::Notify>,
     durability: Durability,
+    counters: Arc<Counters>,
+}
+
+/// What the writer and the syncer have done so far.
+#[derive(Debug, Default)]
+struct Counters {
+    commits: AtomicU64,
+    syncs: AtomicU64,
+}
+
+/// Commits and WAL fsyncs since the store was opened: what durability costs per operation
+/// (with group commit, one fsync covers many writes).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteStats {
+    /// Transactions committed by the writer.
+    pub commits: u64,
+    /// fsyncs of the WAL that made commits durable (0 in normal durability).
+    pub syncs: u64,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -117,14 +135,16 @@ impl SqliteStore {
             .map_err(|e| Error::storage(format!("cannot start checkpointer: {e}")))?;
         let (tx, rx) = mpsc::channel::<Box<dyn WriteJob>>();
         let sync_failed = Arc::new(AtomicBool::new(false));
+        let counters = Arc::new(Counters::default());
         let failed = sync_failed.clone();
         let synced = match options.durability {
             Durability::Full => {
-                let (to_syncer, batches) = mpsc::channel::<Vec<Box<dyn WriteJob>>>();
+                let (to_syncer, batches) = mpsc::channel::<Synced>();
                 let wal = wal_path(path);
+                let counted = counters.clone();
                 std::thread::Builder::new()
                     .name("baton-syncer".into())
-                    .spawn(move || syncer_loop(&wal, batches, failed))
+                    .spawn(move || syncer_loop(&wal, batches, failed, &counted))
                     .map_err(|e| Error::storage(format!("cannot start syncer: {e}")))?;
                 Some(to_syncer)
             }
@@ -132,9 +152,10 @@ impl SqliteStore {
         };
         let commits = Arc::new(tokio::sync::Notify::new());
         let notify = commits.clone();
+        let counted = counters.clone();
         std::thread::Builder::new()
             .name("baton-writer".into())
-            .spawn(move || writer_loop(writer, rx, notify, doorbell, synced, sync_failed))
+            .spawn(move || writer_loop(writer, rx, notify, doorbell, synced, sync_failed, &counted))
             .map_err(|e| Error::storage(format!("cannot start writer: {e}")))?;
         Ok(Arc::new(SqliteStore {
             path: path.to_path_buf(),
@@ -142,7 +163,16 @@ impl SqliteStore {
             readers: Mutex::new(Vec::new()),
             commits,
             durability: options.durability,
+            counters,
         }))
+    }
+
+    /// Commits and fsyncs so far.
+    pub fn write_stats(&self) -> WriteStats {
+        WriteStats {
+            commits: self.counters.commits.load(Ordering::Relaxed),
+            syncs: self.counters.syncs.load(Ordering::Relaxed),
+        }
     }
 
     /// Where the database file is.
@@ -169,8 +199,9 @@ fn writer_loop(
     rx: mpsc::Receiver<Box<dyn WriteJob>>,
     commits: Arc<tokio::sync::Notify>,
     checkpoint: mpsc::SyncSender<()>,
-    synced: Option<mpsc::Sender<Vec<Box<dyn WriteJob>>>>,
+    synced: Option<mpsc::Sender<Synced>>,
     sync_failed: Arc<AtomicBool>,
+    counters: &Counters,
 ) {
     let mut batch: Vec<Box<dyn WriteJob>> = Vec::with_capacity(MAX_BATCH);
     let mut since_checkpoint = 0;
@@ -189,14 +220,24 @@ fn writer_loop(
             continue;
         }
         let mut appended = 0;
+        let changes = conn.total_changes();
         let committed = run_batch(&conn, &mut batch, &mut appended);
-        if committed.is_err() {
-            let _ = conn.execute_batch("ROLLBACK");
-        }
+        // A batch that changed nothing (claims that found no work, refusals) wrote nothing to
+        // the WAL: the syncer answers it without an fsync of its own (see `syncer_loop`).
+        let wrote = conn.total_changes() != changes;
+        match committed {
+            Ok(()) => counters.commits.fetch_add(1, Ordering::Relaxed),
+            Err(_) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                0
+            }
+        };
         match (&committed, &synced) {
             // Committed: answered by the syncer once the WAL holding the batch is on disk.
             (Ok(()), Some(syncer)) => {
-                if let Err(mpsc::SendError(jobs)) = syncer.send(std::mem::take(&mut batch)) {
+                if let Err(mpsc::SendError((jobs, _))) =
+                    syncer.send((std::mem::take(&mut batch), wrote))
+                {
                     let gone = Error::storage("the syncer stopped");
                     jobs.into_iter()
                         .for_each(|job| job.finish(Err(gone.clone())));
@@ -217,6 +258,9 @@ fn writer_loop(
     }
 }
 
+/// A committed batch on its way to the syncer, and whether it wrote anything.
+type Synced = (Vec<Box<dyn WriteJob>>, bool);
+
 /// The WAL file of the database at `db`.
 fn wal_path(db: &Path) -> PathBuf {
     let mut name = db.as_os_str().to_owned();
@@ -233,22 +277,31 @@ fn wal_path(db: &Path) -> PathBuf {
 /// after the ones it could have read, so a durable write's causes are durable too. Only a
 /// read-only observer can see a state that a power loss in that instant takes back.
 ///
+/// Batches that changed nothing (a long-poll claim that found no work) are answered without
+/// an fsync when nothing that wrote is waiting with them: every batch before them has been
+/// synced by then, so whatever they read is durable, and idle claimers cost no disk flush.
+///
 /// A failed fsync is fatal: after one, Linux may report later fsyncs as successful although
 /// the failed pages were dropped, so nothing can be acknowledged as durable again. The store
 /// is marked failed and every job from then on is refused until a restart.
 fn syncer_loop(
     wal: &Path,
-    batches: mpsc::Receiver<Vec<Box<dyn WriteJob>>>,
+    batches: mpsc::Receiver<Synced>,
     failed: Arc<AtomicBool>,
+    counters: &Counters,
 ) {
     let mut file: Option<std::fs::File> = None;
-    while let Ok(mut jobs) = batches.recv() {
-        while let Ok(more) = batches.try_recv() {
+    while let Ok((mut jobs, mut wrote)) = batches.recv() {
+        while let Ok((more, more_wrote)) = batches.try_recv() {
             jobs.extend(more);
+            wrote |= more_wrote;
         }
         let synced = if failed.load(Ordering::SeqCst) {
             Err(fsync_failed())
+        } else if !wrote {
+            Ok(()) // nothing new in the WAL: everything before was synced and answered
         } else {
+            counters.syncs.fetch_add(1, Ordering::Relaxed);
             sync_wal(&mut file, wal)
         };
         if synced.is_err() {

@@ -1,6 +1,7 @@
 //! [`Tx`] over one rusqlite connection: cached prepared statements, bodies as JSON.
 
 use baton_core::model::*;
+use baton_core::state::Status;
 use baton_core::store::{ClaimCursor, NewEvent, TaskFilter, Tx};
 use baton_core::time::Millis;
 use baton_core::{Error, Result};
@@ -73,6 +74,13 @@ fn arg<T: rusqlite::ToSql>(value: &Option<T>) -> Option<&dyn rusqlite::ToSql> {
 }
 
 const OPEN: &str = "status NOT IN ('done', 'failed', 'canceled')";
+
+/// [`Tx::unfinished_blocker`]: blockers not done, failed or canceled ones first; the
+/// statuses come from the tasks' columns, so no blocker is decoded.
+const UNFINISHED_BLOCKER: &str = "SELECT t.status FROM dependencies AS d
+    JOIN tasks AS t ON t.workspace_id = d.workspace_id AND t.id = d.blocker_id
+    WHERE d.workspace_id = +?1 AND d.blocked_id = +?2 AND d.kind = 'blocks' AND t.status <> 'done'
+    ORDER BY t.status IN ('failed', 'canceled') DESC LIMIT 1";
 
 impl Tx for SqliteTx<'_> {
     fn workspaces(&mut self) -> Result<Vec<Workspace>> {
@@ -318,6 +326,18 @@ impl Tx for SqliteTx<'_> {
 
     fn dependents_of(&mut self, ws: &str, task_id: &str) -> Result<Vec<Dependency>> {
         self.many("SELECT body FROM dependencies WHERE workspace_id = +?1 AND blocker_id = +?2 ORDER BY blocked_id, kind", [ws, task_id])
+    }
+
+    fn unfinished_blocker(&mut self, ws: &str, task_id: &str) -> Result<Option<Status>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(UNFINISHED_BLOCKER)
+            .map_err(db_err)?;
+        let status: Option<String> = stmt
+            .query_row([ws, task_id], |r| r.get(0))
+            .optional()
+            .map_err(db_err)?;
+        status.map(|s| Status::parse(&s)).transpose()
     }
 
     fn put_dep(&mut self, d: &Dependency) -> Result<()> {

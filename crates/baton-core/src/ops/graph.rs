@@ -13,21 +13,11 @@ use std::collections::{HashMap, HashSet};
 /// Where a task waiting to run should stand given its `blocks` dependencies:
 /// `None` means ready, otherwise blocked for the reason given.
 pub fn blocking_reason(ctx: &mut Ctx<'_>, task_id: &str) -> Result<Option<BlockedReason>> {
-    let mut reason = None;
-    for dep in ctx.tx.deps_of(ctx.ws, task_id)? {
-        if dep.kind != DepKind::Blocks {
-            continue;
-        }
-        let Some(blocker) = ctx.tx.task(ctx.ws, &dep.blocker_id)? else {
-            continue;
-        };
-        match blocker.status {
-            Status::Done => {}
-            Status::Failed | Status::Canceled => return Ok(Some(BlockedReason::DependencyFailed)),
-            _ => reason = Some(BlockedReason::Dependencies),
-        }
-    }
-    Ok(reason)
+    Ok(match ctx.tx.unfinished_blocker(ctx.ws, task_id)? {
+        None => None,
+        Some(Status::Failed | Status::Canceled) => Some(BlockedReason::DependencyFailed),
+        Some(_) => Some(BlockedReason::Dependencies),
+    })
 }
 
 /// Puts a task that is about to wait for a claimer into `ready` or `blocked`, according to

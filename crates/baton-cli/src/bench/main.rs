@@ -1,14 +1,21 @@
-//! `baton-bench`: throughput and latency of the embedded store, in-process and through the
-//! CLI. Prints one markdown table row per measurement; `bench/run.sh` drives it over the
-//! grid recorded in BENCHMARKS.md.
+//! `baton-bench`: throughput and latency of Baton, in-process, over HTTP and through the
+//! CLI. Prints one markdown table row per measurement (`--print-header` prints the header);
+//! the scripts under `bench/` drive it over the grids recorded in BENCHMARKS.md.
 //!
 //! Method: preload N ready tasks (concurrent creates, so group commit batches them), then
 //! for each worker count W run W concurrent agents doing claim → complete until C cycles
-//! are done, timing every claim. Latency percentiles are exact (all samples kept).
+//! are done, timing every claim. Latency percentiles come from HDR histograms (three
+//! significant digits). The scenarios of the job-queue comparison (drain, open loop, DAG,
+//! failures, scale) live in their own modules and run over HTTP.
 //!
 //! Over HTTP (`--http-agents`, `--sse-subscribers`) the server runs in-process on loopback,
 //! or, with `--server`, is a separate `baton serve` on the same `--dir`, so that the CPU of
 //! client and server can be told apart.
+
+mod dag;
+mod failover;
+mod open_loop;
+mod stats;
 
 use baton_core::api::*;
 use baton_core::ops::task::BatchItem;
@@ -20,9 +27,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Benchmark the embedded store.
+/// Benchmark Baton: in-process, over HTTP, through the CLI; the job-queue scenarios.
 #[derive(Debug, Parser)]
-struct Args {
+pub(crate) struct Args {
+    /// Print the header of the table every row belongs to, and exit.
+    #[arg(long)]
+    print_header: bool,
     /// Ready tasks to preload before measuring.
     #[arg(long, default_value_t = 10_000)]
     tasks: u64,
@@ -69,22 +79,64 @@ struct Args {
     /// PostgreSQL instead of the embedded store (an empty database): postgres://…
     #[arg(long)]
     database: Option<String>,
-    /// Keep the store here instead of a temporary directory.
-    #[arg(long)]
+    /// Keep the store here instead of a temporary directory (`--data-dir` as for `baton`).
+    #[arg(long, alias = "data-dir")]
     dir: Option<std::path::PathBuf>,
+    /// Process ids of the `--server` replicas, so their CPU and memory are reported
+    /// (comma separated; without them, this process's are).
+    #[arg(long, value_delimiter = ',')]
+    server_pid: Vec<u32>,
+    /// Before measuring, run this many times `--tasks` through claim → complete, so the
+    /// measurements run over a history of finished tasks (scale scenario).
+    #[arg(long, default_value_t = 0)]
+    history: u64,
+    /// Open loop (steady state): tasks arrive at these rates per second, comma separated,
+    /// each run for `--open-secs`; `--open-agents` agents long-poll, work for a service time
+    /// drawn from `--service-ms`, heartbeat every third of `--lease-ttl`, and complete.
+    #[arg(long, value_delimiter = ',')]
+    open_rate: Vec<u64>,
+    /// Seconds each open-loop rate runs.
+    #[arg(long, default_value_t = 10)]
+    open_secs: u64,
+    /// Agents in the open loop.
+    #[arg(long, default_value_t = 64)]
+    open_agents: usize,
+    /// Service times the open loop draws from, in milliseconds, comma separated.
+    #[arg(long, default_value = "1,5,20,100", value_delimiter = ',')]
+    service_ms: Vec<u64>,
+    /// Lease of open-loop claims (a duration: 3s).
+    #[arg(long, default_value = "3s")]
+    lease_ttl: String,
+    /// DAG scenario: layered graphs DEPTH×FANOUT (comma separated, e.g. 3x1000,10x10):
+    /// a root, then DEPTH-1 layers that alternate a fan-out of FANOUT tasks and a join.
+    #[arg(long, value_delimiter = ',')]
+    dag: Vec<String>,
+    /// Agents that work the DAG and failure scenarios.
+    #[arg(long, default_value_t = 16)]
+    agents: usize,
+    /// Failure scenario: agents drain the preloaded tasks over HTTP, and this many of them
+    /// vanish while holding a lease (0 to skip); with several `--server` replicas and their
+    /// `--server-pid`, the last replica is killed with SIGKILL mid-run as well.
+    #[arg(long, default_value_t = 0)]
+    kill_agents: usize,
 }
 
-/// Prints one table row: operation, size, durability, concurrency, rate, claim p50/p99.
+/// Prints one table row: operation, size, durability, concurrency, rate, latency
+/// percentiles of `lat`.
 fn row(op: &str, args: &Args, workers: usize, rate: Option<f64>, lat: &mut [Duration]) {
-    lat.sort_unstable();
-    let rate = rate.map(|r| format!("{r:.0}/s")).unwrap_or_default();
-    println!(
-        "| {op} | {} | {} | {workers} | {rate} | {:.2} | {:.2} |",
-        args.tasks,
-        args.durability,
-        percentile(lat, 0.5),
-        percentile(lat, 0.99)
-    );
+    row_with(op, args, workers, rate, &stats::Latency::of(lat), "");
+}
+
+/// [`row`] with a histogram and a notes cell.
+pub(crate) fn row_with(
+    op: &str,
+    args: &Args,
+    agents: usize,
+    rate: Option<f64>,
+    lat: &stats::Latency,
+    notes: &str,
+) {
+    stats::print_row(op, args.tasks, &args.durability, agents, rate, lat, notes);
 }
 
 /// Waits for every agent and pools their latency samples.
@@ -102,17 +154,13 @@ async fn pooled(
 const PRELOAD_BATCH: u64 = 500;
 const PRELOAD_CREATORS: usize = 4;
 
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i].as_secs_f64() * 1000.0
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.print_header {
+        println!("{}", stats::HEADER);
+        return Ok(());
+    }
     let durability = match args.durability.as_str() {
         "normal" => Durability::Normal,
         _ => Durability::Full,
@@ -135,12 +183,26 @@ async fn main() -> anyhow::Result<()> {
     };
     let baton = Baton::new(store, Arc::new(SystemClock));
     let actor = baton.actor("default", "bench").await?;
+    let syncs = match (&args.database, &sqlite, &args.server) {
+        (Some(url), _, _) => stats::Syncs::Postgres(url.clone()),
+        (None, Some(store), None) => stats::Syncs::Sqlite(store.clone()),
+        _ => stats::Syncs::Unknown,
+    };
+    if args.history > 0 {
+        history(&baton, &actor, args.history * args.tasks).await?;
+    }
 
     // Preload: N ready tasks stay ready while measuring, plus the ones the cycles consume.
     // In batches (one transaction each), so a million tasks load in minutes on either store.
     let rounds =
         args.workers.iter().filter(|&&w| w > 0).count() as u64 + u64::from(args.http_agents > 0);
-    let total = args.tasks + args.cycles * rounds;
+    // The open-loop, DAG and failure scenarios make their own tasks, in workspaces of their own.
+    let preloads = rounds > 0 || args.drain_agents > 0 || args.cli.is_some();
+    let total = if preloads {
+        args.tasks + args.cycles * rounds
+    } else {
+        0
+    };
     let started = Instant::now();
     let made = Arc::new(AtomicU64::new(0));
     let mut creators = Vec::new();
@@ -152,17 +214,13 @@ async fn main() -> anyhow::Result<()> {
                 if from >= total {
                     return anyhow::Ok(());
                 }
-                let items = (from..total.min(from + PRELOAD_BATCH))
-                    .map(|i| BatchItem {
-                        reference: i.to_string(),
-                        task: CreateTask {
-                            title: "bench task".into(),
-                            priority: Some(0),
-                            ..Default::default()
-                        },
-                    })
-                    .collect();
-                baton.create_batch(&actor, None, items).await?;
+                create_range(
+                    &baton,
+                    &actor,
+                    from..total.min(from + PRELOAD_BATCH),
+                    "bench task",
+                )
+                .await?;
             }
         }));
     }
@@ -175,12 +233,14 @@ async fn main() -> anyhow::Result<()> {
     if let Some(sqlite) = &sqlite {
         sqlite.checkpoint()?;
     }
-    println!(
-        "| preload (batches of {PRELOAD_BATCH}) | {} | {} | {PRELOAD_CREATORS} | {:.0}/s | | |",
-        total,
-        args.durability,
-        total as f64 / secs
-    );
+    if total > 0 {
+        println!(
+            "| preload (batches of {PRELOAD_BATCH}) | {} | {} | {PRELOAD_CREATORS} | {:.0}/s | | | | | |",
+            total,
+            args.durability,
+            total as f64 / secs
+        );
+    }
 
     for &workers in args.workers.iter().filter(|&&w| w > 0) {
         let done = Arc::new(AtomicU64::new(0));
@@ -221,7 +281,8 @@ async fn main() -> anyhow::Result<()> {
         row("claim→complete", &args, workers, Some(rate), &mut lat);
     }
 
-    if args.http_agents > 0 || args.sse_subscribers > 0 || args.drain_agents > 0 {
+    let scenarios = !args.open_rate.is_empty() || !args.dag.is_empty() || args.kill_agents > 0;
+    if args.http_agents > 0 || args.sse_subscribers > 0 || args.drain_agents > 0 || scenarios {
         // The server: in-process on loopback, or the one given with --server.
         let (base, server) = match &args.server {
             Some(url) => (url.trim_end_matches('/').to_string(), None),
@@ -238,10 +299,20 @@ async fn main() -> anyhow::Result<()> {
             }
         };
         if args.http_agents > 0 {
-            http_bench(&baton, &base, &args).await?;
+            http_bench(&baton, &base, &args, &syncs).await?;
         }
         if args.drain_agents > 0 {
-            drain_bench(&baton, &base, &args).await?;
+            drain_bench(&baton, &base, &args, &syncs).await?;
+        }
+        let bases = server_urls(&base);
+        if !args.open_rate.is_empty() {
+            open_loop::run(&baton, &bases, &args, &syncs).await?;
+        }
+        if !args.dag.is_empty() {
+            dag::run(&baton, &bases, &args, &syncs).await?;
+        }
+        if args.kill_agents > 0 {
+            failover::run(&baton, &bases, &args, &syncs).await?;
         }
         if args.sse_subscribers > 0 {
             sse_bench(&baton, &base, &args).await?;
@@ -346,11 +417,106 @@ fn cli_bench(bin: &std::path::Path, dir: &std::path::Path, args: &Args) -> anyho
     Ok(())
 }
 
+/// Creates one ready task per number of `range`, in one batch (one transaction).
+async fn create_range(
+    baton: &Baton,
+    actor: &Actor,
+    range: std::ops::Range<u64>,
+    title: &str,
+) -> anyhow::Result<()> {
+    let items = range
+        .map(|i| BatchItem {
+            reference: i.to_string(),
+            task: CreateTask {
+                title: title.into(),
+                priority: Some(0),
+                ..Default::default()
+            },
+        })
+        .collect();
+    baton.create_batch(actor, None, items).await?;
+    Ok(())
+}
+
+/// Scale scenario's history: `n` tasks created and run through claim → complete in-process
+/// (claims of 100 at a time, 8 workers), so the store holds n finished tasks, their runs and
+/// events, before the ready tasks are preloaded and measured.
+async fn history(baton: &Baton, actor: &Actor, n: u64) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let made = Arc::new(AtomicU64::new(0));
+    let mut workers = Vec::new();
+    for w in 0..8 {
+        let (baton, actor, made) = (baton.clone(), actor.clone(), made.clone());
+        workers.push(tokio::spawn(async move {
+            loop {
+                let from = made.fetch_add(PRELOAD_BATCH, Ordering::Relaxed);
+                if from >= n {
+                    return anyhow::Ok(());
+                }
+                create_range(&baton, &actor, from..n.min(from + PRELOAD_BATCH), "history").await?;
+                loop {
+                    let req = ClaimRequest {
+                        agent: format!("history-{w}"),
+                        count: Some(100),
+                        ..Default::default()
+                    };
+                    let claims = baton.claim(&actor, None, req).await?.claims;
+                    if claims.is_empty() {
+                        break;
+                    }
+                    for c in claims {
+                        let op = LeaseOp::Complete(Complete::default());
+                        baton
+                            .lease_op(&actor, None, &c.task.id, &c.lease.token, op)
+                            .await?;
+                    }
+                }
+            }
+        }));
+    }
+    for w in workers {
+        w.await??;
+    }
+    println!(
+        "| history: created, claimed and completed in-process | {n} | | 8 | {:.0}/s | | | | | |",
+        n as f64 / started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 /// The servers of `--server` (comma separated), without trailing slashes.
-fn server_urls(base: &str) -> Vec<String> {
+pub(crate) fn server_urls(base: &str) -> Vec<String> {
     base.split(',')
         .map(|b| b.trim_end_matches('/').to_string())
         .collect()
+}
+
+/// A new workspace (named `name` and a unique suffix) and a worker's and a planner's key.
+pub(crate) async fn new_workspace(baton: &Baton, name: &str) -> anyhow::Result<(String, String)> {
+    let ws = baton
+        .create_workspace(&format!("{name}-{}", baton_core::id::new_id("b")))
+        .await?;
+    let admin = Actor {
+        workspace_id: ws.id,
+        name: "bench".into(),
+    };
+    let worker = baton.create_key(&admin, "worker", None).await?.key.token;
+    let planner = baton.create_key(&admin, "planner", None).await?.key.token;
+    Ok((worker, planner))
+}
+
+/// [`lease_call`], timed.
+pub(crate) async fn lease_call_timed(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    id: &str,
+    op: &str,
+    lease: &str,
+) -> anyhow::Result<Duration> {
+    let t0 = Instant::now();
+    lease_call(http, base, token, id, op, lease).await?;
+    Ok(t0.elapsed())
 }
 
 /// `POST /v1/tasks/{id}/{op}` with the lease; an error unless it succeeded.
@@ -375,11 +541,17 @@ async fn lease_call(
 /// Drain over HTTP: agents claim (`--claim-batch` at a time) and complete until the queue
 /// is empty; tasks completed per second, and claim and complete latency. Every claimed task
 /// is checked to be completed once (duplicates fail the run).
-async fn drain_bench(baton: &Baton, base: &str, args: &Args) -> anyhow::Result<()> {
+async fn drain_bench(
+    baton: &Baton,
+    base: &str,
+    args: &Args,
+    syncs: &stats::Syncs,
+) -> anyhow::Result<()> {
     let bases = server_urls(base);
     let admin = baton.actor("default", "bench").await?;
     let token = baton.create_key(&admin, "worker", None).await?.key.token;
     let http = reqwest::Client::new();
+    let meter = stats::Meter::start(syncs, &args.server_pid);
     let started = Instant::now();
     let mut handles = Vec::new();
     for w in 0..args.drain_agents {
@@ -426,32 +598,44 @@ async fn drain_bench(baton: &Baton, base: &str, args: &Args) -> anyhow::Result<(
     ids.sort_unstable();
     ids.dedup();
     anyhow::ensure!(ids.len() == n, "{} tasks completed twice", n - ids.len());
+    let notes = meter.notes(n as u64);
     let label = format!("drain over HTTP, claim batch {}", args.claim_batch);
-    row(
+    let claims = stats::Latency::of(&claim_lat);
+    row_with(
         &label,
         args,
         args.drain_agents,
         Some(n as f64 / secs),
-        &mut claim_lat,
+        &claims,
+        &notes,
     );
-    complete_lat.sort_unstable();
-    println!(
-        "| (complete latency) | | | | | {:.2} | {:.2} |",
-        percentile(&complete_lat, 0.5),
-        percentile(&complete_lat, 0.99)
+    let completes = stats::Latency::of(&complete_lat);
+    row_with(
+        "(complete latency)",
+        args,
+        args.drain_agents,
+        None,
+        &completes,
+        "",
     );
     Ok(())
 }
 
 /// Agents over HTTP: claim → heartbeat → complete against the server at `base`, every
 /// request a real HTTP round trip; claim latency measured per request.
-async fn http_bench(baton: &Baton, base: &str, args: &Args) -> anyhow::Result<()> {
+async fn http_bench(
+    baton: &Baton,
+    base: &str,
+    args: &Args,
+    syncs: &stats::Syncs,
+) -> anyhow::Result<()> {
     let bases = server_urls(base);
     let base = bases[0].as_str();
     let admin = baton.actor("default", "bench").await?;
     let token = baton.create_key(&admin, "worker", None).await?.key.token;
     let http = reqwest::Client::new();
     let done = Arc::new(AtomicU64::new(0));
+    let meter = stats::Meter::start(syncs, &args.server_pid);
     let started = Instant::now();
     let mut handles = Vec::new();
     for w in 0..args.http_agents {
@@ -489,18 +673,20 @@ async fn http_bench(baton: &Baton, base: &str, args: &Args) -> anyhow::Result<()
             anyhow::Ok(lat)
         }));
     }
-    let mut lat = pooled(handles).await?;
+    let lat = pooled(handles).await?;
     let rate = lat.len() as f64 / started.elapsed().as_secs_f64();
     let replicas = match bases.len() {
         1 => String::new(),
         n => format!(", {n} replicas"),
     };
-    row(
+    let notes = meter.notes(lat.len() as u64);
+    row_with(
         &format!("http claim→heartbeat→complete{replicas}"),
         args,
         args.http_agents,
         Some(rate),
-        &mut lat,
+        &stats::Latency::of(&lat),
+        &notes,
     );
     // Long-poll wake-up: an idle agent waits in a claim; a task is created; how long from
     // the creation's answer to the claim's answer. In a workspace of its own, whose queue is

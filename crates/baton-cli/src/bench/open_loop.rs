@@ -1,0 +1,207 @@
+//! Scenario 2, steady state in an open loop. Tasks arrive at a fixed rate whatever the
+//! server's answers (each creation is sent at its intended time on a task of its own);
+//! agents long-poll for work, work for a service time drawn from a small set, heartbeat
+//! every third of their lease, and complete.
+//!
+//! Latencies are measured from intended start times, so a slow server cannot hide its
+//! slowness by delaying the requests that would have measured it (coordinated omission):
+//! dispatch latency is from a task's intended arrival to the answer of the claim that got
+//! it; creation latency is from the intended arrival to the creation's answer. A rate holds
+//! when dispatch p99 stays under 50 ms and the backlog does not grow.
+
+use crate::stats::{Latency, Meter, Syncs};
+use crate::{lease_call_timed, new_workspace, row_with, Args};
+use baton_core::Baton;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Dispatch p99 a rate must stay under to hold.
+const DISPATCH_P99_MS: f64 = 50.0;
+
+/// What one agent measured.
+#[derive(Default)]
+struct Seen {
+    dispatch: Latency,
+    heartbeat: Latency,
+    complete: Latency,
+    completed: u64,
+    /// When the last completion was answered, since the start.
+    last: Duration,
+}
+
+/// Runs every rate of `--open-rate` in a workspace of its own.
+pub(crate) async fn run(
+    baton: &Baton,
+    bases: &[String],
+    args: &Args,
+    syncs: &Syncs,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !args.service_ms.is_empty(),
+        "--service-ms needs at least one value"
+    );
+    let lease = baton_core::time::Duration::parse(&args.lease_ttl)
+        .map_err(|e| anyhow::anyhow!("--lease-ttl: {}", e.message))?;
+    let beat = Duration::from_millis(lease.ms() as u64 / 3);
+    for &rate in &args.open_rate {
+        anyhow::ensure!(rate > 0, "--open-rate values must be at least 1");
+        let (worker, planner) = new_workspace(baton, &format!("open-loop-{rate}")).await?;
+        let http = reqwest::Client::new();
+        let total = rate * args.open_secs;
+        let started = Instant::now();
+        let arriving = Arc::new(AtomicBool::new(true));
+        let claimed = Arc::new(AtomicU64::new(0));
+        let meter = Meter::start(syncs, &args.server_pid);
+
+        let mut agents = Vec::new();
+        for a in 0..args.open_agents {
+            let (http, base, token) =
+                (http.clone(), bases[a % bases.len()].clone(), worker.clone());
+            let (arriving, claimed) = (arriving.clone(), claimed.clone());
+            let (service, lease_ttl) = (args.service_ms.clone(), args.lease_ttl.clone());
+            agents.push(tokio::spawn(async move {
+                let mut seen = Seen::default();
+                let agent = format!("open-{a}");
+                loop {
+                    if !arriving.load(Ordering::SeqCst) && claimed.load(Ordering::SeqCst) >= total {
+                        return anyhow::Ok(seen);
+                    }
+                    let resp = http
+                        .post(format!("{base}/v1/tasks/claim"))
+                        .bearer_auth(&token)
+                        .json(&serde_json::json!({ "agent": agent, "wait": "1s", "lease_ttl": lease_ttl }))
+                        .send()
+                        .await?;
+                    anyhow::ensure!(resp.status().is_success(), "claim: {}", resp.text().await?);
+                    let body: serde_json::Value = resp.json().await?;
+                    let answered = started.elapsed();
+                    let Some(c) = body["claims"].get(0) else { continue };
+                    claimed.fetch_add(1, Ordering::SeqCst);
+                    // The title carries the intended arrival, in µs since the start.
+                    let title = c["task"]["title"].as_str().unwrap_or_default();
+                    let (i, intended) = parse_title(title)?;
+                    seen.dispatch.record(answered.saturating_sub(intended));
+                    let (id, lease) = (
+                        c["task"]["id"].as_str().unwrap_or_default().to_string(),
+                        c["lease"]["token"].as_str().unwrap_or_default().to_string(),
+                    );
+                    // Work: the service time, with a heartbeat every third of the lease.
+                    let mut left = Duration::from_millis(service[(i as usize * 7919) % service.len()]);
+                    while left > beat {
+                        tokio::time::sleep(beat).await;
+                        left -= beat;
+                        let took = lease_call_timed(&http, &base, &token, &id, "heartbeat", &lease).await?;
+                        seen.heartbeat.record(took);
+                    }
+                    tokio::time::sleep(left).await;
+                    let took = lease_call_timed(&http, &base, &token, &id, "complete", &lease).await?;
+                    seen.complete.record(took);
+                    seen.completed += 1;
+                    seen.last = started.elapsed();
+                }
+            }));
+        }
+
+        // Arrivals: one creation per intended time, each on its own task.
+        let mut creations = Vec::new();
+        for i in 0..total {
+            let intended = Duration::from_secs_f64(i as f64 / rate as f64);
+            tokio::time::sleep_until(tokio::time::Instant::from_std(started + intended)).await;
+            let (http, base, token) = (
+                http.clone(),
+                bases[i as usize % bases.len()].clone(),
+                planner.clone(),
+            );
+            creations.push(tokio::spawn(async move {
+                let resp = http
+                    .post(format!("{base}/v1/tasks"))
+                    .bearer_auth(&token)
+                    .json(&serde_json::json!({ "title": format!("open {i} {}", intended.as_micros()) }))
+                    .send()
+                    .await?;
+                anyhow::ensure!(resp.status().is_success(), "create: {}", resp.text().await?);
+                anyhow::Ok(started.elapsed().saturating_sub(intended))
+            }));
+        }
+        let window = started.elapsed();
+        // Backlog: created but not yet claimed, when the last arrival was due.
+        let backlog = total.saturating_sub(claimed.load(Ordering::SeqCst));
+        arriving.store(false, Ordering::SeqCst);
+        let mut create = Latency::default();
+        for c in creations {
+            create.record(c.await??);
+        }
+        let mut seen = Seen::default();
+        for a in agents {
+            let s = a.await??;
+            seen.dispatch.merge(&s.dispatch);
+            seen.heartbeat.merge(&s.heartbeat);
+            seen.complete.merge(&s.complete);
+            seen.completed += s.completed;
+            seen.last = seen.last.max(s.last);
+        }
+        anyhow::ensure!(
+            seen.completed == total,
+            "{} tasks arrived, {} completed",
+            total,
+            seen.completed
+        );
+        let secs = seen.last.as_secs_f64().max(1e-9);
+        // Growing: more than a tenth of a second of arrivals (or one per agent) still waiting.
+        let allowed = (rate / 10).max(args.open_agents as u64);
+        let holds = seen.dispatch.ms(0.99) < DISPATCH_P99_MS && backlog <= allowed;
+        let verdict = format!(
+            "{}: backlog {backlog} at {:.1}s (allowed {allowed}); {}",
+            if holds { "holds" } else { "does not hold" },
+            window.as_secs_f64(),
+            meter.notes(total)
+        );
+        let label = |what: &str| format!("open loop {rate}/s: {what}");
+        let achieved = Some(seen.completed as f64 / secs);
+        row_with(
+            &label("dispatch (intended arrival → claimed)"),
+            args,
+            args.open_agents,
+            achieved,
+            &seen.dispatch,
+            &verdict,
+        );
+        row_with(
+            &label("create (from intended start)"),
+            args,
+            1,
+            None,
+            &create,
+            "",
+        );
+        row_with(
+            &label("heartbeat"),
+            args,
+            args.open_agents,
+            None,
+            &seen.heartbeat,
+            "",
+        );
+        row_with(
+            &label("complete"),
+            args,
+            args.open_agents,
+            None,
+            &seen.complete,
+            "",
+        );
+    }
+    Ok(())
+}
+
+/// `open I MICROS` → (I, intended arrival).
+fn parse_title(title: &str) -> anyhow::Result<(u64, Duration)> {
+    let mut parts = title.split(' ').skip(1);
+    let i = parts.next().and_then(|p| p.parse().ok());
+    let us = parts.next().and_then(|p| p.parse().ok());
+    match (i, us) {
+        (Some(i), Some(us)) => Ok((i, Duration::from_micros(us))),
+        _ => anyhow::bail!("claimed a task that is not an arrival: {title}"),
+    }
+}
