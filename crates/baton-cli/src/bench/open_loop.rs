@@ -26,6 +26,9 @@ struct Seen {
     heartbeat: Latency,
     complete: Latency,
     completed: u64,
+    /// Leases that lapsed before the agent's heartbeat or completion reached the server
+    /// (the agent drops the task, which comes back to the queue after its backoff).
+    lost: u64,
     /// When the last completion was answered, since the start.
     last: Duration,
 }
@@ -52,19 +55,21 @@ pub(crate) async fn run(
         let started = Instant::now();
         let arriving = Arc::new(AtomicBool::new(true));
         let claimed = Arc::new(AtomicU64::new(0));
+        let finished = Arc::new(AtomicU64::new(0));
         let meter = Meter::start(syncs, &args.server_pid);
 
         let mut agents = Vec::new();
         for a in 0..args.open_agents {
             let (http, base, token) =
                 (http.clone(), bases[a % bases.len()].clone(), worker.clone());
-            let (arriving, claimed) = (arriving.clone(), claimed.clone());
+            let (arriving, claimed, finished) =
+                (arriving.clone(), claimed.clone(), finished.clone());
             let (service, lease_ttl) = (args.service_ms.clone(), args.lease_ttl.clone());
             agents.push(tokio::spawn(async move {
                 let mut seen = Seen::default();
                 let agent = format!("open-{a}");
                 loop {
-                    if !arriving.load(Ordering::SeqCst) && claimed.load(Ordering::SeqCst) >= total {
+                    if !arriving.load(Ordering::SeqCst) && finished.load(Ordering::SeqCst) >= total {
                         return anyhow::Ok(seen);
                     }
                     let resp = http
@@ -88,17 +93,34 @@ pub(crate) async fn run(
                     );
                     // Work: the service time, with a heartbeat every third of the lease.
                     let mut left = Duration::from_millis(service[(i as usize * 7919) % service.len()]);
+                    let mut lapsed = false;
                     while left > beat {
                         tokio::time::sleep(beat).await;
                         left -= beat;
-                        let took = lease_call_timed(&http, &base, &token, &id, "heartbeat", &lease).await?;
-                        seen.heartbeat.record(took);
+                        match lease_call_timed(&http, &base, &token, &id, "heartbeat", &lease).await {
+                            Ok(took) => seen.heartbeat.record(took),
+                            Err(e) if e.to_string().contains("LEASE_LOST") => {
+                                lapsed = true; // drop the task: it is someone else's now
+                                break;
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    if lapsed {
+                        seen.lost += 1;
+                        continue;
                     }
                     tokio::time::sleep(left).await;
-                    let took = lease_call_timed(&http, &base, &token, &id, "complete", &lease).await?;
-                    seen.complete.record(took);
-                    seen.completed += 1;
-                    seen.last = started.elapsed();
+                    match lease_call_timed(&http, &base, &token, &id, "complete", &lease).await {
+                        Ok(took) => {
+                            seen.complete.record(took);
+                            seen.completed += 1;
+                            seen.last = started.elapsed();
+                            finished.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Err(e) if e.to_string().contains("LEASE_LOST") => seen.lost += 1,
+                        Err(e) => return Err(e),
+                    }
                 }
             }));
         }
@@ -139,6 +161,7 @@ pub(crate) async fn run(
             seen.heartbeat.merge(&s.heartbeat);
             seen.complete.merge(&s.complete);
             seen.completed += s.completed;
+            seen.lost += s.lost;
             seen.last = seen.last.max(s.last);
         }
         anyhow::ensure!(
@@ -152,9 +175,10 @@ pub(crate) async fn run(
         let allowed = (rate / 10).max(args.open_agents as u64);
         let holds = seen.dispatch.ms(0.99) < DISPATCH_P99_MS && backlog <= allowed;
         let verdict = format!(
-            "{}: backlog {backlog} at {:.1}s (allowed {allowed}); {}",
+            "{}: backlog {backlog} at {:.1}s (allowed {allowed}); {} leases lapsed before a heartbeat or completion; {}",
             if holds { "holds" } else { "does not hold" },
             window.as_secs_f64(),
+            seen.lost,
             meter.notes(total)
         );
         let label = |what: &str| format!("open loop {rate}/s: {what}");
