@@ -113,21 +113,7 @@ pub trait Tx {
         &mut self,
         ws: &str,
         task_id: &str,
-    ) -> Result<Option<crate::state::Status>> {
-        use crate::state::Status;
-        let mut open = None;
-        for dep in self.deps_of(ws, task_id)? {
-            if dep.kind != DepKind::Blocks {
-                continue;
-            }
-            match self.task(ws, &dep.blocker_id)?.map(|t| t.status) {
-                None | Some(Status::Done) => {}
-                Some(s @ (Status::Failed | Status::Canceled)) => return Ok(Some(s)),
-                Some(s) => open = Some(s),
-            }
-        }
-        Ok(open)
-    }
+    ) -> Result<Option<crate::state::Status>>;
     /// The task created with this idempotency key.
     fn task_by_key(&mut self, ws: &str, key: &str) -> Result<Option<Task>>;
     /// Inserts or replaces a task; `body` is its JSON serialization (made once by the

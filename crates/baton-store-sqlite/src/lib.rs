@@ -225,13 +225,11 @@ fn writer_loop(
         // A batch that changed nothing (claims that found no work, refusals) wrote nothing to
         // the WAL: the syncer answers it without an fsync of its own (see `syncer_loop`).
         let wrote = conn.total_changes() != changes;
-        match committed {
-            Ok(()) => counters.commits.fetch_add(1, Ordering::Relaxed),
-            Err(_) => {
-                let _ = conn.execute_batch("ROLLBACK");
-                0
-            }
-        };
+        if committed.is_ok() {
+            counters.commits.fetch_add(1, Ordering::Relaxed);
+        } else {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
         match (&committed, &synced) {
             // Committed: answered by the syncer once the WAL holding the batch is on disk.
             (Ok(()), Some(syncer)) => {

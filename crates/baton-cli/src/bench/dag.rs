@@ -9,15 +9,12 @@
 //! chain, each needing a claim and a completion).
 
 use crate::stats::{Latency, Meter, Syncs};
-use crate::{lease_call_timed, new_workspace, row_with, Args};
+use crate::{claim_one, lease_call_timed, new_workspace, post_batch, row_with, Args};
 use baton_core::Baton;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// Most tasks per `POST /v1/tasks/batch`.
-const BATCH: usize = 1000;
 
 /// `DEPTHxFANOUT` → (depth, fanout).
 fn parse_shape(shape: &str) -> anyhow::Result<(usize, usize)> {
@@ -44,31 +41,16 @@ async fn create_graph(
     for layer in 0..depth {
         let size = if layer % 2 == 1 { fanout } else { 1 };
         let blockers = layers.last().cloned().unwrap_or_default();
-        let mut ids = Vec::with_capacity(size);
-        for chunk in (0..size).collect::<Vec<_>>().chunks(BATCH) {
-            let tasks: Vec<serde_json::Value> = chunk
-                .iter()
-                .map(|i| {
-                    serde_json::json!({
-                        "ref": format!("l{layer}-{i}"),
-                        "title": format!("layer {layer} task {i}"),
-                        "blocked_by": blockers,
-                    })
+        let tasks: Vec<serde_json::Value> = (0..size)
+            .map(|i| {
+                serde_json::json!({
+                    "ref": format!("l{layer}-{i}"),
+                    "title": format!("layer {layer} task {i}"),
+                    "blocked_by": blockers,
                 })
-                .collect();
-            let resp = http
-                .post(format!("{base}/v1/tasks/batch"))
-                .bearer_auth(planner)
-                .json(&serde_json::json!({ "tasks": tasks }))
-                .send()
-                .await?;
-            anyhow::ensure!(resp.status().is_success(), "batch: {}", resp.text().await?);
-            let out: serde_json::Value = resp.json().await?;
-            for t in out["tasks"].as_array().into_iter().flatten() {
-                ids.push(t["task"]["id"].as_str().unwrap_or_default().to_string());
-            }
-        }
-        layers.push(ids);
+            })
+            .collect();
+        layers.push(post_batch(http, base, planner, &tasks).await?);
     }
     Ok(layers)
 }
@@ -102,18 +84,10 @@ pub(crate) async fn run(
                 let mut complete = Latency::default();
                 let agent = format!("dag-{a}");
                 while done.load(Ordering::SeqCst) < total as u64 {
-                    let resp = http
-                        .post(format!("{base}/v1/tasks/claim"))
-                        .bearer_auth(&token)
-                        .json(&serde_json::json!({ "agent": agent, "wait": "1s" }))
-                        .send()
-                        .await?;
-                    anyhow::ensure!(resp.status().is_success(), "claim: {}", resp.text().await?);
-                    let body: serde_json::Value = resp.json().await?;
+                    let body = serde_json::json!({ "agent": agent, "wait": "1s" });
+                    let answer = claim_one(&http, &base, &token, &body).await?;
                     let at = started.elapsed();
-                    let Some(c) = body["claims"].get(0) else {
-                        continue;
-                    };
+                    let Some(c) = answer else { continue };
                     let id = c["task"]["id"].as_str().unwrap_or_default().to_string();
                     let lease = c["lease"]["token"].as_str().unwrap_or_default();
                     if let Ok(mut m) = claimed_at.lock() {

@@ -10,7 +10,7 @@
 //! was acknowledged to two agents) and lost tasks (not done at the end): both must be 0.
 
 use crate::stats::{Latency, Meter, Syncs};
-use crate::{new_workspace, row_with, Args};
+use crate::{new_workspace, post_batch, row_with, Args};
 use baton_core::Baton;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -94,21 +94,10 @@ pub(crate) async fn run(
     let (worker, planner) = new_workspace(baton, "failures").await?;
     let http = reqwest::Client::new();
     let total = args.tasks as usize;
-    let mut made = 0;
-    while made < total {
-        let n = (total - made).min(1000);
-        let tasks: Vec<_> = (made..made + n)
-            .map(|i| serde_json::json!({ "ref": i.to_string(), "title": format!("failure {i}") }))
-            .collect();
-        let resp = http
-            .post(format!("{}/v1/tasks/batch", bases[0]))
-            .bearer_auth(&planner)
-            .json(&serde_json::json!({ "tasks": tasks }))
-            .send()
-            .await?;
-        anyhow::ensure!(resp.status().is_success(), "batch: {}", resp.text().await?);
-        made += n;
-    }
+    let tasks: Vec<_> = (0..total)
+        .map(|i| serde_json::json!({ "ref": i.to_string(), "title": format!("failure {i}") }))
+        .collect();
+    post_batch(&http, &bases[0], &planner, &tasks).await?;
     let kill_replica = bases.len() >= 2 && args.server_pid.len() == bases.len();
     let log: Arc<Mutex<Log>> = Arc::default();
     let started = Instant::now();

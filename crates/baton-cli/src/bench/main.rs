@@ -505,7 +505,42 @@ pub(crate) async fn new_workspace(baton: &Baton, name: &str) -> anyhow::Result<(
     Ok((worker, planner))
 }
 
-/// [`lease_call`], timed.
+/// How a lease operation over HTTP ended, when it did not fail otherwise.
+pub(crate) enum Leased {
+    /// It succeeded, taking this long.
+    Done(Duration),
+    /// `LEASE_LOST`: the lease lapsed or was superseded; the task is no longer the caller's.
+    Lost,
+}
+
+/// `POST /v1/tasks/{id}/{op}` with the lease, timed; `LEASE_LOST` is an outcome, any other
+/// refusal an error.
+pub(crate) async fn lease_call_outcome(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    id: &str,
+    op: &str,
+    lease: &str,
+) -> anyhow::Result<Leased> {
+    let t0 = Instant::now();
+    let resp = http
+        .post(format!("{base}/v1/tasks/{id}/{op}"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({ "lease": lease }))
+        .send()
+        .await?;
+    if resp.status().is_success() {
+        resp.bytes().await?;
+        return Ok(Leased::Done(t0.elapsed()));
+    }
+    let text = resp.text().await?;
+    let refusal: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    anyhow::ensure!(refusal["error"]["code"] == "LEASE_LOST", "{op}: {text}");
+    Ok(Leased::Lost)
+}
+
+/// [`lease_call_outcome`] where the lease must still be the caller's: how long it took.
 pub(crate) async fn lease_call_timed(
     http: &reqwest::Client,
     base: &str,
@@ -514,9 +549,10 @@ pub(crate) async fn lease_call_timed(
     op: &str,
     lease: &str,
 ) -> anyhow::Result<Duration> {
-    let t0 = Instant::now();
-    lease_call(http, base, token, id, op, lease).await?;
-    Ok(t0.elapsed())
+    match lease_call_outcome(http, base, token, id, op, lease).await? {
+        Leased::Done(took) => Ok(took),
+        Leased::Lost => anyhow::bail!("{op} of {id}: LEASE_LOST"),
+    }
 }
 
 /// `POST /v1/tasks/{id}/{op}` with the lease; an error unless it succeeded.
@@ -528,14 +564,51 @@ async fn lease_call(
     op: &str,
     lease: &str,
 ) -> anyhow::Result<()> {
+    lease_call_timed(http, base, token, id, op, lease).await?;
+    Ok(())
+}
+
+/// `POST /v1/tasks/claim` with `body`: the first claim of the answer, if any.
+pub(crate) async fn claim_one(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    body: &serde_json::Value,
+) -> anyhow::Result<Option<serde_json::Value>> {
     let resp = http
-        .post(format!("{base}/v1/tasks/{id}/{op}"))
+        .post(format!("{base}/v1/tasks/claim"))
         .bearer_auth(token)
-        .json(&serde_json::json!({ "lease": lease }))
+        .json(body)
         .send()
         .await?;
-    anyhow::ensure!(resp.status().is_success(), "{op}: {}", resp.text().await?);
-    Ok(())
+    anyhow::ensure!(resp.status().is_success(), "claim: {}", resp.text().await?);
+    let mut answer: serde_json::Value = resp.json().await?;
+    Ok(answer["claims"].get_mut(0).map(serde_json::Value::take))
+}
+
+/// `POST /v1/tasks/batch` of `tasks` (create requests with refs), in requests of at most
+/// 1,000; the created ids in order.
+pub(crate) async fn post_batch(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    tasks: &[serde_json::Value],
+) -> anyhow::Result<Vec<String>> {
+    let mut ids = Vec::with_capacity(tasks.len());
+    for chunk in tasks.chunks(1000) {
+        let resp = http
+            .post(format!("{base}/v1/tasks/batch"))
+            .bearer_auth(token)
+            .json(&serde_json::json!({ "tasks": chunk }))
+            .send()
+            .await?;
+        anyhow::ensure!(resp.status().is_success(), "batch: {}", resp.text().await?);
+        let out: serde_json::Value = resp.json().await?;
+        for t in out["tasks"].as_array().into_iter().flatten() {
+            ids.push(t["task"]["id"].as_str().unwrap_or_default().to_string());
+        }
+    }
+    Ok(ids)
 }
 
 /// Drain over HTTP: agents claim (`--claim-batch` at a time) and complete until the queue

@@ -10,7 +10,7 @@
 //! when dispatch p99 stays under 50 ms and the backlog does not grow.
 
 use crate::stats::{Latency, Meter, Syncs};
-use crate::{lease_call_timed, new_workspace, row_with, Args};
+use crate::{claim_one, lease_call_outcome, new_workspace, row_with, Args, Leased};
 use baton_core::Baton;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -69,19 +69,15 @@ pub(crate) async fn run(
                 let mut seen = Seen::default();
                 let agent = format!("open-{a}");
                 loop {
-                    if !arriving.load(Ordering::SeqCst) && finished.load(Ordering::SeqCst) >= total {
+                    if !arriving.load(Ordering::SeqCst) && finished.load(Ordering::SeqCst) >= total
+                    {
                         return anyhow::Ok(seen);
                     }
-                    let resp = http
-                        .post(format!("{base}/v1/tasks/claim"))
-                        .bearer_auth(&token)
-                        .json(&serde_json::json!({ "agent": agent, "wait": "1s", "lease_ttl": lease_ttl }))
-                        .send()
-                        .await?;
-                    anyhow::ensure!(resp.status().is_success(), "claim: {}", resp.text().await?);
-                    let body: serde_json::Value = resp.json().await?;
+                    let body =
+                        serde_json::json!({ "agent": agent, "wait": "1s", "lease_ttl": lease_ttl });
+                    let answer = claim_one(&http, &base, &token, &body).await?;
                     let answered = started.elapsed();
-                    let Some(c) = body["claims"].get(0) else { continue };
+                    let Some(c) = answer else { continue };
                     claimed.fetch_add(1, Ordering::SeqCst);
                     // The title carries the intended arrival, in µs since the start.
                     let title = c["task"]["title"].as_str().unwrap_or_default();
@@ -92,18 +88,20 @@ pub(crate) async fn run(
                         c["lease"]["token"].as_str().unwrap_or_default().to_string(),
                     );
                     // Work: the service time, with a heartbeat every third of the lease.
-                    let mut left = Duration::from_millis(service[(i as usize * 7919) % service.len()]);
+                    let mut left =
+                        Duration::from_millis(service[(i as usize * 7919) % service.len()]);
                     let mut lapsed = false;
                     while left > beat {
                         tokio::time::sleep(beat).await;
                         left -= beat;
-                        match lease_call_timed(&http, &base, &token, &id, "heartbeat", &lease).await {
-                            Ok(took) => seen.heartbeat.record(took),
-                            Err(e) if e.to_string().contains("LEASE_LOST") => {
+                        match lease_call_outcome(&http, &base, &token, &id, "heartbeat", &lease)
+                            .await?
+                        {
+                            Leased::Done(took) => seen.heartbeat.record(took),
+                            Leased::Lost => {
                                 lapsed = true; // drop the task: it is someone else's now
                                 break;
                             }
-                            Err(e) => return Err(e),
                         }
                     }
                     if lapsed {
@@ -111,15 +109,14 @@ pub(crate) async fn run(
                         continue;
                     }
                     tokio::time::sleep(left).await;
-                    match lease_call_timed(&http, &base, &token, &id, "complete", &lease).await {
-                        Ok(took) => {
+                    match lease_call_outcome(&http, &base, &token, &id, "complete", &lease).await? {
+                        Leased::Done(took) => {
                             seen.complete.record(took);
                             seen.completed += 1;
                             seen.last = started.elapsed();
                             finished.fetch_add(1, Ordering::SeqCst);
                         }
-                        Err(e) if e.to_string().contains("LEASE_LOST") => seen.lost += 1,
-                        Err(e) => return Err(e),
+                        Leased::Lost => seen.lost += 1,
                     }
                 }
             }));
