@@ -198,6 +198,7 @@ fn every_operation_is_reachable_over_http_mcp_and_cli() {
             "complete",
             "complete",
         ),
+        ("complete_many", "POST /v1/tasks/complete", "-", "-"),
         (
             "add_context",
             "POST /v1/tasks/{id}/context",
@@ -258,6 +259,8 @@ fn every_operation_is_reachable_over_http_mcp_and_cli() {
     // Why each "-" above is fine:
     // - create_batch: MCP and the CLI create graphs with plan_apply / `plan apply`, which
     //   is the same one-transaction, ref-based creation (and idempotent on re-apply).
+    // - complete_many: the throughput path of programmatic workers that claim in batches
+    //   over HTTP; an MCP or CLI agent finishes one task at a time with `complete`.
     // - keys, workspaces, whoami: admin and bootstrap acts; over MCP an agent acts with the
     //   key it was given, and `baton key create` bootstraps on the store.
     // - projects and agents over MCP: set-up and fleet supervision are for a human or an

@@ -873,6 +873,53 @@ async fn long_poll_claim_wakes_on_commit(env: Env) {
     assert_eq!(got.claims[0].task.id, t.id);
 }
 
+/// Waiting claims are woken by work they can take: a task needing a capability wakes the
+/// agent that has it, not the one ahead of it in line, and an agent waiting behind a full
+/// page of tasks it cannot take still gets the one it can.
+async fn long_poll_wakes_the_agent_that_can_take_the_work(env: Env) {
+    let wait = |agent: &str, caps: &[&str]| {
+        let (baton, actor) = (env.baton.clone(), env.actor.clone());
+        let req = ClaimRequest {
+            agent: agent.into(),
+            capabilities: caps.iter().map(|c| c.to_string()).collect(),
+            wait: Some(Duration::secs(30)),
+            ..Default::default()
+        };
+        tokio::spawn(async move { baton.claim(&actor, None, req).await })
+    };
+    let needs = |title: &str, caps: &[&str], priority: i64| CreateTask {
+        title: title.into(),
+        required_capabilities: caps.iter().map(|c| c.to_string()).collect(),
+        priority: Some(priority),
+        ..Default::default()
+    };
+    let plain = wait("plain", &[]);
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let gpu = wait("gpu", &["gpu"]);
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let g = env.create(needs("render", &["gpu"], 0)).await.unwrap();
+    let got = tokio::time::timeout(std::time::Duration::from_secs(10), gpu)
+        .await
+        .expect("the gpu agent woke")
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.claims[0].task.id, g.id);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!plain.is_finished(), "the plain agent had nothing to take");
+    for i in 0..3 {
+        env.create(needs(&format!("gpu {i}"), &["gpu"], 9))
+            .await
+            .unwrap();
+    }
+    let t = env.create(needs("plain work", &[], 0)).await.unwrap();
+    let got = tokio::time::timeout(std::time::Duration::from_secs(10), plain)
+        .await
+        .expect("the plain agent woke")
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.claims[0].task.id, t.id);
+}
+
 /// Replay of a mixed history rebuilds exactly the live projections.
 async fn replay_equals_live_state(env: Env) {
     let a = env
@@ -1139,6 +1186,7 @@ on_every_backend!(
     idempotency_keys,
     context_and_briefing,
     long_poll_claim_wakes_on_commit,
+    long_poll_wakes_the_agent_that_can_take_the_work,
     replay_equals_live_state,
     out_of_range_timestamps_are_refused,
     idle_long_polls_write_nothing,

@@ -247,6 +247,38 @@ pub struct Complete {
     pub force: bool,
 }
 
+/// One item of `complete_many`: a leased task and how it ended (the fields of
+/// [`Complete`]).
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Completion {
+    /// The task's id.
+    pub id: String,
+    /// The lease token from the claim.
+    pub lease: String,
+    /// The result; checked against `output_schema`.
+    #[serde(default)]
+    pub output: Option<Value>,
+    /// One-line summary of how it ended.
+    #[serde(default)]
+    pub outcome: Option<String>,
+    /// Complete even though children are still open.
+    #[serde(default)]
+    pub force: bool,
+}
+
+impl Completion {
+    /// The task id, the lease token and the input of `complete`.
+    pub fn into_parts(self) -> (String, String, Complete) {
+        let complete = Complete {
+            output: self.output,
+            outcome: self.outcome,
+            force: self.force,
+        };
+        (self.id, self.lease, complete)
+    }
+}
+
 /// Input of `fail`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]

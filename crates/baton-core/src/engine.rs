@@ -3,6 +3,7 @@
 //! needs time to pass: the long-poll claim and the reaper.
 
 use crate::api::*;
+use crate::dispatch::{Registration, Waiters};
 use crate::error::{Code, Error, Result};
 use crate::id::{new_id, sha256_hex};
 use crate::model::*;
@@ -17,15 +18,13 @@ use tokio::sync::oneshot;
 
 /// Longest long-poll a claim may ask for.
 pub const MAX_CLAIM_WAIT: Duration = Duration::secs(60);
-/// How often a waiting claim looks again without a wake-up: covers commits made by other
-/// processes on the same file and backoffs running out.
-const CLAIM_POLL_MS: u64 = 250;
 
 /// The engine handle: cheap to clone, shared by every surface.
 #[derive(Clone)]
 pub struct Baton {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
+    waiters: Arc<Waiters>,
 }
 
 impl std::fmt::Debug for Baton {
@@ -81,7 +80,11 @@ where
 impl Baton {
     /// An engine over a store, reading time from `clock`.
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
-        Baton { store, clock }
+        Baton {
+            store,
+            clock,
+            waiters: Arc::default(),
+        }
     }
 
     /// The store, for surfaces that need its notifications.
@@ -166,38 +169,39 @@ impl Baton {
         F: Fn(&mut Ctx<'_>) -> Result<T> + Send + 'static,
         T: Serialize + DeserializeOwned + Send + 'static,
     {
-        if let Some(k) = key {
-            if k.is_empty() || k.len() > 200 {
-                return Err(Error::invalid(
-                    "idempotency key must be 1 to 200 characters",
-                    "use a UUID or a short unique string",
-                ));
-            }
-        }
+        check_idempotency_key(key)?;
         let clock = self.clock.clone();
         let ws = actor.workspace_id.clone();
         let name = actor.name.clone();
         let key = key.map(str::to_string);
         self.write_tx_as(mode, move |tx| {
-            let request_sha = if key.is_some() { sha256_hex(&request.to_string()) } else { String::new() };
+            let request_sha = if key.is_some() {
+                sha256_hex(&request.to_string())
+            } else {
+                String::new()
+            };
             if let Some(key) = &key {
                 if let Some((stored_sha, response)) = tx.idempotency(&ws, key)? {
                     if stored_sha != request_sha {
-                        return Err(Error::new(
-                            Code::IdempotencyMismatch,
-                            format!("idempotency key '{key}' was used for a different request"),
-                            "use a new key for a new request; repeat a request only with its original body",
-                        ));
+                        return Err(idempotency_mismatch(key));
                     }
-                    return serde_json::from_str(&response).map_err(|e| Error::new(Code::Internal, e.to_string(), ""));
+                    return serde_json::from_str(&response)
+                        .map_err(|e| Error::new(Code::Internal, e.to_string(), ""));
                 }
             }
             let now = clock.now();
-            let mut ctx = Ctx { tx, now, ws: &ws, actor: &name };
+            let mut ctx = Ctx {
+                tx,
+                now,
+                ws: &ws,
+                actor: &name,
+            };
             let out = op(&mut ctx)?;
             if let Some(key) = &key {
-                let response = serde_json::to_string(&out).map_err(|e| Error::new(Code::Internal, e.to_string(), ""))?;
-                ctx.tx.put_idempotency(&ws, key, &request_sha, &response, now)?;
+                let response = serde_json::to_string(&out)
+                    .map_err(|e| Error::new(Code::Internal, e.to_string(), ""))?;
+                ctx.tx
+                    .put_idempotency(&ws, key, &request_sha, &response, now)?;
             }
             Ok(out)
         })
@@ -470,26 +474,42 @@ impl Baton {
             ));
         }
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(wait.0);
+        // Only a claim that may wait joins the waiters (a keyed one answers at once).
+        let waiting = (wait.0 > 0 && key.is_none())
+            .then(|| self.register_waiter(actor, &req))
+            .transpose()?;
         loop {
-            // Register for the wake-up before looking, so a commit in between is not missed.
-            let notified = self.store.commits().notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
+            if let Some(w) = &waiting {
+                w.rearm();
+            }
             let request = json!({ "op": "claim", "body": &req });
             let r = req.clone();
             let claims = self
                 .write_shared(actor, key, request, move |ctx| ops::lease::claim(ctx, &r))
                 .await?;
-            let now = tokio::time::Instant::now();
-            if !claims.claims.is_empty() || now >= deadline || key.is_some() {
+            let Some(w) = waiting.as_ref().filter(|_| claims.claims.is_empty()) else {
                 return Ok(claims);
-            }
-            let poll = deadline.min(now + std::time::Duration::from_millis(CLAIM_POLL_MS));
+            };
             tokio::select! {
-                _ = &mut notified => {}
-                _ = tokio::time::sleep_until(poll) => {}
+                _ = w.woken() => {}
+                _ = tokio::time::sleep_until(deadline) => return Ok(claims),
             }
         }
+    }
+
+    /// Adds a long-poll claim to the waiters, under the capabilities its claims will use:
+    /// the request's, or else the agent's stored ones.
+    fn register_waiter(&self, actor: &Actor, req: &ClaimRequest) -> Result<Registration> {
+        let capabilities = if req.capabilities.is_empty() {
+            self.read(actor, |ctx| ctx.tx.agent(ctx.ws, &req.agent))?
+                .map(|a| a.capabilities)
+                .unwrap_or_default()
+        } else {
+            req.capabilities.clone()
+        };
+        Ok(self
+            .waiters
+            .register(&actor.workspace_id, capabilities, &self.store, &self.clock))
     }
 
     /// Runs a lease operation: the token must be the task's current lease.
@@ -503,6 +523,20 @@ impl Baton {
     ) -> Result<LeaseOut> {
         let request =
             json!({ "op": "lease", "id": id, "lease_sha256": sha256_hex(token), "body": &op });
+        self.lease_job(actor, key, request, id, token, op).await
+    }
+
+    /// Runs a lease operation as a write job recorded (for its idempotency key) as
+    /// `request`.
+    async fn lease_job(
+        &self,
+        actor: &Actor,
+        key: Option<&str>,
+        request: Value,
+        id: &str,
+        token: &str,
+        op: LeaseOp,
+    ) -> Result<LeaseOut> {
         let id = id.to_string();
         let token = token.to_string();
         self.write_shared(actor, key, request, move |ctx| {
@@ -525,6 +559,72 @@ impl Baton {
             Ok(out)
         })
         .await
+    }
+
+    /// Completes several leased tasks in one call, answering each in request order. Each
+    /// completion is a write job of its own, so a lost lease fails only its item; all are
+    /// submitted together, so the writer commits them as one group (one fsync).
+    ///
+    /// With an idempotency key, each item is stored under the key and its position, bound
+    /// to the whole request: a repeat returns the stored answers, and the same key with
+    /// another body is `IDEMPOTENCY_MISMATCH` before anything is written.
+    pub async fn complete_many(
+        &self,
+        actor: &Actor,
+        key: Option<&str>,
+        items: Vec<Completion>,
+    ) -> Result<Vec<Result<TaskOut>>> {
+        if items.is_empty() || items.len() > ops::lease::MAX_CLAIM as usize {
+            return Err(Error::invalid(
+                format!("completions must hold 1 to {} items", ops::lease::MAX_CLAIM),
+                "complete at most as many tasks per call as one claim may take",
+            ));
+        }
+        check_idempotency_key(key)?;
+        let whole = sha256_hex(&serde_json::to_string(&items).unwrap_or_default());
+        let keyed: Vec<_> = items
+            .into_iter()
+            .enumerate()
+            .map(|(i, item)| {
+                let item_key = key.map(|k| sha256_hex(&format!("{k}#{i}")));
+                let (id, lease, complete) = item.into_parts();
+                let op = LeaseOp::Complete(complete);
+                let request = json!({ "op": "complete_many", "request_sha256": whole, "item": i,
+                    "id": id, "lease_sha256": sha256_hex(&lease), "body": &op });
+                (item_key, request, id, lease, op)
+            })
+            .collect();
+        if let Some((Some(first_key), request, ..)) = keyed.first() {
+            let stored = self.read(actor, |ctx| ctx.tx.idempotency(ctx.ws, first_key))?;
+            if stored.is_some_and(|(sha, _)| sha != sha256_hex(&request.to_string())) {
+                return Err(idempotency_mismatch(key.unwrap_or_default()));
+            }
+        }
+        let calls = keyed
+            .into_iter()
+            .map(|(item_key, request, id, lease, op)| async move {
+                let out = self
+                    .lease_job(actor, item_key.as_deref(), request, &id, &lease, op)
+                    .await?;
+                Ok(match out {
+                    LeaseOut::Task(task) => task,
+                    LeaseOut::Heartbeat(ack) => TaskOut {
+                        task: ack.task,
+                        warnings: Vec::new(),
+                    },
+                })
+            });
+        let results: Vec<Result<TaskOut>> = futures_util::future::join_all(calls).await;
+        // A repeat that raced the first call past the check above.
+        if let Some(k) = key {
+            if results
+                .iter()
+                .any(|r| matches!(r, Err(e) if e.code == Code::IdempotencyMismatch))
+            {
+                return Err(idempotency_mismatch(k));
+            }
+        }
+        Ok(results)
     }
 
     /// Adds a context entry.
@@ -716,6 +816,26 @@ impl Baton {
         })
         .await
     }
+}
+
+/// An idempotency key is 1 to 200 characters.
+fn check_idempotency_key(key: Option<&str>) -> Result<()> {
+    match key {
+        Some(k) if k.is_empty() || k.len() > 200 => Err(Error::invalid(
+            "idempotency key must be 1 to 200 characters",
+            "use a UUID or a short unique string",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The same idempotency key came with another request.
+fn idempotency_mismatch(key: &str) -> Error {
+    Error::new(
+        Code::IdempotencyMismatch,
+        format!("idempotency key '{key}' was used for a different request"),
+        "use a new key for a new request; repeat a request only with its original body",
+    )
 }
 
 /// The response of a lease operation: the heartbeat's acknowledgement, or the task.

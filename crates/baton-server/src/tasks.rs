@@ -17,7 +17,7 @@ use baton_core::ops::task::{BatchItem, BatchOut};
 use baton_core::state::{Op, Status};
 use baton_core::store::TaskFilter;
 use baton_core::{Error, LeaseOp, LeaseOut};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -33,6 +33,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create, list))
         .routes(routes!(claim))
+        .routes(routes!(complete_many))
         .routes(routes!(batch))
         .routes(routes!(ready))
         .routes(routes!(read, update))
@@ -269,6 +270,57 @@ async fn claim(
     let mut actor = principal.actor;
     actor.name = req.agent.clone();
     Ok(Json(s.baton.claim(&actor, key.as_deref(), req).await?))
+}
+
+/// Body of `POST /v1/tasks/complete`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CompleteManyBody {
+    /// 1 to 100 leased tasks, each with its lease token and result.
+    #[schema(min_items = 1, max_items = 100)]
+    completions: Vec<Completion>,
+}
+
+/// The answer of `POST /v1/tasks/complete`: one result per completion, in request order.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct CompletionsOut {
+    /// `{"task": ...}` for a completion made, `{"error": ...}` for one refused (a lost
+    /// lease, a wrong state): the others stand.
+    results: Vec<CompletionResult>,
+}
+
+/// The outcome of one completion.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub(crate) enum CompletionResult {
+    /// The task, done or in review.
+    Completed(Box<TaskOut>),
+    /// Why this one was refused.
+    Refused(baton_core::error::ErrorBody),
+}
+
+/// Complete several leased tasks in one call, acknowledged after one group commit. Each
+/// completion stands or fails alone: the answer holds one result per item, in order.
+#[utoipa::path(post, path = "/v1/tasks/complete", tag = "lease", request_body = CompleteManyBody,
+    responses((status = 200, description = "One result per completion, in request order", body = CompletionsOut)))]
+async fn complete_many(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<CompleteManyBody>,
+) -> Result<Json<CompletionsOut>> {
+    let key = idempotency_key(&headers);
+    let actor = s.auth(&headers, &[Permission::Work])?.actor;
+    let results = s
+        .baton
+        .complete_many(&actor, key.as_deref(), req.completions)
+        .await?
+        .into_iter()
+        .map(|r| match r {
+            Ok(task) => CompletionResult::Completed(Box::new(task)),
+            Err(e) => CompletionResult::Refused(e.body()),
+        })
+        .collect();
+    Ok(Json(CompletionsOut { results }))
 }
 
 fn text(v: Option<Value>, field: &str) -> std::result::Result<Option<String>, Error> {

@@ -753,6 +753,13 @@ async fn every_route_checks_keys_roles_and_workspaces(backend: Backend) {
             true,
             false,
         ),
+        (
+            "POST",
+            "/v1/tasks/complete".into(),
+            json!({"completions": [{"id": id, "lease": "lse_not_yours"}]}),
+            true,
+            false,
+        ),
         ("GET", format!("/v1/tasks/{id}"), json!(null), false, true),
         (
             "PATCH",
@@ -1161,6 +1168,119 @@ async fn openapi_document_is_served_and_complete(backend: Backend) {
     );
 }
 
+/// `POST /v1/tasks/complete`: each completion stands or fails alone, answers come in
+/// request order, bad bodies change nothing, and an idempotency key covers the whole call.
+async fn complete_many_answers_each_item(backend: Backend) {
+    let s = Server::start(backend).await;
+    let mut ids = Vec::new();
+    for title in ["a", "b", "c", "d"] {
+        let (_, t) = s.post("/v1/tasks", json!({"title": title})).await;
+        ids.push(t["task"]["id"].as_str().unwrap().to_string());
+    }
+    let (_, claims) = s
+        .post("/v1/tasks/claim", json!({"agent": "w", "count": 4}))
+        .await;
+    let lease = |id: &str| {
+        claims["claims"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["task"]["id"] == id)
+            .unwrap()["lease"]["token"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (a, b, c, d) = (&ids[0], &ids[1], &ids[2], &ids[3]);
+
+    // Bad bodies: a structured 4xx, nothing completed.
+    let too_many: Vec<Value> = (0..101)
+        .map(|_| json!({"id": a, "lease": lease(a)}))
+        .collect();
+    for body in [
+        json!({"completions": []}),
+        json!({"completions": too_many}),
+        json!({"completions": [{"id": a, "lease": lease(a), "colour": "red"}]}),
+        json!({"completions": [{"id": a}]}),
+        json!({"items": []}),
+    ] {
+        let (st, v) = s.post("/v1/tasks/complete", body.clone()).await;
+        assert!(st.is_client_error(), "{body}: {st} {v}");
+        error_code(&v);
+    }
+    let (_, t) = s.get(&format!("/v1/tasks/{a}")).await;
+    assert_eq!(
+        t["task"]["status"], "claimed",
+        "a refused call changed nothing"
+    );
+
+    // One lost lease among good ones: only that item is refused.
+    let (st, out) = s
+        .post(
+            "/v1/tasks/complete",
+            json!({"completions": [
+                {"id": a, "lease": lease(a), "outcome": "ok"},
+                {"id": b, "lease": "lse_not_yours"},
+                {"id": c, "lease": lease(c), "output": {"n": 1}},
+            ]}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{out}");
+    let results = out["results"].as_array().unwrap();
+    assert_eq!(results.len(), 3);
+    assert_eq!(results[0]["task"]["id"], *a);
+    assert_eq!(results[0]["task"]["status"], "done");
+    assert_eq!(error_code(&results[1]), "LEASE_LOST", "{out}");
+    assert_eq!(results[2]["task"]["status"], "done");
+    assert_eq!(results[2]["task"]["output"], json!({"n": 1}));
+    let (_, t) = s.get(&format!("/v1/tasks/{b}")).await;
+    assert_eq!(
+        t["task"]["status"], "claimed",
+        "the refused item is untouched"
+    );
+
+    // Another workspace's key sees nothing of these tasks.
+    let (_, ws) = s.post("/v1/workspaces", json!({"name": "other"})).await;
+    let other = format!("Bearer {}", ws["key"]["token"].as_str().unwrap());
+    let (st, out) = s
+        .call(
+            "POST",
+            "/v1/tasks/complete",
+            Some(json!({"completions": [{"id": b, "lease": lease(b)}]})),
+            &[("authorization", other.as_str())],
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{out}");
+    assert_eq!(error_code(&out["results"][0]), "NOT_FOUND");
+
+    // Idempotency: a repeat returns the stored answers; another body is refused whole.
+    let body = json!({"completions": [
+        {"id": b, "lease": lease(b)},
+        {"id": d, "lease": lease(d)},
+    ]});
+    let key = [("idempotency-key", "complete-b-d")];
+    let (st, first) = s
+        .call("POST", "/v1/tasks/complete", Some(body.clone()), &key)
+        .await;
+    assert_eq!(st, StatusCode::OK, "{first}");
+    assert_eq!(first["results"][0]["task"]["status"], "done");
+    assert_eq!(first["results"][1]["task"]["status"], "done");
+    let (st, again) = s.call("POST", "/v1/tasks/complete", Some(body), &key).await;
+    assert_eq!((st, &again), (StatusCode::OK, &first), "the stored answers");
+    let (st, v) = s
+        .call(
+            "POST",
+            "/v1/tasks/complete",
+            Some(json!({"completions": [{"id": b, "lease": lease(b), "outcome": "x"}]})),
+            &key,
+        )
+        .await;
+    assert_eq!(
+        (st, error_code(&v)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "IDEMPOTENCY_MISMATCH")
+    );
+}
+
 on_every_backend!(
     backend:
     agent_loop_over_http,
@@ -1175,4 +1295,5 @@ on_every_backend!(
     slow_stream_consumer_never_blocks_writers,
     projects_and_agents,
     openapi_document_is_served_and_complete,
+    complete_many_answers_each_item,
 );

@@ -648,14 +648,20 @@ async fn drain_bench(
                 if claims.is_empty() {
                     return anyhow::Ok((claim_lat, complete_lat, ids));
                 }
-                for c in &claims {
-                    let id = c["task"]["id"].as_str().unwrap_or_default().to_string();
+                let t0 = Instant::now();
+                if let [c] = &claims[..] {
+                    let id = c["task"]["id"].as_str().unwrap_or_default();
                     let lease = c["lease"]["token"].as_str().unwrap_or_default();
-                    let t0 = Instant::now();
-                    lease_call(&http, &base, &token, &id, "complete", lease).await?;
-                    complete_lat.push(t0.elapsed());
-                    ids.push(id);
+                    lease_call(&http, &base, &token, id, "complete", lease).await?;
+                } else {
+                    complete_many(&http, &base, &token, &claims).await?;
                 }
+                complete_lat.push(t0.elapsed());
+                ids.extend(
+                    claims
+                        .iter()
+                        .map(|c| c["task"]["id"].as_str().unwrap_or_default().to_string()),
+                );
             }
         }));
     }
@@ -672,7 +678,7 @@ async fn drain_bench(
     ids.dedup();
     anyhow::ensure!(ids.len() == n, "{} tasks completed twice", n - ids.len());
     let notes = meter.notes(n as u64);
-    let label = format!("drain over HTTP, claim batch {}", args.claim_batch);
+    let label = format!("drain over HTTP, batch {}", args.claim_batch);
     let claims = stats::Latency::of(&claim_lat);
     row_with(
         &label,
@@ -684,13 +690,40 @@ async fn drain_bench(
     );
     let completes = stats::Latency::of(&complete_lat);
     row_with(
-        "(complete latency)",
+        "(complete latency, per call)",
         args,
         args.drain_agents,
         None,
         &completes,
         "",
     );
+    Ok(())
+}
+
+/// Completes claimed tasks in one call (`POST /v1/tasks/complete`); fails on any refusal.
+async fn complete_many(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    claims: &[serde_json::Value],
+) -> anyhow::Result<()> {
+    let completions: Vec<_> = claims
+        .iter()
+        .map(|c| serde_json::json!({ "id": c["task"]["id"], "lease": c["lease"]["token"] }))
+        .collect();
+    let res = http
+        .post(format!("{base}/v1/tasks/complete"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({ "completions": completions }))
+        .send()
+        .await?;
+    anyhow::ensure!(res.status().is_success(), "complete: {}", res.text().await?);
+    let out: serde_json::Value = res.json().await?;
+    let results = out["results"].as_array().cloned().unwrap_or_default();
+    anyhow::ensure!(results.len() == claims.len(), "complete: {out}");
+    if let Some(refused) = results.iter().find(|r| r.get("error").is_some()) {
+        anyhow::bail!("complete refused: {refused}");
+    }
     Ok(())
 }
 
