@@ -42,7 +42,8 @@ pub(crate) struct Cli {
     /// The API key for --server.
     #[arg(long, global = true, env = "BATON_TOKEN", hide_env_values = true)]
     pub(crate) token: Option<String>,
-    /// Commit durability: full (safe against power loss, default) or normal (process crash only).
+    /// Commit durability: full (safe against power loss, default) or normal (process crash
+    /// only; on PostgreSQL, synchronous_commit off: a server crash may lose the last commits).
     #[arg(long, global = true, env = "BATON_DURABILITY", default_value = "full")]
     pub(crate) durability: String,
     #[command(subcommand)]

@@ -124,10 +124,15 @@ fn database(cli: &Cli) -> Result<Option<&str>, Error> {
 /// embedded store in the data directory.
 pub(crate) fn open_cli(cli: &Cli) -> Result<Baton, Error> {
     match database(cli)? {
-        Some(url) => Ok(Baton::new(
-            baton_store_postgres::PgStore::open(url)?,
-            Arc::new(SystemClock),
-        )),
+        Some(url) => {
+            let options = baton_store_postgres::Options {
+                synchronous_commit: durability(&cli.durability)? == Durability::Full,
+            };
+            Ok(Baton::new(
+                baton_store_postgres::PgStore::open_with(url, options)?,
+                Arc::new(SystemClock),
+            ))
+        }
         None => open(&data_dir(cli), durability(&cli.durability)?),
     }
 }

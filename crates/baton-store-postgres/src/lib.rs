@@ -91,11 +91,38 @@ impl Conn {
         Ok(conn)
     }
 
+    /// A writer's connection: with `synchronous_commit` off, a commit returns before its WAL
+    /// is flushed (a server crash may lose the last commits, never corrupts).
+    fn open_writer(url: &str, options: Options) -> Result<Conn> {
+        let mut conn = Conn::open(url)?;
+        if !options.synchronous_commit {
+            conn.batch("SET synchronous_commit = off")?;
+        }
+        Ok(conn)
+    }
+
     fn batch(&mut self, sql: &str) -> Result<()> {
         let Conn { rt, pg } = self;
         rt.block_on(sqlx::raw_sql(sql).execute(&mut *pg))
             .map(|_| ())
             .map_err(db_err)
+    }
+}
+
+/// How the store commits.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Whether a commit returns only once its WAL is flushed (`synchronous_commit` on, the
+    /// default). Off trades the last commits before a server crash for fewer waits; the
+    /// `--durability normal` of the command line.
+    pub synchronous_commit: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            synchronous_commit: true,
+        }
     }
 }
 
@@ -117,15 +144,20 @@ impl PgStore {
     /// Connects, applies migrations (safe with several replicas starting at once), and
     /// starts the writer and the commit listener.
     pub fn open(url: &str) -> Result<Arc<PgStore>> {
+        Self::open_with(url, Options::default())
+    }
+
+    /// As [`PgStore::open`], committing as `options` say.
+    pub fn open_with(url: &str, options: Options) -> Result<Arc<PgStore>> {
         let url = url.to_string();
         // Connect and migrate on a thread of our own: the caller may be inside a runtime.
         let (writers, url) = std::thread::scope(|s| {
             s.spawn(|| -> Result<(Vec<Conn>, String)> {
-                let mut conn = Conn::open(&url)?;
+                let mut conn = Conn::open_writer(&url, options)?;
                 migrate::migrate(&mut conn)?;
                 let mut writers = vec![conn];
                 for _ in 1..writer_count() {
-                    writers.push(Conn::open(&url)?);
+                    writers.push(Conn::open_writer(&url, options)?);
                 }
                 Ok((writers, url.clone()))
             })
@@ -139,7 +171,7 @@ impl PgStore {
             let (commits, url, queue) = (commits.clone(), url.clone(), queue.clone());
             std::thread::Builder::new()
                 .name(format!("baton-pg-writer-{i}"))
-                .spawn(move || writer_loop(url, conn, queue, commits))
+                .spawn(move || writer_loop(&url, options, conn, queue, commits))
                 .map_err(Error::storage)?;
         }
         {
@@ -204,7 +236,8 @@ fn with_database(url: &str, name: &str) -> String {
 /// One writer: takes every job waiting (the first free writer waits for the next job,
 /// holding the queue), commits them, and goes back for more.
 fn writer_loop(
-    url: String,
+    url: &str,
+    options: Options,
     mut conn: Conn,
     queue: Arc<Mutex<mpsc::Receiver<Box<dyn WriteJob>>>>,
     commits: Arc<tokio::sync::Notify>,
@@ -229,7 +262,7 @@ fn writer_loop(
             .partition(|job| job.lock_mode() == LockMode::Shared);
         for (mode, jobs) in [(LockMode::Shared, shared), (LockMode::Exclusive, exclusive)] {
             if !jobs.is_empty() {
-                commit_group(&url, &mut conn, mode, jobs, &commits);
+                commit_group(url, options, &mut conn, mode, jobs, &commits);
             }
         }
     }
@@ -239,6 +272,7 @@ fn writer_loop(
 /// answers each.
 fn commit_group(
     url: &str,
+    options: Options,
     conn: &mut Conn,
     mode: LockMode,
     mut batch: Vec<Box<dyn WriteJob>>,
@@ -272,7 +306,7 @@ fn commit_group(
         Err(e) => {
             // The connection may be broken: replace it for the next batch.
             if e.code != Code::Busy {
-                if let Ok(fresh) = Conn::open(url) {
+                if let Ok(fresh) = Conn::open_writer(url, options) {
                     *conn = fresh;
                 }
             }

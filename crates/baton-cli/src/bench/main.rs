@@ -177,7 +177,12 @@ async fn main() -> anyhow::Result<()> {
         )?),
     };
     let store: Arc<dyn baton_core::store::Store> = match (&args.database, &sqlite) {
-        (Some(url), _) => baton_store_postgres::PgStore::open(url)?,
+        (Some(url), _) => baton_store_postgres::PgStore::open_with(
+            url,
+            baton_store_postgres::Options {
+                synchronous_commit: durability == Durability::Full,
+            },
+        )?,
         (None, Some(s)) => s.clone(),
         (None, None) => unreachable!("one store is open"),
     };
