@@ -3,8 +3,8 @@
 # store), so the server's CPU and memory are its own: drain (unbatched and batched), open
 # loop (a sweep of arrival rates), DAG fan-out/fan-in, failures (agents vanish mid-lease and
 # one replica is killed with SIGKILL). Durability modes run separately, never mixed:
-# embedded full and normal; PostgreSQL synchronous_commit on (Baton's connections set it
-# themselves, so "off" cannot be chosen from outside until the store has an option for it).
+# embedded full and normal; PostgreSQL synchronous_commit on and off (`--durability
+# normal`, which the store applies to its writers' connections).
 # Usage: bench/scenarios.sh [embedded|postgres|all]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -66,6 +66,11 @@ out="bench/results/scenarios-$(date -u +%Y%m%dT%H%M%SZ).md"
     db="${admin%/*}/$name"
     "$baton" migrate --database "$db" >/dev/null
     scenarios "PostgreSQL, synchronous_commit on" --database "$db"
+    name="${name}_off"
+    psql -q "$admin" -c "CREATE DATABASE $name" >/dev/null
+    db="${admin%/*}/$name"
+    "$baton" migrate --database "$db" >/dev/null
+    scenarios "PostgreSQL, synchronous_commit off" --database "$db" --durability normal
   fi
 } | tee "$out"
 echo "saved to $out" >&2

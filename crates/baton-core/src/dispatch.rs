@@ -151,6 +151,12 @@ impl Waiters {
 /// The dispatcher: after each commit or tick, wakes as many idle waiters of each group as
 /// the group could claim tasks. Ends when nobody waits.
 async fn dispatch(waiters: Arc<Waiters>, store: Arc<dyn Store>, clock: Arc<dyn Clock>) {
+    // However this task ends (its runtime shutting down, a panic), the next waiter to
+    // register starts another.
+    let mut running = Running {
+        waiters: waiters.clone(),
+        armed: true,
+    };
     let tick = std::time::Duration::from_millis(TICK_MS);
     loop {
         // Registered before looking, so a commit during the look wakes the next round.
@@ -158,6 +164,7 @@ async fn dispatch(waiters: Arc<Waiters>, store: Arc<dyn Store>, clock: Arc<dyn C
         tokio::pin!(committed);
         committed.as_mut().enable();
         let Some(groups) = waiters.idle_groups() else {
+            running.armed = false; // stopped under the waiters' lock already
             return;
         };
         for ((workspace_id, capabilities), idle) in groups {
@@ -170,6 +177,20 @@ async fn dispatch(waiters: Arc<Waiters>, store: Arc<dyn Store>, clock: Arc<dyn C
         tokio::select! {
             _ = &mut committed => {}
             _ = tokio::time::sleep(tick) => {}
+        }
+    }
+}
+
+/// Marks the dispatcher stopped if it ends other than by finding nobody waiting.
+struct Running {
+    waiters: Arc<Waiters>,
+    armed: bool,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.armed {
+            self.waiters.lock().dispatching = false;
         }
     }
 }

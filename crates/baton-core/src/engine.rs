@@ -169,6 +169,26 @@ impl Baton {
         F: Fn(&mut Ctx<'_>) -> Result<T> + Send + 'static,
         T: Serialize + DeserializeOwned + Send + 'static,
     {
+        self.write_item(mode, actor, key, None, request, op).await
+    }
+
+    /// As [`Baton::write_as`], for one item of a call made of several write jobs: with
+    /// `whole`, the call's own key is bound to the call's request in the item's
+    /// transaction, so items of another request under the same key are refused
+    /// (`IDEMPOTENCY_MISMATCH`) before they write anything.
+    async fn write_item<T, F>(
+        &self,
+        mode: LockMode,
+        actor: &Actor,
+        key: Option<&str>,
+        whole: Option<WholeRequest>,
+        request: Value,
+        op: F,
+    ) -> Result<T>
+    where
+        F: Fn(&mut Ctx<'_>) -> Result<T> + Send + 'static,
+        T: Serialize + DeserializeOwned + Send + 'static,
+    {
         check_idempotency_key(key)?;
         let clock = self.clock.clone();
         let ws = actor.workspace_id.clone();
@@ -180,6 +200,16 @@ impl Baton {
             } else {
                 String::new()
             };
+            let now = clock.now();
+            if let Some(whole) = &whole {
+                match tx.idempotency(&ws, &whole.key)? {
+                    Some((sha, _)) if sha != whole.request_sha => {
+                        return Err(idempotency_mismatch(&whole.key))
+                    }
+                    Some(_) => {}
+                    None => tx.put_idempotency(&ws, &whole.key, &whole.request_sha, "", now)?,
+                }
+            }
             if let Some(key) = &key {
                 if let Some((stored_sha, response)) = tx.idempotency(&ws, key)? {
                     if stored_sha != request_sha {
@@ -189,7 +219,6 @@ impl Baton {
                         .map_err(|e| Error::new(Code::Internal, e.to_string(), ""));
                 }
             }
-            let now = clock.now();
             let mut ctx = Ctx {
                 tx,
                 now,
@@ -491,8 +520,9 @@ impl Baton {
                 return Ok(claims);
             };
             tokio::select! {
-                _ = w.woken() => {}
+                biased;
                 _ = tokio::time::sleep_until(deadline) => return Ok(claims),
+                _ = w.woken() => {}
             }
         }
     }
@@ -505,7 +535,8 @@ impl Baton {
                 .map(|a| a.capabilities)
                 .unwrap_or_default()
         } else {
-            req.capabilities.clone()
+            // As the claim will store them (trimmed), so the group matches its claims.
+            ops::check_tags("capabilities", &req.capabilities)?
         };
         Ok(self
             .waiters
@@ -523,15 +554,18 @@ impl Baton {
     ) -> Result<LeaseOut> {
         let request =
             json!({ "op": "lease", "id": id, "lease_sha256": sha256_hex(token), "body": &op });
-        self.lease_job(actor, key, request, id, token, op).await
+        self.lease_job(actor, key, None, request, id, token, op)
+            .await
     }
 
     /// Runs a lease operation as a write job recorded (for its idempotency key) as
     /// `request`.
+    #[allow(clippy::too_many_arguments)]
     async fn lease_job(
         &self,
         actor: &Actor,
         key: Option<&str>,
+        whole: Option<WholeRequest>,
         request: Value,
         id: &str,
         token: &str,
@@ -539,7 +573,7 @@ impl Baton {
     ) -> Result<LeaseOut> {
         let id = id.to_string();
         let token = token.to_string();
-        self.write_shared(actor, key, request, move |ctx| {
+        self.write_item(LockMode::Shared, actor, key, whole, request, move |ctx| {
             let out = match op.clone() {
                 LeaseOp::Start => LeaseOut::Task(ops::lease::start(ctx, &id, &token)?),
                 LeaseOp::Heartbeat(hb) => {
@@ -565,9 +599,10 @@ impl Baton {
     /// completion is a write job of its own, so a lost lease fails only its item; all are
     /// submitted together, so the writer commits them as one group (one fsync).
     ///
-    /// With an idempotency key, each item is stored under the key and its position, bound
-    /// to the whole request: a repeat returns the stored answers, and the same key with
-    /// another body is `IDEMPOTENCY_MISMATCH` before anything is written.
+    /// With an idempotency key, each item is stored under the key and its position, and the
+    /// key itself is bound to the whole request in the transaction of every item that
+    /// commits: a repeat returns the stored answers, and the same key with another body is
+    /// `IDEMPOTENCY_MISMATCH` with nothing of it written.
     pub async fn complete_many(
         &self,
         actor: &Actor,
@@ -581,30 +616,21 @@ impl Baton {
             ));
         }
         check_idempotency_key(key)?;
-        let whole = sha256_hex(&serde_json::to_string(&items).unwrap_or_default());
-        let keyed: Vec<_> = items
-            .into_iter()
-            .enumerate()
-            .map(|(i, item)| {
-                let item_key = key.map(|k| sha256_hex(&format!("{k}#{i}")));
-                let (id, lease, complete) = item.into_parts();
-                let op = LeaseOp::Complete(complete);
-                let request = json!({ "op": "complete_many", "request_sha256": whole, "item": i,
-                    "id": id, "lease_sha256": sha256_hex(&lease), "body": &op });
-                (item_key, request, id, lease, op)
-            })
-            .collect();
-        if let Some((Some(first_key), request, ..)) = keyed.first() {
-            let stored = self.read(actor, |ctx| ctx.tx.idempotency(ctx.ws, first_key))?;
-            if stored.is_some_and(|(sha, _)| sha != sha256_hex(&request.to_string())) {
-                return Err(idempotency_mismatch(key.unwrap_or_default()));
-            }
-        }
-        let calls = keyed
-            .into_iter()
-            .map(|(item_key, request, id, lease, op)| async move {
+        let whole_sha =
+            sha256_hex(&json!({ "op": "complete_many", "completions": &items }).to_string());
+        let calls = items.into_iter().enumerate().map(|(i, item)| {
+            let whole = key.map(|k| WholeRequest {
+                key: k.to_string(),
+                request_sha: whole_sha.clone(),
+            });
+            let item_key = key.map(|k| sha256_hex(&format!("{k}#{i}")));
+            let (id, lease, complete) = item.into_parts();
+            let op = LeaseOp::Complete(complete);
+            let request = json!({ "op": "complete_many", "item": i, "id": id,
+                "lease_sha256": sha256_hex(&lease), "body": &op });
+            async move {
                 let out = self
-                    .lease_job(actor, item_key.as_deref(), request, &id, &lease, op)
+                    .lease_job(actor, item_key.as_deref(), whole, request, &id, &lease, op)
                     .await?;
                 Ok(match out {
                     LeaseOut::Task(task) => task,
@@ -613,9 +639,10 @@ impl Baton {
                         warnings: Vec::new(),
                     },
                 })
-            });
+            }
+        });
         let results: Vec<Result<TaskOut>> = futures_util::future::join_all(calls).await;
-        // A repeat that raced the first call past the check above.
+        // Another request bound the key first: none of this one's items wrote anything.
         if let Some(k) = key {
             if results
                 .iter()
@@ -816,6 +843,13 @@ impl Baton {
         })
         .await
     }
+}
+
+/// The key and request hash of a call made of several write jobs (see
+/// [`Baton::complete_many`]).
+struct WholeRequest {
+    key: String,
+    request_sha: String,
 }
 
 /// An idempotency key is 1 to 200 characters.

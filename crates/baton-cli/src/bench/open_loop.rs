@@ -56,21 +56,28 @@ pub(crate) async fn run(
         let arriving = Arc::new(AtomicBool::new(true));
         let claimed = Arc::new(AtomicU64::new(0));
         let finished = Arc::new(AtomicU64::new(0));
+        // Tasks that ended failed (their attempts used up by lapsed leases): they end the
+        // run as completions do.
+        let failed = Arc::new(AtomicU64::new(0));
         let meter = Meter::start(syncs, &args.server_pid);
 
         let mut agents = Vec::new();
         for a in 0..args.open_agents {
             let (http, base, token) =
                 (http.clone(), bases[a % bases.len()].clone(), worker.clone());
-            let (arriving, claimed, finished) =
-                (arriving.clone(), claimed.clone(), finished.clone());
+            let (arriving, claimed, finished, failed) = (
+                arriving.clone(),
+                claimed.clone(),
+                finished.clone(),
+                failed.clone(),
+            );
             let (service, lease_ttl) = (args.service_ms.clone(), args.lease_ttl.clone());
             agents.push(tokio::spawn(async move {
                 let mut seen = Seen::default();
                 let agent = format!("open-{a}");
                 loop {
-                    if !arriving.load(Ordering::SeqCst) && finished.load(Ordering::SeqCst) >= total
-                    {
+                    let ended = finished.load(Ordering::SeqCst) + failed.load(Ordering::SeqCst);
+                    if !arriving.load(Ordering::SeqCst) && ended >= total {
                         return anyhow::Ok(seen);
                     }
                     let body =
@@ -151,6 +158,17 @@ pub(crate) async fn run(
         for c in creations {
             create.record(c.await??);
         }
+        let watcher = {
+            let (http, base, token) = (http.clone(), bases[0].clone(), planner.clone());
+            let (finished, failed) = (finished.clone(), failed.clone());
+            tokio::spawn(async move {
+                while finished.load(Ordering::SeqCst) + failed.load(Ordering::SeqCst) < total {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    failed.store(count_failed(&http, &base, &token).await?, Ordering::SeqCst);
+                }
+                anyhow::Ok(())
+            })
+        };
         let mut seen = Seen::default();
         for a in agents {
             let s = a.await??;
@@ -161,18 +179,19 @@ pub(crate) async fn run(
             seen.lost += s.lost;
             seen.last = seen.last.max(s.last);
         }
+        watcher.await??;
+        let failed = failed.load(Ordering::SeqCst);
         anyhow::ensure!(
-            seen.completed == total,
-            "{} tasks arrived, {} completed",
-            total,
+            seen.completed + failed == total,
+            "{total} tasks arrived, {} completed, {failed} failed",
             seen.completed
         );
         let secs = seen.last.as_secs_f64().max(1e-9);
         // Growing: more than a tenth of a second of arrivals (or one per agent) still waiting.
         let allowed = (rate / 10).max(args.open_agents as u64);
-        let holds = seen.dispatch.ms(0.99) < DISPATCH_P99_MS && backlog <= allowed;
+        let holds = seen.dispatch.ms(0.99) < DISPATCH_P99_MS && backlog <= allowed && failed == 0;
         let verdict = format!(
-            "{}: backlog {backlog} at {:.1}s (allowed {allowed}); {} leases lapsed before a heartbeat or completion; {}",
+            "{}: backlog {backlog} at {:.1}s (allowed {allowed}); {} leases lapsed before a heartbeat or completion; {failed} tasks failed (attempts used up); {}",
             if holds { "holds" } else { "does not hold" },
             window.as_secs_f64(),
             seen.lost,
@@ -224,5 +243,28 @@ fn parse_title(title: &str) -> anyhow::Result<(u64, Duration)> {
     match (i, us) {
         (Some(i), Some(us)) => Ok((i, Duration::from_micros(us))),
         _ => anyhow::bail!("claimed a task that is not an arrival: {title}"),
+    }
+}
+
+/// How many tasks of the workspace ended failed, read page by page over HTTP.
+async fn count_failed(http: &reqwest::Client, base: &str, token: &str) -> anyhow::Result<u64> {
+    let (mut count, mut cursor) = (0, None::<String>);
+    loop {
+        let mut query = vec![("status", "failed".to_string()), ("limit", "1000".into())];
+        query.extend(cursor.map(|c| ("cursor", c)));
+        let page: serde_json::Value = http
+            .get(format!("{base}/v1/tasks"))
+            .bearer_auth(token)
+            .query(&query)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        count += page["tasks"].as_array().map_or(0, |t| t.len() as u64);
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => return Ok(count),
+        }
     }
 }
