@@ -42,6 +42,17 @@ scenarios() {
   "$bench" "${on[@]}" --tasks 5000 --kill-agents 4 --agents 16
   stop_replicas
 }
+# single_drain STORE-ARGS...: the drain against one replica (the embedded store's natural
+# deployment: two processes on one SQLite file take turns on its write lock), claims and
+# completions in batches of 1, 10 and 50.
+single_drain() {
+  start_replicas 1 "$@"
+  for batch in 1 10 50; do
+    "$bench" --server "$urls" --server-pid "$pids" --workers 0 "$@" --tasks 20000 --drain-agents 16 --claim-batch "$batch" |
+      sed 's/^| drain over HTTP/| one replica: drain over HTTP/'
+  done
+  stop_replicas
+}
 mkdir -p bench/results
 out="bench/results/scenarios-$(date -u +%Y%m%dT%H%M%SZ).md"
 {
@@ -52,6 +63,9 @@ out="bench/results/scenarios-$(date -u +%Y%m%dT%H%M%SZ).md"
     for mode in full normal; do
       dir=$(mktemp -d target/bench-scenarios.XXXXXX)
       scenarios "embedded, $mode durability" --data-dir "$dir" --durability "$mode"
+      rm -rf "$dir"
+      dir=$(mktemp -d target/bench-scenarios.XXXXXX)
+      single_drain --data-dir "$dir" --durability "$mode"
       rm -rf "$dir"
     done
   fi
