@@ -1312,39 +1312,6 @@ async fn complete_many_answers_each_item(backend: Backend) {
         t["task"]["status"], "claimed",
         "the refused call wrote nothing"
     );
-
-    // A key whose first call committed only its second item is still bound to that call:
-    // another body under it is refused whole and writes nothing.
-    let (e, f) = (&ids[4], &ids[5]);
-    let key = [("idempotency-key", "half-done")];
-    let (st, out) = s
-        .call(
-            "POST",
-            "/v1/tasks/complete",
-            Some(json!({"completions": [{"id": e, "lease": "lse_not_yours"}, {"id": f, "lease": lease(f)}]})),
-            &key,
-        )
-        .await;
-    assert_eq!(st, StatusCode::OK, "{out}");
-    assert_eq!(error_code(&out["results"][0]), "LEASE_LOST");
-    assert_eq!(out["results"][1]["task"]["status"], "done");
-    let (st, v) = s
-        .call(
-            "POST",
-            "/v1/tasks/complete",
-            Some(json!({"completions": [{"id": e, "lease": lease(e)}]})),
-            &key,
-        )
-        .await;
-    assert_eq!(
-        (st, error_code(&v)),
-        (StatusCode::UNPROCESSABLE_ENTITY, "IDEMPOTENCY_MISMATCH")
-    );
-    let (_, t) = s.get(&format!("/v1/tasks/{e}")).await;
-    assert_eq!(
-        t["task"]["status"], "claimed",
-        "the refused call wrote nothing"
-    );
 }
 
 on_every_backend!(
