@@ -616,12 +616,14 @@ impl Baton {
             ));
         }
         check_idempotency_key(key)?;
-        let whole_sha =
-            sha256_hex(&json!({ "op": "complete_many", "completions": &items }).to_string());
+        // Hashed only when a key needs it: the unkeyed call is the drain's hot path.
+        let whole_sha = key.map(|_| {
+            sha256_hex(&json!({ "op": "complete_many", "completions": &items }).to_string())
+        });
         let calls = items.into_iter().enumerate().map(|(i, item)| {
-            let whole = key.map(|k| WholeRequest {
+            let whole = key.zip(whole_sha.clone()).map(|(k, sha)| WholeRequest {
                 key: k.to_string(),
-                request_sha: whole_sha.clone(),
+                request_sha: sha,
             });
             let item_key = key.map(|k| sha256_hex(&format!("{k}#{i}")));
             let (id, lease, complete) = item.into_parts();
