@@ -580,15 +580,27 @@ pub(crate) async fn claim_one(
     token: &str,
     body: &serde_json::Value,
 ) -> anyhow::Result<Option<serde_json::Value>> {
+    let mut answer = post_ok(http, base, "/v1/tasks/claim", token, body).await?;
+    Ok(answer["claims"].get_mut(0).map(serde_json::Value::take))
+}
+
+/// `POST {base}{path}` with a JSON body: the answer, or an error naming the route and
+/// carrying the refusal.
+async fn post_ok(
+    http: &reqwest::Client,
+    base: &str,
+    path: &str,
+    token: &str,
+    body: &serde_json::Value,
+) -> anyhow::Result<serde_json::Value> {
     let resp = http
-        .post(format!("{base}/v1/tasks/claim"))
+        .post(format!("{base}{path}"))
         .bearer_auth(token)
         .json(body)
         .send()
         .await?;
-    anyhow::ensure!(resp.status().is_success(), "claim: {}", resp.text().await?);
-    let mut answer: serde_json::Value = resp.json().await?;
-    Ok(answer["claims"].get_mut(0).map(serde_json::Value::take))
+    anyhow::ensure!(resp.status().is_success(), "{path}: {}", resp.text().await?);
+    Ok(resp.json().await?)
 }
 
 /// `POST /v1/tasks/batch` of `tasks` (create requests with refs), in requests of at most
@@ -601,14 +613,8 @@ pub(crate) async fn post_batch(
 ) -> anyhow::Result<Vec<String>> {
     let mut ids = Vec::with_capacity(tasks.len());
     for chunk in tasks.chunks(1000) {
-        let resp = http
-            .post(format!("{base}/v1/tasks/batch"))
-            .bearer_auth(token)
-            .json(&serde_json::json!({ "tasks": chunk }))
-            .send()
-            .await?;
-        anyhow::ensure!(resp.status().is_success(), "batch: {}", resp.text().await?);
-        let out: serde_json::Value = resp.json().await?;
+        let body = serde_json::json!({ "tasks": chunk });
+        let out = post_ok(http, base, "/v1/tasks/batch", token, &body).await?;
         for t in out["tasks"].as_array().into_iter().flatten() {
             ids.push(t["task"]["id"].as_str().unwrap_or_default().to_string());
         }
@@ -716,14 +722,8 @@ async fn complete_many(
         .iter()
         .map(|c| serde_json::json!({ "id": c["task"]["id"], "lease": c["lease"]["token"] }))
         .collect();
-    let res = http
-        .post(format!("{base}/v1/tasks/complete"))
-        .bearer_auth(token)
-        .json(&serde_json::json!({ "completions": completions }))
-        .send()
-        .await?;
-    anyhow::ensure!(res.status().is_success(), "complete: {}", res.text().await?);
-    let out: serde_json::Value = res.json().await?;
+    let body = serde_json::json!({ "completions": completions });
+    let out = post_ok(http, base, "/v1/tasks/complete", token, &body).await?;
     let results = out["results"].as_array().cloned().unwrap_or_default();
     anyhow::ensure!(results.len() == claims.len(), "complete: {out}");
     if let Some(refused) = results.iter().find(|r| r.get("error").is_some()) {
