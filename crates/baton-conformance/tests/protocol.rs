@@ -1170,6 +1170,61 @@ async fn claim_pages_past_tasks_the_agent_cannot_take(env: Env) {
     );
 }
 
+/// Lease operations committed together (a store groups concurrent writes into one commit)
+/// stand or fail alone: a completion whose lease had lapsed expires it and is then refused,
+/// and the refusal undoes the expiry it wrote; the completions in the same commit keep all
+/// of theirs.
+async fn failing_jobs_in_a_group_commit_undo_only_themselves(env: Env) {
+    let mut claims = Vec::new();
+    for i in 0..20 {
+        env.task(&format!("t{i}")).await;
+        // Every other lease lapses before the completions below.
+        let ttl = if i % 2 == 0 { 60 } else { 5 };
+        let req = ClaimRequest {
+            agent: "a".into(),
+            lease_ttl: Some(Duration::secs(ttl)),
+            ..Default::default()
+        };
+        let claimed = env.baton.claim(&env.actor, None, req).await.unwrap();
+        claims.extend(claimed.claims);
+    }
+    assert_eq!(claims.len(), 20);
+    env.clock.advance(6_000);
+    let events_before = env.event_count();
+    let outcomes = futures_util::future::join_all(
+        claims
+            .iter()
+            .map(|c| env.lease(&c.task.id, &c.lease.token, complete())),
+    )
+    .await;
+    for (i, (c, outcome)) in claims.iter().zip(&outcomes).enumerate() {
+        let task = env.get(&c.task.id);
+        if i % 2 == 0 {
+            assert!(outcome.is_ok(), "task {i}: {outcome:?}");
+            assert_eq!(task.status, Status::Done);
+        } else {
+            assert_eq!(outcome.as_ref().unwrap_err().code, Code::LeaseLost);
+            // The expiry written before the refusal is gone with it.
+            assert_eq!(task.status, Status::Claimed, "task {i}");
+            assert_eq!(task.version, c.task.version, "task {i}");
+        }
+    }
+    let kinds: Vec<String> = env
+        .all_events()
+        .into_iter()
+        .skip(events_before as usize)
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(kinds.len(), 10, "{kinds:?}");
+    assert!(kinds.iter().all(|k| k == "task.completed"), "{kinds:?}");
+    // The lapsed leases are still there to expire, once.
+    assert_eq!(env.baton.reap_all().await.unwrap(), 10);
+    for c in claims.iter().skip(1).step_by(2) {
+        assert_eq!(env.get(&c.task.id).status, Status::Ready);
+    }
+    assert_eq!(env.replay_difference().await, None);
+}
+
 on_every_backend!(
     claim_order_is_priority_then_due_then_age,
     capability_routing,
@@ -1193,4 +1248,5 @@ on_every_backend!(
     version_check_is_stable_across_lazy_expiry,
     unblocking_a_failed_dependency_sticks,
     claim_pages_past_tasks_the_agent_cannot_take,
+    failing_jobs_in_a_group_commit_undo_only_themselves,
 );

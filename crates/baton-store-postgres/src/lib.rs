@@ -21,6 +21,7 @@
 //! streams on other replicas' commits, and a missed notification costs at most
 //! [`FALLBACK_WAKE`].
 
+mod flush;
 mod migrate;
 mod tx;
 
@@ -86,6 +87,7 @@ impl Conn {
         // every replica's writer for long.
         conn.batch(
             "SET synchronous_commit = on; SET default_transaction_isolation = 'read committed';
+             SET standard_conforming_strings = on;
              SET lock_timeout = '5s'; SET idle_in_transaction_session_timeout = '60s'",
         )?;
         Ok(conn)
@@ -374,61 +376,63 @@ fn try_batch(
     }
 }
 
-/// One try at a batch. Without savepoints, `Ok(None)` when a job failed (rolled back).
+/// One try at a batch. Without savepoints, `Ok(None)` when a job failed (rolled back) or
+/// the writes held back to the commit did: a job's writes may wait for a later job's reads
+/// or the commit, so only with a savepoint per job (each job's writes sent before its
+/// savepoint is released) is a failure sure to be its own.
 fn attempt(
     conn: &mut Conn,
     mode: LockMode,
     batch: &mut [Box<dyn WriteJob>],
     savepoints: bool,
 ) -> Result<Option<(Vec<Result<()>>, usize)>> {
-    conn.batch("BEGIN")?;
     let mut results = Vec::with_capacity(batch.len());
     let mut tx = PgTx::writing(conn, mode);
     let alone = batch.len() == 1;
     for job in batch.iter_mut() {
         if savepoints {
-            tx.conn.batch("SAVEPOINT job")?;
+            tx.batch("SAVEPOINT job")?;
         }
         let mark = tx.mark();
-        match job.run(&mut tx) {
+        let mut outcome = job.run(&mut tx);
+        if savepoints && outcome.is_ok() {
+            outcome = tx.flush_rows();
+        }
+        match outcome {
             Ok(()) => {
                 if savepoints {
-                    tx.conn.batch("RELEASE SAVEPOINT job")?;
+                    tx.batch("RELEASE SAVEPOINT job")?;
                 }
                 results.push(Ok(()));
             }
             Err(e) if e.code == Code::Busy => {
-                let _ = tx.conn.batch("ROLLBACK");
+                let _ = tx.batch("ROLLBACK");
                 return Err(e);
             }
             Err(e) if savepoints => {
-                tx.conn
-                    .batch("ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job")?;
+                tx.batch("ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job")?;
                 tx.rewind(mark);
                 results.push(Err(e));
             }
             Err(e) if alone => {
-                tx.conn.batch("ROLLBACK")?;
+                tx.batch("ROLLBACK")?;
                 return Ok(Some((vec![Err(e)], 0)));
             }
             Err(_) => {
-                tx.conn.batch("ROLLBACK")?;
+                tx.batch("ROLLBACK")?;
                 return Ok(None);
             }
         }
     }
-    tx.flush_events()?;
-    let task_events = tx.task_events();
-    let end = if task_events > 0 {
-        "NOTIFY baton_commits; COMMIT"
-    } else {
-        "COMMIT"
-    };
-    match tx.conn.batch(end) {
-        Ok(()) => Ok(Some((results, task_events))),
+    match tx.commit() {
+        Ok(()) => Ok(Some((results, tx.task_events()))),
         Err(e) => {
-            let _ = tx.conn.batch("ROLLBACK");
-            Err(e)
+            let _ = tx.batch("ROLLBACK");
+            if e.code == Code::Busy || savepoints || alone {
+                Err(e)
+            } else {
+                Ok(None)
+            }
         }
     }
 }

@@ -1,5 +1,13 @@
-//! [`Tx`] on PostgreSQL. Each method is one statement, run to completion on the
-//! connection's own runtime (the operation layer is synchronous; see ARCHITECTURE.md).
+//! [`Tx`] on PostgreSQL. Each read is one statement, run to completion on the connection's
+//! own runtime (the operation layer is synchronous; see ARCHITECTURE.md).
+//!
+//! # Round trips
+//! A round trip costs PostgreSQL more than the rows a lease operation writes, so a write
+//! transaction saves them: task and run writes and events are held back ([`Pending`]) and
+//! sent in one statement before the next statement that could read them, or at the commit;
+//! `BEGIN` goes out with the first advisory lock; and loading a task to change it
+//! ([`Tx::task_for_update`]) also reads its newest run, its open children and whether
+//! anything depends on it, which the lease operations ask next ([`Loaded`]).
 //!
 //! # Concurrent writers
 //! A write transaction first takes its workspace's advisory lock: exclusive for most jobs,
@@ -9,6 +17,7 @@
 //! under the workspace row's lock (`UPDATE … SET last_seq = last_seq + n`), which is then
 //! held only for the insert of the events and the commit: numbers follow commit order, with
 //! no gaps, while the jobs themselves overlap. The argument is in ARCHITECTURE.md.
+use crate::flush::{EventRow, Lens, Pending, RunRow, TaskRow};
 use crate::Conn;
 use baton_core::error::{Code, Error, Result};
 use baton_core::model::*;
@@ -30,9 +39,6 @@ pub(crate) enum Arg {
 
 fn t(s: &str) -> Arg {
     Arg::Text(Some(s.to_string()))
-}
-fn ot(s: &Option<String>) -> Arg {
-    Arg::Text(s.clone())
 }
 fn i(n: i64) -> Arg {
     Arg::Int(Some(n))
@@ -82,14 +88,19 @@ const WORKSPACE_LOCK: i32 = 0x6274;
 /// keys). "bn".
 const NAME_LOCK: i32 = 0x626e;
 
-/// An event appended in this transaction, numbered when the transaction is about to commit.
-struct Pending {
+/// What [`Tx::task_for_update`] read beside a task in a shared (claim and lease) job, for the questions a lease operation asks
+/// next. Valid until this transaction changes the answer (kept up to date or dropped as it
+/// writes) or the next job starts. Another transaction cannot change it meanwhile in a way
+/// that matters: dependencies change only in exclusive jobs, which wait for this one's
+/// shared lock, and no shared job reopens a finished child (a count read early can only be
+/// too high, and then a completion refuses, as it would have an instant earlier).
+struct Loaded {
     ws: String,
-    kind: String,
-    at: Millis,
-    actor: String,
-    task_id: Option<String>,
-    data: String,
+    task_id: String,
+    /// The task's newest run (a claim's run is its newest; checked by id on use).
+    run: Option<Run>,
+    open_children: u64,
+    has_dependents: bool,
 }
 
 /// One transaction on one connection.
@@ -99,8 +110,12 @@ pub(crate) struct PgTx<'a> {
     mode: LockMode,
     /// Workspaces whose advisory lock this transaction holds.
     locked: HashSet<String>,
-    /// Events appended and not yet numbered.
-    pending: Vec<Pending>,
+    /// Writes and events not sent yet.
+    pending: Pending,
+    /// Whether `BEGIN` has been sent (a write transaction sends it with its first lock).
+    begun: bool,
+    /// Answers read along with tasks loaded for update.
+    loaded: Vec<Loaded>,
     /// Events about tasks appended: such a commit may make work claimable.
     task_events: usize,
 }
@@ -108,7 +123,7 @@ pub(crate) struct PgTx<'a> {
 /// What a job had added to a transaction before it ran, to undo just that job.
 pub(crate) struct Mark {
     locked: HashSet<String>,
-    pending: usize,
+    pending: Lens,
     task_events: usize,
 }
 
@@ -134,7 +149,8 @@ impl<'a> PgTx<'a> {
         Self::new(conn, false, LockMode::Exclusive)
     }
 
-    /// A write transaction (already begun) on `conn`, for jobs of one lock mode.
+    /// A write transaction on `conn`, for jobs of one lock mode. It begins with its first
+    /// statement; [`PgTx::commit`] ends it.
     pub(crate) fn writing(conn: &'a mut Conn, mode: LockMode) -> Self {
         Self::new(conn, true, mode)
     }
@@ -145,9 +161,47 @@ impl<'a> PgTx<'a> {
             writing,
             mode,
             locked: HashSet::new(),
-            pending: Vec::new(),
+            pending: Pending::default(),
+            begun: !writing,
+            loaded: Vec::new(),
             task_events: 0,
         }
+    }
+
+    /// Sends `BEGIN` unless it has gone out.
+    pub(crate) fn begin(&mut self) -> Result<()> {
+        if !self.begun {
+            self.conn.batch("BEGIN")?;
+            self.begun = true;
+        }
+        Ok(())
+    }
+
+    /// Runs `sql` (simple protocol) inside the transaction.
+    pub(crate) fn batch(&mut self, sql: &str) -> Result<()> {
+        self.begin()?;
+        self.conn.batch(sql)
+    }
+
+    /// Sends the held-back task and run writes.
+    pub(crate) fn flush_rows(&mut self) -> Result<()> {
+        if !self.pending.has_rows() {
+            return Ok(());
+        }
+        self.begin()?;
+        self.pending.flush(self.conn, false)
+    }
+
+    /// Sends everything held back and commits (with `NOTIFY` when tasks changed). On an
+    /// error the transaction is left for the caller to roll back.
+    pub(crate) fn commit(&mut self) -> Result<()> {
+        self.begin()?;
+        self.pending.flush(self.conn, true)?;
+        self.conn.batch(if self.task_events > 0 {
+            "NOTIFY baton_commits; COMMIT"
+        } else {
+            "COMMIT"
+        })
     }
 
     /// Events about tasks appended so far.
@@ -155,72 +209,44 @@ impl<'a> PgTx<'a> {
         self.task_events
     }
 
-    /// Where the transaction stands before a job runs.
-    pub(crate) fn mark(&self) -> Mark {
+    /// Where the transaction stands as a job starts (answers read by an earlier job are
+    /// not carried into it).
+    pub(crate) fn mark(&mut self) -> Mark {
+        self.loaded.clear();
         Mark {
             locked: self.locked.clone(),
-            pending: self.pending.len(),
+            pending: self.pending.lens(),
             task_events: self.task_events,
         }
     }
 
     /// Forgets what the job after `mark` added, once its savepoint is rolled back (which
-    /// also releases the locks taken inside it).
+    /// also releases the locks taken inside it and undoes what it sent).
     pub(crate) fn rewind(&mut self, mark: Mark) {
         self.locked = mark.locked;
         self.pending.truncate(mark.pending);
+        self.loaded.clear();
         self.task_events = mark.task_events;
     }
 
-    /// Numbers and inserts the events held back, one workspace at a time (in id order, the
-    /// same on every replica). Locks each workspace row until the commit, which must follow.
-    pub(crate) fn flush_events(&mut self) -> Result<()> {
-        let mut pending = std::mem::take(&mut self.pending);
-        pending.sort_by(|a, b| a.ws.cmp(&b.ws)); // stable: append order within a workspace
-        for group in pending.chunk_by(|a, b| a.ws == b.ws) {
-            let ws = &group[0].ws;
-            // One statement: take the numbers (locking the workspace row to the commit) and
-            // insert the events under them, in append order.
-            let q = sqlx::query(
-                "WITH numbered AS (
-                     UPDATE workspaces SET last_seq = last_seq + $2 WHERE id = $1 RETURNING last_seq
-                 )
-                 INSERT INTO events (workspace_id, seq, type, at, actor, task_id, data)
-                 SELECT $1, numbered.last_seq - $2 + e.n, e.type, e.at, e.actor, e.task_id, e.data
-                 FROM numbered, UNNEST($3::text[], $4::bigint[], $5::text[], $6::text[], $7::text[])
-                      WITH ORDINALITY AS e(type, at, actor, task_id, data, n)",
-            )
-            .bind(ws)
-            .bind(group.len() as i64)
-            .bind(group.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>())
-            .bind(group.iter().map(|e| e.at).collect::<Vec<_>>())
-            .bind(group.iter().map(|e| e.actor.as_str()).collect::<Vec<_>>())
-            .bind(
-                group
-                    .iter()
-                    .map(|e| e.task_id.as_deref())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(group.iter().map(|e| e.data.as_str()).collect::<Vec<_>>());
-            let Conn { rt, pg } = &mut *self.conn;
-            let inserted = rt
-                .block_on(q.execute(&mut *pg))
-                .map_err(db_err)?
-                .rows_affected();
-            if inserted != group.len() as u64 {
-                return Err(Error::not_found("workspace", ws));
-            }
-        }
-        Ok(())
+    /// Runs a query after sending the writes held back (it may read them).
+    pub(crate) fn rows(&mut self, sql: &str, args: &[Arg]) -> Result<Vec<PgRow>> {
+        self.flush_rows()?;
+        self.rows_now(sql, args)
     }
 
-    pub(crate) fn rows(&mut self, sql: &str, args: &[Arg]) -> Result<Vec<PgRow>> {
+    /// Runs a query that reads nothing held back (no task or run rows).
+    fn rows_now(&mut self, sql: &str, args: &[Arg]) -> Result<Vec<PgRow>> {
+        self.begin()?;
         let q = bound(sql, args);
         let Conn { rt, pg } = &mut *self.conn;
         rt.block_on(q.fetch_all(&mut *pg)).map_err(db_err)
     }
 
+    /// Runs a statement after sending the writes held back (they come first).
     pub(crate) fn exec(&mut self, sql: &str, args: &[Arg]) -> Result<u64> {
+        self.flush_rows()?;
+        self.begin()?;
         let q = bound(sql, args);
         let Conn { rt, pg } = &mut *self.conn;
         rt.block_on(q.execute(&mut *pg))
@@ -229,7 +255,13 @@ impl<'a> PgTx<'a> {
     }
 
     fn many<T: DeserializeOwned>(&mut self, sql: &str, args: &[Arg]) -> Result<Vec<T>> {
-        self.rows(sql, args)?
+        self.flush_rows()?;
+        self.many_now(sql, args)
+    }
+
+    /// [`PgTx::many`] for a query that reads nothing held back.
+    fn many_now<T: DeserializeOwned>(&mut self, sql: &str, args: &[Arg]) -> Result<Vec<T>> {
+        self.rows_now(sql, args)?
             .iter()
             .map(|r| from_json(&r.try_get::<String, _>(0).map_err(db_err)?))
             .collect()
@@ -249,10 +281,19 @@ impl<'a> PgTx<'a> {
             LockMode::Exclusive => "pg_advisory_xact_lock",
             LockMode::Shared => "pg_advisory_xact_lock_shared",
         };
-        self.exec(
-            &format!("SELECT {lock}({WORKSPACE_LOCK}, hashtext($1))"),
-            &[t(ws)],
-        )?;
+        if self.begun {
+            self.rows_now(
+                &format!("SELECT {lock}({WORKSPACE_LOCK}, hashtext($1))"),
+                &[t(ws)],
+            )?;
+        } else {
+            // The transaction's first statement: one round trip for both.
+            let quoted = ws.replace('\'', "''");
+            self.conn.batch(&format!(
+                "BEGIN; SELECT {lock}({WORKSPACE_LOCK}, hashtext('{quoted}'))"
+            ))?;
+            self.begun = true;
+        }
         self.locked.insert(ws.to_string());
         Ok(())
     }
@@ -363,9 +404,11 @@ impl Tx for PgTx<'_> {
              ORDER BY (name = $2) DESC LIMIT 1 {lock}"
         );
         let args = [t(ws), t(id_or_name)];
-        let found = self.scoped(ws, &sql, &args)?.into_iter().next();
+        // Agents are written at once, never held back: no flush needed to read one.
+        self.lock(ws)?;
+        let found = self.many_now(&sql, &args)?.into_iter().next();
         if found.is_none() && self.lock_name(ws, "agent", id_or_name)? {
-            return Ok(self.many(&sql, &args)?.into_iter().next());
+            return Ok(self.many_now(&sql, &args)?.into_iter().next());
         }
         Ok(found)
     }
@@ -397,12 +440,55 @@ impl Tx for PgTx<'_> {
     }
 
     fn task_for_update(&mut self, ws: &str, id: &str) -> Result<Option<Task>> {
-        let lock = if self.writing { "FOR UPDATE" } else { "" };
-        self.scoped_one(
-            ws,
-            &format!("SELECT body FROM tasks WHERE workspace_id = $1 AND id = $2 {lock}"),
+        if !self.writing {
+            return self.task(ws, id);
+        }
+        if self.mode == LockMode::Exclusive {
+            // Planners' operations may move a task to another parent, which the answers
+            // read here would not see: they read those answers when they need them.
+            return self.scoped_one(
+                ws,
+                "SELECT body FROM tasks WHERE workspace_id = $1 AND id = $2 FOR UPDATE",
+                &[t(ws), t(id)],
+            );
+        }
+        self.lock(ws)?;
+        // Writes held back for other tasks cannot change what this reads (no claim or lease
+        // operation moves a task to another parent).
+        if self.pending.touches_task(ws, id) {
+            self.flush_rows()?;
+        }
+        let rows = self.rows_now(
+            &format!(
+                "SELECT t.body,
+                     (SELECT r.body FROM runs AS r WHERE r.workspace_id = $1 AND r.task_id = $2
+                      ORDER BY r.id DESC LIMIT 1),
+                     (SELECT count(*) FROM tasks AS c WHERE c.workspace_id = $1 AND c.parent_id = $2
+                      AND c.{OPEN}),
+                     EXISTS (SELECT 1 FROM dependencies AS d WHERE d.workspace_id = $1 AND d.blocker_id = $2)
+                 FROM tasks AS t WHERE t.workspace_id = $1 AND t.id = $2 FOR UPDATE OF t"
+            ),
             &[t(ws), t(id)],
-        )
+        )?;
+        let Some(row) = rows.first() else {
+            return Ok(None);
+        };
+        let task: Task = from_json(&row.try_get::<String, _>(0).map_err(db_err)?)?;
+        let run = row
+            .try_get::<Option<String>, _>(1)
+            .map_err(db_err)?
+            .map(|body| from_json::<Run>(&body))
+            .transpose()?;
+        let open_children: i64 = row.try_get(2).map_err(db_err)?;
+        self.loaded.retain(|l| !(l.ws == ws && l.task_id == id));
+        self.loaded.push(Loaded {
+            ws: ws.to_string(),
+            task_id: id.to_string(),
+            run,
+            open_children: open_children as u64,
+            has_dependents: row.try_get(3).map_err(db_err)?,
+        });
+        Ok(Some(task))
     }
 
     fn task_by_key(&mut self, ws: &str, key: &str) -> Result<Option<Task>> {
@@ -420,30 +506,25 @@ impl Tx for PgTx<'_> {
         } else {
             format!(",{},", task.labels.join(","))
         };
-        self.exec(
-            "INSERT INTO tasks (workspace_id, id, project_id, parent_id, status, neg_priority, due_key,
-                 not_before, lease_expires_at, idem_key, labels, body)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-             ON CONFLICT (workspace_id, id) DO UPDATE SET project_id = excluded.project_id,
-                 parent_id = excluded.parent_id, status = excluded.status, neg_priority = excluded.neg_priority,
-                 due_key = excluded.due_key, not_before = excluded.not_before,
-                 lease_expires_at = excluded.lease_expires_at, idem_key = excluded.idem_key,
-                 labels = excluded.labels, body = excluded.body",
-            &[
-                t(&task.workspace_id),
-                t(&task.id),
-                t(&task.project_id),
-                ot(&task.parent_id),
-                t(task.status.as_str()),
-                i(task.priority.saturating_neg()),
-                i(task.due_at.unwrap_or(i64::MAX)),
-                Arg::Int(task.not_before),
-                Arg::Int(task.lease.as_ref().map(|l| l.expires_at)),
-                ot(&task.idempotency_key),
-                Arg::Text(Some(labels)),
-                t(body),
-            ],
-        )?;
+        // A child changed: its parent's open-children count read earlier may be off.
+        if let Some(parent) = &task.parent_id {
+            self.loaded
+                .retain(|l| !(l.ws == task.workspace_id && &l.task_id == parent));
+        }
+        self.pending.tasks.push(TaskRow {
+            ws: task.workspace_id.clone(),
+            id: task.id.clone(),
+            project_id: task.project_id.clone(),
+            parent_id: task.parent_id.clone(),
+            status: task.status.as_str(),
+            neg_priority: task.priority.saturating_neg(),
+            due_key: task.due_at.unwrap_or(i64::MAX),
+            not_before: task.not_before,
+            lease_expires_at: task.lease.as_ref().map(|l| l.expires_at),
+            idem_key: task.idempotency_key.clone(),
+            labels,
+            body: body.to_string(),
+        });
         Ok(())
     }
 
@@ -532,6 +613,9 @@ impl Tx for PgTx<'_> {
     }
 
     fn open_children(&mut self, ws: &str, id: &str) -> Result<u64> {
+        if let Some(l) = self.loaded.iter().find(|l| l.ws == ws && l.task_id == id) {
+            return Ok(l.open_children);
+        }
         self.lock(ws)?;
         let rows = self.rows(
             &format!(
@@ -549,6 +633,14 @@ impl Tx for PgTx<'_> {
     }
 
     fn run(&mut self, ws: &str, id: &str) -> Result<Option<Run>> {
+        let loaded = self
+            .loaded
+            .iter()
+            .filter_map(|l| l.run.as_ref())
+            .find(|r| r.workspace_id == ws && r.id == id);
+        if let Some(run) = loaded {
+            return Ok(Some(run.clone()));
+        }
         self.scoped_one(
             ws,
             "SELECT body FROM runs WHERE workspace_id = $1 AND id = $2",
@@ -558,16 +650,20 @@ impl Tx for PgTx<'_> {
 
     fn put_run(&mut self, r: &Run) -> Result<()> {
         self.lock(&r.workspace_id)?;
-        self.exec(
-            "INSERT INTO runs (workspace_id, id, task_id, body) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (workspace_id, id) DO UPDATE SET body = excluded.body",
-            &[
-                t(&r.workspace_id),
-                t(&r.id),
-                t(&r.task_id),
-                Arg::Text(Some(to_json(r)?)),
-            ],
-        )?;
+        for l in &mut self.loaded {
+            if l.run
+                .as_ref()
+                .is_some_and(|run| run.workspace_id == r.workspace_id && run.id == r.id)
+            {
+                l.run = Some(r.clone());
+            }
+        }
+        self.pending.runs.push(RunRow {
+            ws: r.workspace_id.clone(),
+            id: r.id.clone(),
+            task_id: r.task_id.clone(),
+            body: to_json(r)?,
+        });
         Ok(())
     }
 
@@ -613,6 +709,13 @@ impl Tx for PgTx<'_> {
     }
 
     fn dependents_of(&mut self, ws: &str, task_id: &str) -> Result<Vec<Dependency>> {
+        let none = self
+            .loaded
+            .iter()
+            .any(|l| l.ws == ws && l.task_id == task_id && !l.has_dependents);
+        if none {
+            return Ok(vec![]);
+        }
         self.scoped(
             ws,
             "SELECT body FROM dependencies WHERE workspace_id = $1 AND blocker_id = $2 ORDER BY blocked_id, kind",
@@ -622,6 +725,7 @@ impl Tx for PgTx<'_> {
 
     fn put_dep(&mut self, d: &Dependency) -> Result<()> {
         self.lock(&d.workspace_id)?;
+        self.loaded.clear();
         self.exec(
             "INSERT INTO dependencies (workspace_id, blocked_id, blocker_id, kind, body) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (workspace_id, blocked_id, blocker_id, kind) DO UPDATE SET body = excluded.body",
@@ -638,6 +742,7 @@ impl Tx for PgTx<'_> {
         kind: DepKind,
     ) -> Result<bool> {
         self.lock(ws)?;
+        self.loaded.clear();
         let n = self.exec(
             "DELETE FROM dependencies WHERE workspace_id = $1 AND blocked_id = $2 AND blocker_id = $3 AND kind = $4",
             &[t(ws), t(blocked), t(blocker), t(dep_kind(kind))],
@@ -696,7 +801,7 @@ impl Tx for PgTx<'_> {
 
     fn append_event(&mut self, e: NewEvent<'_>) -> Result<()> {
         self.lock(e.workspace_id)?;
-        self.pending.push(Pending {
+        self.pending.events.push(EventRow {
             ws: e.workspace_id.to_string(),
             kind: e.kind.to_string(),
             at: e.at,
@@ -741,7 +846,7 @@ impl Tx for PgTx<'_> {
             .transpose()
             .map_err(db_err)?
             .unwrap_or(0);
-        let held_back = self.pending.iter().filter(|e| e.ws == ws).count();
+        let held_back = self.pending.events.iter().filter(|e| e.ws == ws).count();
         Ok(n as u64 + held_back as u64)
     }
 

@@ -1,0 +1,320 @@
+//! Writes held back by a write transaction and sent together: task and run rows, and events.
+//!
+//! A claim or a completion writes a run, a task and an event; sent one by one, each is a
+//! round trip, and round trips (not the rows) are most of what PostgreSQL spends on a task.
+//! [`Pending`] holds them until a statement that could read them (see `PgTx`) or the commit,
+//! and [`Pending::flush`] writes them all in one statement: an `UNNEST` upsert per table in
+//! data-modifying `WITH` clauses, and the events numbered under the workspace row's lock.
+
+use crate::tx::db_err;
+use crate::Conn;
+use baton_core::error::{Error, Result};
+use baton_core::time::Millis;
+use std::collections::HashSet;
+
+/// A task row to upsert: the indexed columns and the JSON body.
+pub(crate) struct TaskRow {
+    pub(crate) ws: String,
+    pub(crate) id: String,
+    pub(crate) project_id: String,
+    pub(crate) parent_id: Option<String>,
+    pub(crate) status: &'static str,
+    pub(crate) neg_priority: i64,
+    pub(crate) due_key: i64,
+    pub(crate) not_before: Option<i64>,
+    pub(crate) lease_expires_at: Option<i64>,
+    pub(crate) idem_key: Option<String>,
+    pub(crate) labels: String,
+    pub(crate) body: String,
+}
+
+/// A run row to upsert.
+pub(crate) struct RunRow {
+    pub(crate) ws: String,
+    pub(crate) id: String,
+    pub(crate) task_id: String,
+    pub(crate) body: String,
+}
+
+/// An event appended in this transaction, numbered when it is flushed.
+pub(crate) struct EventRow {
+    pub(crate) ws: String,
+    pub(crate) kind: String,
+    pub(crate) at: Millis,
+    pub(crate) actor: String,
+    pub(crate) task_id: Option<String>,
+    pub(crate) data: String,
+}
+
+/// How much of each buffer a job found when it started, to drop just its own writes when
+/// its savepoint is rolled back.
+#[derive(Clone, Copy)]
+pub(crate) struct Lens {
+    tasks: usize,
+    runs: usize,
+    events: usize,
+}
+
+/// The writes not yet sent, in the order they were made.
+#[derive(Default)]
+pub(crate) struct Pending {
+    pub(crate) tasks: Vec<TaskRow>,
+    pub(crate) runs: Vec<RunRow>,
+    pub(crate) events: Vec<EventRow>,
+}
+
+impl Pending {
+    /// Whether row writes are waiting (events wait for the commit in any case).
+    pub(crate) fn has_rows(&self) -> bool {
+        !self.tasks.is_empty() || !self.runs.is_empty()
+    }
+
+    /// Whether a held-back row is task `id`, one of its children, or one of its runs: what a
+    /// read of the task with its run and children would miss.
+    pub(crate) fn touches_task(&self, ws: &str, id: &str) -> bool {
+        self.tasks
+            .iter()
+            .any(|t| t.ws == ws && (t.id == id || t.parent_id.as_deref() == Some(id)))
+            || self.runs.iter().any(|r| r.ws == ws && r.task_id == id)
+    }
+
+    pub(crate) fn lens(&self) -> Lens {
+        Lens {
+            tasks: self.tasks.len(),
+            runs: self.runs.len(),
+            events: self.events.len(),
+        }
+    }
+
+    /// Forgets what was added after `lens` was taken.
+    pub(crate) fn truncate(&mut self, lens: Lens) {
+        self.tasks.truncate(lens.tasks);
+        self.runs.truncate(lens.runs);
+        self.events.truncate(lens.events);
+    }
+
+    /// Sends the held-back rows, and the events too when `events` (the commit is next: the
+    /// workspace rows the events lock are held until then). One statement for the rows and
+    /// the events of the first workspace; one more per further workspace.
+    pub(crate) fn flush(&mut self, conn: &mut Conn, events: bool) -> Result<()> {
+        let tasks = last_write_wins(std::mem::take(&mut self.tasks), |t| (&t.ws, &t.id));
+        let runs = last_write_wins(std::mem::take(&mut self.runs), |r| (&r.ws, &r.id));
+        let mut groups = Vec::new();
+        if events {
+            let mut pending = std::mem::take(&mut self.events);
+            pending.sort_by(|a, b| a.ws.cmp(&b.ws)); // stable: append order within a workspace
+            let mut rest = pending.as_slice();
+            while let Some(first) = rest.first() {
+                let n = rest.iter().take_while(|e| e.ws == first.ws).count();
+                groups.push(&rest[..n]);
+                rest = &rest[n..];
+            }
+            if tasks.is_empty() && runs.is_empty() && groups.is_empty() {
+                return Ok(());
+            }
+            let mut groups = groups.into_iter();
+            send(conn, &tasks, &runs, groups.next())?;
+            for group in groups {
+                send(conn, &[], &[], Some(group))?;
+            }
+            return Ok(());
+        }
+        if tasks.is_empty() && runs.is_empty() {
+            return Ok(());
+        }
+        send(conn, &tasks, &runs, None)
+    }
+}
+
+/// The rows with only the last write of each key kept (an upsert may not touch a row twice
+/// in one statement), in key order (replicas lock rows in the same order).
+fn last_write_wins<T>(rows: Vec<T>, key: impl Fn(&T) -> (&String, &String)) -> Vec<T> {
+    let mut seen = HashSet::new();
+    let mut kept: Vec<T> = Vec::with_capacity(rows.len());
+    for row in rows.into_iter().rev() {
+        let (ws, id) = key(&row);
+        if seen.insert((ws.clone(), id.clone())) {
+            kept.push(row);
+        }
+    }
+    kept.sort_by(|a, b| key(a).cmp(&key(b)));
+    kept
+}
+
+/// One bound array parameter.
+enum Col {
+    Text(Vec<String>),
+    OptText(Vec<Option<String>>),
+    Int(Vec<i64>),
+    OptInt(Vec<Option<i64>>),
+    One(String),
+    OneInt(i64),
+}
+
+/// Writes `tasks`, `runs` and one workspace's `events` in one statement.
+fn send(
+    conn: &mut Conn,
+    tasks: &[TaskRow],
+    runs: &[RunRow],
+    events: Option<&[EventRow]>,
+) -> Result<()> {
+    let mut ctes = Vec::new();
+    let mut cols: Vec<Col> = Vec::new();
+    // `$n` for the next parameter, whose value is pushed right after.
+    let param = |cols: &mut Vec<Col>, col: Col, ty: &str| {
+        cols.push(col);
+        format!("${}::{ty}", cols.len())
+    };
+    if !runs.is_empty() {
+        let text =
+            |f: fn(&RunRow) -> &String| Col::Text(runs.iter().map(|r| f(r).clone()).collect());
+        let args = [
+            param(&mut cols, text(|r| &r.ws), "text[]"),
+            param(&mut cols, text(|r| &r.id), "text[]"),
+            param(&mut cols, text(|r| &r.task_id), "text[]"),
+            param(&mut cols, text(|r| &r.body), "text[]"),
+        ];
+        ctes.push(format!(
+            "r AS (INSERT INTO runs (workspace_id, id, task_id, body)
+                   SELECT * FROM UNNEST({})
+                   ON CONFLICT (workspace_id, id) DO UPDATE SET body = excluded.body
+                   RETURNING 1)",
+            args.join(", ")
+        ));
+    }
+    if !tasks.is_empty() {
+        let text =
+            |f: fn(&TaskRow) -> &String| Col::Text(tasks.iter().map(|t| f(t).clone()).collect());
+        let args = [
+            param(&mut cols, text(|t| &t.ws), "text[]"),
+            param(&mut cols, text(|t| &t.id), "text[]"),
+            param(&mut cols, text(|t| &t.project_id), "text[]"),
+            param(
+                &mut cols,
+                Col::OptText(tasks.iter().map(|t| t.parent_id.clone()).collect()),
+                "text[]",
+            ),
+            param(
+                &mut cols,
+                Col::Text(tasks.iter().map(|t| t.status.to_string()).collect()),
+                "text[]",
+            ),
+            param(
+                &mut cols,
+                Col::Int(tasks.iter().map(|t| t.neg_priority).collect()),
+                "bigint[]",
+            ),
+            param(
+                &mut cols,
+                Col::Int(tasks.iter().map(|t| t.due_key).collect()),
+                "bigint[]",
+            ),
+            param(
+                &mut cols,
+                Col::OptInt(tasks.iter().map(|t| t.not_before).collect()),
+                "bigint[]",
+            ),
+            param(
+                &mut cols,
+                Col::OptInt(tasks.iter().map(|t| t.lease_expires_at).collect()),
+                "bigint[]",
+            ),
+            param(
+                &mut cols,
+                Col::OptText(tasks.iter().map(|t| t.idem_key.clone()).collect()),
+                "text[]",
+            ),
+            param(&mut cols, text(|t| &t.labels), "text[]"),
+            param(&mut cols, text(|t| &t.body), "text[]"),
+        ];
+        ctes.push(format!(
+            "t AS (INSERT INTO tasks (workspace_id, id, project_id, parent_id, status, neg_priority,
+                       due_key, not_before, lease_expires_at, idem_key, labels, body)
+                   SELECT * FROM UNNEST({})
+                   ON CONFLICT (workspace_id, id) DO UPDATE SET project_id = excluded.project_id,
+                       parent_id = excluded.parent_id, status = excluded.status,
+                       neg_priority = excluded.neg_priority, due_key = excluded.due_key,
+                       not_before = excluded.not_before, lease_expires_at = excluded.lease_expires_at,
+                       idem_key = excluded.idem_key, labels = excluded.labels, body = excluded.body
+                   RETURNING 1)",
+            args.join(", ")
+        ));
+    }
+    let main = match events {
+        Some(group) => {
+            // Take the numbers (locking the workspace row to the commit) and insert the
+            // events under them, in append order.
+            let ws = param(&mut cols, Col::One(group[0].ws.clone()), "text");
+            let n = param(&mut cols, Col::OneInt(group.len() as i64), "bigint");
+            let args = [
+                param(
+                    &mut cols,
+                    Col::Text(group.iter().map(|e| e.kind.clone()).collect()),
+                    "text[]",
+                ),
+                param(
+                    &mut cols,
+                    Col::Int(group.iter().map(|e| e.at).collect()),
+                    "bigint[]",
+                ),
+                param(
+                    &mut cols,
+                    Col::Text(group.iter().map(|e| e.actor.clone()).collect()),
+                    "text[]",
+                ),
+                param(
+                    &mut cols,
+                    Col::OptText(group.iter().map(|e| e.task_id.clone()).collect()),
+                    "text[]",
+                ),
+                param(
+                    &mut cols,
+                    Col::Text(group.iter().map(|e| e.data.clone()).collect()),
+                    "text[]",
+                ),
+            ];
+            // The rows first: the workspace row stays locked from its update to the commit,
+            // so nothing else should happen while it is held. A condition on the rows'
+            // counts makes their upserts run before the update takes the row.
+            let written: Vec<&str> = ["r", "t"]
+                .into_iter()
+                .filter(|cte| ctes.iter().any(|c| c.starts_with(cte)))
+                .collect();
+            let after_rows = written
+                .iter()
+                .map(|cte| format!(" AND (SELECT count(*) FROM {cte}) >= 0"))
+                .collect::<String>();
+            ctes.push(format!(
+                "numbered AS (UPDATE workspaces SET last_seq = last_seq + {n}
+                              WHERE id = {ws}{after_rows} RETURNING id, last_seq)"
+            ));
+            format!(
+                "INSERT INTO events (workspace_id, seq, type, at, actor, task_id, data)
+                 SELECT numbered.id, numbered.last_seq - {n} + e.n, e.type, e.at, e.actor, e.task_id, e.data
+                 FROM numbered, UNNEST({}) WITH ORDINALITY AS e(type, at, actor, task_id, data, n)",
+                args.join(", ")
+            )
+        }
+        None => "SELECT 1".to_string(),
+    };
+    let sql = format!("WITH {} {main}", ctes.join(", "));
+    let mut q = sqlx::query(&sql);
+    for col in cols {
+        q = match col {
+            Col::Text(v) => q.bind(v),
+            Col::OptText(v) => q.bind(v),
+            Col::Int(v) => q.bind(v),
+            Col::OptInt(v) => q.bind(v),
+            Col::One(v) => q.bind(v),
+            Col::OneInt(v) => q.bind(v),
+        };
+    }
+    let Conn { rt, pg } = conn;
+    let done = rt.block_on(q.execute(&mut *pg)).map_err(db_err)?;
+    if let Some(group) = events {
+        if done.rows_affected() != group.len() as u64 {
+            return Err(Error::not_found("workspace", &group[0].ws));
+        }
+    }
+    Ok(())
+}
