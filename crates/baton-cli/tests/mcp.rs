@@ -268,12 +268,15 @@ fn every_operation_is_reachable_over_http_mcp_and_cli() {
     //   heartbeating.
     // - reap: the server's reaper and every claim expire lapsed leases; the CLI keeps
     //   `baton reap` for stores without a server.
-    // Plumbing, not operations: the constructor, the store handle, the generic write/read
-    // runners, actor resolution and the readiness probe.
+    // Plumbing, not operations: the constructor and its write limits, the store handle,
+    // the generic write/read runners and the durability barrier of streams, actor
+    // resolution and the readiness probe.
     let plumbing = [
         "new",
+        "with_write_limits",
         "store",
         "write_tx",
+        "sync",
         "write",
         "read",
         "actor",

@@ -2,6 +2,7 @@
 //! write job on the store (with idempotency keys) or in a read transaction, and adds what
 //! needs time to pass: the long-poll claim and the reaper.
 
+use crate::admission::{Admission, Backlog, Slot, WriteLimits};
 use crate::api::*;
 use crate::dispatch::{Registration, Waiters};
 use crate::error::{Code, Error, Result};
@@ -25,6 +26,7 @@ pub struct Baton {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     waiters: Arc<Waiters>,
+    backlog: Arc<Backlog>,
 }
 
 impl std::fmt::Debug for Baton {
@@ -39,6 +41,8 @@ struct Job<F, T> {
     mode: LockMode,
     out: Option<Result<T>>,
     reply: Option<oneshot::Sender<Result<T>>>,
+    /// Its place in the backlog, given back when the job is dropped (after its answer).
+    _slot: Slot,
 }
 
 impl<F, T> WriteJob for Job<F, T>
@@ -84,7 +88,14 @@ impl Baton {
             store,
             clock,
             waiters: Arc::default(),
+            backlog: Backlog::new(WriteLimits::default()),
         }
+    }
+
+    /// The same engine with other limits on the writes waiting for the store.
+    pub fn with_write_limits(mut self, limits: WriteLimits) -> Self {
+        self.backlog = Backlog::new(limits);
+        self
     }
 
     /// The store, for surfaces that need its notifications.
@@ -98,20 +109,31 @@ impl Baton {
         F: Fn(&mut dyn Tx) -> Result<T> + Send + 'static,
         T: Send + 'static,
     {
-        self.write_tx_as(LockMode::Exclusive, op).await
+        self.write_tx_as(LockMode::Exclusive, Admission::NewWork, op)
+            .await
     }
 
-    async fn write_tx_as<T, F>(&self, mode: LockMode, op: F) -> Result<T>
+    /// Returns once the store's next commit is durable: what a reader saw before the call
+    /// is then on disk (streams send events only after this). Admitted as held work: a
+    /// stream must not end because planners are being turned away.
+    pub async fn sync(&self) -> Result<()> {
+        self.write_tx_as(LockMode::Exclusive, Admission::HeldWork, |_| Ok(()))
+            .await
+    }
+
+    async fn write_tx_as<T, F>(&self, mode: LockMode, admission: Admission, op: F) -> Result<T>
     where
         F: Fn(&mut dyn Tx) -> Result<T> + Send + 'static,
         T: Send + 'static,
     {
+        let slot = self.backlog.admit(admission)?;
         let (reply, answer) = oneshot::channel();
         self.store.submit(Box::new(Job {
             op,
             mode,
             out: None,
             reply: Some(reply),
+            _slot: slot,
         }));
         answer.await.map_err(|_| {
             Error::new(
@@ -136,14 +158,22 @@ impl Baton {
         F: Fn(&mut Ctx<'_>) -> Result<T> + Send + 'static,
         T: Serialize + DeserializeOwned + Send + 'static,
     {
-        self.write_as(LockMode::Exclusive, actor, key, request, op)
-            .await
+        self.write_as(
+            LockMode::Exclusive,
+            Admission::NewWork,
+            actor,
+            key,
+            request,
+            op,
+        )
+        .await
     }
 
     /// As [`Baton::write`], for the claim and lease operations that may run beside each other
     /// ([`LockMode::Shared`]).
     async fn write_shared<T, F>(
         &self,
+        admission: Admission,
         actor: &Actor,
         key: Option<&str>,
         request: Value,
@@ -153,13 +183,14 @@ impl Baton {
         F: Fn(&mut Ctx<'_>) -> Result<T> + Send + 'static,
         T: Serialize + DeserializeOwned + Send + 'static,
     {
-        self.write_as(LockMode::Shared, actor, key, request, op)
+        self.write_as(LockMode::Shared, admission, actor, key, request, op)
             .await
     }
 
     async fn write_as<T, F>(
         &self,
         mode: LockMode,
+        admission: Admission,
         actor: &Actor,
         key: Option<&str>,
         request: Value,
@@ -169,16 +200,19 @@ impl Baton {
         F: Fn(&mut Ctx<'_>) -> Result<T> + Send + 'static,
         T: Serialize + DeserializeOwned + Send + 'static,
     {
-        self.write_item(mode, actor, key, None, request, op).await
+        self.write_item(mode, admission, actor, key, None, request, op)
+            .await
     }
 
     /// As [`Baton::write_as`], for one item of a call made of several write jobs: with
     /// `whole`, the call's own key is bound to the call's request in the item's
     /// transaction, so items of another request under the same key are refused
     /// (`IDEMPOTENCY_MISMATCH`) before they write anything.
+    #[allow(clippy::too_many_arguments)]
     async fn write_item<T, F>(
         &self,
         mode: LockMode,
+        admission: Admission,
         actor: &Actor,
         key: Option<&str>,
         whole: Option<WholeRequest>,
@@ -194,7 +228,7 @@ impl Baton {
         let ws = actor.workspace_id.clone();
         let name = actor.name.clone();
         let key = key.map(str::to_string);
-        self.write_tx_as(mode, move |tx| {
+        self.write_tx_as(mode, admission, move |tx| {
             let request_sha = if key.is_some() {
                 sha256_hex(&request.to_string())
             } else {
@@ -514,7 +548,9 @@ impl Baton {
             let request = json!({ "op": "claim", "body": &req });
             let r = req.clone();
             let claims = self
-                .write_shared(actor, key, request, move |ctx| ops::lease::claim(ctx, &r))
+                .write_shared(Admission::NewWork, actor, key, request, move |ctx| {
+                    ops::lease::claim(ctx, &r)
+                })
                 .await?;
             let Some(w) = waiting.as_ref().filter(|_| claims.claims.is_empty()) else {
                 return Ok(claims);
@@ -573,25 +609,36 @@ impl Baton {
     ) -> Result<LeaseOut> {
         let id = id.to_string();
         let token = token.to_string();
-        self.write_item(LockMode::Shared, actor, key, whole, request, move |ctx| {
-            let out = match op.clone() {
-                LeaseOp::Start => LeaseOut::Task(ops::lease::start(ctx, &id, &token)?),
-                LeaseOp::Heartbeat(hb) => {
-                    LeaseOut::Heartbeat(ops::lease::heartbeat(ctx, &id, &token, &hb)?)
-                }
-                LeaseOp::Release => LeaseOut::Task(ops::lease::release(ctx, &id, &token)?),
-                LeaseOp::Complete(c) => LeaseOut::Task(ops::lease::complete(ctx, &id, &token, c)?),
-                LeaseOp::Fail(f) => LeaseOut::Task(ops::lease::fail(ctx, &id, &token, f)?),
-                LeaseOp::Block { reason } => {
-                    LeaseOut::Task(ops::lease::block(ctx, &id, &token, reason)?)
-                }
-                LeaseOp::Wait { reason } => {
-                    LeaseOut::Task(ops::lease::wait(ctx, &id, &token, reason)?)
-                }
-                LeaseOp::Resume => LeaseOut::Task(ops::lease::resume(ctx, &id, &token)?),
-            };
-            Ok(out)
-        })
+        let held = Admission::HeldWork;
+        self.write_item(
+            LockMode::Shared,
+            held,
+            actor,
+            key,
+            whole,
+            request,
+            move |ctx| {
+                let out = match op.clone() {
+                    LeaseOp::Start => LeaseOut::Task(ops::lease::start(ctx, &id, &token)?),
+                    LeaseOp::Heartbeat(hb) => {
+                        LeaseOut::Heartbeat(ops::lease::heartbeat(ctx, &id, &token, &hb)?)
+                    }
+                    LeaseOp::Release => LeaseOut::Task(ops::lease::release(ctx, &id, &token)?),
+                    LeaseOp::Complete(c) => {
+                        LeaseOut::Task(ops::lease::complete(ctx, &id, &token, c)?)
+                    }
+                    LeaseOp::Fail(f) => LeaseOut::Task(ops::lease::fail(ctx, &id, &token, f)?),
+                    LeaseOp::Block { reason } => {
+                        LeaseOut::Task(ops::lease::block(ctx, &id, &token, reason)?)
+                    }
+                    LeaseOp::Wait { reason } => {
+                        LeaseOut::Task(ops::lease::wait(ctx, &id, &token, reason)?)
+                    }
+                    LeaseOp::Resume => LeaseOut::Task(ops::lease::resume(ctx, &id, &token)?),
+                };
+                Ok(out)
+            },
+        )
         .await
     }
 
@@ -840,7 +887,7 @@ impl Baton {
     /// Expires lapsed leases in the actor's workspace; how many.
     pub async fn reap(&self, actor: &Actor) -> Result<usize> {
         let request = json!({ "op": "reap" });
-        self.write_shared(actor, None, request, |ctx| {
+        self.write_shared(Admission::HeldWork, actor, None, request, |ctx| {
             ops::lease::reap(ctx, ops::lease::REAP_BATCH)
         })
         .await

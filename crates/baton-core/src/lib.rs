@@ -7,11 +7,13 @@
 //! - [`store`]: the storage boundary ([`store::Tx`], [`store::Store`]).
 //! - [`engine`]: [`Baton`], the handle surfaces hold: runs operations as write jobs, with
 //!   idempotency keys, the long-poll claim and the reaper.
+//! - [`admission`]: refuses new work while the store is far behind.
 //! - `dispatch`: wakes as many waiting long-poll claims as there is work for.
 //! - [`replay`]: rebuilds projections from the event log and compares them with the live ones.
 //! - [`error`]: the catalogue of stable error codes.
 
 pub mod access;
+pub mod admission;
 pub mod api;
 mod dispatch;
 pub mod engine;

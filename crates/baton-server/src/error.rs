@@ -4,7 +4,7 @@
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use baton_core::{Code, Error};
 use serde::de::DeserializeOwned;
@@ -26,7 +26,20 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.0.code.http_status())
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (status, axum::Json(self.0.to_json())).into_response()
+        let mut response = (status, axum::Json(self.0.to_json())).into_response();
+        // A refusal that says when to come back says it in the header HTTP clients know too.
+        let retry_after_ms = self
+            .0
+            .details
+            .as_ref()
+            .and_then(|d| d["retry_after_ms"].as_u64());
+        if let Some(ms) = retry_after_ms.filter(|_| self.0.code == Code::RateLimited) {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(ms.div_ceil(1000).max(1)),
+            );
+        }
+        response
     }
 }
 

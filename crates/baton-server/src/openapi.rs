@@ -55,7 +55,7 @@ const ERRORS: [(&str, &str); 7] = [
     ("413", "The body or a field is over its size limit"),
     (
         "429",
-        "Rate limited; retry after a pause (error.retryable is true)",
+        "RATE_LIMITED: the store is far behind and refuses new work (claims, creation, planning) first, work in hand last; retry after error.details.retry_after_ms (also the Retry-After header, in seconds)",
     ),
     (
         "503",

@@ -131,7 +131,7 @@ async fn follow(
             }
             continue;
         }
-        if baton.write_tx(|_| Ok(())).await.is_err() {
+        if baton.sync().await.is_err() {
             return;
         }
         for e in page {
@@ -334,7 +334,7 @@ async fn catch_up(
             return true;
         }
         // Durable before visible: an empty write is answered only after the next fsync.
-        if baton.write_tx(|_| Ok(())).await.is_err() {
+        if baton.sync().await.is_err() {
             return false;
         }
         let mut batch = Vec::new();

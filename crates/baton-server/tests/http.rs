@@ -17,7 +17,7 @@ struct Server {
     baton: Baton,
     /// An admin key of the default workspace, sent unless a call says otherwise.
     token: String,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Server {
@@ -31,6 +31,13 @@ impl Server {
             .unwrap()
             .key
             .token;
+        let mut server = Server::over(baton, token).await;
+        server._dir = Some(dir);
+        server
+    }
+
+    /// A server for an engine over an existing store, calling with `token`.
+    async fn over(baton: Baton, token: String) -> Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let serving =
@@ -41,7 +48,7 @@ impl Server {
             http: Client::new(),
             baton,
             token,
-            _dir: dir,
+            _dir: None,
         }
     }
 
@@ -1314,8 +1321,76 @@ async fn complete_many_answers_each_item(backend: Backend) {
     );
 }
 
+/// A store far behind refuses new work first: claims and creation get 429 `RATE_LIMITED`
+/// with when to come back (body and `Retry-After`) and write nothing, while the operations
+/// on a held lease still go through.
+async fn a_store_far_behind_refuses_new_work_first(backend: Backend) {
+    let s = Server::start(backend).await;
+    let (_, t) = s.post("/v1/tasks", json!({"title": "in hand"})).await;
+    let id = t["task"]["id"].as_str().unwrap().to_string();
+    let (_, claims) = s.post("/v1/tasks/claim", json!({"agent": "w1"})).await;
+    let lease = claims["claims"][0]["lease"]["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // A second server on the same store whose backlog is always past the new-work limit.
+    let limits = baton_core::admission::WriteLimits {
+        new_work: 0,
+        held_work: 64,
+    };
+    let behind =
+        Baton::new(s.baton.store().clone(), Arc::new(SystemClock)).with_write_limits(limits);
+    let b = Server::over(behind, s.token.clone()).await;
+    for (path, body) in [
+        ("/v1/tasks", json!({"title": "more"})),
+        ("/v1/tasks/claim", json!({"agent": "w2"})),
+    ] {
+        let resp = b
+            .http
+            .post(format!("{}{path}", b.base))
+            .bearer_auth(&b.token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS, "{path}");
+        let retry_after: u64 = resp.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(retry_after >= 1, "{path}");
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(error_code(&v), "RATE_LIMITED", "{v}");
+        assert_eq!(v["error"]["retryable"], true);
+        assert!(
+            v["error"]["details"]["retry_after_ms"].as_u64().unwrap() >= 100,
+            "{v}"
+        );
+    }
+    let (_, list) = s.get("/v1/tasks").await;
+    assert_eq!(
+        list["tasks"].as_array().unwrap().len(),
+        1,
+        "nothing written"
+    );
+    let (st, hb) = b
+        .post(
+            &format!("/v1/tasks/{id}/heartbeat"),
+            json!({"lease": lease}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{hb}");
+    let (st, done) = b
+        .post(&format!("/v1/tasks/{id}/complete"), json!({"lease": lease}))
+        .await;
+    assert_eq!(st, StatusCode::OK, "{done}");
+    assert_eq!(done["task"]["status"], "done");
+}
+
 on_every_backend!(
     backend:
+    a_store_far_behind_refuses_new_work_first,
     agent_loop_over_http,
     errors_have_codes_and_statuses,
     if_match_and_idempotency_keys,

@@ -593,14 +593,35 @@ async fn post_ok(
     token: &str,
     body: &serde_json::Value,
 ) -> anyhow::Result<serde_json::Value> {
-    let resp = http
-        .post(format!("{base}{path}"))
-        .bearer_auth(token)
-        .json(body)
-        .send()
-        .await?;
+    let resp = post_admitted(http, &format!("{base}{path}"), token, body).await?;
     anyhow::ensure!(resp.status().is_success(), "{path}: {}", resp.text().await?);
     Ok(resp.json().await?)
+}
+
+/// Calls the server refused with 429 `RATE_LIMITED` (its store far behind), each sent again
+/// after the pause it asked for.
+pub(crate) static REFUSED: AtomicU64 = AtomicU64::new(0);
+
+/// `POST {url}` with a JSON body, sent again after the pause a 429 asks for until it is
+/// taken: what a well-behaved agent does when the server sheds load.
+pub(crate) async fn post_admitted(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    body: &serde_json::Value,
+) -> anyhow::Result<reqwest::Response> {
+    loop {
+        let resp = http.post(url).bearer_auth(token).json(body).send().await?;
+        if resp.status() != reqwest::StatusCode::TOO_MANY_REQUESTS {
+            return Ok(resp);
+        }
+        REFUSED.fetch_add(1, Ordering::Relaxed);
+        let refusal: serde_json::Value = resp.json().await?;
+        let ms = refusal["error"]["details"]["retry_after_ms"]
+            .as_u64()
+            .unwrap_or(1000);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
 }
 
 /// `POST /v1/tasks/batch` of `tasks` (create requests with refs), in requests of at most

@@ -140,12 +140,10 @@ pub(crate) async fn run(
                 planner.clone(),
             );
             creations.push(tokio::spawn(async move {
-                let resp = http
-                    .post(format!("{base}/v1/tasks"))
-                    .bearer_auth(&token)
-                    .json(&serde_json::json!({ "title": format!("open {i} {}", intended.as_micros()) }))
-                    .send()
-                    .await?;
+                let body =
+                    serde_json::json!({ "title": format!("open {i} {}", intended.as_micros()) });
+                let resp =
+                    super::post_admitted(&http, &format!("{base}/v1/tasks"), &token, &body).await?;
                 anyhow::ensure!(resp.status().is_success(), "create: {}", resp.text().await?);
                 anyhow::Ok(started.elapsed().saturating_sub(intended))
             }));
@@ -189,12 +187,18 @@ pub(crate) async fn run(
         let secs = seen.last.as_secs_f64().max(1e-9);
         // Growing: more than a tenth of a second of arrivals (or one per agent) still waiting.
         let allowed = (rate / 10).max(args.open_agents as u64);
-        let holds = seen.dispatch.ms(0.99) < DISPATCH_P99_MS && backlog <= allowed && failed == 0;
+        // A rate that holds is taken without shedding (429s) as well.
+        let refused = super::REFUSED.swap(0, Ordering::Relaxed);
+        let holds = seen.dispatch.ms(0.99) < DISPATCH_P99_MS
+            && backlog <= allowed
+            && failed == 0
+            && refused == 0;
         let verdict = format!(
-            "{}: backlog {backlog} at {:.1}s (allowed {allowed}); {} leases lapsed before a heartbeat or completion; {failed} tasks failed (attempts used up); {}",
+            "{}: backlog {backlog} at {:.1}s (allowed {allowed}); {} leases lapsed before a heartbeat or completion; {failed} tasks failed (attempts used up); {} calls refused with 429 and retried; {}",
             if holds { "holds" } else { "does not hold" },
             window.as_secs_f64(),
             seen.lost,
+            refused,
             meter.notes(total)
         );
         let label = |what: &str| format!("open loop {rate}/s: {what}");
