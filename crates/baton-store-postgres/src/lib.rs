@@ -16,10 +16,13 @@
 //! operations) overlap, each locking the task rows it changes. Events are numbered at the
 //! end of the transaction under the workspace row's lock, held only to the commit: numbers
 //! follow commit order with no gaps (a rolled-back batch rolls its increments back too),
-//! and claims cannot race. Each commit that changed
-//! tasks sends `NOTIFY baton_commits`; a listener thread wakes this process's long-polls and
-//! streams on other replicas' commits, and a missed notification costs at most
-//! [`FALLBACK_WAKE`].
+//! and claims cannot race. After each commit that changed
+//! tasks a notifier thread sends `NOTIFY baton_commits` from a connection of its own (one
+//! for many commits when they come faster than it); a listener thread wakes this
+//! process's long-polls and streams on other replicas' commits, and a missed notification
+//! costs at most [`FALLBACK_WAKE`]. Not from the writers' own transactions: PostgreSQL
+//! serializes the commits of notifying transactions of a database through their WAL
+//! flushes, which would keep the writers from sharing one.
 
 mod flush;
 mod migrate;
@@ -28,7 +31,7 @@ mod tx;
 use baton_core::store::{LockMode, Store, Tx, WriteJob};
 use baton_core::{Code, Error, Result};
 use sqlx::Connection;
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc, Condvar, Mutex, Weak};
 use std::time::Duration;
 use tx::{db_err, PgTx};
 
@@ -169,11 +172,20 @@ impl PgStore {
         let (jobs, queue) = mpsc::channel::<Box<dyn WriteJob>>();
         let queue = Arc::new(Mutex::new(queue));
         let commits = Arc::new(tokio::sync::Notify::new());
+        let notify = Arc::new(Notify::default());
         for (i, conn) in writers.into_iter().enumerate() {
             let (commits, url, queue) = (commits.clone(), url.clone(), queue.clone());
+            let notify = notify.clone();
             std::thread::Builder::new()
                 .name(format!("baton-pg-writer-{i}"))
-                .spawn(move || writer_loop(&url, options, conn, queue, commits))
+                .spawn(move || writer_loop(&url, options, conn, queue, commits, &notify))
+                .map_err(Error::storage)?;
+        }
+        {
+            let (notify, url) = (Arc::downgrade(&notify), url.clone());
+            std::thread::Builder::new()
+                .name("baton-pg-notify".into())
+                .spawn(move || notify_loop(&url, notify))
                 .map_err(Error::storage)?;
         }
         {
@@ -243,6 +255,7 @@ fn writer_loop(
     mut conn: Conn,
     queue: Arc<Mutex<mpsc::Receiver<Box<dyn WriteJob>>>>,
     commits: Arc<tokio::sync::Notify>,
+    notify: &Notify,
 ) {
     loop {
         let batch = {
@@ -264,7 +277,7 @@ fn writer_loop(
             .partition(|job| job.lock_mode() == LockMode::Shared);
         for (mode, jobs) in [(LockMode::Shared, shared), (LockMode::Exclusive, exclusive)] {
             if !jobs.is_empty() {
-                commit_group(url, options, &mut conn, mode, jobs, &commits);
+                commit_group(url, options, &mut conn, mode, jobs, &commits, notify);
             }
         }
     }
@@ -279,6 +292,7 @@ fn commit_group(
     mode: LockMode,
     mut batch: Vec<Box<dyn WriteJob>>,
     commits: &tokio::sync::Notify,
+    notify: &Notify,
 ) {
     let mut outcome = run_batch(conn, mode, &mut batch);
     for attempt in 0..RETRIES {
@@ -303,6 +317,7 @@ fn commit_group(
             }
             if task_events > 0 {
                 commits.notify_waiters();
+                notify.raise();
             }
         }
         Err(e) => {
@@ -433,6 +448,62 @@ fn attempt(
             } else {
                 Ok(None)
             }
+        }
+    }
+}
+
+/// Commits other replicas have not been told of yet.
+#[derive(Default)]
+struct Notify {
+    pending: Mutex<bool>,
+    raised: Condvar,
+}
+
+impl Notify {
+    /// Asks for a `NOTIFY` (one answers every commit raised before it is sent).
+    fn raise(&self) {
+        if let Ok(mut pending) = self.pending.lock() {
+            *pending = true;
+            self.raised.notify_one();
+        }
+    }
+}
+
+/// Sends `NOTIFY baton_commits` after commits that changed tasks, from a connection of its
+/// own in a transaction of its own (which waits for no WAL flush), until the store is gone.
+fn notify_loop(url: &str, notify: Weak<Notify>) {
+    let mut conn: Option<Conn> = None;
+    loop {
+        let Some(signal) = notify.upgrade() else {
+            return;
+        };
+        let raised = {
+            let Ok(pending) = signal.pending.lock() else {
+                return;
+            };
+            // Woken at least every second to see whether the store is still there.
+            let Ok((mut pending, _)) =
+                signal
+                    .raised
+                    .wait_timeout_while(pending, Duration::from_secs(1), |p| !*p)
+            else {
+                return;
+            };
+            std::mem::take(&mut *pending)
+        };
+        drop(signal);
+        if !raised {
+            continue;
+        }
+        if conn.is_none() {
+            conn = Conn::open(url)
+                .and_then(|mut c| c.batch("SET synchronous_commit = off").map(|_| c))
+                .ok();
+        }
+        let sent = conn.as_mut().map(|c| c.batch("NOTIFY baton_commits"));
+        if !matches!(sent, Some(Ok(()))) {
+            // Lost: the listeners' fallback wake-up covers it; connect afresh next time.
+            conn = None;
         }
     }
 }

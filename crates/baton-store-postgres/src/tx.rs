@@ -192,16 +192,12 @@ impl<'a> PgTx<'a> {
         self.pending.flush(self.conn, false)
     }
 
-    /// Sends everything held back and commits (with `NOTIFY` when tasks changed). On an
-    /// error the transaction is left for the caller to roll back.
+    /// Sends everything held back and commits. On an error the transaction is left for the
+    /// caller to roll back.
     pub(crate) fn commit(&mut self) -> Result<()> {
         self.begin()?;
         self.pending.flush(self.conn, true)?;
-        self.conn.batch(if self.task_events > 0 {
-            "NOTIFY baton_commits; COMMIT"
-        } else {
-            "COMMIT"
-        })
+        self.conn.batch("COMMIT")
     }
 
     /// Events about tasks appended so far.
