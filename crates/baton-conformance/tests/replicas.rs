@@ -269,3 +269,55 @@ async fn planning_beside_completions_strands_nothing() {
         last_completed = seq;
     }
 }
+
+/// A heartbeat and the completion of one task on two replicas at once: whatever order
+/// they commit in, a heartbeat that was answered is in the run the completion ends (its
+/// usage is not written over by a copy of the run read before it committed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_completion_keeps_the_heartbeat_committed_before_it() {
+    let Some(fleet) = fleet(2).await else { return };
+    for i in 0..60 {
+        fleet.create(&format!("t{i}"), vec![]).await;
+    }
+    let (b0, a0) = fleet.node(0);
+    let mut claims = claim(b0, a0, "w", 60).await;
+    claims.extend(claim(b0, a0, "w", 60).await);
+    assert_eq!(claims.len(), 60);
+    let races = claims.iter().enumerate().map(|(i, c)| {
+        let (hb_node, done_node) = (fleet.node(i), fleet.node(i + 1));
+        async move {
+            let hb = Heartbeat {
+                usage: Some(serde_json::json!({ "cost": i })),
+                ..Default::default()
+            };
+            let (beat, _) = tokio::join!(
+                hb_node.0.lease_op(
+                    hb_node.1,
+                    None,
+                    &c.task.id,
+                    &c.lease.token,
+                    LeaseOp::Heartbeat(hb)
+                ),
+                complete(done_node.0, done_node.1, c),
+            );
+            beat.is_ok()
+        }
+    });
+    let beats = join_all(races).await;
+    let events = fleet.events();
+    let mut answered = 0;
+    for (i, (c, beat)) in claims.iter().zip(beats).enumerate() {
+        let completed = events
+            .iter()
+            .find(|e| e.kind == "task.completed" && e.task_id.as_deref() == Some(&c.task.id))
+            .expect("completed");
+        if beat {
+            answered += 1;
+            assert_eq!(
+                completed.data["run"]["usage"]["cost"], i,
+                "task {i}: the answered heartbeat's usage is lost"
+            );
+        }
+    }
+    assert!(answered > 0, "no heartbeat came before its completion");
+}

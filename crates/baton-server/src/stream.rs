@@ -22,7 +22,7 @@ use axum::http::{header, HeaderMap};
 use axum::response::Response;
 use baton_core::api::Actor;
 use baton_core::model::Event;
-use baton_core::{Baton, Error};
+use baton_core::{Baton, Code, Error};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -131,8 +131,11 @@ async fn follow(
             }
             continue;
         }
+        // Not durable yet (the store is behind or failing): the same page again after a
+        // pause. Ending here would leave the workspace's subscribers on a silent channel.
         if baton.sync().await.is_err() {
-            return;
+            tokio::time::sleep(IDLE).await;
+            continue;
         }
         for e in page {
             after = e.seq;
@@ -333,9 +336,18 @@ async fn catch_up(
         if page.is_empty() {
             return true;
         }
-        // Durable before visible: an empty write is answered only after the next fsync.
-        if baton.sync().await.is_err() {
-            return false;
+        // Durable before visible: an empty write is answered only after the next fsync. A
+        // store far behind refuses for a while: read the same page again after a pause.
+        match baton.sync().await {
+            Ok(()) => {}
+            Err(e) if e.code == Code::RateLimited => {
+                tokio::time::sleep(IDLE).await;
+                continue;
+            }
+            Err(e) => {
+                let _ = out.send(Item::Failed(e)).await;
+                return false;
+            }
         }
         let mut batch = Vec::new();
         for e in page {

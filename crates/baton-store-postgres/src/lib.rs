@@ -393,8 +393,10 @@ fn try_batch(
 
 /// One try at a batch. Without savepoints, `Ok(None)` when a job failed (rolled back) or
 /// the writes held back to the commit did: a job's writes may wait for a later job's reads
-/// or the commit, so only with a savepoint per job (each job's writes sent before its
-/// savepoint is released) is a failure sure to be its own.
+/// or the commit, so only with a savepoint per job (each job's rows sent before its
+/// savepoint is released) is a failure sure to be its own. Events are the exception: they
+/// go in at the commit, numbered under the workspace row's lock, and a failure there fails
+/// the batch (their values were checked by the operations; what is left is the store).
 fn attempt(
     conn: &mut Conn,
     mode: LockMode,

@@ -88,7 +88,9 @@ const WORKSPACE_LOCK: i32 = 0x6274;
 /// keys). "bn".
 const NAME_LOCK: i32 = 0x626e;
 
-/// What [`Tx::task_for_update`] read beside a task in a shared (claim and lease) job, for the questions a lease operation asks
+/// What [`Tx::task_for_update`] read beside a task in a shared (claim and lease) job, when
+/// it got the task's lock without waiting (after a wait, these would be as of before the
+/// holder's commit, so they are not kept), for the questions a lease operation asks
 /// next. Valid until this transaction changes the answer (kept up to date or dropped as it
 /// writes) or the next job starts. Another transaction cannot change it meanwhile in a way
 /// that matters: dependencies change only in exclusive jobs, which wait for this one's
@@ -283,12 +285,13 @@ impl<'a> PgTx<'a> {
                 &[t(ws)],
             )?;
         } else {
-            // The transaction's first statement: one round trip for both.
+            // The transaction's first statement: one round trip for both. Begun even if the
+            // lock fails (the transaction is then open and aborted, to be rolled back).
             let quoted = ws.replace('\'', "''");
+            self.begun = true;
             self.conn.batch(&format!(
                 "BEGIN; SELECT {lock}({WORKSPACE_LOCK}, hashtext('{quoted}'))"
             ))?;
-            self.begun = true;
         }
         self.locked.insert(ws.to_string());
         Ok(())
@@ -439,14 +442,11 @@ impl Tx for PgTx<'_> {
         if !self.writing {
             return self.task(ws, id);
         }
+        let locked = "SELECT body FROM tasks WHERE workspace_id = $1 AND id = $2 FOR UPDATE";
         if self.mode == LockMode::Exclusive {
             // Planners' operations may move a task to another parent, which the answers
             // read here would not see: they read those answers when they need them.
-            return self.scoped_one(
-                ws,
-                "SELECT body FROM tasks WHERE workspace_id = $1 AND id = $2 FOR UPDATE",
-                &[t(ws), t(id)],
-            );
+            return self.scoped_one(ws, locked, &[t(ws), t(id)]);
         }
         self.lock(ws)?;
         // Writes held back for other tasks cannot change what this reads (no claim or lease
@@ -462,12 +462,17 @@ impl Tx for PgTx<'_> {
                      (SELECT count(*) FROM tasks AS c WHERE c.workspace_id = $1 AND c.parent_id = $2
                       AND c.{OPEN}),
                      EXISTS (SELECT 1 FROM dependencies AS d WHERE d.workspace_id = $1 AND d.blocker_id = $2)
-                 FROM tasks AS t WHERE t.workspace_id = $1 AND t.id = $2 FOR UPDATE OF t"
+                 FROM tasks AS t WHERE t.workspace_id = $1 AND t.id = $2 FOR UPDATE OF t SKIP LOCKED"
             ),
             &[t(ws), t(id)],
         )?;
         let Some(row) = rows.first() else {
-            return Ok(None);
+            // Absent, or locked by another transaction. Waiting for the lock here would
+            // re-read the task after that transaction's commit but keep the run and the
+            // children as the statement first saw them: wait with the task alone, and
+            // let the run and children be read afresh when asked.
+            self.loaded.retain(|l| !(l.ws == ws && l.task_id == id));
+            return self.scoped_one(ws, locked, &[t(ws), t(id)]);
         };
         let task: Task = from_json(&row.try_get::<String, _>(0).map_err(db_err)?)?;
         let run = row
