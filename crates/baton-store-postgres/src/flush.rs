@@ -99,30 +99,21 @@ impl Pending {
     pub(crate) fn flush(&mut self, conn: &mut Conn, events: bool) -> Result<()> {
         let tasks = last_write_wins(std::mem::take(&mut self.tasks), |t| (&t.ws, &t.id));
         let runs = last_write_wins(std::mem::take(&mut self.runs), |r| (&r.ws, &r.id));
-        let mut groups = Vec::new();
-        if events {
-            let mut pending = std::mem::take(&mut self.events);
-            pending.sort_by(|a, b| a.ws.cmp(&b.ws)); // stable: append order within a workspace
-            let mut rest = pending.as_slice();
-            while let Some(first) = rest.first() {
-                let n = rest.iter().take_while(|e| e.ws == first.ws).count();
-                groups.push(&rest[..n]);
-                rest = &rest[n..];
-            }
-            if tasks.is_empty() && runs.is_empty() && groups.is_empty() {
-                return Ok(());
-            }
-            let mut groups = groups.into_iter();
-            send(conn, &tasks, &runs, groups.next())?;
-            for group in groups {
-                send(conn, &[], &[], Some(group))?;
-            }
+        let mut pending = if events {
+            std::mem::take(&mut self.events)
+        } else {
+            Vec::new()
+        };
+        if tasks.is_empty() && runs.is_empty() && pending.is_empty() {
             return Ok(());
         }
-        if tasks.is_empty() && runs.is_empty() {
-            return Ok(());
+        pending.sort_by(|a, b| a.ws.cmp(&b.ws)); // stable: append order within a workspace
+        let mut groups = pending.chunk_by(|a, b| a.ws == b.ws);
+        send(conn, &tasks, &runs, groups.next())?;
+        for group in groups {
+            send(conn, &[], &[], Some(group))?;
         }
-        send(conn, &tasks, &runs, None)
+        Ok(())
     }
 }
 
