@@ -21,6 +21,12 @@ use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+/// mimalloc rather than glibc's malloc: the server's writers build and drop large buffers
+/// (batched statements, event payloads) among many small ones from several threads, and
+/// glibc spends a large share of their CPU consolidating its free lists (see BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let cli = Cli::parse();
     let json_mode = cli.json;

@@ -27,6 +27,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// mimalloc rather than glibc's malloc: the server's writers build and drop large buffers
+/// (batched statements, event payloads) among many small ones from several threads, and
+/// glibc spends a large share of their CPU consolidating its free lists (see BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Benchmark Baton: in-process, over HTTP, through the CLI; the job-queue scenarios.
 #[derive(Debug, Parser)]
 pub(crate) struct Args {
