@@ -39,6 +39,9 @@ impl std::fmt::Debug for Baton {
 struct Job<F, T> {
     op: F,
     mode: LockMode,
+    /// The task (workspace, id) the job loads for update first, if known: see
+    /// [`WriteJob::loads`].
+    loads: Option<(String, String)>,
     out: Option<Result<T>>,
     reply: Option<oneshot::Sender<Result<T>>>,
     /// Its place in the backlog, given back when the job is dropped (after its answer).
@@ -62,6 +65,12 @@ where
 
     fn lock_mode(&self) -> LockMode {
         self.mode
+    }
+
+    fn loads(&self) -> Option<(&str, &str)> {
+        self.loads
+            .as_ref()
+            .map(|(ws, id)| (ws.as_str(), id.as_str()))
     }
 
     fn finish(mut self: Box<Self>, committed: Result<()>) {
@@ -109,7 +118,7 @@ impl Baton {
         F: Fn(&mut dyn Tx) -> Result<T> + Send + 'static,
         T: Send + 'static,
     {
-        self.write_tx_as(LockMode::Exclusive, Admission::NewWork, op)
+        self.write_tx_as(LockMode::Exclusive, Admission::NewWork, None, op)
             .await
     }
 
@@ -117,11 +126,19 @@ impl Baton {
     /// is then on disk (streams send events only after this). Admitted as held work: a
     /// stream must not end because planners are being turned away.
     pub async fn sync(&self) -> Result<()> {
-        self.write_tx_as(LockMode::Exclusive, Admission::HeldWork, |_| Ok(()))
+        self.write_tx_as(LockMode::Exclusive, Admission::HeldWork, None, |_| Ok(()))
             .await
     }
 
-    async fn write_tx_as<T, F>(&self, mode: LockMode, admission: Admission, op: F) -> Result<T>
+    /// Queues `op` as a write job and waits for its answer; `loads` names the task it loads
+    /// for update first, if known (see [`WriteJob::loads`]).
+    async fn write_tx_as<T, F>(
+        &self,
+        mode: LockMode,
+        admission: Admission,
+        loads: Option<(String, String)>,
+        op: F,
+    ) -> Result<T>
     where
         F: Fn(&mut dyn Tx) -> Result<T> + Send + 'static,
         T: Send + 'static,
@@ -131,6 +148,7 @@ impl Baton {
         self.store.submit(Box::new(Job {
             op,
             mode,
+            loads,
             out: None,
             reply: Some(reply),
             _slot: slot,
@@ -200,7 +218,7 @@ impl Baton {
         F: Fn(&mut Ctx<'_>) -> Result<T> + Send + 'static,
         T: Serialize + DeserializeOwned + Send + 'static,
     {
-        self.write_item(mode, admission, actor, key, None, request, op)
+        self.write_item(mode, admission, actor, key, None, None, request, op)
             .await
     }
 
@@ -216,6 +234,7 @@ impl Baton {
         actor: &Actor,
         key: Option<&str>,
         whole: Option<WholeRequest>,
+        loads: Option<&str>,
         request: Value,
         op: F,
     ) -> Result<T>
@@ -228,7 +247,8 @@ impl Baton {
         let ws = actor.workspace_id.clone();
         let name = actor.name.clone();
         let key = key.map(str::to_string);
-        self.write_tx_as(mode, admission, move |tx| {
+        let loads = loads.map(|id| (ws.clone(), id.to_string()));
+        self.write_tx_as(mode, admission, loads, move |tx| {
             let request_sha = if key.is_some() {
                 sha256_hex(&request.to_string())
             } else {
@@ -611,6 +631,7 @@ impl Baton {
         token: &str,
         op: LeaseOp,
     ) -> Result<LeaseOut> {
+        let loads = id.to_string();
         let id = id.to_string();
         let token = token.to_string();
         let held = Admission::HeldWork;
@@ -620,6 +641,7 @@ impl Baton {
             actor,
             key,
             whole,
+            Some(&loads),
             request,
             move |ctx| {
                 let out = match op.clone() {

@@ -220,6 +220,11 @@ pub trait WriteJob: Send {
     fn lock_mode(&self) -> LockMode {
         LockMode::Exclusive
     }
+    /// The task (workspace, id) this job loads for update, when known before it runs: a
+    /// store may load the tasks of several jobs of one commit in one statement.
+    fn loads(&self) -> Option<(&str, &str)> {
+        None
+    }
     /// Reports the outcome: `Ok` once the job's effects are durable.
     fn finish(self: Box<Self>, committed: Result<()>);
 }

@@ -26,6 +26,8 @@
 
 mod flush;
 mod migrate;
+#[cfg(test)]
+mod tests;
 mod tx;
 
 use baton_core::store::{LockMode, Store, Tx, WriteJob};
@@ -406,6 +408,8 @@ fn attempt(
     let mut results = Vec::with_capacity(batch.len());
     let mut tx = PgTx::writing(conn, mode);
     let alone = batch.len() == 1;
+    let ahead: Vec<(&str, &str)> = batch.iter().filter_map(|job| job.loads()).collect();
+    tx.load_ahead(&ahead)?;
     for job in batch.iter_mut() {
         if savepoints {
             tx.batch("SAVEPOINT job")?;

@@ -7,7 +7,9 @@
 //! sent in one statement before the next statement that could read them, or at the commit;
 //! `BEGIN` goes out with the first advisory lock; and loading a task to change it
 //! ([`Tx::task_for_update`]) also reads its newest run, its open children and whether
-//! anything depends on it, which the lease operations ask next ([`Loaded`]).
+//! anything depends on it, which the lease operations ask next ([`Loaded`]). The tasks the
+//! lease jobs of one commit are about to load are loaded so together, in one statement,
+//! before the first job runs ([`PgTx::load_ahead`]).
 //!
 //! # Concurrent writers
 //! A write transaction first takes its workspace's advisory lock: exclusive for most jobs,
@@ -33,6 +35,7 @@ use std::collections::HashSet;
 #[derive(Debug, Clone)]
 pub(crate) enum Arg {
     Text(Option<String>),
+    Texts(Vec<String>),
     Int(Option<i64>),
     Bool(bool),
 }
@@ -118,6 +121,10 @@ pub(crate) struct PgTx<'a> {
     begun: bool,
     /// Answers read along with tasks loaded for update.
     loaded: Vec<Loaded>,
+    /// Tasks loaded for update before the jobs that asked for them ran, with their
+    /// answers; each is taken by the first job that loads it, and dropped as soon as this
+    /// transaction writes anything that would change it.
+    ahead: Vec<(Task, Loaded)>,
     /// Events about tasks appended: such a commit may make work claimable.
     task_events: usize,
 }
@@ -138,6 +145,7 @@ fn bound<'q>(
     for a in args {
         q = match a {
             Arg::Text(v) => q.bind(v.clone()),
+            Arg::Texts(v) => q.bind(v.clone()),
             Arg::Int(v) => q.bind(*v),
             Arg::Bool(v) => q.bind(*v),
         };
@@ -166,6 +174,7 @@ impl<'a> PgTx<'a> {
             pending: Pending::default(),
             begun: !writing,
             loaded: Vec::new(),
+            ahead: Vec::new(),
             task_events: 0,
         }
     }
@@ -313,6 +322,81 @@ impl<'a> PgTx<'a> {
         Ok(true)
     }
 
+    /// Loads the tasks `ids` of workspace `ws` for update with what a lease operation asks
+    /// next ([`Loaded`]), skipping those another transaction holds (a caller that needs one
+    /// of them waits for it alone: see [`Tx::task_for_update`]). One statement.
+    fn load_unlocked(&mut self, ws: &str, ids: Vec<String>) -> Result<Vec<(Task, Loaded)>> {
+        let rows = self.rows_now(
+            &format!(
+                "SELECT t.body,
+                     (SELECT r.body FROM runs AS r WHERE r.workspace_id = $1 AND r.task_id = t.id
+                      ORDER BY r.id DESC LIMIT 1),
+                     (SELECT count(*) FROM tasks AS c WHERE c.workspace_id = $1 AND c.parent_id = t.id
+                      AND c.{OPEN}),
+                     EXISTS (SELECT 1 FROM dependencies AS d WHERE d.workspace_id = $1 AND d.blocker_id = t.id)
+                 FROM tasks AS t WHERE t.workspace_id = $1 AND t.id = ANY($2) FOR UPDATE OF t SKIP LOCKED"
+            ),
+            &[t(ws), Arg::Texts(ids)],
+        )?;
+        rows.iter()
+            .map(|row| {
+                let task: Task = from_json(&row.try_get::<String, _>(0).map_err(db_err)?)?;
+                let run = row
+                    .try_get::<Option<String>, _>(1)
+                    .map_err(db_err)?
+                    .map(|body| from_json::<Run>(&body))
+                    .transpose()?;
+                let open_children: i64 = row.try_get(2).map_err(db_err)?;
+                let loaded = Loaded {
+                    ws: ws.to_string(),
+                    task_id: task.id.clone(),
+                    run,
+                    open_children: open_children as u64,
+                    has_dependents: row.try_get(3).map_err(db_err)?,
+                };
+                Ok((task, loaded))
+            })
+            .collect()
+    }
+
+    /// Before the first job of a shared (claim and lease) transaction: loads the tasks the
+    /// jobs will load for update (`jobs`: workspace and task id each, as the jobs declare),
+    /// one statement per workspace with more than one of them, instead of one per job.
+    pub(crate) fn load_ahead(&mut self, jobs: &[(&str, &str)]) -> Result<()> {
+        if !self.writing || self.mode != LockMode::Shared {
+            return Ok(());
+        }
+        let mut workspaces: Vec<&str> = Vec::new();
+        for (ws, _) in jobs {
+            if !workspaces.contains(ws) {
+                workspaces.push(ws);
+            }
+        }
+        for ws in workspaces {
+            let mut ids: Vec<String> = Vec::new();
+            for (_, id) in jobs.iter().filter(|(w, _)| *w == ws) {
+                if !ids.iter().any(|i| i == id) {
+                    ids.push(id.to_string());
+                }
+            }
+            if ids.len() < 2 {
+                continue; // the job loads it itself, in a statement as cheap
+            }
+            self.lock(ws)?;
+            let loaded = self.load_unlocked(ws, ids)?;
+            self.ahead.extend(loaded);
+        }
+        Ok(())
+    }
+
+    /// Drops tasks loaded ahead whose answers a write in this transaction may change:
+    /// `task` itself and its `parent` (a child changed).
+    fn drop_ahead(&mut self, ws: &str, task: &str, parent: Option<&str>) {
+        self.ahead.retain(|(t, _)| {
+            !(t.workspace_id == ws && (t.id == task || Some(t.id.as_str()) == parent))
+        });
+    }
+
     /// The first row of [`PgTx::scoped`], if any.
     fn scoped_one<T: DeserializeOwned>(
         &mut self,
@@ -448,25 +532,24 @@ impl Tx for PgTx<'_> {
             // read here would not see: they read those answers when they need them.
             return self.scoped_one(ws, locked, &[t(ws), t(id)]);
         }
+        if let Some(at) = self
+            .ahead
+            .iter()
+            .position(|(t, _)| t.workspace_id == ws && t.id == id)
+        {
+            let (task, loaded) = self.ahead.swap_remove(at);
+            self.loaded.retain(|l| !(l.ws == ws && l.task_id == id));
+            self.loaded.push(loaded);
+            return Ok(Some(task));
+        }
         self.lock(ws)?;
         // Writes held back for other tasks cannot change what this reads (no claim or lease
         // operation moves a task to another parent).
         if self.pending.touches_task(ws, id) {
             self.flush_rows()?;
         }
-        let rows = self.rows_now(
-            &format!(
-                "SELECT t.body,
-                     (SELECT r.body FROM runs AS r WHERE r.workspace_id = $1 AND r.task_id = $2
-                      ORDER BY r.id DESC LIMIT 1),
-                     (SELECT count(*) FROM tasks AS c WHERE c.workspace_id = $1 AND c.parent_id = $2
-                      AND c.{OPEN}),
-                     EXISTS (SELECT 1 FROM dependencies AS d WHERE d.workspace_id = $1 AND d.blocker_id = $2)
-                 FROM tasks AS t WHERE t.workspace_id = $1 AND t.id = $2 FOR UPDATE OF t SKIP LOCKED"
-            ),
-            &[t(ws), t(id)],
-        )?;
-        let Some(row) = rows.first() else {
+        let found = self.load_unlocked(ws, vec![id.to_string()])?.pop();
+        let Some((task, loaded)) = found else {
             // Absent, or locked by another transaction. Waiting for the lock here would
             // re-read the task after that transaction's commit but keep the run and the
             // children as the statement first saw them: wait with the task alone, and
@@ -474,21 +557,8 @@ impl Tx for PgTx<'_> {
             self.loaded.retain(|l| !(l.ws == ws && l.task_id == id));
             return self.scoped_one(ws, locked, &[t(ws), t(id)]);
         };
-        let task: Task = from_json(&row.try_get::<String, _>(0).map_err(db_err)?)?;
-        let run = row
-            .try_get::<Option<String>, _>(1)
-            .map_err(db_err)?
-            .map(|body| from_json::<Run>(&body))
-            .transpose()?;
-        let open_children: i64 = row.try_get(2).map_err(db_err)?;
         self.loaded.retain(|l| !(l.ws == ws && l.task_id == id));
-        self.loaded.push(Loaded {
-            ws: ws.to_string(),
-            task_id: id.to_string(),
-            run,
-            open_children: open_children as u64,
-            has_dependents: row.try_get(3).map_err(db_err)?,
-        });
+        self.loaded.push(loaded);
         Ok(Some(task))
     }
 
@@ -507,6 +577,7 @@ impl Tx for PgTx<'_> {
         } else {
             format!(",{},", task.labels.join(","))
         };
+        self.drop_ahead(&task.workspace_id, &task.id, task.parent_id.as_deref());
         // A child changed: its parent's open-children count read earlier may be off.
         if let Some(parent) = &task.parent_id {
             self.loaded
@@ -651,6 +722,7 @@ impl Tx for PgTx<'_> {
 
     fn put_run(&mut self, r: &Run) -> Result<()> {
         self.lock(&r.workspace_id)?;
+        self.drop_ahead(&r.workspace_id, &r.task_id, None);
         for l in &mut self.loaded {
             if l.run
                 .as_ref()
@@ -727,6 +799,7 @@ impl Tx for PgTx<'_> {
     fn put_dep(&mut self, d: &Dependency) -> Result<()> {
         self.lock(&d.workspace_id)?;
         self.loaded.clear();
+        self.ahead.clear();
         self.exec(
             "INSERT INTO dependencies (workspace_id, blocked_id, blocker_id, kind, body) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (workspace_id, blocked_id, blocker_id, kind) DO UPDATE SET body = excluded.body",
@@ -744,6 +817,7 @@ impl Tx for PgTx<'_> {
     ) -> Result<bool> {
         self.lock(ws)?;
         self.loaded.clear();
+        self.ahead.clear();
         let n = self.exec(
             "DELETE FROM dependencies WHERE workspace_id = $1 AND blocked_id = $2 AND blocker_id = $3 AND kind = $4",
             &[t(ws), t(blocked), t(blocker), t(dep_kind(kind))],

@@ -1,0 +1,142 @@
+//! Tests of the write path against a real PostgreSQL (`BATON_TEST_DATABASE_URL`, set by
+//! `./scripts/test`; skipped without it). What the conformance suite cannot pin down: which
+//! jobs share a commit is up to the writers, so here a batch is handed to [`run_batch`]
+//! directly.
+
+use super::*;
+use baton_core::api::{ClaimRequest, CreateTask};
+use baton_core::model::Task;
+use baton_core::state::Status;
+use baton_core::time::SystemClock;
+use baton_core::Baton;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A shared job that declares the task it loads and runs `f`.
+struct Probe<F> {
+    ws: String,
+    loads: String,
+    f: F,
+}
+
+impl<F> WriteJob for Probe<F>
+where
+    F: FnMut(&mut dyn Tx) -> Result<()> + Send,
+{
+    fn run(&mut self, tx: &mut dyn Tx) -> Result<()> {
+        (self.f)(tx)
+    }
+    fn lock_mode(&self) -> LockMode {
+        LockMode::Shared
+    }
+    fn loads(&self) -> Option<(&str, &str)> {
+        Some((&self.ws, &self.loads))
+    }
+    fn finish(self: Box<Self>, _: Result<()>) {}
+}
+
+fn probe<F>(ws: &str, loads: &str, f: F) -> Box<dyn WriteJob>
+where
+    F: FnMut(&mut dyn Tx) -> Result<()> + Send + 'static,
+{
+    Box::new(Probe {
+        ws: ws.to_string(),
+        loads: loads.to_string(),
+        f,
+    })
+}
+
+fn save(tx: &mut dyn Tx, task: &Task) -> Result<()> {
+    tx.put_task(task, &serde_json::to_string(task).expect("task serializes"))
+}
+
+/// A fresh database with a parent task and its child, both claimed, and a third claimed
+/// task; the URL, the workspace id and the three tasks.
+fn fixture() -> Option<(String, String, Task, Task, Task)> {
+    let Ok(admin) = std::env::var("BATON_TEST_DATABASE_URL") else {
+        eprintln!("skipped: BATON_TEST_DATABASE_URL is not set (run ./scripts/test)");
+        return None;
+    };
+    let name = format!(
+        "baton_test_{}",
+        baton_core::id::new_id("db").trim_start_matches("db_")
+    );
+    let url = PgStore::create_database(&admin, &name).expect("create a test database");
+    let store = PgStore::open(&url).expect("open the store");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let (ws, parent, child, other) = rt.block_on(async {
+        let baton = Baton::new(store, Arc::new(SystemClock));
+        let actor = baton.actor("default", "planner").await.expect("actor");
+        let claim = || ClaimRequest {
+            agent: "a".into(),
+            ..Default::default()
+        };
+        let create = |title: &str, parent: Option<&str>| CreateTask {
+            title: title.into(),
+            parent_id: parent.map(str::to_string),
+            ..Default::default()
+        };
+        let parent = baton.create_task(&actor, None, create("parent", None));
+        let parent = parent.await.expect("create").task;
+        baton.claim(&actor, None, claim()).await.expect("claim");
+        let child = baton.create_task(&actor, None, create("child", Some(&parent.id)));
+        let child = child.await.expect("create").task;
+        baton.claim(&actor, None, claim()).await.expect("claim");
+        let other = baton.create_task(&actor, None, create("other", None));
+        let other = other.await.expect("create").task;
+        baton.claim(&actor, None, claim()).await.expect("claim");
+        (actor.workspace_id, parent, child, other)
+    });
+    Some((url, ws, parent, child, other))
+}
+
+/// The tasks of one commit's lease jobs are loaded together before the first job runs; a
+/// job that writes what another's task was loaded with (the task itself, or a child that
+/// changes its parent's open-children count) makes that job load it afresh.
+#[test]
+fn tasks_loaded_ahead_see_the_writes_of_earlier_jobs() {
+    let Some((url, ws, parent, child, other)) = fixture() else {
+        return;
+    };
+    let mut conn = Conn::open(&url).expect("connect");
+    let open_children = Arc::new(AtomicU64::new(u64::MAX));
+    let other_title = Arc::new(Mutex::new(String::new()));
+    let (w, c, o) = (ws.clone(), child.id.clone(), other.id.clone());
+    let mut batch = vec![
+        // Ends the child: the parent's count of open children, loaded ahead, is now off.
+        probe(&ws, &child.id, move |tx| {
+            let mut task = tx.task_for_update(&w, &c)?.expect("child");
+            task.status = Status::Done;
+            task.lease = None;
+            save(tx, &task)
+        }),
+        // Writes `other` without loading it for update (as a reap does).
+        {
+            let (w, o) = (ws.clone(), o.clone());
+            probe(&ws, &parent.id, move |tx| {
+                let mut task = tx.task(&w, &o)?.expect("other");
+                task.title = "retitled".into();
+                save(tx, &task)
+            })
+        },
+        {
+            let (w, p, n) = (ws.clone(), parent.id.clone(), open_children.clone());
+            probe(&ws, &parent.id, move |tx| {
+                tx.task_for_update(&w, &p)?.expect("parent");
+                n.store(tx.open_children(&w, &p)?, Ordering::SeqCst);
+                Ok(())
+            })
+        },
+        {
+            let (w, title) = (ws.clone(), other_title.clone());
+            probe(&ws, &other.id, move |tx| {
+                let task = tx.task_for_update(&w, &o)?.expect("other");
+                *title.lock().unwrap() = task.title;
+                Ok(())
+            })
+        },
+    ];
+    let (results, _) = run_batch(&mut conn, LockMode::Shared, &mut batch).expect("commit");
+    assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
+    assert_eq!(open_children.load(Ordering::SeqCst), 0);
+    assert_eq!(*other_title.lock().unwrap(), "retitled");
+}
