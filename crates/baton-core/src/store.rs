@@ -136,6 +136,24 @@ pub trait Tx {
     ) -> Result<Vec<Task>>;
     /// Leased tasks whose lease expired at or before `now`, soonest first.
     fn expired_leases(&mut self, ws: &str, now: Millis, limit: u32) -> Result<Vec<Task>>;
+    /// A claim's first two questions: [`Tx::expired_leases`] and, only when there are
+    /// none, the first page of [`Tx::claim_candidates`] (empty otherwise: expiring them may
+    /// make more work claimable). A store may answer both in one round trip.
+    fn expired_or_candidates(
+        &mut self,
+        ws: &str,
+        now: Millis,
+        reap_limit: u32,
+        page: u32,
+        agent_capabilities: Option<&[String]>,
+    ) -> Result<(Vec<Task>, Vec<Task>)> {
+        let due = self.expired_leases(ws, now, reap_limit)?;
+        if !due.is_empty() {
+            return Ok((due, Vec::new()));
+        }
+        let candidates = self.claim_candidates(ws, now, None, page, agent_capabilities)?;
+        Ok((due, candidates))
+    }
     /// Number of non-terminal children.
     fn open_children(&mut self, ws: &str, id: &str) -> Result<u64>;
 

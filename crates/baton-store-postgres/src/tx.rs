@@ -397,6 +397,64 @@ impl<'a> PgTx<'a> {
         });
     }
 
+    /// [`Tx::claim_candidates`]' statement and its arguments (`$1` the workspace, `$2` now).
+    fn candidates_query(
+        &self,
+        ws: &str,
+        now: Millis,
+        after: Option<&ClaimCursor>,
+        limit: u32,
+        agent_capabilities: Option<&[String]>,
+    ) -> Result<(String, Vec<Arg>)> {
+        let mut sql = String::from(
+            "SELECT body FROM tasks AS t WHERE t.workspace_id = $1 AND t.status = 'ready'
+               AND (t.not_before IS NULL OR t.not_before <= $2)
+               AND t.project_id NOT IN (SELECT id FROM projects WHERE workspace_id = $1 AND killed)
+               AND NOT EXISTS (SELECT 1 FROM tasks AS c WHERE c.workspace_id = $1 AND c.parent_id = t.id
+                               AND c.status NOT IN ('done', 'failed', 'canceled'))",
+        );
+        let mut args = vec![t(ws), i(now)];
+        if let Some(c) = after {
+            sql.push_str(" AND (t.neg_priority, t.due_key, t.id) > ($3, $4, $5)");
+            args.extend([i(c.priority.saturating_neg()), i(c.due_key), t(&c.id)]);
+        }
+        if let Some(caps) = agent_capabilities {
+            // Only tasks this agent can take, so the lock below holds no row it will pass
+            // over. The body is compact JSON (serde_json): the common case, no requirement,
+            // is a substring test; the rest parse the body.
+            args.push(Arg::Text(Some(to_json(&caps)?)));
+            sql.push_str(&format!(
+                " AND (strpos(t.body, '\"required_capabilities\":[]') > 0
+                      OR (t.body::jsonb -> 'required_capabilities') <@ ${}::jsonb)",
+                args.len()
+            ));
+        }
+        // SKIP LOCKED: a row another transaction holds is passed over, not waited on.
+        let lock = if self.writing {
+            "FOR UPDATE OF t SKIP LOCKED"
+        } else {
+            ""
+        };
+        sql.push_str(&format!(
+            " ORDER BY t.neg_priority, t.due_key, t.id LIMIT {limit} {lock}"
+        ));
+        Ok((sql, args))
+    }
+
+    /// [`Tx::expired_leases`]' statement (`$1` the workspace, `$2` now).
+    fn expired_query(&self, limit: u32) -> String {
+        // Locked to be expired; one a heartbeat holds is passed over (it may be extending it).
+        let lock = if self.writing {
+            "FOR UPDATE SKIP LOCKED"
+        } else {
+            ""
+        };
+        format!(
+            "SELECT body FROM tasks WHERE workspace_id = $1 AND lease_expires_at IS NOT NULL
+             AND lease_expires_at <= $2 ORDER BY lease_expires_at LIMIT {limit} {lock}"
+        )
+    }
+
     /// The first row of [`PgTx::scoped`], if any.
     fn scoped_one<T: DeserializeOwned>(
         &mut self,
@@ -632,56 +690,49 @@ impl Tx for PgTx<'_> {
         limit: u32,
         agent_capabilities: Option<&[String]>,
     ) -> Result<Vec<Task>> {
-        let mut sql = String::from(
-            "SELECT body FROM tasks AS t WHERE t.workspace_id = $1 AND t.status = 'ready'
-               AND (t.not_before IS NULL OR t.not_before <= $2)
-               AND t.project_id NOT IN (SELECT id FROM projects WHERE workspace_id = $1 AND killed)
-               AND NOT EXISTS (SELECT 1 FROM tasks AS c WHERE c.workspace_id = $1 AND c.parent_id = t.id
-                               AND c.status NOT IN ('done', 'failed', 'canceled'))",
-        );
-        let mut args = vec![t(ws), i(now)];
-        if let Some(c) = after {
-            sql.push_str(" AND (t.neg_priority, t.due_key, t.id) > ($3, $4, $5)");
-            args.extend([i(c.priority.saturating_neg()), i(c.due_key), t(&c.id)]);
-        }
-        if let Some(caps) = agent_capabilities {
-            // Only tasks this agent can take, so the lock below holds no row it will pass
-            // over. The body is compact JSON (serde_json): the common case, no requirement,
-            // is a substring test; the rest parse the body.
-            args.push(Arg::Text(Some(to_json(&caps)?)));
-            sql.push_str(&format!(
-                " AND (strpos(t.body, '\"required_capabilities\":[]') > 0
-                      OR (t.body::jsonb -> 'required_capabilities') <@ ${}::jsonb)",
-                args.len()
-            ));
-        }
-        // SKIP LOCKED: a row another transaction holds is passed over, not waited on.
-        let lock = if self.writing {
-            "FOR UPDATE OF t SKIP LOCKED"
-        } else {
-            ""
-        };
-        sql.push_str(&format!(
-            " ORDER BY t.neg_priority, t.due_key, t.id LIMIT {limit} {lock}"
-        ));
+        let (sql, args) = self.candidates_query(ws, now, after, limit, agent_capabilities)?;
         self.scoped(ws, &sql, &args)
     }
 
     fn expired_leases(&mut self, ws: &str, now: Millis, limit: u32) -> Result<Vec<Task>> {
-        // Locked to be expired; one a heartbeat holds is passed over (it may be extending it).
-        let lock = if self.writing {
-            "FOR UPDATE SKIP LOCKED"
-        } else {
-            ""
-        };
-        self.scoped(
-            ws,
-            &format!(
-                "SELECT body FROM tasks WHERE workspace_id = $1 AND lease_expires_at IS NOT NULL
-                 AND lease_expires_at <= $2 ORDER BY lease_expires_at LIMIT {limit} {lock}"
-            ),
-            &[t(ws), i(now)],
-        )
+        let sql = self.expired_query(limit);
+        self.scoped(ws, &sql, &[t(ws), i(now)])
+    }
+
+    fn expired_or_candidates(
+        &mut self,
+        ws: &str,
+        now: Millis,
+        reap_limit: u32,
+        page: u32,
+        agent_capabilities: Option<&[String]>,
+    ) -> Result<(Vec<Task>, Vec<Task>)> {
+        let (candidates, args) = self.candidates_query(ws, now, None, page, agent_capabilities)?;
+        // The candidates' branch runs only when no lease is due (a one-time filter), so it
+        // locks nothing then.
+        let sql = format!(
+            "WITH due AS ({})
+             SELECT true, body FROM due
+             UNION ALL
+             SELECT false, c.body FROM ({candidates}) AS c WHERE NOT EXISTS (SELECT 1 FROM due)",
+            self.expired_query(reap_limit)
+        );
+        self.lock(ws)?;
+        let (mut due, mut ready) = (Vec::new(), Vec::new());
+        for row in self.rows(&sql, &args)? {
+            let task: Task = from_json(&row.try_get::<String, _>(1).map_err(db_err)?)?;
+            if row.try_get::<bool, _>(0).map_err(db_err)? {
+                due.push(task);
+            } else {
+                ready.push(task);
+            }
+        }
+        // In claim order, which the union need not keep.
+        ready.sort_by(|a, b| {
+            let key = |t: &Task| (t.priority.saturating_neg(), t.due_at.unwrap_or(i64::MAX));
+            key(a).cmp(&key(b)).then_with(|| a.id.cmp(&b.id))
+        });
+        Ok((due, ready))
     }
 
     fn open_children(&mut self, ws: &str, id: &str) -> Result<u64> {

@@ -145,21 +145,35 @@ pub fn claim(ctx: &mut Ctx<'_>, req: &ClaimRequest) -> Result<Claims> {
             "ask a planner or admin to reactivate the agent",
         ));
     }
-    reap(ctx, REAP_BATCH)?;
-    let mut claims = Vec::new();
-    let mut cursor: Option<ClaimCursor> = None;
     // Start with a page just big enough for the common case (every candidate fits) and
     // double it while capability filtering skips candidates: parsing rows costs more than
     // another query.
     let mut page = count;
+    let (due, first_page) = ctx.tx.expired_or_candidates(
+        ctx.ws,
+        ctx.now,
+        REAP_BATCH,
+        page,
+        Some(&agent.capabilities),
+    )?;
+    // Lapsed leases are expired first; the first page then comes after them.
+    let mut first_page = due.is_empty().then_some(first_page);
+    for mut task in due {
+        expire(ctx, &mut task)?;
+    }
+    let mut claims = Vec::new();
+    let mut cursor: Option<ClaimCursor> = None;
     'scan: loop {
-        let candidates = ctx.tx.claim_candidates(
-            ctx.ws,
-            ctx.now,
-            cursor.as_ref(),
-            page,
-            Some(&agent.capabilities),
-        )?;
+        let candidates = match first_page.take() {
+            Some(candidates) => candidates,
+            None => ctx.tx.claim_candidates(
+                ctx.ws,
+                ctx.now,
+                cursor.as_ref(),
+                page,
+                Some(&agent.capabilities),
+            )?,
+        };
         let exhausted = (candidates.len() as u32) < page;
         for task in candidates {
             cursor = Some(ClaimCursor {
