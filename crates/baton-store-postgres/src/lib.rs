@@ -39,8 +39,11 @@ use tx::{db_err, PgTx};
 
 /// Writer connections per process, unless `BATON_PG_WRITERS` says otherwise (1 to 64).
 /// Shared jobs (claims, lease operations) of one workspace run in parallel on them;
-/// exclusive ones take turns, as across replicas.
-const WRITERS: usize = 3;
+/// exclusive ones take turns, as across replicas. Two: one commits while the other
+/// gathers the next batch; a third only splits the batches smaller now that a batch costs
+/// few round trips (drain and claim→heartbeat→complete, 16 agents: 2 ≥ 3 > 4 in A/B runs,
+/// BENCHMARKS.md).
+const WRITERS: usize = 2;
 
 fn writer_count() -> usize {
     std::env::var("BATON_PG_WRITERS")

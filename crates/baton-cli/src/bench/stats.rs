@@ -183,12 +183,22 @@ impl Syncs {
             Syncs::Unknown => None,
         }
     }
+
+    /// Transactions committed, where the store counts them (the in-process embedded one):
+    /// with group commit, several per fsync.
+    fn commits(&self) -> Option<u64> {
+        match self {
+            Syncs::Sqlite(store) => Some(store.write_stats().commits),
+            _ => None,
+        }
+    }
 }
 
 /// The server's costs over one scenario: start it before, read it after.
 pub(crate) struct Meter<'a> {
     syncs: &'a Syncs,
     from: Option<u64>,
+    commits_from: Option<u64>,
     probe: Probe,
 }
 
@@ -198,6 +208,7 @@ impl<'a> Meter<'a> {
         Meter {
             syncs,
             from: syncs.now(),
+            commits_from: syncs.commits(),
             probe: Probe::start(pids),
         }
     }
@@ -210,6 +221,12 @@ impl<'a> Meter<'a> {
             }
             _ => String::new(),
         };
-        format!("{syncs}{}", self.probe.finish())
+        let commits = match (self.commits_from, self.syncs.commits()) {
+            (Some(a), Some(b)) if tasks > 0 => {
+                format!("{:.3} commits/task; ", (b - a) as f64 / tasks as f64)
+            }
+            _ => String::new(),
+        };
+        format!("{syncs}{commits}{}", self.probe.finish())
     }
 }
