@@ -78,6 +78,18 @@ impl Pending {
             || self.runs.iter().any(|r| r.ws == ws && r.task_id == id)
     }
 
+    /// The tasks of workspace `ws` written and not sent yet, unless one of them is
+    /// `ready` (`None`): a claim's query may then run without sending them first, passing
+    /// over these tasks (which in the database may still look claimable), as no task it
+    /// should see is among them.
+    pub(crate) fn unsent_unclaimable(&self, ws: &str) -> Option<Vec<String>> {
+        let mine = self.tasks.iter().filter(|t| t.ws == ws);
+        if mine.clone().any(|t| t.status == "ready") {
+            return None;
+        }
+        Some(mine.map(|t| t.id.clone()).collect())
+    }
+
     pub(crate) fn lens(&self) -> Lens {
         Lens {
             tasks: self.tasks.len(),

@@ -140,3 +140,110 @@ fn tasks_loaded_ahead_see_the_writes_of_earlier_jobs() {
     assert_eq!(open_children.load(Ordering::SeqCst), 0);
     assert_eq!(*other_title.lock().unwrap(), "retitled");
 }
+
+/// A shared job that runs a claim as the operation layer does.
+fn claim_job(ws: &str, agent: &str, count: u32, out: Arc<Mutex<Vec<String>>>) -> Box<dyn WriteJob> {
+    let (ws, agent) = (ws.to_string(), agent.to_string());
+    Box::new(Probe {
+        ws: String::new(),
+        loads: String::new(),
+        f: move |tx: &mut dyn Tx| {
+            let mut ctx = baton_core::ops::Ctx {
+                tx,
+                now: baton_core::time::Clock::now(&SystemClock),
+                ws: &ws,
+                actor: "test",
+            };
+            let req = ClaimRequest {
+                agent: agent.clone(),
+                count: Some(count),
+                ..Default::default()
+            };
+            let claims = baton_core::ops::lease::claim(&mut ctx, &req)?;
+            let mut out = out.lock().unwrap();
+            out.extend(claims.claims.into_iter().map(|c| c.task.id));
+            Ok(())
+        },
+    })
+}
+
+/// Claims committed together each get tasks of their own, though the earlier claims'
+/// writes are held back when the later ones look (those tasks are passed over by id); a
+/// task made ready earlier in the batch is seen by a later claim.
+#[test]
+fn claims_in_one_commit_never_share_a_task() {
+    let Some((url, ws, parent, child, other)) = fixture() else {
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let store = PgStore::open(&url).expect("open the store");
+    let ready: Vec<String> = rt.block_on(async {
+        let baton = Baton::new(store, Arc::new(SystemClock));
+        let actor = baton.actor("default", "planner").await.expect("actor");
+        // Registered now (nothing to claim yet), so the claims below write no agent row,
+        // which would send the held-back writes before they look.
+        for agent in ["b", "c"] {
+            let req = ClaimRequest {
+                agent: agent.into(),
+                ..Default::default()
+            };
+            let none = baton.claim(&actor, None, req).await.expect("claim");
+            assert!(none.claims.is_empty());
+        }
+        let mut ids = Vec::new();
+        for i in 0..5 {
+            let req = CreateTask {
+                title: format!("ready {i}"),
+                ..Default::default()
+            };
+            ids.push(
+                baton
+                    .create_task(&actor, None, req)
+                    .await
+                    .expect("create")
+                    .task
+                    .id,
+            );
+        }
+        ids
+    });
+    let mut conn = Conn::open(&url).expect("connect");
+    let claimed = Arc::new(Mutex::new(Vec::new()));
+    let (w, o) = (ws.clone(), other.id.clone());
+    let mut batch = vec![
+        claim_job(&ws, "a", 2, claimed.clone()),
+        claim_job(&ws, "b", 2, claimed.clone()),
+        // Gives `other` back to the queue (as an expired lease would): ready again, first
+        // in claim order (the oldest).
+        probe(&ws, &other.id, move |tx| {
+            let mut task = tx.task_for_update(&w, &o)?.expect("other");
+            task.status = Status::Ready;
+            task.lease = None;
+            save(tx, &task)
+        }),
+        claim_job(&ws, "c", 2, claimed.clone()),
+    ];
+    let (results, _) = run_batch(&mut conn, LockMode::Shared, &mut batch).expect("commit");
+    assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
+    let claimed = claimed.lock().unwrap().clone();
+    let mut distinct = claimed.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(
+        distinct.len(),
+        claimed.len(),
+        "a task claimed twice: {claimed:?}"
+    );
+    assert_eq!(claimed.len(), 6, "{claimed:?}");
+    assert_eq!(
+        claimed[4], other.id,
+        "the released task is claimed next: {claimed:?}"
+    );
+    assert!(
+        claimed[..4].iter().all(|id| ready.contains(id)),
+        "{claimed:?}"
+    );
+    assert!(![&parent.id, &child.id]
+        .iter()
+        .any(|id| claimed.contains(id)));
+}

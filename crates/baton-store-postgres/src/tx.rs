@@ -397,7 +397,8 @@ impl<'a> PgTx<'a> {
         });
     }
 
-    /// [`Tx::claim_candidates`]' statement and its arguments (`$1` the workspace, `$2` now).
+    /// [`Tx::claim_candidates`]' statement and its arguments (`$1` the workspace, `$2` now),
+    /// passing over the tasks `passed_over`; and which parameter holds those, if any.
     fn candidates_query(
         &self,
         ws: &str,
@@ -405,7 +406,8 @@ impl<'a> PgTx<'a> {
         after: Option<&ClaimCursor>,
         limit: u32,
         agent_capabilities: Option<&[String]>,
-    ) -> Result<(String, Vec<Arg>)> {
+        passed_over: &[String],
+    ) -> Result<(String, Vec<Arg>, Option<usize>)> {
         let mut sql = String::from(
             "SELECT body FROM tasks AS t WHERE t.workspace_id = $1 AND t.status = 'ready'
                AND (t.not_before IS NULL OR t.not_before <= $2)
@@ -417,6 +419,12 @@ impl<'a> PgTx<'a> {
         if let Some(c) = after {
             sql.push_str(" AND (t.neg_priority, t.due_key, t.id) > ($3, $4, $5)");
             args.extend([i(c.priority.saturating_neg()), i(c.due_key), t(&c.id)]);
+        }
+        let mut skip = None;
+        if !passed_over.is_empty() {
+            args.push(Arg::Texts(passed_over.to_vec()));
+            skip = Some(args.len());
+            sql.push_str(&format!(" AND t.id <> ALL(${})", args.len()));
         }
         if let Some(caps) = agent_capabilities {
             // Only tasks this agent can take, so the lock below holds no row it will pass
@@ -438,20 +446,42 @@ impl<'a> PgTx<'a> {
         sql.push_str(&format!(
             " ORDER BY t.neg_priority, t.due_key, t.id LIMIT {limit} {lock}"
         ));
-        Ok((sql, args))
+        Ok((sql, args, skip))
     }
 
-    /// [`Tx::expired_leases`]' statement (`$1` the workspace, `$2` now).
-    fn expired_query(&self, limit: u32) -> String {
+    /// Before a claim's query in a write transaction: the tasks it must pass over instead
+    /// of waiting for the writes held back to be sent. Those writes are sent first only if
+    /// one made a task `ready` (the claim must see it); otherwise the tasks written (claimed
+    /// by an earlier job, perhaps still `ready` in the database, and locked by this
+    /// transaction, so `SKIP LOCKED` would not pass over them) are left out by id. What
+    /// else the query could see late, a child's end that frees its parent, is as if the
+    /// claim had run before that job.
+    fn before_claim_query(&mut self, ws: &str) -> Result<Vec<String>> {
+        self.lock(ws)?;
+        match self.pending.unsent_unclaimable(ws) {
+            Some(ids) => Ok(ids),
+            None => {
+                self.flush_rows()?;
+                Ok(Vec::new())
+            }
+        }
+    }
+
+    /// [`Tx::expired_leases`]' statement (`$1` the workspace, `$2` now), passing over the
+    /// tasks in parameter `passed_over` if given.
+    fn expired_query(&self, limit: u32, passed_over: Option<usize>) -> String {
         // Locked to be expired; one a heartbeat holds is passed over (it may be extending it).
         let lock = if self.writing {
             "FOR UPDATE SKIP LOCKED"
         } else {
             ""
         };
+        let skip = passed_over
+            .map(|n| format!("AND id <> ALL(${n})"))
+            .unwrap_or_default();
         format!(
             "SELECT body FROM tasks WHERE workspace_id = $1 AND lease_expires_at IS NOT NULL
-             AND lease_expires_at <= $2 ORDER BY lease_expires_at LIMIT {limit} {lock}"
+             AND lease_expires_at <= $2 {skip} ORDER BY lease_expires_at LIMIT {limit} {lock}"
         )
     }
 
@@ -690,12 +720,19 @@ impl Tx for PgTx<'_> {
         limit: u32,
         agent_capabilities: Option<&[String]>,
     ) -> Result<Vec<Task>> {
-        let (sql, args) = self.candidates_query(ws, now, after, limit, agent_capabilities)?;
-        self.scoped(ws, &sql, &args)
+        if !self.writing {
+            let (sql, args, _) =
+                self.candidates_query(ws, now, after, limit, agent_capabilities, &[])?;
+            return self.scoped(ws, &sql, &args);
+        }
+        let passed_over = self.before_claim_query(ws)?;
+        let (sql, args, _) =
+            self.candidates_query(ws, now, after, limit, agent_capabilities, &passed_over)?;
+        self.many_now(&sql, &args)
     }
 
     fn expired_leases(&mut self, ws: &str, now: Millis, limit: u32) -> Result<Vec<Task>> {
-        let sql = self.expired_query(limit);
+        let sql = self.expired_query(limit, None);
         self.scoped(ws, &sql, &[t(ws), i(now)])
     }
 
@@ -707,7 +744,13 @@ impl Tx for PgTx<'_> {
         page: u32,
         agent_capabilities: Option<&[String]>,
     ) -> Result<(Vec<Task>, Vec<Task>)> {
-        let (candidates, args) = self.candidates_query(ws, now, None, page, agent_capabilities)?;
+        let passed_over = if self.writing {
+            self.before_claim_query(ws)?
+        } else {
+            Vec::new()
+        };
+        let (candidates, args, skip) =
+            self.candidates_query(ws, now, None, page, agent_capabilities, &passed_over)?;
         // The candidates' branch runs only when no lease is due (a one-time filter), so it
         // locks nothing then.
         let sql = format!(
@@ -715,11 +758,11 @@ impl Tx for PgTx<'_> {
              SELECT true, body FROM due
              UNION ALL
              SELECT false, c.body FROM ({candidates}) AS c WHERE NOT EXISTS (SELECT 1 FROM due)",
-            self.expired_query(reap_limit)
+            self.expired_query(reap_limit, skip)
         );
         self.lock(ws)?;
         let (mut due, mut ready) = (Vec::new(), Vec::new());
-        for row in self.rows(&sql, &args)? {
+        for row in self.rows_now(&sql, &args)? {
             let task: Task = from_json(&row.try_get::<String, _>(1).map_err(db_err)?)?;
             if row.try_get::<bool, _>(0).map_err(db_err)? {
                 due.push(task);
