@@ -79,12 +79,17 @@ impl Pending {
     }
 
     /// The tasks of workspace `ws` written and not sent yet, unless one of them is
-    /// `ready` (`None`): a claim's query may then run without sending them first, passing
-    /// over these tasks (which in the database may still look claimable), as no task it
-    /// should see is among them.
+    /// `ready` or a child that ended, which may free its parent (`None`): a claim's query
+    /// may then run without sending them first, passing over these tasks (which in the
+    /// database may still look claimable), as no task it should see is among them or
+    /// waits on them.
     pub(crate) fn unsent_unclaimable(&self, ws: &str) -> Option<Vec<String>> {
         let mine = self.tasks.iter().filter(|t| t.ws == ws);
-        if mine.clone().any(|t| t.status == "ready") {
+        let ended = |status: &str| matches!(status, "done" | "failed" | "canceled");
+        if mine
+            .clone()
+            .any(|t| t.status == "ready" || (t.parent_id.is_some() && ended(t.status)))
+        {
             return None;
         }
         Some(mine.map(|t| t.id.clone()).collect())

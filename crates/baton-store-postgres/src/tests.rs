@@ -247,3 +247,53 @@ fn claims_in_one_commit_never_share_a_task() {
         .iter()
         .any(|id| claimed.contains(id)));
 }
+
+/// A child that ends earlier in a batch frees its parent for a later claim in the same
+/// commit, which takes it in claim order (the parent before a lower-priority task).
+#[test]
+fn a_claim_sees_a_parent_freed_earlier_in_its_commit() {
+    let Some((url, ws, _, _, _)) = fixture() else {
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let store = PgStore::open(&url).expect("open the store");
+    let (parent, child, low) = rt.block_on(async {
+        let baton = Baton::new(store, Arc::new(SystemClock));
+        let actor = baton.actor("default", "planner").await.expect("actor");
+        let create = |title: &str, priority: i64, parent: Option<&str>| CreateTask {
+            title: title.into(),
+            priority: Some(priority),
+            parent_id: parent.map(str::to_string),
+            ..Default::default()
+        };
+        let low = baton.create_task(&actor, None, create("low", 1, None));
+        let low = low.await.expect("create").task;
+        let parent = baton.create_task(&actor, None, create("parent", 10, None));
+        let parent = parent.await.expect("create").task;
+        let child = baton.create_task(&actor, None, create("child", 20, Some(&parent.id)));
+        let child = child.await.expect("create").task;
+        let req = ClaimRequest {
+            agent: "b".into(),
+            ..Default::default()
+        };
+        let claimed = baton.claim(&actor, None, req).await.expect("claim");
+        assert_eq!(claimed.claims[0].task.id, child.id);
+        (parent, child, low)
+    });
+    let mut conn = Conn::open(&url).expect("connect");
+    let claimed = Arc::new(Mutex::new(Vec::new()));
+    let (w, c) = (ws.clone(), child.id.clone());
+    let mut batch = vec![
+        probe(&ws, &child.id, move |tx| {
+            let mut task = tx.task_for_update(&w, &c)?.expect("child");
+            task.status = Status::Done;
+            task.lease = None;
+            save(tx, &task)
+        }),
+        claim_job(&ws, "b", 1, claimed.clone()),
+    ];
+    let (results, _) = run_batch(&mut conn, LockMode::Shared, &mut batch).expect("commit");
+    assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
+    let claimed = claimed.lock().unwrap().clone();
+    assert_eq!(claimed, vec![parent.id.clone()], "not {}", low.id);
+}

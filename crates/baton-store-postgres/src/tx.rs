@@ -325,7 +325,13 @@ impl<'a> PgTx<'a> {
     /// Loads the tasks `ids` of workspace `ws` for update with what a lease operation asks
     /// next ([`Loaded`]), skipping those another transaction holds (a caller that needs one
     /// of them waits for it alone: see [`Tx::task_for_update`]). One statement.
-    fn load_unlocked(&mut self, ws: &str, ids: Vec<String>) -> Result<Vec<(Task, Loaded)>> {
+    ///
+    /// A task another transaction changed and committed after this statement's snapshot
+    /// but before its lock is taken is not skipped: PostgreSQL locks and returns its newest
+    /// version, while the subqueries keep answering from the snapshot (a heartbeat's run
+    /// would be lost). Such a task comes without its answers (`None`: its row version is
+    /// not the one the snapshot sees), to be read afresh when asked.
+    fn load_unlocked(&mut self, ws: &str, ids: Vec<String>) -> Result<Vec<(Task, Option<Loaded>)>> {
         let rows = self.rows_now(
             &format!(
                 "SELECT t.body,
@@ -333,7 +339,8 @@ impl<'a> PgTx<'a> {
                       ORDER BY r.id DESC LIMIT 1),
                      (SELECT count(*) FROM tasks AS c WHERE c.workspace_id = $1 AND c.parent_id = t.id
                       AND c.{OPEN}),
-                     EXISTS (SELECT 1 FROM dependencies AS d WHERE d.workspace_id = $1 AND d.blocker_id = t.id)
+                     EXISTS (SELECT 1 FROM dependencies AS d WHERE d.workspace_id = $1 AND d.blocker_id = t.id),
+                     t.xmin = (SELECT s.xmin FROM tasks AS s WHERE s.workspace_id = $1 AND s.id = t.id)
                  FROM tasks AS t WHERE t.workspace_id = $1 AND t.id = ANY($2) FOR UPDATE OF t SKIP LOCKED"
             ),
             &[t(ws), Arg::Texts(ids)],
@@ -341,6 +348,10 @@ impl<'a> PgTx<'a> {
         rows.iter()
             .map(|row| {
                 let task: Task = from_json(&row.try_get::<String, _>(0).map_err(db_err)?)?;
+                let as_of_snapshot: Option<bool> = row.try_get(4).map_err(db_err)?;
+                if as_of_snapshot != Some(true) {
+                    return Ok((task, None));
+                }
                 let run = row
                     .try_get::<Option<String>, _>(1)
                     .map_err(db_err)?
@@ -354,7 +365,7 @@ impl<'a> PgTx<'a> {
                     open_children: open_children as u64,
                     has_dependents: row.try_get(3).map_err(db_err)?,
                 };
-                Ok((task, loaded))
+                Ok((task, Some(loaded)))
             })
             .collect()
     }
@@ -383,8 +394,11 @@ impl<'a> PgTx<'a> {
                 continue; // the job loads it itself, in a statement as cheap
             }
             self.lock(ws)?;
+            // A task loaded without its answers is left to its job (which then holds its
+            // lock, so reads it as it is).
             let loaded = self.load_unlocked(ws, ids)?;
-            self.ahead.extend(loaded);
+            self.ahead
+                .extend(loaded.into_iter().filter_map(|(t, l)| Some((t, l?))));
         }
         Ok(())
     }
@@ -451,11 +465,10 @@ impl<'a> PgTx<'a> {
 
     /// Before a claim's query in a write transaction: the tasks it must pass over instead
     /// of waiting for the writes held back to be sent. Those writes are sent first only if
-    /// one made a task `ready` (the claim must see it); otherwise the tasks written (claimed
-    /// by an earlier job, perhaps still `ready` in the database, and locked by this
-    /// transaction, so `SKIP LOCKED` would not pass over them) are left out by id. What
-    /// else the query could see late, a child's end that frees its parent, is as if the
-    /// claim had run before that job.
+    /// one made a task `ready` or ended a child (its parent may be claimable now: the claim
+    /// must see either); otherwise the tasks written (claimed by an earlier job, perhaps
+    /// still `ready` in the database, and locked by this transaction, so `SKIP LOCKED`
+    /// would not pass over them) are left out by id.
     fn before_claim_query(&mut self, ws: &str) -> Result<Vec<String>> {
         self.lock(ws)?;
         match self.pending.unsent_unclaimable(ws) {
@@ -646,7 +659,7 @@ impl Tx for PgTx<'_> {
             return self.scoped_one(ws, locked, &[t(ws), t(id)]);
         };
         self.loaded.retain(|l| !(l.ws == ws && l.task_id == id));
-        self.loaded.push(loaded);
+        self.loaded.extend(loaded);
         Ok(Some(task))
     }
 
