@@ -49,6 +49,25 @@ fn save(tx: &mut dyn Tx, task: &Task) -> Result<()> {
     tx.put_task(task, &serde_json::to_string(task).expect("task serializes"))
 }
 
+/// A lease job that ends the lease of task `id` and gives it `status` (as a completion, or
+/// an expiry that makes it ready again, would).
+fn set_status(ws: &str, id: &str, status: Status) -> Box<dyn WriteJob> {
+    let (w, i) = (ws.to_string(), id.to_string());
+    probe(ws, id, move |tx| {
+        let mut task = tx.task_for_update(&w, &i)?.expect("task");
+        task.status = status;
+        task.lease = None;
+        save(tx, &task)
+    })
+}
+
+/// Runs `batch` as one transaction on a connection of its own; every job must succeed.
+fn commit_together(url: &str, mut batch: Vec<Box<dyn WriteJob>>) {
+    let mut conn = Conn::open(url).expect("connect");
+    let (results, _) = run_batch(&mut conn, LockMode::Shared, &mut batch).expect("commit");
+    assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
+}
+
 /// A fresh database with a parent task and its child, both claimed, and a third claimed
 /// task; the URL, the workspace id and the three tasks.
 fn fixture() -> Option<(String, String, Task, Task, Task)> {
@@ -97,18 +116,12 @@ fn tasks_loaded_ahead_see_the_writes_of_earlier_jobs() {
     let Some((url, ws, parent, child, other)) = fixture() else {
         return;
     };
-    let mut conn = Conn::open(&url).expect("connect");
     let open_children = Arc::new(AtomicU64::new(u64::MAX));
     let other_title = Arc::new(Mutex::new(String::new()));
-    let (w, c, o) = (ws.clone(), child.id.clone(), other.id.clone());
-    let mut batch = vec![
+    let o = other.id.clone();
+    let batch = vec![
         // Ends the child: the parent's count of open children, loaded ahead, is now off.
-        probe(&ws, &child.id, move |tx| {
-            let mut task = tx.task_for_update(&w, &c)?.expect("child");
-            task.status = Status::Done;
-            task.lease = None;
-            save(tx, &task)
-        }),
+        set_status(&ws, &child.id, Status::Done),
         // Writes `other` without loading it for update (as a reap does).
         {
             let (w, o) = (ws.clone(), o.clone());
@@ -135,8 +148,7 @@ fn tasks_loaded_ahead_see_the_writes_of_earlier_jobs() {
             })
         },
     ];
-    let (results, _) = run_batch(&mut conn, LockMode::Shared, &mut batch).expect("commit");
-    assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
+    commit_together(&url, batch);
     assert_eq!(open_children.load(Ordering::SeqCst), 0);
     assert_eq!(*other_title.lock().unwrap(), "retitled");
 }
@@ -207,24 +219,16 @@ fn claims_in_one_commit_never_share_a_task() {
         }
         ids
     });
-    let mut conn = Conn::open(&url).expect("connect");
     let claimed = Arc::new(Mutex::new(Vec::new()));
-    let (w, o) = (ws.clone(), other.id.clone());
-    let mut batch = vec![
+    let batch = vec![
         claim_job(&ws, "a", 2, claimed.clone()),
         claim_job(&ws, "b", 2, claimed.clone()),
         // Gives `other` back to the queue (as an expired lease would): ready again, first
         // in claim order (the oldest).
-        probe(&ws, &other.id, move |tx| {
-            let mut task = tx.task_for_update(&w, &o)?.expect("other");
-            task.status = Status::Ready;
-            task.lease = None;
-            save(tx, &task)
-        }),
+        set_status(&ws, &other.id, Status::Ready),
         claim_job(&ws, "c", 2, claimed.clone()),
     ];
-    let (results, _) = run_batch(&mut conn, LockMode::Shared, &mut batch).expect("commit");
-    assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
+    commit_together(&url, batch);
     let claimed = claimed.lock().unwrap().clone();
     let mut distinct = claimed.clone();
     distinct.sort();
@@ -280,20 +284,12 @@ fn a_claim_sees_a_parent_freed_earlier_in_its_commit() {
         assert_eq!(claimed.claims[0].task.id, child.id);
         (parent, child, low)
     });
-    let mut conn = Conn::open(&url).expect("connect");
     let claimed = Arc::new(Mutex::new(Vec::new()));
-    let (w, c) = (ws.clone(), child.id.clone());
-    let mut batch = vec![
-        probe(&ws, &child.id, move |tx| {
-            let mut task = tx.task_for_update(&w, &c)?.expect("child");
-            task.status = Status::Done;
-            task.lease = None;
-            save(tx, &task)
-        }),
+    let batch = vec![
+        set_status(&ws, &child.id, Status::Done),
         claim_job(&ws, "b", 1, claimed.clone()),
     ];
-    let (results, _) = run_batch(&mut conn, LockMode::Shared, &mut batch).expect("commit");
-    assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
+    commit_together(&url, batch);
     let claimed = claimed.lock().unwrap().clone();
     assert_eq!(claimed, vec![parent.id.clone()], "not {}", low.id);
 }
