@@ -631,7 +631,7 @@ impl Baton {
         token: &str,
         op: LeaseOp,
     ) -> Result<LeaseOut> {
-        let loads = id.to_string();
+        let loads = id;
         let id = id.to_string();
         let token = token.to_string();
         let held = Admission::HeldWork;
@@ -641,7 +641,7 @@ impl Baton {
             actor,
             key,
             whole,
-            Some(&loads),
+            Some(loads),
             request,
             move |ctx| {
                 let out = match op.clone() {

@@ -468,8 +468,11 @@ impl<'a> PgTx<'a> {
     /// one made a task `ready` or ended a child (its parent may be claimable now: the claim
     /// must see either); otherwise the tasks written (claimed by an earlier job, perhaps
     /// still `ready` in the database, and locked by this transaction, so `SKIP LOCKED`
-    /// would not pass over them) are left out by id.
+    /// would not pass over them) are left out by id. A read transaction holds nothing back.
     fn before_claim_query(&mut self, ws: &str) -> Result<Vec<String>> {
+        if !self.writing {
+            return Ok(Vec::new());
+        }
         self.lock(ws)?;
         match self.pending.unsent_unclaimable(ws) {
             Some(ids) => Ok(ids),
@@ -633,13 +636,14 @@ impl Tx for PgTx<'_> {
             // read here would not see: they read those answers when they need them.
             return self.scoped_one(ws, locked, &[t(ws), t(id)]);
         }
+        // What was read with this task before is replaced by what is read now, or by nothing.
+        self.loaded.retain(|l| !(l.ws == ws && l.task_id == id));
         if let Some(at) = self
             .ahead
             .iter()
             .position(|(t, _)| t.workspace_id == ws && t.id == id)
         {
             let (task, loaded) = self.ahead.swap_remove(at);
-            self.loaded.retain(|l| !(l.ws == ws && l.task_id == id));
             self.loaded.push(loaded);
             return Ok(Some(task));
         }
@@ -655,10 +659,8 @@ impl Tx for PgTx<'_> {
             // re-read the task after that transaction's commit but keep the run and the
             // children as the statement first saw them: wait with the task alone, and
             // let the run and children be read afresh when asked.
-            self.loaded.retain(|l| !(l.ws == ws && l.task_id == id));
             return self.scoped_one(ws, locked, &[t(ws), t(id)]);
         };
-        self.loaded.retain(|l| !(l.ws == ws && l.task_id == id));
         self.loaded.extend(loaded);
         Ok(Some(task))
     }
@@ -733,11 +735,6 @@ impl Tx for PgTx<'_> {
         limit: u32,
         agent_capabilities: Option<&[String]>,
     ) -> Result<Vec<Task>> {
-        if !self.writing {
-            let (sql, args, _) =
-                self.candidates_query(ws, now, after, limit, agent_capabilities, &[])?;
-            return self.scoped(ws, &sql, &args);
-        }
         let passed_over = self.before_claim_query(ws)?;
         let (sql, args, _) =
             self.candidates_query(ws, now, after, limit, agent_capabilities, &passed_over)?;
@@ -757,11 +754,7 @@ impl Tx for PgTx<'_> {
         page: u32,
         agent_capabilities: Option<&[String]>,
     ) -> Result<(Vec<Task>, Vec<Task>)> {
-        let passed_over = if self.writing {
-            self.before_claim_query(ws)?
-        } else {
-            Vec::new()
-        };
+        let passed_over = self.before_claim_query(ws)?;
         let (candidates, args, skip) =
             self.candidates_query(ws, now, None, page, agent_capabilities, &passed_over)?;
         // The candidates' branch runs only when no lease is due (a one-time filter), so it
@@ -773,7 +766,6 @@ impl Tx for PgTx<'_> {
              SELECT false, c.body FROM ({candidates}) AS c WHERE NOT EXISTS (SELECT 1 FROM due)",
             self.expired_query(reap_limit, skip)
         );
-        self.lock(ws)?;
         let (mut due, mut ready) = (Vec::new(), Vec::new());
         for row in self.rows_now(&sql, &args)? {
             let task: Task = from_json(&row.try_get::<String, _>(1).map_err(db_err)?)?;
