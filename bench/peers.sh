@@ -2,7 +2,8 @@
 # Drain, side by side on one throwaway PostgreSQL (scripts/postgres.sh, synchronous_commit
 # on): N ready jobs, M workers claiming and completing with no work in between, for
 # graphile-worker (npm), pgqueuer (PyPI) and Baton (`baton serve` on the same server, agents
-# over HTTP), each unbatched and batched, each run on a fresh database. The peers are
+# over HTTP, each completion call claiming the agent's next work: `--claim-next`), each
+# unbatched and batched, each run on a fresh database. The peers are
 # installed into target/bench-peers (never committed). Prints one table with Baton ÷ peer.
 # Usage: bench/peers.sh [N] [M]        e.g. bench/peers.sh 20000 16
 set -euo pipefail
@@ -45,7 +46,7 @@ for mode in unbatched batched; do
   until curl -sf "http://127.0.0.1:$port/healthz" >/dev/null; do sleep 0.1; done
   batch=1; [ "$mode" = batched ] && batch=10
   rate[baton-$mode]=$(./target/release/baton-bench --database "$db" --tasks "$n" --workers 0 \
-    --drain-agents "$m" --claim-batch "$batch" --server "http://127.0.0.1:$port" |
+    --drain-agents "$m" --claim-batch "$batch" --claim-next --server "http://127.0.0.1:$port" |
     awk -F'|' '/drain over HTTP/ { gsub(/[ \/s]/, "", $6); print $6 }')
   kill "$pid"; wait "$pid" 2>/dev/null || true
 done

@@ -552,14 +552,19 @@ impl Baton {
         key: Option<&str>,
         req: ClaimRequest,
     ) -> Result<Claims> {
-        let wait = req.wait.unwrap_or_default();
-        if wait > MAX_CLAIM_WAIT {
-            return Err(Error::new(
-                Code::InvalidDuration,
-                "wait is at most 60s",
-                "long-poll again after it returns",
-            ));
-        }
+        self.claim_item(actor, key, None, req).await
+    }
+
+    /// As [`Baton::claim`], as one item of a call made of several write jobs (see
+    /// [`Baton::write_item`]).
+    async fn claim_item(
+        &self,
+        actor: &Actor,
+        key: Option<&str>,
+        whole: Option<WholeRequest>,
+        req: ClaimRequest,
+    ) -> Result<Claims> {
+        let wait = check_wait(&req)?;
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(wait.0);
         // Only a claim that may wait joins the waiters (a keyed one answers at once).
         let waiting = (wait.0 > 0 && key.is_none())
@@ -572,9 +577,16 @@ impl Baton {
             let request = json!({ "op": "claim", "body": &req });
             let r = req.clone();
             let claims = self
-                .write_shared(Admission::NewWork, actor, key, request, move |ctx| {
-                    ops::lease::claim(ctx, &r)
-                })
+                .write_item(
+                    LockMode::Shared,
+                    Admission::NewWork,
+                    actor,
+                    key,
+                    whole.clone(),
+                    None,
+                    request,
+                    move |ctx| ops::lease::claim(ctx, &r),
+                )
                 .await?;
             let Some(w) = waiting.as_ref().filter(|_| claims.claims.is_empty()) else {
                 return Ok(claims);
@@ -668,20 +680,26 @@ impl Baton {
         .await
     }
 
-    /// Completes several leased tasks in one call, answering each in request order. Each
-    /// completion is a write job of its own, so a lost lease fails only its item; all are
-    /// submitted together, so the writer commits them as one group (one fsync).
+    /// Completes several leased tasks in one call, answering each in request order, and
+    /// with `next` claims the agent's next work in the same call. Each completion is a write
+    /// job of its own, so a lost lease fails only its item; all are submitted together, so
+    /// the writer commits them as one group (one fsync). The claim is one more job,
+    /// submitted after them: on the embedded store it runs in their transaction, after
+    /// them, so a dependent they free is claimable. A claim refused at run time (a kill
+    /// switch, a store far behind) fails only `next`: the completions stand. Bad input in
+    /// `next` refuses the whole call before anything is written.
     ///
-    /// With an idempotency key, each item is stored under the key and its position, and the
-    /// key itself is bound to the whole request in the transaction of every item that
-    /// commits: a repeat returns the stored answers, and the same key with another body is
-    /// `IDEMPOTENCY_MISMATCH` with nothing of it written.
+    /// With an idempotency key, each item (and the claim) is stored under the key and its
+    /// position, and the key itself is bound to the whole request in the transaction of
+    /// every item that commits: a repeat returns the stored answers, and the same key with
+    /// another body is `IDEMPOTENCY_MISMATCH` with nothing of it written.
     pub async fn complete_many(
         &self,
         actor: &Actor,
         key: Option<&str>,
         items: Vec<Completion>,
-    ) -> Result<Vec<Result<TaskOut>>> {
+        next: Option<ClaimRequest>,
+    ) -> Result<Completed> {
         if items.is_empty() || items.len() > ops::lease::MAX_CLAIM as usize {
             return Err(Error::invalid(
                 format!("completions must hold 1 to {} items", ops::lease::MAX_CLAIM),
@@ -689,15 +707,23 @@ impl Baton {
             ));
         }
         check_idempotency_key(key)?;
+        if let Some(req) = &next {
+            ops::lease::check_claim(req)?;
+            check_wait(req)?;
+        }
         // Hashed only when a key needs it: the unkeyed call is the drain's hot path.
-        let whole_sha = key.map(|_| {
-            sha256_hex(&json!({ "op": "complete_many", "completions": &items }).to_string())
+        let whole = key.map(|k| {
+            let mut request = json!({ "op": "complete_many", "completions": &items });
+            if let Some(req) = &next {
+                request["next"] = json!(req);
+            }
+            WholeRequest {
+                key: k.to_string(),
+                request_sha: sha256_hex(&request.to_string()),
+            }
         });
         let calls = items.into_iter().enumerate().map(|(i, item)| {
-            let whole = key.zip(whole_sha.clone()).map(|(k, sha)| WholeRequest {
-                key: k.to_string(),
-                request_sha: sha,
-            });
+            let whole = whole.clone();
             let item_key = key.map(|k| sha256_hex(&format!("{k}#{i}")));
             let (id, lease, complete) = item.into_parts();
             let op = LeaseOp::Complete(complete);
@@ -716,17 +742,27 @@ impl Baton {
                 })
             }
         });
-        let results: Vec<Result<TaskOut>> = futures_util::future::join_all(calls).await;
+        let claim = async {
+            let req = next?;
+            let mut claimer = actor.clone();
+            claimer.name = req.agent.clone();
+            let claim_key = key.map(|k| sha256_hex(&format!("{k}#next")));
+            Some(
+                self.claim_item(&claimer, claim_key.as_deref(), whole.clone(), req)
+                    .await,
+            )
+        };
+        // `join` polls in order, and each job is submitted on its first poll: the
+        // completions reach the writer before the claim.
+        let (results, next): (Vec<Result<TaskOut>>, _) =
+            futures_util::future::join(futures_util::future::join_all(calls), claim).await;
         // Another request bound the key first: none of this one's items wrote anything.
         if let Some(k) = key {
-            if results
-                .iter()
-                .any(|r| matches!(r, Err(e) if e.code == Code::IdempotencyMismatch))
-            {
+            if results.iter().any(is_mismatch) || next.as_ref().is_some_and(is_mismatch) {
                 return Err(idempotency_mismatch(k));
             }
         }
-        Ok(results)
+        Ok(Completed { results, next })
     }
 
     /// Adds a context entry.
@@ -920,11 +956,39 @@ impl Baton {
     }
 }
 
+/// The answer of [`Baton::complete_many`].
+#[derive(Debug)]
+pub struct Completed {
+    /// One result per completion, in request order.
+    pub results: Vec<Result<TaskOut>>,
+    /// The claim made after them, when the call asked for one.
+    pub next: Option<Result<Claims>>,
+}
+
 /// The key and request hash of a call made of several write jobs (see
 /// [`Baton::complete_many`]).
+#[derive(Clone)]
 struct WholeRequest {
     key: String,
     request_sha: String,
+}
+
+/// Whether an item of a call was refused because its key is bound to another request.
+fn is_mismatch<T>(r: &Result<T>) -> bool {
+    matches!(r, Err(e) if e.code == Code::IdempotencyMismatch)
+}
+
+/// A claim waits at most [`MAX_CLAIM_WAIT`]; how long this one may.
+fn check_wait(req: &ClaimRequest) -> Result<Duration> {
+    let wait = req.wait.unwrap_or_default();
+    if wait > MAX_CLAIM_WAIT {
+        return Err(Error::new(
+            Code::InvalidDuration,
+            "wait is at most 60s",
+            "long-poll again after it returns",
+        ));
+    }
+    Ok(wait)
 }
 
 /// An idempotency key is 1 to 200 characters.

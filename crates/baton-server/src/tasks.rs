@@ -279,6 +279,11 @@ pub(crate) struct CompleteManyBody {
     /// 1 to 100 leased tasks, each with its lease token and result.
     #[schema(min_items = 1, max_items = 100)]
     completions: Vec<Completion>,
+    /// Claim the agent's next work in the same call, after the completions (a claim
+    /// request, as for `POST /v1/tasks/claim`): one round trip per task for an agent that
+    /// loops.
+    #[serde(default)]
+    next: Option<ClaimRequest>,
 }
 
 /// The answer of `POST /v1/tasks/complete`: one result per completion, in request order.
@@ -287,6 +292,20 @@ pub(crate) struct CompletionsOut {
     /// `{"task": ...}` for a completion made, `{"error": ...}` for one refused (a lost
     /// lease, a wrong state): the others stand.
     results: Vec<CompletionResult>,
+    /// When the call asked for `next`: `{"claims": [...]}`, or `{"error": ...}` when the
+    /// claim was refused (the completions stand).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next: Option<NextClaim>,
+}
+
+/// The outcome of the claim a completion call carried.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub(crate) enum NextClaim {
+    /// The claims made (empty when nothing is claimable).
+    Claimed(Claims),
+    /// Why the claim was refused.
+    Refused(baton_core::error::ErrorBody),
 }
 
 /// The outcome of one completion.
@@ -299,8 +318,9 @@ pub(crate) enum CompletionResult {
     Refused(baton_core::error::ErrorBody),
 }
 
-/// Complete several leased tasks in one call, acknowledged after one group commit. Each
-/// completion stands or fails alone: the answer holds one result per item, in order.
+/// Complete several leased tasks in one call, acknowledged after one group commit, and
+/// optionally claim the next work (`next`). Each completion stands or fails alone: the
+/// answer holds one result per item, in order.
 #[utoipa::path(post, path = "/v1/tasks/complete", tag = "lease", request_body = CompleteManyBody,
     responses((status = 200, description = "One result per completion, in request order", body = CompletionsOut)))]
 async fn complete_many(
@@ -309,18 +329,27 @@ async fn complete_many(
     JsonBody(req): JsonBody<CompleteManyBody>,
 ) -> Result<Json<CompletionsOut>> {
     let key = idempotency_key(&headers);
-    let actor = s.auth(&headers, &[Permission::Work])?.actor;
-    let results = s
+    let principal = s.auth(&headers, &[Permission::Work])?;
+    if let Some(next) = &req.next {
+        crate::check_bound(&principal, &next.agent)?;
+    }
+    let done = s
         .baton
-        .complete_many(&actor, key.as_deref(), req.completions)
-        .await?
+        .complete_many(&principal.actor, key.as_deref(), req.completions, req.next)
+        .await?;
+    let results = done
+        .results
         .into_iter()
         .map(|r| match r {
             Ok(task) => CompletionResult::Completed(Box::new(task)),
             Err(e) => CompletionResult::Refused(e.body()),
         })
         .collect();
-    Ok(Json(CompletionsOut { results }))
+    let next = done.next.map(|r| match r {
+        Ok(claims) => NextClaim::Claimed(claims),
+        Err(e) => NextClaim::Refused(e.body()),
+    });
+    Ok(Json(CompletionsOut { results, next }))
 }
 
 fn text(v: Option<Value>, field: &str) -> std::result::Result<Option<String>, Error> {

@@ -1321,6 +1321,166 @@ async fn complete_many_answers_each_item(backend: Backend) {
     );
 }
 
+/// `POST /v1/tasks/complete` with `next`: the completions and the agent's next claim in one
+/// call. Bad input in `next` refuses the whole call with nothing written; a key bound to
+/// another agent is 403; an idempotency key covers the claim too (a repeat returns the same
+/// lease).
+async fn complete_with_next_claims_in_the_same_call(backend: Backend) {
+    let s = Server::start(backend).await;
+    let create = |title: &'static str| {
+        let s = &s;
+        async move {
+            let (st, t) = s.post("/v1/tasks", json!({"title": title})).await;
+            assert_eq!(st, StatusCode::CREATED, "{t}");
+            t["task"]["id"].as_str().unwrap().to_string()
+        }
+    };
+    let claim = |agent: &'static str| {
+        let s = &s;
+        async move {
+            let (_, c) = s.post("/v1/tasks/claim", json!({"agent": agent})).await;
+            let c = &c["claims"][0];
+            (
+                c["task"]["id"].as_str().unwrap().to_string(),
+                c["lease"]["token"].as_str().unwrap().to_string(),
+            )
+        }
+    };
+    let status = |id: String| {
+        let s = &s;
+        async move { s.get(&format!("/v1/tasks/{id}")).await.1["task"]["status"].clone() }
+    };
+    let t1 = create("one").await;
+    let t2 = create("two").await;
+    let (id, lease) = claim("w").await;
+    assert_eq!(id, t1, "oldest first");
+
+    // The completion stands and the next task comes back with a lease of its own.
+    let (st, out) = s
+        .post(
+            "/v1/tasks/complete",
+            json!({"completions": [{"id": t1, "lease": lease}], "next": {"agent": "w"}}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{out}");
+    assert_eq!(out["results"][0]["task"]["status"], "done", "{out}");
+    let next = out["next"]["claims"].as_array().unwrap();
+    assert_eq!(next.len(), 1, "{out}");
+    assert_eq!(next[0]["task"]["id"], t2.as_str());
+    assert_eq!(next[0]["task"]["status"], "claimed");
+    let lease2 = next[0]["lease"]["token"].as_str().unwrap().to_string();
+    assert_eq!(status(t2.clone()).await, "claimed");
+    let (_, agent) = s.get("/v1/agents/w").await;
+    assert_eq!(
+        next[0]["run"]["agent_id"], agent["agent"]["id"],
+        "claimed as w"
+    );
+
+    // Nothing left to claim: an empty list, the completion still made.
+    let (st, out) = s
+        .post(
+            "/v1/tasks/complete",
+            json!({"completions": [{"id": t2, "lease": lease2}], "next": {"agent": "w"}}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{out}");
+    assert_eq!(out["results"][0]["task"]["status"], "done");
+    assert_eq!(out["next"], json!({"claims": []}));
+
+    // Bad input in `next`: a structured 4xx for the whole call, nothing completed.
+    create("three").await;
+    let (t3, lease3) = claim("w").await;
+    let worker_w = format!("Bearer {}", s.key("worker", Some("w")).await);
+    let as_w = [("authorization", worker_w.as_str())];
+    for (body, headers) in [
+        (json!({"agent": "w", "count": 0}), &[][..]),
+        (json!({"agent": "w", "wait": "61s"}), &[][..]),
+        (json!({"agent": "w", "lease_ttl": "10ms"}), &[][..]),
+        (json!({"agent": " "}), &[][..]),
+        (json!({"agent": "w", "capabilities": ["a,b"]}), &[][..]),
+        (json!({"agent": "w", "colour": "red"}), &[][..]),
+        (json!({"count": 1}), &[][..]),
+        // A worker key bound to agent w may not claim as another agent.
+        (json!({"agent": "v"}), &as_w[..]),
+    ] {
+        let req = json!({"completions": [{"id": t3, "lease": lease3}], "next": body});
+        let (st, v) = s
+            .call("POST", "/v1/tasks/complete", Some(req), headers)
+            .await;
+        assert!(st.is_client_error(), "{body}: {st} {v}");
+        if !headers.is_empty() {
+            assert_eq!((st, error_code(&v)), (StatusCode::FORBIDDEN, "FORBIDDEN"));
+        }
+        error_code(&v);
+    }
+    assert_eq!(
+        status(t3.clone()).await,
+        "claimed",
+        "refused calls changed nothing"
+    );
+
+    // An idempotency key covers the claim: a repeat returns the same lease; another `next`
+    // under the key is refused whole.
+    let t4 = create("four").await;
+    let body = json!({"completions": [{"id": t3, "lease": lease3}], "next": {"agent": "w"}});
+    let key = [("idempotency-key", "finish-three")];
+    let (st, first) = s
+        .call("POST", "/v1/tasks/complete", Some(body.clone()), &key)
+        .await;
+    assert_eq!(st, StatusCode::OK, "{first}");
+    assert_eq!(first["next"]["claims"][0]["task"]["id"], t4.as_str());
+    let (st, again) = s.call("POST", "/v1/tasks/complete", Some(body), &key).await;
+    assert_eq!((st, &again), (StatusCode::OK, &first), "the stored answers");
+    let other =
+        json!({"completions": [{"id": t3, "lease": lease3}], "next": {"agent": "w", "count": 2}});
+    let (st, v) = s
+        .call("POST", "/v1/tasks/complete", Some(other), &key)
+        .await;
+    assert_eq!(
+        (st, error_code(&v)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "IDEMPOTENCY_MISMATCH")
+    );
+    let (_, events) = s.get("/v1/events?limit=1000").await;
+    let claimed_t4 = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "task.claimed" && e["task_id"] == t4.as_str())
+        .count();
+    assert_eq!(claimed_t4, 1, "the repeat claimed nothing more");
+
+    // A dependent freed by the completion: on the embedded store the claim runs after the
+    // completion in its transaction, so it is offered at once; on PostgreSQL the claim may
+    // run beside it, so it is claimable at the latest right after.
+    let lease4 = first["next"]["claims"][0]["lease"]["token"]
+        .as_str()
+        .unwrap();
+    let (_, dependent) = s
+        .post(
+            "/v1/tasks",
+            json!({"title": "after four", "blocked_by": [t4]}),
+        )
+        .await;
+    let dependent = dependent["task"]["id"].as_str().unwrap().to_string();
+    let (st, out) = s
+        .post(
+            "/v1/tasks/complete",
+            json!({"completions": [{"id": t4, "lease": lease4}], "next": {"agent": "w"}}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{out}");
+    let offered = out["next"]["claims"][0]["task"]["id"].as_str();
+    match backend {
+        Backend::Sqlite => assert_eq!(offered, Some(dependent.as_str()), "{out}"),
+        Backend::Postgres => {
+            if offered.is_none() {
+                assert_eq!(claim("w").await.0, dependent);
+            }
+        }
+    }
+    assert_eq!(status(dependent).await, "claimed");
+}
+
 /// A store far behind refuses new work first: claims and creation get 429 `RATE_LIMITED`
 /// with when to come back (body and `Retry-After`) and write nothing, while the operations
 /// on a held lease still go through.
@@ -1381,11 +1541,21 @@ async fn a_store_far_behind_refuses_new_work_first(backend: Backend) {
         )
         .await;
     assert_eq!(st, StatusCode::OK, "{hb}");
+    // A completion that asks for the next claim: the completion is taken, the claim is
+    // refused in `next` with when to come back.
     let (st, done) = b
-        .post(&format!("/v1/tasks/{id}/complete"), json!({"lease": lease}))
+        .post(
+            "/v1/tasks/complete",
+            json!({"completions": [{"id": id, "lease": lease}], "next": {"agent": "w1"}}),
+        )
         .await;
     assert_eq!(st, StatusCode::OK, "{done}");
-    assert_eq!(done["task"]["status"], "done");
+    assert_eq!(done["results"][0]["task"]["status"], "done", "{done}");
+    assert_eq!(error_code(&done["next"]), "RATE_LIMITED", "{done}");
+    assert!(
+        done["next"]["error"]["details"]["retry_after_ms"].is_u64(),
+        "{done}"
+    );
 }
 
 on_every_backend!(
@@ -1404,4 +1574,5 @@ on_every_backend!(
     projects_and_agents,
     openapi_document_is_served_and_complete,
     complete_many_answers_each_item,
+    complete_with_next_claims_in_the_same_call,
 );

@@ -71,6 +71,11 @@ pub(crate) struct Args {
     /// Tasks each drain claim asks for (1 = unbatched).
     #[arg(long, default_value_t = 1)]
     claim_batch: u32,
+    /// HTTP agents (drain and claim→heartbeat→complete) claim their next work in the call
+    /// that completes the last (`POST /v1/tasks/complete` with `next`): one round trip per
+    /// task fewer.
+    #[arg(long)]
+    claim_next: bool,
     /// Tasks per second the SSE writer creates.
     #[arg(long, default_value_t = 200)]
     sse_rate: u64,
@@ -667,40 +672,42 @@ async fn drain_bench(
     let mut handles = Vec::new();
     for w in 0..args.drain_agents {
         let (http, base, token) = (http.clone(), bases[w % bases.len()].clone(), token.clone());
-        let batch = args.claim_batch;
+        let (batch, claim_next) = (args.claim_batch, args.claim_next);
         handles.push(tokio::spawn(async move {
             let (mut claim_lat, mut complete_lat, mut ids) = (Vec::new(), Vec::new(), Vec::new());
             let agent = format!("d{w}");
-            loop {
-                let t0 = Instant::now();
-                let claimed: serde_json::Value = http
-                    .post(format!("{base}/v1/tasks/claim"))
-                    .bearer_auth(&token)
-                    .json(&serde_json::json!({ "agent": agent, "count": batch }))
-                    .send()
-                    .await?
-                    .json()
-                    .await?;
-                claim_lat.push(t0.elapsed());
-                let claims = claimed["claims"].as_array().cloned().unwrap_or_default();
-                if claims.is_empty() {
-                    return anyhow::Ok((claim_lat, complete_lat, ids));
-                }
-                let t0 = Instant::now();
-                if let [c] = &claims[..] {
-                    let id = c["task"]["id"].as_str().unwrap_or_default();
-                    let lease = c["lease"]["token"].as_str().unwrap_or_default();
-                    lease_call(&http, &base, &token, id, "complete", lease).await?;
-                } else {
-                    complete_many(&http, &base, &token, &claims).await?;
-                }
-                complete_lat.push(t0.elapsed());
+            let next = serde_json::json!({ "agent": agent, "count": batch });
+            let t0 = Instant::now();
+            let mut claims = claim_many(&http, &base, &token, &next).await?;
+            claim_lat.push(t0.elapsed());
+            while !claims.is_empty() {
                 ids.extend(
                     claims
                         .iter()
                         .map(|c| c["task"]["id"].as_str().unwrap_or_default().to_string()),
                 );
+                let t0 = Instant::now();
+                if claim_next {
+                    // One call completes these and claims the next: its latency is a claim's.
+                    claims = complete_many(&http, &base, &token, &claims, Some(&next))
+                        .await?
+                        .unwrap_or_default();
+                    claim_lat.push(t0.elapsed());
+                    continue;
+                }
+                if let [c] = &claims[..] {
+                    let id = c["task"]["id"].as_str().unwrap_or_default();
+                    let lease = c["lease"]["token"].as_str().unwrap_or_default();
+                    lease_call(&http, &base, &token, id, "complete", lease).await?;
+                } else {
+                    complete_many(&http, &base, &token, &claims, None).await?;
+                }
+                complete_lat.push(t0.elapsed());
+                let t0 = Instant::now();
+                claims = claim_many(&http, &base, &token, &next).await?;
+                claim_lat.push(t0.elapsed());
             }
+            anyhow::Ok((claim_lat, complete_lat, ids))
         }));
     }
     let (mut claim_lat, mut complete_lat, mut ids) = (Vec::new(), Vec::new(), Vec::new());
@@ -716,7 +723,15 @@ async fn drain_bench(
     ids.dedup();
     anyhow::ensure!(ids.len() == n, "{} tasks completed twice", n - ids.len());
     let notes = meter.notes(n as u64);
-    let label = format!("drain over HTTP, batch {}", args.claim_batch);
+    let label = format!(
+        "drain over HTTP, batch {}{}",
+        args.claim_batch,
+        if args.claim_next {
+            ", claim with completion"
+        } else {
+            ""
+        }
+    );
     let claims = stats::Latency::of(&claim_lat);
     row_with(
         &label,
@@ -726,6 +741,9 @@ async fn drain_bench(
         &claims,
         &notes,
     );
+    if complete_lat.is_empty() {
+        return Ok(()); // every completion claimed too: its latency is on the row above
+    }
     let completes = stats::Latency::of(&complete_lat);
     row_with(
         "(complete latency, per call)",
@@ -738,25 +756,59 @@ async fn drain_bench(
     Ok(())
 }
 
-/// Completes claimed tasks in one call (`POST /v1/tasks/complete`); fails on any refusal.
+/// `POST /v1/tasks/claim` with `body`: the claims made.
+async fn claim_many(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    body: &serde_json::Value,
+) -> anyhow::Result<Vec<serde_json::Value>> {
+    let mut answer = post_ok(http, base, "/v1/tasks/claim", token, body).await?;
+    Ok(claims_of(&mut answer["claims"]))
+}
+
+/// The claims of a `claims` array, taken out of the answer.
+fn claims_of(claims: &mut serde_json::Value) -> Vec<serde_json::Value> {
+    match claims.take() {
+        serde_json::Value::Array(claims) => claims,
+        _ => Vec::new(),
+    }
+}
+
+/// Completes claimed tasks in one call (`POST /v1/tasks/complete`), with `next` claiming
+/// more in the same call; fails on any refusal. The claims `next` made, if asked.
 async fn complete_many(
     http: &reqwest::Client,
     base: &str,
     token: &str,
     claims: &[serde_json::Value],
-) -> anyhow::Result<()> {
+    next: Option<&serde_json::Value>,
+) -> anyhow::Result<Option<Vec<serde_json::Value>>> {
     let completions: Vec<_> = claims
         .iter()
         .map(|c| serde_json::json!({ "id": c["task"]["id"], "lease": c["lease"]["token"] }))
         .collect();
-    let body = serde_json::json!({ "completions": completions });
-    let out = post_ok(http, base, "/v1/tasks/complete", token, &body).await?;
-    let results = out["results"].as_array().cloned().unwrap_or_default();
-    anyhow::ensure!(results.len() == claims.len(), "complete: {out}");
-    if let Some(refused) = results.iter().find(|r| r.get("error").is_some()) {
+    let mut body = serde_json::json!({ "completions": completions });
+    if let Some(next) = next {
+        body["next"] = next.clone();
+    }
+    let mut out = post_ok(http, base, "/v1/tasks/complete", token, &body).await?;
+    let results = out["results"].as_array().map_or(0, Vec::len);
+    anyhow::ensure!(results == claims.len(), "complete: {out}");
+    if let Some(refused) = out["results"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r.get("error").is_some()))
+    {
         anyhow::bail!("complete refused: {refused}");
     }
-    Ok(())
+    if next.is_none() {
+        return Ok(None);
+    }
+    anyhow::ensure!(
+        out["next"].get("error").is_none(),
+        "next claim refused: {out}"
+    );
+    Ok(Some(claims_of(&mut out["next"]["claims"])))
 }
 
 /// Agents over HTTP: claim → heartbeat → complete against the server at `base`, every
@@ -783,29 +835,39 @@ async fn http_bench(
             token.clone(),
             done.clone(),
         );
-        let cycles = args.cycles;
+        let (cycles, claim_next) = (args.cycles, args.claim_next);
         handles.push(tokio::spawn(async move {
             let mut lat = Vec::new();
-            let agent = format!("h{w}");
+            let next = serde_json::json!({ "agent": format!("h{w}") });
+            // With `--claim-next`, the claim the last completion made.
+            let mut held: Option<serde_json::Value> = None;
             while done.fetch_add(1, Ordering::Relaxed) < cycles {
-                let t0 = Instant::now();
-                let claimed: serde_json::Value = http
-                    .post(format!("{base}/v1/tasks/claim"))
-                    .bearer_auth(&token)
-                    .json(&serde_json::json!({ "agent": agent }))
-                    .send()
-                    .await?
-                    .json()
-                    .await?;
-                lat.push(t0.elapsed());
-                let c = &claimed["claims"][0];
+                let c = match held.take() {
+                    Some(c) => c,
+                    None => {
+                        let t0 = Instant::now();
+                        let c = claim_one(&http, &base, &token, &next).await?;
+                        lat.push(t0.elapsed());
+                        c.ok_or_else(|| anyhow::anyhow!("queue ran dry"))?
+                    }
+                };
                 let (Some(id), Some(lease)) =
                     (c["task"]["id"].as_str(), c["lease"]["token"].as_str())
                 else {
-                    anyhow::bail!("queue ran dry: {claimed}")
+                    anyhow::bail!("not a claim: {c}")
                 };
-                for op in ["heartbeat", "complete"] {
-                    lease_call(&http, &base, &token, id, op, lease).await?;
+                lease_call(&http, &base, &token, id, "heartbeat", lease).await?;
+                // The last cycles claim nothing more: few tasks are left leased.
+                if claim_next && done.load(Ordering::Relaxed) < cycles {
+                    let t0 = Instant::now();
+                    let claims =
+                        complete_many(&http, &base, &token, std::slice::from_ref(&c), Some(&next))
+                            .await?
+                            .unwrap_or_default();
+                    lat.push(t0.elapsed());
+                    held = claims.into_iter().next();
+                } else {
+                    lease_call(&http, &base, &token, id, "complete", lease).await?;
                 }
             }
             anyhow::Ok(lat)
@@ -819,7 +881,14 @@ async fn http_bench(
     };
     let notes = meter.notes(lat.len() as u64);
     row_with(
-        &format!("http claim→heartbeat→complete{replicas}"),
+        &format!(
+            "http claim→heartbeat→complete{replicas}{}",
+            if args.claim_next {
+                ", claim with completion"
+            } else {
+                ""
+            }
+        ),
         args,
         args.http_agents,
         Some(rate),

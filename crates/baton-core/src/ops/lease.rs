@@ -121,22 +121,8 @@ fn ended_failed(ctx: &mut Ctx<'_>, task: &Task) -> Result<()> {
 /// those whose required capabilities the agent has. Expired leases are expired first, so a
 /// task whose holder vanished is claimable without a background reaper.
 pub fn claim(ctx: &mut Ctx<'_>, req: &ClaimRequest) -> Result<Claims> {
+    check_claim(req)?;
     let count = req.count.unwrap_or(1);
-    if count == 0 || count > MAX_CLAIM {
-        return Err(Error::invalid(
-            format!("count must be 1 to {MAX_CLAIM}"),
-            "ask for fewer tasks per claim",
-        ));
-    }
-    if let Some(ttl) = req.lease_ttl {
-        if ttl.0 < 1000 {
-            return Err(Error::new(
-                Code::InvalidDuration,
-                "lease_ttl must be at least 1s",
-                "give e.g. 30s or 5m",
-            ));
-        }
-    }
     let mut agent = ensure_agent(ctx, &req.agent, &req.capabilities)?;
     if agent.status != "active" {
         return Err(Error::new(
@@ -199,6 +185,28 @@ pub fn claim(ctx: &mut Ctx<'_>, req: &ClaimRequest) -> Result<Claims> {
         page = (page * 2).min(1024);
     }
     Ok(Claims { claims })
+}
+
+/// Checks a claim request's own fields (not whether anything is claimable), so a call that
+/// carries a claim beside other work can refuse bad input before it writes anything.
+pub fn check_claim(req: &ClaimRequest) -> Result<()> {
+    let count = req.count.unwrap_or(1);
+    if count == 0 || count > MAX_CLAIM {
+        return Err(Error::invalid(
+            format!("count must be 1 to {MAX_CLAIM}"),
+            "ask for fewer tasks per claim",
+        ));
+    }
+    if req.lease_ttl.is_some_and(|ttl| ttl.0 < 1000) {
+        return Err(Error::new(
+            Code::InvalidDuration,
+            "lease_ttl must be at least 1s",
+            "give e.g. 30s or 5m",
+        ));
+    }
+    super::check_text("agent", &req.agent, 200)?;
+    check_tags("capabilities", &req.capabilities)?;
+    Ok(())
 }
 
 /// ready → claimed: a new run, the next epoch, a fresh token.
