@@ -44,11 +44,13 @@ scenarios() {
 }
 # single_drain STORE-ARGS...: the drain against one replica (the embedded store's natural
 # deployment: two processes on one SQLite file take turns on its write lock), claims and
-# completions in batches of 1, 10 and 50.
+# completions in batches of 1, 10 and 50, and in batches of 1 and 10 with the next claim in
+# the completion call.
 single_drain() {
   start_replicas 1 "$@"
-  for batch in 1 10 50; do
-    "$bench" --server "$urls" --server-pid "$pids" --workers 0 "$@" --tasks 20000 --drain-agents 16 --claim-batch "$batch" |
+  for run in "1" "10" "50" "1 --claim-next" "10 --claim-next"; do
+    # shellcheck disable=SC2086 # "$run" is a batch size and maybe a flag
+    "$bench" --server "$urls" --server-pid "$pids" --workers 0 "$@" --tasks 20000 --drain-agents 16 --claim-batch $run |
       sed 's/^| drain over HTTP/| one replica: drain over HTTP/'
   done
   stop_replicas

@@ -143,6 +143,22 @@ impl Baton {
         F: Fn(&mut dyn Tx) -> Result<T> + Send + 'static,
         T: Send + 'static,
     {
+        answered(self.submit_tx_as(mode, admission, loads, op)?).await
+    }
+
+    /// Queues `op` as a write job, at once: jobs submitted one after another reach the
+    /// writer in that order. The answer comes on the returned channel.
+    fn submit_tx_as<T, F>(
+        &self,
+        mode: LockMode,
+        admission: Admission,
+        loads: Option<(String, String)>,
+        op: F,
+    ) -> Result<Answer<T>>
+    where
+        F: Fn(&mut dyn Tx) -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
         let slot = self.backlog.admit(admission)?;
         let (reply, answer) = oneshot::channel();
         self.store.submit(Box::new(Job {
@@ -153,13 +169,7 @@ impl Baton {
             reply: Some(reply),
             _slot: slot,
         }));
-        answer.await.map_err(|_| {
-            Error::new(
-                Code::Busy,
-                "the store shut down before answering",
-                "retry the call",
-            )
-        })?
+        Ok(answer)
     }
 
     /// Runs an operation as one write job, alone in its workspace. With an idempotency key,
@@ -242,13 +252,34 @@ impl Baton {
         F: Fn(&mut Ctx<'_>) -> Result<T> + Send + 'static,
         T: Serialize + DeserializeOwned + Send + 'static,
     {
+        let answer = self.submit_item(mode, admission, actor, key, whole, loads, request, op)?;
+        answered(answer).await
+    }
+
+    /// As [`Baton::write_item`], submitting the job at once (see [`Baton::submit_tx_as`]).
+    #[allow(clippy::too_many_arguments)]
+    fn submit_item<T, F>(
+        &self,
+        mode: LockMode,
+        admission: Admission,
+        actor: &Actor,
+        key: Option<&str>,
+        whole: Option<WholeRequest>,
+        loads: Option<&str>,
+        request: Value,
+        op: F,
+    ) -> Result<Answer<T>>
+    where
+        F: Fn(&mut Ctx<'_>) -> Result<T> + Send + 'static,
+        T: Serialize + DeserializeOwned + Send + 'static,
+    {
         check_idempotency_key(key)?;
         let clock = self.clock.clone();
         let ws = actor.workspace_id.clone();
         let name = actor.name.clone();
         let key = key.map(str::to_string);
         let loads = loads.map(|id| (ws.clone(), id.to_string()));
-        self.write_tx_as(mode, admission, loads, move |tx| {
+        self.submit_tx_as(mode, admission, loads, move |tx| {
             let request_sha = if key.is_some() {
                 sha256_hex(&request.to_string())
             } else {
@@ -288,7 +319,6 @@ impl Baton {
             }
             Ok(out)
         })
-        .await
     }
 
     /// Runs a query in a read transaction.
@@ -643,11 +673,26 @@ impl Baton {
         token: &str,
         op: LeaseOp,
     ) -> Result<LeaseOut> {
+        answered(self.submit_lease_job(actor, key, whole, request, id, token, op)?).await
+    }
+
+    /// As [`Baton::lease_job`], submitting the job at once (see [`Baton::submit_tx_as`]).
+    #[allow(clippy::too_many_arguments)]
+    fn submit_lease_job(
+        &self,
+        actor: &Actor,
+        key: Option<&str>,
+        whole: Option<WholeRequest>,
+        request: Value,
+        id: &str,
+        token: &str,
+        op: LeaseOp,
+    ) -> Result<Answer<LeaseOut>> {
         let loads = id;
         let id = id.to_string();
         let token = token.to_string();
         let held = Admission::HeldWork;
-        self.write_item(
+        self.submit_item(
             LockMode::Shared,
             held,
             actor,
@@ -677,15 +722,14 @@ impl Baton {
                 Ok(out)
             },
         )
-        .await
     }
 
     /// Completes several leased tasks in one call, answering each in request order, and
     /// with `next` claims the agent's next work in the same call. Each completion is a write
     /// job of its own, so a lost lease fails only its item; all are submitted together, so
     /// the writer commits them as one group (one fsync). The claim is one more job,
-    /// submitted after them: on the embedded store it runs in their transaction, after
-    /// them, so a dependent they free is claimable. A claim refused at run time (a kill
+    /// submitted after them: on the embedded store (one writer, in submission order) it
+    /// runs after them, so a dependent they free is claimable. A claim refused at run time (a kill
     /// switch, a store far behind) fails only `next`: the completions stand. Bad input in
     /// `next` refuses the whole call before anything is written.
     ///
@@ -722,25 +766,29 @@ impl Baton {
                 request_sha: sha256_hex(&request.to_string()),
             }
         });
-        let calls = items.into_iter().enumerate().map(|(i, item)| {
-            let whole = whole.clone();
-            let item_key = key.map(|k| sha256_hex(&format!("{k}#{i}")));
-            let (id, lease, complete) = item.into_parts();
-            let op = LeaseOp::Complete(complete);
-            let request = json!({ "op": "complete_many", "item": i, "id": id,
-                "lease_sha256": sha256_hex(&lease), "body": &op });
-            async move {
-                let out = self
-                    .lease_job(actor, item_key.as_deref(), whole, request, &id, &lease, op)
-                    .await?;
-                Ok(match out {
-                    LeaseOut::Task(task) => task,
-                    LeaseOut::Heartbeat(ack) => TaskOut {
-                        task: ack.task,
-                        warnings: Vec::new(),
-                    },
-                })
-            }
+        // Every completion is submitted here, before the claim's future is first polled
+        // (which submits it): the writer gets them in that order.
+        let submitted: Vec<Result<Answer<LeaseOut>>> = items
+            .into_iter()
+            .enumerate()
+            .map(|(i, item)| {
+                let item_key = key.map(|k| sha256_hex(&format!("{k}#{i}")));
+                let (id, lease, complete) = item.into_parts();
+                let op = LeaseOp::Complete(complete);
+                let request = json!({ "op": "complete_many", "item": i, "id": id,
+                    "lease_sha256": sha256_hex(&lease), "body": &op });
+                let whole = whole.clone();
+                self.submit_lease_job(actor, item_key.as_deref(), whole, request, &id, &lease, op)
+            })
+            .collect();
+        let completions = submitted.into_iter().map(|answer| async move {
+            Ok(match answered(answer?).await? {
+                LeaseOut::Task(task) => task,
+                LeaseOut::Heartbeat(ack) => TaskOut {
+                    task: ack.task,
+                    warnings: Vec::new(),
+                },
+            })
         });
         let claim = async {
             let req = next?;
@@ -752,10 +800,8 @@ impl Baton {
                     .await,
             )
         };
-        // `join` polls in order, and each job is submitted on its first poll: the
-        // completions reach the writer before the claim.
         let (results, next): (Vec<Result<TaskOut>>, _) =
-            futures_util::future::join(futures_util::future::join_all(calls), claim).await;
+            futures_util::future::join(futures_util::future::join_all(completions), claim).await;
         // Another request bound the key first: none of this one's items wrote anything.
         if let Some(k) = key {
             if results.iter().any(is_mismatch) || next.as_ref().is_some_and(is_mismatch) {
@@ -971,6 +1017,20 @@ pub struct Completed {
 struct WholeRequest {
     key: String,
     request_sha: String,
+}
+
+/// Where a submitted write job's answer comes.
+type Answer<T> = oneshot::Receiver<Result<T>>;
+
+/// Waits for a submitted write job's answer.
+async fn answered<T>(answer: Answer<T>) -> Result<T> {
+    answer.await.map_err(|_| {
+        Error::new(
+            Code::Busy,
+            "the store shut down before answering",
+            "retry the call",
+        )
+    })?
 }
 
 /// Whether an item of a call was refused because its key is bound to another request.

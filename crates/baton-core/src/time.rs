@@ -389,6 +389,9 @@ mod tests {
             4_102_444_799_999,
             1_709_164_800_000,
             -86_400_001,
+            -1,
+            -62_135_596_800_000,
+            -62_167_219_200_000,
         ]
         .into_iter()
         // And a walk across the accepted range, every digit position turning over.

@@ -1479,6 +1479,50 @@ async fn complete_with_next_claims_in_the_same_call(backend: Backend) {
         }
     }
     assert_eq!(status(dependent).await, "claimed");
+
+    // Many completions at once (more than a small join handles in place): the claim still
+    // comes after every one of them, so the dependent of the last is offered to it.
+    let mut ids = Vec::new();
+    for _ in 0..40 {
+        ids.push(create("many").await);
+    }
+    let (_, many) = s
+        .post("/v1/tasks/claim", json!({"agent": "w", "count": 40}))
+        .await;
+    let completions: Vec<Value> = many["claims"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| json!({"id": c["task"]["id"], "lease": c["lease"]["token"]}))
+        .collect();
+    assert_eq!(completions.len(), 40);
+    let (_, last) = s
+        .post(
+            "/v1/tasks",
+            json!({"title": "after many", "blocked_by": [ids[39]]}),
+        )
+        .await;
+    let last = last["task"]["id"].as_str().unwrap().to_string();
+    let (st, out) = s
+        .post(
+            "/v1/tasks/complete",
+            json!({"completions": completions, "next": {"agent": "w"}}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{out}");
+    assert!(out["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["task"]["status"] == "done"));
+    if backend == Backend::Sqlite {
+        assert_eq!(
+            out["next"]["claims"][0]["task"]["id"],
+            last.as_str(),
+            "{}",
+            out["next"]
+        );
+    }
 }
 
 /// A store far behind refuses new work first: claims and creation get 429 `RATE_LIMITED`
@@ -1486,13 +1530,23 @@ async fn complete_with_next_claims_in_the_same_call(backend: Backend) {
 /// on a held lease still go through.
 async fn a_store_far_behind_refuses_new_work_first(backend: Backend) {
     let s = Server::start(backend).await;
-    let (_, t) = s.post("/v1/tasks", json!({"title": "in hand"})).await;
-    let id = t["task"]["id"].as_str().unwrap().to_string();
-    let (_, claims) = s.post("/v1/tasks/claim", json!({"agent": "w1"})).await;
-    let lease = claims["claims"][0]["lease"]["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    for title in ["in hand", "also in hand"] {
+        s.post("/v1/tasks", json!({"title": title})).await;
+    }
+    let (_, claims) = s
+        .post("/v1/tasks/claim", json!({"agent": "w1", "count": 2}))
+        .await;
+    let held = |i: usize, field: &str| {
+        let c = &claims["claims"][i];
+        let v = if field == "id" {
+            &c["task"]["id"]
+        } else {
+            &c["lease"]["token"]
+        };
+        v.as_str().unwrap().to_string()
+    };
+    let (id, lease) = (held(0, "id"), held(0, "lease"));
+    let (id2, lease2) = (held(1, "id"), held(1, "lease"));
     // A second server on the same store whose backlog is always past the new-work limit.
     let limits = baton_core::admission::WriteLimits {
         new_work: 0,
@@ -1531,7 +1585,7 @@ async fn a_store_far_behind_refuses_new_work_first(backend: Backend) {
     let (_, list) = s.get("/v1/tasks").await;
     assert_eq!(
         list["tasks"].as_array().unwrap().len(),
-        1,
+        2,
         "nothing written"
     );
     let (st, hb) = b
@@ -1541,12 +1595,17 @@ async fn a_store_far_behind_refuses_new_work_first(backend: Backend) {
         )
         .await;
     assert_eq!(st, StatusCode::OK, "{hb}");
+    let (st, done) = b
+        .post(&format!("/v1/tasks/{id}/complete"), json!({"lease": lease}))
+        .await;
+    assert_eq!(st, StatusCode::OK, "{done}");
+    assert_eq!(done["task"]["status"], "done");
     // A completion that asks for the next claim: the completion is taken, the claim is
     // refused in `next` with when to come back.
     let (st, done) = b
         .post(
             "/v1/tasks/complete",
-            json!({"completions": [{"id": id, "lease": lease}], "next": {"agent": "w1"}}),
+            json!({"completions": [{"id": id2, "lease": lease2}], "next": {"agent": "w1"}}),
         )
         .await;
     assert_eq!(st, StatusCode::OK, "{done}");

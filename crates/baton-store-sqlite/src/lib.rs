@@ -280,7 +280,7 @@ fn wal_path(db: &Path) -> PathBuf {
 const SYNCERS: usize = 2;
 
 /// Answers committed batches once they are durable: takes every batch waiting, fsyncs the
-/// WAL once (covering all of them, and anything committed before), then answers in order.
+/// WAL once (covering all of them, and anything committed before), then answers them.
 /// The writer meanwhile runs the next batch, so an fsync no longer stalls it. [`SYNCERS`]
 /// threads run this loop on one queue, each with its own file handle: a batch is answered
 /// after an fsync that began after its commit, and an fsync covers every write made before
@@ -307,7 +307,11 @@ fn syncer_loop(
     failed: Arc<AtomicBool>,
     counters: &Counters,
 ) {
+    // Opened now, before any fsync can fail: a handle opened after another's fsync reported
+    // an error would not be told of it.
     let mut file: Option<std::fs::File> = None;
+    // Failing here, it is opened again at the first fsync, whose error fails the store.
+    let _ = open_wal(&mut file, wal);
     loop {
         // Taken and counted in flight under the queue's lock, so the other syncer sees it.
         let (jobs, wrote) = {
@@ -331,7 +335,6 @@ fn syncer_loop(
             counters.syncs.fetch_add(1, Ordering::Relaxed);
             sync_wal(&mut file, wal)
         };
-        in_flight.fetch_sub(1, Ordering::SeqCst);
         let synced = match synced {
             Err(e) => {
                 failed.store(true, Ordering::SeqCst);
@@ -340,6 +343,8 @@ fn syncer_loop(
             Ok(()) if failed.load(Ordering::SeqCst) => Err(fsync_failed()),
             Ok(()) => Ok(()),
         };
+        // Only now out of flight: a syncer that then finds none in flight sees the failure.
+        in_flight.fetch_sub(1, Ordering::SeqCst);
         for job in jobs {
             job.finish(synced.clone());
         }
@@ -358,10 +363,17 @@ fn fsync_failed() -> Error {
 /// fsyncs the WAL. The first time, also the directory holding it: the WAL may have just been
 /// created, and a new file's name is durable only once its directory is synced.
 fn sync_wal(file: &mut Option<std::fs::File>, path: &Path) -> Result<()> {
+    open_wal(file, path)?
+        .sync_data()
+        .map_err(|e| Error::storage(format!("fsync {}: {e}", path.display())))
+}
+
+/// The WAL's file handle, opened (and its directory entry synced) on first use.
+fn open_wal<'f>(file: &'f mut Option<std::fs::File>, path: &Path) -> Result<&'f mut std::fs::File> {
     let io =
         |what: &str, e: std::io::Error| Error::storage(format!("{what} {}: {e}", path.display()));
-    let wal = match file {
-        Some(f) => f,
+    match file {
+        Some(f) => Ok(f),
         None => {
             let opened = std::fs::File::open(path).map_err(|e| io("open", e))?;
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -369,10 +381,9 @@ fn sync_wal(file: &mut Option<std::fs::File>, path: &Path) -> Result<()> {
                     .and_then(|d| d.sync_all())
                     .map_err(|e| io("sync directory of", e))?;
             }
-            file.insert(opened)
+            Ok(file.insert(opened))
         }
-    };
-    wal.sync_data().map_err(|e| io("fsync", e))
+    }
 }
 
 /// Runs a batch in one transaction and commits it. Optimistic first: without savepoints,
