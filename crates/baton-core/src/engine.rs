@@ -228,35 +228,13 @@ impl Baton {
         F: Fn(&mut Ctx<'_>) -> Result<T> + Send + 'static,
         T: Serialize + DeserializeOwned + Send + 'static,
     {
-        self.write_item(mode, admission, actor, key, None, None, request, op)
-            .await
+        answered(self.submit_item(mode, admission, actor, key, None, None, request, op)?).await
     }
 
-    /// As [`Baton::write_as`], for one item of a call made of several write jobs: with
-    /// `whole`, the call's own key is bound to the call's request in the item's
-    /// transaction, so items of another request under the same key are refused
-    /// (`IDEMPOTENCY_MISMATCH`) before they write anything.
-    #[allow(clippy::too_many_arguments)]
-    async fn write_item<T, F>(
-        &self,
-        mode: LockMode,
-        admission: Admission,
-        actor: &Actor,
-        key: Option<&str>,
-        whole: Option<WholeRequest>,
-        loads: Option<&str>,
-        request: Value,
-        op: F,
-    ) -> Result<T>
-    where
-        F: Fn(&mut Ctx<'_>) -> Result<T> + Send + 'static,
-        T: Serialize + DeserializeOwned + Send + 'static,
-    {
-        let answer = self.submit_item(mode, admission, actor, key, whole, loads, request, op)?;
-        answered(answer).await
-    }
-
-    /// As [`Baton::write_item`], submitting the job at once (see [`Baton::submit_tx_as`]).
+    /// Submits an operation as one write job, at once (see [`Baton::submit_tx_as`]), as one
+    /// item of a call made of several write jobs: with `whole`, the call's own key is bound
+    /// to the call's request in the item's transaction, so items of another request under
+    /// the same key are refused (`IDEMPOTENCY_MISMATCH`) before they write anything.
     #[allow(clippy::too_many_arguments)]
     fn submit_item<T, F>(
         &self,
@@ -586,7 +564,7 @@ impl Baton {
     }
 
     /// As [`Baton::claim`], as one item of a call made of several write jobs (see
-    /// [`Baton::write_item`]).
+    /// [`Baton::submit_item`]).
     async fn claim_item(
         &self,
         actor: &Actor,
@@ -606,18 +584,17 @@ impl Baton {
             }
             let request = json!({ "op": "claim", "body": &req });
             let r = req.clone();
-            let claims = self
-                .write_item(
-                    LockMode::Shared,
-                    Admission::NewWork,
-                    actor,
-                    key,
-                    whole.clone(),
-                    None,
-                    request,
-                    move |ctx| ops::lease::claim(ctx, &r),
-                )
-                .await?;
+            let claims = answered(self.submit_item(
+                LockMode::Shared,
+                Admission::NewWork,
+                actor,
+                key,
+                whole.clone(),
+                None,
+                request,
+                move |ctx| ops::lease::claim(ctx, &r),
+            )?)
+            .await?;
             let Some(w) = waiting.as_ref().filter(|_| claims.claims.is_empty()) else {
                 return Ok(claims);
             };
