@@ -633,27 +633,11 @@ impl Baton {
     ) -> Result<LeaseOut> {
         let request =
             json!({ "op": "lease", "id": id, "lease_sha256": sha256_hex(token), "body": &op });
-        self.lease_job(actor, key, None, request, id, token, op)
-            .await
+        answered(self.submit_lease_job(actor, key, None, request, id, token, op)?).await
     }
 
-    /// Runs a lease operation as a write job recorded (for its idempotency key) as
-    /// `request`.
-    #[allow(clippy::too_many_arguments)]
-    async fn lease_job(
-        &self,
-        actor: &Actor,
-        key: Option<&str>,
-        whole: Option<WholeRequest>,
-        request: Value,
-        id: &str,
-        token: &str,
-        op: LeaseOp,
-    ) -> Result<LeaseOut> {
-        answered(self.submit_lease_job(actor, key, whole, request, id, token, op)?).await
-    }
-
-    /// As [`Baton::lease_job`], submitting the job at once (see [`Baton::submit_tx_as`]).
+    /// Submits a lease operation as a write job, at once (see [`Baton::submit_tx_as`]),
+    /// recorded (for its idempotency key) as `request`.
     #[allow(clippy::too_many_arguments)]
     fn submit_lease_job(
         &self,
