@@ -132,6 +132,17 @@ pub(crate) struct Args {
     kill_agents: usize,
 }
 
+impl Args {
+    /// What a row's label adds when agents claim in their completion calls.
+    fn claim_next_label(&self) -> &'static str {
+        if self.claim_next {
+            ", claim with completion"
+        } else {
+            ""
+        }
+    }
+}
+
 /// Prints one table row: operation, size, durability, concurrency, rate, latency
 /// percentiles of `lat`.
 fn row(op: &str, args: &Args, workers: usize, rate: Option<f64>, lat: &mut [Duration]) {
@@ -591,8 +602,10 @@ pub(crate) async fn claim_one(
     token: &str,
     body: &serde_json::Value,
 ) -> anyhow::Result<Option<serde_json::Value>> {
-    let mut answer = post_ok(http, base, "/v1/tasks/claim", token, body).await?;
-    Ok(answer["claims"].get_mut(0).map(serde_json::Value::take))
+    Ok(claim_many(http, base, token, body)
+        .await?
+        .into_iter()
+        .next())
 }
 
 /// `POST {base}{path}` with a JSON body: the answer, or an error naming the route and
@@ -726,11 +739,7 @@ async fn drain_bench(
     let label = format!(
         "drain over HTTP, batch {}{}",
         args.claim_batch,
-        if args.claim_next {
-            ", claim with completion"
-        } else {
-            ""
-        }
+        args.claim_next_label()
     );
     let claims = stats::Latency::of(&claim_lat);
     row_with(
@@ -883,11 +892,7 @@ async fn http_bench(
     row_with(
         &format!(
             "http claim→heartbeat→complete{replicas}{}",
-            if args.claim_next {
-                ", claim with completion"
-            } else {
-                ""
-            }
+            args.claim_next_label()
         ),
         args,
         args.http_agents,
