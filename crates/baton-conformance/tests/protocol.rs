@@ -1222,6 +1222,11 @@ async fn failing_jobs_in_a_group_commit_undo_only_themselves(env: Env) {
     for c in claims.iter().skip(1).step_by(2) {
         assert_eq!(env.get(&c.task.id).status, Status::Ready);
     }
+    // The refused jobs' events (their expiries) took no numbers: the log has no gap, and
+    // the workspace's last number is its last event's.
+    let seqs: Vec<u64> = env.all_events().iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+    assert_eq!(env.baton.last_seq(&env.actor).unwrap(), seqs.len() as u64);
     assert_eq!(env.replay_difference().await, None);
 }
 

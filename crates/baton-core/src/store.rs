@@ -26,6 +26,51 @@ pub struct TaskFilter {
     pub limit: u32,
 }
 
+/// A task row's columns besides its body: what queries filter and sort on, derived from the
+/// task on every write. Both schemas store these same columns (`schema.sql` of each store).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskColumns {
+    /// The task's project.
+    pub project_id: String,
+    /// Its parent, if any.
+    pub parent_id: Option<String>,
+    /// Its status.
+    pub status: &'static str,
+    /// `-priority`: claim order ascends on every column.
+    pub neg_priority: i64,
+    /// `due_at`, or `i64::MAX` when none: sorts last.
+    pub due_key: i64,
+    /// Not claimable before this time.
+    pub not_before: Option<i64>,
+    /// When the live lease expires, if one is held.
+    pub lease_expires_at: Option<i64>,
+    /// The idempotency key it was created with.
+    pub idem_key: Option<String>,
+    /// `,a,b,`: every label between commas, so one label matches `,label,`.
+    pub labels: String,
+}
+
+impl TaskColumns {
+    /// The columns `task` is stored with.
+    pub fn of(task: &Task) -> TaskColumns {
+        TaskColumns {
+            project_id: task.project_id.clone(),
+            parent_id: task.parent_id.clone(),
+            status: task.status.as_str(),
+            neg_priority: task.priority.saturating_neg(),
+            due_key: task.due_at.unwrap_or(i64::MAX),
+            not_before: task.not_before,
+            lease_expires_at: task.lease.as_ref().map(|l| l.expires_at),
+            idem_key: task.idempotency_key.clone(),
+            labels: if task.labels.is_empty() {
+                String::new()
+            } else {
+                format!(",{},", task.labels.join(","))
+            },
+        }
+    }
+}
+
 /// The position of a task in claim order, for paging through candidates.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimCursor {
@@ -62,7 +107,12 @@ pub const PROJECTION_QUERIES: [&str; 9] = [
     "SELECT 'projects/' || workspace_id || '/' || id, body FROM projects ORDER BY workspace_id, id",
     "SELECT 'agents/' || workspace_id || '/' || id, body FROM agents ORDER BY workspace_id, id",
     "SELECT 'api_keys/' || workspace_id || '/' || id, body FROM api_keys ORDER BY workspace_id, id",
-    "SELECT 'tasks/' || workspace_id || '/' || id, body FROM tasks ORDER BY workspace_id, id",
+    // With the derived columns: a write that left one stale would make replay disagree.
+    "SELECT 'tasks/' || workspace_id || '/' || id, body || ' columns=' || project_id || ','
+       || coalesce(parent_id, '-') || ',' || status || ',' || CAST(neg_priority AS TEXT) || ','
+       || CAST(due_key AS TEXT) || ',' || coalesce(CAST(not_before AS TEXT), '-') || ','
+       || coalesce(CAST(lease_expires_at AS TEXT), '-') || ',' || coalesce(idem_key, '-') || ','
+       || labels FROM tasks ORDER BY workspace_id, id",
     "SELECT 'runs/' || workspace_id || '/' || id, body FROM runs ORDER BY workspace_id, id",
     "SELECT 'dependencies/' || workspace_id || '/' || blocked_id || '/' || blocker_id || '/' || kind, body
        FROM dependencies ORDER BY workspace_id, blocked_id, blocker_id, kind",

@@ -275,17 +275,38 @@ impl Serialize for Duration {
 
 impl<'de> Deserialize<'de> for Duration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Ms(u64),
-            Text(String),
+        d.deserialize_any(DurationVisitor)
+    }
+}
+
+/// Reads a duration as text (`30s`) or integer milliseconds, straight from the input: every
+/// task a write job loads carries one, so no buffering and no trial-and-error parse.
+struct DurationVisitor;
+
+impl serde::de::Visitor<'_> for DurationVisitor {
+    type Value = Duration;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a duration like 30s, 5m or 2h, or integer milliseconds")
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, ms: u64) -> std::result::Result<Duration, E> {
+        if ms <= MAX_DURATION_MS {
+            Ok(Duration(ms))
+        } else {
+            Err(E::custom("duration too long: at most 365d"))
         }
-        match Raw::deserialize(d)? {
-            Raw::Ms(ms) if ms <= MAX_DURATION_MS => Ok(Duration(ms)),
-            Raw::Ms(_) => Err(serde::de::Error::custom("duration too long: at most 365d")),
-            Raw::Text(t) => Duration::parse(&t).map_err(|e| serde::de::Error::custom(e.message)),
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, ms: i64) -> std::result::Result<Duration, E> {
+        match u64::try_from(ms) {
+            Ok(ms) => self.visit_u64(ms),
+            Err(_) => Err(E::invalid_value(serde::de::Unexpected::Signed(ms), &self)),
         }
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> std::result::Result<Duration, E> {
+        Duration::parse(text).map_err(|e| E::custom(e.message))
     }
 }
 
@@ -299,17 +320,29 @@ pub mod rfc3339 {
     }
     /// Reads RFC 3339 or integer milliseconds.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Millis, D::Error> {
-        let v = serde_json::Value::deserialize(d)?;
-        match v {
-            serde_json::Value::Number(n) => n
-                .as_i64()
-                .ok_or_else(|| serde::de::Error::custom("bad timestamp")),
-            serde_json::Value::String(s) => {
-                parse_timestamp(&s).map_err(|e| serde::de::Error::custom(e.message))
-            }
-            _ => Err(serde::de::Error::custom(
-                "timestamp must be a string or integer",
-            )),
+        d.deserialize_any(TimestampVisitor)
+    }
+
+    /// Reads a timestamp straight from the input (a task carries several; no buffering).
+    struct TimestampVisitor;
+
+    impl<'de> serde::de::Visitor<'de> for TimestampVisitor {
+        type Value = Millis;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an RFC 3339 timestamp or integer milliseconds since 1970")
+        }
+
+        fn visit_i64<E: serde::de::Error>(self, ms: i64) -> std::result::Result<Millis, E> {
+            Ok(ms)
+        }
+
+        fn visit_u64<E: serde::de::Error>(self, ms: u64) -> std::result::Result<Millis, E> {
+            i64::try_from(ms).map_err(|_| E::custom("bad timestamp"))
+        }
+
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> std::result::Result<Millis, E> {
+            parse_timestamp(text).map_err(|e| E::custom(e.message))
         }
     }
 
@@ -330,19 +363,31 @@ pub mod rfc3339 {
         pub fn deserialize<'de, D: Deserializer<'de>>(
             d: D,
         ) -> std::result::Result<Option<Millis>, D::Error> {
-            let v = Option::<serde_json::Value>::deserialize(d)?;
-            match v {
-                None | Some(serde_json::Value::Null) => Ok(None),
-                Some(serde_json::Value::Number(n)) => n
-                    .as_i64()
-                    .map(Some)
-                    .ok_or_else(|| serde::de::Error::custom("bad timestamp")),
-                Some(serde_json::Value::String(s)) => parse_timestamp(&s)
-                    .map(Some)
-                    .map_err(|e| serde::de::Error::custom(e.message)),
-                Some(_) => Err(serde::de::Error::custom(
-                    "timestamp must be a string or integer",
-                )),
+            d.deserialize_option(OptionalTimestamp)
+        }
+
+        struct OptionalTimestamp;
+
+        impl<'de> serde::de::Visitor<'de> for OptionalTimestamp {
+            type Value = Option<Millis>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an RFC 3339 timestamp, integer milliseconds since 1970, or null")
+            }
+
+            fn visit_none<E: serde::de::Error>(self) -> std::result::Result<Self::Value, E> {
+                Ok(None)
+            }
+
+            fn visit_unit<E: serde::de::Error>(self) -> std::result::Result<Self::Value, E> {
+                Ok(None)
+            }
+
+            fn visit_some<D: Deserializer<'de>>(
+                self,
+                d: D,
+            ) -> std::result::Result<Self::Value, D::Error> {
+                super::deserialize(d).map(Some)
             }
         }
     }
@@ -421,6 +466,41 @@ mod tests {
                 edge,
                 "round trip of {edge}"
             );
+        }
+    }
+
+    #[test]
+    fn durations_and_timestamps_read_from_json_text_or_integers() {
+        #[derive(Deserialize)]
+        struct Row {
+            ttl: Duration,
+            #[serde(with = "rfc3339")]
+            at: Millis,
+            #[serde(default, with = "rfc3339::option")]
+            due: Option<Millis>,
+        }
+        let read = |json: &str| serde_json::from_str::<Row>(json);
+        let row = read(r#"{"ttl": "30s", "at": "2026-12-01T12:00:00Z", "due": 1500}"#).unwrap();
+        assert_eq!(
+            (row.ttl.0, row.at, row.due),
+            (30_000, 1_796_126_400_000, Some(1500))
+        );
+        let row = read(r#"{"ttl": 2500, "at": 7, "due": null}"#).unwrap();
+        assert_eq!((row.ttl.0, row.at, row.due), (2500, 7, None));
+        assert_eq!(read(r#"{"ttl": "1m", "at": 7}"#).unwrap().due, None);
+        for bad in [
+            r#"{"ttl": -5, "at": 7}"#,
+            r#"{"ttl": 1.5, "at": 7}"#,
+            r#"{"ttl": "5x", "at": 7}"#,
+            r#"{"ttl": true, "at": 7}"#,
+            r#"{"ttl": 31536000001, "at": 7}"#,
+            r#"{"ttl": "1s", "at": "yesterday"}"#,
+            r#"{"ttl": "1s", "at": 1.5}"#,
+            r#"{"ttl": "1s", "at": null}"#,
+            r#"{"ttl": "1s", "at": 7, "due": "soon"}"#,
+            r#"{"ttl": "1s", "at": 7, "due": [1]}"#,
+        ] {
+            assert!(read(bad).is_err(), "{bad}");
         }
     }
 }

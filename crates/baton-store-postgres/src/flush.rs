@@ -9,22 +9,15 @@
 use crate::tx::db_err;
 use crate::Conn;
 use baton_core::error::{Error, Result};
+use baton_core::store::TaskColumns;
 use baton_core::time::Millis;
 use std::collections::HashSet;
 
-/// A task row to upsert: the indexed columns and the JSON body.
+/// A task row to upsert: the derived columns and the JSON body.
 pub(crate) struct TaskRow {
     pub(crate) ws: String,
     pub(crate) id: String,
-    pub(crate) project_id: String,
-    pub(crate) parent_id: Option<String>,
-    pub(crate) status: &'static str,
-    pub(crate) neg_priority: i64,
-    pub(crate) due_key: i64,
-    pub(crate) not_before: Option<i64>,
-    pub(crate) lease_expires_at: Option<i64>,
-    pub(crate) idem_key: Option<String>,
-    pub(crate) labels: String,
+    pub(crate) columns: TaskColumns,
     pub(crate) body: String,
 }
 
@@ -74,7 +67,7 @@ impl Pending {
     pub(crate) fn touches_task(&self, ws: &str, id: &str) -> bool {
         self.tasks
             .iter()
-            .any(|t| t.ws == ws && (t.id == id || t.parent_id.as_deref() == Some(id)))
+            .any(|t| t.ws == ws && (t.id == id || t.columns.parent_id.as_deref() == Some(id)))
             || self.runs.iter().any(|r| r.ws == ws && r.task_id == id)
     }
 
@@ -86,10 +79,10 @@ impl Pending {
     pub(crate) fn unsent_unclaimable(&self, ws: &str) -> Option<Vec<String>> {
         let mine = self.tasks.iter().filter(|t| t.ws == ws);
         let ended = |status: &str| matches!(status, "done" | "failed" | "canceled");
-        if mine
-            .clone()
-            .any(|t| t.status == "ready" || (t.parent_id.is_some() && ended(t.status)))
-        {
+        if mine.clone().any(|t| {
+            let c = &t.columns;
+            c.status == "ready" || (c.parent_id.is_some() && ended(c.status))
+        }) {
             return None;
         }
         Some(mine.map(|t| t.id.clone()).collect())
@@ -196,43 +189,43 @@ fn send(
         let args = [
             param(&mut cols, text(|t| &t.ws), "text[]"),
             param(&mut cols, text(|t| &t.id), "text[]"),
-            param(&mut cols, text(|t| &t.project_id), "text[]"),
+            param(&mut cols, text(|t| &t.columns.project_id), "text[]"),
             param(
                 &mut cols,
-                Col::OptText(tasks.iter().map(|t| t.parent_id.clone()).collect()),
+                Col::OptText(tasks.iter().map(|t| t.columns.parent_id.clone()).collect()),
                 "text[]",
             ),
             param(
                 &mut cols,
-                Col::Text(tasks.iter().map(|t| t.status.to_string()).collect()),
+                Col::Text(tasks.iter().map(|t| t.columns.status.to_string()).collect()),
                 "text[]",
             ),
             param(
                 &mut cols,
-                Col::Int(tasks.iter().map(|t| t.neg_priority).collect()),
+                Col::Int(tasks.iter().map(|t| t.columns.neg_priority).collect()),
                 "bigint[]",
             ),
             param(
                 &mut cols,
-                Col::Int(tasks.iter().map(|t| t.due_key).collect()),
+                Col::Int(tasks.iter().map(|t| t.columns.due_key).collect()),
                 "bigint[]",
             ),
             param(
                 &mut cols,
-                Col::OptInt(tasks.iter().map(|t| t.not_before).collect()),
+                Col::OptInt(tasks.iter().map(|t| t.columns.not_before).collect()),
                 "bigint[]",
             ),
             param(
                 &mut cols,
-                Col::OptInt(tasks.iter().map(|t| t.lease_expires_at).collect()),
+                Col::OptInt(tasks.iter().map(|t| t.columns.lease_expires_at).collect()),
                 "bigint[]",
             ),
             param(
                 &mut cols,
-                Col::OptText(tasks.iter().map(|t| t.idem_key.clone()).collect()),
+                Col::OptText(tasks.iter().map(|t| t.columns.idem_key.clone()).collect()),
                 "text[]",
             ),
-            param(&mut cols, text(|t| &t.labels), "text[]"),
+            param(&mut cols, text(|t| &t.columns.labels), "text[]"),
             param(&mut cols, text(|t| &t.body), "text[]"),
         ];
         ctes.push(format!(

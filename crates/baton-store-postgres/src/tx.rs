@@ -23,7 +23,7 @@ use crate::flush::{EventRow, Lens, Pending, RunRow, TaskRow};
 use crate::Conn;
 use baton_core::error::{Code, Error, Result};
 use baton_core::model::*;
-use baton_core::store::{ClaimCursor, LockMode, NewEvent, TaskFilter, Tx};
+use baton_core::store::{ClaimCursor, LockMode, NewEvent, TaskColumns, TaskFilter, Tx};
 use baton_core::time::Millis;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -675,11 +675,6 @@ impl Tx for PgTx<'_> {
 
     fn put_task(&mut self, task: &Task, body: &str) -> Result<()> {
         self.lock(&task.workspace_id)?;
-        let labels = if task.labels.is_empty() {
-            String::new()
-        } else {
-            format!(",{},", task.labels.join(","))
-        };
         self.drop_ahead(&task.workspace_id, &task.id, task.parent_id.as_deref());
         // A child changed: its parent's open-children count read earlier may be off.
         if let Some(parent) = &task.parent_id {
@@ -689,15 +684,7 @@ impl Tx for PgTx<'_> {
         self.pending.tasks.push(TaskRow {
             ws: task.workspace_id.clone(),
             id: task.id.clone(),
-            project_id: task.project_id.clone(),
-            parent_id: task.parent_id.clone(),
-            status: task.status.as_str(),
-            neg_priority: task.priority.saturating_neg(),
-            due_key: task.due_at.unwrap_or(i64::MAX),
-            not_before: task.not_before,
-            lease_expires_at: task.lease.as_ref().map(|l| l.expires_at),
-            idem_key: task.idempotency_key.clone(),
-            labels,
+            columns: TaskColumns::of(task),
             body: body.to_string(),
         });
         Ok(())

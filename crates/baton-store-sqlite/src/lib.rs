@@ -12,6 +12,7 @@
 //!
 //! Reads run on a small pool of connections, each in its own read transaction (a snapshot).
 
+mod columns;
 mod migrate;
 mod tx;
 
@@ -22,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use tx::{db_err, SqliteTx};
+use tx::{db_err, Numbering, SqliteTx};
 
 /// How durable a commit is before it is acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -404,18 +405,18 @@ fn run_batch(
         .map_err(|e| busy(e, "begin"))?;
     let mut events = 0;
     let mut failed = false;
+    let mut numbering = Numbering::default();
     for job in batch.iter_mut() {
-        let mut tx = SqliteTx {
-            conn,
-            events_appended: 0,
-        };
-        if job.run(&mut tx).is_err() {
-            failed = true;
+        let mut tx = SqliteTx::new(conn, numbering);
+        failed = job.run(&mut tx).is_err();
+        numbering = tx.numbering;
+        if failed {
             break;
         }
         events += tx.events_appended;
     }
     if !failed {
+        numbering.store(conn)?;
         *appended = events;
         return conn.execute_batch("COMMIT").map_err(|e| busy(e, "commit"));
     }
@@ -425,20 +426,24 @@ fn run_batch(
     }
     conn.execute_batch("BEGIN IMMEDIATE")
         .map_err(|e| busy(e, "begin"))?;
+    let mut numbering = Numbering::default();
     for job in batch.iter_mut() {
         sql("SAVEPOINT job")?;
-        let mut tx = SqliteTx {
-            conn,
-            events_appended: 0,
-        };
-        match job.run(&mut tx) {
+        // Rolled back, the job gives back the event numbers it took.
+        let before = numbering.clone();
+        let mut tx = SqliteTx::new(conn, numbering);
+        let ran = job.run(&mut tx);
+        numbering = tx.numbering;
+        match ran {
             Ok(()) => *appended += tx.events_appended,
             Err(_) => {
                 sql("ROLLBACK TO job")?;
+                numbering = before;
             }
         }
         sql("RELEASE job")?;
     }
+    numbering.store(conn)?;
     conn.execute_batch("COMMIT").map_err(|e| busy(e, "commit"))
 }
 
@@ -474,14 +479,14 @@ impl Store for SqliteStore {
             None => connect(&self.path, self.durability)?,
         };
         conn.execute_batch("BEGIN").map_err(db_err)?;
-        let out = f(&mut SqliteTx {
-            conn: &conn,
-            events_appended: 0,
-        });
+        let out = f(&mut SqliteTx::read(&conn));
         let end = conn.execute_batch("COMMIT").map_err(db_err);
-        if let Ok(mut pool) = self.readers.lock() {
-            if pool.len() < 8 {
-                pool.push(conn);
+        // A connection whose transaction did not end cleanly is not reused.
+        if end.is_ok() {
+            if let Ok(mut pool) = self.readers.lock() {
+                if pool.len() < 8 {
+                    pool.push(conn);
+                }
             }
         }
         out.and(end)

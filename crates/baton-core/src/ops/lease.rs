@@ -316,34 +316,30 @@ fn leased(ctx: &mut Ctx<'_>, id: &str, token: &str) -> Result<(Task, Run)> {
 }
 
 /// A lease operation on a `claimed` task that only an `in_progress` task accepts starts it.
-fn auto_start(ctx: &mut Ctx<'_>, task: &mut Task, op: Op) -> Result<()> {
+/// The log gets `task.started`; the task's and the run's rows are left to the operation,
+/// which writes both before its job ends (each once, not twice).
+fn auto_start(ctx: &mut Ctx<'_>, task: &mut Task, run: &mut Run, op: Op) -> Result<()> {
     if task.status == Status::Claimed
         && !state::is_allowed(Status::Claimed, op)
         && state::is_allowed(Status::InProgress, op)
     {
         task.status = Status::InProgress;
-        let extra = holder_sees_own_change(ctx, task)?;
-        ctx.save(task, "task.started", &extra)?;
+        run.seen_version = task.version + 1;
+        ctx.save_step(task, "task.started", &[snap("run", run)])?;
     }
     Ok(())
 }
 
 /// Marks the lease holder as having seen the version its own change is about to produce
-/// (the next one), so the change does not come back to it as `context_changed`. Returns the
-/// run's snapshot for the change's event.
-fn holder_sees_own_change(ctx: &mut Ctx<'_>, task: &Task) -> Result<Vec<Snap>> {
-    let Some(lease) = &task.lease else {
-        return Ok(vec![]);
-    };
-    let Some(mut run) = ctx.tx.run(ctx.ws, &lease.run_id)? else {
-        return Ok(vec![]);
-    };
+/// (the next one), so the change does not come back to it as `context_changed`: writes the
+/// lease's run and returns its snapshot for the change's event.
+fn holder_sees_own_change(ctx: &mut Ctx<'_>, task: &Task, run: &mut Run) -> Result<Vec<Snap>> {
     run.seen_version = task.version + 1;
-    ctx.tx.put_run(&run)?;
-    Ok(vec![snap("run", &run)])
+    ctx.tx.put_run(run)?;
+    Ok(vec![snap("run", run)])
 }
 
-/// Ends the lease of `task` and marks `run` with `status`.
+/// Ends the lease and its run (written here; the caller saves the task).
 fn end_run(ctx: &mut Ctx<'_>, task: &mut Task, run: &mut Run, status: RunStatus) -> Result<()> {
     task.lease = None;
     run.status = status;
@@ -353,10 +349,10 @@ fn end_run(ctx: &mut Ctx<'_>, task: &mut Task, run: &mut Run, status: RunStatus)
 
 /// claimed → in_progress.
 pub fn start(ctx: &mut Ctx<'_>, id: &str, token: &str) -> Result<TaskOut> {
-    let (mut task, _) = leased(ctx, id, token)?;
+    let (mut task, mut run) = leased(ctx, id, token)?;
     state::check(id, task.status, Op::Start)?;
     task.status = Status::InProgress;
-    let extra = holder_sees_own_change(ctx, &task)?;
+    let extra = holder_sees_own_change(ctx, &task, &mut run)?;
     ctx.save(&mut task, "task.started", &extra)?;
     Ok(TaskOut {
         task: task.view(),
@@ -447,7 +443,7 @@ pub fn release(ctx: &mut Ctx<'_>, id: &str, token: &str) -> Result<TaskOut> {
 /// claimed or in_progress → review or done, with the output checked against the schema.
 pub fn complete(ctx: &mut Ctx<'_>, id: &str, token: &str, req: Complete) -> Result<TaskOut> {
     let (mut task, mut run) = leased(ctx, id, token)?;
-    auto_start(ctx, &mut task, Op::Complete)?;
+    auto_start(ctx, &mut task, &mut run, Op::Complete)?;
     state::check(id, task.status, Op::Complete)?;
     check_json("output", &req.output)?;
     if let Some(o) = &req.outcome {
@@ -536,7 +532,7 @@ pub fn fail(ctx: &mut Ctx<'_>, id: &str, token: &str, req: Fail) -> Result<TaskO
 pub fn block(ctx: &mut Ctx<'_>, id: &str, token: &str, reason: String) -> Result<TaskOut> {
     super::check_text("reason", &reason, MAX_TEXT)?;
     let (mut task, mut run) = leased(ctx, id, token)?;
-    auto_start(ctx, &mut task, Op::Block)?;
+    auto_start(ctx, &mut task, &mut run, Op::Block)?;
     state::check(id, task.status, Op::Block)?;
     end_run(ctx, &mut task, &mut run, RunStatus::Blocked)?;
     task.attempts = task.attempts.saturating_sub(1);
@@ -553,12 +549,12 @@ pub fn block(ctx: &mut Ctx<'_>, id: &str, token: &str, reason: String) -> Result
 /// in_progress → waiting: on something outside; the lease is kept (heartbeat it).
 pub fn wait(ctx: &mut Ctx<'_>, id: &str, token: &str, reason: String) -> Result<TaskOut> {
     super::check_text("reason", &reason, MAX_TEXT)?;
-    let (mut task, _) = leased(ctx, id, token)?;
-    auto_start(ctx, &mut task, Op::Wait)?;
+    let (mut task, mut run) = leased(ctx, id, token)?;
+    auto_start(ctx, &mut task, &mut run, Op::Wait)?;
     state::check(id, task.status, Op::Wait)?;
     task.status = Status::Waiting;
     task.reason = Some(reason);
-    let extra = holder_sees_own_change(ctx, &task)?;
+    let extra = holder_sees_own_change(ctx, &task, &mut run)?;
     ctx.save(&mut task, "task.waiting", &extra)?;
     Ok(TaskOut {
         task: task.view(),
@@ -568,11 +564,11 @@ pub fn wait(ctx: &mut Ctx<'_>, id: &str, token: &str, reason: String) -> Result<
 
 /// waiting → in_progress.
 pub fn resume(ctx: &mut Ctx<'_>, id: &str, token: &str) -> Result<TaskOut> {
-    let (mut task, _) = leased(ctx, id, token)?;
+    let (mut task, mut run) = leased(ctx, id, token)?;
     state::check(id, task.status, Op::Resume)?;
     task.status = Status::InProgress;
     task.reason = None;
-    let extra = holder_sees_own_change(ctx, &task)?;
+    let extra = holder_sees_own_change(ctx, &task, &mut run)?;
     ctx.save(&mut task, "task.resumed", &extra)?;
     Ok(TaskOut {
         task: task.view(),

@@ -88,14 +88,31 @@ impl Ctx<'_> {
         task.updated_at = self.now;
         task.updated_by = self.actor.to_string();
         let body = self.put_task(task)?;
+        self.emit_task(kind, task, &body, extra)
+    }
+
+    /// As [`Ctx::save`] for a step on the way to another change of the same task in the same
+    /// job (an automatic start before a completion): the log gets the step's event, and the
+    /// row is left to the save that follows, which would overwrite it. The caller must save
+    /// the task before the job ends.
+    pub fn save_step(&mut self, task: &mut Task, kind: &str, extra: &[Snap]) -> Result<()> {
+        task.version += 1;
+        task.updated_at = self.now;
+        task.updated_by = self.actor.to_string();
+        let body = serde_json::to_string(task)
+            .map_err(|e| Error::new(crate::Code::Internal, e.to_string(), ""))?;
+        self.emit_task(kind, task, &body, extra)
+    }
+
+    /// Appends `kind` about `task`, serialized as `body`, with `extra` snapshots.
+    fn emit_task(&mut self, kind: &str, task: &Task, body: &str, extra: &[Snap]) -> Result<()> {
         // {"task": <body>, ...extra}: the task is serialized once, for the row and the event.
         let mut data = format!("{{\"task\":{body}");
         for (key, json) in extra {
             data.push_str(&format!(",\"{key}\":{json}"));
         }
         data.push('}');
-        self.emit_raw(kind, Some(&task.id), &data)?;
-        Ok(())
+        self.emit_raw(kind, Some(&task.id), &data)
     }
 }
 

@@ -1,0 +1,58 @@
+//! The write of a task row that sets only the columns that moved.
+//!
+//! Every column of `tasks` but the body is derived from the task (`schema.sql`), and each
+//! one a statement sets costs SQLite the upkeep of every index on it, even when the value
+//! stays the same: an upsert that sets them all rewrites the `tasks_status` entry of a
+//! heartbeat, which changes only the lease expiry. So a job remembers the columns of the
+//! tasks it read, and writes such a task back with an `UPDATE` of the body and the columns
+//! that differ (about a third cheaper per row, and one index page fewer to commit); a task
+//! it did not read goes through the upsert.
+
+use baton_core::store::TaskColumns;
+use rusqlite::types::ToSql;
+
+/// Every column with its value, in the table's order.
+fn named(c: &TaskColumns) -> [(&'static str, &dyn ToSql); 9] {
+    [
+        ("project_id", &c.project_id),
+        ("parent_id", &c.parent_id),
+        ("status", &c.status),
+        ("neg_priority", &c.neg_priority),
+        ("due_key", &c.due_key),
+        ("not_before", &c.not_before),
+        ("lease_expires_at", &c.lease_expires_at),
+        ("idem_key", &c.idem_key),
+        ("labels", &c.labels),
+    ]
+}
+
+/// The values of the upsert's parameters ?3 to ?11 (after workspace and id).
+pub(crate) fn values(c: &TaskColumns) -> [&dyn ToSql; 9] {
+    named(c).map(|(_, value)| value)
+}
+
+/// `UPDATE` of a stored row from `old` to `new`: the statement (the body is ?1, the
+/// workspace ?2, the id ?3) and the values of the changed columns, ?4 on.
+pub(crate) fn update<'a>(new: &'a TaskColumns, old: &TaskColumns) -> (String, Vec<&'a dyn ToSql>) {
+    let mut sql = String::from("UPDATE tasks SET body = ?1");
+    let mut values = Vec::new();
+    let changed = [
+        new.project_id != old.project_id,
+        new.parent_id != old.parent_id,
+        new.status != old.status,
+        new.neg_priority != old.neg_priority,
+        new.due_key != old.due_key,
+        new.not_before != old.not_before,
+        new.lease_expires_at != old.lease_expires_at,
+        new.idem_key != old.idem_key,
+        new.labels != old.labels,
+    ];
+    for ((name, value), changed) in named(new).into_iter().zip(changed) {
+        if changed {
+            values.push(value);
+            sql.push_str(&format!(", {name} = ?{}", values.len() + 3));
+        }
+    }
+    sql.push_str(" WHERE workspace_id = +?2 AND id = +?3");
+    (sql, values)
+}
