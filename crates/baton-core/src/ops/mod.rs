@@ -58,8 +58,7 @@ impl Ctx<'_> {
 
     /// Writes a task (serializing it once) and returns its JSON body.
     pub fn put_task(&mut self, task: &Task) -> Result<String> {
-        let body = serde_json::to_string(task)
-            .map_err(|e| Error::new(crate::Code::Internal, e.to_string(), ""))?;
+        let body = encode(task)?;
         self.tx.put_task(task, &body)?;
         Ok(body)
     }
@@ -85,8 +84,7 @@ impl Ctx<'_> {
     /// As [`Ctx::save`] without a version bump: for lease bookkeeping (heartbeats) that
     /// changes nothing a planner edits, so it must not make their `If-Match` fail.
     pub fn save_unversioned(&mut self, task: &mut Task, kind: &str, extra: &[Snap]) -> Result<()> {
-        task.updated_at = self.now;
-        task.updated_by = self.actor.to_string();
+        self.stamp(task);
         let body = self.put_task(task)?;
         self.emit_task(kind, task, &body, extra)
     }
@@ -97,11 +95,15 @@ impl Ctx<'_> {
     /// the task before the job ends.
     pub fn save_step(&mut self, task: &mut Task, kind: &str, extra: &[Snap]) -> Result<()> {
         task.version += 1;
+        self.stamp(task);
+        let body = encode(task)?;
+        self.emit_task(kind, task, &body, extra)
+    }
+
+    /// Marks `task` as changed now, by this actor.
+    fn stamp(&self, task: &mut Task) {
         task.updated_at = self.now;
         task.updated_by = self.actor.to_string();
-        let body = serde_json::to_string(task)
-            .map_err(|e| Error::new(crate::Code::Internal, e.to_string(), ""))?;
-        self.emit_task(kind, task, &body, extra)
     }
 
     /// Appends `kind` about `task`, serialized as `body`, with `extra` snapshots.
@@ -114,6 +116,11 @@ impl Ctx<'_> {
         data.push('}');
         self.emit_raw(kind, Some(&task.id), &data)
     }
+}
+
+/// A task's JSON body, as stored and as put in events.
+fn encode(task: &Task) -> Result<String> {
+    serde_json::to_string(task).map_err(|e| Error::new(crate::Code::Internal, e.to_string(), ""))
 }
 
 /// A snapshot of one more entity for an event's data: its key and its JSON.
