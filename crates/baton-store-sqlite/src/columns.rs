@@ -11,43 +11,56 @@
 use baton_core::store::TaskColumns;
 use rusqlite::types::ToSql;
 
-/// Every column with its value, in the table's order.
-fn named(c: &TaskColumns) -> [(&'static str, &dyn ToSql); 9] {
-    [
-        ("project_id", &c.project_id),
-        ("parent_id", &c.parent_id),
-        ("status", &c.status),
-        ("neg_priority", &c.neg_priority),
-        ("due_key", &c.due_key),
-        ("not_before", &c.not_before),
-        ("lease_expires_at", &c.lease_expires_at),
-        ("idem_key", &c.idem_key),
-        ("labels", &c.labels),
-    ]
-}
-
-/// The values of the upsert's parameters ?3 to ?11 (after workspace and id).
+/// The values of the upsert's parameters ?3 to ?11 (after workspace and id), in the
+/// table's order.
 pub(crate) fn values(c: &TaskColumns) -> [&dyn ToSql; 9] {
-    named(c).map(|(_, value)| value)
+    [
+        &c.project_id,
+        &c.parent_id,
+        &c.status,
+        &c.neg_priority,
+        &c.due_key,
+        &c.not_before,
+        &c.lease_expires_at,
+        &c.idem_key,
+        &c.labels,
+    ]
 }
 
 /// `UPDATE` of a stored row from `old` to `new`: the statement (the body is ?1, the
 /// workspace ?2, the id ?3) and the values of the changed columns, ?4 on.
 pub(crate) fn update<'a>(new: &'a TaskColumns, old: &TaskColumns) -> (String, Vec<&'a dyn ToSql>) {
+    // Each column with its new value and whether it moved, side by side.
+    let columns: [(&str, &dyn ToSql, bool); 9] = [
+        (
+            "project_id",
+            &new.project_id,
+            new.project_id != old.project_id,
+        ),
+        ("parent_id", &new.parent_id, new.parent_id != old.parent_id),
+        ("status", &new.status, new.status != old.status),
+        (
+            "neg_priority",
+            &new.neg_priority,
+            new.neg_priority != old.neg_priority,
+        ),
+        ("due_key", &new.due_key, new.due_key != old.due_key),
+        (
+            "not_before",
+            &new.not_before,
+            new.not_before != old.not_before,
+        ),
+        (
+            "lease_expires_at",
+            &new.lease_expires_at,
+            new.lease_expires_at != old.lease_expires_at,
+        ),
+        ("idem_key", &new.idem_key, new.idem_key != old.idem_key),
+        ("labels", &new.labels, new.labels != old.labels),
+    ];
     let mut sql = String::from("UPDATE tasks SET body = ?1");
     let mut values = Vec::new();
-    let changed = [
-        new.project_id != old.project_id,
-        new.parent_id != old.parent_id,
-        new.status != old.status,
-        new.neg_priority != old.neg_priority,
-        new.due_key != old.due_key,
-        new.not_before != old.not_before,
-        new.lease_expires_at != old.lease_expires_at,
-        new.idem_key != old.idem_key,
-        new.labels != old.labels,
-    ];
-    for ((name, value), changed) in named(new).into_iter().zip(changed) {
+    for (name, value, changed) in columns {
         if changed {
             values.push(value);
             sql.push_str(&format!(", {name} = ?{}", values.len() + 3));
