@@ -88,8 +88,7 @@ pub(crate) async fn run(
                     let answer = claim_one(&http, &base, &token, &body).await?;
                     let at = started.elapsed();
                     let Some(c) = answer else { continue };
-                    let id = c["task"]["id"].as_str().unwrap_or_default().to_string();
-                    let lease = c["lease"]["token"].as_str().unwrap_or_default();
+                    let (id, lease) = (c.task.id, c.lease.token.as_str());
                     if let Ok(mut m) = claimed_at.lock() {
                         m.insert(id.clone(), at);
                     }

@@ -16,6 +16,7 @@ mod dag;
 mod failover;
 mod open_loop;
 mod stats;
+mod wire;
 
 use baton_core::api::*;
 use baton_core::ops::task::BatchItem;
@@ -554,7 +555,7 @@ pub(crate) async fn lease_call_outcome(
     let resp = http
         .post(format!("{base}/v1/tasks/{id}/{op}"))
         .bearer_auth(token)
-        .json(&serde_json::json!({ "lease": lease }))
+        .json(&wire::LeaseBody { lease })
         .send()
         .await?;
     if resp.status().is_success() {
@@ -601,7 +602,7 @@ pub(crate) async fn claim_one(
     base: &str,
     token: &str,
     body: &serde_json::Value,
-) -> anyhow::Result<Option<serde_json::Value>> {
+) -> anyhow::Result<Option<wire::Claim>> {
     Ok(claim_many(http, base, token, body)
         .await?
         .into_iter()
@@ -610,13 +611,13 @@ pub(crate) async fn claim_one(
 
 /// `POST {base}{path}` with a JSON body: the answer, or an error naming the route and
 /// carrying the refusal.
-async fn post_ok(
+async fn post_ok<T: serde::de::DeserializeOwned>(
     http: &reqwest::Client,
     base: &str,
     path: &str,
     token: &str,
-    body: &serde_json::Value,
-) -> anyhow::Result<serde_json::Value> {
+    body: &(impl serde::Serialize + ?Sized),
+) -> anyhow::Result<T> {
     let resp = post_admitted(http, &format!("{base}{path}"), token, body).await?;
     anyhow::ensure!(resp.status().is_success(), "{path}: {}", resp.text().await?);
     Ok(resp.json().await?)
@@ -632,7 +633,7 @@ pub(crate) async fn post_admitted(
     http: &reqwest::Client,
     url: &str,
     token: &str,
-    body: &serde_json::Value,
+    body: &(impl serde::Serialize + ?Sized),
 ) -> anyhow::Result<reqwest::Response> {
     loop {
         let resp = http.post(url).bearer_auth(token).json(body).send().await?;
@@ -659,7 +660,7 @@ pub(crate) async fn post_batch(
     let mut ids = Vec::with_capacity(tasks.len());
     for chunk in tasks.chunks(1000) {
         let body = serde_json::json!({ "tasks": chunk });
-        let out = post_ok(http, base, "/v1/tasks/batch", token, &body).await?;
+        let out: serde_json::Value = post_ok(http, base, "/v1/tasks/batch", token, &body).await?;
         for t in out["tasks"].as_array().into_iter().flatten() {
             ids.push(t["task"]["id"].as_str().unwrap_or_default().to_string());
         }
@@ -694,11 +695,7 @@ async fn drain_bench(
             let mut claims = claim_many(&http, &base, &token, &next).await?;
             claim_lat.push(t0.elapsed());
             while !claims.is_empty() {
-                ids.extend(
-                    claims
-                        .iter()
-                        .map(|c| c["task"]["id"].as_str().unwrap_or_default().to_string()),
-                );
+                ids.extend(claims.iter().map(|c| c.task.id.clone()));
                 let t0 = Instant::now();
                 if claim_next {
                     // One call completes these and claims the next: its latency is a claim's.
@@ -709,9 +706,8 @@ async fn drain_bench(
                     continue;
                 }
                 if let [c] = &claims[..] {
-                    let id = c["task"]["id"].as_str().unwrap_or_default();
-                    let lease = c["lease"]["token"].as_str().unwrap_or_default();
-                    lease_call(&http, &base, &token, id, "complete", lease).await?;
+                    lease_call(&http, &base, &token, &c.task.id, "complete", &c.lease.token)
+                        .await?;
                 } else {
                     complete_many(&http, &base, &token, &claims, None).await?;
                 }
@@ -771,17 +767,9 @@ async fn claim_many(
     base: &str,
     token: &str,
     body: &serde_json::Value,
-) -> anyhow::Result<Vec<serde_json::Value>> {
-    let mut answer = post_ok(http, base, "/v1/tasks/claim", token, body).await?;
-    Ok(claims_of(&mut answer["claims"]))
-}
-
-/// The claims of a `claims` array, taken out of the answer.
-fn claims_of(claims: &mut serde_json::Value) -> Vec<serde_json::Value> {
-    match claims.take() {
-        serde_json::Value::Array(claims) => claims,
-        _ => Vec::new(),
-    }
+) -> anyhow::Result<Vec<wire::Claim>> {
+    let answer: wire::ClaimAnswer = post_ok(http, base, "/v1/tasks/claim", token, body).await?;
+    Ok(answer.claims)
 }
 
 /// Completes claimed tasks in one call (`POST /v1/tasks/complete`), with `next` claiming
@@ -790,34 +778,40 @@ async fn complete_many(
     http: &reqwest::Client,
     base: &str,
     token: &str,
-    claims: &[serde_json::Value],
+    claims: &[wire::Claim],
     next: Option<&serde_json::Value>,
-) -> anyhow::Result<Option<Vec<serde_json::Value>>> {
-    let completions: Vec<_> = claims
-        .iter()
-        .map(|c| serde_json::json!({ "id": c["task"]["id"], "lease": c["lease"]["token"] }))
-        .collect();
-    let mut body = serde_json::json!({ "completions": completions });
-    if let Some(next) = next {
-        body["next"] = next.clone();
-    }
-    let mut out = post_ok(http, base, "/v1/tasks/complete", token, &body).await?;
-    let results = out["results"].as_array().map_or(0, Vec::len);
-    anyhow::ensure!(results == claims.len(), "complete: {out}");
-    if let Some(refused) = out["results"]
-        .as_array()
-        .and_then(|r| r.iter().find(|r| r.get("error").is_some()))
-    {
+) -> anyhow::Result<Option<Vec<wire::Claim>>> {
+    let body = wire::CompleteRequest {
+        completions: claims
+            .iter()
+            .map(|c| wire::Completion {
+                id: &c.task.id,
+                lease: &c.lease.token,
+            })
+            .collect(),
+        next,
+    };
+    let out: wire::CompleteAnswer = post_ok(http, base, "/v1/tasks/complete", token, &body).await?;
+    anyhow::ensure!(
+        out.results.len() == claims.len(),
+        "complete: {} results for {} completions",
+        out.results.len(),
+        claims.len()
+    );
+    if let Some(refused) = out.results.iter().find_map(|r| r.error.as_ref()) {
         anyhow::bail!("complete refused: {refused}");
     }
     if next.is_none() {
         return Ok(None);
     }
-    anyhow::ensure!(
-        out["next"].get("error").is_none(),
-        "next claim refused: {out}"
-    );
-    Ok(Some(claims_of(&mut out["next"]["claims"])))
+    let next = out.next.unwrap_or(wire::NextClaims {
+        claims: Vec::new(),
+        error: None,
+    });
+    if let Some(refused) = next.error {
+        anyhow::bail!("next claim refused: {refused}");
+    }
+    Ok(Some(next.claims))
 }
 
 /// Agents over HTTP: claim → heartbeat → complete against the server at `base`, every
@@ -849,7 +843,7 @@ async fn http_bench(
             let mut lat = Vec::new();
             let next = serde_json::json!({ "agent": format!("h{w}") });
             // With `--claim-next`, the claim the last completion made.
-            let mut held: Option<serde_json::Value> = None;
+            let mut held: Option<wire::Claim> = None;
             while done.fetch_add(1, Ordering::Relaxed) < cycles {
                 let c = match held.take() {
                     Some(c) => c,
@@ -860,11 +854,7 @@ async fn http_bench(
                         c.ok_or_else(|| anyhow::anyhow!("queue ran dry"))?
                     }
                 };
-                let (Some(id), Some(lease)) =
-                    (c["task"]["id"].as_str(), c["lease"]["token"].as_str())
-                else {
-                    anyhow::bail!("not a claim: {c}")
-                };
+                let (id, lease) = (c.task.id.as_str(), c.lease.token.as_str());
                 lease_call(&http, &base, &token, id, "heartbeat", lease).await?;
                 // The last cycles claim nothing more: few tasks are left leased.
                 if claim_next && done.load(Ordering::Relaxed) < cycles {

@@ -87,13 +87,9 @@ pub(crate) async fn run(
                     let Some(c) = answer else { continue };
                     claimed.fetch_add(1, Ordering::SeqCst);
                     // The title carries the intended arrival, in µs since the start.
-                    let title = c["task"]["title"].as_str().unwrap_or_default();
-                    let (i, intended) = parse_title(title)?;
+                    let (i, intended) = parse_title(&c.task.title)?;
                     seen.dispatch.record(answered.saturating_sub(intended));
-                    let (id, lease) = (
-                        c["task"]["id"].as_str().unwrap_or_default().to_string(),
-                        c["lease"]["token"].as_str().unwrap_or_default().to_string(),
-                    );
+                    let (id, lease) = (c.task.id, c.lease.token);
                     // Work: the service time, with a heartbeat every third of the lease.
                     let mut left =
                         Duration::from_millis(service[(i as usize * 7919) % service.len()]);
