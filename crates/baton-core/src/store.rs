@@ -103,7 +103,9 @@ pub struct NewEvent<'a> {
 /// stored body), in a stable order. Plain SQL that SQLite and PostgreSQL both read, so
 /// every backend compares the same rows the same way.
 pub const PROJECTION_QUERIES: [&str; 9] = [
-    "SELECT 'workspaces/' || id, body || ' last_seq=' || last_seq FROM workspaces ORDER BY id",
+    // The last event number as readers see it (the embedded store keeps it nowhere else).
+    "SELECT 'workspaces/' || id, body || ' last_seq=' || (SELECT coalesce(max(seq), 0) FROM events
+       WHERE events.workspace_id = workspaces.id) FROM workspaces ORDER BY id",
     "SELECT 'projects/' || workspace_id || '/' || id, body FROM projects ORDER BY workspace_id, id",
     "SELECT 'agents/' || workspace_id || '/' || id, body FROM agents ORDER BY workspace_id, id",
     "SELECT 'api_keys/' || workspace_id || '/' || id, body FROM api_keys ORDER BY workspace_id, id",

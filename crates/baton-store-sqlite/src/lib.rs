@@ -416,7 +416,6 @@ fn run_batch(
         events += tx.events_appended;
     }
     if !failed {
-        numbering.store(conn)?;
         *appended = events;
         return conn.execute_batch("COMMIT").map_err(|e| busy(e, "commit"));
     }
@@ -443,7 +442,6 @@ fn run_batch(
         }
         sql("RELEASE job")?;
     }
-    numbering.store(conn)?;
     conn.execute_batch("COMMIT").map_err(|e| busy(e, "commit"))
 }
 
