@@ -103,7 +103,8 @@ pub struct NewEvent<'a> {
 /// stored body), in a stable order. Plain SQL that SQLite and PostgreSQL both read, so
 /// every backend compares the same rows the same way.
 pub const PROJECTION_QUERIES: [&str; 9] = [
-    // The last event number as readers see it (the embedded store keeps it nowhere else).
+    // The last event number as readers see it (the embedded store keeps it nowhere else;
+    // the PostgreSQL store adds its stored counter when that disagrees).
     "SELECT 'workspaces/' || id, body || ' last_seq=' || (SELECT coalesce(max(seq), 0) FROM events
        WHERE events.workspace_id = workspaces.id) FROM workspaces ORDER BY id",
     "SELECT 'projects/' || workspace_id || '/' || id, body FROM projects ORDER BY workspace_id, id",

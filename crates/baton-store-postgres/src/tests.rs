@@ -293,3 +293,40 @@ fn a_claim_sees_a_parent_freed_earlier_in_its_commit() {
     let claimed = claimed.lock().unwrap().clone();
     assert_eq!(claimed, vec![parent.id.clone()], "not {}", low.id);
 }
+
+/// Replay compares this store's event counter with its log (the embedded store keeps none,
+/// so the shared projection reads the log): a counter that drifted shows in the workspace's
+/// row, and a store whose counter agrees replays equal.
+#[test]
+fn replay_shows_a_counter_that_disagrees_with_the_log() {
+    let Some((url, ws, ..)) = fixture() else {
+        return;
+    };
+    let admin = std::env::var("BATON_TEST_DATABASE_URL").expect("set by fixture");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let verify = || {
+        let name = format!(
+            "baton_test_{}",
+            baton_core::id::new_id("db").trim_start_matches("db_")
+        );
+        let scratch = PgStore::create_database(&admin, &name).expect("scratch database");
+        let scratch = PgStore::open(&scratch).expect("open scratch");
+        let live = PgStore::open(&url).expect("open live");
+        rt.block_on(baton_core::replay::verify(live.as_ref(), scratch))
+            .expect("replay runs")
+            .difference
+    };
+    assert_eq!(verify(), None);
+    Conn::open(&url)
+        .expect("connect")
+        .batch(&format!(
+            "UPDATE workspaces SET last_seq = last_seq + 1 WHERE id = '{ws}'"
+        ))
+        .expect("tamper with the counter");
+    let difference = verify().expect("the drifted counter shows");
+    assert!(
+        difference.starts_with(&format!("workspaces/{ws}: differs"))
+            && difference.contains("(counter "),
+        "{difference}"
+    );
+}

@@ -1043,7 +1043,10 @@ impl Tx for PgTx<'_> {
 
     fn projection_rows(&mut self) -> Result<Vec<(String, String)>> {
         let mut out = Vec::new();
-        for q in baton_core::store::PROJECTION_QUERIES {
+        for (n, q) in baton_core::store::PROJECTION_QUERIES.iter().enumerate() {
+            // This store also keeps the counter in the workspace row: the same text as every
+            // backend's while it agrees with the log, and one that differs when it does not.
+            let q = if n == 0 { WORKSPACES_WITH_COUNTER } else { q };
             for r in self.rows(q, &[])? {
                 out.push((r.try_get(0).map_err(db_err)?, r.try_get(1).map_err(db_err)?));
             }
@@ -1051,6 +1054,15 @@ impl Tx for PgTx<'_> {
         Ok(out)
     }
 }
+
+/// [`PROJECTION_QUERIES`](baton_core::store::PROJECTION_QUERIES)' workspace rows, with the
+/// stored `last_seq` shown beside the log's last number when the two disagree.
+const WORKSPACES_WITH_COUNTER: &str =
+    "SELECT 'workspaces/' || w.id, w.body || ' last_seq=' || log.seq
+       || CASE WHEN w.last_seq = log.seq THEN '' ELSE ' (counter ' || w.last_seq || ')' END
+     FROM workspaces AS w,
+          LATERAL (SELECT coalesce(max(seq), 0) AS seq FROM events WHERE workspace_id = w.id) AS log
+     ORDER BY w.id";
 
 fn dep_kind(kind: DepKind) -> &'static str {
     match kind {

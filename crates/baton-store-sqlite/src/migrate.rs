@@ -4,13 +4,13 @@
 
 use crate::tx::db_err;
 use baton_core::{Code, Error, Result};
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 
 /// The migrations in order; index + 1 is the version each leaves the schema at.
 const MIGRATIONS: &[&str] = &[
     include_str!("schema.sql"),
     include_str!("schema_2_keys.sql"),
-    include_str!("schema_3_pages.sql"),
+    include_str!("schema_3_seq.sql"),
 ];
 
 /// Brings the schema up to the newest version.
@@ -32,6 +32,9 @@ pub(crate) fn migrate(conn: &Connection) -> Result<()> {
                 ));
             }
             if current < version {
+                if version == 3 {
+                    counters_match_logs(conn)?;
+                }
                 conn.execute_batch(sql).map_err(db_err)?;
                 conn.execute_batch(&format!("PRAGMA user_version = {version}"))
                     .map_err(db_err)?;
@@ -49,43 +52,82 @@ pub(crate) fn migrate(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
+/// Before version 3 drops the workspace counters: each must equal its log's last number,
+/// or numbering from the log would hand out again numbers readers may have seen.
+fn counters_match_logs(conn: &Connection) -> Result<()> {
+    let differing: Option<String> = conn
+        .query_row(
+            "SELECT id FROM workspaces AS w
+             WHERE last_seq <> (SELECT coalesce(max(seq), 0) FROM events WHERE workspace_id = w.id)
+             LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(db_err)?;
+    match differing {
+        None => Ok(()),
+        Some(ws) => Err(Error::new(
+            Code::Storage,
+            format!("workspace {ws}: its event counter and its event log disagree; not migrating"),
+            "run `baton replay --verify` with the previous baton to find the damage",
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A store written at version 2 keeps its runs and its event numbering at version 3:
-    /// the next event follows the last one stored, with the workspace's counter gone.
-    #[test]
-    fn version_3_keeps_runs_and_numbering() {
+    /// A store at version 2 whose workspace `ws_1` has counted to `last_seq` and logged the
+    /// events numbered 1 to `logged`.
+    fn at_version_2(last_seq: i64, logged: i64) -> Connection {
         let conn = Connection::open_in_memory().expect("open");
         for sql in &MIGRATIONS[..2] {
             conn.execute_batch(sql).expect("older version");
         }
-        conn.execute_batch(
+        conn.execute_batch(&format!(
             "PRAGMA user_version = 2;
-             INSERT INTO workspaces (id, name, last_seq, body) VALUES ('ws_1', 'default', 2, '{}');
-             INSERT INTO events (workspace_id, seq, type, at, actor, data)
-                 VALUES ('ws_1', 1, 'a', 0, 'x', '{}'), ('ws_1', 2, 'b', 0, 'x', '{}');
-             INSERT INTO runs (workspace_id, id, task_id, body) VALUES ('ws_1', 'run_1', 'tsk_1', '{\"n\":1}');",
-        )
-        .expect("data at version 2");
-        migrate(&conn).expect("migrate");
-        let version: i64 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .expect("version");
-        assert_eq!(version, MIGRATIONS.len() as i64);
-        let run: String = conn
-            .query_row(
-                "SELECT body FROM runs WHERE workspace_id = 'ws_1' AND id = 'run_1'",
-                [],
-                |r| r.get(0),
+             INSERT INTO workspaces (id, name, last_seq, body) VALUES ('ws_1', 'default', {last_seq}, '{{}}');"
+        ))
+        .expect("workspace at version 2");
+        for seq in 1..=logged {
+            conn.execute(
+                "INSERT INTO events (workspace_id, seq, type, at, actor, data)
+                 VALUES ('ws_1', ?1, 'e', 0, 'x', '{}')",
+                [seq],
             )
-            .expect("the run survives");
-        assert_eq!(run, "{\"n\":1}");
+            .expect("event at version 2");
+        }
+        conn
+    }
+
+    fn version(conn: &Connection) -> i64 {
+        conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+            .expect("version")
+    }
+
+    /// A store written at version 2 keeps its event numbering at version 3: the next event
+    /// follows the last one stored, with the workspace's counter gone.
+    #[test]
+    fn version_3_keeps_numbering() {
+        let conn = at_version_2(2, 2);
+        migrate(&conn).expect("migrate");
+        assert_eq!(version(&conn), MIGRATIONS.len() as i64);
         let mut numbering = crate::tx::Numbering::default();
         assert_eq!(numbering.next(&conn, "ws_1").expect("next"), 3);
         assert!(numbering.next(&conn, "ws_unknown").is_err());
         // Migrating again changes nothing.
         migrate(&conn).expect("migrate again");
+    }
+
+    /// A counter ahead of its log (numbers handed out that the log lost) stops the migration
+    /// with the store left at version 2.
+    #[test]
+    fn version_3_refuses_a_counter_that_disagrees_with_the_log() {
+        let conn = at_version_2(5, 1);
+        let refused = migrate(&conn).expect_err("a damaged counter is refused");
+        assert!(refused.message.contains("ws_1"), "{}", refused.message);
+        assert_eq!(version(&conn), 2);
     }
 }

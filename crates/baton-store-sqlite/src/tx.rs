@@ -16,7 +16,7 @@ pub(crate) struct SqliteTx<'c> {
     pub(crate) conn: &'c Connection,
     /// Task events appended so far: a batch that appended any wakes long-poll claims.
     pub(crate) events_appended: usize,
-    /// Event numbers handed out in the transaction, stored before its commit.
+    /// Event numbers handed out in the transaction (the events themselves are the record).
     pub(crate) numbering: Numbering,
     /// The stored columns of the tasks this job has read or written, by id (with the
     /// workspace), so that `put_task` sets only the columns that changed (see `columns.rs`);
@@ -49,7 +49,8 @@ impl<'c> SqliteTx<'c> {
 /// anywhere but in its events: the first event a transaction appends in a workspace reads
 /// the highest stored `seq` (one seek at the end of the events index), the rest count on
 /// in memory. Writing a `last_seq` into the workspace row instead cost a page per commit
-/// (1 of ~17 written) and a statement. Numbers stay gap-free: the single writer is the only
+/// (one of the ten to twenty a commit writes) and a statement. Events are never deleted, so
+/// the log's last number is the counter. Numbers stay gap-free: the single writer is the only
 /// one handing them out (another process's writer waits for SQLite's write lock and then
 /// reads what this one committed), and a job rolled back to its savepoint gives its numbers
 /// back (the caller restores a copy taken before it).

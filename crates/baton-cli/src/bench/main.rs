@@ -620,7 +620,13 @@ async fn post_ok<T: serde::de::DeserializeOwned>(
 ) -> anyhow::Result<T> {
     let resp = post_admitted(http, &format!("{base}{path}"), token, body).await?;
     anyhow::ensure!(resp.status().is_success(), "{path}: {}", resp.text().await?);
-    Ok(resp.json().await?)
+    let text = resp.bytes().await?;
+    serde_json::from_slice(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "{path}: unexpected answer ({e}): {}",
+            String::from_utf8_lossy(&text)
+        )
+    })
 }
 
 /// Calls the server refused with 429 `RATE_LIMITED` (its store far behind), each sent again
@@ -804,10 +810,9 @@ async fn complete_many(
     if next.is_none() {
         return Ok(None);
     }
-    let next = out.next.unwrap_or(wire::NextClaims {
-        claims: Vec::new(),
-        error: None,
-    });
+    let next = out.next.ok_or_else(|| {
+        anyhow::anyhow!("complete: asked for the next claim, the answer has none")
+    })?;
     if let Some(refused) = next.error {
         anyhow::bail!("next claim refused: {refused}");
     }
