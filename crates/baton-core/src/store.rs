@@ -99,14 +99,18 @@ pub struct NewEvent<'a> {
     pub data: &'a str,
 }
 
+/// The workspace rows of [`PROJECTION_QUERIES`], with each workspace's last event number as
+/// readers see it (the embedded store keeps it nowhere else; the PostgreSQL store, which
+/// also keeps a counter, substitutes a query that shows it where it disagrees).
+pub const WORKSPACES_PROJECTION: &str = "SELECT 'workspaces/' || id, body || ' last_seq=' ||
+    (SELECT coalesce(max(seq), 0) FROM events WHERE events.workspace_id = workspaces.id)
+    FROM workspaces ORDER BY id";
+
 /// The queries behind [`Tx::projection_rows`]: every projection row as (table and key,
 /// stored body), in a stable order. Plain SQL that SQLite and PostgreSQL both read, so
 /// every backend compares the same rows the same way.
 pub const PROJECTION_QUERIES: [&str; 9] = [
-    // The last event number as readers see it (the embedded store keeps it nowhere else;
-    // the PostgreSQL store adds its stored counter when that disagrees).
-    "SELECT 'workspaces/' || id, body || ' last_seq=' || (SELECT coalesce(max(seq), 0) FROM events
-       WHERE events.workspace_id = workspaces.id) FROM workspaces ORDER BY id",
+    WORKSPACES_PROJECTION,
     "SELECT 'projects/' || workspace_id || '/' || id, body FROM projects ORDER BY workspace_id, id",
     "SELECT 'agents/' || workspace_id || '/' || id, body FROM agents ORDER BY workspace_id, id",
     "SELECT 'api_keys/' || workspace_id || '/' || id, body FROM api_keys ORDER BY workspace_id, id",

@@ -1043,10 +1043,13 @@ impl Tx for PgTx<'_> {
 
     fn projection_rows(&mut self) -> Result<Vec<(String, String)>> {
         let mut out = Vec::new();
-        for (n, q) in baton_core::store::PROJECTION_QUERIES.iter().enumerate() {
+        for q in baton_core::store::PROJECTION_QUERIES {
             // This store also keeps the counter in the workspace row: the same text as every
             // backend's while it agrees with the log, and one that differs when it does not.
-            let q = if n == 0 { WORKSPACES_WITH_COUNTER } else { q };
+            let q = match q {
+                baton_core::store::WORKSPACES_PROJECTION => WORKSPACES_WITH_COUNTER,
+                other => other,
+            };
             for r in self.rows(q, &[])? {
                 out.push((r.try_get(0).map_err(db_err)?, r.try_get(1).map_err(db_err)?));
             }
@@ -1055,8 +1058,8 @@ impl Tx for PgTx<'_> {
     }
 }
 
-/// [`PROJECTION_QUERIES`](baton_core::store::PROJECTION_QUERIES)' workspace rows, with the
-/// stored `last_seq` shown beside the log's last number when the two disagree.
+/// [`WORKSPACES_PROJECTION`](baton_core::store::WORKSPACES_PROJECTION), with the stored
+/// `last_seq` shown beside the log's last number when the two disagree.
 const WORKSPACES_WITH_COUNTER: &str =
     "SELECT 'workspaces/' || w.id, w.body || ' last_seq=' || log.seq
        || CASE WHEN w.last_seq = log.seq THEN '' ELSE ' (counter ' || w.last_seq || ')' END
