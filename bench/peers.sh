@@ -4,7 +4,8 @@
 # graphile-worker (npm), pgqueuer (PyPI) and Baton (`baton serve` on the same server, agents
 # over HTTP, each completion call claiming the agent's next work: `--claim-next`), each
 # unbatched and batched, each run on a fresh database. The peers are
-# installed into target/bench-peers (never committed). Prints one table with Baton ÷ peer.
+# installed into target/bench-peers (never committed). Prints one table with Baton ÷ peer,
+# and one of what each wrote to PostgreSQL per job.
 # Usage: bench/peers.sh [N] [M]        e.g. bench/peers.sh 20000 16
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,12 +35,28 @@ fresh() {
 }
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
-declare -A rate
+# What a drain wrote to PostgreSQL per job, from enqueue to done: rows inserted, updated or
+# deleted (the database's statistics, flushed once its clients have gone) and WAL bytes.
+wal_lsn() { psql -tA "$admin" -c "SELECT pg_current_wal_lsn()"; }
+written() {
+  local db=$1 lsn0=$2 rows wal
+  sleep 1
+  rows=$(psql -tA "$db" -c "SELECT tup_inserted + tup_updated + tup_deleted FROM pg_stat_database WHERE datname = current_database()")
+  wal=$(psql -tA "$admin" -c "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '$lsn0')")
+  python3 -c "print(f'{$rows / $n:.1f} rows, {$wal / $n / 1024:.1f} KB')"
+}
+
+declare -A rate work
 for mode in unbatched batched; do
-  rate[graphile-$mode]=$(node "$peers/graphile.mjs" "$(fresh)" "$n" "$m" "$mode" | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["rate"]))')
-  rate[pgqueuer-$mode]=$("$peers/py/bin/python" bench/peers/pgqueuer_drain.py "$(fresh)" "$n" "$m" "$mode" | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["rate"]))')
+  db=$(fresh) lsn0=$(wal_lsn)
+  rate[graphile-$mode]=$(node "$peers/graphile.mjs" "$db" "$n" "$m" "$mode" | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["rate"]))')
+  work[graphile-$mode]=$(written "$db" "$lsn0")
+  db=$(fresh) lsn0=$(wal_lsn)
+  rate[pgqueuer-$mode]=$("$peers/py/bin/python" bench/peers/pgqueuer_drain.py "$db" "$n" "$m" "$mode" | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["rate"]))')
+  work[pgqueuer-$mode]=$(written "$db" "$lsn0")
   db=$(fresh)
   ./target/release/baton migrate --database "$db" >/dev/null
+  lsn0=$(wal_lsn)
   port=$(free_port)
   ./target/release/baton serve --database "$db" --listen "127.0.0.1:$port" >/dev/null 2>&1 &
   pid=$!
@@ -49,6 +66,7 @@ for mode in unbatched batched; do
     --drain-agents "$m" --claim-batch "$batch" --claim-next --server "http://127.0.0.1:$port" |
     awk -F'|' '/drain over HTTP/ { gsub(/[ \/s]/, "", $6); print $6 }')
   kill "$pid"; wait "$pid" 2>/dev/null || true
+  work[baton-$mode]=$(written "$db" "$lsn0")
 done
 
 mkdir -p bench/results
@@ -61,6 +79,14 @@ out="bench/results/peers-$(date -u +%Y%m%dT%H%M%SZ).md"
   for mode in unbatched batched; do
     b=${rate[baton-$mode]} g=${rate[graphile-$mode]} p=${rate[pgqueuer-$mode]}
     echo "| $mode | $b/s | $g/s | $p/s | $(python3 -c "print(f'{$b/$g:.2f}×')") | $(python3 -c "print(f'{$b/$p:.2f}×')") |"
+  done
+  echo
+  echo "Written to PostgreSQL per job, enqueue to done (rows inserted, updated or deleted; WAL):"
+  echo
+  echo "| mode | Baton | graphile-worker | pgqueuer |"
+  echo "| --- | --- | --- | --- |"
+  for mode in unbatched batched; do
+    echo "| $mode | ${work[baton-$mode]} | ${work[graphile-$mode]} | ${work[pgqueuer-$mode]} |"
   done
 } | tee "$out"
 echo "saved to $out" >&2
