@@ -5,6 +5,7 @@
 use baton_conformance::{on_every_backend, Env, T0};
 use baton_core::api::*;
 use baton_core::state::{BlockedReason, Op, Status};
+use baton_core::store::TaskFilter;
 use baton_core::time::Duration;
 use baton_core::{Code, LeaseOp};
 use serde_json::json;
@@ -1230,6 +1231,83 @@ async fn failing_jobs_in_a_group_commit_undo_only_themselves(env: Env) {
     assert_eq!(env.replay_difference().await, None);
 }
 
+/// Listing by status finds exactly the tasks in that status, whichever index serves it
+/// (on PostgreSQL open tasks, failed or canceled ones and done ones are indexed apart).
+async fn listing_by_status_finds_every_status(env: Env) {
+    let done = env.task("done").await;
+    let failed = env.task("failed").await;
+    let in_progress = env.task("in progress").await;
+    let claimed = env.task("claimed").await;
+    let blocked = env.task("blocked").await;
+    let ready = env.task("ready").await;
+    let canceled = env.task("canceled").await;
+    env.baton
+        .transition(&env.actor, None, Op::Cancel, &canceled.id, None)
+        .await
+        .unwrap();
+    let next = |id: &str| {
+        let id = id.to_string();
+        let env = &env;
+        async move {
+            let c = env.claim("w").await.unwrap();
+            assert_eq!(c.task.id, id, "claims come oldest first");
+            c.lease.token
+        }
+    };
+    let lease = next(&done.id).await;
+    env.lease(&done.id, &lease, complete()).await.unwrap();
+    let lease = next(&failed.id).await;
+    let permanent = Fail {
+        error: "bad input".into(),
+        class: Some("permanent".into()),
+        no_retry: false,
+    };
+    env.lease(&failed.id, &lease, LeaseOp::Fail(permanent))
+        .await
+        .unwrap();
+    let lease = next(&in_progress.id).await;
+    env.lease(&in_progress.id, &lease, LeaseOp::Start)
+        .await
+        .unwrap();
+    next(&claimed.id).await;
+    let lease = next(&blocked.id).await;
+    let block = LeaseOp::Block {
+        reason: "needs a key".into(),
+    };
+    env.lease(&blocked.id, &lease, block).await.unwrap();
+
+    let expected = [
+        (Status::Done, &done),
+        (Status::Failed, &failed),
+        (Status::InProgress, &in_progress),
+        (Status::Claimed, &claimed),
+        (Status::Blocked, &blocked),
+        (Status::Ready, &ready),
+        (Status::Canceled, &canceled),
+    ];
+    for status in Status::ALL {
+        let filter = TaskFilter {
+            status: Some(status),
+            limit: 100,
+            ..Default::default()
+        };
+        let listed: Vec<String> = env
+            .baton
+            .list_tasks(&env.actor, filter)
+            .unwrap()
+            .tasks
+            .into_iter()
+            .map(|t| t.id)
+            .collect();
+        let want: Vec<String> = expected
+            .iter()
+            .filter(|(s, _)| *s == status)
+            .map(|(_, t)| t.id.clone())
+            .collect();
+        assert_eq!(listed, want, "tasks listed as {}", status.as_str());
+    }
+}
+
 on_every_backend!(
     claim_order_is_priority_then_due_then_age,
     capability_routing,
@@ -1254,4 +1332,5 @@ on_every_backend!(
     unblocking_a_failed_dependency_sticks,
     claim_pages_past_tasks_the_agent_cannot_take,
     failing_jobs_in_a_group_commit_undo_only_themselves,
+    listing_by_status_finds_every_status,
 );

@@ -5,7 +5,10 @@ use crate::Conn;
 use baton_core::{Code, Error, Result};
 
 /// The migrations in order; index + 1 is the version each leaves the schema at.
-const MIGRATIONS: &[&str] = &[include_str!("schema.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("schema.sql"),
+    include_str!("schema_2_status.sql"),
+];
 
 /// An arbitrary constant: the advisory lock that serialises migrations.
 const LOCK: i64 = 0x6261_746f_6e00;
