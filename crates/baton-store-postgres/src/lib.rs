@@ -63,6 +63,10 @@ pub const FALLBACK_WAKE: Duration = Duration::from_millis(500);
 const RETRIES: usize = 3;
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a statement waits for a lock before it fails: a stalled peer holding a lock (or
+/// a session left in a transaction) cannot block every replica's writer for long.
+/// Migrations wait as long as they must (`migrate.rs`).
+pub(crate) const LOCK_TIMEOUT: &str = "5s";
 
 /// A connection and the runtime that drives it.
 pub(crate) struct Conn {
@@ -96,8 +100,9 @@ impl Conn {
         conn.batch(
             "SET synchronous_commit = on; SET default_transaction_isolation = 'read committed';
              SET standard_conforming_strings = on;
-             SET lock_timeout = '5s'; SET idle_in_transaction_session_timeout = '60s'",
+             SET idle_in_transaction_session_timeout = '60s'",
         )?;
+        conn.batch(&format!("SET lock_timeout = '{LOCK_TIMEOUT}'"))?;
         Ok(conn)
     }
 

@@ -1,7 +1,7 @@
 //! Forward-only, versioned migrations in `baton_schema`, applied under an advisory lock so
 //! that replicas starting at once apply each exactly once.
 
-use crate::Conn;
+use crate::{Conn, LOCK_TIMEOUT};
 use baton_core::{Code, Error, Result};
 
 /// The migrations in order; index + 1 is the version each leaves the schema at.
@@ -11,14 +11,20 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 /// An arbitrary constant: the advisory lock that serialises migrations.
-const LOCK: i64 = 0x6261_746f_6e00;
+pub(crate) const LOCK: i64 = 0x6261_746f_6e00;
 
 /// Brings the schema up to the newest version.
+///
+/// Without the connection's lock timeout while it runs: a migration that builds an index
+/// over a large table holds the advisory lock (and its table locks) for as long as that
+/// takes, and a replica starting meanwhile must wait for it rather than fail to start.
 pub(crate) fn migrate(conn: &mut Conn) -> Result<()> {
+    conn.batch("SET lock_timeout = 0")?;
     conn.batch(&format!("SELECT pg_advisory_lock({LOCK})"))?;
     let result = apply(conn);
     let unlock = conn.batch(&format!("SELECT pg_advisory_unlock({LOCK})"));
-    result.and(unlock)
+    let restore = conn.batch(&format!("SET lock_timeout = '{LOCK_TIMEOUT}'"));
+    result.and(unlock).and(restore)
 }
 
 fn apply(conn: &mut Conn) -> Result<()> {

@@ -330,3 +330,72 @@ fn replay_shows_a_counter_that_disagrees_with_the_log() {
         "{difference}"
     );
 }
+
+/// A store at schema version 1 with tasks in it is migrated to version 2 when opened: the
+/// status index is replaced by the partial ones, and listing by status still finds the
+/// tasks. A replica that starts while another holds the migration lock for longer than the
+/// connections' lock timeout waits for it instead of failing.
+#[test]
+fn version_2_replaces_the_status_index_and_starters_wait_for_it() {
+    let Some((url, ws, parent, child, other)) = fixture() else {
+        return;
+    };
+    let mut conn = Conn::open(&url).expect("connect");
+    conn.batch(
+        "DROP INDEX tasks_status_open; DROP INDEX tasks_status_ended_badly;
+         CREATE INDEX tasks_status ON tasks (workspace_id, status, id);
+         DELETE FROM baton_schema WHERE version = 2",
+    )
+    .expect("back to version 1");
+    // Another process holds the migration lock for longer than the lock timeout (5 s).
+    let holder = std::thread::spawn({
+        let url = url.clone();
+        move || {
+            let mut conn = Conn::open(&url).expect("connect");
+            conn.batch(&format!("SELECT pg_advisory_lock({})", migrate::LOCK))
+                .expect("lock");
+            std::thread::sleep(std::time::Duration::from_secs(6));
+            conn.batch(&format!("SELECT pg_advisory_unlock({})", migrate::LOCK))
+                .expect("unlock");
+        }
+    });
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let store = PgStore::open(&url).expect("waits for the lock, then migrates");
+    holder.join().expect("holder");
+
+    let Conn { rt, pg } = &mut conn;
+    let version: Option<i64> = rt
+        .block_on(sqlx::query_scalar("SELECT max(version) FROM baton_schema").fetch_one(&mut *pg))
+        .expect("version");
+    assert_eq!(version, Some(2));
+    let indexes: Vec<String> = rt
+        .block_on(
+            sqlx::query_scalar(
+                "SELECT indexname::text FROM pg_indexes WHERE tablename = 'tasks'
+                 AND indexname LIKE 'tasks_status%' ORDER BY 1",
+            )
+            .fetch_all(&mut *pg),
+        )
+        .expect("indexes");
+    assert_eq!(indexes, ["tasks_status_ended_badly", "tasks_status_open"]);
+    let filter = baton_core::store::TaskFilter {
+        status: Some(Status::Claimed),
+        limit: 10,
+        ..Default::default()
+    };
+    let mut claimed = Vec::new();
+    store
+        .read(&mut |tx| {
+            claimed = tx
+                .list_tasks(&ws, &filter)?
+                .into_iter()
+                .map(|t| t.id)
+                .collect();
+            Ok(())
+        })
+        .expect("list");
+    claimed.sort();
+    let mut want = vec![parent.id, child.id, other.id];
+    want.sort();
+    assert_eq!(claimed, want);
+}
