@@ -29,11 +29,7 @@ pub(crate) fn migrate(conn: &mut Conn) -> Result<()> {
 
 fn apply(conn: &mut Conn) -> Result<()> {
     conn.batch("CREATE TABLE IF NOT EXISTS baton_schema (version BIGINT NOT NULL)")?;
-    let Conn { rt, pg } = &mut *conn;
-    let current: Option<i64> = rt
-        .block_on(sqlx::query_scalar("SELECT max(version) FROM baton_schema").fetch_one(&mut *pg))
-        .map_err(crate::tx::db_err)?;
-    let current = current.unwrap_or(0);
+    let current = version(conn)?;
     if current > MIGRATIONS.len() as i64 {
         return Err(Error::new(
             Code::Storage,
@@ -48,4 +44,13 @@ fn apply(conn: &mut Conn) -> Result<()> {
         ))?;
     }
     Ok(())
+}
+
+/// The schema version the database is at (0 before the first migration).
+pub(crate) fn version(conn: &mut Conn) -> Result<i64> {
+    let Conn { rt, pg } = conn;
+    let version: Option<i64> = rt
+        .block_on(sqlx::query_scalar("SELECT max(version) FROM baton_schema").fetch_one(&mut *pg))
+        .map_err(crate::tx::db_err)?;
+    Ok(version.unwrap_or(0))
 }

@@ -347,27 +347,23 @@ fn version_2_replaces_the_status_index_and_starters_wait_for_it() {
          DELETE FROM baton_schema WHERE version = 2",
     )
     .expect("back to version 1");
-    // Another process holds the migration lock for longer than the lock timeout (5 s).
-    let holder = std::thread::spawn({
-        let url = url.clone();
-        move || {
-            let mut conn = Conn::open(&url).expect("connect");
-            conn.batch(&format!("SELECT pg_advisory_lock({})", migrate::LOCK))
-                .expect("lock");
-            std::thread::sleep(std::time::Duration::from_secs(6));
-            conn.batch(&format!("SELECT pg_advisory_unlock({})", migrate::LOCK))
-                .expect("unlock");
-        }
+    // Another process holds the migration lock (taken before the store opens) for longer
+    // than the lock timeout (5 s).
+    let mut holder = Conn::open(&url).expect("connect");
+    holder
+        .batch(&format!("SELECT pg_advisory_lock({})", migrate::LOCK))
+        .expect("lock");
+    let holder = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(6));
+        holder
+            .batch(&format!("SELECT pg_advisory_unlock({})", migrate::LOCK))
+            .expect("unlock");
     });
-    std::thread::sleep(std::time::Duration::from_millis(200));
     let store = PgStore::open(&url).expect("waits for the lock, then migrates");
     holder.join().expect("holder");
 
+    assert_eq!(migrate::version(&mut conn).expect("version"), 2);
     let Conn { rt, pg } = &mut conn;
-    let version: Option<i64> = rt
-        .block_on(sqlx::query_scalar("SELECT max(version) FROM baton_schema").fetch_one(&mut *pg))
-        .expect("version");
-    assert_eq!(version, Some(2));
     let indexes: Vec<String> = rt
         .block_on(
             sqlx::query_scalar(
