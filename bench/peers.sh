@@ -7,6 +7,8 @@
 # installed into target/bench-peers (never committed). Prints one table with Baton ÷ peer,
 # and one of what each wrote to PostgreSQL per job.
 # Usage: bench/peers.sh [N] [M]        e.g. bench/peers.sh 20000 16
+# PEERS_TRANSPORT=unix connects every system through the cluster's Unix socket instead of
+# TCP on loopback (only with the cluster this script starts).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-20000}
@@ -28,10 +30,19 @@ if [ -z "${BATON_TEST_DATABASE_URL:-}" ]; then
 fi
 admin=$BATON_TEST_DATABASE_URL
 base=${admin%/*}
+transport=${PEERS_TRANSPORT:-tcp}
+if [ "$transport" = unix ] && [ -z "${PG_DIR:-}" ]; then
+  echo "PEERS_TRANSPORT=unix needs the cluster this script starts (unset BATON_TEST_DATABASE_URL)" >&2
+  exit 2
+fi
 fresh() {
   local name="peer_$(date +%s%N)"
   psql -q "$admin" -c "CREATE DATABASE $name" >/dev/null
-  echo "$base/$name"
+  if [ "$transport" = unix ]; then
+    echo "postgres://baton@/$name?host=$PG_DIR&port=$PG_PORT"
+  else
+    echo "$base/$name"
+  fi
 }
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
@@ -72,7 +83,7 @@ done
 mkdir -p bench/results
 out="bench/results/peers-$(date -u +%Y%m%dT%H%M%SZ).md"
 {
-  echo "drain: $n jobs, $m workers, PostgreSQL $(psql -tA "$admin" -c 'SHOW server_version'), synchronous_commit on, $(nproc) cores"
+  echo "drain: $n jobs, $m workers, PostgreSQL $(psql -tA "$admin" -c 'SHOW server_version') over $transport, synchronous_commit on, $(nproc) cores"
   echo
   echo "| mode | Baton (HTTP) | graphile-worker 0.18.0 | pgqueuer 1.6.0 | Baton ÷ graphile-worker | Baton ÷ pgqueuer |"
   echo "| --- | --- | --- | --- | --- | --- |"

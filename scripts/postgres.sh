@@ -20,6 +20,7 @@ as_pg "$PG_BIN/initdb" -D "$PG_DIR/data" -A trust -U baton --no-sync >/dev/null
 as_pg "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/log" -w \
     -o "-k $PG_DIR -p $PG_PORT -c listen_addresses=127.0.0.1 -c max_connections=300" start >/dev/null
 export BATON_TEST_DATABASE_URL="postgres://baton@127.0.0.1:$PG_PORT/postgres"
+export BATON_TEST_DATABASE_SOCKET_URL="postgres://baton@/postgres?host=$PG_DIR&port=$PG_PORT"
 stop_postgres() {
     as_pg "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m immediate stop >/dev/null 2>&1 || true
     rm -rf "$PG_DIR"

@@ -68,6 +68,30 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Migrations wait as long as they must (`migrate.rs`).
 pub(crate) const LOCK_TIMEOUT: &str = "5s";
 
+/// `url` with `localhost` for an empty host when a `host` parameter names the server.
+/// libpq reads `postgres://user@/db?host=/run/postgresql` (a Unix socket, the way to reach a
+/// database on the same machine); sqlx refuses it for its empty host, and takes the socket
+/// from the parameter once the URL has a host.
+fn with_host(url: &str) -> std::borrow::Cow<'_, str> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.into();
+    };
+    let query = rest.split_once('?').map_or("", |(_, query)| query);
+    if !query.split('&').any(|pair| pair.starts_with("host=")) {
+        return url.into();
+    }
+    let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    if host.is_empty() || host.starts_with(':') {
+        let at = scheme.len() + 3 + authority.len() - host.len();
+        format!("{}localhost{}", &url[..at], &url[at..]).into()
+    } else {
+        url.into()
+    }
+}
+
 /// A connection and the runtime that drives it.
 pub(crate) struct Conn {
     pub(crate) rt: tokio::runtime::Runtime,
@@ -89,7 +113,11 @@ impl Conn {
         };
         let pg = rt
             .block_on(async {
-                tokio::time::timeout(CONNECT_TIMEOUT, sqlx::PgConnection::connect(url)).await
+                tokio::time::timeout(
+                    CONNECT_TIMEOUT,
+                    sqlx::PgConnection::connect(&with_host(url)),
+                )
+                .await
             })
             .map_err(|_| unreachable(format!("no answer within {CONNECT_TIMEOUT:?}")))?
             .map_err(|e| unreachable(e.to_string()))?;

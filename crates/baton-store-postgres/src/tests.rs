@@ -395,3 +395,64 @@ fn version_2_replaces_the_status_index_and_starters_wait_for_it() {
     want.sort();
     assert_eq!(claimed, want);
 }
+
+#[test]
+fn a_socket_url_without_a_host_gets_localhost_and_keeps_the_rest() {
+    for (url, expected) in [
+        (
+            "postgres://baton@/db?host=/run/postgresql",
+            "postgres://baton@localhost/db?host=/run/postgresql",
+        ),
+        (
+            "postgres://baton:pw@:5433/db?host=/tmp",
+            "postgres://baton:pw@localhost:5433/db?host=/tmp",
+        ),
+        (
+            "postgres:///db?host=/tmp",
+            "postgres://localhost/db?host=/tmp",
+        ),
+        (
+            "postgresql://?host=/tmp",
+            "postgresql://localhost?host=/tmp",
+        ),
+        (
+            "postgres://baton@db.internal/db",
+            "postgres://baton@db.internal/db",
+        ),
+        (
+            "postgres://127.0.0.1:5432/db",
+            "postgres://127.0.0.1:5432/db",
+        ),
+        (
+            "postgres://baton@/db?port=5433",
+            "postgres://baton@/db?port=5433",
+        ),
+        (
+            "postgres://baton@/db?hostaddr=x",
+            "postgres://baton@/db?hostaddr=x",
+        ),
+        ("not a url", "not a url"),
+    ] {
+        assert_eq!(with_host(url), expected, "{url}");
+    }
+}
+
+/// The libpq form of a Unix-socket URL (no host, the socket's directory in `host`) connects
+/// through the socket, not TCP.
+#[test]
+fn a_unix_socket_url_connects_through_the_socket() {
+    let Ok(url) = std::env::var("BATON_TEST_DATABASE_SOCKET_URL") else {
+        eprintln!("skipped: BATON_TEST_DATABASE_SOCKET_URL is not set (run ./scripts/test)");
+        return;
+    };
+    assert!(
+        url.contains("@/"),
+        "the test wants the host-less form: {url}"
+    );
+    let mut conn = Conn::open(&url).expect("connects through the socket");
+    let Conn { rt, pg } = &mut conn;
+    let unix: bool = rt
+        .block_on(sqlx::query_scalar("SELECT inet_client_addr() IS NULL").fetch_one(&mut *pg))
+        .expect("query");
+    assert!(unix, "connected over TCP instead of the Unix socket");
+}
