@@ -228,7 +228,7 @@ fn every_operation_is_reachable_over_http_mcp_and_cli() {
             "-",
             "key create",
         ),
-        ("create_workspace", "POST /v1/workspaces", "-", "-"),
+        ("create_new_workspace", "POST /v1/workspaces", "-", "-"),
         ("authenticate", "GET /v1/whoami", "-", "-"),
         ("create_project", "POST /v1/projects", "-", "project create"),
         (
@@ -270,8 +270,9 @@ fn every_operation_is_reachable_over_http_mcp_and_cli() {
     //   `baton reap` for stores without a server.
     // Plumbing, not operations: the constructor and its write limits, the store handle,
     // the generic write/read runners and the durability barrier of streams, actor
-    // resolution and the readiness probe.
+    // resolution (with the default workspace's get-or-create) and the readiness probe.
     let plumbing = [
+        "create_workspace",
         "new",
         "with_write_limits",
         "store",

@@ -320,7 +320,7 @@ pub struct TaskOut {
 pub struct TasksOut {
     /// The tasks.
     pub tasks: Vec<Task>,
-    /// Pass as `after` to get the next page; absent on the last page.
+    /// Pass as `cursor` (`--after` on the CLI) for the next page; absent on the last page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_cursor: Option<String>,
 }

@@ -344,9 +344,10 @@ impl Baton {
         })
     }
 
-    /// Creates a workspace with its default project (or returns it if it exists).
+    /// Creates a workspace with its default project (or returns it if it exists): for
+    /// bootstrapping, where the caller owns the store.
     pub async fn create_workspace(&self, name: &str) -> Result<Workspace> {
-        match self.insert_workspace(name).await {
+        match self.insert_workspace(name, false).await {
             // Another process (a replica starting at the same time) created it first.
             Err(e) if e.code == Code::AlreadyExists => {
                 let nobody = Actor {
@@ -361,12 +362,26 @@ impl Baton {
         }
     }
 
-    async fn insert_workspace(&self, name: &str) -> Result<Workspace> {
-        ops::check_text("workspace name", name, 200)?;
+    /// Creates a workspace with its default project; `ALREADY_EXISTS` if the name is taken.
+    /// What the API offers: handing back an existing workspace would hand whoever asks by
+    /// its name a way into it (the API mints the new workspace's first admin key).
+    pub async fn create_new_workspace(&self, name: &str) -> Result<Workspace> {
+        self.insert_workspace(name, true).await
+    }
+
+    async fn insert_workspace(&self, name: &str, must_be_new: bool) -> Result<Workspace> {
+        ops::check_name("workspace name", name, 200)?;
         let clock = self.clock.clone();
         let name = name.to_string();
         self.write_tx(move |tx| {
             if let Some(ws) = tx.workspace_by_name(&name)? {
+                if must_be_new {
+                    return Err(Error::new(
+                        Code::AlreadyExists,
+                        format!("a workspace named '{name}' exists"),
+                        "pick another name; keys for an existing workspace come from its admins",
+                    ));
+                }
                 return Ok(ws);
             }
             let now = clock.now();
@@ -498,7 +513,7 @@ impl Baton {
 
     /// Tasks claimable now, in claim order (for any capabilities).
     pub fn ready(&self, actor: &Actor, limit: u32) -> Result<TasksOut> {
-        let limit = limit.clamp(1, ops::task::MAX_LIST);
+        let limit = ops::check_limit("limit", limit)?;
         self.read(actor, |ctx| {
             let tasks = ctx
                 .tx
@@ -940,7 +955,8 @@ impl Baton {
 
     /// Events after `after`, at most `limit` (1 to 1000).
     pub fn events(&self, actor: &Actor, after: u64, limit: u32) -> Result<EventsOut> {
-        let limit = limit.clamp(1, 1000);
+        let limit = ops::check_limit("limit", limit)?;
+        let after = ops::check_after(after)?;
         self.read(actor, |ctx| {
             Ok(EventsOut {
                 events: ctx.tx.events(ctx.ws, after, limit)?,

@@ -286,3 +286,20 @@ pub fn check(task_id: &str, status: Status, op: Op) -> Result<()> {
     )
     .with_details(serde_json::json!({ "status": status.as_str(), "operation": op.as_str(), "allowed": allowed })))
 }
+
+/// Fails with `INVALID_TRANSITION` when the task is final (done, failed, canceled): `what`
+/// (adding a step, a blocker) only makes sense on a task that can still change.
+pub fn check_open(task_id: &str, status: Status, what: &str) -> Result<()> {
+    if !status.is_terminal() {
+        return Ok(());
+    }
+    Err(Error::new(
+        Code::InvalidTransition,
+        format!("cannot {what} task {task_id}: it is {}", status.as_str()),
+        format!(
+            "task is {}, which is final; create a new task instead",
+            status.as_str()
+        ),
+    )
+    .with_details(serde_json::json!({ "status": status.as_str(), "operation": what })))
+}

@@ -10,7 +10,7 @@ use crate::model::*;
 use crate::time::Millis;
 
 /// Filters for listing tasks.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct TaskFilter {
     /// Only tasks in this status.
     pub status: Option<crate::state::Status>,
@@ -22,8 +22,22 @@ pub struct TaskFilter {
     pub project_id: Option<String>,
     /// Only tasks whose id sorts after this one (keyset pagination).
     pub after_id: Option<String>,
-    /// At most this many.
+    /// At most this many: 1 to 1000 (100 by default).
     pub limit: u32,
+}
+
+impl Default for TaskFilter {
+    /// Every task, the first page of 100.
+    fn default() -> Self {
+        TaskFilter {
+            status: None,
+            parent_id: None,
+            label: None,
+            project_id: None,
+            after_id: None,
+            limit: 100,
+        }
+    }
 }
 
 /// A task row's columns besides its body: what queries filter and sort on, derived from the

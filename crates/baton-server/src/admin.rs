@@ -1,7 +1,7 @@
 //! Workspaces and keys: admin routes.
 
-use crate::{ApiError, AppState, JsonBody};
-use axum::extract::{Path, State};
+use crate::{ApiError, AppState, JsonBody, Path};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -66,17 +66,18 @@ pub(crate) struct WorkspaceCreated {
     key: KeyGrant,
 }
 
-/// Create a workspace (or return the one of that name) with a new admin key for it:
-/// nothing else reaches into a new workspace.
+/// Create a workspace with a new admin key for it: nothing else reaches into a new
+/// workspace. A name in use is `409 ALREADY_EXISTS`, never the existing workspace.
 #[utoipa::path(post, path = "/v1/workspaces", tag = "admin", request_body = WorkspaceBody,
     responses((status = 201, description = "The workspace and its first admin key", body = WorkspaceCreated)))]
 async fn create_workspace(
     State(s): State<AppState>,
     headers: HeaderMap,
-    JsonBody(req): JsonBody<WorkspaceBody>,
+    body: JsonBody<WorkspaceBody>,
 ) -> Result<Response, ApiError> {
     s.auth(&headers, &[Permission::Admin])?;
-    let workspace = s.baton.create_workspace(&req.name).await?;
+    let req = body.parse()?;
+    let workspace = s.baton.create_new_workspace(&req.name).await?;
     let admin = Actor {
         workspace_id: workspace.id.clone(),
         name: "admin".into(),
@@ -109,9 +110,10 @@ async fn create_key(
     State(s): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    JsonBody(req): JsonBody<KeyBody>,
+    body: JsonBody<KeyBody>,
 ) -> Result<Response, ApiError> {
     let principal = s.auth(&headers, &[Permission::Admin])?;
+    let req = body.parse()?;
     if principal.actor.workspace_id != id {
         return Err(Error::not_found("workspace", &id).into()); // other workspaces do not exist for this key
     }

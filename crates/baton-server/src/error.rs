@@ -3,11 +3,13 @@
 //! plain text).
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use baton_core::{Code, Error};
 use serde::de::DeserializeOwned;
+use std::marker::PhantomData;
 
 /// Largest request body accepted, in bytes.
 pub const MAX_BODY: usize = 4 * 1024 * 1024;
@@ -43,12 +45,39 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// A JSON request body, read within [`MAX_BODY`] and parsed with serde; malformed JSON,
-/// unknown fields and wrong types are `INVALID_INPUT` (400), an oversized body `TOO_LARGE`.
+/// A JSON request body, read within [`MAX_BODY`] and parsed with serde by [`JsonBody::parse`];
+/// malformed JSON, a body that is not an object, unknown fields and wrong types are
+/// `INVALID_INPUT` (400), an oversized body `TOO_LARGE`. Parsing is the handler's to call
+/// once it has checked the caller's key and role: a caller without a key hears 401, and
+/// one whose role may not call the route 403, whatever the body.
 #[derive(Debug)]
-pub struct JsonBody<T>(pub T);
+pub struct JsonBody<T> {
+    bytes: Result<Bytes, ApiError>,
+    wanted: PhantomData<fn() -> T>,
+}
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+impl<T: DeserializeOwned> JsonBody<T> {
+    /// The body as `T`, or the structured error for what is wrong with it.
+    pub fn parse(self) -> Result<T, ApiError> {
+        let bytes = self.bytes?;
+        let bytes: &[u8] = if bytes.is_empty() { b"{}" } else { &bytes };
+        // serde reads a JSON array into a struct field by field; a body is always an object.
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(ApiError(Error::invalid(
+                "the request body is not a JSON object",
+                "send a JSON object with the documented fields",
+            )));
+        }
+        serde_json::from_slice(bytes).map_err(|e| {
+            ApiError(Error::invalid(
+                format!("invalid request body: {e}"),
+                "send a JSON object with the documented fields",
+            ))
+        })
+    }
+}
+
+impl<S: Send + Sync, T> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
@@ -58,13 +87,29 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                 format!("request body over {MAX_BODY} bytes"),
                 "send less per call",
             ))
-        })?;
-        let bytes: &[u8] = if bytes.is_empty() { b"{}" } else { &bytes };
-        serde_json::from_slice(bytes).map(JsonBody).map_err(|e| {
-            ApiError(Error::invalid(
-                format!("invalid request body: {e}"),
-                "send a JSON object with the documented fields",
-            ))
+        });
+        Ok(JsonBody {
+            bytes,
+            wanted: PhantomData,
         })
+    }
+}
+
+/// Path parameters, as axum's `Path`, whose failures (an id that is not UTF-8 once
+/// percent-decoded, say) are structured `INVALID_INPUT` errors instead of plain text.
+#[derive(Debug)]
+pub struct Path<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Path(value)),
+            Err(e) => Err(ApiError(Error::invalid(
+                format!("invalid path: {}", e.body_text()),
+                "send ids as they were given, percent-encoded UTF-8",
+            ))),
+        }
     }
 }

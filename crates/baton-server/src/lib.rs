@@ -13,7 +13,7 @@ mod registry;
 pub mod stream;
 mod tasks;
 
-pub use error::{ApiError, JsonBody, MAX_BODY};
+pub use error::{ApiError, JsonBody, Path, MAX_BODY};
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::header::CONTENT_TYPE;
@@ -92,7 +92,11 @@ impl AppState {
         let token = headers
             .get("authorization")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(|v| {
+                // The scheme's name is case-insensitive (RFC 9110 §11.1).
+                let (scheme, token) = v.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then_some(token)
+            })
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or_else(|| {

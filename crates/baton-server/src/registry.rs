@@ -1,7 +1,7 @@
 //! Projects and agents: the containers of default policies and the workers that claim.
 
-use crate::{idempotency_key, ApiError, AppState, JsonBody};
-use axum::extract::{Path, State};
+use crate::{idempotency_key, ApiError, AppState, JsonBody, Path};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -30,9 +30,10 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
 async fn create_project(
     State(s): State<AppState>,
     headers: HeaderMap,
-    JsonBody(req): JsonBody<CreateProject>,
+    body: JsonBody<CreateProject>,
 ) -> Result<Response> {
     let actor = s.auth(&headers, &[Permission::Plan])?.actor;
+    let req = body.parse()?;
     let key = idempotency_key(&headers);
     let out = s.baton.create_project(&actor, key.as_deref(), req).await?;
     Ok((StatusCode::CREATED, Json(out)).into_response())
@@ -68,9 +69,10 @@ async fn update_project(
     State(s): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    JsonBody(req): JsonBody<ProjectSettings>,
+    body: JsonBody<ProjectSettings>,
 ) -> Result<Json<ProjectOut>> {
     let actor = s.auth(&headers, &[Permission::Plan])?.actor;
+    let req = body.parse()?;
     let key = idempotency_key(&headers);
     Ok(Json(
         s.baton
@@ -86,9 +88,10 @@ async fn update_project(
 async fn register_agent(
     State(s): State<AppState>,
     headers: HeaderMap,
-    JsonBody(req): JsonBody<RegisterAgent>,
+    body: JsonBody<RegisterAgent>,
 ) -> Result<Json<AgentOut>> {
     let principal = s.auth(&headers, &[Permission::Work, Permission::Plan])?;
+    let req: RegisterAgent = body.parse()?;
     crate::check_bound(&principal, &req.agent)?;
     let key = idempotency_key(&headers);
     Ok(Json(
@@ -114,9 +117,10 @@ pub(crate) struct AgentHeartbeat {
 async fn agent_heartbeat(
     State(s): State<AppState>,
     headers: HeaderMap,
-    JsonBody(req): JsonBody<AgentHeartbeat>,
+    body: JsonBody<AgentHeartbeat>,
 ) -> Result<Json<AgentOut>> {
     let principal = s.auth(&headers, &[Permission::Work])?;
+    let req: AgentHeartbeat = body.parse()?;
     crate::check_bound(&principal, &req.agent)?;
     Ok(Json(
         s.baton

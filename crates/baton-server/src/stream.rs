@@ -222,7 +222,7 @@ fn subscribe(
         .auth(headers, &[baton_core::access::Permission::Read])?
         .actor;
     let start = match last_id.or(q.after) {
-        Some(n) => n,
+        Some(n) => baton_core::ops::check_after(n)?,
         // Neither: new events only.
         None => s.baton.last_seq(&actor)?,
     };

@@ -3,9 +3,9 @@
 //! the OpenAPI document, registered together with the route.
 
 use crate::openapi::Leased;
-use crate::{idempotency_key, ApiError, AppState, JsonBody};
+use crate::{idempotency_key, ApiError, AppState, JsonBody, Path};
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -76,17 +76,12 @@ pub(crate) struct TaskId {
 async fn create(
     State(s): State<AppState>,
     headers: HeaderMap,
-    JsonBody(req): JsonBody<CreateTask>,
+    body: JsonBody<CreateTask>,
 ) -> Result<Response> {
+    let actor = s.auth(&headers, &[Permission::Plan])?.actor;
+    let req = body.parse()?;
     let key = idempotency_key(&headers);
-    let out = s
-        .baton
-        .create_task(
-            &s.auth(&headers, &[Permission::Plan])?.actor,
-            key.as_deref(),
-            req,
-        )
-        .await?;
+    let out = s.baton.create_task(&actor, key.as_deref(), req).await?;
     Ok((StatusCode::CREATED, Json(out)).into_response())
 }
 
@@ -105,10 +100,11 @@ pub(crate) struct BatchBody {
 async fn batch(
     State(s): State<AppState>,
     headers: HeaderMap,
-    JsonBody(req): JsonBody<BatchBody>,
+    body: JsonBody<BatchBody>,
 ) -> Result<Response> {
     let key = idempotency_key(&headers);
     let actor = s.auth(&headers, &[Permission::Plan])?.actor;
+    let req: BatchBody = body.parse()?;
     let out = s
         .baton
         .create_batch(&actor, key.as_deref(), req.tasks)
@@ -202,8 +198,10 @@ async fn update(
     State(s): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    JsonBody(mut req): JsonBody<UpdateTask>,
+    body: JsonBody<UpdateTask>,
 ) -> Result<Json<TaskOut>> {
+    let actor = s.auth(&headers, &[Permission::Plan])?.actor;
+    let mut req: UpdateTask = body.parse()?;
     if let Some(tag) = headers.get("if-match") {
         let text = tag.to_str().unwrap_or("").trim().trim_matches('"');
         let version = text.parse::<u64>().map_err(|_| {
@@ -212,17 +210,22 @@ async fn update(
                 "send the task's version number, e.g. If-Match: 3",
             )
         })?;
+        if req.version.is_some_and(|v| v != version) {
+            return Err(Error::invalid(
+                format!(
+                    "If-Match says version {version} and the body's version {}",
+                    req.version.unwrap_or_default()
+                ),
+                "send the version once, in If-Match or in the body",
+            )
+            .into());
+        }
         req.version = Some(version);
     }
     let key = idempotency_key(&headers);
     Ok(Json(
         s.baton
-            .update_task(
-                &s.auth(&headers, &[Permission::Plan])?.actor,
-                key.as_deref(),
-                &id,
-                req,
-            )
+            .update_task(&actor, key.as_deref(), &id, req)
             .await?,
     ))
 }
@@ -261,10 +264,11 @@ async fn brief(
 async fn claim(
     State(s): State<AppState>,
     headers: HeaderMap,
-    JsonBody(req): JsonBody<ClaimRequest>,
+    body: JsonBody<ClaimRequest>,
 ) -> Result<Json<Claims>> {
     let key = idempotency_key(&headers);
     let principal = s.auth(&headers, &[Permission::Work])?;
+    let req: ClaimRequest = body.parse()?;
     // A key bound to an agent claims only as that agent; the claim is recorded under its name.
     crate::check_bound(&principal, &req.agent)?;
     let mut actor = principal.actor;
@@ -326,10 +330,11 @@ pub(crate) enum CompletionResult {
 async fn complete_many(
     State(s): State<AppState>,
     headers: HeaderMap,
-    JsonBody(req): JsonBody<CompleteManyBody>,
+    body: JsonBody<CompleteManyBody>,
 ) -> Result<Json<CompletionsOut>> {
     let key = idempotency_key(&headers);
     let principal = s.auth(&headers, &[Permission::Work])?;
+    let req: CompleteManyBody = body.parse()?;
     if let Some(next) = &req.next {
         crate::check_bound(&principal, &next.agent)?;
     }
@@ -366,12 +371,12 @@ fn text(v: Option<Value>, field: &str) -> std::result::Result<Option<String>, Er
 /// Runs a lease operation for a handler: authenticates, checks the token is there, calls.
 async fn leased(
     s: &AppState,
+    actor: Actor,
     headers: &HeaderMap,
     id: &str,
     lease: Option<Value>,
     op: LeaseOp,
 ) -> Result<Json<LeaseOut>> {
-    let actor = s.auth(headers, &[Permission::Work])?.actor;
     let Some(token) = text(lease, "lease")? else {
         return Err(Error::invalid(
             "lease is required",
@@ -419,10 +424,12 @@ macro_rules! lease_route {
             State(s): State<AppState>,
             headers: HeaderMap,
             Path(id): Path<String>,
-            JsonBody($b): JsonBody<$body>,
+            body: JsonBody<$body>,
         ) -> Result<Json<LeaseOut>> {
+            let actor = s.auth(&headers, &[Permission::Work])?.actor;
+            let $b: $body = body.parse()?;
             let lease = $b.lease;
-            leased(&s, &headers, &id, lease, $op).await
+            leased(&s, actor, &headers, &id, lease, $op).await
         }
     };
 }
@@ -520,13 +527,14 @@ async fn transition(
     headers: &HeaderMap,
     id: &str,
     op: Op,
-    body: ReasonBody,
+    body: JsonBody<ReasonBody>,
 ) -> Result<Json<TaskOut>> {
     let need = match op {
         Op::Approve | Op::Reject => Permission::Review,
         _ => Permission::Plan,
     };
     let actor = s.auth(headers, &[need])?.actor;
+    let body = body.parse()?;
     let key = idempotency_key(headers);
     let reason = body.reason.or(body.comment);
     Ok(Json(
@@ -547,7 +555,7 @@ macro_rules! transition_route {
             State(s): State<AppState>,
             headers: HeaderMap,
             Path(id): Path<String>,
-            JsonBody(body): JsonBody<ReasonBody>,
+            body: JsonBody<ReasonBody>,
         ) -> Result<Json<TaskOut>> {
             transition(&s, &headers, &id, $op, body).await
         }
@@ -606,21 +614,15 @@ async fn add_context(
     State(s): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    JsonBody(req): JsonBody<AddContext>,
+    body: JsonBody<AddContext>,
 ) -> Result<Response> {
+    let need = [Permission::Plan, Permission::Work, Permission::Review];
+    let actor = s.auth(&headers, &need)?.actor;
+    let req = body.parse()?;
     let key = idempotency_key(&headers);
     let out = s
         .baton
-        .add_context(
-            &s.auth(
-                &headers,
-                &[Permission::Plan, Permission::Work, Permission::Review],
-            )?
-            .actor,
-            key.as_deref(),
-            &id,
-            req,
-        )
+        .add_context(&actor, key.as_deref(), &id, req)
         .await?;
     Ok((StatusCode::CREATED, Json(out)).into_response())
 }
@@ -644,19 +646,16 @@ async fn add_step(
     State(s): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    JsonBody(req): JsonBody<StepBody>,
+    body: JsonBody<StepBody>,
 ) -> Result<Response> {
+    let actor = s
+        .auth(&headers, &[Permission::Plan, Permission::Work])?
+        .actor;
+    let req: StepBody = body.parse()?;
     let key = idempotency_key(&headers);
     let out = s
         .baton
-        .add_step(
-            &s.auth(&headers, &[Permission::Plan, Permission::Work])?
-                .actor,
-            key.as_deref(),
-            &id,
-            req.title,
-            req.details,
-        )
+        .add_step(&actor, key.as_deref(), &id, req.title, req.details)
         .await?;
     Ok((StatusCode::CREATED, Json(out)).into_response())
 }
@@ -678,19 +677,16 @@ async fn done_step(
     State(s): State<AppState>,
     headers: HeaderMap,
     Path((id, step)): Path<(String, String)>,
-    JsonBody(req): JsonBody<DoneBody>,
+    body: JsonBody<DoneBody>,
 ) -> Result<Json<StepOut>> {
+    let actor = s
+        .auth(&headers, &[Permission::Plan, Permission::Work])?
+        .actor;
+    let req: DoneBody = body.parse()?;
     let key = idempotency_key(&headers);
     Ok(Json(
         s.baton
-            .done_step(
-                &s.auth(&headers, &[Permission::Plan, Permission::Work])?
-                    .actor,
-                key.as_deref(),
-                &id,
-                &step,
-                req.notes,
-            )
+            .done_step(&actor, key.as_deref(), &id, &step, req.notes)
             .await?,
     ))
 }
@@ -713,20 +709,15 @@ async fn add_dependency(
     State(s): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    JsonBody(req): JsonBody<DepBody>,
+    body: JsonBody<DepBody>,
 ) -> Result<Json<DepOut>> {
+    let actor = s.auth(&headers, &[Permission::Plan])?.actor;
+    let req: DepBody = body.parse()?;
     let kind = req.kind.unwrap_or(DepKind::Blocks);
     let key = idempotency_key(&headers);
     Ok(Json(
         s.baton
-            .dependency(
-                &s.auth(&headers, &[Permission::Plan])?.actor,
-                key.as_deref(),
-                &req.blocker_id,
-                &id,
-                kind,
-                true,
-            )
+            .dependency(&actor, key.as_deref(), &req.blocker_id, &id, kind, true)
             .await?,
     ))
 }
@@ -794,7 +785,7 @@ async fn events(
     let actor = s.auth(&headers, &[Permission::Read])?.actor;
     let (after, limit) = match q.last {
         Some(last) => {
-            let last = last.clamp(1, 1000);
+            let last = baton_core::ops::check_limit("last", last)?;
             (
                 s.baton.last_seq(&actor)?.saturating_sub(u64::from(last)),
                 last,
@@ -812,16 +803,10 @@ async fn events(
 async fn apply_plan(
     State(s): State<AppState>,
     headers: HeaderMap,
-    JsonBody(doc): JsonBody<PlanDoc>,
+    body: JsonBody<PlanDoc>,
 ) -> Result<Json<PlanOut>> {
+    let actor = s.auth(&headers, &[Permission::Plan])?.actor;
+    let doc = body.parse()?;
     let key = idempotency_key(&headers);
-    Ok(Json(
-        s.baton
-            .apply_plan(
-                &s.auth(&headers, &[Permission::Plan])?.actor,
-                key.as_deref(),
-                doc,
-            )
-            .await?,
-    ))
+    Ok(Json(s.baton.apply_plan(&actor, key.as_deref(), doc).await?))
 }

@@ -99,6 +99,27 @@ impl Server {
     async fn get(&self, path: &str) -> (StatusCode, Value) {
         self.call("GET", path, None, &[]).await
     }
+
+    /// Sends `body` as it is (not necessarily JSON), with `authorization` if given.
+    async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        body: &str,
+        authorization: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.http.request(method.parse().unwrap(), url);
+        if let Some(value) = authorization {
+            req = req.header("authorization", value);
+        }
+        let resp = req.body(body.to_string()).send().await.expect("request");
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        let value = serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("{method} {path}: not JSON: {text}"));
+        (status, value)
+    }
 }
 
 fn error_code(v: &Value) -> &str {
@@ -205,6 +226,7 @@ async fn errors_have_codes_and_statuses(backend: Backend) {
     let raw = s
         .http
         .post(format!("{}/v1/tasks", s.base))
+        .bearer_auth(&s.token)
         .header("content-type", "application/json")
         .body("{not json")
         .send()
@@ -308,6 +330,7 @@ async fn errors_have_codes_and_statuses(backend: Backend) {
     let resp = s
         .http
         .post(format!("{}/v1/tasks", s.base))
+        .bearer_auth(&s.token)
         .header("content-type", "application/json")
         .body(big)
         .send()
@@ -615,6 +638,22 @@ async fn keys_roles_and_workspace_isolation(backend: Backend) {
         StatusCode::NOT_FOUND,
         "no keys for a workspace it cannot see"
     );
+    for name in ["default", "other"] {
+        let (st, v) = s
+            .call(
+                "POST",
+                "/v1/workspaces",
+                Some(json!({"name": name})),
+                &as_other,
+            )
+            .await;
+        assert_eq!(
+            (st, error_code(&v)),
+            (StatusCode::CONFLICT, "ALREADY_EXISTS"),
+            "a workspace's name is no way into it: {v}"
+        );
+        assert!(v.get("key").is_none() && v.get("workspace").is_none());
+    }
     let (st, k) = s
         .call(
             "POST",
@@ -1634,4 +1673,241 @@ on_every_backend!(
     openapi_document_is_served_and_complete,
     complete_many_answers_each_item,
     complete_with_next_claims_in_the_same_call,
+    odd_input_is_refused_in_order_and_changes_nothing,
 );
+
+/// Odd input found by probing the API: each is a structured 4xx, the key and role are
+/// checked before the body, and nothing refused is written.
+async fn odd_input_is_refused_in_order_and_changes_nothing(backend: Backend) {
+    let s = Server::start(backend).await;
+    let bearer = format!("Bearer {}", s.token);
+    let auth = Some(bearer.as_str());
+    let (_, t) = s.post("/v1/tasks", json!({"title": "held"})).await;
+    let id = t["task"]["id"].as_str().unwrap().to_string();
+    let (_, o) = s.post("/v1/tasks", json!({"title": "other"})).await;
+    let other = o["task"]["id"].as_str().unwrap().to_string();
+    let (st, c) = s
+        .post("/v1/tasks/claim", json!({"agent": "a1", "count": 1}))
+        .await;
+    assert_eq!(st, StatusCode::OK, "{c}");
+    assert_eq!(
+        c["claims"][0]["task"]["id"],
+        id.as_str(),
+        "claims the oldest"
+    );
+    let lease = c["claims"][0]["lease"]["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let observer = format!("Bearer {}", s.key("observer", None).await);
+    let (_, before) = s.get("/v1/events?limit=1000").await;
+
+    // The key first, then the role, then the body.
+    let too_big = "x".repeat(baton_server::MAX_BODY + 10);
+    for (body, authorization, status, code) in [
+        ("{bad", None, StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
+        (
+            too_big.as_str(),
+            None,
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+        ),
+        (
+            "{bad",
+            Some(observer.as_str()),
+            StatusCode::FORBIDDEN,
+            "FORBIDDEN",
+        ),
+        (
+            "{}",
+            Some(observer.as_str()),
+            StatusCode::FORBIDDEN,
+            "FORBIDDEN",
+        ),
+        ("{bad", auth, StatusCode::BAD_REQUEST, "INVALID_INPUT"),
+        // serde would read an array field by field into the request's struct.
+        (
+            r#"["t", "i"]"#,
+            auth,
+            StatusCode::BAD_REQUEST,
+            "INVALID_INPUT",
+        ),
+    ] {
+        let (st, v) = s.raw("POST", "/v1/tasks", body, authorization).await;
+        assert_eq!(
+            (st, error_code(&v)),
+            (status, code),
+            "{authorization:?}: {v}"
+        );
+    }
+    let lower = format!("bearer {}", s.token);
+    let (st, _) = s.raw("GET", "/v1/tasks", "", Some(&lower)).await;
+    assert_eq!(st, StatusCode::OK, "the scheme's name is case-insensitive");
+    let (st, v) = s
+        .raw(
+            "PATCH",
+            &format!("/v1/tasks/{other}"),
+            r#"[null, "x"]"#,
+            auth,
+        )
+        .await;
+    assert_eq!(
+        (st, error_code(&v)),
+        (StatusCode::BAD_REQUEST, "INVALID_INPUT")
+    );
+
+    let huge = "18446744073709551615";
+    let cases = [
+        ("GET", "/v1/tasks/%FF".to_string(), None),
+        ("GET", "/v1/tasks/tsk_%00".to_string(), None),
+        (
+            "GET",
+            "/v1/events?after=9223372036854775808".to_string(),
+            None,
+        ),
+        ("GET", format!("/v1/events/stream?after={huge}"), None),
+        ("GET", "/v1/tasks?limit=0".to_string(), None),
+        ("GET", "/v1/tasks?limit=1001".to_string(), None),
+        ("GET", "/v1/tasks?cursor=garbage".to_string(), None),
+        ("GET", "/v1/tasks/ready?limit=0".to_string(), None),
+        ("GET", "/v1/events?limit=0".to_string(), None),
+        ("GET", "/v1/events?last=1001".to_string(), None),
+        (
+            "POST",
+            "/v1/tasks".to_string(),
+            Some(json!({"title": "x", "retry_policy": {"max_attempts": 3,
+                "backoff_initial": "1s", "backoff_multiplier": -2.0, "backoff_max": "5m"}})),
+        ),
+        (
+            "POST",
+            "/v1/tasks".to_string(),
+            Some(json!({"title": "x", "retry_policy": {"max_attempts": 3,
+                "backoff_initial": "10m", "backoff_multiplier": 2.0, "backoff_max": "1s"}})),
+        ),
+        (
+            "POST",
+            "/v1/tasks".to_string(),
+            Some(json!({"title": "x", "timeout": 0})),
+        ),
+        (
+            "POST",
+            "/v1/tasks".to_string(),
+            Some(json!({"title": "x", "budget": "lots"})),
+        ),
+        (
+            "POST",
+            "/v1/tasks".to_string(),
+            Some(json!({"title": "x", "budget": {"max_cost": "lots"}})),
+        ),
+        (
+            "POST",
+            "/v1/tasks".to_string(),
+            Some(json!({"title": "a\u{0}b"})),
+        ),
+        (
+            "POST",
+            format!("/v1/tasks/{id}/heartbeat"),
+            Some(json!({"lease": lease, "usage": "lots"})),
+        ),
+        (
+            "POST",
+            "/v1/agents/register".to_string(),
+            Some(json!({"agent": "a\u{0}b"})),
+        ),
+        (
+            "POST",
+            "/v1/projects".to_string(),
+            Some(json!({"name": "two\nlines"})),
+        ),
+        (
+            "POST",
+            "/v1/workspaces".to_string(),
+            Some(json!({"name": "\u{0}"})),
+        ),
+    ];
+    for (method, path, body) in cases {
+        let (st, v) = s.call(method, &path, body, &[]).await;
+        assert!(
+            st.is_client_error() && !error_code(&v).is_empty(),
+            "{method} {path}: {st} {v}"
+        );
+    }
+    let (st, v) = s
+        .call(
+            "GET",
+            "/v1/events/stream",
+            None,
+            &[("last-event-id", huge), ("authorization", bearer.as_str())],
+        )
+        .await;
+    assert_eq!(
+        (st, error_code(&v)),
+        (StatusCode::BAD_REQUEST, "INVALID_INPUT")
+    );
+    let (st, v) = s
+        .call(
+            "PATCH",
+            &format!("/v1/tasks/{other}"),
+            Some(json!({"title": "y", "version": 6})),
+            &[("if-match", "1"), ("authorization", bearer.as_str())],
+        )
+        .await;
+    assert_eq!(
+        (st, error_code(&v)),
+        (StatusCode::BAD_REQUEST, "INVALID_INPUT"),
+        "two versions that disagree"
+    );
+    let (st, v) = s
+        .post(
+            &format!("/v1/tasks/{id}/context"),
+            json!({"type": "note", "content": "c", "lease": "lse_garbage"}),
+        )
+        .await;
+    assert_eq!(
+        (st, error_code(&v)),
+        (StatusCode::CONFLICT, "LEASE_LOST"),
+        "a lease that is not the task's is no proof: {v}"
+    );
+    let (_, after) = s.get("/v1/events?limit=1000").await;
+    let new_events =
+        &after["events"].as_array().unwrap()[before["events"].as_array().unwrap().len()..];
+    assert!(
+        new_events.is_empty(),
+        "nothing refused was written: {new_events:?}"
+    );
+
+    // A change to what the task already is: no new version, no event.
+    let version = o["task"]["version"].clone();
+    for body in [json!({}), json!({"title": "other"})] {
+        let (st, v) = s
+            .call("PATCH", &format!("/v1/tasks/{other}"), Some(body), &[])
+            .await;
+        assert_eq!(
+            (st, &v["task"]["version"]),
+            (StatusCode::OK, &version),
+            "{v}"
+        );
+    }
+    let (_, after) = s.get("/v1/events?limit=1000").await;
+    assert_eq!(before, after, "a change to nothing is no event");
+
+    // A finished task takes no new blocker and no new step.
+    let (st, v) = s
+        .post(&format!("/v1/tasks/{id}/complete"), json!({"lease": lease}))
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let (_, before) = s.get("/v1/events?limit=1000").await;
+    for (path, body) in [
+        ("dependencies", json!({"blocker_id": other})),
+        ("steps", json!({"title": "one more"})),
+    ] {
+        let (st, v) = s.post(&format!("/v1/tasks/{id}/{path}"), body).await;
+        assert_eq!(
+            (st, error_code(&v)),
+            (StatusCode::CONFLICT, "INVALID_TRANSITION"),
+            "{path}: {v}"
+        );
+    }
+    let (_, after) = s.get("/v1/events?limit=1000").await;
+    assert_eq!(before, after, "nothing refused was written");
+}

@@ -66,6 +66,11 @@ pub(crate) fn db_err(e: sqlx::Error) -> Error {
             format!("already exists: {e}"),
             "use another name or key",
         ),
+        // A NUL character (in an id of a path, say): PostgreSQL's text cannot hold it.
+        Some("22021") | Some("22P05") => Error::invalid(
+            format!("text PostgreSQL cannot store: {e}"),
+            "remove NUL (\\u0000) characters from ids, names and text",
+        ),
         _ => Error::storage(e),
     }
 }

@@ -133,8 +133,9 @@ pub fn add_dep(
     kind: DepKind,
 ) -> Result<DepOut> {
     ctx.task(blocker_id)?;
-    ctx.task(blocked_id)?;
+    let blocked = ctx.task(blocked_id)?;
     if kind == DepKind::Blocks {
+        crate::state::check_open(blocked_id, blocked.status, "add a blocker to")?;
         check_acyclic(ctx, blocker_id, blocked_id)?;
     } else if blocker_id == blocked_id {
         return Err(Error::invalid(

@@ -7,6 +7,7 @@ use crate::api::{AddContext, ContextOut, StepOut};
 use crate::error::{Code, Error, Result};
 use crate::id::{new_id, sha256_hex};
 use crate::model::*;
+use serde_json::json;
 
 /// Most steps on one task.
 pub const MAX_STEPS: usize = 500;
@@ -14,16 +15,26 @@ pub const MAX_STEPS: usize = 500;
 pub const MAX_CONTEXT: usize = 2_000;
 
 /// Marks the task as changed for its lease holder, unless the holder made the change
-/// (proved by presenting the current lease token).
+/// (proved by presenting the current lease token). A token that is not the current lease
+/// is `LEASE_LOST`: its agent believes it holds a task it no longer does.
 fn touch(ctx: &mut Ctx<'_>, task: &mut Task, lease_token: Option<&str>) -> Result<Option<Run>> {
-    task.version += 1;
-    let holder = match (&task.lease, lease_token) {
-        (Some(lease), Some(token)) if lease.token_sha256 == sha256_hex(token) => {
+    let run_id = match (lease_token, &task.lease) {
+        (None, _) => None,
+        (Some(token), Some(lease)) if lease.token_sha256 == sha256_hex(token) => {
             Some(lease.run_id.clone())
         }
-        _ => None,
+        (Some(_), _) => {
+            return Err(Error::new(
+                Code::LeaseLost,
+                format!("that lease is not the current lease of task {}", task.id),
+                "your lease ended (expired, released or superseded): stop work on this task; \
+                 to record this anyway, send it without the lease",
+            )
+            .with_details(json!({"status": task.status.as_str(), "epoch": task.epoch})))
+        }
     };
-    let Some(run_id) = holder else {
+    task.version += 1;
+    let Some(run_id) = run_id else {
         return Ok(None);
     };
     let Some(mut run) = ctx.tx.run(ctx.ws, &run_id)? else {
@@ -94,6 +105,7 @@ pub fn add_step(
         check_len("details", d, MAX_TEXT)?;
     }
     let mut task = ctx.task(task_id)?;
+    crate::state::check_open(task_id, task.status, "add a step to")?;
     let steps = ctx.tx.steps_of(ctx.ws, task_id)?;
     if steps.len() >= MAX_STEPS {
         return Err(Error::new(

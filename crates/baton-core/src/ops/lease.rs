@@ -21,7 +21,7 @@ pub const REAP_BATCH: u32 = 256;
 
 /// Registers an agent on first use, or refreshes its capabilities and last-seen time.
 pub fn ensure_agent(ctx: &mut Ctx<'_>, name: &str, capabilities: &[String]) -> Result<Agent> {
-    super::check_text("agent", name, 200)?;
+    super::check_name("agent", name, 200)?;
     let capabilities = check_tags("capabilities", capabilities)?;
     match ctx.tx.agent(ctx.ws, name)? {
         Some(mut agent) => {
@@ -204,7 +204,7 @@ pub fn check_claim(req: &ClaimRequest) -> Result<()> {
             "give e.g. 30s or 5m",
         ));
     }
-    super::check_text("agent", &req.agent, 200)?;
+    super::check_name("agent", &req.agent, 200)?;
     check_tags("capabilities", &req.capabilities)?;
     Ok(())
 }
@@ -378,7 +378,7 @@ pub fn heartbeat(ctx: &mut Ctx<'_>, id: &str, token: &str, hb: &Heartbeat) -> Re
         run.message = Some(m.clone());
     }
     if hb.usage.is_some() {
-        check_json("usage", &hb.usage)?;
+        super::check_object("usage", &hb.usage, &["cost"])?;
         run.usage = hb.usage.clone();
     }
     let mut signals = Vec::new();

@@ -145,7 +145,21 @@ pub fn check_text(field: &str, value: &str, max: usize) -> Result<()> {
     check_len(field, value, max)
 }
 
-/// Checks an optional text field's size.
+/// Checks a name (of an agent, a project, a workspace): a required text field without
+/// control characters, since names are shown on one line and used as keys.
+pub fn check_name(field: &str, value: &str, max: usize) -> Result<()> {
+    check_text(field, value, max)?;
+    if value.chars().any(char::is_control) {
+        return Err(Error::invalid(
+            format!("{field} contains a control character"),
+            format!("give a {field} of printable characters on one line"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks an optional text field's size, and that it holds no NUL character (which
+/// PostgreSQL cannot store in text).
 pub fn check_len(field: &str, value: &str, max: usize) -> Result<()> {
     if value.len() > max {
         return Err(Error::new(
@@ -153,6 +167,83 @@ pub fn check_len(field: &str, value: &str, max: usize) -> Result<()> {
             format!("{field} is {} bytes; the limit is {max}", value.len()),
             format!("shorten the {field}, or attach the bulk as an artifact or reference"),
         ));
+    }
+    if value.contains('\0') {
+        return Err(Error::invalid(
+            format!("{field} contains a NUL character"),
+            format!("remove the NUL (\\u0000) from the {field}"),
+        ));
+    }
+    Ok(())
+}
+
+/// The most items one page of a listing holds.
+pub const MAX_PAGE: u32 = 1000;
+
+/// Checks the page size a caller asked for: 1 to [`MAX_PAGE`]. Clamping it instead would
+/// hand back a page other than the one asked for, without saying so.
+pub fn check_limit(field: &str, limit: u32) -> Result<u32> {
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(Error::invalid(
+            format!("{field} is {limit}; it must be 1 to {MAX_PAGE}"),
+            format!("ask for at most {MAX_PAGE} and page on with the cursor"),
+        ));
+    }
+    Ok(limit)
+}
+
+/// Checks an event sequence number to read after. The log numbers events with signed
+/// 64-bit integers; a larger number read as one would wrap to a negative and replay
+/// everything.
+pub fn check_after(after: u64) -> Result<u64> {
+    if after > i64::MAX as u64 {
+        return Err(Error::invalid(
+            format!("after is {after}, beyond any event number"),
+            "resume after the last sequence number you saw (0 replays from the start)",
+        ));
+    }
+    Ok(after)
+}
+
+/// Checks a retry policy: at least one attempt, a delay that grows (1× to 10× per attempt)
+/// up to a cap no shorter than the first delay.
+pub fn check_retry_policy(policy: &crate::model::RetryPolicy) -> Result<()> {
+    if policy.max_attempts == 0
+        || !(1.0..=10.0).contains(&policy.backoff_multiplier)
+        || policy.backoff_max.0 < policy.backoff_initial.0
+    {
+        return Err(Error::invalid(
+            "retry_policy needs max_attempts of at least 1, a backoff_multiplier from 1 to 10 \
+             and a backoff_max no shorter than backoff_initial",
+            "e.g. {\"max_attempts\": 3, \"backoff_initial\": \"1s\", \"backoff_multiplier\": 2, \"backoff_max\": \"5m\"}",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a JSON field that must be an object (a budget, a usage report), within the size
+/// limit; `numbers` are its keys that, when present, must be numbers of at least 0.
+pub fn check_object(field: &str, value: &Option<Value>, numbers: &[&str]) -> Result<()> {
+    check_json(field, value)?;
+    let Some(v) = value else { return Ok(()) };
+    let Some(object) = v.as_object() else {
+        return Err(Error::invalid(
+            format!("{field} must be a JSON object"),
+            format!(
+                "send {field} as an object, e.g. {{\"{}\": 1.5}}",
+                numbers.first().unwrap_or(&"key")
+            ),
+        ));
+    };
+    for key in numbers {
+        if let Some(n) = object.get(*key) {
+            if !n.as_f64().is_some_and(|n| n >= 0.0) {
+                return Err(Error::invalid(
+                    format!("{field}.{key} must be a number of at least 0"),
+                    format!("send {field}.{key} as a number, e.g. 1.5"),
+                ));
+            }
+        }
     }
     Ok(())
 }

@@ -442,7 +442,8 @@ fn update_existing(
         .map(|d| d.blocker_id)
         .collect();
     for b in blocked_by {
-        if !have.contains(b) {
+        // As for fields: a finished task keeps what it had (it takes no new blocker).
+        if !have.contains(b) && !existing.status.is_terminal() {
             graph::add_dep(ctx, b, &existing.id, DepKind::Blocks)
                 .map_err(|e| with_ref(e, &node.reference))?;
             changed = true;

@@ -1,7 +1,7 @@
 //! Projects and agents (DESIGN §2): the containers that carry default policies and the
 //! workers that claim. Both are small, rarely written rows; every change is an event.
 
-use super::{check_text, Ctx};
+use super::{check_name, Ctx};
 use crate::api::*;
 use crate::error::{Error, Result};
 use crate::id::new_id;
@@ -11,7 +11,7 @@ use serde_json::json;
 
 /// Creates a project; its name must be new in the workspace.
 pub fn create_project(ctx: &mut Ctx<'_>, req: CreateProject) -> Result<ProjectOut> {
-    check_text("project name", &req.name, 200)?;
+    check_name("project name", &req.name, 200)?;
     if ctx.tx.project(ctx.ws, &req.name)?.is_some() {
         return Err(Error::new(
             crate::Code::AlreadyExists,
@@ -44,20 +44,19 @@ pub fn create_project(ctx: &mut Ctx<'_>, req: CreateProject) -> Result<ProjectOu
 /// Changes a project's policies or its kill switch.
 pub fn update_project(ctx: &mut Ctx<'_>, id: &str, req: ProjectSettings) -> Result<ProjectOut> {
     let mut project = super::project(ctx, Some(id))?;
+    let before = project.clone();
     apply_settings(&mut project, &req)?;
-    ctx.tx.put_project(&project)?;
-    ctx.emit("project.updated", None, json!({ "project": project }))?;
+    // Settings the project already has change nothing: no event.
+    if project != before {
+        ctx.tx.put_project(&project)?;
+        ctx.emit("project.updated", None, json!({ "project": project }))?;
+    }
     Ok(ProjectOut { project })
 }
 
 fn apply_settings(project: &mut Project, s: &ProjectSettings) -> Result<()> {
     if let Some(policy) = s.retry_policy {
-        if policy.max_attempts == 0 || !(1.0..=10.0).contains(&policy.backoff_multiplier) {
-            return Err(Error::invalid(
-                "retry_policy needs max_attempts of at least 1 and a backoff_multiplier from 1 to 10",
-                "e.g. {\"max_attempts\": 3, \"backoff_initial\": \"1s\", \"backoff_multiplier\": 2, \"backoff_max\": \"5m\"}",
-            ));
-        }
+        super::check_retry_policy(&policy)?;
         project.retry_policy = policy;
     }
     if let Some(ttl) = s.lease_ttl {

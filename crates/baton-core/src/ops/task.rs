@@ -11,9 +11,6 @@ use crate::state::{self, BlockedReason, Op, Status};
 use crate::store::TaskFilter;
 use serde_json::{json, Value};
 
-/// Most tasks one list call returns.
-pub const MAX_LIST: u32 = 1000;
-
 fn check_schema(field: &str, schema: &Option<Value>) -> Result<()> {
     check_json(field, schema)?;
     if let Some(schema) = schema {
@@ -60,7 +57,17 @@ pub fn validate_create(req: &CreateTask) -> Result<()> {
     check_tags("labels", &req.labels)?;
     check_tags("required_capabilities", &req.required_capabilities)?;
     check_json("input", &req.input)?;
-    check_json("budget", &req.budget)?;
+    super::check_object("budget", &req.budget, &["max_cost"])?;
+    if let Some(policy) = &req.retry_policy {
+        super::check_retry_policy(policy)?;
+    }
+    if req.timeout.is_some_and(|t| t.0 < 1000) {
+        return Err(Error::new(
+            Code::InvalidDuration,
+            "timeout must be at least 1s",
+            "give e.g. 30m or 2h",
+        ));
+    }
     check_schema("input_schema", &req.input_schema)?;
     check_schema("output_schema", &req.output_schema)?;
     if req.max_attempts == Some(0) {
@@ -201,11 +208,16 @@ pub fn get(ctx: &mut Ctx<'_>, id: &str) -> Result<TaskOut> {
 }
 
 /// Lists tasks by filter, a page at a time.
-pub fn list(ctx: &mut Ctx<'_>, mut filter: TaskFilter) -> Result<TasksOut> {
-    if filter.limit == 0 || filter.limit > MAX_LIST {
-        filter.limit = if filter.limit == 0 { 100 } else { MAX_LIST };
+pub fn list(ctx: &mut Ctx<'_>, filter: TaskFilter) -> Result<TasksOut> {
+    let limit = super::check_limit("limit", filter.limit)? as usize;
+    if let Some(cursor) = &filter.after_id {
+        if !crate::id::has_prefix(cursor, "tsk") {
+            return Err(Error::invalid(
+                format!("cursor {cursor} is not one this listing gave"),
+                "pass the next_cursor of the previous page, or no cursor for the first",
+            ));
+        }
     }
-    let limit = filter.limit as usize;
     let tasks: Vec<Task> = ctx
         .tx
         .list_tasks(ctx.ws, &filter)?
@@ -240,6 +252,7 @@ pub fn update(ctx: &mut Ctx<'_>, id: &str, req: UpdateTask) -> Result<TaskOut> {
         }
     }
     let mut task = ctx.task(id)?;
+    let before = task.clone();
     state::check(id, task.status, Op::Update)?;
     if req.intent.is_some() {
         return Err(Error::invalid(
@@ -307,10 +320,13 @@ pub fn update(ctx: &mut Ctx<'_>, id: &str, req: UpdateTask) -> Result<TaskOut> {
         task.output_schema = req.output_schema;
     }
     if req.budget.is_some() {
-        check_json("budget", &req.budget)?;
+        super::check_object("budget", &req.budget, &["max_cost"])?;
         task.budget = req.budget;
     }
-    ctx.save(&mut task, "task.updated", &[])?;
+    // A change to what the task already is changes nothing: no new version, no event.
+    if task != before {
+        ctx.save(&mut task, "task.updated", &[])?;
+    }
     Ok(TaskOut {
         task: task.view(),
         warnings: vec![],
