@@ -210,12 +210,9 @@ async fn update(
                 "send the task's version number, e.g. If-Match: 3",
             )
         })?;
-        if req.version.is_some_and(|v| v != version) {
+        if let Some(other) = req.version.filter(|v| *v != version) {
             return Err(Error::invalid(
-                format!(
-                    "If-Match says version {version} and the body's version {}",
-                    req.version.unwrap_or_default()
-                ),
+                format!("If-Match says version {version} and the body's version {other}"),
                 "send the version once, in If-Match or in the body",
             )
             .into());

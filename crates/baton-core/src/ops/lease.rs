@@ -197,13 +197,7 @@ pub fn check_claim(req: &ClaimRequest) -> Result<()> {
             "ask for fewer tasks per claim",
         ));
     }
-    if req.lease_ttl.is_some_and(|ttl| ttl.0 < 1000) {
-        return Err(Error::new(
-            Code::InvalidDuration,
-            "lease_ttl must be at least 1s",
-            "give e.g. 30s or 5m",
-        ));
-    }
+    super::check_duration("lease_ttl", req.lease_ttl)?;
     super::check_name("agent", &req.agent, 200)?;
     check_tags("capabilities", &req.capabilities)?;
     Ok(())
@@ -404,13 +398,7 @@ pub fn heartbeat(ctx: &mut Ctx<'_>, id: &str, token: &str, hb: &Heartbeat) -> Re
     {
         signals.push("killed".into());
     }
-    if hb.lease_ttl.is_some_and(|ttl| ttl.0 < 1000) {
-        return Err(Error::new(
-            Code::InvalidDuration,
-            "lease_ttl must be at least 1s",
-            "give e.g. 30s or 5m",
-        ));
-    }
+    super::check_duration("lease_ttl", hb.lease_ttl)?;
     let ttl = hb.lease_ttl.unwrap_or(task.lease_ttl);
     let expires_at = ctx.now + ttl.ms();
     if let Some(lease) = &mut task.lease {

@@ -177,6 +177,19 @@ pub fn check_len(field: &str, value: &str, max: usize) -> Result<()> {
     Ok(())
 }
 
+/// Checks a duration a caller gave (a lease, a timeout): at least a second, since the
+/// reaper and the clocks of agents work to the second.
+pub fn check_duration(field: &str, value: Option<crate::time::Duration>) -> Result<()> {
+    if value.is_some_and(|d| d.0 < 1000) {
+        return Err(Error::new(
+            crate::Code::InvalidDuration,
+            format!("{field} must be at least 1s"),
+            "give e.g. 30s, 5m or 2h",
+        ));
+    }
+    Ok(())
+}
+
 /// The most items one page of a listing holds.
 pub const MAX_PAGE: u32 = 1000;
 

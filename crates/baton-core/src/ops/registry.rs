@@ -59,14 +59,8 @@ fn apply_settings(project: &mut Project, s: &ProjectSettings) -> Result<()> {
         super::check_retry_policy(&policy)?;
         project.retry_policy = policy;
     }
+    super::check_duration("lease_ttl", s.lease_ttl)?;
     if let Some(ttl) = s.lease_ttl {
-        if ttl.0 < 1000 {
-            return Err(Error::new(
-                crate::Code::InvalidDuration,
-                "lease_ttl must be at least 1s",
-                "give e.g. 30s or 5m",
-            ));
-        }
         project.lease_ttl = ttl;
     }
     if let Some(review) = s.review_required {

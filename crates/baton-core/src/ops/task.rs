@@ -61,13 +61,7 @@ pub fn validate_create(req: &CreateTask) -> Result<()> {
     if let Some(policy) = &req.retry_policy {
         super::check_retry_policy(policy)?;
     }
-    if req.timeout.is_some_and(|t| t.0 < 1000) {
-        return Err(Error::new(
-            Code::InvalidDuration,
-            "timeout must be at least 1s",
-            "give e.g. 30m or 2h",
-        ));
-    }
+    super::check_duration("timeout", req.timeout)?;
     check_schema("input_schema", &req.input_schema)?;
     check_schema("output_schema", &req.output_schema)?;
     if req.max_attempts == Some(0) {
@@ -76,15 +70,7 @@ pub fn validate_create(req: &CreateTask) -> Result<()> {
             "give 1 or more",
         ));
     }
-    if let Some(ttl) = req.lease_ttl {
-        if ttl.0 < 1000 {
-            return Err(Error::new(
-                Code::InvalidDuration,
-                "lease_ttl must be at least 1s",
-                "give e.g. 30s or 5m",
-            ));
-        }
-    }
+    super::check_duration("lease_ttl", req.lease_ttl)?;
     if let (Some(schema), Some(input)) = (&req.input_schema, &req.input) {
         crate::schema::validate("input", schema, input)?;
     }
@@ -289,14 +275,8 @@ pub fn update(ctx: &mut Ctx<'_>, id: &str, req: UpdateTask) -> Result<TaskOut> {
     if let Some(caps) = req.required_capabilities {
         task.required_capabilities = check_tags("required_capabilities", &caps)?;
     }
+    super::check_duration("lease_ttl", req.lease_ttl)?;
     if let Some(ttl) = req.lease_ttl {
-        if ttl.0 < 1000 {
-            return Err(Error::new(
-                Code::InvalidDuration,
-                "lease_ttl must be at least 1s",
-                "give e.g. 30s or 5m",
-            ));
-        }
         task.lease_ttl = ttl;
     }
     if let Some(max) = req.max_attempts {
