@@ -74,6 +74,7 @@ fn expected_errors() -> Value {
     serde_json::json!({
         "unknown tool": "NOT_FOUND", "wrong type": "INVALID_INPUT", "unknown id": "NOT_FOUND",
         "stale lease": "LEASE_LOST", "no lease held": "LEASE_LOST", "bad enum": "INVALID_INPUT",
+        "limit out of range": "INVALID_INPUT", "overlong filter": "TOO_LARGE",
     })
 }
 

@@ -551,6 +551,10 @@ impl Baton {
         reason: Option<String>,
     ) -> Result<TaskOut> {
         use crate::state::Op;
+        // Checked for every operation, those that record it and those that do not.
+        if let Some(r) = &reason {
+            ops::check_len("reason", r, ops::MAX_TEXT)?;
+        }
         let request = json!({ "op": op.as_str(), "id": id, "reason": reason });
         let id = id.to_string();
         self.write(actor, key, request, move |ctx| match op {

@@ -49,7 +49,15 @@ impl Gateway {
                     req = req.header("authorization", b);
                 }
                 let body = body.map(|b| b.to_string()).unwrap_or_default();
-                let req = req.body(Body::from(body)).map_err(internal)?;
+                // The arguments make the path: one that http cannot carry (over ~64 KB) is
+                // the caller's input, not a fault of the server.
+                let req = req.body(Body::from(body)).map_err(|e| {
+                    Error::new(
+                        Code::TooLarge,
+                        format!("the call's ids and filters make no valid request: {e}"),
+                        "send shorter ids and filters",
+                    )
+                })?;
                 let res = router.clone().oneshot(req).await.map_err(internal)?;
                 let status = res.status().as_u16();
                 let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
@@ -97,10 +105,13 @@ pub(crate) fn ok((status, body): Answer) -> Result<Value, Error> {
         return Ok(body);
     }
     Err(Error::from_json(&body).unwrap_or_else(|| {
-        Error::new(
-            Code::Internal,
-            format!("HTTP {status} without an error body"),
-            "retry the call",
-        )
+        // Answered by the HTTP layer before Baton (hyper refuses an overlong URL or
+        // header with a bare status): the caller's input when it is a 4xx.
+        let (code, hint) = match status {
+            413 | 414 | 431 => (Code::TooLarge, "send shorter ids, filters and bodies"),
+            400..=499 => (Code::InvalidInput, "check the call's arguments"),
+            _ => (Code::Internal, "retry the call"),
+        };
+        Error::new(code, format!("HTTP {status} without an error body"), hint)
     }))
 }

@@ -16,8 +16,19 @@ pub(crate) async fn run(
     let task = opt_str(&mut args, "task_id")?;
     let limit = match args.remove("limit") {
         None | Some(Value::Null) => 50,
-        Some(Value::Number(n)) => n.as_u64().unwrap_or(50).clamp(1, 1000),
-        Some(_) => return Err(Error::invalid("limit must be an integer", "e.g. 50")),
+        Some(Value::Number(n)) if n.is_u64() => {
+            let n = n.as_u64().unwrap_or_default();
+            u64::from(baton_core::ops::check_limit(
+                "limit",
+                u32::try_from(n).unwrap_or(u32::MAX),
+            )?)
+        }
+        Some(_) => {
+            return Err(Error::invalid(
+                "limit must be an integer from 1 to 1000",
+                "e.g. 50",
+            ))
+        }
     };
     let need_task = || {
         task.clone()

@@ -512,7 +512,8 @@ lease_route!(
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ReasonBody {
-    /// Why (recorded on the task as `reason`).
+    /// Why: recorded on the task as `reason` by cancel, approve and reject; checked but
+    /// not recorded by publish, unblock and retry.
     reason: Option<String>,
     /// A reviewer's comment; same as `reason`.
     comment: Option<String>,

@@ -1816,6 +1816,11 @@ async fn odd_input_is_refused_in_order_and_changes_nothing(backend: Backend) {
         ),
         (
             "POST",
+            format!("/v1/tasks/{other}/cancel"),
+            Some(json!({"reason": "a\u{0}b"})),
+        ),
+        (
+            "POST",
             "/v1/projects".to_string(),
             Some(json!({"name": "two\nlines"})),
         ),
@@ -1856,6 +1861,17 @@ async fn odd_input_is_refused_in_order_and_changes_nothing(backend: Backend) {
         (st, error_code(&v)),
         (StatusCode::BAD_REQUEST, "INVALID_INPUT"),
         "two versions that disagree"
+    );
+    let (st, v) = s
+        .post(
+            &format!("/v1/tasks/{other}/cancel"),
+            json!({"reason": "x".repeat(300_000)}),
+        )
+        .await;
+    assert_eq!(
+        (st, error_code(&v)),
+        (StatusCode::PAYLOAD_TOO_LARGE, "TOO_LARGE"),
+        "{v}"
     );
     let (st, v) = s
         .post(

@@ -97,10 +97,13 @@ async def workflow(planner, worker):
         "stale lease": await error(worker, "complete", {"task_id": first["id"], "lease": "lse_stale"}),
         "no lease held": await error(worker, "heartbeat", {"task_id": second["id"]}),
         "bad enum": await error(worker, "context_add", {"task_id": parent["id"], "type": "gossip", "content": "x"}),
+        "limit out of range": await error(worker, "query", {"name": "tasks", "limit": -1}),
+        "overlong filter": await error(worker, "query", {"name": "tasks", "label": "x" * 100_000}),
     }
     assert codes == {
         "unknown tool": "NOT_FOUND", "wrong type": "INVALID_INPUT", "unknown id": "NOT_FOUND",
         "stale lease": "LEASE_LOST", "no lease held": "LEASE_LOST", "bad enum": "INVALID_INPUT",
+        "limit out of range": "INVALID_INPUT", "overlong filter": "TOO_LARGE",
     }, codes
     return {"tools_list_bytes": size, "tools": len(names), "errors": codes}
 
