@@ -496,6 +496,99 @@ async fn dependencies_and_cycles(env: Env) {
     assert_eq!(err.code, Code::NotFound);
 }
 
+/// A parent waits on its children (it is not claimable while they are open), so a task
+/// blocked by its own parent, or by anything that waits on its parent, could never run:
+/// such an edge is `CYCLE` at creation and when added later, and changes nothing. A parent
+/// blocked by its child is fine.
+async fn parents_close_cycles(env: Env) {
+    let blocks = baton_core::model::DepKind::Blocks;
+    let a_ = &env.actor;
+    let grandparent = env.task("grandparent").await;
+    let child_of =
+        |parent: &baton_core::model::Task, title: &str, blocked_by: Vec<String>| CreateTask {
+            title: title.into(),
+            parent_id: Some(parent.id.clone()),
+            blocked_by,
+            ..Default::default()
+        };
+    let parent = env
+        .create(child_of(&grandparent, "parent", vec![]))
+        .await
+        .unwrap();
+    let before = env.event_count();
+    // Created blocked by its parent, or by its grandparent.
+    for blocker in [&parent, &grandparent] {
+        let err = env
+            .create(child_of(&parent, "child", vec![blocker.id.clone()]))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, Code::Cycle, "{err:?}");
+        let path = err.details.unwrap()["path"].clone();
+        let path: Vec<&str> = path
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_str().unwrap())
+            .collect();
+        assert_eq!(path.first(), path.last(), "a closed path: {path:?}");
+        assert_eq!(path[path.len() - 2], blocker.id, "{path:?}");
+    }
+    // Blocked by a task that waits on its grandparent.
+    let waits = env.task("waits on the grandparent").await;
+    env.baton
+        .dependency(a_, None, &grandparent.id, &waits.id, blocks, true)
+        .await
+        .unwrap();
+    let before_waits = env.event_count();
+    let err = env
+        .create(child_of(&parent, "child", vec![waits.id.clone()]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, Code::Cycle, "{err:?}");
+    assert_eq!(
+        env.event_count(),
+        before_waits,
+        "a refused task changes nothing"
+    );
+    assert!(before < before_waits);
+    // Added later: the child's own parent, then an ancestor, as its blocker.
+    let child = env
+        .create(child_of(&parent, "child", vec![]))
+        .await
+        .unwrap();
+    let before = env.event_count();
+    for blocker in [&parent.id, &grandparent.id, &waits.id] {
+        let err = env
+            .baton
+            .dependency(a_, None, blocker, &child.id, blocks, true)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, Code::Cycle, "{blocker}: {err:?}");
+        let path = err.details.unwrap()["path"].clone();
+        assert_eq!(
+            path[0],
+            json!(child.id),
+            "starts at the blocked task: {path}"
+        );
+        assert_eq!(path.as_array().unwrap().last(), Some(&json!(child.id)));
+    }
+    assert_eq!(env.event_count(), before, "a refused edge changes nothing");
+    assert_eq!(env.get(&child.id).status, Status::Ready);
+    // The other way round is a plain wait: the parent is blocked by its child.
+    let out = env
+        .baton
+        .dependency(a_, None, &child.id, &parent.id, blocks, true)
+        .await
+        .unwrap();
+    assert_eq!(out.task.status, Status::Blocked);
+    let c = env.claim("w").await.unwrap();
+    assert_eq!(c.task.id, child.id);
+    env.lease(&child.id, &c.lease.token, complete())
+        .await
+        .unwrap();
+    assert_eq!(env.get(&parent.id).status, Status::Ready);
+}
+
 /// A task with open children is a container: not claimable until its children end, and it
 /// does not complete over open children unless forced (with a warning).
 async fn containers(env: Env) {
@@ -1316,6 +1409,7 @@ on_every_backend!(
     fail_retries_with_backoff_then_fails,
     dag_release_and_failure_propagation,
     dependencies_and_cycles,
+    parents_close_cycles,
     containers,
     output_schema_is_enforced,
     review_approve_and_reject,

@@ -1837,6 +1837,33 @@ async fn odd_input_is_refused_in_order_and_changes_nothing(backend: Backend) {
             "{method} {path}: {st} {v}"
         );
     }
+    // A NUL in a filter or in an id the body names is the caller's error on both stores,
+    // with Baton's own message (PostgreSQL's driver would otherwise refuse it its own way).
+    let nul_cases = [
+        ("GET", "/v1/tasks?parent=tsk_%00".to_string(), None),
+        ("GET", "/v1/tasks?label=a%00".to_string(), None),
+        ("GET", "/v1/tasks?cursor=tsk_%00".to_string(), None),
+        (
+            "POST",
+            "/v1/tasks".to_string(),
+            Some(json!({"title": "x", "blocked_by": ["tsk_\u{0}"]})),
+        ),
+        (
+            "POST",
+            "/v1/tasks".to_string(),
+            Some(json!({"title": "x", "parent_id": "tsk_\u{0}"})),
+        ),
+    ];
+    for (method, path, body) in nul_cases {
+        let (st, v) = s.call(method, &path, body, &[]).await;
+        assert_eq!(
+            (st, error_code(&v)),
+            (StatusCode::BAD_REQUEST, "INVALID_INPUT"),
+            "{method} {path}: {v}"
+        );
+        let message = v["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("NUL"), "{method} {path}: {v}");
+    }
     let (st, v) = s
         .call(
             "GET",

@@ -74,44 +74,70 @@ pub fn reevaluate(ctx: &mut Ctx<'_>, task_id: &str) -> Result<()> {
     ctx.save(&mut task, kind, &[])
 }
 
-/// Finds a `blocks` path from `from` up through its blockers to `to`, if any: adding the
-/// edge `to → from`... would close it into a cycle. Returns the path in blocking order.
-fn blocks_path(ctx: &mut Ctx<'_>, from: &str, to: &str) -> Result<Option<Vec<String>>> {
-    // Depth-first over "is blocked by" edges, remembering how each task was reached.
+/// Finds a path from `from` to a task in `to` along "is waited on by" edges, if any: from a
+/// task to the tasks it `blocks`, and from a task to its parent (a parent is claimable only
+/// once its children are finished, so it waits on each of them). `from_parent` is `from`'s
+/// parent, given because `from` may not be stored yet. The path is in blocking order: each
+/// task waits on the one before it.
+fn wait_path(
+    ctx: &mut Ctx<'_>,
+    from: &str,
+    from_parent: Option<&str>,
+    to: &[&str],
+) -> Result<Option<Vec<String>>> {
+    // Depth-first, remembering how each task was reached.
     let mut came_from: HashMap<String, String> = HashMap::new();
     let mut seen: HashSet<String> = HashSet::from([from.to_string()]);
     let mut stack = vec![from.to_string()];
     while let Some(current) = stack.pop() {
-        if current == to {
+        if to.contains(&current.as_str()) {
             let mut path = vec![current.clone()];
             let mut at = current;
             while let Some(prev) = came_from.get(&at) {
                 path.push(prev.clone());
                 at = prev.clone();
             }
+            path.reverse();
             return Ok(Some(path));
         }
-        for dep in ctx.tx.deps_of(ctx.ws, &current)? {
-            if dep.kind == DepKind::Blocks && seen.insert(dep.blocker_id.clone()) {
-                came_from.insert(dep.blocker_id.clone(), current.clone());
-                stack.push(dep.blocker_id);
+        let parent = if current == from {
+            from_parent.map(str::to_string)
+        } else {
+            ctx.tx.task(ctx.ws, &current)?.and_then(|t| t.parent_id)
+        };
+        let dependents = ctx.tx.dependents_of(ctx.ws, &current)?;
+        let waiters = dependents
+            .into_iter()
+            .filter(|d| d.kind == DepKind::Blocks)
+            .map(|d| d.blocked_id)
+            .chain(parent);
+        for waiter in waiters {
+            if seen.insert(waiter.clone()) {
+                came_from.insert(waiter.clone(), current.clone());
+                stack.push(waiter);
             }
         }
     }
     Ok(None)
 }
 
-/// Rejects an edge `blocker blocks blocked` that would close a cycle, naming the path.
-pub fn check_acyclic(ctx: &mut Ctx<'_>, blocker: &str, blocked: &str) -> Result<()> {
-    if blocker == blocked {
-        return Err(cycle_error(vec![blocked.to_string(), blocked.to_string()]));
+/// Rejects blockers of `task` (whose parent is `parent`) that already wait on it, directly
+/// or through others, naming the path of the cycle an edge would close. A cycle may pass
+/// through parents: a task blocked by its own parent, or by anything that waits on its
+/// parent, could never run, and neither could the parent.
+pub fn check_new_blockers(
+    ctx: &mut Ctx<'_>,
+    task: &str,
+    parent: Option<&str>,
+    blockers: &[&str],
+) -> Result<()> {
+    if blockers.contains(&task) {
+        return Err(cycle_error(vec![task.to_string(), task.to_string()]));
     }
-    // A cycle exists if `blocked` already (transitively) blocks `blocker`.
-    if let Some(path) = blocks_path(ctx, blocker, blocked)? {
-        // path runs blocked → … → blocker in blocking order; close it with blocked.
-        let mut cycle = path;
-        cycle.push(blocked.to_string());
-        return Err(cycle_error(cycle));
+    if let Some(mut path) = wait_path(ctx, task, parent, blockers)? {
+        // path runs task → … → blocker in blocking order; the new edge closes it.
+        path.push(task.to_string());
+        return Err(cycle_error(path));
     }
     Ok(())
 }
@@ -120,7 +146,8 @@ fn cycle_error(path: Vec<String>) -> Error {
     Error::new(
         Code::Cycle,
         format!("dependency would create a cycle: {}", path.join(" → ")),
-        "a task cannot wait on itself, directly or through others; remove one edge of the path",
+        "a task cannot wait on itself, directly, through others or through its parent (a \
+         parent waits on its children); remove one edge of the path",
     )
     .with_details(json!({ "path": path }))
 }
@@ -136,7 +163,7 @@ pub fn add_dep(
     let blocked = ctx.task(blocked_id)?;
     if kind == DepKind::Blocks {
         crate::state::check_open(blocked_id, blocked.status, "add a blocker to")?;
-        check_acyclic(ctx, blocker_id, blocked_id)?;
+        check_new_blockers(ctx, blocked_id, blocked.parent_id.as_deref(), &[blocker_id])?;
     } else if blocker_id == blocked_id {
         return Err(Error::invalid(
             "a task cannot relate to itself",

@@ -25,6 +25,9 @@ pub const MAX_TEXT: usize = 256 * 1024;
 pub const MAX_JSON: usize = 1024 * 1024;
 /// Most labels or capabilities on one task.
 pub const MAX_TAGS: usize = 64;
+/// Largest id or label a caller may name in a reference or a filter, in bytes: far above
+/// any id Baton makes, low enough that a lookup by it stays cheap.
+pub const MAX_ID: usize = 256;
 
 /// What an operation runs with: the transaction, the time, and who is calling where.
 pub struct Ctx<'a> {
@@ -156,6 +159,12 @@ pub fn check_name(field: &str, value: &str, max: usize) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Checks an id (or label) a caller names to look something up: within [`MAX_ID`] and
+/// without NUL, so both stores answer alike (PostgreSQL cannot compare text with a NUL).
+pub fn check_ref(field: &str, value: &str) -> Result<()> {
+    check_len(field, value, MAX_ID)
 }
 
 /// Checks an optional text field's size, and that it holds no NUL character (which

@@ -42,6 +42,12 @@ fn check_kind(kind: &str) -> Result<()> {
 /// Validates a create request without touching storage.
 pub fn validate_create(req: &CreateTask) -> Result<()> {
     check_text("title", &req.title, MAX_TITLE)?;
+    if let Some(parent) = &req.parent_id {
+        super::check_ref("parent_id", parent)?;
+    }
+    for blocker in &req.blocked_by {
+        super::check_ref("blocked_by", blocker)?;
+    }
     for (field, value) in [
         ("intent", &req.intent),
         ("description", &req.description),
@@ -159,7 +165,12 @@ pub fn create(
             created_at: ctx.now,
         });
     }
-    // The task is new, so its edges cannot close a cycle; store them before settling.
+    // The task is new, so only its parent waits on it: its edges close a cycle only if a
+    // blocker waits on the parent. Stored before settling.
+    if task.parent_id.is_some() {
+        let blockers: Vec<&str> = deps.iter().map(|d| d.blocker_id.as_str()).collect();
+        graph::check_new_blockers(ctx, &task.id, task.parent_id.as_deref(), &blockers)?;
+    }
     for dep in &deps {
         ctx.tx.put_dep(dep)?;
     }
@@ -196,6 +207,16 @@ pub fn get(ctx: &mut Ctx<'_>, id: &str) -> Result<TaskOut> {
 /// Lists tasks by filter, a page at a time.
 pub fn list(ctx: &mut Ctx<'_>, filter: TaskFilter) -> Result<TasksOut> {
     let limit = super::check_limit("limit", filter.limit)? as usize;
+    for (field, value) in [
+        ("parent", &filter.parent_id),
+        ("label", &filter.label),
+        ("project", &filter.project_id),
+        ("cursor", &filter.after_id),
+    ] {
+        if let Some(v) = value {
+            super::check_ref(field, v)?;
+        }
+    }
     if let Some(cursor) = &filter.after_id {
         if !crate::id::has_prefix(cursor, "tsk") {
             return Err(Error::invalid(
