@@ -228,8 +228,9 @@ pub trait Tx {
     /// Number of non-terminal children.
     fn open_children(&mut self, ws: &str, id: &str) -> Result<u64>;
 
-    /// A run by id.
-    fn run(&mut self, ws: &str, id: &str) -> Result<Option<Run>>;
+    /// A run of task `task_id`, by id. The task is named because a run is stored under its
+    /// task (the embedded store keys runs by task, then id).
+    fn run(&mut self, ws: &str, task_id: &str, id: &str) -> Result<Option<Run>>;
     /// Inserts or replaces a run.
     fn put_run(&mut self, run: &Run) -> Result<()>;
     /// The runs of a task, newest first.

@@ -803,7 +803,7 @@ impl Tx for PgTx<'_> {
         Ok(n as u64)
     }
 
-    fn run(&mut self, ws: &str, id: &str) -> Result<Option<Run>> {
+    fn run(&mut self, ws: &str, task_id: &str, id: &str) -> Result<Option<Run>> {
         let loaded = self
             .loaded
             .iter()
@@ -814,8 +814,8 @@ impl Tx for PgTx<'_> {
         }
         self.scoped_one(
             ws,
-            "SELECT body FROM runs WHERE workspace_id = $1 AND id = $2",
-            &[t(ws), t(id)],
+            "SELECT body FROM runs WHERE workspace_id = $1 AND id = $2 AND task_id = $3",
+            &[t(ws), t(id), t(task_id)],
         )
     }
 

@@ -11,6 +11,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema.sql"),
     include_str!("schema_2_keys.sql"),
     include_str!("schema_3_seq.sql"),
+    include_str!("schema_4_runs.sql"),
 ];
 
 /// Brings the schema up to the newest version.
@@ -119,6 +120,55 @@ mod tests {
         assert!(numbering.next(&conn, "ws_unknown").is_err());
         // Migrating again changes nothing.
         migrate(&conn).expect("migrate again");
+    }
+
+    /// Runs written at version 3 (a rowid table with two indexes) are all there at version
+    /// 4, found by task and id, newest first per task, and a run's update replaces it.
+    #[test]
+    fn version_4_keeps_runs_under_their_tasks() {
+        use baton_core::store::Tx;
+        let conn = at_version_2(0, 0);
+        conn.execute_batch(MIGRATIONS[2]).expect("version 3");
+        conn.execute_batch("PRAGMA user_version = 3").expect("at 3");
+        let run = |task: &str, id: &str| {
+            serde_json::json!({"id": id, "workspace_id": "ws_1", "task_id": task,
+                "agent_id": "agt_1", "attempt": 1, "epoch": 1, "status": "active",
+                "seen_version": 1, "started_at": "2026-11-25T00:00:00Z",
+                "heartbeat_at": "2026-11-25T00:00:00Z"})
+        };
+        for (task, id) in [("tsk_a", "run_1"), ("tsk_b", "run_2"), ("tsk_a", "run_3")] {
+            conn.execute(
+                "INSERT INTO runs (workspace_id, id, task_id, body) VALUES ('ws_1', ?1, ?2, ?3)",
+                [id, task, &run(task, id).to_string()],
+            )
+            .expect("run at version 3");
+        }
+        migrate(&conn).expect("migrate");
+        assert_eq!(version(&conn), MIGRATIONS.len() as i64);
+        let mut tx = crate::tx::SqliteTx::new(&conn, crate::tx::Numbering::default());
+        let of_a: Vec<String> = tx
+            .runs_of("ws_1", "tsk_a", 10)
+            .expect("runs of a")
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(of_a, ["run_3", "run_1"]);
+        let mut second = tx
+            .run("ws_1", "tsk_b", "run_2")
+            .expect("read")
+            .expect("kept");
+        assert!(tx.run("ws_1", "tsk_a", "run_2").expect("read").is_none());
+        second.attempt = 2;
+        tx.put_run(&second).expect("update");
+        let again = tx
+            .run("ws_1", "tsk_b", "run_2")
+            .expect("read")
+            .expect("kept");
+        assert_eq!(again.attempt, 2);
+        let rows: i64 = conn
+            .query_row("SELECT count(*) FROM runs", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(rows, 3, "an update replaces the run");
     }
 
     /// A counter ahead of its log (numbers handed out that the log lost) stops the migration

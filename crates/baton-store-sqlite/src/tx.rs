@@ -394,17 +394,17 @@ impl Tx for SqliteTx<'_> {
             .map_err(db_err)
     }
 
-    fn run(&mut self, ws: &str, id: &str) -> Result<Option<Run>> {
+    fn run(&mut self, ws: &str, task_id: &str, id: &str) -> Result<Option<Run>> {
         self.one(
-            "SELECT body FROM runs WHERE workspace_id = +?1 AND id = +?2",
-            [ws, id],
+            "SELECT body FROM runs WHERE workspace_id = +?1 AND task_id = +?2 AND id = +?3",
+            [ws, task_id, id],
         )
     }
 
     fn put_run(&mut self, r: &Run) -> Result<()> {
         self.exec(
-            "INSERT INTO runs (workspace_id, id, task_id, body) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (workspace_id, id) DO UPDATE SET body = excluded.body",
+            "INSERT INTO runs (workspace_id, task_id, id, body) VALUES (?1, ?3, ?2, ?4)
+             ON CONFLICT (workspace_id, task_id, id) DO UPDATE SET body = excluded.body",
             params![r.workspace_id, r.id, r.task_id, to_json(r)?],
         )?;
         Ok(())

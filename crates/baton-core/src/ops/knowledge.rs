@@ -37,7 +37,7 @@ fn touch(ctx: &mut Ctx<'_>, task: &mut Task, lease_token: Option<&str>) -> Resul
     let Some(run_id) = run_id else {
         return Ok(None);
     };
-    let Some(mut run) = ctx.tx.run(ctx.ws, &run_id)? else {
+    let Some(mut run) = ctx.tx.run(ctx.ws, &task.id, &run_id)? else {
         return Ok(None);
     };
     run.seen_version = task.version;

@@ -66,7 +66,7 @@ pub fn expire(ctx: &mut Ctx<'_>, task: &mut Task) -> Result<()> {
     };
     let at = lease.expires_at;
     let mut extra = Vec::new();
-    if let Some(mut run) = ctx.tx.run(ctx.ws, &lease.run_id)? {
+    if let Some(mut run) = ctx.tx.run(ctx.ws, &task.id, &lease.run_id)? {
         run.status = RunStatus::Lost;
         run.ended_at = Some(at);
         ctx.tx.put_run(&run)?;
@@ -304,7 +304,7 @@ fn leased(ctx: &mut Ctx<'_>, id: &str, token: &str) -> Result<(Task, Run)> {
     let run_id = lease.run_id.clone();
     let run = ctx
         .tx
-        .run(ctx.ws, &run_id)?
+        .run(ctx.ws, &task.id, &run_id)?
         .ok_or_else(|| Error::not_found("run", &run_id))?;
     Ok((task, run))
 }

@@ -352,7 +352,7 @@ pub fn cancel(ctx: &mut Ctx<'_>, id: &str, reason: Option<String>) -> Result<Tas
     state::check(id, task.status, Op::Cancel)?;
     let mut extra = Vec::new();
     if let Some(lease) = task.lease.take() {
-        if let Some(mut run) = ctx.tx.run(ctx.ws, &lease.run_id)? {
+        if let Some(mut run) = ctx.tx.run(ctx.ws, &task.id, &lease.run_id)? {
             run.status = RunStatus::Canceled;
             run.ended_at = Some(ctx.now);
             ctx.tx.put_run(&run)?;
