@@ -587,6 +587,35 @@ async fn parents_close_cycles(env: Env) {
         .await
         .unwrap();
     assert_eq!(env.get(&parent.id).status, Status::Ready);
+    // A parent completed over its open children (forced) waits on them no more: a task
+    // that waits on it may block one of them.
+    let p = env.claim("w").await.unwrap();
+    assert_eq!(p.task.id, parent.id);
+    let orphan = env
+        .create(child_of(&parent, "late child", vec![]))
+        .await
+        .unwrap();
+    let forced = LeaseOp::Complete(Complete {
+        force: true,
+        ..Default::default()
+    });
+    env.lease(&parent.id, &p.lease.token, forced).await.unwrap();
+    let after = env.task("after the parent").await;
+    env.baton
+        .dependency(a_, None, &parent.id, &after.id, blocks, true)
+        .await
+        .unwrap();
+    let out = env
+        .baton
+        .dependency(a_, None, &after.id, &orphan.id, blocks, true)
+        .await
+        .unwrap();
+    assert_eq!(out.task.id, orphan.id);
+    assert_eq!(
+        out.task.status,
+        Status::Blocked,
+        "it waits until `after` is done"
+    );
 }
 
 /// A task with open children is a container: not claimable until its children end, and it

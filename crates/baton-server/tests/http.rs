@@ -1853,6 +1853,17 @@ async fn odd_input_is_refused_in_order_and_changes_nothing(backend: Backend) {
             "/v1/tasks".to_string(),
             Some(json!({"title": "x", "parent_id": "tsk_\u{0}"})),
         ),
+        (
+            "POST",
+            "/v1/tasks".to_string(),
+            Some(json!({"title": "x", "project": "a\u{0}"})),
+        ),
+        ("GET", "/v1/tasks/tsk_%00".to_string(), None),
+        (
+            "POST",
+            format!("/v1/tasks/{other}/dependencies"),
+            Some(json!({"blocker_id": "tsk_\u{0}"})),
+        ),
     ];
     for (method, path, body) in nul_cases {
         let (st, v) = s.call(method, &path, body, &[]).await;

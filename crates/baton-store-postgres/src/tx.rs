@@ -808,7 +808,7 @@ impl Tx for PgTx<'_> {
             .loaded
             .iter()
             .filter_map(|l| l.run.as_ref())
-            .find(|r| r.workspace_id == ws && r.id == id);
+            .find(|r| r.workspace_id == ws && r.task_id == task_id && r.id == id);
         if let Some(run) = loaded {
             return Ok(Some(run.clone()));
         }

@@ -41,10 +41,7 @@ pub fn brief(ctx: &mut Ctx<'_>, id: &str, max_bytes: Option<usize>) -> Result<Br
             ));
         }
     }
-    let task = ctx
-        .tx
-        .task(ctx.ws, id)?
-        .ok_or_else(|| Error::not_found("task", id))?;
+    let task = ctx.read_task(id)?;
     let ws = ctx.ws;
     let mut core = json!({
         "id": task.id, "title": task.title, "type": task.kind, "status": task.status,

@@ -76,20 +76,36 @@ pub fn reevaluate(ctx: &mut Ctx<'_>, task_id: &str) -> Result<()> {
 
 /// Finds a path from `from` to a task in `to` along "is waited on by" edges, if any: from a
 /// task to the tasks it `blocks`, and from a task to its parent (a parent is claimable only
-/// once its children are finished, so it waits on each of them). `from_parent` is `from`'s
-/// parent, given because `from` may not be stored yet. The path is in blocking order: each
-/// task waits on the one before it.
+/// once its children are finished, so it waits on each of them). A `done` task ends no
+/// wait of its parent's and waits on none of its children, so parent edges through one are
+/// not followed; `blocks` edges are, whatever the status, so those stay acyclic as before.
+/// `from_parent` is `from`'s parent, given because `from` may not be stored yet. The path
+/// is in blocking order: each task waits on the one before it.
 fn wait_path(
     ctx: &mut Ctx<'_>,
     from: &str,
     from_parent: Option<&str>,
     to: &[&str],
 ) -> Result<Option<Vec<String>>> {
-    // Depth-first, remembering how each task was reached.
+    if to.is_empty() {
+        return Ok(None);
+    }
+    // Depth-first, remembering how each task was reached, and whether as a parent.
     let mut came_from: HashMap<String, String> = HashMap::new();
     let mut seen: HashSet<String> = HashSet::from([from.to_string()]);
-    let mut stack = vec![from.to_string()];
-    while let Some(current) = stack.pop() {
+    let mut stack = vec![(from.to_string(), false)];
+    while let Some((current, as_parent)) = stack.pop() {
+        let (parent, done) = if current == from {
+            (from_parent.map(str::to_string), false)
+        } else {
+            match ctx.tx.task(ctx.ws, &current)? {
+                Some(t) => (t.parent_id, t.status == Status::Done),
+                None => (None, false),
+            }
+        };
+        if as_parent && done {
+            continue;
+        }
         if to.contains(&current.as_str()) {
             let mut path = vec![current.clone()];
             let mut at = current;
@@ -100,21 +116,16 @@ fn wait_path(
             path.reverse();
             return Ok(Some(path));
         }
-        let parent = if current == from {
-            from_parent.map(str::to_string)
-        } else {
-            ctx.tx.task(ctx.ws, &current)?.and_then(|t| t.parent_id)
-        };
         let dependents = ctx.tx.dependents_of(ctx.ws, &current)?;
         let waiters = dependents
             .into_iter()
             .filter(|d| d.kind == DepKind::Blocks)
-            .map(|d| d.blocked_id)
-            .chain(parent);
-        for waiter in waiters {
+            .map(|d| (d.blocked_id, false))
+            .chain(parent.filter(|_| !done).map(|p| (p, true)));
+        for (waiter, as_parent) in waiters {
             if seen.insert(waiter.clone()) {
                 came_from.insert(waiter.clone(), current.clone());
-                stack.push(waiter);
+                stack.push((waiter, as_parent));
             }
         }
     }

@@ -69,12 +69,22 @@ impl Ctx<'_> {
     /// Loads a task for writing, or fails with `NOT_FOUND`. A lease that has lapsed is
     /// expired first, so no write ever honours an expired lease, reaper or not.
     pub fn task(&mut self, id: &str) -> Result<Task> {
+        check_ref("task id", id)?;
         let mut task = self
             .tx
             .task_for_update(self.ws, id)?
             .ok_or_else(|| Error::not_found("task", id))?;
         lease::expire_if_due(self, &mut task)?;
         Ok(task)
+    }
+
+    /// Task `id` as stored, to be read: neither locked nor brought up to date (a lapsed
+    /// lease stays as it is). `NOT_FOUND` if there is none.
+    pub fn read_task(&mut self, id: &str) -> Result<Task> {
+        check_ref("task id", id)?;
+        self.tx
+            .task(self.ws, id)?
+            .ok_or_else(|| Error::not_found("task", id))
     }
 
     /// Stores a changed task: bumps its version, stamps who and when, writes it and appends
@@ -315,6 +325,7 @@ pub fn check_tags(field: &str, tags: &[String]) -> Result<Vec<String>> {
 /// The workspace's default project, or the named one.
 pub fn project(ctx: &mut Ctx<'_>, id_or_name: Option<&str>) -> Result<Project> {
     let key = id_or_name.unwrap_or(DEFAULT_PROJECT);
+    check_ref("project", key)?;
     ctx.tx
         .project(ctx.ws, key)?
         .ok_or_else(|| Error::not_found("project", key))

@@ -232,8 +232,13 @@ fn order(flat: &[Flat<'_>], index: &HashMap<&str, usize>) -> Result<Vec<usize>> 
                         path.push(flat[next].node.reference.clone());
                         return Err(Error::new(
                             Code::Cycle,
-                            format!("plan refs form a cycle (each waits on the next): {}", path.join(" → ")),
-                            "a task cannot wait on itself or on its own parent chain; remove one edge of the path",
+                            format!(
+                                "plan refs form a cycle (each names the next as its parent or blocker): {}",
+                                path.join(" → ")
+                            ),
+                            "a plan creates each task after its parent and its blockers; remove one \
+                             edge of the path (a parent blocked by its own child: add that edge \
+                             with `baton dep add` once both exist)",
                         )
                         .with_details(json!({ "path": path })));
                     }
@@ -252,9 +257,11 @@ fn order(flat: &[Flat<'_>], index: &HashMap<&str, usize>) -> Result<Vec<usize>> 
 /// Applies a plan in the current transaction.
 pub fn apply(ctx: &mut Ctx<'_>, doc: PlanDoc) -> Result<PlanOut> {
     let name = doc.name.clone().unwrap_or_else(|| "plan".into());
-    if name.is_empty() || name.len() > 200 || name.contains(':') {
+    if name.is_empty() || name.len() > 200 || name.contains(':') || name.contains(char::is_control)
+    {
         return Err(plan_error(format!(
-            "plan name '{name}' is not valid: 1 to 200 characters, no ':'"
+            "plan name {name:?} is not valid: 1 to 200 characters, no ':' and no control \
+             characters"
         )));
     }
     let mut flat = Vec::new();
@@ -288,7 +295,10 @@ pub fn apply(ctx: &mut Ctx<'_>, doc: PlanDoc) -> Result<PlanOut> {
     }
     for f in &flat {
         for b in &f.node.blocked_by {
-            if !index.contains_key(b.as_str()) && ctx.tx.task(ctx.ws, b)?.is_none() {
+            let unknown = |ctx: &mut Ctx<'_>| -> Result<bool> {
+                Ok(super::check_ref("blocked_by", b).is_err() || ctx.tx.task(ctx.ws, b)?.is_none())
+            };
+            if !index.contains_key(b.as_str()) && unknown(ctx)? {
                 return Err(plan_error(format!(
                     "task '{}' is blocked_by '{b}', which is neither a ref in this plan nor an existing task id",
                     f.node.reference

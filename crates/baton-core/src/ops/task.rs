@@ -167,7 +167,7 @@ pub fn create(
     }
     // The task is new, so only its parent waits on it: its edges close a cycle only if a
     // blocker waits on the parent. Stored before settling.
-    if task.parent_id.is_some() {
+    if task.parent_id.is_some() && !deps.is_empty() {
         let blockers: Vec<&str> = deps.iter().map(|d| d.blocker_id.as_str()).collect();
         graph::check_new_blockers(ctx, &task.id, task.parent_id.as_deref(), &blockers)?;
     }
@@ -194,10 +194,7 @@ pub fn create(
 
 /// Reads a task.
 pub fn get(ctx: &mut Ctx<'_>, id: &str) -> Result<TaskOut> {
-    let task = ctx
-        .tx
-        .task(ctx.ws, id)?
-        .ok_or_else(|| Error::not_found("task", id))?;
+    let task = ctx.read_task(id)?;
     Ok(TaskOut {
         task: task.view(),
         warnings: vec![],
@@ -243,10 +240,7 @@ pub fn list(ctx: &mut Ctx<'_>, filter: TaskFilter) -> Result<TasksOut> {
 pub fn update(ctx: &mut Ctx<'_>, id: &str, req: UpdateTask) -> Result<TaskOut> {
     // The version is checked against what the caller could have read: before `Ctx::task`
     // expires a lapsed lease (which bumps the version, and is undone if this call fails).
-    let stored = ctx
-        .tx
-        .task(ctx.ws, id)?
-        .ok_or_else(|| Error::not_found("task", id))?;
+    let stored = ctx.read_task(id)?;
     if let Some(expected) = req.version {
         let task = &stored;
         if expected != task.version {
@@ -537,8 +531,13 @@ pub fn create_batch(ctx: &mut Ctx<'_>, items: Vec<BatchItem>) -> Result<BatchOut
                 path.push(items[i].reference.clone());
                 return Err(Error::new(
                     Code::Cycle,
-                    format!("batch refs form a cycle: {}", path.join(" → ")),
-                    "remove one edge of the path",
+                    format!(
+                        "batch refs form a cycle (each names the next as its parent or blocker): {}",
+                        path.join(" → ")
+                    ),
+                    "a batch creates each task after its parent and its blockers; remove one edge \
+                     of the path (a parent blocked by its own child: add that edge with \
+                     `POST /v1/tasks/{id}/dependencies` once both exist)",
                 )
                 .with_details(json!({ "path": path })));
             }
