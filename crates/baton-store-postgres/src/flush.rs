@@ -178,7 +178,7 @@ fn send(
         ctes.push(format!(
             "r AS (INSERT INTO runs (workspace_id, id, task_id, body)
                    SELECT * FROM UNNEST({})
-                   ON CONFLICT (workspace_id, id) DO UPDATE SET body = excluded.body
+                   ON CONFLICT (workspace_id, task_id, id) DO UPDATE SET body = excluded.body
                    RETURNING 1)",
             args.join(", ")
         ));

@@ -8,6 +8,7 @@ use baton_core::{Code, Error, Result};
 const MIGRATIONS: &[&str] = &[
     include_str!("schema.sql"),
     include_str!("schema_2_status.sql"),
+    include_str!("schema_3_runs.sql"),
 ];
 
 /// An arbitrary constant: the advisory lock that serialises migrations.

@@ -331,12 +331,13 @@ fn replay_shows_a_counter_that_disagrees_with_the_log() {
     );
 }
 
-/// A store at schema version 1 with tasks in it is migrated to version 2 when opened: the
-/// status index is replaced by the partial ones, and listing by status still finds the
-/// tasks. A replica that starts while another holds the migration lock for longer than the
+/// A store at schema version 1 with tasks in it is migrated to the current version when
+/// opened: the status index is replaced by the partial ones (version 2), the runs are keyed
+/// by task (version 3), and listing by status and reading runs still find what was there. A
+/// replica that starts while another holds the migration lock for longer than the
 /// connections' lock timeout waits for it instead of failing.
 #[test]
-fn version_2_replaces_the_status_index_and_starters_wait_for_it() {
+fn versions_2_and_3_replace_indexes_and_starters_wait_for_them() {
     let Some((url, ws, parent, child, other)) = fixture() else {
         return;
     };
@@ -344,7 +345,9 @@ fn version_2_replaces_the_status_index_and_starters_wait_for_it() {
     conn.batch(
         "DROP INDEX tasks_status_open; DROP INDEX tasks_status_ended_badly;
          CREATE INDEX tasks_status ON tasks (workspace_id, status, id);
-         DELETE FROM baton_schema WHERE version = 2",
+         ALTER TABLE runs DROP CONSTRAINT runs_pkey, ADD PRIMARY KEY (workspace_id, id);
+         CREATE INDEX runs_task ON runs (workspace_id, task_id, id);
+         DELETE FROM baton_schema WHERE version >= 2",
     )
     .expect("back to version 1");
     // Another process holds the migration lock (taken before the store opens) for longer
@@ -362,8 +365,22 @@ fn version_2_replaces_the_status_index_and_starters_wait_for_it() {
     let store = PgStore::open(&url).expect("waits for the lock, then migrates");
     holder.join().expect("holder");
 
-    assert_eq!(migrate::version(&mut conn).expect("version"), 2);
+    assert_eq!(migrate::version(&mut conn).expect("version"), 3);
     let Conn { rt, pg } = &mut conn;
+    let runs_indexes: Vec<String> = rt
+        .block_on(
+            sqlx::query_scalar(
+                "SELECT indexdef::text FROM pg_indexes WHERE tablename = 'runs' ORDER BY 1",
+            )
+            .fetch_all(&mut *pg),
+        )
+        .expect("indexes of runs");
+    assert_eq!(runs_indexes.len(), 1, "{runs_indexes:?}");
+    assert!(
+        runs_indexes[0].contains("runs_pkey")
+            && runs_indexes[0].contains("(workspace_id, task_id, id)"),
+        "{runs_indexes:?}"
+    );
     let indexes: Vec<String> = rt
         .block_on(
             sqlx::query_scalar(
@@ -391,9 +408,20 @@ fn version_2_replaces_the_status_index_and_starters_wait_for_it() {
         })
         .expect("list");
     claimed.sort();
-    let mut want = vec![parent.id, child.id, other.id];
+    let mut want = vec![parent.id.clone(), child.id, other.id];
     want.sort();
     assert_eq!(claimed, want);
+    // The runs written at version 1 are read by task, and by task and id.
+    store
+        .read(&mut |tx| {
+            let runs = tx.runs_of(&ws, &parent.id, 10)?;
+            assert_eq!(runs.len(), 1);
+            let again = tx.run(&ws, &parent.id, &runs[0].id)?;
+            assert_eq!(again.map(|r| r.id), Some(runs[0].id.clone()));
+            assert!(tx.run(&ws, &claimed[0], "run_none")?.is_none());
+            Ok(())
+        })
+        .expect("read runs");
 }
 
 #[test]
