@@ -551,6 +551,24 @@ async fn parents_close_cycles(env: Env) {
         "a refused task changes nothing"
     );
     assert!(before < before_waits);
+    // Blocked by a container one of whose children waits on the parent: the container
+    // waits on its child, which waits on the parent.
+    let container = env.task("container").await;
+    let inner = env
+        .create(child_of(&container, "inner", vec![parent.id.clone()]))
+        .await
+        .unwrap();
+    let before_inner = env.event_count();
+    let err = env
+        .create(child_of(&parent, "child", vec![container.id.clone()]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, Code::Cycle, "{err:?}");
+    let path = err.details.unwrap()["path"].clone();
+    assert_eq!(path[1], json!(parent.id), "{path}");
+    assert_eq!(path[2], json!(inner.id), "{path}");
+    assert_eq!(path[3], json!(container.id), "{path}");
+    assert_eq!(env.event_count(), before_inner);
     // Added later: the child's own parent, then an ancestor, as its blocker.
     let child = env
         .create(child_of(&parent, "child", vec![]))

@@ -8,7 +8,7 @@ use crate::error::{Code, Error, Result};
 use crate::model::*;
 use crate::state::{BlockedReason, Status};
 use serde_json::json;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 /// Where a task waiting to run should stand given its `blocks` dependencies:
 /// `None` means ready, otherwise blocked for the reason given.
@@ -74,60 +74,136 @@ pub fn reevaluate(ctx: &mut Ctx<'_>, task_id: &str) -> Result<()> {
     ctx.save(&mut task, kind, &[])
 }
 
-/// Finds a path from `from` to a task in `to` along "is waited on by" edges, if any: from a
-/// task to the tasks it `blocks`, and from a task to its parent (a parent is claimable only
-/// once its children are finished, so it waits on each of them). A `done` task ends no
-/// wait of its parent's and waits on none of its children, so parent edges through one are
-/// not followed; `blocks` edges are, whatever the status, so those stay acyclic as before.
-/// `from_parent` is `from`'s parent, given because `from` may not be stored yet. The path
-/// is in blocking order: each task waits on the one before it.
+/// What a search of the wait graph knows of a task: its parent and whether it is `done`.
+fn node(ctx: &mut Ctx<'_>, id: &str) -> Result<(Option<String>, bool)> {
+    Ok(match ctx.tx.task(ctx.ws, id)? {
+        Some(t) => (t.parent_id, t.status == Status::Done),
+        None => (None, false),
+    })
+}
+
+/// The tasks `id` waits on: its `blocks` blockers, whatever their status (so those edges
+/// stay acyclic, as they always were), and, unless it is `done`, its children that are not
+/// (a parent is claimable only once its children are finished).
+fn waits_on(ctx: &mut Ctx<'_>, id: &str) -> Result<Vec<String>> {
+    let mut out: Vec<String> = ctx
+        .tx
+        .deps_of(ctx.ws, id)?
+        .into_iter()
+        .filter(|d| d.kind == DepKind::Blocks)
+        .map(|d| d.blocker_id)
+        .collect();
+    if node(ctx, id)?.1 {
+        return Ok(out);
+    }
+    let mut page = crate::store::TaskFilter {
+        parent_id: Some(id.to_string()),
+        limit: super::MAX_PAGE,
+        ..Default::default()
+    };
+    loop {
+        let children = ctx.tx.list_tasks(ctx.ws, &page)?;
+        let full = children.len() == super::MAX_PAGE as usize;
+        page.after_id = children.last().map(|c| c.id.clone());
+        out.extend(
+            children
+                .into_iter()
+                .filter(|c| c.status != Status::Done)
+                .map(|c| c.id),
+        );
+        if !full {
+            return Ok(out);
+        }
+    }
+}
+
+/// The tasks that wait on `id` (the other direction of [`waits_on`]): those it `blocks`,
+/// and its parent, unless either is `done`. `parent` is given for a task not stored yet.
+fn waited_on_by(ctx: &mut Ctx<'_>, id: &str, parent: Option<Option<&str>>) -> Result<Vec<String>> {
+    let mut out: Vec<String> = ctx
+        .tx
+        .dependents_of(ctx.ws, id)?
+        .into_iter()
+        .filter(|d| d.kind == DepKind::Blocks)
+        .map(|d| d.blocked_id)
+        .collect();
+    let parent = match parent {
+        Some(given) => given.map(str::to_string),
+        None => match node(ctx, id)? {
+            (_, true) => None,
+            (parent, false) => parent,
+        },
+    };
+    if let Some(parent) = parent {
+        if !node(ctx, &parent)?.1 {
+            out.push(parent);
+        }
+    }
+    Ok(out)
+}
+
+/// Finds whether one of `blockers` already waits on `task`, directly or through others,
+/// and the path if so: `[task, …, blocker]`, each task waiting on the one before it.
+/// Searched from both ends at once, a level at a time on the side with fewer tasks to
+/// look at, so the cost follows the smaller of what waits on `task` and what the blockers
+/// wait on: either can be large (a parent that thousands of tasks wait on, a blocker with
+/// a big subtree), rarely both. `parent` is `task`'s, given because `task` may not be
+/// stored yet.
 fn wait_path(
     ctx: &mut Ctx<'_>,
-    from: &str,
-    from_parent: Option<&str>,
-    to: &[&str],
+    task: &str,
+    parent: Option<&str>,
+    blockers: &[&str],
 ) -> Result<Option<Vec<String>>> {
-    if to.is_empty() {
-        return Ok(None);
-    }
-    // Depth-first, remembering how each task was reached, and whether as a parent.
-    let mut came_from: HashMap<String, String> = HashMap::new();
-    let mut seen: HashSet<String> = HashSet::from([from.to_string()]);
-    let mut stack = vec![(from.to_string(), false)];
-    while let Some((current, as_parent)) = stack.pop() {
-        let (parent, done) = if current == from {
-            (from_parent.map(str::to_string), false)
+    // Each side: how every task it reached was reached (from which task), and its frontier.
+    let mut back: HashMap<String, Option<String>> = HashMap::from([(task.to_string(), None)]);
+    let mut ahead: HashMap<String, Option<String>> =
+        blockers.iter().map(|b| (b.to_string(), None)).collect();
+    let mut back_edge: Vec<String> = vec![task.to_string()];
+    let mut ahead_edge: Vec<String> = blockers.iter().map(|b| b.to_string()).collect();
+    let chain = |seen: &HashMap<String, Option<String>>, from: &str| {
+        let mut path = vec![from.to_string()];
+        while let Some(Some(prev)) = seen.get(path.last().map_or("", |p| p.as_str())) {
+            path.push(prev.clone());
+        }
+        path
+    };
+    while !back_edge.is_empty() && !ahead_edge.is_empty() {
+        let from_back = back_edge.len() <= ahead_edge.len();
+        let (edge, seen, other) = if from_back {
+            (&mut back_edge, &mut back, &ahead)
         } else {
-            match ctx.tx.task(ctx.ws, &current)? {
-                Some(t) => (t.parent_id, t.status == Status::Done),
-                None => (None, false),
-            }
+            (&mut ahead_edge, &mut ahead, &back)
         };
-        if as_parent && done {
-            continue;
-        }
-        if to.contains(&current.as_str()) {
-            let mut path = vec![current.clone()];
-            let mut at = current;
-            while let Some(prev) = came_from.get(&at) {
-                path.push(prev.clone());
-                at = prev.clone();
+        let mut next = Vec::new();
+        for at in std::mem::take(edge) {
+            let found = if from_back {
+                let given = (at == task).then_some(parent);
+                waited_on_by(ctx, &at, given)?
+            } else {
+                waits_on(ctx, &at)?
+            };
+            for n in found {
+                if seen.contains_key(&n) {
+                    continue;
+                }
+                seen.insert(n.clone(), Some(at.clone()));
+                if other.contains_key(&n) {
+                    // task … n by the backward links, n … blocker by the forward ones.
+                    let (back, ahead) = if from_back {
+                        (&*seen, other)
+                    } else {
+                        (other, &*seen)
+                    };
+                    let mut path = chain(back, &n);
+                    path.reverse();
+                    path.extend(chain(ahead, &n).into_iter().skip(1));
+                    return Ok(Some(path));
+                }
+                next.push(n);
             }
-            path.reverse();
-            return Ok(Some(path));
         }
-        let dependents = ctx.tx.dependents_of(ctx.ws, &current)?;
-        let waiters = dependents
-            .into_iter()
-            .filter(|d| d.kind == DepKind::Blocks)
-            .map(|d| (d.blocked_id, false))
-            .chain(parent.filter(|_| !done).map(|p| (p, true)));
-        for (waiter, as_parent) in waiters {
-            if seen.insert(waiter.clone()) {
-                came_from.insert(waiter.clone(), current.clone());
-                stack.push((waiter, as_parent));
-            }
-        }
+        *edge = next;
     }
     Ok(None)
 }
