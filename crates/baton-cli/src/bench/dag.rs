@@ -9,7 +9,7 @@
 //! chain, each needing a claim and a completion).
 
 use crate::stats::{Latency, Meter, Syncs};
-use crate::{claim_one, lease_call_timed, new_workspace, post_batch, row_with, Args};
+use crate::{claim_one, lease_call_timed, new_workspace, post_batch, row_with, AgentConn, Args};
 use baton_core::Baton;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -76,24 +76,23 @@ pub(crate) async fn run(
         let done = Arc::new(AtomicU64::new(0));
         let mut agents = Vec::new();
         for a in 0..args.agents {
-            let (http, base, token) =
-                (http.clone(), bases[a % bases.len()].clone(), worker.clone());
+            let (base, token) = (bases[a % bases.len()].clone(), worker.clone());
             let (claimed_at, completed_at, done) =
                 (claimed_at.clone(), completed_at.clone(), done.clone());
             agents.push(tokio::spawn(async move {
+                let conn = &mut AgentConn::open(&base, &token).await?;
                 let mut complete = Latency::default();
                 let agent = format!("dag-{a}");
                 while done.load(Ordering::SeqCst) < total as u64 {
                     let body = serde_json::json!({ "agent": agent, "wait": "1s" });
-                    let answer = claim_one(&http, &base, &token, &body).await?;
+                    let answer = claim_one(conn, &body).await?;
                     let at = started.elapsed();
                     let Some(c) = answer else { continue };
                     let (id, lease) = (c.task.id, c.lease.token.as_str());
                     if let Ok(mut m) = claimed_at.lock() {
                         m.insert(id.clone(), at);
                     }
-                    let took =
-                        lease_call_timed(&http, &base, &token, &id, "complete", lease).await?;
+                    let took = lease_call_timed(conn, &id, "complete", lease).await?;
                     complete.record(took);
                     if let Ok(mut m) = completed_at.lock() {
                         m.insert(id, started.elapsed());

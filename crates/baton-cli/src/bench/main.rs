@@ -12,6 +12,7 @@
 //! or, with `--server`, is a separate `baton serve` on the same `--dir`, so that the CPU of
 //! client and server can be told apart.
 
+mod conn;
 mod dag;
 mod failover;
 mod open_loop;
@@ -24,6 +25,7 @@ use baton_core::time::SystemClock;
 use baton_core::{Baton, LeaseOp};
 use baton_store_sqlite::{Durability, Options, SqliteStore};
 use clap::Parser;
+use conn::AgentConn;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -541,72 +543,56 @@ pub(crate) enum Leased {
     Lost,
 }
 
-/// `POST /v1/tasks/{id}/{op}` with the lease, timed; `LEASE_LOST` is an outcome, any other
-/// refusal an error.
+/// `POST /v1/tasks/{id}/{op}` with the lease on the agent's connection, timed;
+/// `LEASE_LOST` is an outcome, any other refusal an error.
 pub(crate) async fn lease_call_outcome(
-    http: &reqwest::Client,
-    base: &str,
-    token: &str,
+    conn: &mut AgentConn,
     id: &str,
     op: &str,
     lease: &str,
 ) -> anyhow::Result<Leased> {
     let t0 = Instant::now();
-    let resp = http
-        .post(format!("{base}/v1/tasks/{id}/{op}"))
-        .bearer_auth(token)
-        .json(&wire::LeaseBody { lease })
-        .send()
+    let path = format!("/v1/tasks/{id}/{op}");
+    let (status, answer) = conn
+        .post_admitted(&path, &wire::LeaseBody { lease })
         .await?;
-    if resp.status().is_success() {
-        resp.bytes().await?;
+    if (200..300).contains(&status) {
         return Ok(Leased::Done(t0.elapsed()));
     }
-    let text = resp.text().await?;
-    let refusal: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-    anyhow::ensure!(refusal["error"]["code"] == "LEASE_LOST", "{op}: {text}");
+    let refusal: serde_json::Value = serde_json::from_slice(&answer).unwrap_or_default();
+    anyhow::ensure!(
+        refusal["error"]["code"] == "LEASE_LOST",
+        "{op}: {}",
+        String::from_utf8_lossy(&answer)
+    );
     Ok(Leased::Lost)
 }
 
 /// [`lease_call_outcome`] where the lease must still be the caller's: how long it took.
 pub(crate) async fn lease_call_timed(
-    http: &reqwest::Client,
-    base: &str,
-    token: &str,
+    conn: &mut AgentConn,
     id: &str,
     op: &str,
     lease: &str,
 ) -> anyhow::Result<Duration> {
-    match lease_call_outcome(http, base, token, id, op, lease).await? {
+    match lease_call_outcome(conn, id, op, lease).await? {
         Leased::Done(took) => Ok(took),
         Leased::Lost => anyhow::bail!("{op} of {id}: LEASE_LOST"),
     }
 }
 
 /// `POST /v1/tasks/{id}/{op}` with the lease; an error unless it succeeded.
-async fn lease_call(
-    http: &reqwest::Client,
-    base: &str,
-    token: &str,
-    id: &str,
-    op: &str,
-    lease: &str,
-) -> anyhow::Result<()> {
-    lease_call_timed(http, base, token, id, op, lease).await?;
+async fn lease_call(conn: &mut AgentConn, id: &str, op: &str, lease: &str) -> anyhow::Result<()> {
+    lease_call_timed(conn, id, op, lease).await?;
     Ok(())
 }
 
 /// `POST /v1/tasks/claim` with `body`: the first claim of the answer, if any.
 pub(crate) async fn claim_one(
-    http: &reqwest::Client,
-    base: &str,
-    token: &str,
+    conn: &mut AgentConn,
     body: &serde_json::Value,
 ) -> anyhow::Result<Option<wire::Claim>> {
-    Ok(claim_many(http, base, token, body)
-        .await?
-        .into_iter()
-        .next())
+    Ok(claim_many(conn, body).await?.into_iter().next())
 }
 
 /// `POST {base}{path}` with a JSON body: the answer, or an error naming the route and
@@ -686,40 +672,39 @@ async fn drain_bench(
     let bases = server_urls(base);
     let admin = baton.actor("default", "bench").await?;
     let token = baton.create_key(&admin, "worker", None).await?.key.token;
-    let http = reqwest::Client::new();
     let meter = stats::Meter::start(syncs, &args.server_pid);
     let started = Instant::now();
     let mut handles = Vec::new();
     for w in 0..args.drain_agents {
-        let (http, base, token) = (http.clone(), bases[w % bases.len()].clone(), token.clone());
+        let (base, token) = (bases[w % bases.len()].clone(), token.clone());
         let (batch, claim_next) = (args.claim_batch, args.claim_next);
         handles.push(tokio::spawn(async move {
             let (mut claim_lat, mut complete_lat, mut ids) = (Vec::new(), Vec::new(), Vec::new());
             let agent = format!("d{w}");
             let next = serde_json::json!({ "agent": agent, "count": batch });
             let t0 = Instant::now();
-            let mut claims = claim_many(&http, &base, &token, &next).await?;
+            let conn = &mut AgentConn::open(&base, &token).await?;
+            let mut claims = claim_many(conn, &next).await?;
             claim_lat.push(t0.elapsed());
             while !claims.is_empty() {
                 ids.extend(claims.iter().map(|c| c.task.id.clone()));
                 let t0 = Instant::now();
                 if claim_next {
                     // One call completes these and claims the next: its latency is a claim's.
-                    claims = complete_many(&http, &base, &token, &claims, Some(&next))
+                    claims = complete_many(conn, &claims, Some(&next))
                         .await?
                         .unwrap_or_default();
                     claim_lat.push(t0.elapsed());
                     continue;
                 }
                 if let [c] = &claims[..] {
-                    lease_call(&http, &base, &token, &c.task.id, "complete", &c.lease.token)
-                        .await?;
+                    lease_call(conn, &c.task.id, "complete", &c.lease.token).await?;
                 } else {
-                    complete_many(&http, &base, &token, &claims, None).await?;
+                    complete_many(conn, &claims, None).await?;
                 }
                 complete_lat.push(t0.elapsed());
                 let t0 = Instant::now();
-                claims = claim_many(&http, &base, &token, &next).await?;
+                claims = claim_many(conn, &next).await?;
                 claim_lat.push(t0.elapsed());
             }
             anyhow::Ok((claim_lat, complete_lat, ids))
@@ -769,21 +754,17 @@ async fn drain_bench(
 
 /// `POST /v1/tasks/claim` with `body`: the claims made.
 async fn claim_many(
-    http: &reqwest::Client,
-    base: &str,
-    token: &str,
+    conn: &mut AgentConn,
     body: &serde_json::Value,
 ) -> anyhow::Result<Vec<wire::Claim>> {
-    let answer: wire::ClaimAnswer = post_ok(http, base, "/v1/tasks/claim", token, body).await?;
+    let answer: wire::ClaimAnswer = conn.call("/v1/tasks/claim", body).await?;
     Ok(answer.claims)
 }
 
 /// Completes claimed tasks in one call (`POST /v1/tasks/complete`), with `next` claiming
 /// more in the same call; fails on any refusal. The claims `next` made, if asked.
 async fn complete_many(
-    http: &reqwest::Client,
-    base: &str,
-    token: &str,
+    conn: &mut AgentConn,
     claims: &[wire::Claim],
     next: Option<&serde_json::Value>,
 ) -> anyhow::Result<Option<Vec<wire::Claim>>> {
@@ -797,7 +778,7 @@ async fn complete_many(
             .collect(),
         next,
     };
-    let out: wire::CompleteAnswer = post_ok(http, base, "/v1/tasks/complete", token, &body).await?;
+    let out: wire::CompleteAnswer = conn.call("/v1/tasks/complete", &body).await?;
     anyhow::ensure!(
         out.results.len() == claims.len(),
         "complete: {} results for {} completions",
@@ -837,14 +818,10 @@ async fn http_bench(
     let started = Instant::now();
     let mut handles = Vec::new();
     for w in 0..args.http_agents {
-        let (http, base, token, done) = (
-            http.clone(),
-            bases[w % bases.len()].clone(),
-            token.clone(),
-            done.clone(),
-        );
+        let (base, token, done) = (bases[w % bases.len()].clone(), token.clone(), done.clone());
         let (cycles, claim_next) = (args.cycles, args.claim_next);
         handles.push(tokio::spawn(async move {
+            let conn = &mut AgentConn::open(&base, &token).await?;
             let mut lat = Vec::new();
             let next = serde_json::json!({ "agent": format!("h{w}") });
             // With `--claim-next`, the claim the last completion made.
@@ -854,24 +831,23 @@ async fn http_bench(
                     Some(c) => c,
                     None => {
                         let t0 = Instant::now();
-                        let c = claim_one(&http, &base, &token, &next).await?;
+                        let c = claim_one(conn, &next).await?;
                         lat.push(t0.elapsed());
                         c.ok_or_else(|| anyhow::anyhow!("queue ran dry"))?
                     }
                 };
                 let (id, lease) = (c.task.id.as_str(), c.lease.token.as_str());
-                lease_call(&http, &base, &token, id, "heartbeat", lease).await?;
+                lease_call(conn, id, "heartbeat", lease).await?;
                 // The last cycles claim nothing more: few tasks are left leased.
                 if claim_next && done.load(Ordering::Relaxed) < cycles {
                     let t0 = Instant::now();
-                    let claims =
-                        complete_many(&http, &base, &token, std::slice::from_ref(&c), Some(&next))
-                            .await?
-                            .unwrap_or_default();
+                    let claims = complete_many(conn, std::slice::from_ref(&c), Some(&next))
+                        .await?
+                        .unwrap_or_default();
                     lat.push(t0.elapsed());
                     held = claims.into_iter().next();
                 } else {
-                    lease_call(&http, &base, &token, id, "complete", lease).await?;
+                    lease_call(conn, id, "complete", lease).await?;
                 }
             }
             anyhow::Ok(lat)

@@ -10,7 +10,7 @@
 //! when dispatch p99 stays under 50 ms and the backlog does not grow.
 
 use crate::stats::{Latency, Meter, Syncs};
-use crate::{claim_one, lease_call_outcome, new_workspace, row_with, Args, Leased};
+use crate::{claim_one, lease_call_outcome, new_workspace, row_with, AgentConn, Args, Leased};
 use baton_core::Baton;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -63,8 +63,7 @@ pub(crate) async fn run(
 
         let mut agents = Vec::new();
         for a in 0..args.open_agents {
-            let (http, base, token) =
-                (http.clone(), bases[a % bases.len()].clone(), worker.clone());
+            let (base, token) = (bases[a % bases.len()].clone(), worker.clone());
             let (arriving, claimed, finished, failed) = (
                 arriving.clone(),
                 claimed.clone(),
@@ -73,6 +72,7 @@ pub(crate) async fn run(
             );
             let (service, lease_ttl) = (args.service_ms.clone(), args.lease_ttl.clone());
             agents.push(tokio::spawn(async move {
+                let conn = &mut AgentConn::open(&base, &token).await?;
                 let mut seen = Seen::default();
                 let agent = format!("open-{a}");
                 loop {
@@ -82,7 +82,7 @@ pub(crate) async fn run(
                     }
                     let body =
                         serde_json::json!({ "agent": agent, "wait": "1s", "lease_ttl": lease_ttl });
-                    let answer = claim_one(&http, &base, &token, &body).await?;
+                    let answer = claim_one(conn, &body).await?;
                     let answered = started.elapsed();
                     let Some(c) = answer else { continue };
                     claimed.fetch_add(1, Ordering::SeqCst);
@@ -97,9 +97,7 @@ pub(crate) async fn run(
                     while left > beat {
                         tokio::time::sleep(beat).await;
                         left -= beat;
-                        match lease_call_outcome(&http, &base, &token, &id, "heartbeat", &lease)
-                            .await?
-                        {
+                        match lease_call_outcome(conn, &id, "heartbeat", &lease).await? {
                             Leased::Done(took) => seen.heartbeat.record(took),
                             Leased::Lost => {
                                 lapsed = true; // drop the task: it is someone else's now
@@ -112,7 +110,7 @@ pub(crate) async fn run(
                         continue;
                     }
                     tokio::time::sleep(left).await;
-                    match lease_call_outcome(&http, &base, &token, &id, "complete", &lease).await? {
+                    match lease_call_outcome(conn, &id, "complete", &lease).await? {
                         Leased::Done(took) => {
                             seen.complete.record(took);
                             seen.completed += 1;
