@@ -553,9 +553,8 @@ pub(crate) async fn lease_call_outcome(
 ) -> anyhow::Result<Leased> {
     let t0 = Instant::now();
     let path = format!("/v1/tasks/{id}/{op}");
-    let (status, answer) = conn
-        .post_admitted(&path, &wire::LeaseBody { lease })
-        .await?;
+    // One request, as before: a 429 here is a refusal like any other.
+    let (status, answer) = conn.post(&path, &wire::LeaseBody { lease }).await?;
     if (200..300).contains(&status) {
         return Ok(Leased::Done(t0.elapsed()));
     }
@@ -605,14 +604,8 @@ async fn post_ok<T: serde::de::DeserializeOwned>(
     body: &(impl serde::Serialize + ?Sized),
 ) -> anyhow::Result<T> {
     let resp = post_admitted(http, &format!("{base}{path}"), token, body).await?;
-    anyhow::ensure!(resp.status().is_success(), "{path}: {}", resp.text().await?);
-    let text = resp.bytes().await?;
-    serde_json::from_slice(&text).map_err(|e| {
-        anyhow::anyhow!(
-            "{path}: unexpected answer ({e}): {}",
-            String::from_utf8_lossy(&text)
-        )
-    })
+    let status = resp.status().as_u16();
+    conn::answer(path, status, &resp.bytes().await?)
 }
 
 /// Calls the server refused with 429 `RATE_LIMITED` (its store far behind), each sent again
@@ -633,11 +626,7 @@ pub(crate) async fn post_admitted(
             return Ok(resp);
         }
         REFUSED.fetch_add(1, Ordering::Relaxed);
-        let refusal: serde_json::Value = resp.json().await?;
-        let ms = refusal["error"]["details"]["retry_after_ms"]
-            .as_u64()
-            .unwrap_or(1000);
-        tokio::time::sleep(Duration::from_millis(ms)).await;
+        tokio::time::sleep(conn::retry_after(&resp.bytes().await?)).await;
     }
 }
 
@@ -682,8 +671,8 @@ async fn drain_bench(
             let (mut claim_lat, mut complete_lat, mut ids) = (Vec::new(), Vec::new(), Vec::new());
             let agent = format!("d{w}");
             let next = serde_json::json!({ "agent": agent, "count": batch });
-            let t0 = Instant::now();
             let conn = &mut AgentConn::open(&base, &token).await?;
+            let t0 = Instant::now();
             let mut claims = claim_many(conn, &next).await?;
             claim_lat.push(t0.elapsed());
             while !claims.is_empty() {
