@@ -74,18 +74,27 @@ pub fn reevaluate(ctx: &mut Ctx<'_>, task_id: &str) -> Result<()> {
     ctx.save(&mut task, kind, &[])
 }
 
-/// What a search of the wait graph knows of a task: its parent and whether it is `done`.
-fn node(ctx: &mut Ctx<'_>, id: &str) -> Result<(Option<String>, bool)> {
-    Ok(match ctx.tx.task(ctx.ws, id)? {
+/// What a search of the wait graph knows of each task it met: its parent and whether it is
+/// `done`, read once per search.
+type Known = HashMap<String, (Option<String>, bool)>;
+
+/// Task `id`'s parent and whether it is `done`.
+fn node(ctx: &mut Ctx<'_>, known: &mut Known, id: &str) -> Result<(Option<String>, bool)> {
+    if let Some(n) = known.get(id) {
+        return Ok(n.clone());
+    }
+    let n = match ctx.tx.task(ctx.ws, id)? {
         Some(t) => (t.parent_id, t.status == Status::Done),
         None => (None, false),
-    })
+    };
+    known.insert(id.to_string(), n.clone());
+    Ok(n)
 }
 
 /// The tasks `id` waits on: its `blocks` blockers, whatever their status (so those edges
 /// stay acyclic, as they always were), and, unless it is `done`, its children that are not
 /// (a parent is claimable only once its children are finished).
-fn waits_on(ctx: &mut Ctx<'_>, id: &str) -> Result<Vec<String>> {
+fn waits_on(ctx: &mut Ctx<'_>, known: &mut Known, id: &str) -> Result<Vec<String>> {
     let mut out: Vec<String> = ctx
         .tx
         .deps_of(ctx.ws, id)?
@@ -93,7 +102,7 @@ fn waits_on(ctx: &mut Ctx<'_>, id: &str) -> Result<Vec<String>> {
         .filter(|d| d.kind == DepKind::Blocks)
         .map(|d| d.blocker_id)
         .collect();
-    if node(ctx, id)?.1 {
+    if node(ctx, known, id)?.1 {
         return Ok(out);
     }
     let mut page = crate::store::TaskFilter {
@@ -105,12 +114,13 @@ fn waits_on(ctx: &mut Ctx<'_>, id: &str) -> Result<Vec<String>> {
         let children = ctx.tx.list_tasks(ctx.ws, &page)?;
         let full = children.len() == super::MAX_PAGE as usize;
         page.after_id = children.last().map(|c| c.id.clone());
-        out.extend(
-            children
-                .into_iter()
-                .filter(|c| c.status != Status::Done)
-                .map(|c| c.id),
-        );
+        for child in children {
+            let done = child.status == Status::Done;
+            if !done {
+                out.push(child.id.clone());
+            }
+            known.insert(child.id, (child.parent_id, done));
+        }
         if !full {
             return Ok(out);
         }
@@ -119,7 +129,12 @@ fn waits_on(ctx: &mut Ctx<'_>, id: &str) -> Result<Vec<String>> {
 
 /// The tasks that wait on `id` (the other direction of [`waits_on`]): those it `blocks`,
 /// and its parent, unless either is `done`. `parent` is given for a task not stored yet.
-fn waited_on_by(ctx: &mut Ctx<'_>, id: &str, parent: Option<Option<&str>>) -> Result<Vec<String>> {
+fn waited_on_by(
+    ctx: &mut Ctx<'_>,
+    known: &mut Known,
+    id: &str,
+    parent: Option<Option<&str>>,
+) -> Result<Vec<String>> {
     let mut out: Vec<String> = ctx
         .tx
         .dependents_of(ctx.ws, id)?
@@ -129,13 +144,13 @@ fn waited_on_by(ctx: &mut Ctx<'_>, id: &str, parent: Option<Option<&str>>) -> Re
         .collect();
     let parent = match parent {
         Some(given) => given.map(str::to_string),
-        None => match node(ctx, id)? {
+        None => match node(ctx, known, id)? {
             (_, true) => None,
             (parent, false) => parent,
         },
     };
     if let Some(parent) = parent {
-        if !node(ctx, &parent)?.1 {
+        if !node(ctx, known, &parent)?.1 {
             out.push(parent);
         }
     }
@@ -161,6 +176,7 @@ fn wait_path(
         blockers.iter().map(|b| (b.to_string(), None)).collect();
     let mut back_edge: Vec<String> = vec![task.to_string()];
     let mut ahead_edge: Vec<String> = blockers.iter().map(|b| b.to_string()).collect();
+    let mut known = Known::new();
     let chain = |seen: &HashMap<String, Option<String>>, from: &str| {
         let mut path = vec![from.to_string()];
         while let Some(Some(prev)) = seen.get(path.last().map_or("", |p| p.as_str())) {
@@ -179,9 +195,9 @@ fn wait_path(
         for at in std::mem::take(edge) {
             let found = if from_back {
                 let given = (at == task).then_some(parent);
-                waited_on_by(ctx, &at, given)?
+                waited_on_by(ctx, &mut known, &at, given)?
             } else {
-                waits_on(ctx, &at)?
+                waits_on(ctx, &mut known, &at)?
             };
             for n in found {
                 if seen.contains_key(&n) {
