@@ -1311,6 +1311,80 @@ async fn claim_pages_past_tasks_the_agent_cannot_take(env: Env) {
     );
 }
 
+/// Tasks needing different capability sets come out in one claim order: a claim takes,
+/// across every set the agent can serve, the first tasks by priority, due date and age, and
+/// none of a set it cannot (the store seeks each set: `TaskColumns::caps`). A set is the
+/// same whatever order its capabilities were given in.
+async fn claims_merge_capability_sets_in_claim_order(env: Env) {
+    let make = |title: &str, caps: &[&str], priority: i64, due_at: Option<i64>| CreateTask {
+        title: title.into(),
+        required_capabilities: caps.iter().map(|c| c.to_string()).collect(),
+        priority: Some(priority),
+        due_at,
+        ..Default::default()
+    };
+    let mut ids = std::collections::HashMap::new();
+    for req in [
+        make("plain low", &[], 1, None),
+        make("gpu old", &["gpu"], 5, None),
+        make("rust and gpu", &["rust", "gpu"], 7, None),
+        make("rust", &["rust"], 3, None),
+        make("x", &["x"], 9, None),
+        make("gpu due", &["gpu"], 5, Some(T0 + 60_000)),
+        make("plain", &[], 5, None),
+        make("gpu and rust", &["gpu", "rust"], 5, None),
+    ] {
+        let title = req.title.clone();
+        ids.insert(env.create(req).await.unwrap().id, title);
+    }
+    let titles =
+        |tasks: Vec<String>| -> Vec<&str> { tasks.iter().map(|id| ids[id].as_str()).collect() };
+    let every = titles(
+        env.baton
+            .ready(&env.actor, 100)
+            .unwrap()
+            .tasks
+            .into_iter()
+            .map(|t| t.id)
+            .collect(),
+    );
+    let order = [
+        "x",
+        "rust and gpu",
+        "gpu due",
+        "gpu old",
+        "plain",
+        "gpu and rust",
+        "rust",
+        "plain low",
+    ];
+    assert_eq!(every, order, "the ready list spans every set");
+    let first = |limit: u32| {
+        let req = ClaimRequest {
+            agent: "builder".into(),
+            capabilities: vec!["rust".into(), "gpu".into()],
+            count: Some(limit),
+            ..Default::default()
+        };
+        env.baton.claim(&env.actor, None, req)
+    };
+    let claimed = first(3).await.unwrap().claims;
+    let claimed = titles(claimed.into_iter().map(|c| c.task.id).collect());
+    assert_eq!(claimed, ["rust and gpu", "gpu due", "gpu old"]);
+    let mut one_by_one = Vec::new();
+    while let Some(c) = env.claim_with("builder", &["gpu", "rust"]).await {
+        one_by_one.push(c.task.id);
+    }
+    assert_eq!(
+        titles(one_by_one),
+        ["plain", "gpu and rust", "rust", "plain low"],
+        "the x task is left to an agent that has x"
+    );
+    let x = env.claim_with("other", &["x", "unused"]).await.unwrap();
+    assert_eq!(ids[&x.task.id], "x");
+    assert!(env.baton.ready(&env.actor, 100).unwrap().tasks.is_empty());
+}
+
 /// Lease operations committed together (a store groups concurrent writes into one commit)
 /// stand or fail alone: a completion whose lease had lapsed expires it and is then refused,
 /// and the refusal undoes the expiry it wrote; the completions in the same commit keep all
@@ -1472,6 +1546,7 @@ on_every_backend!(
     version_check_is_stable_across_lazy_expiry,
     unblocking_a_failed_dependency_sticks,
     claim_pages_past_tasks_the_agent_cannot_take,
+    claims_merge_capability_sets_in_claim_order,
     failing_jobs_in_a_group_commit_undo_only_themselves,
     listing_by_status_finds_every_status,
 );

@@ -62,6 +62,10 @@ pub struct TaskColumns {
     pub idem_key: Option<String>,
     /// `,a,b,`: every label between commas, so one label matches `,label,`.
     pub labels: String,
+    /// The required capabilities as a set: `,a,b,` sorted by bytes, empty when none. The
+    /// claim index leads with it, so a claim seeks each set the agent can serve instead of
+    /// stepping over every ready task it cannot take ([`caps_within`]).
+    pub caps: String,
 }
 
 impl TaskColumns {
@@ -81,8 +85,30 @@ impl TaskColumns {
             } else {
                 format!(",{},", task.labels.join(","))
             },
+            caps: caps_key(&task.required_capabilities),
         }
     }
+}
+
+/// The stored form of a set of capabilities ([`TaskColumns::caps`]): sorted, without
+/// duplicates, between commas (capabilities hold no commas); empty for none.
+pub fn caps_key(capabilities: &[String]) -> String {
+    if capabilities.is_empty() {
+        return String::new();
+    }
+    let mut sorted: Vec<&str> = capabilities.iter().map(String::as_str).collect();
+    sorted.sort_unstable();
+    sorted.dedup();
+    format!(",{},", sorted.join(","))
+}
+
+/// Whether an agent with `agent` capabilities can take a task stored with the capability
+/// set `caps` ([`caps_key`]), or `agent` is `None` (no agent: every task qualifies).
+pub fn caps_within(caps: &str, agent: Option<&[String]>) -> bool {
+    let Some(agent) = agent else { return true };
+    caps.split(',')
+        .filter(|c| !c.is_empty())
+        .all(|c| agent.iter().any(|a| a == c))
 }
 
 /// The position of a task in claim order, for paging through candidates.
@@ -94,6 +120,16 @@ pub struct ClaimCursor {
     pub due_key: i64,
     /// Id (older first, since ids are time-ordered).
     pub id: String,
+}
+
+/// A task's place in claim order (priority desc, due asc, id asc) as a key that ascends:
+/// what a store merging the pages of several capability sets sorts by.
+pub fn claim_key(task: &Task) -> (i64, i64, &str) {
+    (
+        task.priority.saturating_neg(),
+        task.due_at.unwrap_or(i64::MAX),
+        &task.id,
+    )
 }
 
 /// An event about to be appended; the store assigns its sequence number.
@@ -194,9 +230,10 @@ pub trait Tx {
     fn list_tasks(&mut self, ws: &str, filter: &TaskFilter) -> Result<Vec<Task>>;
     /// Ready tasks whose `not_before` has passed, that have no open children and whose
     /// project is not killed, in claim order (priority desc, due asc, id asc), strictly
-    /// after `after`. With `agent_capabilities`, a backend may also leave out tasks that
-    /// require a capability outside them (the caller checks again): one with concurrent
-    /// writers must, so as not to lock rows the claimer cannot take.
+    /// after `after`. With `agent_capabilities`, only tasks whose required capabilities are
+    /// all among them: the store seeks each capability set the agent can serve
+    /// ([`TaskColumns::caps`]), so tasks it cannot take cost nothing however many are
+    /// ahead, and a store with concurrent writers locks no row the claimer will pass over.
     fn claim_candidates(
         &mut self,
         ws: &str,

@@ -9,6 +9,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema.sql"),
     include_str!("schema_2_status.sql"),
     include_str!("schema_3_runs.sql"),
+    include_str!("schema_4_caps.sql"),
 ];
 
 /// An arbitrary constant: the advisory lock that serialises migrations.

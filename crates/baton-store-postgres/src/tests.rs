@@ -337,7 +337,7 @@ fn replay_shows_a_counter_that_disagrees_with_the_log() {
 /// replica that starts while another holds the migration lock for longer than the
 /// connections' lock timeout waits for it instead of failing.
 #[test]
-fn versions_2_and_3_replace_indexes_and_starters_wait_for_them() {
+fn versions_2_to_4_replace_indexes_and_starters_wait_for_them() {
     let Some((url, ws, parent, child, other)) = fixture() else {
         return;
     };
@@ -347,6 +347,8 @@ fn versions_2_and_3_replace_indexes_and_starters_wait_for_them() {
          CREATE INDEX tasks_status ON tasks (workspace_id, status, id);
          ALTER TABLE runs DROP CONSTRAINT runs_pkey, ADD PRIMARY KEY (workspace_id, id);
          CREATE INDEX runs_task ON runs (workspace_id, task_id, id);
+         DROP INDEX tasks_claim; ALTER TABLE tasks DROP COLUMN caps;
+         CREATE INDEX tasks_claim ON tasks (workspace_id, neg_priority, due_key, id) WHERE status = 'ready';
          DELETE FROM baton_schema WHERE version >= 2",
     )
     .expect("back to version 1");
@@ -365,7 +367,7 @@ fn versions_2_and_3_replace_indexes_and_starters_wait_for_them() {
     let store = PgStore::open(&url).expect("waits for the lock, then migrates");
     holder.join().expect("holder");
 
-    assert_eq!(migrate::version(&mut conn).expect("version"), 3);
+    assert_eq!(migrate::version(&mut conn).expect("version"), 4);
     let Conn { rt, pg } = &mut conn;
     let runs_indexes: Vec<String> = rt
         .block_on(
@@ -483,4 +485,76 @@ fn a_unix_socket_url_connects_through_the_socket() {
         .block_on(sqlx::query_scalar("SELECT inet_client_addr() IS NULL").fetch_one(&mut *pg))
         .expect("query");
     assert!(unix, "connected over TCP instead of the Unix socket");
+}
+
+/// Tasks written at version 3 get their capability set at version 4, in the form a write
+/// stores (sorted by bytes, between commas), and claims find them by it.
+#[test]
+fn version_4_files_tasks_under_their_capabilities() {
+    let Some((url, ws, ..)) = fixture() else {
+        return;
+    };
+    let store = PgStore::open(&url).expect("open the store");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let baton = Baton::new(store, Arc::new(SystemClock));
+    let actor = rt
+        .block_on(baton.actor("default", "planner"))
+        .expect("actor");
+    let mut tasks = Vec::new();
+    for (priority, caps) in [
+        (9, vec!["zeta", "gpu", "Äpfel"]),
+        (5, vec!["gpu"]),
+        (1, vec![]),
+    ] {
+        let req = CreateTask {
+            title: format!("needs {caps:?}"),
+            priority: Some(priority),
+            required_capabilities: caps.into_iter().map(str::to_string).collect(),
+            ..Default::default()
+        };
+        tasks.push(
+            rt.block_on(baton.create_task(&actor, None, req))
+                .expect("create")
+                .task,
+        );
+    }
+    drop(baton);
+    let mut conn = Conn::open(&url).expect("connect");
+    conn.batch(
+        "DROP INDEX tasks_claim; ALTER TABLE tasks DROP COLUMN caps;
+         CREATE INDEX tasks_claim ON tasks (workspace_id, neg_priority, due_key, id) WHERE status = 'ready';
+         DELETE FROM baton_schema WHERE version >= 4",
+    )
+    .expect("back to version 3");
+    let store = PgStore::open(&url).expect("migrates");
+    assert_eq!(migrate::version(&mut conn).expect("version"), 4);
+    let Conn { rt: crt, pg } = &mut conn;
+    for task in &tasks {
+        let stored: String = crt
+            .block_on(
+                sqlx::query_scalar("SELECT caps FROM tasks WHERE id = $1")
+                    .bind(&task.id)
+                    .fetch_one(&mut *pg),
+            )
+            .expect("caps");
+        assert_eq!(stored, baton_core::store::TaskColumns::of(task).caps);
+    }
+    assert_eq!(
+        baton_core::store::TaskColumns::of(&tasks[0]).caps,
+        ",gpu,zeta,Äpfel,"
+    );
+    let ids = |caps: Option<&[String]>| {
+        let mut found = Vec::new();
+        store
+            .read(&mut |tx| {
+                found = tx.claim_candidates(&ws, i64::MAX / 2, None, 10, caps)?;
+                Ok(())
+            })
+            .expect("candidates");
+        found.into_iter().map(|t| t.id).collect::<Vec<_>>()
+    };
+    let id = |i: usize| tasks[i].id.clone();
+    assert_eq!(ids(None), [id(0), id(1), id(2)]);
+    assert_eq!(ids(Some(&[])), [id(2)]);
+    assert_eq!(ids(Some(&["gpu".to_string()])), [id(1), id(2)]);
 }

@@ -23,7 +23,7 @@ use crate::flush::{EventRow, Lens, Pending, RunRow, TaskRow};
 use crate::Conn;
 use baton_core::error::{Code, Error, Result};
 use baton_core::model::*;
-use baton_core::store::{ClaimCursor, LockMode, NewEvent, TaskColumns, TaskFilter, Tx};
+use baton_core::store::{claim_key, ClaimCursor, LockMode, NewEvent, TaskColumns, TaskFilter, Tx};
 use baton_core::time::Millis;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -418,6 +418,13 @@ impl<'a> PgTx<'a> {
 
     /// [`Tx::claim_candidates`]' statement and its arguments (`$1` the workspace, `$2` now),
     /// passing over the tasks `passed_over`; and which parameter holds those, if any.
+    ///
+    /// The claim index leads with the capability set (`caps`). An agent without
+    /// capabilities seeks the set of tasks that need none; otherwise the statement lists the
+    /// sets among ready tasks (a recursive skip scan, one seek per set), keeps those the
+    /// agent can serve, takes a page of each and merges them in claim order. A page of a
+    /// set may lock rows the merge then leaves out: they stay locked to the commit, and
+    /// other claimers pass over them until then, as over any row a claim holds.
     fn candidates_query(
         &self,
         ws: &str,
@@ -427,8 +434,9 @@ impl<'a> PgTx<'a> {
         agent_capabilities: Option<&[String]>,
         passed_over: &[String],
     ) -> Result<(String, Vec<Arg>, Option<usize>)> {
-        let mut sql = String::from(
-            "SELECT body FROM tasks AS t WHERE t.workspace_id = $1 AND t.status = 'ready'
+        let mut page = String::from(
+            "SELECT t.body, t.neg_priority, t.due_key, t.id FROM tasks AS t
+             WHERE t.workspace_id = $1 AND t.caps = {set} AND t.status = 'ready'
                AND (t.not_before IS NULL OR t.not_before <= $2)
                AND t.project_id NOT IN (SELECT id FROM projects WHERE workspace_id = $1 AND killed)
                AND NOT EXISTS (SELECT 1 FROM tasks AS c WHERE c.workspace_id = $1 AND c.parent_id = t.id
@@ -436,25 +444,14 @@ impl<'a> PgTx<'a> {
         );
         let mut args = vec![t(ws), i(now)];
         if let Some(c) = after {
-            sql.push_str(" AND (t.neg_priority, t.due_key, t.id) > ($3, $4, $5)");
+            page.push_str(" AND (t.neg_priority, t.due_key, t.id) > ($3, $4, $5)");
             args.extend([i(c.priority.saturating_neg()), i(c.due_key), t(&c.id)]);
         }
         let mut skip = None;
         if !passed_over.is_empty() {
             args.push(Arg::Texts(passed_over.to_vec()));
             skip = Some(args.len());
-            sql.push_str(&format!(" AND t.id <> ALL(${})", args.len()));
-        }
-        if let Some(caps) = agent_capabilities {
-            // Only tasks this agent can take, so the lock below holds no row it will pass
-            // over. The body is compact JSON (serde_json): the common case, no requirement,
-            // is a substring test; the rest parse the body.
-            args.push(Arg::Text(Some(to_json(&caps)?)));
-            sql.push_str(&format!(
-                " AND (strpos(t.body, '\"required_capabilities\":[]') > 0
-                      OR (t.body::jsonb -> 'required_capabilities') <@ ${}::jsonb)",
-                args.len()
-            ));
+            page.push_str(&format!(" AND t.id <> ALL(${})", args.len()));
         }
         // SKIP LOCKED: a row another transaction holds is passed over, not waited on.
         let lock = if self.writing {
@@ -462,9 +459,35 @@ impl<'a> PgTx<'a> {
         } else {
             ""
         };
-        sql.push_str(&format!(
+        page.push_str(&format!(
             " ORDER BY t.neg_priority, t.due_key, t.id LIMIT {limit} {lock}"
         ));
+        if agent_capabilities.is_some_and(|caps| caps.is_empty()) {
+            return Ok((page.replace("{set}", "''"), args, skip));
+        }
+        let servable = match agent_capabilities {
+            Some(caps) => {
+                args.push(Arg::Texts(caps.to_vec()));
+                format!(
+                    " AND string_to_array(trim(both ',' from s.caps), ',') <@ ${}::text[]",
+                    args.len()
+                )
+            }
+            None => String::new(),
+        };
+        let sql = format!(
+            "WITH RECURSIVE sets (caps) AS (
+                 (SELECT caps FROM tasks WHERE workspace_id = $1 AND status = 'ready' ORDER BY caps LIMIT 1)
+                 UNION ALL
+                 SELECT (SELECT t.caps FROM tasks AS t
+                         WHERE t.workspace_id = $1 AND t.status = 'ready' AND t.caps > s.caps
+                         ORDER BY t.caps LIMIT 1)
+                 FROM sets AS s WHERE s.caps IS NOT NULL)
+             SELECT p.body FROM sets AS s CROSS JOIN LATERAL ({}) AS p
+             WHERE s.caps IS NOT NULL{servable}
+             ORDER BY p.neg_priority, p.due_key, p.id LIMIT {limit}",
+            page.replace("{set}", "s.caps")
+        );
         Ok((sql, args, skip))
     }
 
@@ -776,10 +799,7 @@ impl Tx for PgTx<'_> {
             }
         }
         // In claim order, which the union need not keep.
-        ready.sort_by(|a, b| {
-            let key = |t: &Task| (t.priority.saturating_neg(), t.due_at.unwrap_or(i64::MAX));
-            key(a).cmp(&key(b)).then_with(|| a.id.cmp(&b.id))
-        });
+        ready.sort_by(|a, b| claim_key(a).cmp(&claim_key(b)));
         Ok((due, ready))
     }
 

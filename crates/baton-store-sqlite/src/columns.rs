@@ -11,9 +11,9 @@
 use baton_core::store::TaskColumns;
 use rusqlite::types::ToSql;
 
-/// The values of the upsert's parameters ?3 to ?11 (after workspace and id), in the
+/// The values of the upsert's parameters ?3 to ?12 (after workspace and id), in the
 /// table's order.
-pub(crate) fn values(c: &TaskColumns) -> [&dyn ToSql; 9] {
+pub(crate) fn values(c: &TaskColumns) -> [&dyn ToSql; 10] {
     [
         &c.project_id,
         &c.parent_id,
@@ -24,6 +24,7 @@ pub(crate) fn values(c: &TaskColumns) -> [&dyn ToSql; 9] {
         &c.lease_expires_at,
         &c.idem_key,
         &c.labels,
+        &c.caps,
     ]
 }
 
@@ -31,7 +32,7 @@ pub(crate) fn values(c: &TaskColumns) -> [&dyn ToSql; 9] {
 /// workspace ?2, the id ?3) and the values of the changed columns, ?4 on.
 pub(crate) fn update<'a>(new: &'a TaskColumns, old: &TaskColumns) -> (String, Vec<&'a dyn ToSql>) {
     // Each column with its new value and whether it moved, side by side.
-    let columns: [(&str, &dyn ToSql, bool); 9] = [
+    let columns: [(&str, &dyn ToSql, bool); 10] = [
         (
             "project_id",
             &new.project_id,
@@ -57,6 +58,7 @@ pub(crate) fn update<'a>(new: &'a TaskColumns, old: &TaskColumns) -> (String, Ve
         ),
         ("idem_key", &new.idem_key, new.idem_key != old.idem_key),
         ("labels", &new.labels, new.labels != old.labels),
+        ("caps", &new.caps, new.caps != old.caps),
     ];
     let mut sql = String::from("UPDATE tasks SET body = ?1");
     let mut values = Vec::new();

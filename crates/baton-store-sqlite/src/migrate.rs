@@ -12,6 +12,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema_2_keys.sql"),
     include_str!("schema_3_seq.sql"),
     include_str!("schema_4_runs.sql"),
+    include_str!("schema_5_caps.sql"),
 ];
 
 /// Brings the schema up to the newest version.
@@ -169,6 +170,65 @@ mod tests {
             .query_row("SELECT count(*) FROM runs", [], |r| r.get(0))
             .expect("count");
         assert_eq!(rows, 3, "an update replaces the run");
+    }
+
+    /// Tasks written at version 4 get their capability set at version 5, in the form a write
+    /// stores (sorted by bytes, between commas), and claims find them by it.
+    #[test]
+    fn version_5_files_tasks_under_their_capabilities() {
+        use baton_core::store::{TaskColumns, Tx};
+        let conn = at_version_2(0, 0);
+        conn.execute_batch(MIGRATIONS[2]).expect("version 3");
+        conn.execute_batch(MIGRATIONS[3]).expect("version 4");
+        conn.execute_batch("PRAGMA user_version = 4").expect("at 4");
+        let task = |id: &str, priority: i64, caps: &[&str]| -> baton_core::model::Task {
+            serde_json::from_value(serde_json::json!({"id": id, "workspace_id": "ws_1",
+                "project_id": "prj_1", "parent_id": null, "title": id, "type": "task",
+                "status": "ready", "priority": priority, "required_capabilities": caps,
+                "labels": [], "retry_policy": {"max_attempts": 3, "backoff_initial": "1s",
+                "backoff_multiplier": 2.0, "backoff_max": "5m"}, "lease_ttl": "5m",
+                "review_required": false, "attempts": 0, "epoch": 0, "version": 1,
+                "created_by": "x", "updated_by": "x", "created_at": "2026-11-25T00:00:00Z",
+                "updated_at": "2026-11-25T00:00:00Z"}))
+            .expect("a task")
+        };
+        let tasks = [
+            task("tsk_a", 1, &[]),
+            task("tsk_b", 9, &["zeta", "gpu", "Äpfel"]),
+            task("tsk_c", 5, &["gpu"]),
+        ];
+        for t in &tasks {
+            let c = TaskColumns::of(t);
+            conn.execute(
+                "INSERT INTO tasks (workspace_id, id, project_id, status, neg_priority, due_key, labels, body)
+                 VALUES ('ws_1', ?1, 'prj_1', 'ready', ?2, ?3, '', ?4)",
+                rusqlite::params![t.id, c.neg_priority, c.due_key, serde_json::to_string(t).unwrap()],
+            )
+            .expect("task at version 4");
+        }
+        migrate(&conn).expect("migrate");
+        assert_eq!(version(&conn), MIGRATIONS.len() as i64);
+        for t in &tasks {
+            let stored: String = conn
+                .query_row("SELECT caps FROM tasks WHERE id = ?1", [&t.id], |r| {
+                    r.get(0)
+                })
+                .expect("caps");
+            assert_eq!(stored, TaskColumns::of(t).caps, "{}", t.id);
+        }
+        assert_eq!(TaskColumns::of(&tasks[1]).caps, ",gpu,zeta,Äpfel,");
+        let mut tx = crate::tx::SqliteTx::new(&conn, crate::tx::Numbering::default());
+        let mut ids = |caps: Option<&[String]>| -> Vec<String> {
+            let found = tx.claim_candidates("ws_1", 0, None, 10, caps);
+            found
+                .expect("candidates")
+                .into_iter()
+                .map(|t| t.id)
+                .collect()
+        };
+        assert_eq!(ids(None), ["tsk_b", "tsk_c", "tsk_a"]);
+        assert_eq!(ids(Some(&[])), ["tsk_a"]);
+        assert_eq!(ids(Some(&["gpu".to_string()])), ["tsk_c", "tsk_a"]);
     }
 
     /// A counter ahead of its log (numbers handed out that the log lost) stops the migration

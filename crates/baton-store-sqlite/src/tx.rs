@@ -3,7 +3,9 @@
 use crate::columns;
 use baton_core::model::*;
 use baton_core::state::Status;
-use baton_core::store::{ClaimCursor, NewEvent, TaskColumns, TaskFilter, Tx};
+use baton_core::store::{
+    caps_within, claim_key, ClaimCursor, NewEvent, TaskColumns, TaskFilter, Tx,
+};
 use baton_core::time::Millis;
 use baton_core::{Error, Result};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -144,6 +146,60 @@ impl SqliteTx<'_> {
         match self.seen.as_ref()?.get(id) {
             Some((w, columns)) if w == ws => Some(columns),
             _ => None,
+        }
+    }
+
+    /// The distinct capability sets among the workspace's ready tasks, one index seek each
+    /// (a skip scan over `tasks_claim`, which leads with the set).
+    fn ready_capability_sets(&self, ws: &str) -> Result<Vec<String>> {
+        let mut sets = Vec::new();
+        let mut first = self
+            .conn
+            .prepare_cached(
+                "SELECT caps FROM tasks WHERE workspace_id = +?1 AND status = 'ready'
+                 ORDER BY workspace_id, caps LIMIT 1",
+            )
+            .map_err(db_err)?;
+        let mut next = first.query_row([ws], |r| r.get::<_, String>(0)).optional();
+        let mut after = self
+            .conn
+            .prepare_cached(
+                "SELECT caps FROM tasks WHERE workspace_id = +?1 AND status = 'ready' AND caps > ?2
+                 ORDER BY workspace_id, caps LIMIT 1",
+            )
+            .map_err(db_err)?;
+        while let Some(set) = next.map_err(db_err)? {
+            next = after
+                .query_row(params![ws, set], |r| r.get::<_, String>(0))
+                .optional();
+            sets.push(set);
+        }
+        Ok(sets)
+    }
+
+    /// Claim candidates among the ready tasks that need exactly the capability set `caps`.
+    fn candidates_needing(
+        &self,
+        ws: &str,
+        caps: &str,
+        now: Millis,
+        after: Option<&ClaimCursor>,
+        limit: u32,
+    ) -> Result<Vec<Task>> {
+        // The limit is written into the SQL: a bound LIMIT next to ORDER BY makes SQLite
+        // re-prepare the statement on every execution. Limits take few distinct values.
+        let sql = "SELECT body FROM tasks AS t WHERE t.workspace_id = +?1 AND t.caps = +?2
+               AND t.status = 'ready' AND (t.not_before IS NULL OR t.not_before <= +?3)
+               AND t.project_id NOT IN (SELECT id FROM projects WHERE workspace_id = +?1 AND killed = 1)
+               AND NOT EXISTS (SELECT 1 FROM tasks AS c WHERE c.workspace_id = +?1 AND c.parent_id = t.id
+                               AND c.status NOT IN ('done', 'failed', 'canceled'))";
+        let order = format!("ORDER BY t.neg_priority, t.due_key, t.id LIMIT {limit}");
+        match after {
+            None => self.many(&format!("{sql} {order}"), params![ws, caps, now]),
+            Some(c) => self.many(
+                &format!("{sql} AND (t.neg_priority, t.due_key, t.id) > (?4, ?5, ?6) {order}"),
+                params![ws, caps, now, c.priority.saturating_neg(), c.due_key, c.id],
+            ),
         }
     }
 
@@ -300,13 +356,13 @@ impl Tx for SqliteTx<'_> {
                 // An upsert, not INSERT OR REPLACE: an update in place touches only the indexes
                 // whose columns it sets, where a replace deletes and re-inserts every entry.
                 "INSERT INTO tasks (workspace_id, id, project_id, parent_id, status, neg_priority, due_key,
-                     not_before, lease_expires_at, idem_key, labels, body)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                     not_before, lease_expires_at, idem_key, labels, caps, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
                  ON CONFLICT (workspace_id, id) DO UPDATE SET project_id = excluded.project_id,
                      parent_id = excluded.parent_id, status = excluded.status, neg_priority = excluded.neg_priority,
                      due_key = excluded.due_key, not_before = excluded.not_before,
                      lease_expires_at = excluded.lease_expires_at, idem_key = excluded.idem_key,
-                     labels = excluded.labels, body = excluded.body",
+                     labels = excluded.labels, caps = excluded.caps, body = excluded.body",
                 args.as_slice(),
             )?;
         }
@@ -349,23 +405,27 @@ impl Tx for SqliteTx<'_> {
         now: Millis,
         after: Option<&ClaimCursor>,
         limit: u32,
-        _agent_capabilities: Option<&[String]>, // one writer: nothing to lock, the caller filters
+        agent_capabilities: Option<&[String]>,
     ) -> Result<Vec<Task>> {
-        // The limit is written into the SQL: a bound LIMIT next to ORDER BY makes SQLite
-        // re-prepare the statement on every execution. Limits take few distinct values.
-        let sql = "SELECT body FROM tasks AS t WHERE t.workspace_id = +?1 AND t.status = 'ready'
-               AND (t.not_before IS NULL OR t.not_before <= +?2)
-               AND t.project_id NOT IN (SELECT id FROM projects WHERE workspace_id = +?1 AND killed = 1)
-               AND NOT EXISTS (SELECT 1 FROM tasks AS c WHERE c.workspace_id = +?1 AND c.parent_id = t.id
-                               AND c.status NOT IN ('done', 'failed', 'canceled'))";
-        let order = format!("ORDER BY t.neg_priority, t.due_key, t.id LIMIT {limit}");
-        let candidates: Vec<Task> = match after {
-            None => self.many(&format!("{sql} {order}"), params![ws, now])?,
-            Some(c) => self.many(
-                &format!("{sql} AND (t.neg_priority, t.due_key, t.id) > (?3, ?4, ?5) {order}"),
-                params![ws, now, c.priority.saturating_neg(), c.due_key, c.id],
-            )?,
+        // The claim index leads with the capability set, so each set the agent can serve is
+        // one seek, and the sets' pages are merged here: an agent without capabilities (the
+        // common case) reads only the tasks that need none.
+        let sets = match agent_capabilities {
+            Some([]) => vec![String::new()],
+            _ => {
+                let mut sets = self.ready_capability_sets(ws)?;
+                sets.retain(|set| caps_within(set, agent_capabilities));
+                sets
+            }
         };
+        let mut candidates = Vec::new();
+        for set in &sets {
+            candidates.extend(self.candidates_needing(ws, set, now, after, limit)?);
+        }
+        if sets.len() > 1 {
+            candidates.sort_by(|a, b| claim_key(a).cmp(&claim_key(b)));
+            candidates.truncate(limit as usize);
+        }
         self.saw(&candidates);
         Ok(candidates)
     }
