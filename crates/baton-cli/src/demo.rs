@@ -91,7 +91,7 @@ struct Shared {
 impl Shared {
     fn say(&self, who: &str, what: String) {
         if !self.json {
-            println!(
+            say!(
                 "{:>6.2}s  {who:<9} {what}",
                 self.start.elapsed().as_secs_f64()
             );
@@ -338,8 +338,8 @@ async fn summary(
         "data_dir": dir.display().to_string(),
     });
     if !shared.json {
-        println!();
-        println!(
+        say!();
+        say!(
             "summary: {} tasks ({}), {} claims, {} retries, {} lease expiries, {} events",
             tasks.len(),
             by_status
@@ -352,17 +352,18 @@ async fn summary(
             expired,
             events
         );
-        println!(
+        say!(
             "cycle time: avg {avg} ms, max {} ms; took {}s",
-            summary["cycle_ms"]["max"], summary["elapsed_s"]
+            summary["cycle_ms"]["max"],
+            summary["elapsed_s"]
         );
         match &difference {
             None => {
-                println!("replay: {replayed} events rebuild the same {rows} rows as the live store")
+                say!("replay: {replayed} events rebuild the same {rows} rows as the live store")
             }
-            Some(d) => println!("replay: DIFFERS at {d}"),
+            Some(d) => say!("replay: DIFFERS at {d}"),
         }
-        println!("inspect it: baton --data-dir {} events", dir.display());
+        say!("inspect it: baton --data-dir {} events", dir.display());
     }
     Ok(json!({ "demo": summary }))
 }

@@ -2,6 +2,15 @@
 //! the operation layer, and prints the response: human-readable, or exactly one JSON object
 //! with `--json`. It holds no rules of its own.
 
+/// `println!` that leaves a closed stdout alone: a reader that went away (`baton task list
+/// | head`) is not an error, where `println!` would panic.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 mod args;
 mod demo;
 mod remote;
@@ -73,10 +82,9 @@ fn main() {
     }
 }
 
-/// Prints one line of JSON; a reader that went away (a closed pipe) is not an error.
+/// Prints one line of JSON.
 fn print_line(value: &Value) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stdout().lock(), "{value}");
+    say!("{value}");
 }
 
 /// What a command produced.
@@ -309,7 +317,7 @@ async fn run(cli: Cli) -> Result<Outcome, Error> {
                     ..Default::default()
                 };
                 let out = baton.create_task(&actor, None, req).await?;
-                println!("{}", out.task.id);
+                say!("{}", out.task.id);
             }
             Ok(Outcome::Printed)
         }

@@ -23,10 +23,10 @@ pub(crate) fn human(value: &Value) {
         .get("task")
         .filter(|_| value.as_object().is_some_and(|o| o.len() <= 2))
     {
-        println!("{}", task_line(task));
+        say!("{}", task_line(task));
         if let Some(signals) = value.get("signals").and_then(|v| v.as_array()) {
             if !signals.is_empty() {
-                println!(
+                say!(
                     "signals: {}",
                     signals
                         .iter()
@@ -42,7 +42,7 @@ pub(crate) fn human(value: &Value) {
             .into_iter()
             .flatten()
         {
-            println!("warning: {}", w.as_str().unwrap_or(""));
+            say!("warning: {}", w.as_str().unwrap_or(""));
         }
         return;
     }
@@ -52,23 +52,23 @@ pub(crate) fn human(value: &Value) {
         .filter(|_| value.get("created").is_none())
     {
         if tasks.is_empty() {
-            println!("(no tasks)");
+            say!("(no tasks)");
         }
         for t in tasks {
-            println!("{}", task_line(t));
+            say!("{}", task_line(t));
         }
         if let Some(c) = value.get("next_cursor").and_then(|v| v.as_str()) {
-            println!("(more: --after {c})");
+            say!("(more: --after {c})");
         }
         return;
     }
     if let Some(claims) = value.get("claims").and_then(|v| v.as_array()) {
         if claims.is_empty() {
-            println!("(nothing claimable)");
+            say!("(nothing claimable)");
         }
         for c in claims {
-            println!("claimed {}", task_line(&c["task"]));
-            println!(
+            say!("claimed {}", task_line(&c["task"]));
+            say!(
                 "  lease {}  epoch {}  expires {}",
                 s(&c["lease"], "token"),
                 c["lease"]["epoch"],
@@ -79,7 +79,7 @@ pub(crate) fn human(value: &Value) {
     }
     if let Some(events) = value.get("events").and_then(|v| v.as_array()) {
         for e in events {
-            println!(
+            say!(
                 "{:>6}  {}  {:<24} {:<10} {}",
                 e["seq"],
                 s(e, "at"),
@@ -90,7 +90,7 @@ pub(crate) fn human(value: &Value) {
         }
         return;
     }
-    println!(
+    say!(
         "{}",
         serde_json::to_string_pretty(value).unwrap_or_default()
     );

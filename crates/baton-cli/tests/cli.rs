@@ -1604,3 +1604,34 @@ fn demo_finishes_the_plan_and_replays() {
         let _ = std::fs::remove_dir_all(dir);
     }
 }
+
+/// Human output into a pipe whose reader goes away (`baton task list | head -1`) ends
+/// quietly, as other Unix tools do: no panic, exit status 0.
+#[test]
+fn a_closed_pipe_ends_human_output_quietly() {
+    let store = Store::new();
+    let tasks: Vec<Value> = (0..1500)
+        .map(|i| json!({"ref": format!("t{i}"), "title": format!("task number {i} with a title long enough to fill the pipe")}))
+        .collect();
+    let plan = store.file("plan.json", &json!({ "tasks": tasks }).to_string());
+    store.ok(&["plan", "apply", &plan]);
+    let mut cmd = Command::new(BATON);
+    cmd.arg("--data-dir")
+        .arg(store.path())
+        .args(["task", "list", "--limit", "1000"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for var in BATON_ENV {
+        cmd.env_remove(var);
+    }
+    let mut child = cmd.spawn().expect("run baton");
+    let mut lines = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let first = lines.next().expect("a line").expect("readable");
+    assert!(first.starts_with("tsk_"), "{first}");
+    drop(lines); // the reader goes away with ~1,000 lines (over 64 KB) unwritten
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+}
