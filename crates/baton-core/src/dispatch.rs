@@ -196,8 +196,7 @@ impl Drop for Running {
 }
 
 /// How many tasks (up to `idle`) an agent with `capabilities` could claim now, counting a
-/// lapsed lease as one (the claim expires it). When a full page of candidates needs other
-/// capabilities, says 1: the claim pages further than this look.
+/// lapsed lease as one (the claim expires it).
 fn claimable(
     store: &dyn Store,
     clock: &dyn Clock,
@@ -209,19 +208,10 @@ fn claimable(
     let page = (idle as u32).clamp(1, 1024).next_power_of_two();
     let mut count = 0;
     store.read(&mut |tx| {
-        let candidates = tx.claim_candidates(workspace_id, now, None, page, Some(capabilities))?;
-        let full = candidates.len() as u32 == page;
-        count = candidates
-            .iter()
-            .filter(|t| {
-                t.required_capabilities
-                    .iter()
-                    .all(|c| capabilities.contains(c))
-            })
-            .count();
-        if count == 0 && full {
-            count = 1;
-        }
+        // Only tasks the agent can take: the store seeks the capability sets it serves.
+        count = tx
+            .claim_candidates(workspace_id, now, page, Some(capabilities))?
+            .len();
         if count == 0 && !tx.expired_leases(workspace_id, now, 1)?.is_empty() {
             count = 1;
         }

@@ -515,9 +515,7 @@ impl Baton {
     pub fn ready(&self, actor: &Actor, limit: u32) -> Result<TasksOut> {
         let limit = ops::check_limit("limit", limit)?;
         self.read(actor, |ctx| {
-            let tasks = ctx
-                .tx
-                .claim_candidates(ctx.ws, ctx.now, None, limit, None)?;
+            let tasks = ctx.tx.claim_candidates(ctx.ws, ctx.now, limit, None)?;
             Ok(TasksOut {
                 tasks: tasks.into_iter().map(|t| t.view()).collect(),
                 next_cursor: None,

@@ -111,17 +111,6 @@ pub fn caps_within(caps: &str, agent: Option<&[String]>) -> bool {
         .all(|c| agent.iter().any(|a| a == c))
 }
 
-/// The position of a task in claim order, for paging through candidates.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClaimCursor {
-    /// Priority (higher first).
-    pub priority: i64,
-    /// Due time, `i64::MAX` when none (earlier first).
-    pub due_key: i64,
-    /// Id (older first, since ids are time-ordered).
-    pub id: String,
-}
-
 /// A task's place in claim order (priority desc, due asc, id asc) as a key that ascends:
 /// what a store merging the pages of several capability sets sorts by.
 pub fn claim_key(task: &Task) -> (i64, i64, &str) {
@@ -229,8 +218,8 @@ pub trait Tx {
     /// Tasks matching a filter, in id (creation) order.
     fn list_tasks(&mut self, ws: &str, filter: &TaskFilter) -> Result<Vec<Task>>;
     /// Ready tasks whose `not_before` has passed, that have no open children and whose
-    /// project is not killed, in claim order (priority desc, due asc, id asc), strictly
-    /// after `after`. With `agent_capabilities`, only tasks whose required capabilities are
+    /// project is not killed, the first `limit` in claim order (priority desc, due asc, id
+    /// asc). With `agent_capabilities`, only tasks whose required capabilities are
     /// all among them: the store seeks each capability set the agent can serve
     /// ([`TaskColumns::caps`]), so tasks it cannot take cost nothing however many are
     /// ahead, and a store with concurrent writers locks no row the claimer will pass over.
@@ -238,7 +227,6 @@ pub trait Tx {
         &mut self,
         ws: &str,
         now: Millis,
-        after: Option<&ClaimCursor>,
         limit: u32,
         agent_capabilities: Option<&[String]>,
     ) -> Result<Vec<Task>>;
@@ -259,7 +247,7 @@ pub trait Tx {
         if !due.is_empty() {
             return Ok((due, Vec::new()));
         }
-        let candidates = self.claim_candidates(ws, now, None, page, agent_capabilities)?;
+        let candidates = self.claim_candidates(ws, now, page, agent_capabilities)?;
         Ok((due, candidates))
     }
     /// Number of non-terminal children.

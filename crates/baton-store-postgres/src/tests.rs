@@ -547,7 +547,7 @@ fn version_4_files_tasks_under_their_capabilities() {
         let mut found = Vec::new();
         store
             .read(&mut |tx| {
-                found = tx.claim_candidates(&ws, i64::MAX / 2, None, 10, caps)?;
+                found = tx.claim_candidates(&ws, i64::MAX / 2, 10, caps)?;
                 Ok(())
             })
             .expect("candidates");

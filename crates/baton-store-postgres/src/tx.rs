@@ -23,7 +23,7 @@ use crate::flush::{EventRow, Lens, Pending, RunRow, TaskRow};
 use crate::Conn;
 use baton_core::error::{Code, Error, Result};
 use baton_core::model::*;
-use baton_core::store::{claim_key, ClaimCursor, LockMode, NewEvent, TaskColumns, TaskFilter, Tx};
+use baton_core::store::{claim_key, LockMode, NewEvent, TaskColumns, TaskFilter, Tx};
 use baton_core::time::Millis;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -429,7 +429,6 @@ impl<'a> PgTx<'a> {
         &self,
         ws: &str,
         now: Millis,
-        after: Option<&ClaimCursor>,
         limit: u32,
         agent_capabilities: Option<&[String]>,
         passed_over: &[String],
@@ -443,10 +442,6 @@ impl<'a> PgTx<'a> {
                                AND c.status NOT IN ('done', 'failed', 'canceled'))",
         );
         let mut args = vec![t(ws), i(now)];
-        if let Some(c) = after {
-            page.push_str(" AND (t.neg_priority, t.due_key, t.id) > ($3, $4, $5)");
-            args.extend([i(c.priority.saturating_neg()), i(c.due_key), t(&c.id)]);
-        }
         let mut skip = None;
         if !passed_over.is_empty() {
             args.push(Arg::Texts(passed_over.to_vec()));
@@ -754,13 +749,12 @@ impl Tx for PgTx<'_> {
         &mut self,
         ws: &str,
         now: Millis,
-        after: Option<&ClaimCursor>,
         limit: u32,
         agent_capabilities: Option<&[String]>,
     ) -> Result<Vec<Task>> {
         let passed_over = self.before_claim_query(ws)?;
         let (sql, args, _) =
-            self.candidates_query(ws, now, after, limit, agent_capabilities, &passed_over)?;
+            self.candidates_query(ws, now, limit, agent_capabilities, &passed_over)?;
         self.many_now(&sql, &args)
     }
 
@@ -779,7 +773,7 @@ impl Tx for PgTx<'_> {
     ) -> Result<(Vec<Task>, Vec<Task>)> {
         let passed_over = self.before_claim_query(ws)?;
         let (candidates, args, skip) =
-            self.candidates_query(ws, now, None, page, agent_capabilities, &passed_over)?;
+            self.candidates_query(ws, now, page, agent_capabilities, &passed_over)?;
         // The candidates' branch runs only when no lease is due (a one-time filter), so it
         // locks nothing then.
         let sql = format!(

@@ -219,7 +219,7 @@ mod tests {
         assert_eq!(TaskColumns::of(&tasks[1]).caps, ",gpu,zeta,Äpfel,");
         let mut tx = crate::tx::SqliteTx::new(&conn, crate::tx::Numbering::default());
         let mut ids = |caps: Option<&[String]>| -> Vec<String> {
-            let found = tx.claim_candidates("ws_1", 0, None, 10, caps);
+            let found = tx.claim_candidates("ws_1", 0, 10, caps);
             found
                 .expect("candidates")
                 .into_iter()

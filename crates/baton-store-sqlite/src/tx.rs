@@ -3,9 +3,7 @@
 use crate::columns;
 use baton_core::model::*;
 use baton_core::state::Status;
-use baton_core::store::{
-    caps_within, claim_key, ClaimCursor, NewEvent, TaskColumns, TaskFilter, Tx,
-};
+use baton_core::store::{caps_within, claim_key, NewEvent, TaskColumns, TaskFilter, Tx};
 use baton_core::time::Millis;
 use baton_core::{Error, Result};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -183,24 +181,19 @@ impl SqliteTx<'_> {
         ws: &str,
         caps: &str,
         now: Millis,
-        after: Option<&ClaimCursor>,
         limit: u32,
     ) -> Result<Vec<Task>> {
         // The limit is written into the SQL: a bound LIMIT next to ORDER BY makes SQLite
         // re-prepare the statement on every execution. Limits take few distinct values.
-        let sql = "SELECT body FROM tasks AS t WHERE t.workspace_id = +?1 AND t.caps = +?2
+        let sql = format!(
+            "SELECT body FROM tasks AS t WHERE t.workspace_id = +?1 AND t.caps = +?2
                AND t.status = 'ready' AND (t.not_before IS NULL OR t.not_before <= +?3)
                AND t.project_id NOT IN (SELECT id FROM projects WHERE workspace_id = +?1 AND killed = 1)
                AND NOT EXISTS (SELECT 1 FROM tasks AS c WHERE c.workspace_id = +?1 AND c.parent_id = t.id
-                               AND c.status NOT IN ('done', 'failed', 'canceled'))";
-        let order = format!("ORDER BY t.neg_priority, t.due_key, t.id LIMIT {limit}");
-        match after {
-            None => self.many(&format!("{sql} {order}"), params![ws, caps, now]),
-            Some(c) => self.many(
-                &format!("{sql} AND (t.neg_priority, t.due_key, t.id) > (?4, ?5, ?6) {order}"),
-                params![ws, caps, now, c.priority.saturating_neg(), c.due_key, c.id],
-            ),
-        }
+                               AND c.status NOT IN ('done', 'failed', 'canceled'))
+             ORDER BY t.neg_priority, t.due_key, t.id LIMIT {limit}"
+        );
+        self.many(&sql, params![ws, caps, now])
     }
 
     fn exec(&self, sql: &str, args: impl rusqlite::Params) -> Result<usize> {
@@ -403,7 +396,6 @@ impl Tx for SqliteTx<'_> {
         &mut self,
         ws: &str,
         now: Millis,
-        after: Option<&ClaimCursor>,
         limit: u32,
         agent_capabilities: Option<&[String]>,
     ) -> Result<Vec<Task>> {
@@ -420,7 +412,7 @@ impl Tx for SqliteTx<'_> {
         };
         let mut candidates = Vec::new();
         for set in &sets {
-            candidates.extend(self.candidates_needing(ws, set, now, after, limit)?);
+            candidates.extend(self.candidates_needing(ws, set, now, limit)?);
         }
         if sets.len() > 1 {
             candidates.sort_by(|a, b| claim_key(a).cmp(&claim_key(b)));

@@ -8,7 +8,6 @@ use crate::error::{Code, Error, Result};
 use crate::id::{new_id, new_secret, sha256_hex};
 use crate::model::*;
 use crate::state::{self, BlockedReason, Op, Status};
-use crate::store::ClaimCursor;
 use crate::time::format_rfc3339;
 use serde_json::json;
 
@@ -131,58 +130,33 @@ pub fn claim(ctx: &mut Ctx<'_>, req: &ClaimRequest) -> Result<Claims> {
             "ask a planner or admin to reactivate the agent",
         ));
     }
-    // Start with a page just big enough for the common case (every candidate fits) and
-    // double it while capability filtering skips candidates: parsing rows costs more than
-    // another query.
-    let mut page = count;
-    let (due, first_page) = ctx.tx.expired_or_candidates(
-        ctx.ws,
-        ctx.now,
-        REAP_BATCH,
-        page,
-        Some(&agent.capabilities),
-    )?;
-    // Lapsed leases are expired first; the first page then comes after them.
-    let mut first_page = due.is_empty().then_some(first_page);
-    for mut task in due {
-        expire(ctx, &mut task)?;
+    // The store returns only tasks whose required capabilities the agent has (it seeks
+    // each capability set the agent can serve), so the first `count` candidates are the
+    // claim.
+    let capabilities = Some(agent.capabilities.as_slice());
+    let (due, mut candidates) =
+        ctx.tx
+            .expired_or_candidates(ctx.ws, ctx.now, REAP_BATCH, count, capabilities)?;
+    if !due.is_empty() {
+        // Lapsed leases are expired first; the candidates come after them.
+        for mut task in due {
+            expire(ctx, &mut task)?;
+        }
+        candidates = ctx
+            .tx
+            .claim_candidates(ctx.ws, ctx.now, count, capabilities)?;
     }
     let mut claims = Vec::new();
-    let mut cursor: Option<ClaimCursor> = None;
-    'scan: loop {
-        let candidates = match first_page.take() {
-            Some(candidates) => candidates,
-            None => ctx.tx.claim_candidates(
-                ctx.ws,
-                ctx.now,
-                cursor.as_ref(),
-                page,
-                Some(&agent.capabilities),
-            )?,
-        };
-        let exhausted = (candidates.len() as u32) < page;
-        for task in candidates {
-            cursor = Some(ClaimCursor {
-                priority: task.priority,
-                due_key: task.due_at.unwrap_or(i64::MAX),
-                id: task.id.clone(),
-            });
-            if !task
-                .required_capabilities
-                .iter()
-                .all(|c| agent.capabilities.contains(c))
-            {
-                continue;
-            }
-            claims.push(grant(ctx, task, &mut agent, req)?);
-            if claims.len() as u32 == count {
-                break 'scan;
-            }
+    for task in candidates {
+        if !task
+            .required_capabilities
+            .iter()
+            .all(|c| agent.capabilities.contains(c))
+        {
+            // Never granted, whatever a store returns.
+            continue;
         }
-        if exhausted {
-            break;
-        }
-        page = (page * 2).min(1024);
+        claims.push(grant(ctx, task, &mut agent, req)?);
     }
     Ok(Claims { claims })
 }
