@@ -97,15 +97,25 @@ fn streamable_http_workflow_with_the_python_sdk() {
     let dir = tempfile::tempdir().unwrap();
     let planner = token(dir.path(), "planner", None);
     let worker = token(dir.path(), "worker", Some("worker-1"));
+    let (mut server, addr) = serve(dir.path());
+    let found = client(&["http", &format!("http://{addr}/mcp"), &planner, &worker]);
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(found["errors"], expected_errors());
+}
+
+/// `baton serve` on the store in `dir`, on a free port; the process and its address, once
+/// it accepts connections.
+fn serve(dir: &Path) -> (std::process::Child, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
     let addr = format!("127.0.0.1:{port}");
-    let mut server = Command::new(BATON)
+    let server = Command::new(BATON)
         .arg("--data-dir")
-        .arg(dir.path())
+        .arg(dir)
         .args(["serve", "--listen", &addr])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -116,10 +126,89 @@ fn streamable_http_workflow_with_the_python_sdk() {
         assert!(Instant::now() < deadline, "baton serve did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let found = client(&["http", &format!("http://{addr}/mcp"), &planner, &worker]);
+    (server, addr)
+}
+
+/// What the streamable HTTP transport refuses before any tool runs (a body that is not
+/// JSON-RPC, no session, an `Accept` without SSE, an unknown session) is answered as a
+/// JSON-RPC error without an id, with a hint, under the transport's HTTP status.
+#[test]
+fn transport_refusals_are_json_rpc_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    baton(dir.path(), &["init"]);
+    let (mut server, addr) = serve(dir.path());
+    let url = format!("http://{addr}/mcp");
+    let both = "application/json, text/event-stream";
+    let list = r#"{"jsonrpc": "2.0", "id": 1, "method": "tools/list"}"#;
+    let cases = [
+        ("not JSON", "POST", both, None, "{not json", 415, -32700),
+        ("no session", "POST", both, None, list, 400, -32600),
+        (
+            "no SSE accepted",
+            "POST",
+            "application/json",
+            None,
+            list,
+            406,
+            -32600,
+        ),
+        (
+            "unknown session",
+            "POST",
+            both,
+            Some("nope"),
+            list,
+            404,
+            -32600,
+        ),
+        (
+            "a stream without SSE",
+            "GET",
+            "application/json",
+            None,
+            "",
+            406,
+            -32600,
+        ),
+    ];
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let http = reqwest::Client::new();
+    for (case, method, accept, session, body, status, code) in cases {
+        let mut req = http
+            .request(method.parse().unwrap(), &url)
+            .header("content-type", "application/json")
+            .header("accept", accept)
+            .body(body);
+        if let Some(id) = session {
+            req = req.header("mcp-session-id", id);
+        }
+        let (got, kind, text) = rt.block_on(async {
+            let res = req.send().await.unwrap();
+            let kind = res.headers()["content-type"].to_str().unwrap().to_string();
+            (res.status().as_u16(), kind, res.text().await.unwrap())
+        });
+        assert_eq!(got, status, "{case}: {text}");
+        assert_eq!(kind, "application/json", "{case}");
+        let answer: Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{case}: {e}: {text}"));
+        assert_eq!(answer["jsonrpc"], "2.0", "{case}: {answer}");
+        assert!(answer["id"].is_null(), "{case}: {answer}");
+        assert_eq!(answer["error"]["code"], code, "{case}: {answer}");
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{case}: {answer}"
+        );
+        assert!(
+            answer["error"]["data"]["hint"]
+                .as_str()
+                .is_some_and(|h| !h.is_empty()),
+            "{case}: {answer}"
+        );
+    }
     let _ = server.kill();
     let _ = server.wait();
-    assert_eq!(found["errors"], expected_errors());
 }
 
 /// Two stdio MCP servers (two agents) on one store claim and complete until nothing is

@@ -11,6 +11,8 @@ mod tools;
 pub use gateway::Gateway;
 pub use server::BatonMcp;
 
+use axum::http::header;
+use axum::response::Response;
 use baton_core::access::Principal;
 use baton_core::model::ApiKey;
 use baton_core::Baton;
@@ -62,7 +64,57 @@ pub fn http_service(baton: Baton) -> axum::Router {
         Arc::new(LocalSessionManager::default()),
         config,
     );
-    axum::Router::new().nest_service("/mcp", service)
+    axum::Router::new()
+        .nest_service("/mcp", service)
+        .layer(axum::middleware::map_response(json_rpc_refusals))
+}
+
+/// rmcp's transport refuses some requests in plain text (a body that is not JSON-RPC, no
+/// session, an `Accept` header without both JSON and SSE), where an MCP client reads
+/// JSON-RPC. Such a refusal becomes a JSON-RPC error without an id, as the streamable HTTP
+/// transport allows, with the HTTP status kept, the transport's text as the message, and a
+/// hint on what to send instead.
+async fn json_rpc_refusals(response: Response) -> Response {
+    let status = response.status();
+    let json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/event-stream"));
+    if !(status.is_client_error() || status.is_server_error()) || json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let message = String::from_utf8_lossy(&text).trim().to_string();
+    let (code, hint) = match status.as_u16() {
+        415 => (
+            -32700,
+            "send one JSON-RPC 2.0 message as JSON, with Content-Type: application/json",
+        ),
+        406 => (-32600, "send Accept: application/json, text/event-stream"),
+        _ if message.contains("Session") || message.contains("session") => (
+            -32600,
+            "send initialize first, then its Mcp-Session-Id header with every request",
+        ),
+        _ => (
+            -32600,
+            "check the request against the MCP streamable HTTP transport",
+        ),
+    };
+    let body = serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": null,
+        "error": {"code": code, "message": message, "data": {"hint": hint}},
+    });
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    Response::from_parts(parts, axum::body::Body::from(body.to_string()))
 }
 
 /// The byte size of the `tools/list` result as JSON (the budget every agent pays).
