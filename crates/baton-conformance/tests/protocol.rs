@@ -1286,8 +1286,8 @@ async fn unblocking_a_failed_dependency_sticks(env: Env) {
     assert_eq!(env.replay_difference().await, None);
 }
 
-/// A claim pages past many tasks the agent cannot take (here 300 needing `gpu`, ahead of it
-/// in claim order) and still finds the one it can, in order.
+/// A claim passes over many tasks the agent cannot take (here 300 needing `gpu`, ahead of
+/// it in claim order) and still finds the one it can, in order.
 async fn claim_pages_past_tasks_the_agent_cannot_take(env: Env) {
     for i in 0..300 {
         let req = CreateTask {

@@ -220,9 +220,9 @@ pub trait Tx {
     /// Ready tasks whose `not_before` has passed, that have no open children and whose
     /// project is not killed, the first `limit` in claim order (priority desc, due asc, id
     /// asc). With `agent_capabilities`, only tasks whose required capabilities are
-    /// all among them: the store seeks each capability set the agent can serve
-    /// ([`TaskColumns::caps`]), so tasks it cannot take cost nothing however many are
-    /// ahead, and a store with concurrent writers locks no row the claimer will pass over.
+    /// all among them: the store seeks each capability set present that the agent can
+    /// serve ([`TaskColumns::caps`]), so the tasks it cannot take cost one seek per set
+    /// however many they are.
     fn claim_candidates(
         &mut self,
         ws: &str,

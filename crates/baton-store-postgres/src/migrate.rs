@@ -1,7 +1,9 @@
 //! Forward-only, versioned migrations in `baton_schema`, applied under an advisory lock so
 //! that replicas starting at once apply each exactly once.
 
+use crate::tx::db_err;
 use crate::{Conn, LOCK_TIMEOUT};
+use baton_core::store::caps_key;
 use baton_core::{Code, Error, Result};
 
 /// The migrations in order; index + 1 is the version each leaves the schema at.
@@ -41,11 +43,87 @@ fn apply(conn: &mut Conn) -> Result<()> {
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
         let version = i as i64 + 1;
-        conn.batch(&format!(
-            "BEGIN; {sql}; INSERT INTO baton_schema (version) VALUES ({version}); COMMIT;"
-        ))?;
+        let step = (|| {
+            conn.batch(&format!("BEGIN; {sql};"))?;
+            if version == 4 {
+                file_tasks_under_their_capabilities(conn)?;
+            }
+            conn.batch(&format!(
+                "INSERT INTO baton_schema (version) VALUES ({version}); COMMIT;"
+            ))
+        })();
+        if step.is_err() {
+            let _ = conn.batch("ROLLBACK");
+        }
+        step?;
     }
     Ok(())
+}
+
+/// Version 4's `caps` for the tasks written before it: each task's capability set as a
+/// write stores it ([`caps_key`]). Read here, not cast in SQL: a body may carry `\u0000`
+/// in its input or output, which PostgreSQL's `jsonb` refuses, and a substring test alone
+/// cannot tell the task's own capabilities from a nested object's.
+fn file_tasks_under_their_capabilities(conn: &mut Conn) -> Result<()> {
+    let Conn { rt, pg } = conn;
+    let mut after = (String::new(), String::new());
+    loop {
+        // Every task that requires a capability holds this text (bodies are compact JSON);
+        // a few more may, in nested values, and are read to find out.
+        let rows: Vec<(String, String, String)> = rt
+            .block_on(
+                sqlx::query_as(
+                    "SELECT workspace_id, id, body FROM tasks
+                     WHERE (workspace_id, id) > ($1, $2)
+                       AND strpos(body, '\"required_capabilities\":[\"') > 0
+                     ORDER BY workspace_id, id LIMIT 1000",
+                )
+                .bind(&after.0)
+                .bind(&after.1)
+                .fetch_all(&mut *pg),
+            )
+            .map_err(db_err)?;
+        let Some(last) = rows.last() else {
+            return Ok(());
+        };
+        after = (last.0.clone(), last.1.clone());
+        let (mut workspaces, mut ids, mut sets) = (Vec::new(), Vec::new(), Vec::new());
+        for (ws, id, body) in rows {
+            let task: serde_json::Value = serde_json::from_str(&body).map_err(|e| {
+                Error::new(
+                    Code::Storage,
+                    format!("task {id} of workspace {ws}: its stored body is not JSON ({e})"),
+                    "run `baton replay --verify` with the previous baton to find the damage",
+                )
+            })?;
+            let capabilities: Vec<String> = task["required_capabilities"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|c| c.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let set = caps_key(&capabilities);
+            if !set.is_empty() {
+                workspaces.push(ws);
+                ids.push(id);
+                sets.push(set);
+            }
+        }
+        rt.block_on(
+            sqlx::query(
+                "UPDATE tasks AS t SET caps = u.caps
+                 FROM UNNEST($1::text[], $2::text[], $3::text[]) AS u (workspace_id, id, caps)
+                 WHERE t.workspace_id = u.workspace_id AND t.id = u.id",
+            )
+            .bind(workspaces)
+            .bind(ids)
+            .bind(sets)
+            .execute(&mut *pg),
+        )
+        .map_err(db_err)?;
+    }
 }
 
 /// The schema version the database is at (0 before the first migration).

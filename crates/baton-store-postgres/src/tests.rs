@@ -488,7 +488,9 @@ fn a_unix_socket_url_connects_through_the_socket() {
 }
 
 /// Tasks written at version 3 get their capability set at version 4, in the form a write
-/// stores (sorted by bytes, between commas), and claims find them by it.
+/// stores (sorted by bytes, between commas), and claims find them by it; also a task whose
+/// input holds a NUL character (which `jsonb` refuses) and a nested empty
+/// `required_capabilities` ahead of its own.
 #[test]
 fn version_4_files_tasks_under_their_capabilities() {
     let Some((url, ws, ..)) = fixture() else {
@@ -501,6 +503,7 @@ fn version_4_files_tasks_under_their_capabilities() {
         .block_on(baton.actor("default", "planner"))
         .expect("actor");
     let mut tasks = Vec::new();
+    let tricky = serde_json::json!({"plan": {"required_capabilities": []}, "text": "a\u{0}b"});
     for (priority, caps) in [
         (9, vec!["zeta", "gpu", "Äpfel"]),
         (5, vec!["gpu"]),
@@ -510,6 +513,7 @@ fn version_4_files_tasks_under_their_capabilities() {
             title: format!("needs {caps:?}"),
             priority: Some(priority),
             required_capabilities: caps.into_iter().map(str::to_string).collect(),
+            input: (priority == 5).then(|| tricky.clone()),
             ..Default::default()
         };
         tasks.push(

@@ -422,9 +422,10 @@ impl<'a> PgTx<'a> {
     /// The claim index leads with the capability set (`caps`). An agent without
     /// capabilities seeks the set of tasks that need none; otherwise the statement lists the
     /// sets among ready tasks (a recursive skip scan, one seek per set), keeps those the
-    /// agent can serve, takes a page of each and merges them in claim order. A page of a
-    /// set may lock rows the merge then leaves out: they stay locked to the commit, and
-    /// other claimers pass over them until then, as over any row a claim holds.
+    /// agent can serve, takes a page of each and merges them in claim order. Each set's page
+    /// is locked as it is read (`SKIP LOCKED`), so rows other claimers hold never leave a
+    /// claim short; the rows of a page the merge leaves out stay locked to the commit, and
+    /// other claimers take the next tasks until then (ARCHITECTURE.md).
     fn candidates_query(
         &self,
         ws: &str,

@@ -173,7 +173,8 @@ mod tests {
     }
 
     /// Tasks written at version 4 get their capability set at version 5, in the form a write
-    /// stores (sorted by bytes, between commas), and claims find them by it.
+    /// stores (sorted by bytes, between commas), and claims find them by it, whatever their
+    /// input holds.
     #[test]
     fn version_5_files_tasks_under_their_capabilities() {
         use baton_core::store::{TaskColumns, Tx};
@@ -192,10 +193,14 @@ mod tests {
                 "updated_at": "2026-11-25T00:00:00Z"}))
             .expect("a task")
         };
+        let mut tricky = task("tsk_c", 5, &["gpu"]);
+        // A NUL character, and a nested empty `required_capabilities` ahead of its own.
+        tricky.input =
+            Some(serde_json::json!({"plan": {"required_capabilities": []}, "text": "a\u{0}b"}));
         let tasks = [
             task("tsk_a", 1, &[]),
             task("tsk_b", 9, &["zeta", "gpu", "Äpfel"]),
-            task("tsk_c", 5, &["gpu"]),
+            tricky,
         ];
         for t in &tasks {
             let c = TaskColumns::of(t);

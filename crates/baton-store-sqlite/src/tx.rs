@@ -3,13 +3,16 @@
 use crate::columns;
 use baton_core::model::*;
 use baton_core::state::Status;
-use baton_core::store::{caps_within, claim_key, NewEvent, TaskColumns, TaskFilter, Tx};
+use baton_core::store::{caps_within, NewEvent, TaskColumns, TaskFilter, Tx};
 use baton_core::time::Millis;
 use baton_core::{Error, Result};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::collections::HashMap;
+
+/// A task's place in claim order as stored: `neg_priority`, `due_key`, `id`.
+type ClaimKey = (i64, i64, String);
 
 /// A transaction on a connection; the caller begins and ends it.
 pub(crate) struct SqliteTx<'c> {
@@ -175,25 +178,34 @@ impl SqliteTx<'_> {
         Ok(sets)
     }
 
-    /// Claim candidates among the ready tasks that need exactly the capability set `caps`.
+    /// Claim candidates among the ready tasks that need exactly the capability set `caps`,
+    /// in claim order: each its claim key (`neg_priority`, `due_key`, `id`) and its body, not
+    /// yet decoded (a merge of several sets decodes only the ones it keeps).
     fn candidates_needing(
         &self,
         ws: &str,
         caps: &str,
         now: Millis,
         limit: u32,
-    ) -> Result<Vec<Task>> {
+    ) -> Result<Vec<(ClaimKey, String)>> {
         // The limit is written into the SQL: a bound LIMIT next to ORDER BY makes SQLite
         // re-prepare the statement on every execution. Limits take few distinct values.
         let sql = format!(
-            "SELECT body FROM tasks AS t WHERE t.workspace_id = +?1 AND t.caps = +?2
+            "SELECT t.neg_priority, t.due_key, t.id, t.body FROM tasks AS t
+             WHERE t.workspace_id = +?1 AND t.caps = +?2
                AND t.status = 'ready' AND (t.not_before IS NULL OR t.not_before <= +?3)
                AND t.project_id NOT IN (SELECT id FROM projects WHERE workspace_id = +?1 AND killed = 1)
                AND NOT EXISTS (SELECT 1 FROM tasks AS c WHERE c.workspace_id = +?1 AND c.parent_id = t.id
                                AND c.status NOT IN ('done', 'failed', 'canceled'))
              ORDER BY t.neg_priority, t.due_key, t.id LIMIT {limit}"
         );
-        self.many(&sql, params![ws, caps, now])
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(db_err)?;
+        let rows = stmt
+            .query_map(params![ws, caps, now], |r| {
+                Ok(((r.get(0)?, r.get(1)?, r.get(2)?), r.get(3)?))
+            })
+            .map_err(db_err)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(db_err)
     }
 
     fn exec(&self, sql: &str, args: impl rusqlite::Params) -> Result<usize> {
@@ -410,14 +422,18 @@ impl Tx for SqliteTx<'_> {
                 sets
             }
         };
-        let mut candidates = Vec::new();
+        let mut rows = Vec::new();
         for set in &sets {
-            candidates.extend(self.candidates_needing(ws, set, now, limit)?);
+            rows.extend(self.candidates_needing(ws, set, now, limit)?);
         }
         if sets.len() > 1 {
-            candidates.sort_by(|a, b| claim_key(a).cmp(&claim_key(b)));
-            candidates.truncate(limit as usize);
+            rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            rows.truncate(limit as usize);
         }
+        let candidates = rows
+            .iter()
+            .map(|(_, body)| from_json(body))
+            .collect::<Result<Vec<Task>>>()?;
         self.saw(&candidates);
         Ok(candidates)
     }
