@@ -9,7 +9,7 @@ use crate::error::{Code, Error, Result};
 use crate::id::{new_id, sha256_hex};
 use crate::model::*;
 use crate::ops::{self, Ctx};
-use crate::store::{LockMode, Store, TaskFilter, Tx, WriteJob};
+use crate::store::{Loads, LockMode, Store, TaskFilter, Tx, WriteJob};
 use crate::time::{Clock, Duration};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -39,9 +39,9 @@ impl std::fmt::Debug for Baton {
 struct Job<F, T> {
     op: F,
     mode: LockMode,
-    /// The task (workspace, id) the job loads for update first, if known: see
-    /// [`WriteJob::loads`].
-    loads: Option<(String, String)>,
+    /// What the job loads for update first (a task or an agent, and its workspace), if
+    /// known: see [`WriteJob::loads`].
+    loads: Option<(Loads, String, String)>,
     out: Option<Result<T>>,
     reply: Option<oneshot::Sender<Result<T>>>,
     /// Its place in the backlog, given back when the job is dropped (after its answer).
@@ -67,10 +67,10 @@ where
         self.mode
     }
 
-    fn loads(&self) -> Option<(&str, &str)> {
+    fn loads(&self) -> Option<(Loads, &str, &str)> {
         self.loads
             .as_ref()
-            .map(|(ws, id)| (ws.as_str(), id.as_str()))
+            .map(|(kind, ws, id)| (*kind, ws.as_str(), id.as_str()))
     }
 
     fn finish(mut self: Box<Self>, committed: Result<()>) {
@@ -130,13 +130,13 @@ impl Baton {
             .await
     }
 
-    /// Queues `op` as a write job and waits for its answer; `loads` names the task it loads
-    /// for update first, if known (see [`WriteJob::loads`]).
+    /// Queues `op` as a write job and waits for its answer; `loads` names what it loads for
+    /// update first, if known (see [`WriteJob::loads`]).
     async fn write_tx_as<T, F>(
         &self,
         mode: LockMode,
         admission: Admission,
-        loads: Option<(String, String)>,
+        loads: Option<(Loads, String, String)>,
         op: F,
     ) -> Result<T>
     where
@@ -152,7 +152,7 @@ impl Baton {
         &self,
         mode: LockMode,
         admission: Admission,
-        loads: Option<(String, String)>,
+        loads: Option<(Loads, String, String)>,
         op: F,
     ) -> Result<Answer<T>>
     where
@@ -243,7 +243,7 @@ impl Baton {
         actor: &Actor,
         key: Option<&str>,
         whole: Option<WholeRequest>,
-        loads: Option<&str>,
+        loads: Option<(Loads, &str)>,
         request: Value,
         op: F,
     ) -> Result<Answer<T>>
@@ -256,7 +256,7 @@ impl Baton {
         let ws = actor.workspace_id.clone();
         let name = actor.name.clone();
         let key = key.map(str::to_string);
-        let loads = loads.map(|id| (ws.clone(), id.to_string()));
+        let loads = loads.map(|(kind, id)| (kind, ws.clone(), id.to_string()));
         self.submit_tx_as(mode, admission, loads, move |tx| {
             let request_sha = if key.is_some() {
                 sha256_hex(&request.to_string())
@@ -607,7 +607,7 @@ impl Baton {
                 actor,
                 key,
                 whole.clone(),
-                None,
+                Some((Loads::Agent, &req.agent)),
                 request,
                 move |ctx| ops::lease::claim(ctx, &r),
             )?)
@@ -676,7 +676,7 @@ impl Baton {
             actor,
             key,
             whole,
-            Some(loads),
+            Some((Loads::Task, loads)),
             request,
             move |ctx| {
                 let out = match op.clone() {

@@ -335,13 +335,23 @@ pub trait WriteJob: Send {
     fn lock_mode(&self) -> LockMode {
         LockMode::Exclusive
     }
-    /// The task (workspace, id) this job loads for update, when known before it runs: a
-    /// store may load the tasks of several jobs of one commit in one statement.
-    fn loads(&self) -> Option<(&str, &str)> {
+    /// What this job loads for update first, when known before it runs: a task (a lease
+    /// operation's) or an agent (a claim's, by name), with its workspace. A store may load
+    /// those of several jobs of one commit in one statement.
+    fn loads(&self) -> Option<(Loads, &str, &str)> {
         None
     }
     /// Reports the outcome: `Ok` once the job's effects are durable.
     fn finish(self: Box<Self>, committed: Result<()>);
+}
+
+/// What a write job loads for update first ([`WriteJob::loads`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Loads {
+    /// A task, by id.
+    Task,
+    /// An agent, by name.
+    Agent,
 }
 
 /// A backend: runs write jobs (serialised, grouped into commits) and read transactions.

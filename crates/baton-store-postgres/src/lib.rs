@@ -450,7 +450,7 @@ fn attempt(
     let mut results = Vec::with_capacity(batch.len());
     let mut tx = PgTx::writing(conn, mode);
     let alone = batch.len() == 1;
-    let ahead: Vec<(&str, &str)> = batch.iter().filter_map(|job| job.loads()).collect();
+    let ahead: Vec<_> = batch.iter().filter_map(|job| job.loads()).collect();
     tx.load_ahead(&ahead)?;
     for job in batch.iter_mut() {
         if savepoints {

@@ -7,12 +7,14 @@ use super::*;
 use baton_core::api::{ClaimRequest, CreateTask};
 use baton_core::model::Task;
 use baton_core::state::Status;
+use baton_core::store::Loads;
 use baton_core::time::SystemClock;
 use baton_core::Baton;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// A shared job that declares the task it loads and runs `f`.
+/// A shared job that declares the task (or agent) it loads and runs `f`.
 struct Probe<F> {
+    kind: Loads,
     ws: String,
     loads: String,
     f: F,
@@ -28,8 +30,8 @@ where
     fn lock_mode(&self) -> LockMode {
         LockMode::Shared
     }
-    fn loads(&self) -> Option<(&str, &str)> {
-        Some((&self.ws, &self.loads))
+    fn loads(&self) -> Option<(Loads, &str, &str)> {
+        Some((self.kind, &self.ws, &self.loads))
     }
     fn finish(self: Box<Self>, _: Result<()>) {}
 }
@@ -39,8 +41,22 @@ where
     F: FnMut(&mut dyn Tx) -> Result<()> + Send + 'static,
 {
     Box::new(Probe {
+        kind: Loads::Task,
         ws: ws.to_string(),
         loads: loads.to_string(),
+        f,
+    })
+}
+
+/// A shared job that declares the agent it loads (as a claim does) and runs `f`.
+fn agent_probe<F>(ws: &str, name: &str, f: F) -> Box<dyn WriteJob>
+where
+    F: FnMut(&mut dyn Tx) -> Result<()> + Send + 'static,
+{
+    Box::new(Probe {
+        kind: Loads::Agent,
+        ws: ws.to_string(),
+        loads: name.to_string(),
         f,
     })
 }
@@ -153,12 +169,53 @@ fn tasks_loaded_ahead_see_the_writes_of_earlier_jobs() {
     assert_eq!(*other_title.lock().unwrap(), "retitled");
 }
 
+/// The agents of one commit's claims are loaded (and locked) together before the first job
+/// runs; a job that writes an agent makes the later jobs of the commit read what it wrote,
+/// and an agent that is not there yet is looked up by its job.
+#[test]
+fn agents_loaded_ahead_see_the_writes_of_earlier_jobs() {
+    let Some((url, ws, ..)) = fixture() else {
+        return;
+    };
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (w1, w2, w3) = (ws.clone(), ws.clone(), ws.clone());
+    let (s2, s3) = (seen.clone(), seen.clone());
+    let batch = vec![
+        agent_probe(&ws, "a", move |tx| {
+            let mut agent = tx.agent(&w1, "a")?.expect("agent a, from the fixture");
+            agent.capabilities = vec!["gpu".into()];
+            tx.put_agent(&agent)
+        }),
+        agent_probe(&ws, "a", move |tx| {
+            let agent = tx.agent(&w2, "a")?.expect("agent a");
+            s2.lock().unwrap().push(agent.capabilities.join(","));
+            Ok(())
+        }),
+        agent_probe(&ws, "nobody", move |tx| {
+            let none = tx.agent(&w3, "nobody")?;
+            s3.lock().unwrap().push(format!("{none:?}"));
+            Ok(())
+        }),
+    ];
+    commit_together(&url, batch);
+    assert_eq!(*seen.lock().unwrap(), ["gpu", "None"]);
+    let store = PgStore::open(&url).expect("open");
+    store
+        .read(&mut |tx| {
+            let agent = tx.agent(&ws, "a")?.expect("agent a");
+            assert_eq!(agent.capabilities, ["gpu"]);
+            Ok(())
+        })
+        .expect("read");
+}
+
 /// A shared job that runs a claim as the operation layer does.
 fn claim_job(ws: &str, agent: &str, count: u32, out: Arc<Mutex<Vec<String>>>) -> Box<dyn WriteJob> {
     let (ws, agent) = (ws.to_string(), agent.to_string());
     Box::new(Probe {
-        ws: String::new(),
-        loads: String::new(),
+        kind: Loads::Agent,
+        ws: ws.clone(),
+        loads: agent.clone(),
         f: move |tx: &mut dyn Tx| {
             let mut ctx = baton_core::ops::Ctx {
                 tx,

@@ -9,7 +9,8 @@
 //! ([`Tx::task_for_update`]) also reads its newest run, its open children and whether
 //! anything depends on it, which the lease operations ask next ([`Loaded`]). The tasks the
 //! lease jobs of one commit are about to load are loaded so together, in one statement,
-//! before the first job runs ([`PgTx::load_ahead`]).
+//! before the first job runs ([`PgTx::load_ahead`]), and so are the agents its claims are
+//! about to load (each claim reads its agent `FOR UPDATE`).
 //!
 //! # Concurrent writers
 //! A write transaction first takes its workspace's advisory lock: exclusive for most jobs,
@@ -23,7 +24,7 @@ use crate::flush::{EventRow, Lens, Pending, RunRow, TaskRow};
 use crate::Conn;
 use baton_core::error::{Code, Error, Result};
 use baton_core::model::*;
-use baton_core::store::{claim_key, LockMode, NewEvent, TaskColumns, TaskFilter, Tx};
+use baton_core::store::{claim_key, Loads, LockMode, NewEvent, TaskColumns, TaskFilter, Tx};
 use baton_core::time::Millis;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -130,6 +131,9 @@ pub(crate) struct PgTx<'a> {
     /// answers; each is taken by the first job that loads it, and dropped as soon as this
     /// transaction writes anything that would change it.
     ahead: Vec<(Task, Loaded)>,
+    /// Agents loaded for update (locked) before the claims that asked for them ran, found
+    /// by name; an agent this transaction writes is replaced by what it wrote.
+    agents_ahead: Vec<Agent>,
     /// Events about tasks appended: such a commit may make work claimable.
     task_events: usize,
 }
@@ -180,6 +184,7 @@ impl<'a> PgTx<'a> {
             begun: !writing,
             loaded: Vec::new(),
             ahead: Vec::new(),
+            agents_ahead: Vec::new(),
             task_events: 0,
         }
     }
@@ -238,6 +243,8 @@ impl<'a> PgTx<'a> {
         self.locked = mark.locked;
         self.pending.truncate(mark.pending);
         self.loaded.clear();
+        // An agent the job wrote is back as it was; its lock, taken before, is still held.
+        self.agents_ahead.clear();
         self.task_events = mark.task_events;
     }
 
@@ -375,35 +382,52 @@ impl<'a> PgTx<'a> {
             .collect()
     }
 
-    /// Before the first job of a shared (claim and lease) transaction: loads the tasks the
-    /// jobs will load for update (`jobs`: workspace and task id each, as the jobs declare),
-    /// one statement per workspace with more than one of them, instead of one per job.
-    pub(crate) fn load_ahead(&mut self, jobs: &[(&str, &str)]) -> Result<()> {
+    /// Before the first job of a shared (claim and lease) transaction: loads what the jobs
+    /// will load for update (`jobs`: what, its workspace and its task id or agent name, as
+    /// the jobs declare), one statement per workspace and kind with more than one of them,
+    /// instead of one per job.
+    pub(crate) fn load_ahead(&mut self, jobs: &[(Loads, &str, &str)]) -> Result<()> {
         if !self.writing || self.mode != LockMode::Shared {
             return Ok(());
         }
-        let mut workspaces: Vec<&str> = Vec::new();
-        for (ws, _) in jobs {
-            if !workspaces.contains(ws) {
-                workspaces.push(ws);
-            }
-        }
-        for ws in workspaces {
-            let mut ids: Vec<String> = Vec::new();
-            for (_, id) in jobs.iter().filter(|(w, _)| *w == ws) {
-                if !ids.iter().any(|i| i == id) {
-                    ids.push(id.to_string());
+        for kind in [Loads::Agent, Loads::Task] {
+            let mut workspaces: Vec<&str> = Vec::new();
+            for (_, ws, _) in jobs.iter().filter(|(k, ..)| *k == kind) {
+                if !workspaces.contains(ws) {
+                    workspaces.push(ws);
                 }
             }
-            if ids.len() < 2 {
-                continue; // the job loads it itself, in a statement as cheap
+            for ws in workspaces {
+                let mut keys: Vec<String> = Vec::new();
+                for (.., key) in jobs.iter().filter(|(k, w, _)| *k == kind && *w == ws) {
+                    if !keys.iter().any(|i| i == key) {
+                        keys.push(key.to_string());
+                    }
+                }
+                if keys.len() < 2 {
+                    continue; // the job loads it itself, in a statement as cheap
+                }
+                self.lock(ws)?;
+                match kind {
+                    // In name order, as every transaction that loads several: two such
+                    // transactions wait for each other's agents in the same order.
+                    Loads::Agent => {
+                        let agents: Vec<Agent> = self.many_now(
+                            "SELECT body FROM agents WHERE workspace_id = $1 AND name = ANY($2)
+                             ORDER BY name FOR UPDATE",
+                            &[t(ws), Arg::Texts(keys)],
+                        )?;
+                        self.agents_ahead.extend(agents);
+                    }
+                    // A task loaded without its answers is left to its job (which then holds
+                    // its lock, so reads it as it is).
+                    Loads::Task => {
+                        let loaded = self.load_unlocked(ws, keys)?;
+                        self.ahead
+                            .extend(loaded.into_iter().filter_map(|(t, l)| Some((t, l?))));
+                    }
+                }
             }
-            self.lock(ws)?;
-            // A task loaded without its answers is left to its job (which then holds its
-            // lock, so reads it as it is).
-            let loaded = self.load_unlocked(ws, ids)?;
-            self.ahead
-                .extend(loaded.into_iter().filter_map(|(t, l)| Some((t, l?))));
         }
         Ok(())
     }
@@ -617,6 +641,13 @@ impl Tx for PgTx<'_> {
         let args = [t(ws), t(id_or_name)];
         // Agents are written at once, never held back: no flush needed to read one.
         self.lock(ws)?;
+        if let Some(agent) = self
+            .agents_ahead
+            .iter()
+            .find(|a| a.workspace_id == ws && a.name == id_or_name)
+        {
+            return Ok(Some(agent.clone()));
+        }
         let found = self.many_now(&sql, &args)?.into_iter().next();
         if found.is_none() && self.lock_name(ws, "agent", id_or_name)? {
             return Ok(self.many_now(&sql, &args)?.into_iter().next());
@@ -626,6 +657,11 @@ impl Tx for PgTx<'_> {
 
     fn put_agent(&mut self, a: &Agent) -> Result<()> {
         self.lock(&a.workspace_id)?;
+        for ahead in &mut self.agents_ahead {
+            if ahead.workspace_id == a.workspace_id && ahead.id == a.id {
+                *ahead = a.clone();
+            }
+        }
         self.exec(
             "INSERT INTO agents (workspace_id, id, name, body) VALUES ($1, $2, $3, $4)
              ON CONFLICT (workspace_id, id) DO UPDATE SET name = excluded.name, body = excluded.body",
