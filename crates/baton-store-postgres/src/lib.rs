@@ -59,6 +59,11 @@ const MAX_READERS: usize = 16;
 /// How often waiters are woken even without a notification (a lost `NOTIFY` delays nothing
 /// longer than this).
 pub const FALLBACK_WAKE: Duration = Duration::from_millis(500);
+/// The least time between two `NOTIFY`s. Each is a transaction of its own that wakes every
+/// replica's listener; sent after every commit, they cost the drain ~10% at batch 1
+/// (BENCHMARKS.md). Other replicas' long-polls and streams learn of a commit up to this
+/// much later; this process's own are woken at the commit.
+const NOTIFY_INTERVAL: Duration = Duration::from_millis(2);
 /// Times a batch is retried after a deadlock or serialization failure between replicas.
 const RETRIES: usize = 3;
 /// How long connecting may take.
@@ -553,6 +558,8 @@ fn notify_loop(url: &str, notify: Weak<Notify>) {
             // Lost: the listeners' fallback wake-up covers it; connect afresh next time.
             conn = None;
         }
+        // Commits raised meanwhile wait for the next one, which answers them all.
+        std::thread::sleep(NOTIFY_INTERVAL);
     }
 }
 
