@@ -112,7 +112,7 @@ pub fn caps_within(caps: &str, agent: Option<&[String]>) -> bool {
 }
 
 /// A task's place in claim order (priority desc, due asc, id asc) as a key that ascends:
-/// what a store merging the pages of several capability sets sorts by.
+/// what a store sorts candidates by when its query does not keep claim order.
 pub fn claim_key(task: &Task) -> (i64, i64, &str) {
     (
         task.priority.saturating_neg(),
