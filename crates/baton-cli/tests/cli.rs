@@ -98,9 +98,14 @@ impl Store {
 
     /// `baton --json --data-dir DIR ARGS...`, not yet run.
     fn command(&self, args: &[&str]) -> Command {
+        self.human(&[&["--json"], args].concat())
+    }
+
+    /// `baton --data-dir DIR ARGS...` (output for a person unless ARGS say `--json`), not
+    /// yet run.
+    fn human(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(BATON);
-        cmd.arg("--json")
-            .arg("--data-dir")
+        cmd.arg("--data-dir")
             .arg(self.path())
             .args(args)
             .current_dir(self.path())
@@ -1153,17 +1158,12 @@ fn concurrent_claim_processes_claim_each_task_exactly_once() {
 #[test]
 fn acknowledged_tasks_survive_sigkill() {
     let s = Store::new();
-    let mut cmd = Command::new(BATON);
-    cmd.arg("--data-dir")
-        .arg(s.path())
-        .args(["stress", "--count", "100000"])
-        .stdin(Stdio::null())
+    let mut child = s
+        .human(&["stress", "--count", "100000"])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    for var in BATON_ENV {
-        cmd.env_remove(var);
-    }
-    let mut child = cmd.spawn().expect("spawn baton stress");
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn baton stress");
     let stdout = child.stdout.take().expect("stdout");
     let (lines, received) = mpsc::channel::<String>();
     let reader = std::thread::spawn(move || {
@@ -1615,17 +1615,12 @@ fn a_closed_pipe_ends_human_output_quietly() {
         .collect();
     let plan = store.file("plan.json", &json!({ "tasks": tasks }).to_string());
     store.ok(&["plan", "apply", &plan]);
-    let mut cmd = Command::new(BATON);
-    cmd.arg("--data-dir")
-        .arg(store.path())
-        .args(["task", "list", "--limit", "1000"])
-        .stdin(Stdio::null())
+    let mut child = store
+        .human(&["task", "list", "--limit", "1000"])
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for var in BATON_ENV {
-        cmd.env_remove(var);
-    }
-    let mut child = cmd.spawn().expect("run baton");
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run baton");
     let mut lines = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
     let first = lines.next().expect("a line").expect("readable");
     assert!(first.starts_with("tsk_"), "{first}");
