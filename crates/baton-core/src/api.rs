@@ -67,7 +67,7 @@ pub struct CreateTask {
     #[serde(default)]
     pub max_attempts: Option<u32>,
     /// Full retry policy; `max_attempts` overrides its field.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::object::optional")]
     pub retry_policy: Option<RetryPolicy>,
     /// Longest allowed run.
     #[serde(default)]
@@ -382,7 +382,7 @@ pub struct ProjectSettings {
     #[serde(default)]
     pub lease_ttl: Option<Duration>,
     /// Default retry policy of its tasks.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::object::optional")]
     pub retry_policy: Option<RetryPolicy>,
     /// Whether its tasks go to review by default.
     #[serde(default)]
@@ -404,7 +404,7 @@ pub struct CreateProject {
     #[serde(default)]
     pub lease_ttl: Option<Duration>,
     /// Default retry policy of its tasks.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::object::optional")]
     pub retry_policy: Option<RetryPolicy>,
     /// Whether its tasks go to review by default (default false).
     #[serde(default)]

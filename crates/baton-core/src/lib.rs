@@ -20,6 +20,7 @@ pub mod engine;
 pub mod error;
 pub mod id;
 pub mod model;
+pub mod object;
 pub mod ops;
 pub mod replay;
 pub mod schema;

@@ -278,12 +278,13 @@ async fn claim(
 #[serde(deny_unknown_fields)]
 pub(crate) struct CompleteManyBody {
     /// 1 to 100 leased tasks, each with its lease token and result.
+    #[serde(deserialize_with = "baton_core::object::list")]
     #[schema(min_items = 1, max_items = 100)]
     completions: Vec<Completion>,
     /// Claim the agent's next work in the same call, after the completions (a claim
     /// request, as for `POST /v1/tasks/claim`): one round trip per task for an agent that
     /// loops.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "baton_core::object::optional")]
     next: Option<ClaimRequest>,
 }
 

@@ -1837,6 +1837,44 @@ async fn odd_input_is_refused_in_order_and_changes_nothing(backend: Backend) {
             "{method} {path}: {st} {v}"
         );
     }
+    // A struct inside a body is an object: serde's derive would also read an array of its
+    // fields in declaration order.
+    let arrays = [
+        (
+            "/v1/tasks".to_string(),
+            json!({"title": "x", "retry_policy": [3, "1s", 2.0, "5m"]}),
+        ),
+        (
+            "/v1/projects".to_string(),
+            json!({"name": "arrays", "retry_policy": [3, "1s", 2.0, "5m"]}),
+        ),
+        (
+            "/v1/tasks/complete".to_string(),
+            json!({"completions": [[id, lease]]}),
+        ),
+        (
+            "/v1/tasks/complete".to_string(),
+            json!({"completions": [{"id": id, "lease": lease}], "next": ["a1", 1]}),
+        ),
+        ("/v1/plans".to_string(), json!({"tasks": [["r", "title"]]})),
+        (
+            "/v1/plans".to_string(),
+            json!({"tasks": [{"ref": "r", "title": "t", "steps": [["s", "more"]]}]}),
+        ),
+    ];
+    for (path, body) in arrays {
+        let (st, v) = s.call("POST", &path, Some(body.clone()), &[]).await;
+        assert_eq!(
+            (st, error_code(&v)),
+            (StatusCode::BAD_REQUEST, "INVALID_INPUT"),
+            "{path} {body}: {v}"
+        );
+        let message = v["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("sequence") || message.contains("PlanStep"),
+            "{path}: {v}"
+        );
+    }
     // A NUL in a filter or in an id the body names is the caller's error on both stores,
     // with Baton's own message (PostgreSQL's driver would otherwise refuse it its own way).
     let nul_cases = [

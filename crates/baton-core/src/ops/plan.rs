@@ -50,6 +50,7 @@ pub struct PlanDoc {
     #[serde(default)]
     pub project: Option<String>,
     /// The top-level tasks.
+    #[serde(deserialize_with = "crate::object::list")]
     #[schema(min_items = 1, max_items = 10000)]
     pub tasks: Vec<PlanTask>,
 }
@@ -112,13 +113,13 @@ pub struct PlanTask {
     #[serde(default)]
     pub draft: bool,
     /// Context entries recorded when the task is created.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::object::list")]
     pub context: Vec<PlanContext>,
     /// Steps recorded when the task is created: titles, or `{title, details}`.
     #[serde(default)]
     pub steps: Vec<PlanStep>,
     /// Child tasks.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::object::list")]
     #[schema(no_recursion)]
     pub children: Vec<PlanTask>,
 }
@@ -141,13 +142,17 @@ pub enum PlanStep {
     /// Just a title.
     Title(String),
     /// A title with details.
-    Full {
-        /// What the step is.
-        title: String,
-        /// More about it.
-        #[serde(default)]
-        details: Option<String>,
-    },
+    Full(#[serde(deserialize_with = "crate::object::required")] PlanStepDetails),
+}
+
+/// A step in a plan given as an object.
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
+pub struct PlanStepDetails {
+    /// What the step is.
+    pub title: String,
+    /// More about it.
+    #[serde(default)]
+    pub details: Option<String>,
 }
 
 /// Parses a plan from YAML or JSON text (JSON is YAML, so one parser reads both).
@@ -371,7 +376,7 @@ pub fn apply(ctx: &mut Ctx<'_>, doc: PlanDoc) -> Result<PlanOut> {
                 for s in &node.steps {
                     let (title, details) = match s {
                         PlanStep::Title(t) => (t.clone(), None),
-                        PlanStep::Full { title, details } => (title.clone(), details.clone()),
+                        PlanStep::Full(step) => (step.title.clone(), step.details.clone()),
                     };
                     knowledge::add_step(ctx, &out.task.id, &title, details)
                         .map_err(|e| with_ref(e, &node.reference))?;
