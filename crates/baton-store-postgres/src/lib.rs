@@ -35,7 +35,7 @@ use baton_core::{Code, Error, Result};
 use sqlx::Connection;
 use std::sync::{mpsc, Arc, Condvar, Mutex, Weak};
 use std::time::Duration;
-use tx::{db_err, PgTx};
+use tx::{db_err, ClaimSlot, Claiming, PgTx};
 
 /// Writer connections per process, unless `BATON_PG_WRITERS` says otherwise (1 to 64).
 /// Shared jobs (claims, lease operations) of one workspace run in parallel on them;
@@ -222,12 +222,19 @@ impl PgStore {
         let queue = Arc::new(Mutex::new(queue));
         let commits = Arc::new(tokio::sync::Notify::new());
         let notify = Arc::new(Notify::default());
+        let claiming = Arc::new(Claiming::default());
         for (i, conn) in writers.into_iter().enumerate() {
             let (commits, url, queue) = (commits.clone(), url.clone(), queue.clone());
-            let notify = notify.clone();
+            let (notify, claiming) = (notify.clone(), claiming.clone());
             std::thread::Builder::new()
                 .name(format!("baton-pg-writer-{i}"))
-                .spawn(move || writer_loop(&url, options, conn, queue, commits, &notify))
+                .spawn(move || {
+                    let slot = ClaimSlot {
+                        claiming: &claiming,
+                        writer: i,
+                    };
+                    writer_loop(&url, options, conn, slot, queue, commits, &notify)
+                })
                 .map_err(Error::storage)?;
         }
         {
@@ -302,6 +309,7 @@ fn writer_loop(
     url: &str,
     options: Options,
     mut conn: Conn,
+    slot: ClaimSlot<'_>,
     queue: Arc<Mutex<mpsc::Receiver<Box<dyn WriteJob>>>>,
     commits: Arc<tokio::sync::Notify>,
     notify: &Notify,
@@ -326,7 +334,7 @@ fn writer_loop(
             .partition(|job| job.lock_mode() == LockMode::Shared);
         for (mode, jobs) in [(LockMode::Shared, shared), (LockMode::Exclusive, exclusive)] {
             if !jobs.is_empty() {
-                commit_group(url, options, &mut conn, mode, jobs, &commits, notify);
+                commit_group(url, options, &mut conn, slot, mode, jobs, &commits, notify);
             }
         }
     }
@@ -334,26 +342,28 @@ fn writer_loop(
 
 /// Commits jobs of one lock mode together, retrying on conflicts with other replicas, and
 /// answers each.
+#[allow(clippy::too_many_arguments)]
 fn commit_group(
     url: &str,
     options: Options,
     conn: &mut Conn,
+    slot: ClaimSlot<'_>,
     mode: LockMode,
     mut batch: Vec<Box<dyn WriteJob>>,
     commits: &tokio::sync::Notify,
     notify: &Notify,
 ) {
-    let mut outcome = run_batch(conn, mode, &mut batch);
+    let mut outcome = run_batch(conn, slot, mode, &mut batch);
     for attempt in 0..RETRIES {
         match &outcome {
             Err(e) if e.code == Code::Busy => {
                 std::thread::sleep(Duration::from_millis(2 << attempt));
                 outcome = if attempt + 1 < RETRIES || batch.len() == 1 {
-                    run_batch(conn, mode, &mut batch)
+                    run_batch(conn, slot, mode, &mut batch)
                 } else {
                     // Still conflicting (row locks taken in the other order by another
                     // replica's batch): one transaction per job.
-                    one_by_one(conn, mode, &mut batch)
+                    one_by_one(conn, slot, mode, &mut batch)
                 };
             }
             _ => break,
@@ -387,13 +397,14 @@ fn commit_group(
 /// jobs. Each job's result; the batch's task events.
 fn one_by_one(
     conn: &mut Conn,
+    slot: ClaimSlot<'_>,
     mode: LockMode,
     batch: &mut [Box<dyn WriteJob>],
 ) -> Result<(Vec<Result<()>>, usize)> {
     let mut results = Vec::with_capacity(batch.len());
     let mut events = 0;
     for job in batch.iter_mut() {
-        match run_batch(conn, mode, std::slice::from_mut(job)) {
+        match run_batch(conn, slot, mode, std::slice::from_mut(job)) {
             Ok((mut r, n)) => {
                 events += n;
                 results.push(r.pop().unwrap_or(Ok(())));
@@ -411,10 +422,11 @@ fn one_by_one(
 /// undoes only itself.
 fn run_batch(
     conn: &mut Conn,
+    slot: ClaimSlot<'_>,
     mode: LockMode,
     batch: &mut [Box<dyn WriteJob>],
 ) -> Result<(Vec<Result<()>>, usize)> {
-    let outcome = try_batch(conn, mode, batch);
+    let outcome = try_batch(conn, slot, mode, batch);
     if outcome.is_err() {
         // Whatever failed (a savepoint, NOTIFY, COMMIT), leave no transaction open holding
         // workspace locks.
@@ -425,12 +437,13 @@ fn run_batch(
 
 fn try_batch(
     conn: &mut Conn,
+    slot: ClaimSlot<'_>,
     mode: LockMode,
     batch: &mut [Box<dyn WriteJob>],
 ) -> Result<(Vec<Result<()>>, usize)> {
-    match attempt(conn, mode, batch, false)? {
+    match attempt(conn, slot, mode, batch, false)? {
         Some(done) => Ok(done),
-        None => attempt(conn, mode, batch, true)?.ok_or_else(|| {
+        None => attempt(conn, slot, mode, batch, true)?.ok_or_else(|| {
             Error::new(
                 Code::Internal,
                 "a batch with savepoints gave no results",
@@ -448,12 +461,13 @@ fn try_batch(
 /// the batch (their values were checked by the operations; what is left is the store).
 fn attempt(
     conn: &mut Conn,
+    slot: ClaimSlot<'_>,
     mode: LockMode,
     batch: &mut [Box<dyn WriteJob>],
     savepoints: bool,
 ) -> Result<Option<(Vec<Result<()>>, usize)>> {
     let mut results = Vec::with_capacity(batch.len());
-    let mut tx = PgTx::writing(conn, mode);
+    let mut tx = PgTx::writing(conn, mode).claiming(slot);
     let alone = batch.len() == 1;
     let ahead: Vec<_> = batch.iter().filter_map(|job| job.loads()).collect();
     tx.load_ahead(&ahead)?;

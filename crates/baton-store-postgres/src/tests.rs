@@ -80,7 +80,12 @@ fn set_status(ws: &str, id: &str, status: Status) -> Box<dyn WriteJob> {
 /// Runs `batch` as one transaction on a connection of its own; every job must succeed.
 fn commit_together(url: &str, mut batch: Vec<Box<dyn WriteJob>>) {
     let mut conn = Conn::open(url).expect("connect");
-    let (results, _) = run_batch(&mut conn, LockMode::Shared, &mut batch).expect("commit");
+    let claiming = Claiming::default();
+    let slot = ClaimSlot {
+        claiming: &claiming,
+        writer: 0,
+    };
+    let (results, _) = run_batch(&mut conn, slot, LockMode::Shared, &mut batch).expect("commit");
     assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
 }
 
@@ -307,6 +312,71 @@ fn claims_in_one_commit_never_share_a_task() {
     assert!(![&parent.id, &child.id]
         .iter()
         .any(|id| claimed.contains(id)));
+}
+
+/// A claim passes over, by id, the tasks another writer's transaction took from a claim's
+/// query, until that transaction ends (whether or not it still holds their locks): two
+/// claims racing in one process never lock a task the other has just claimed
+/// ([`Claiming`]).
+#[test]
+fn claims_pass_over_what_other_writers_hold_until_their_transactions_end() {
+    let Some((url, ws, ..)) = fixture() else {
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let store = PgStore::open(&url).expect("open the store");
+    let ready: Vec<String> = rt.block_on(async {
+        let baton = Baton::new(store, Arc::new(SystemClock));
+        let actor = baton.actor("default", "planner").await.expect("actor");
+        let mut ids = Vec::new();
+        for title in ["first", "second"] {
+            let req = CreateTask {
+                title: title.into(),
+                ..Default::default()
+            };
+            let created = baton.create_task(&actor, None, req).await.expect("create");
+            ids.push(created.task.id);
+        }
+        ids
+    });
+    let now = baton_core::time::Clock::now(&SystemClock);
+    let claiming = Claiming::default();
+    let slot = |writer| ClaimSlot {
+        claiming: &claiming,
+        writer,
+    };
+    let ids = |tasks: Vec<Task>| tasks.into_iter().map(|t| t.id).collect::<Vec<_>>();
+    let (mut one, mut two) = (
+        Conn::open(&url).expect("connect"),
+        Conn::open(&url).expect("connect"),
+    );
+
+    let mut first = PgTx::writing(&mut one, LockMode::Shared).claiming(slot(0));
+    let taken = first
+        .claim_candidates(&ws, now, 1, Some(&[]))
+        .expect("claim");
+    assert_eq!(ids(taken), ready[..1]);
+    // Its row lock is gone; the transaction's record of it is not.
+    first.batch("ROLLBACK").expect("rollback");
+    let mut second = PgTx::writing(&mut two, LockMode::Shared).claiming(slot(1));
+    let taken = second
+        .claim_candidates(&ws, now, 1, Some(&[]))
+        .expect("claim");
+    assert_eq!(ids(taken), ready[1..], "passed over by id");
+    second.batch("ROLLBACK").expect("rollback");
+    drop(second);
+
+    drop(first);
+    let mut third = PgTx::writing(&mut two, LockMode::Shared).claiming(slot(1));
+    let taken = third
+        .claim_candidates(&ws, now, 1, Some(&[]))
+        .expect("claim");
+    assert_eq!(
+        ids(taken),
+        ready[..1],
+        "the first writer's transaction has ended"
+    );
+    third.batch("ROLLBACK").expect("rollback");
 }
 
 /// A child that ends earlier in a batch frees its parent for a later claim in the same
