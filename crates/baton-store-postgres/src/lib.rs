@@ -24,6 +24,7 @@
 //! serializes the commits of notifying transactions of a database through their WAL
 //! flushes, which would keep the writers from sharing one.
 
+mod claiming;
 mod flush;
 mod migrate;
 #[cfg(test)]
@@ -32,10 +33,11 @@ mod tx;
 
 use baton_core::store::{LockMode, Store, Tx, WriteJob};
 use baton_core::{Code, Error, Result};
+use claiming::{ClaimSlot, Claiming};
 use sqlx::Connection;
 use std::sync::{mpsc, Arc, Condvar, Mutex, Weak};
 use std::time::Duration;
-use tx::{db_err, ClaimSlot, Claiming, PgTx};
+use tx::{db_err, PgTx};
 
 /// Writer connections per process, unless `BATON_PG_WRITERS` says otherwise (1 to 64).
 /// Shared jobs (claims, lease operations) of one workspace run in parallel on them;
@@ -223,6 +225,9 @@ impl PgStore {
         let commits = Arc::new(tokio::sync::Notify::new());
         let notify = Arc::new(Notify::default());
         let claiming = Arc::new(Claiming::default());
+        // Names this process in its notifications, so that its listener tells other
+        // replicas' commits from its own.
+        let replica = baton_core::id::new_id("rep");
         for (i, conn) in writers.into_iter().enumerate() {
             let (commits, url, queue) = (commits.clone(), url.clone(), queue.clone());
             let (notify, claiming) = (notify.clone(), claiming.clone());
@@ -238,17 +243,17 @@ impl PgStore {
                 .map_err(Error::storage)?;
         }
         {
-            let (notify, url) = (Arc::downgrade(&notify), url.clone());
+            let (notify, url, replica) = (Arc::downgrade(&notify), url.clone(), replica.clone());
             std::thread::Builder::new()
                 .name("baton-pg-notify".into())
-                .spawn(move || notify_loop(&url, notify))
+                .spawn(move || notify_loop(&url, &replica, notify))
                 .map_err(Error::storage)?;
         }
         {
             let (commits, url) = (Arc::downgrade(&commits), url.clone());
             std::thread::Builder::new()
                 .name("baton-pg-listen".into())
-                .spawn(move || listen_loop(&url, commits))
+                .spawn(move || listen_loop(&url, &replica, commits, &claiming))
                 .map_err(Error::storage)?;
         }
         Ok(Arc::new(PgStore {
@@ -538,7 +543,7 @@ impl Notify {
 
 /// Sends `NOTIFY baton_commits` after commits that changed tasks, from a connection of its
 /// own in a transaction of its own (which waits for no WAL flush), until the store is gone.
-fn notify_loop(url: &str, notify: Weak<Notify>) {
+fn notify_loop(url: &str, replica: &str, notify: Weak<Notify>) {
     let mut conn: Option<Conn> = None;
     loop {
         let Some(signal) = notify.upgrade() else {
@@ -567,7 +572,9 @@ fn notify_loop(url: &str, notify: Weak<Notify>) {
                 .and_then(|mut c| c.batch("SET synchronous_commit = off").map(|_| c))
                 .ok();
         }
-        let sent = conn.as_mut().map(|c| c.batch("NOTIFY baton_commits"));
+        let sent = conn
+            .as_mut()
+            .map(|c| c.batch(&format!("NOTIFY baton_commits, '{replica}'")));
         if !matches!(sent, Some(Ok(()))) {
             // Lost: the listeners' fallback wake-up covers it; connect afresh next time.
             conn = None;
@@ -579,7 +586,12 @@ fn notify_loop(url: &str, notify: Weak<Notify>) {
 
 /// Wakes this process's waiters on every commit of any replica (and at least every
 /// [`FALLBACK_WAKE`], so a missed notification or a lost connection delays nothing longer).
-fn listen_loop(url: &str, commits: std::sync::Weak<tokio::sync::Notify>) {
+fn listen_loop(
+    url: &str,
+    replica: &str,
+    commits: std::sync::Weak<tokio::sync::Notify>,
+    claiming: &Claiming,
+) {
     let Ok(rt) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -607,10 +619,20 @@ fn listen_loop(url: &str, commits: std::sync::Weak<tokio::sync::Notify>) {
                 tokio::time::sleep(FALLBACK_WAKE).await;
                 continue;
             }
+            // Notifications may have been missed while disconnected.
+            claiming.forget();
             // A notification, or the fallback interval: wake. A lost connection: reconnect.
-            while let Ok(Ok(_)) | Err(_) =
-                tokio::time::timeout(FALLBACK_WAKE, listener.recv()).await
-            {
+            // Another replica's commit may have made any task ready: the floors go first.
+            loop {
+                match tokio::time::timeout(FALLBACK_WAKE, listener.try_recv()).await {
+                    Ok(Ok(Some(n))) if n.payload() == replica => {}
+                    Ok(Ok(Some(_))) => claiming.forget(),
+                    // The connection was lost (the next call reconnects): notifications
+                    // sent meanwhile are gone.
+                    Ok(Ok(None)) => claiming.forget(),
+                    Ok(Err(_)) => break,
+                    Err(_) => {}
+                }
                 if !wake(&commits) {
                     return;
                 }

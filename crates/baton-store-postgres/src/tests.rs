@@ -5,6 +5,7 @@
 
 use super::*;
 use baton_core::api::{ClaimRequest, CreateTask};
+use baton_core::engine::LeaseOp;
 use baton_core::model::Task;
 use baton_core::state::Status;
 use baton_core::store::Loads;
@@ -377,6 +378,100 @@ fn claims_pass_over_what_other_writers_hold_until_their_transactions_end() {
         "the first writer's transaction has ended"
     );
     third.batch("ROLLBACK").expect("rollback");
+}
+
+/// A claim of an agent without capabilities starts at its workspace's floor, past the
+/// tasks claimed before it ([`crate::claiming`]). A task ready below the floor is claimed
+/// first all the same: given back, created with a higher priority, created once the queue
+/// was empty, or created by another replica.
+#[test]
+fn tasks_ready_below_the_floor_are_claimed_first() {
+    let Some((url, ..)) = fixture() else {
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let here = Baton::new(PgStore::open(&url).expect("open"), Arc::new(SystemClock));
+    let there = Baton::new(PgStore::open(&url).expect("open"), Arc::new(SystemClock));
+    rt.block_on(async {
+        let actor = here.actor("default", "planner").await.expect("actor");
+        let elsewhere = there.actor("default", "planner").await.expect("actor");
+        let create = |baton: &Baton, actor: &baton_core::api::Actor, title: &str, priority| {
+            let req = CreateTask {
+                title: title.into(),
+                priority: Some(priority),
+                ..Default::default()
+            };
+            let (baton, actor) = (baton.clone(), actor.clone());
+            async move {
+                baton
+                    .create_task(&actor, None, req)
+                    .await
+                    .expect("create")
+                    .task
+            }
+        };
+        let claim = || async {
+            let req = ClaimRequest {
+                agent: "floor".into(),
+                ..Default::default()
+            };
+            let claims = here.claim(&actor, None, req).await.expect("claim").claims;
+            claims
+                .into_iter()
+                .next()
+                .map(|c| (c.task.title, c.lease.token))
+        };
+        for title in ["t0", "t1", "t2", "t3"] {
+            create(&here, &actor, title, 0).await;
+        }
+        let (first, lease) = claim().await.expect("t0");
+        assert_eq!(first, "t0");
+        for title in ["t1", "t2"] {
+            assert_eq!(claim().await.expect("a task").0, title);
+        }
+        // Given back, below the floor the claims of t1 and t2 found.
+        let id = here
+            .list_tasks(&actor, Default::default())
+            .expect("list")
+            .tasks;
+        let t0 = id.iter().find(|t| t.title == "t0").expect("t0").id.clone();
+        here.lease_op(&actor, None, &t0, &lease, LeaseOp::Release)
+            .await
+            .expect("release");
+        assert_eq!(claim().await.expect("a task").0, "t0", "given back");
+        create(&here, &actor, "urgent", 10).await;
+        assert_eq!(
+            claim().await.expect("a task").0,
+            "urgent",
+            "a higher priority"
+        );
+        assert_eq!(claim().await.expect("a task").0, "t3");
+        assert_eq!(claim().await, None, "nothing is ready");
+        assert_eq!(
+            claim().await,
+            None,
+            "nothing is ready, from the floor's end"
+        );
+        create(&here, &actor, "late", 0).await;
+        assert_eq!(
+            claim().await.expect("a task").0,
+            "late",
+            "created after the end"
+        );
+
+        // Another replica's task, below the floor: seen once its notification arrives (or
+        // the floor's lifetime runs out).
+        create(&there, &elsewhere, "elsewhere", 20).await;
+        let mut claimed = None;
+        for _ in 0..200 {
+            claimed = claim().await;
+            if claimed.is_some() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(claimed.expect("claimed in 2 s").0, "elsewhere");
+    });
 }
 
 /// A child that ends earlier in a batch frees its parent for a later claim in the same

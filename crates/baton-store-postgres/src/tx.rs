@@ -20,6 +20,7 @@
 //! under the workspace row's lock (`UPDATE … SET last_seq = last_seq + n`), which is then
 //! held only for the insert of the events and the commit: numbers follow commit order, with
 //! no gaps, while the jobs themselves overlap. The argument is in ARCHITECTURE.md.
+use crate::claiming::{ClaimSlot, Floor, Key};
 use crate::flush::{EventRow, Lens, Pending, RunRow, TaskRow};
 use crate::Conn;
 use baton_core::error::{Code, Error, Result};
@@ -49,6 +50,24 @@ fn i(n: i64) -> Arg {
 }
 
 const OPEN: &str = "status NOT IN ('done', 'failed', 'canceled')";
+
+/// The condition on the claim index (as `t`) that starts a scan at `floor`, its key bound
+/// as parameters added to `args` (the same condition, in one statement, may use them twice).
+fn floor_condition(floor: Option<&Floor>, args: &mut Vec<Arg>) -> String {
+    match floor {
+        None | Some(Floor::Start) => String::new(),
+        Some(Floor::End) => " AND false".to_string(),
+        Some(Floor::At((neg_priority, due_key, id))) => {
+            args.extend([i(*neg_priority), i(*due_key), t(id)]);
+            let n = args.len();
+            format!(
+                " AND (t.neg_priority, t.due_key, t.id) >= (${}::bigint, ${}::bigint, ${n}::text)",
+                n - 2,
+                n - 1
+            )
+        }
+    }
+}
 
 /// A storage error, keeping whether retrying the transaction can succeed (a deadlock or a
 /// serialization failure between replicas).
@@ -114,58 +133,6 @@ struct Loaded {
     has_dependents: bool,
 }
 
-/// The tasks each of this process's write transactions holds locked from a claim's query
-/// (claim candidates and expired leases), until that transaction ends. A claim passes over,
-/// by id, those the other transactions hold, before it locks anything.
-///
-/// Why: a claim's scan reads the claim index as of its statement's snapshot. When it reaches
-/// a task another transaction claimed and committed after that snapshot, PostgreSQL does
-/// not skip it: it follows the row to its newest (claimed) version, locks that, and only
-/// then finds it no longer ready. The row stays locked, not returned, until the claim's
-/// transaction ends, and the agent that did claim it waits that long to complete it (in a
-/// batch-1 drain with two writers, ~3% of completions waited ~1.3 ms each, and with them
-/// the rest of their batch). Claims racing from other replicas can still do that; this
-/// process's own cannot.
-#[derive(Default)]
-pub(crate) struct Claiming {
-    /// (writer, workspace, task).
-    held: std::sync::Mutex<Vec<(usize, String, String)>>,
-}
-
-/// A writer's place among this process's claims in flight.
-#[derive(Clone, Copy)]
-pub(crate) struct ClaimSlot<'c> {
-    pub(crate) claiming: &'c Claiming,
-    pub(crate) writer: usize,
-}
-
-impl Claiming {
-    fn hold<'t>(&self, writer: usize, ws: &str, tasks: impl Iterator<Item = &'t Task>) {
-        if let Ok(mut held) = self.held.lock() {
-            held.extend(tasks.map(|task| (writer, ws.to_string(), task.id.clone())));
-        }
-    }
-
-    fn release(&self, writer: usize) {
-        if let Ok(mut held) = self.held.lock() {
-            held.retain(|(w, ..)| *w != writer);
-        }
-    }
-
-    /// The tasks of `ws` that the other writers' transactions hold.
-    fn held_by_others(&self, writer: usize, ws: &str) -> Vec<String> {
-        self.held
-            .lock()
-            .map(|held| {
-                held.iter()
-                    .filter(|(w, held_ws, _)| *w != writer && held_ws == ws)
-                    .map(|(.., id)| id.clone())
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-}
-
 /// One transaction on one connection.
 pub(crate) struct PgTx<'a> {
     pub(crate) conn: &'a mut Conn,
@@ -188,15 +155,30 @@ pub(crate) struct PgTx<'a> {
     agents_ahead: Vec<Agent>,
     /// Events about tasks appended: such a commit may make work claimable.
     task_events: usize,
-    /// This process's claims in flight, and this transaction's writer among them.
+    /// This process's claims, and this transaction's writer among them.
     claiming: Option<ClaimSlot<'a>>,
+    /// Tasks without capabilities this transaction made ready (or wrote ready), by
+    /// workspace and claim key: they lower the floors ([`crate::claiming`]).
+    readied: Vec<(String, Key)>,
+    /// The floor each workspace's last claim query found, and the epoch it was sent at.
+    learned: Vec<(String, Floor, u64)>,
+    /// Whether `COMMIT` succeeded.
+    committed: bool,
 }
 
 impl Drop for PgTx<'_> {
     /// The transaction has ended (committed or rolled back, or its connection is lost):
-    /// other claims need not pass over its tasks any more.
+    /// other claims need not pass over its tasks any more, the floors it found hold if it
+    /// committed, and the tasks it made ready lower them (whether it committed or not:
+    /// lower is always safe).
     fn drop(&mut self) {
         if let Some(slot) = self.claiming {
+            if self.committed {
+                for (ws, floor, epoch) in self.learned.drain(..) {
+                    slot.claiming.learn(&ws, floor, epoch);
+                }
+            }
+            slot.claiming.lower(&self.readied);
             slot.claiming.release(slot.writer);
         }
     }
@@ -251,6 +233,9 @@ impl<'a> PgTx<'a> {
             agents_ahead: Vec::new(),
             task_events: 0,
             claiming: None,
+            readied: Vec::new(),
+            learned: Vec::new(),
+            committed: false,
         }
     }
 
@@ -290,7 +275,9 @@ impl<'a> PgTx<'a> {
     pub(crate) fn commit(&mut self) -> Result<()> {
         self.begin()?;
         self.pending.flush(self.conn, true)?;
-        self.conn.batch("COMMIT")
+        self.conn.batch("COMMIT")?;
+        self.committed = true;
+        Ok(())
     }
 
     /// Events about tasks appended so far.
@@ -529,10 +516,11 @@ impl<'a> PgTx<'a> {
         limit: u32,
         agent_capabilities: Option<&[String]>,
         passed_over: &[String],
-    ) -> Result<(String, Vec<Arg>, Option<usize>)> {
+        floor: Option<&Floor>,
+    ) -> Result<(String, Vec<Arg>, Option<usize>, String)> {
         let mut page = String::from(
             "SELECT t.body, t.neg_priority, t.due_key, t.id FROM tasks AS t
-             WHERE t.workspace_id = $1 AND t.caps = {set} AND t.status = 'ready'
+             WHERE t.workspace_id = $1 AND t.caps = {set} AND t.status = 'ready'{floor}
                AND (t.not_before IS NULL OR t.not_before <= $2)
                AND t.project_id NOT IN (SELECT id FROM projects WHERE workspace_id = $1 AND killed)
                AND NOT EXISTS (SELECT 1 FROM tasks AS c WHERE c.workspace_id = $1 AND c.parent_id = t.id
@@ -555,8 +543,11 @@ impl<'a> PgTx<'a> {
             " ORDER BY t.neg_priority, t.due_key, t.id LIMIT {limit} {lock}"
         ));
         if agent_capabilities.is_some_and(|caps| caps.is_empty()) {
-            return Ok((page.replace("{set}", "''"), args, skip));
+            let condition = floor_condition(floor, &mut args);
+            let page = page.replace("{set}", "''").replace("{floor}", &condition);
+            return Ok((page, args, skip, condition));
         }
+        let page = page.replace("{floor}", "");
         let servable = match agent_capabilities {
             Some(caps) => {
                 args.push(Arg::Texts(caps.to_vec()));
@@ -580,7 +571,95 @@ impl<'a> PgTx<'a> {
              ORDER BY p.neg_priority, p.due_key, p.id LIMIT {limit}",
             page.replace("{set}", "s.caps")
         );
-        Ok((sql, args, skip))
+        Ok((sql, args, skip, String::new()))
+    }
+
+    /// A claim's statement: the leases due first when `reap_limit` is given (then the
+    /// candidates only when none is due: a one-time filter, so the candidates' branch
+    /// locks nothing then), the candidates, and for an agent without capabilities in a
+    /// write transaction the first ready entry from its floor on, which becomes the floor
+    /// once this transaction has committed ([`crate::claiming`]). The due tasks, and the
+    /// candidates in claim order.
+    fn claim_query(
+        &mut self,
+        ws: &str,
+        now: Millis,
+        reap_limit: Option<u32>,
+        page: u32,
+        agent_capabilities: Option<&[String]>,
+    ) -> Result<(Vec<Task>, Vec<Task>)> {
+        let passed_over = self.before_claim_query(ws)?;
+        let floor = match self.claiming {
+            Some(slot) if self.writing && agent_capabilities.is_some_and(|c| c.is_empty()) => {
+                let (mut floor, epoch) = slot.claiming.floor(ws);
+                for (_, key) in self.readied.iter().filter(|(w, _)| w == ws) {
+                    floor = floor.lowered_to(key);
+                }
+                Some((floor, epoch))
+            }
+            _ => None,
+        };
+        let (candidates, args, skip, floor_condition) = self.candidates_query(
+            ws,
+            now,
+            page,
+            agent_capabilities,
+            &passed_over,
+            floor.as_ref().map(|(f, _)| f),
+        )?;
+        let mut sql = String::new();
+        let mut arms = Vec::new();
+        match reap_limit {
+            Some(limit) => {
+                sql = format!("WITH due AS ({}) ", self.expired_query(limit, skip));
+                arms.push("SELECT 0, body, NULL::bigint, NULL::bigint, NULL::text FROM due".into());
+                arms.push(format!(
+                    "SELECT 1, c.body, NULL, NULL, NULL FROM ({candidates}) AS c
+                     WHERE NOT EXISTS (SELECT 1 FROM due)"
+                ));
+            }
+            None => arms.push(format!(
+                "SELECT 1, c.body, NULL::bigint, NULL::bigint, NULL::text FROM ({candidates}) AS c"
+            )),
+        }
+        if floor.is_some() {
+            arms.push(format!(
+                "SELECT 2, NULL, f.neg_priority, f.due_key, f.id FROM (
+                     SELECT t.neg_priority, t.due_key, t.id FROM tasks AS t
+                     WHERE t.workspace_id = $1 AND t.caps = '' AND t.status = 'ready'{floor_condition}
+                     ORDER BY t.neg_priority, t.due_key, t.id LIMIT 1) AS f"
+            ));
+        }
+        sql.push_str(&arms.join(" UNION ALL "));
+        let (mut due, mut ready) = (Vec::new(), Vec::new());
+        let mut found = floor.as_ref().map(|(_, epoch)| (Floor::End, *epoch));
+        for row in self.rows_now(&sql, &args)? {
+            let kind: i32 = row.try_get(0).map_err(db_err)?;
+            if kind == 2 {
+                let key = (
+                    row.try_get(2).map_err(db_err)?,
+                    row.try_get(3).map_err(db_err)?,
+                    row.try_get(4).map_err(db_err)?,
+                );
+                found = found.map(|(_, epoch)| (Floor::At(key), epoch));
+                continue;
+            }
+            let task: Task = from_json(&row.try_get::<String, _>(1).map_err(db_err)?)?;
+            if kind == 0 {
+                due.push(task);
+            } else {
+                ready.push(task);
+            }
+        }
+        if let Some((floor, epoch)) = found {
+            self.learned.retain(|(w, ..)| w != ws);
+            self.learned.push((ws.to_string(), floor, epoch));
+        }
+        // In claim order, which the union need not keep.
+        ready.sort_by(|a, b| claim_key(a).cmp(&claim_key(b)));
+        self.hold(ws, &due);
+        self.hold(ws, &ready);
+        Ok((due, ready))
     }
 
     /// Before a claim's query in a write transaction: the tasks it must pass over instead
@@ -824,10 +903,15 @@ impl Tx for PgTx<'_> {
             self.loaded
                 .retain(|l| !(l.ws == task.workspace_id && &l.task_id == parent));
         }
+        let columns = TaskColumns::of(task);
+        if task.status == baton_core::state::Status::Ready && columns.caps.is_empty() {
+            let key = (columns.neg_priority, columns.due_key, task.id.clone());
+            self.readied.push((task.workspace_id.clone(), key));
+        }
         self.pending.tasks.push(TaskRow {
             ws: task.workspace_id.clone(),
             id: task.id.clone(),
-            columns: TaskColumns::of(task),
+            columns,
             body: body.to_string(),
         });
         Ok(())
@@ -872,12 +956,9 @@ impl Tx for PgTx<'_> {
         limit: u32,
         agent_capabilities: Option<&[String]>,
     ) -> Result<Vec<Task>> {
-        let passed_over = self.before_claim_query(ws)?;
-        let (sql, args, _) =
-            self.candidates_query(ws, now, limit, agent_capabilities, &passed_over)?;
-        let candidates: Vec<Task> = self.many_now(&sql, &args)?;
-        self.hold(ws, &candidates);
-        Ok(candidates)
+        Ok(self
+            .claim_query(ws, now, None, limit, agent_capabilities)?
+            .1)
     }
 
     fn expired_leases(&mut self, ws: &str, now: Millis, limit: u32) -> Result<Vec<Task>> {
@@ -893,32 +974,7 @@ impl Tx for PgTx<'_> {
         page: u32,
         agent_capabilities: Option<&[String]>,
     ) -> Result<(Vec<Task>, Vec<Task>)> {
-        let passed_over = self.before_claim_query(ws)?;
-        let (candidates, args, skip) =
-            self.candidates_query(ws, now, page, agent_capabilities, &passed_over)?;
-        // The candidates' branch runs only when no lease is due (a one-time filter), so it
-        // locks nothing then.
-        let sql = format!(
-            "WITH due AS ({})
-             SELECT true, body FROM due
-             UNION ALL
-             SELECT false, c.body FROM ({candidates}) AS c WHERE NOT EXISTS (SELECT 1 FROM due)",
-            self.expired_query(reap_limit, skip)
-        );
-        let (mut due, mut ready) = (Vec::new(), Vec::new());
-        for row in self.rows_now(&sql, &args)? {
-            let task: Task = from_json(&row.try_get::<String, _>(1).map_err(db_err)?)?;
-            if row.try_get::<bool, _>(0).map_err(db_err)? {
-                due.push(task);
-            } else {
-                ready.push(task);
-            }
-        }
-        // In claim order, which the union need not keep.
-        ready.sort_by(|a, b| claim_key(a).cmp(&claim_key(b)));
-        self.hold(ws, &due);
-        self.hold(ws, &ready);
-        Ok((due, ready))
+        self.claim_query(ws, now, Some(reap_limit), page, agent_capabilities)
     }
 
     fn open_children(&mut self, ws: &str, id: &str) -> Result<u64> {
