@@ -26,8 +26,9 @@
 //! a task ready lowers the floor to that task's key (and moves the epoch), and within a
 //! transaction its own such writes lower it at once; a commit of another replica, which
 //! this process learns of from its `NOTIFY`, forgets every floor. A floor is trusted for
-//! [`FLOOR_LIFETIME`] at most, so whatever else could make a task ready unseen is seen that
-//! much later at worst. The price: another replica's task ready below the floor is seen
+//! [`FLOOR_LIFETIME`] at most, counted from the scan from the first entry it descends from
+//! (each is found by a claim that read only from the floor before it), so whatever else
+//! could make a task ready unseen (a lost notification) is seen that much later at worst. The price: another replica's task ready below the floor is seen
 //! once its notification arrives (its notifier sends one every 2 ms at most).
 
 use baton_core::model::Task;
@@ -39,6 +40,9 @@ use std::time::{Duration, Instant};
 pub(crate) const FLOOR_LIFETIME: Duration = Duration::from_millis(250);
 
 /// A task's place in claim order: `(neg_priority, due_key, id)`, as the claim index sorts.
+/// Keys are compared here by bytes and there by the database's collation; task ids are
+/// generated (`tsk_` and lowercase hex, all one length), which every collation orders as
+/// bytes do.
 pub(crate) type Key = (i64, i64, String);
 
 /// Where a claim's scan of a workspace's tasks without capabilities starts.
@@ -87,10 +91,20 @@ pub(crate) struct Claiming {
 
 #[derive(Default)]
 struct Floors {
-    /// Per workspace: its floor, and when it was learned.
+    /// Per workspace: its floor, and when the scan from the first entry that it was
+    /// learned from (through the floors between) began. Each floor is learned by a claim
+    /// that read only from the floor before it, so its age is that first scan's.
     by_workspace: HashMap<String, (Floor, Instant)>,
     /// Moves with every commit that made a task ready and every floor forgotten.
     epoch: u64,
+}
+
+/// What a floor read by a claim is learned against: the epoch when the claim began, and
+/// when the scan from the first entry behind the floor it started from began.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Basis {
+    epoch: u64,
+    since: Instant,
 }
 
 /// A writer's place among this process's claims.
@@ -113,6 +127,30 @@ impl Claiming {
         }
     }
 
+    /// How many tasks `writer`'s transaction holds (to undo a job's: see
+    /// [`Claiming::release_after`]).
+    pub(crate) fn held_count(&self, writer: usize) -> usize {
+        self.held
+            .lock()
+            .map(|held| held.iter().filter(|(w, ..)| *w == writer).count())
+            .unwrap_or(0)
+    }
+
+    /// Keeps the first `kept` tasks `writer`'s transaction holds and lets the rest go (a
+    /// job rolled back to its savepoint, which released their locks).
+    pub(crate) fn release_after(&self, writer: usize, kept: usize) {
+        if let Ok(mut held) = self.held.lock() {
+            let mut seen = 0;
+            held.retain(|(w, ..)| {
+                if *w != writer {
+                    return true;
+                }
+                seen += 1;
+                seen <= kept
+            });
+        }
+    }
+
     /// The tasks of `ws` that the other writers' transactions hold.
     pub(crate) fn held_by_others(&self, writer: usize, ws: &str) -> Vec<String> {
         self.held
@@ -126,40 +164,51 @@ impl Claiming {
             .unwrap_or_default()
     }
 
-    /// The floor of `ws` (`Start` when unknown or older than [`FLOOR_LIFETIME`]), and the
-    /// epoch to learn against.
-    pub(crate) fn floor(&self, ws: &str) -> (Floor, u64) {
+    /// Where a claim of `ws` starts ([`Floor::Start`] when unknown, or when the scan from
+    /// the first entry it comes from is [`FLOOR_LIFETIME`] old), and what to learn what it
+    /// finds against ([`Claiming::learn`]).
+    pub(crate) fn floor(&self, ws: &str) -> (Floor, Basis) {
+        let now = Instant::now();
         let Ok(floors) = self.floors.lock() else {
-            return (Floor::Start, u64::MAX);
+            let basis = Basis {
+                epoch: u64::MAX,
+                since: now,
+            };
+            return (Floor::Start, basis);
         };
-        let floor = match floors.by_workspace.get(ws) {
-            Some((floor, learned)) if learned.elapsed() < FLOOR_LIFETIME => floor.clone(),
-            _ => Floor::Start,
+        let (floor, since) = match floors.by_workspace.get(ws) {
+            Some((floor, since)) if since.elapsed() < FLOOR_LIFETIME => (floor.clone(), *since),
+            _ => (Floor::Start, now),
         };
-        (floor, floors.epoch)
+        let basis = Basis {
+            epoch: floors.epoch,
+            since,
+        };
+        (floor, basis)
     }
 
-    /// After a commit: `floor`, read in that transaction by a statement sent at `epoch`,
-    /// becomes the floor of `ws`, unless the epoch has moved since.
-    pub(crate) fn learn(&self, ws: &str, floor: Floor, epoch: u64) {
+    /// After a commit: `floor`, read in that transaction by a claim that started from the
+    /// floor [`Claiming::floor`] gave with `basis`, becomes the floor of `ws`, unless the
+    /// epoch has moved since (a commit made a task ready, or floors were forgotten).
+    pub(crate) fn learn(&self, ws: &str, floor: Floor, basis: Basis) {
         let Ok(mut floors) = self.floors.lock() else {
             return;
         };
-        if floors.epoch != epoch {
+        if floors.epoch != basis.epoch {
             return;
         }
-        let now = Instant::now();
         let entry = floors
             .by_workspace
             .entry(ws.to_string())
-            .or_insert((Floor::Start, now));
-        // Another floor learned at the same epoch is as true: keep the higher.
-        let current = if entry.1.elapsed() < FLOOR_LIFETIME {
-            std::mem::replace(&mut entry.0, Floor::Start)
+            .or_insert((Floor::Start, basis.since));
+        let (current, since) = std::mem::replace(entry, (Floor::Start, basis.since));
+        *entry = if since.elapsed() < FLOOR_LIFETIME {
+            // Another floor learned at the same epoch is as true: keep the higher, and the
+            // age of the older.
+            (current.max(floor), since.min(basis.since))
         } else {
-            Floor::Start
+            (floor, basis.since)
         };
-        *entry = (current.max(floor), now);
     }
 
     /// After a transaction that made the tasks `readied` ready (workspace and key each)
@@ -199,41 +248,85 @@ mod unit {
     #[test]
     fn floors_are_learned_lowered_and_forgotten() {
         let claiming = Claiming::default();
-        let (floor, epoch) = claiming.floor("ws");
+        let (floor, basis) = claiming.floor("ws");
         assert_eq!(floor, Floor::Start);
-        claiming.learn("ws", Floor::At(key(5)), epoch);
+        claiming.learn("ws", Floor::At(key(5)), basis);
         assert_eq!(claiming.floor("ws").0, Floor::At(key(5)));
 
         // Learned at an older epoch: a commit made a task ready meanwhile.
         claiming.lower(&[("ws".into(), key(3))]);
         assert_eq!(claiming.floor("ws").0, Floor::At(key(3)));
-        claiming.learn("ws", Floor::At(key(9)), epoch);
+        claiming.learn("ws", Floor::At(key(9)), basis);
         assert_eq!(claiming.floor("ws").0, Floor::At(key(3)));
 
         // Two floors learned at one epoch: the higher; a task ready past it: unchanged.
-        let (_, epoch) = claiming.floor("ws");
-        claiming.learn("ws", Floor::At(key(8)), epoch);
-        claiming.learn("ws", Floor::At(key(6)), epoch);
+        let (_, basis) = claiming.floor("ws");
+        claiming.learn("ws", Floor::At(key(8)), basis);
+        claiming.learn("ws", Floor::At(key(6)), basis);
         assert_eq!(claiming.floor("ws").0, Floor::At(key(8)));
         claiming.lower(&[("ws".into(), key(12))]);
         assert_eq!(claiming.floor("ws").0, Floor::At(key(8)));
 
         // Nothing ready, then a task ready: the floor is that task.
-        let (_, epoch) = claiming.floor("ws");
-        claiming.learn("ws", Floor::End, epoch);
+        let (_, basis) = claiming.floor("ws");
+        claiming.learn("ws", Floor::End, basis);
         assert_eq!(claiming.floor("ws").0, Floor::End);
         claiming.lower(&[("ws".into(), key(1))]);
         assert_eq!(claiming.floor("ws").0, Floor::At(key(1)));
         assert_eq!(claiming.floor("other").0, Floor::Start);
 
-        let (_, epoch) = claiming.floor("ws");
+        let (_, basis) = claiming.floor("ws");
         claiming.forget();
         assert_eq!(claiming.floor("ws").0, Floor::Start);
-        claiming.learn("ws", Floor::At(key(2)), epoch);
+        claiming.learn("ws", Floor::At(key(2)), basis);
         assert_eq!(
             claiming.floor("ws").0,
             Floor::Start,
             "learned before forgetting"
         );
+    }
+
+    /// Claims coming faster than the lifetime do not keep a floor alive: its age is the
+    /// age of the scan from the first entry it comes from.
+    #[test]
+    fn a_floor_ages_from_the_scan_it_comes_from() {
+        let claiming = Claiming::default();
+        let (_, basis) = claiming.floor("ws");
+        let Some(since) = Instant::now().checked_sub(FLOOR_LIFETIME) else {
+            return;
+        };
+        let old = Basis { since, ..basis };
+        claiming.learn("ws", Floor::At(key(1)), old);
+        assert_eq!(
+            claiming.floor("ws").0,
+            Floor::Start,
+            "as old as its first scan"
+        );
+        claiming.learn("ws", Floor::At(key(1)), basis);
+        let (floor, next) = claiming.floor("ws");
+        assert_eq!(floor, Floor::At(key(1)));
+        assert_eq!(
+            next.since, basis.since,
+            "a claim from it learns as old a floor"
+        );
+    }
+
+    #[test]
+    fn a_job_rolled_back_lets_its_tasks_go() {
+        let claiming = Claiming::default();
+        let hold = |writer: usize, id: &str| {
+            let mut held = claiming.held.lock().unwrap();
+            held.push((writer, "ws".to_string(), id.to_string()));
+        };
+        hold(0, "a");
+        hold(1, "x");
+        let kept = claiming.held_count(0);
+        hold(0, "b");
+        hold(1, "y");
+        claiming.release_after(0, kept);
+        assert_eq!(claiming.held_by_others(1, "ws"), ["a"]);
+        assert_eq!(claiming.held_by_others(0, "ws"), ["x", "y"]);
+        claiming.release(0);
+        assert!(claiming.held_by_others(1, "ws").is_empty());
     }
 }

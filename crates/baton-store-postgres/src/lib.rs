@@ -545,6 +545,8 @@ impl Notify {
 /// own in a transaction of its own (which waits for no WAL flush), until the store is gone.
 fn notify_loop(url: &str, replica: &str, notify: Weak<Notify>) {
     let mut conn: Option<Conn> = None;
+    // A notification that could not be sent, to send again.
+    let mut unsent = false;
     loop {
         let Some(signal) = notify.upgrade() else {
             return;
@@ -554,14 +556,16 @@ fn notify_loop(url: &str, replica: &str, notify: Weak<Notify>) {
                 return;
             };
             // Woken at least every second to see whether the store is still there.
-            let Ok((mut pending, _)) =
-                signal
-                    .raised
-                    .wait_timeout_while(pending, Duration::from_secs(1), |p| !*p)
+            let wait = if unsent {
+                Duration::ZERO
+            } else {
+                Duration::from_secs(1)
+            };
+            let Ok((mut pending, _)) = signal.raised.wait_timeout_while(pending, wait, |p| !*p)
             else {
                 return;
             };
-            std::mem::take(&mut *pending)
+            std::mem::take(&mut *pending) || unsent
         };
         drop(signal);
         if !raised {
@@ -575,9 +579,12 @@ fn notify_loop(url: &str, replica: &str, notify: Weak<Notify>) {
         let sent = conn
             .as_mut()
             .map(|c| c.batch(&format!("NOTIFY baton_commits, '{replica}'")));
-        if !matches!(sent, Some(Ok(()))) {
-            // Lost: the listeners' fallback wake-up covers it; connect afresh next time.
+        unsent = !matches!(sent, Some(Ok(())));
+        if unsent {
+            // Connect afresh and send it again a little later; meanwhile the listeners'
+            // fallback wake-up and the floors' lifetime cover it.
             conn = None;
+            std::thread::sleep(FALLBACK_WAKE / 5);
         }
         // Commits raised meanwhile wait for the next one, which answers them all.
         std::thread::sleep(NOTIFY_INTERVAL);
@@ -615,6 +622,8 @@ fn listen_loop(
                 }
                 continue;
             };
+            // A lost connection ends `try_recv` at once (`Ok(None)`), to reconnect here.
+            listener.eager_reconnect(false);
             if listener.listen("baton_commits").await.is_err() {
                 tokio::time::sleep(FALLBACK_WAKE).await;
                 continue;
@@ -627,10 +636,9 @@ fn listen_loop(
                 match tokio::time::timeout(FALLBACK_WAKE, listener.try_recv()).await {
                     Ok(Ok(Some(n))) if n.payload() == replica => {}
                     Ok(Ok(Some(_))) => claiming.forget(),
-                    // The connection was lost (the next call reconnects): notifications
-                    // sent meanwhile are gone.
-                    Ok(Ok(None)) => claiming.forget(),
-                    Ok(Err(_)) => break,
+                    // The connection was lost: reconnect (and forget the floors, since
+                    // notifications sent meanwhile are gone).
+                    Ok(Ok(None)) | Ok(Err(_)) => break,
                     Err(_) => {}
                 }
                 if !wake(&commits) {

@@ -472,6 +472,55 @@ fn tasks_ready_below_the_floor_are_claimed_first() {
         }
         assert_eq!(claimed.expect("claimed in 2 s").0, "elsewhere");
     });
+
+    // A task made ready with no notification at all (as if it were lost): claimed once
+    // the floor's first scan is older than its lifetime, though claims keep coming.
+    let actor = rt
+        .block_on(here.actor("default", "planner"))
+        .expect("actor");
+    let tasks = here
+        .list_tasks(&actor, Default::default())
+        .expect("list")
+        .tasks;
+    let mut unannounced = tasks.into_iter().find(|t| t.title == "t3").expect("t3");
+    unannounced.id = baton_core::id::new_id("tsk");
+    unannounced.title = "unannounced".into();
+    unannounced.status = Status::Ready;
+    unannounced.priority = 30;
+    unannounced.lease = None;
+    let columns = baton_core::store::TaskColumns::of(&unannounced);
+    let mut conn = Conn::open(&url).expect("connect");
+    let insert = sqlx::query(
+        "INSERT INTO tasks (workspace_id, id, project_id, status, neg_priority, due_key, labels,
+             caps, body) VALUES ($1, $2, $3, 'ready', $4, $5, $6, $7, $8)",
+    )
+    .bind(&unannounced.workspace_id)
+    .bind(&unannounced.id)
+    .bind(&unannounced.project_id)
+    .bind(columns.neg_priority)
+    .bind(columns.due_key)
+    .bind(&columns.labels)
+    .bind(&columns.caps)
+    .bind(serde_json::to_string(&unannounced).expect("task serializes"));
+    conn.rt
+        .block_on(insert.execute(&mut conn.pg))
+        .expect("insert");
+    rt.block_on(async {
+        let mut claimed = None;
+        for _ in 0..200 {
+            let req = ClaimRequest {
+                agent: "floor".into(),
+                ..Default::default()
+            };
+            let claims = here.claim(&actor, None, req).await.expect("claim").claims;
+            claimed = claims.into_iter().next().map(|c| c.task.title);
+            if claimed.is_some() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(claimed.as_deref(), Some("unannounced"), "claimed in 2 s");
+    });
 }
 
 /// A child that ends earlier in a batch frees its parent for a later claim in the same

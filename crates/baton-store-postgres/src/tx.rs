@@ -20,7 +20,7 @@
 //! under the workspace row's lock (`UPDATE … SET last_seq = last_seq + n`), which is then
 //! held only for the insert of the events and the commit: numbers follow commit order, with
 //! no gaps, while the jobs themselves overlap. The argument is in ARCHITECTURE.md.
-use crate::claiming::{ClaimSlot, Floor, Key};
+use crate::claiming::{Basis, ClaimSlot, Floor, Key};
 use crate::flush::{EventRow, Lens, Pending, RunRow, TaskRow};
 use crate::Conn;
 use baton_core::error::{Code, Error, Result};
@@ -160,22 +160,23 @@ pub(crate) struct PgTx<'a> {
     /// Tasks without capabilities this transaction made ready (or wrote ready), by
     /// workspace and claim key: they lower the floors ([`crate::claiming`]).
     readied: Vec<(String, Key)>,
-    /// The floor each workspace's last claim query found, and the epoch it was sent at.
-    learned: Vec<(String, Floor, u64)>,
+    /// The floor each workspace's last claim query found, and what to learn it against.
+    learned: Vec<(String, Floor, Basis)>,
     /// Whether `COMMIT` succeeded.
     committed: bool,
 }
 
 impl Drop for PgTx<'_> {
-    /// The transaction has ended (committed or rolled back, or its connection is lost):
-    /// other claims need not pass over its tasks any more, the floors it found hold if it
-    /// committed, and the tasks it made ready lower them (whether it committed or not:
-    /// lower is always safe).
+    /// The transaction is over (committed; or failed, its `ROLLBACK` about to be sent, or
+    /// its connection lost): other claims need not pass over its tasks any more (those
+    /// still locked until the `ROLLBACK` are skipped as locked), the floors it found hold
+    /// if it committed, and the tasks it made ready lower them (whether it committed or
+    /// not: lower is always safe).
     fn drop(&mut self) {
         if let Some(slot) = self.claiming {
             if self.committed {
-                for (ws, floor, epoch) in self.learned.drain(..) {
-                    slot.claiming.learn(&ws, floor, epoch);
+                for (ws, floor, basis) in self.learned.drain(..) {
+                    slot.claiming.learn(&ws, floor, basis);
                 }
             }
             slot.claiming.lower(&self.readied);
@@ -189,6 +190,8 @@ pub(crate) struct Mark {
     locked: HashSet<String>,
     pending: Lens,
     task_events: usize,
+    learned: Vec<(String, Floor, Basis)>,
+    held: usize,
 }
 
 /// A statement with its parameters bound.
@@ -240,7 +243,7 @@ impl<'a> PgTx<'a> {
     }
 
     /// Shares what this transaction's claims lock with the other writers of the process,
-    /// and passes over what theirs hold: see [`Claiming`].
+    /// and passes over what theirs hold: see [`crate::claiming`].
     pub(crate) fn claiming(mut self, slot: ClaimSlot<'a>) -> Self {
         self.claiming = Some(slot);
         self
@@ -293,6 +296,11 @@ impl<'a> PgTx<'a> {
             locked: self.locked.clone(),
             pending: self.pending.lens(),
             task_events: self.task_events,
+            learned: self.learned.clone(),
+            held: self
+                .claiming
+                .map(|slot| slot.claiming.held_count(slot.writer))
+                .unwrap_or(0),
         }
     }
 
@@ -305,6 +313,13 @@ impl<'a> PgTx<'a> {
         // An agent the job wrote is back as it was; its lock, taken before, is still held.
         self.agents_ahead.clear();
         self.task_events = mark.task_events;
+        // The job's claim queries: their locks are released, and a floor one found may
+        // count on the job's writes. (What it made ready still lowers the floors: lower
+        // is always safe.)
+        self.learned = mark.learned;
+        if let Some(slot) = self.claiming {
+            slot.claiming.release_after(slot.writer, mark.held);
+        }
     }
 
     /// Runs a query after sending the writes held back (it may read them).
@@ -500,7 +515,9 @@ impl<'a> PgTx<'a> {
     }
 
     /// [`Tx::claim_candidates`]' statement and its arguments (`$1` the workspace, `$2` now),
-    /// passing over the tasks `passed_over`; and which parameter holds those, if any.
+    /// passing over the tasks `passed_over`; which parameter holds those, if any; and for an
+    /// agent without capabilities the condition that starts the scan at `floor` (empty
+    /// otherwise), for the statement reading the next floor to use as well.
     ///
     /// The claim index leads with the capability set (`caps`). An agent without
     /// capabilities seeks the set of tasks that need none; otherwise the statement lists the
@@ -591,11 +608,11 @@ impl<'a> PgTx<'a> {
         let passed_over = self.before_claim_query(ws)?;
         let floor = match self.claiming {
             Some(slot) if self.writing && agent_capabilities.is_some_and(|c| c.is_empty()) => {
-                let (mut floor, epoch) = slot.claiming.floor(ws);
+                let (mut floor, basis) = slot.claiming.floor(ws);
                 for (_, key) in self.readied.iter().filter(|(w, _)| w == ws) {
                     floor = floor.lowered_to(key);
                 }
-                Some((floor, epoch))
+                Some((floor, basis))
             }
             _ => None,
         };
@@ -632,7 +649,7 @@ impl<'a> PgTx<'a> {
         }
         sql.push_str(&arms.join(" UNION ALL "));
         let (mut due, mut ready) = (Vec::new(), Vec::new());
-        let mut found = floor.as_ref().map(|(_, epoch)| (Floor::End, *epoch));
+        let mut found = floor.as_ref().map(|(_, basis)| (Floor::End, *basis));
         for row in self.rows_now(&sql, &args)? {
             let kind: i32 = row.try_get(0).map_err(db_err)?;
             if kind == 2 {
@@ -641,7 +658,7 @@ impl<'a> PgTx<'a> {
                     row.try_get(3).map_err(db_err)?,
                     row.try_get(4).map_err(db_err)?,
                 );
-                found = found.map(|(_, epoch)| (Floor::At(key), epoch));
+                found = found.map(|(_, basis)| (Floor::At(key), basis));
                 continue;
             }
             let task: Task = from_json(&row.try_get::<String, _>(1).map_err(db_err)?)?;
@@ -651,9 +668,9 @@ impl<'a> PgTx<'a> {
                 ready.push(task);
             }
         }
-        if let Some((floor, epoch)) = found {
+        if let Some((floor, basis)) = found {
             self.learned.retain(|(w, ..)| w != ws);
-            self.learned.push((ws.to_string(), floor, epoch));
+            self.learned.push((ws.to_string(), floor, basis));
         }
         // In claim order, which the union need not keep.
         ready.sort_by(|a, b| claim_key(a).cmp(&claim_key(b)));
