@@ -605,6 +605,10 @@ impl<'a> PgTx<'a> {
         page: u32,
         agent_capabilities: Option<&[String]>,
     ) -> Result<(Vec<Task>, Vec<Task>)> {
+        // What each row of the statement is.
+        const DUE: i32 = 0;
+        const READY: i32 = 1;
+        const FLOOR: i32 = 2;
         let passed_over = self.before_claim_query(ws)?;
         let floor = match self.claiming {
             Some(slot) if self.writing && agent_capabilities.is_some_and(|c| c.is_empty()) => {
@@ -629,19 +633,21 @@ impl<'a> PgTx<'a> {
         match reap_limit {
             Some(limit) => {
                 sql = format!("WITH due AS ({}) ", self.expired_query(limit, skip));
-                arms.push("SELECT 0, body, NULL::bigint, NULL::bigint, NULL::text FROM due".into());
                 arms.push(format!(
-                    "SELECT 1, c.body, NULL, NULL, NULL FROM ({candidates}) AS c
+                    "SELECT {DUE}, body, NULL::bigint, NULL::bigint, NULL::text FROM due"
+                ));
+                arms.push(format!(
+                    "SELECT {READY}, c.body, NULL, NULL, NULL FROM ({candidates}) AS c
                      WHERE NOT EXISTS (SELECT 1 FROM due)"
                 ));
             }
             None => arms.push(format!(
-                "SELECT 1, c.body, NULL::bigint, NULL::bigint, NULL::text FROM ({candidates}) AS c"
+                "SELECT {READY}, c.body, NULL::bigint, NULL::bigint, NULL::text FROM ({candidates}) AS c"
             )),
         }
         if floor.is_some() {
             arms.push(format!(
-                "SELECT 2, NULL, f.neg_priority, f.due_key, f.id FROM (
+                "SELECT {FLOOR}, NULL, f.neg_priority, f.due_key, f.id FROM (
                      SELECT t.neg_priority, t.due_key, t.id FROM tasks AS t
                      WHERE t.workspace_id = $1 AND t.caps = '' AND t.status = 'ready'{floor_condition}
                      ORDER BY t.neg_priority, t.due_key, t.id LIMIT 1) AS f"
@@ -652,7 +658,7 @@ impl<'a> PgTx<'a> {
         let mut found = floor.as_ref().map(|(_, basis)| (Floor::End, *basis));
         for row in self.rows_now(&sql, &args)? {
             let kind: i32 = row.try_get(0).map_err(db_err)?;
-            if kind == 2 {
+            if kind == FLOOR {
                 let key = (
                     row.try_get(2).map_err(db_err)?,
                     row.try_get(3).map_err(db_err)?,
@@ -662,7 +668,7 @@ impl<'a> PgTx<'a> {
                 continue;
             }
             let task: Task = from_json(&row.try_get::<String, _>(1).map_err(db_err)?)?;
-            if kind == 0 {
+            if kind == DUE {
                 due.push(task);
             } else {
                 ready.push(task);
