@@ -305,3 +305,40 @@ fn migrations_are_safe_to_run_at_once_and_again() {
     let report: Value = serde_json::from_slice(&replay.stdout).unwrap();
     assert_eq!(report["replay"]["equal"], true, "{report}");
 }
+
+/// A CLI command on PostgreSQL ends right after its answer, and still tells the replicas of
+/// its commit (their long-polls wake on it, and their claims look below their floors): the
+/// store sends the notification it owes as it closes. The notifier thread alone would not
+/// have had the time to connect.
+#[tokio::test]
+async fn a_cli_command_notifies_the_replicas_before_it_ends() {
+    let db = database();
+    let migrated = Command::new(BATON)
+        .args(["--database", &db, "migrate"])
+        .output()
+        .expect("migrate");
+    assert!(migrated.status.success(), "{migrated:?}");
+    let mut listener = sqlx::postgres::PgListener::connect(&db)
+        .await
+        .expect("listen");
+    listener.listen("baton_commits").await.expect("listen");
+    let created = Command::new(BATON)
+        .args([
+            "--database",
+            &db,
+            "--json",
+            "task",
+            "create",
+            "--title",
+            "t",
+        ])
+        .output()
+        .expect("create");
+    assert!(created.status.success(), "{created:?}");
+    let heard = tokio::time::timeout(Duration::from_secs(10), listener.recv()).await;
+    let notification = heard.expect("a notification").expect("the listener");
+    assert!(
+        notification.payload().starts_with("rep_"),
+        "names its replica: {notification:?}"
+    );
+}

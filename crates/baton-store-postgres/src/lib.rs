@@ -188,6 +188,9 @@ pub struct PgStore {
     jobs: Mutex<mpsc::Sender<Box<dyn WriteJob>>>,
     readers: Mutex<Vec<Conn>>,
     commits: Arc<tokio::sync::Notify>,
+    notify: Arc<Notify>,
+    /// Names this process in its notifications.
+    replica: String,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -250,7 +253,7 @@ impl PgStore {
                 .map_err(Error::storage)?;
         }
         {
-            let (commits, url) = (Arc::downgrade(&commits), url.clone());
+            let (commits, url, replica) = (Arc::downgrade(&commits), url.clone(), replica.clone());
             std::thread::Builder::new()
                 .name("baton-pg-listen".into())
                 .spawn(move || listen_loop(&url, &replica, commits, &claiming))
@@ -261,6 +264,8 @@ impl PgStore {
             jobs: Mutex::new(jobs),
             readers: Mutex::new(Vec::new()),
             commits,
+            notify,
+            replica,
         }))
     }
 
@@ -376,12 +381,16 @@ fn commit_group(
     }
     match outcome {
         Ok((results, task_events)) => {
+            // Raised before the answers: a process that ends on its answer still owes the
+            // notification when its store closes (`Notify::settle`).
+            if task_events > 0 {
+                notify.raise();
+            }
             for (job, result) in batch.into_iter().zip(results) {
                 job.finish(result);
             }
             if task_events > 0 {
                 commits.notify_waiters();
-                notify.raise();
             }
         }
         Err(e) => {
@@ -527,16 +536,49 @@ fn attempt(
 /// Commits other replicas have not been told of yet.
 #[derive(Default)]
 struct Notify {
-    pending: Mutex<bool>,
-    raised: Condvar,
+    state: Mutex<Owed>,
+    /// Signalled when a notification is raised and when one has been sent.
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct Owed {
+    /// A commit was raised since the last notification was taken to be sent.
+    pending: bool,
+    /// A notification is being sent.
+    sending: bool,
 }
 
 impl Notify {
     /// Asks for a `NOTIFY` (one answers every commit raised before it is sent).
     fn raise(&self) {
-        if let Ok(mut pending) = self.pending.lock() {
-            *pending = true;
-            self.raised.notify_one();
+        if let Ok(mut owed) = self.state.lock() {
+            owed.pending = true;
+            self.changed.notify_all();
+        }
+    }
+
+    /// As the store closes: waits for a notification being sent, and sends the one still
+    /// owed, if any (a CLI command ends right after its answer, before the notifier
+    /// thread would have connected, and other replicas would hear of its commit only at
+    /// their fallback wake-up).
+    fn settle(&self, url: &str, replica: &str) {
+        let owed = {
+            let Ok(owed) = self.state.lock() else {
+                return;
+            };
+            let Ok((mut owed, _)) =
+                self.changed
+                    .wait_timeout_while(owed, Duration::from_secs(1), |o| o.sending)
+            else {
+                return;
+            };
+            std::mem::take(&mut owed.pending)
+        };
+        if owed {
+            if let Ok(mut conn) = Conn::open(url) {
+                let _ = conn.batch(&format!("NOTIFY baton_commits, '{replica}'"));
+            }
         }
     }
 }
@@ -552,7 +594,7 @@ fn notify_loop(url: &str, replica: &str, notify: Weak<Notify>) {
             return;
         };
         let raised = {
-            let Ok(pending) = signal.pending.lock() else {
+            let Ok(owed) = signal.state.lock() else {
                 return;
             };
             // Woken at least every second to see whether the store is still there.
@@ -561,13 +603,16 @@ fn notify_loop(url: &str, replica: &str, notify: Weak<Notify>) {
             } else {
                 Duration::from_secs(1)
             };
-            let Ok((mut pending, _)) = signal.raised.wait_timeout_while(pending, wait, |p| !*p)
+            let Ok((mut owed, _)) = signal
+                .changed
+                .wait_timeout_while(owed, wait, |o| !o.pending)
             else {
                 return;
             };
-            std::mem::take(&mut *pending) || unsent
+            let raised = std::mem::take(&mut owed.pending) || unsent;
+            owed.sending = raised;
+            raised
         };
-        drop(signal);
         if !raised {
             continue;
         }
@@ -580,6 +625,11 @@ fn notify_loop(url: &str, replica: &str, notify: Weak<Notify>) {
             .as_mut()
             .map(|c| c.batch(&format!("NOTIFY baton_commits, '{replica}'")));
         unsent = !matches!(sent, Some(Ok(())));
+        if let Ok(mut owed) = signal.state.lock() {
+            owed.sending = false;
+            signal.changed.notify_all();
+        }
+        drop(signal);
         if unsent {
             // Connect afresh and send it again a little later; meanwhile the listeners'
             // fallback wake-up and the floors' lifetime cover it.
@@ -658,6 +708,14 @@ impl Drop for PgStore {
             if !conns.is_empty() {
                 let _ = std::thread::spawn(move || drop(conns));
             }
+        }
+        // The notification still owed, on a thread of its own for the same reason.
+        let (notify, url, replica) = (self.notify.clone(), self.url.clone(), self.replica.clone());
+        if let Ok(settling) = std::thread::Builder::new()
+            .name("baton-pg-settle".into())
+            .spawn(move || notify.settle(&url, &replica))
+        {
+            let _ = settling.join();
         }
     }
 }
