@@ -189,8 +189,6 @@ pub struct PgStore {
     readers: Mutex<Vec<Conn>>,
     commits: Arc<tokio::sync::Notify>,
     notify: Arc<Notify>,
-    /// Names this process in its notifications.
-    replica: String,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -228,9 +226,6 @@ impl PgStore {
         let commits = Arc::new(tokio::sync::Notify::new());
         let notify = Arc::new(Notify::default());
         let claiming = Arc::new(Claiming::default());
-        // Names this process in its notifications, so that its listener tells other
-        // replicas' commits from its own.
-        let replica = baton_core::id::new_id("rep");
         for (i, conn) in writers.into_iter().enumerate() {
             let (commits, url, queue) = (commits.clone(), url.clone(), queue.clone());
             let (notify, claiming) = (notify.clone(), claiming.clone());
@@ -246,17 +241,17 @@ impl PgStore {
                 .map_err(Error::storage)?;
         }
         {
-            let (notify, url, replica) = (Arc::downgrade(&notify), url.clone(), replica.clone());
+            let (notify, url) = (Arc::downgrade(&notify), url.clone());
             std::thread::Builder::new()
                 .name("baton-pg-notify".into())
-                .spawn(move || notify_loop(&url, &replica, notify))
+                .spawn(move || notify_loop(&url, notify))
                 .map_err(Error::storage)?;
         }
         {
-            let (commits, url, replica) = (Arc::downgrade(&commits), url.clone(), replica.clone());
+            let (commits, url) = (Arc::downgrade(&commits), url.clone());
             std::thread::Builder::new()
                 .name("baton-pg-listen".into())
-                .spawn(move || listen_loop(&url, &replica, commits, &claiming))
+                .spawn(move || listen_loop(&url, commits))
                 .map_err(Error::storage)?;
         }
         Ok(Arc::new(PgStore {
@@ -265,7 +260,6 @@ impl PgStore {
             readers: Mutex::new(Vec::new()),
             commits,
             notify,
-            replica,
         }))
     }
 
@@ -562,7 +556,7 @@ impl Notify {
     /// owed, if any (a CLI command ends right after its answer, before the notifier
     /// thread would have connected, and other replicas would hear of its commit only at
     /// their fallback wake-up).
-    fn settle(&self, url: &str, replica: &str) {
+    fn settle(&self, url: &str) {
         let owed = {
             let Ok(owed) = self.state.lock() else {
                 return;
@@ -577,15 +571,20 @@ impl Notify {
         };
         if owed {
             if let Ok(mut conn) = Conn::open(url) {
-                let _ = conn.batch(&format!("NOTIFY baton_commits, '{replica}'"));
+                let _ = announce(&mut conn);
             }
         }
     }
 }
 
+/// Tells every replica's listener of commits.
+fn announce(conn: &mut Conn) -> Result<()> {
+    conn.batch("NOTIFY baton_commits")
+}
+
 /// Sends `NOTIFY baton_commits` after commits that changed tasks, from a connection of its
 /// own in a transaction of its own (which waits for no WAL flush), until the store is gone.
-fn notify_loop(url: &str, replica: &str, notify: Weak<Notify>) {
+fn notify_loop(url: &str, notify: Weak<Notify>) {
     let mut conn: Option<Conn> = None;
     // A notification that could not be sent, to send again.
     let mut unsent = false;
@@ -621,9 +620,7 @@ fn notify_loop(url: &str, replica: &str, notify: Weak<Notify>) {
                 .and_then(|mut c| c.batch("SET synchronous_commit = off").map(|_| c))
                 .ok();
         }
-        let sent = conn
-            .as_mut()
-            .map(|c| c.batch(&format!("NOTIFY baton_commits, '{replica}'")));
+        let sent = conn.as_mut().map(announce);
         unsent = !matches!(sent, Some(Ok(())));
         if let Ok(mut owed) = signal.state.lock() {
             owed.sending = false;
@@ -643,12 +640,7 @@ fn notify_loop(url: &str, replica: &str, notify: Weak<Notify>) {
 
 /// Wakes this process's waiters on every commit of any replica (and at least every
 /// [`FALLBACK_WAKE`], so a missed notification or a lost connection delays nothing longer).
-fn listen_loop(
-    url: &str,
-    replica: &str,
-    commits: std::sync::Weak<tokio::sync::Notify>,
-    claiming: &Claiming,
-) {
+fn listen_loop(url: &str, commits: std::sync::Weak<tokio::sync::Notify>) {
     let Ok(rt) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -672,25 +664,14 @@ fn listen_loop(
                 }
                 continue;
             };
-            // A lost connection ends `try_recv` at once (`Ok(None)`), to reconnect here.
-            listener.eager_reconnect(false);
             if listener.listen("baton_commits").await.is_err() {
                 tokio::time::sleep(FALLBACK_WAKE).await;
                 continue;
             }
-            // Notifications may have been missed while disconnected.
-            claiming.forget();
             // A notification, or the fallback interval: wake. A lost connection: reconnect.
-            // Another replica's commit may have made any task ready: the floors go first.
-            loop {
-                match tokio::time::timeout(FALLBACK_WAKE, listener.try_recv()).await {
-                    Ok(Ok(Some(n))) if n.payload() == replica => {}
-                    Ok(Ok(Some(_))) => claiming.forget(),
-                    // The connection was lost: reconnect (and forget the floors, since
-                    // notifications sent meanwhile are gone).
-                    Ok(Ok(None)) | Ok(Err(_)) => break,
-                    Err(_) => {}
-                }
+            while let Ok(Ok(_)) | Err(_) =
+                tokio::time::timeout(FALLBACK_WAKE, listener.recv()).await
+            {
                 if !wake(&commits) {
                     return;
                 }
@@ -710,10 +691,10 @@ impl Drop for PgStore {
             }
         }
         // The notification still owed, on a thread of its own for the same reason.
-        let (notify, url, replica) = (self.notify.clone(), self.url.clone(), self.replica.clone());
+        let (notify, url) = (self.notify.clone(), self.url.clone());
         if let Ok(settling) = std::thread::Builder::new()
             .name("baton-pg-settle".into())
-            .spawn(move || notify.settle(&url, &replica))
+            .spawn(move || notify.settle(&url))
         {
             let _ = settling.join();
         }

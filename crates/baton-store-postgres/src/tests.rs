@@ -5,7 +5,6 @@
 
 use super::*;
 use baton_core::api::{ClaimRequest, CreateTask};
-use baton_core::engine::LeaseOp;
 use baton_core::model::Task;
 use baton_core::state::Status;
 use baton_core::store::Loads;
@@ -41,12 +40,7 @@ fn probe<F>(ws: &str, loads: &str, f: F) -> Box<dyn WriteJob>
 where
     F: FnMut(&mut dyn Tx) -> Result<()> + Send + 'static,
 {
-    Box::new(Probe {
-        kind: Loads::Task,
-        ws: ws.to_string(),
-        loads: loads.to_string(),
-        f,
-    })
+    probe_loading(Loads::Task, ws, loads, f)
 }
 
 /// A shared job that declares the agent it loads (as a claim does) and runs `f`.
@@ -54,10 +48,17 @@ fn agent_probe<F>(ws: &str, name: &str, f: F) -> Box<dyn WriteJob>
 where
     F: FnMut(&mut dyn Tx) -> Result<()> + Send + 'static,
 {
+    probe_loading(Loads::Agent, ws, name, f)
+}
+
+fn probe_loading<F>(kind: Loads, ws: &str, loads: &str, f: F) -> Box<dyn WriteJob>
+where
+    F: FnMut(&mut dyn Tx) -> Result<()> + Send + 'static,
+{
     Box::new(Probe {
-        kind: Loads::Agent,
+        kind,
         ws: ws.to_string(),
-        loads: name.to_string(),
+        loads: loads.to_string(),
         f,
     })
 }
@@ -217,28 +218,23 @@ fn agents_loaded_ahead_see_the_writes_of_earlier_jobs() {
 
 /// A shared job that runs a claim as the operation layer does.
 fn claim_job(ws: &str, agent: &str, count: u32, out: Arc<Mutex<Vec<String>>>) -> Box<dyn WriteJob> {
-    let (ws, agent) = (ws.to_string(), agent.to_string());
-    Box::new(Probe {
-        kind: Loads::Agent,
-        ws: ws.clone(),
-        loads: agent.clone(),
-        f: move |tx: &mut dyn Tx| {
-            let mut ctx = baton_core::ops::Ctx {
-                tx,
-                now: baton_core::time::Clock::now(&SystemClock),
-                ws: &ws,
-                actor: "test",
-            };
-            let req = ClaimRequest {
-                agent: agent.clone(),
-                count: Some(count),
-                ..Default::default()
-            };
-            let claims = baton_core::ops::lease::claim(&mut ctx, &req)?;
-            let mut out = out.lock().unwrap();
-            out.extend(claims.claims.into_iter().map(|c| c.task.id));
-            Ok(())
-        },
+    let (job_ws, job_agent) = (ws.to_string(), agent.to_string());
+    agent_probe(ws, agent, move |tx: &mut dyn Tx| {
+        let mut ctx = baton_core::ops::Ctx {
+            tx,
+            now: baton_core::time::Clock::now(&SystemClock),
+            ws: &job_ws,
+            actor: "test",
+        };
+        let req = ClaimRequest {
+            agent: job_agent.clone(),
+            count: Some(count),
+            ..Default::default()
+        };
+        let claims = baton_core::ops::lease::claim(&mut ctx, &req)?;
+        let mut out = out.lock().unwrap();
+        out.extend(claims.claims.into_iter().map(|c| c.task.id));
+        Ok(())
     })
 }
 
@@ -378,149 +374,6 @@ fn claims_pass_over_what_other_writers_hold_until_their_transactions_end() {
         "the first writer's transaction has ended"
     );
     third.batch("ROLLBACK").expect("rollback");
-}
-
-/// A claim of an agent without capabilities starts at its workspace's floor, past the
-/// tasks claimed before it ([`crate::claiming`]). A task ready below the floor is claimed
-/// first all the same: given back, created with a higher priority, created once the queue
-/// was empty, or created by another replica.
-#[test]
-fn tasks_ready_below_the_floor_are_claimed_first() {
-    let Some((url, ..)) = fixture() else {
-        return;
-    };
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let here = Baton::new(PgStore::open(&url).expect("open"), Arc::new(SystemClock));
-    let there = Baton::new(PgStore::open(&url).expect("open"), Arc::new(SystemClock));
-    rt.block_on(async {
-        let actor = here.actor("default", "planner").await.expect("actor");
-        let elsewhere = there.actor("default", "planner").await.expect("actor");
-        let create = |baton: &Baton, actor: &baton_core::api::Actor, title: &str, priority| {
-            let req = CreateTask {
-                title: title.into(),
-                priority: Some(priority),
-                ..Default::default()
-            };
-            let (baton, actor) = (baton.clone(), actor.clone());
-            async move {
-                baton
-                    .create_task(&actor, None, req)
-                    .await
-                    .expect("create")
-                    .task
-            }
-        };
-        let claim = || async {
-            let req = ClaimRequest {
-                agent: "floor".into(),
-                ..Default::default()
-            };
-            let claims = here.claim(&actor, None, req).await.expect("claim").claims;
-            claims
-                .into_iter()
-                .next()
-                .map(|c| (c.task.title, c.lease.token))
-        };
-        for title in ["t0", "t1", "t2", "t3"] {
-            create(&here, &actor, title, 0).await;
-        }
-        let (first, lease) = claim().await.expect("t0");
-        assert_eq!(first, "t0");
-        for title in ["t1", "t2"] {
-            assert_eq!(claim().await.expect("a task").0, title);
-        }
-        // Given back, below the floor the claims of t1 and t2 found.
-        let id = here
-            .list_tasks(&actor, Default::default())
-            .expect("list")
-            .tasks;
-        let t0 = id.iter().find(|t| t.title == "t0").expect("t0").id.clone();
-        here.lease_op(&actor, None, &t0, &lease, LeaseOp::Release)
-            .await
-            .expect("release");
-        assert_eq!(claim().await.expect("a task").0, "t0", "given back");
-        create(&here, &actor, "urgent", 10).await;
-        assert_eq!(
-            claim().await.expect("a task").0,
-            "urgent",
-            "a higher priority"
-        );
-        assert_eq!(claim().await.expect("a task").0, "t3");
-        assert_eq!(claim().await, None, "nothing is ready");
-        assert_eq!(
-            claim().await,
-            None,
-            "nothing is ready, from the floor's end"
-        );
-        create(&here, &actor, "late", 0).await;
-        assert_eq!(
-            claim().await.expect("a task").0,
-            "late",
-            "created after the end"
-        );
-
-        // Another replica's task, below the floor: seen once its notification arrives (or
-        // the floor's lifetime runs out).
-        create(&there, &elsewhere, "elsewhere", 20).await;
-        let mut claimed = None;
-        for _ in 0..200 {
-            claimed = claim().await;
-            if claimed.is_some() {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        assert_eq!(claimed.expect("claimed in 2 s").0, "elsewhere");
-    });
-
-    // A task made ready with no notification at all (as if it were lost): claimed once
-    // the floor's first scan is older than its lifetime, though claims keep coming.
-    let actor = rt
-        .block_on(here.actor("default", "planner"))
-        .expect("actor");
-    let tasks = here
-        .list_tasks(&actor, Default::default())
-        .expect("list")
-        .tasks;
-    let mut unannounced = tasks.into_iter().find(|t| t.title == "t3").expect("t3");
-    unannounced.id = baton_core::id::new_id("tsk");
-    unannounced.title = "unannounced".into();
-    unannounced.status = Status::Ready;
-    unannounced.priority = 30;
-    unannounced.lease = None;
-    let columns = baton_core::store::TaskColumns::of(&unannounced);
-    let mut conn = Conn::open(&url).expect("connect");
-    let insert = sqlx::query(
-        "INSERT INTO tasks (workspace_id, id, project_id, status, neg_priority, due_key, labels,
-             caps, body) VALUES ($1, $2, $3, 'ready', $4, $5, $6, $7, $8)",
-    )
-    .bind(&unannounced.workspace_id)
-    .bind(&unannounced.id)
-    .bind(&unannounced.project_id)
-    .bind(columns.neg_priority)
-    .bind(columns.due_key)
-    .bind(&columns.labels)
-    .bind(&columns.caps)
-    .bind(serde_json::to_string(&unannounced).expect("task serializes"));
-    conn.rt
-        .block_on(insert.execute(&mut conn.pg))
-        .expect("insert");
-    rt.block_on(async {
-        let mut claimed = None;
-        for _ in 0..200 {
-            let req = ClaimRequest {
-                agent: "floor".into(),
-                ..Default::default()
-            };
-            let claims = here.claim(&actor, None, req).await.expect("claim").claims;
-            claimed = claims.into_iter().next().map(|c| c.task.title);
-            if claimed.is_some() {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        assert_eq!(claimed.as_deref(), Some("unannounced"), "claimed in 2 s");
-    });
 }
 
 /// A child that ends earlier in a batch frees its parent for a later claim in the same

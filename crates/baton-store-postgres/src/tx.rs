@@ -20,7 +20,7 @@
 //! under the workspace row's lock (`UPDATE … SET last_seq = last_seq + n`), which is then
 //! held only for the insert of the events and the commit: numbers follow commit order, with
 //! no gaps, while the jobs themselves overlap. The argument is in ARCHITECTURE.md.
-use crate::claiming::{Basis, ClaimSlot, Floor, Key};
+use crate::claiming::ClaimSlot;
 use crate::flush::{EventRow, Lens, Pending, RunRow, TaskRow};
 use crate::Conn;
 use baton_core::error::{Code, Error, Result};
@@ -50,24 +50,6 @@ fn i(n: i64) -> Arg {
 }
 
 const OPEN: &str = "status NOT IN ('done', 'failed', 'canceled')";
-
-/// The condition on the claim index (as `t`) that starts a scan at `floor`, its key bound
-/// as parameters added to `args` (the same condition, in one statement, may use them twice).
-fn floor_condition(floor: Option<&Floor>, args: &mut Vec<Arg>) -> String {
-    match floor {
-        None | Some(Floor::Start) => String::new(),
-        Some(Floor::End) => " AND false".to_string(),
-        Some(Floor::At((neg_priority, due_key, id))) => {
-            args.extend([i(*neg_priority), i(*due_key), t(id)]);
-            let n = args.len();
-            format!(
-                " AND (t.neg_priority, t.due_key, t.id) >= (${}::bigint, ${}::bigint, ${n}::text)",
-                n - 2,
-                n - 1
-            )
-        }
-    }
-}
 
 /// A storage error, keeping whether retrying the transaction can succeed (a deadlock or a
 /// serialization failure between replicas).
@@ -155,31 +137,16 @@ pub(crate) struct PgTx<'a> {
     agents_ahead: Vec<Agent>,
     /// Events about tasks appended: such a commit may make work claimable.
     task_events: usize,
-    /// This process's claims, and this transaction's writer among them.
+    /// This process's claims in flight, and this transaction's writer among them.
     claiming: Option<ClaimSlot<'a>>,
-    /// Tasks without capabilities this transaction made ready (or wrote ready), by
-    /// workspace and claim key: they lower the floors ([`crate::claiming`]).
-    readied: Vec<(String, Key)>,
-    /// The floor each workspace's last claim query found, and what to learn it against.
-    learned: Vec<(String, Floor, Basis)>,
-    /// Whether `COMMIT` succeeded.
-    committed: bool,
 }
 
 impl Drop for PgTx<'_> {
     /// The transaction is over (committed; or failed, its `ROLLBACK` about to be sent, or
     /// its connection lost): other claims need not pass over its tasks any more (those
-    /// still locked until the `ROLLBACK` are skipped as locked), the floors it found hold
-    /// if it committed, and the tasks it made ready lower them (whether it committed or
-    /// not: lower is always safe).
+    /// still locked until the `ROLLBACK` are skipped as locked).
     fn drop(&mut self) {
         if let Some(slot) = self.claiming {
-            if self.committed {
-                for (ws, floor, basis) in self.learned.drain(..) {
-                    slot.claiming.learn(&ws, floor, basis);
-                }
-            }
-            slot.claiming.lower(&self.readied);
             slot.claiming.release(slot.writer);
         }
     }
@@ -190,7 +157,6 @@ pub(crate) struct Mark {
     locked: HashSet<String>,
     pending: Lens,
     task_events: usize,
-    learned: Vec<(String, Floor, Basis)>,
     held: usize,
 }
 
@@ -236,9 +202,6 @@ impl<'a> PgTx<'a> {
             agents_ahead: Vec::new(),
             task_events: 0,
             claiming: None,
-            readied: Vec::new(),
-            learned: Vec::new(),
-            committed: false,
         }
     }
 
@@ -278,9 +241,7 @@ impl<'a> PgTx<'a> {
     pub(crate) fn commit(&mut self) -> Result<()> {
         self.begin()?;
         self.pending.flush(self.conn, true)?;
-        self.conn.batch("COMMIT")?;
-        self.committed = true;
-        Ok(())
+        self.conn.batch("COMMIT")
     }
 
     /// Events about tasks appended so far.
@@ -296,7 +257,6 @@ impl<'a> PgTx<'a> {
             locked: self.locked.clone(),
             pending: self.pending.lens(),
             task_events: self.task_events,
-            learned: self.learned.clone(),
             held: self
                 .claiming
                 .map(|slot| slot.claiming.held_count(slot.writer))
@@ -313,10 +273,7 @@ impl<'a> PgTx<'a> {
         // An agent the job wrote is back as it was; its lock, taken before, is still held.
         self.agents_ahead.clear();
         self.task_events = mark.task_events;
-        // The job's claim queries: their locks are released, and a floor one found may
-        // count on the job's writes. (What it made ready still lowers the floors: lower
-        // is always safe.)
-        self.learned = mark.learned;
+        // The tasks the job's claim queries locked: their locks are released.
         if let Some(slot) = self.claiming {
             slot.claiming.release_after(slot.writer, mark.held);
         }
@@ -515,9 +472,7 @@ impl<'a> PgTx<'a> {
     }
 
     /// [`Tx::claim_candidates`]' statement and its arguments (`$1` the workspace, `$2` now),
-    /// passing over the tasks `passed_over`; which parameter holds those, if any; and for an
-    /// agent without capabilities the condition that starts the scan at `floor` (empty
-    /// otherwise), for the statement reading the next floor to use as well.
+    /// passing over the tasks `passed_over`; and which parameter holds those, if any.
     ///
     /// The claim index leads with the capability set (`caps`). An agent without
     /// capabilities seeks the set of tasks that need none; otherwise the statement lists the
@@ -533,11 +488,10 @@ impl<'a> PgTx<'a> {
         limit: u32,
         agent_capabilities: Option<&[String]>,
         passed_over: &[String],
-        floor: Option<&Floor>,
-    ) -> Result<(String, Vec<Arg>, Option<usize>, String)> {
+    ) -> Result<(String, Vec<Arg>, Option<usize>)> {
         let mut page = String::from(
             "SELECT t.body, t.neg_priority, t.due_key, t.id FROM tasks AS t
-             WHERE t.workspace_id = $1 AND t.caps = {set} AND t.status = 'ready'{floor}
+             WHERE t.workspace_id = $1 AND t.caps = {set} AND t.status = 'ready'
                AND (t.not_before IS NULL OR t.not_before <= $2)
                AND t.project_id NOT IN (SELECT id FROM projects WHERE workspace_id = $1 AND killed)
                AND NOT EXISTS (SELECT 1 FROM tasks AS c WHERE c.workspace_id = $1 AND c.parent_id = t.id
@@ -560,11 +514,8 @@ impl<'a> PgTx<'a> {
             " ORDER BY t.neg_priority, t.due_key, t.id LIMIT {limit} {lock}"
         ));
         if agent_capabilities.is_some_and(|caps| caps.is_empty()) {
-            let condition = floor_condition(floor, &mut args);
-            let page = page.replace("{set}", "''").replace("{floor}", &condition);
-            return Ok((page, args, skip, condition));
+            return Ok((page.replace("{set}", "''"), args, skip));
         }
-        let page = page.replace("{floor}", "");
         let servable = match agent_capabilities {
             Some(caps) => {
                 args.push(Arg::Texts(caps.to_vec()));
@@ -588,15 +539,13 @@ impl<'a> PgTx<'a> {
              ORDER BY p.neg_priority, p.due_key, p.id LIMIT {limit}",
             page.replace("{set}", "s.caps")
         );
-        Ok((sql, args, skip, String::new()))
+        Ok((sql, args, skip))
     }
 
     /// A claim's statement: the leases due first when `reap_limit` is given (then the
     /// candidates only when none is due: a one-time filter, so the candidates' branch
-    /// locks nothing then), the candidates, and for an agent without capabilities in a
-    /// write transaction the first ready entry from its floor on, which becomes the floor
-    /// once this transaction has committed ([`crate::claiming`]). The due tasks, and the
-    /// candidates in claim order.
+    /// locks nothing then), and the candidates. The due tasks, and the candidates in
+    /// claim order.
     fn claim_query(
         &mut self,
         ws: &str,
@@ -605,78 +554,27 @@ impl<'a> PgTx<'a> {
         page: u32,
         agent_capabilities: Option<&[String]>,
     ) -> Result<(Vec<Task>, Vec<Task>)> {
-        // What each row of the statement is.
-        const DUE: i32 = 0;
-        const READY: i32 = 1;
-        const FLOOR: i32 = 2;
         let passed_over = self.before_claim_query(ws)?;
-        let floor = match self.claiming {
-            Some(slot) if self.writing && agent_capabilities.is_some_and(|c| c.is_empty()) => {
-                let (mut floor, basis) = slot.claiming.floor(ws);
-                for (_, key) in self.readied.iter().filter(|(w, _)| w == ws) {
-                    floor = floor.lowered_to(key);
-                }
-                Some((floor, basis))
-            }
-            _ => None,
+        let (candidates, args, skip) =
+            self.candidates_query(ws, now, page, agent_capabilities, &passed_over)?;
+        let sql = match reap_limit {
+            Some(limit) => format!(
+                "WITH due AS ({})
+                 SELECT true, body FROM due
+                 UNION ALL
+                 SELECT false, c.body FROM ({candidates}) AS c WHERE NOT EXISTS (SELECT 1 FROM due)",
+                self.expired_query(limit, skip)
+            ),
+            None => format!("SELECT false, c.body FROM ({candidates}) AS c"),
         };
-        let (candidates, args, skip, floor_condition) = self.candidates_query(
-            ws,
-            now,
-            page,
-            agent_capabilities,
-            &passed_over,
-            floor.as_ref().map(|(f, _)| f),
-        )?;
-        let mut sql = String::new();
-        let mut arms = Vec::new();
-        match reap_limit {
-            Some(limit) => {
-                sql = format!("WITH due AS ({}) ", self.expired_query(limit, skip));
-                arms.push(format!(
-                    "SELECT {DUE}, body, NULL::bigint, NULL::bigint, NULL::text FROM due"
-                ));
-                arms.push(format!(
-                    "SELECT {READY}, c.body, NULL, NULL, NULL FROM ({candidates}) AS c
-                     WHERE NOT EXISTS (SELECT 1 FROM due)"
-                ));
-            }
-            None => arms.push(format!(
-                "SELECT {READY}, c.body, NULL::bigint, NULL::bigint, NULL::text FROM ({candidates}) AS c"
-            )),
-        }
-        if floor.is_some() {
-            arms.push(format!(
-                "SELECT {FLOOR}, NULL, f.neg_priority, f.due_key, f.id FROM (
-                     SELECT t.neg_priority, t.due_key, t.id FROM tasks AS t
-                     WHERE t.workspace_id = $1 AND t.caps = '' AND t.status = 'ready'{floor_condition}
-                     ORDER BY t.neg_priority, t.due_key, t.id LIMIT 1) AS f"
-            ));
-        }
-        sql.push_str(&arms.join(" UNION ALL "));
         let (mut due, mut ready) = (Vec::new(), Vec::new());
-        let mut found = floor.as_ref().map(|(_, basis)| (Floor::End, *basis));
         for row in self.rows_now(&sql, &args)? {
-            let kind: i32 = row.try_get(0).map_err(db_err)?;
-            if kind == FLOOR {
-                let key = (
-                    row.try_get(2).map_err(db_err)?,
-                    row.try_get(3).map_err(db_err)?,
-                    row.try_get(4).map_err(db_err)?,
-                );
-                found = found.map(|(_, basis)| (Floor::At(key), basis));
-                continue;
-            }
             let task: Task = from_json(&row.try_get::<String, _>(1).map_err(db_err)?)?;
-            if kind == DUE {
+            if row.try_get::<bool, _>(0).map_err(db_err)? {
                 due.push(task);
             } else {
                 ready.push(task);
             }
-        }
-        if let Some((floor, basis)) = found {
-            self.learned.retain(|(w, ..)| w != ws);
-            self.learned.push((ws.to_string(), floor, basis));
         }
         // In claim order, which the union need not keep.
         ready.sort_by(|a, b| claim_key(a).cmp(&claim_key(b)));
@@ -926,15 +824,10 @@ impl Tx for PgTx<'_> {
             self.loaded
                 .retain(|l| !(l.ws == task.workspace_id && &l.task_id == parent));
         }
-        let columns = TaskColumns::of(task);
-        if task.status == baton_core::state::Status::Ready && columns.caps.is_empty() {
-            let key = (columns.neg_priority, columns.due_key, task.id.clone());
-            self.readied.push((task.workspace_id.clone(), key));
-        }
         self.pending.tasks.push(TaskRow {
             ws: task.workspace_id.clone(),
             id: task.id.clone(),
-            columns,
+            columns: TaskColumns::of(task),
             body: body.to_string(),
         });
         Ok(())
