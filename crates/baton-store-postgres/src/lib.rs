@@ -629,7 +629,7 @@ fn notify_loop(url: &str, notify: Weak<Notify>) {
         drop(signal);
         if unsent {
             // Connect afresh and send it again a little later; meanwhile the listeners'
-            // fallback wake-up and the floors' lifetime cover it.
+            // fallback wake-up covers it.
             conn = None;
             std::thread::sleep(FALLBACK_WAKE / 5);
         }
