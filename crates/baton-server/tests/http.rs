@@ -1861,6 +1861,11 @@ async fn odd_input_is_refused_in_order_and_changes_nothing(backend: Backend) {
             "/v1/plans".to_string(),
             json!({"tasks": [{"ref": "r", "title": "t", "steps": [["s", "more"]]}]}),
         ),
+        // A field no step has, as every other struct of a plan refuses one.
+        (
+            "/v1/plans".to_string(),
+            json!({"tasks": [{"ref": "r", "title": "t", "steps": [{"title": "s", "done": true}]}]}),
+        ),
     ];
     for (path, body) in arrays {
         let (st, v) = s.call("POST", &path, Some(body.clone()), &[]).await;

@@ -147,6 +147,7 @@ pub enum PlanStep {
 
 /// A step in a plan given as an object.
 #[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct PlanStepDetails {
     /// What the step is.
     pub title: String,
