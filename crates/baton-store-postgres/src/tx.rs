@@ -542,47 +542,6 @@ impl<'a> PgTx<'a> {
         Ok((sql, args, skip))
     }
 
-    /// A claim's statement: the leases due first when `reap_limit` is given (then the
-    /// candidates only when none is due: a one-time filter, so the candidates' branch
-    /// locks nothing then), and the candidates. The due tasks, and the candidates in
-    /// claim order.
-    fn claim_query(
-        &mut self,
-        ws: &str,
-        now: Millis,
-        reap_limit: Option<u32>,
-        page: u32,
-        agent_capabilities: Option<&[String]>,
-    ) -> Result<(Vec<Task>, Vec<Task>)> {
-        let passed_over = self.before_claim_query(ws)?;
-        let (candidates, args, skip) =
-            self.candidates_query(ws, now, page, agent_capabilities, &passed_over)?;
-        let sql = match reap_limit {
-            Some(limit) => format!(
-                "WITH due AS ({})
-                 SELECT true, body FROM due
-                 UNION ALL
-                 SELECT false, c.body FROM ({candidates}) AS c WHERE NOT EXISTS (SELECT 1 FROM due)",
-                self.expired_query(limit, skip)
-            ),
-            None => format!("SELECT false, c.body FROM ({candidates}) AS c"),
-        };
-        let (mut due, mut ready) = (Vec::new(), Vec::new());
-        for row in self.rows_now(&sql, &args)? {
-            let task: Task = from_json(&row.try_get::<String, _>(1).map_err(db_err)?)?;
-            if row.try_get::<bool, _>(0).map_err(db_err)? {
-                due.push(task);
-            } else {
-                ready.push(task);
-            }
-        }
-        // In claim order, which the union need not keep.
-        ready.sort_by(|a, b| claim_key(a).cmp(&claim_key(b)));
-        self.hold(ws, &due);
-        self.hold(ws, &ready);
-        Ok((due, ready))
-    }
-
     /// Before a claim's query in a write transaction: the tasks it must pass over instead
     /// of waiting for the writes held back to be sent. Those writes are sent first only if
     /// one made a task `ready` or ended a child (its parent may be claimable now: the claim
@@ -872,9 +831,12 @@ impl Tx for PgTx<'_> {
         limit: u32,
         agent_capabilities: Option<&[String]>,
     ) -> Result<Vec<Task>> {
-        Ok(self
-            .claim_query(ws, now, None, limit, agent_capabilities)?
-            .1)
+        let passed_over = self.before_claim_query(ws)?;
+        let (sql, args, _) =
+            self.candidates_query(ws, now, limit, agent_capabilities, &passed_over)?;
+        let candidates: Vec<Task> = self.many_now(&sql, &args)?;
+        self.hold(ws, &candidates);
+        Ok(candidates)
     }
 
     fn expired_leases(&mut self, ws: &str, now: Millis, limit: u32) -> Result<Vec<Task>> {
@@ -890,7 +852,32 @@ impl Tx for PgTx<'_> {
         page: u32,
         agent_capabilities: Option<&[String]>,
     ) -> Result<(Vec<Task>, Vec<Task>)> {
-        self.claim_query(ws, now, Some(reap_limit), page, agent_capabilities)
+        let passed_over = self.before_claim_query(ws)?;
+        let (candidates, args, skip) =
+            self.candidates_query(ws, now, page, agent_capabilities, &passed_over)?;
+        // The candidates' branch runs only when no lease is due (a one-time filter), so it
+        // locks nothing then.
+        let sql = format!(
+            "WITH due AS ({})
+             SELECT true, body FROM due
+             UNION ALL
+             SELECT false, c.body FROM ({candidates}) AS c WHERE NOT EXISTS (SELECT 1 FROM due)",
+            self.expired_query(reap_limit, skip)
+        );
+        let (mut due, mut ready) = (Vec::new(), Vec::new());
+        for row in self.rows_now(&sql, &args)? {
+            let task: Task = from_json(&row.try_get::<String, _>(1).map_err(db_err)?)?;
+            if row.try_get::<bool, _>(0).map_err(db_err)? {
+                due.push(task);
+            } else {
+                ready.push(task);
+            }
+        }
+        // In claim order, which the union need not keep.
+        ready.sort_by(|a, b| claim_key(a).cmp(&claim_key(b)));
+        self.hold(ws, &due);
+        self.hold(ws, &ready);
+        Ok((due, ready))
     }
 
     fn open_children(&mut self, ws: &str, id: &str) -> Result<u64> {
