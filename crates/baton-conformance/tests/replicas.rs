@@ -145,6 +145,76 @@ async fn claimers_on_every_replica_take_each_task_once() {
     }
 }
 
+/// Claimers on four replicas drain a queue while planners on two of them keep adding
+/// tasks, each more urgent than the last, so ahead of every claim floor the claims have
+/// raised: each is claimed and completed once, and none is left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tasks_made_ready_below_the_claim_floor_are_claimed() {
+    let Some(fleet) = fleet(4).await else { return };
+    let mut ids = Vec::new();
+    for i in 0..40 {
+        ids.push(fleet.create(&format!("t{i}"), vec![]).await.id);
+    }
+    let fleet = Arc::new(fleet);
+    let planned = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let planners = (1..3).map(|p| {
+        let fleet = fleet.clone();
+        tokio::spawn(async move {
+            let (b, a) = fleet.node(p);
+            let mut ids = Vec::new();
+            for i in 0..30 {
+                let req = CreateTask {
+                    title: format!("urgent {p}.{i}"),
+                    priority: Some(1 + i),
+                    ..Default::default()
+                };
+                ids.push(b.create_task(a, None, req).await.expect("create").task.id);
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+            ids
+        })
+    });
+    let workers = (0..8).map(|w| {
+        let (fleet, planned) = (fleet.clone(), planned.clone());
+        tokio::spawn(async move {
+            let (b, a) = fleet.node(w);
+            let mut done = Vec::new();
+            loop {
+                let all_planned = planned.load(std::sync::atomic::Ordering::SeqCst);
+                let claims = claim(b, a, &format!("w{w}"), 1 + (w as u32 % 2)).await;
+                if claims.is_empty() && all_planned {
+                    return done;
+                }
+                for c in &claims {
+                    complete(b, a, c).await;
+                    done.push(c.task.id.clone());
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+    });
+    let workers: Vec<_> = workers.collect();
+    for created in join_all(planners).await {
+        ids.extend(created.expect("planner"));
+    }
+    planned.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut times: HashMap<String, usize> = HashMap::new();
+    for done in join_all(workers).await {
+        for id in done.expect("worker") {
+            *times.entry(id).or_default() += 1;
+        }
+    }
+    assert_eq!(ids.len(), 100);
+    for id in &ids {
+        assert_eq!(
+            fleet.get(id).status,
+            Status::Done,
+            "task {id} was left behind"
+        );
+        assert_eq!(times.get(id), Some(&1), "task {id}");
+    }
+}
+
 /// Thirty blockers of one task completed at once through four replicas: the last one to
 /// commit releases it, exactly once, whatever the interleaving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -39,6 +39,18 @@ pub(crate) struct EventRow {
     pub(crate) data: String,
 }
 
+/// Where a claim's statement found the first ready task needing no capabilities from its
+/// workspace's claim floor on, and the workspace's count of tasks made ready it read then.
+/// The transaction raises the floor there as it commits, if that count has not moved
+/// (schema version 5: no task was made ready since that statement's snapshot).
+pub(crate) struct Observed {
+    pub(crate) ws: String,
+    pub(crate) neg_priority: i64,
+    pub(crate) due_key: i64,
+    pub(crate) id: String,
+    pub(crate) ready_gen: i64,
+}
+
 /// How much of each buffer a job found when it started, to drop just its own writes when
 /// its savepoint is rolled back.
 #[derive(Clone, Copy)]
@@ -54,6 +66,9 @@ pub(crate) struct Pending {
     pub(crate) tasks: Vec<TaskRow>,
     pub(crate) runs: Vec<RunRow>,
     pub(crate) events: Vec<EventRow>,
+    /// The newest observation of each workspace's floor. Kept when a job is undone: what
+    /// a statement saw stays true of its snapshot.
+    observed: Vec<Observed>,
 }
 
 impl Pending {
@@ -88,6 +103,13 @@ impl Pending {
         Some(mine.map(|t| t.id.clone()).collect())
     }
 
+    /// Records where the claim floor of `seen.ws` may rise to, in place of an earlier
+    /// observation (a later snapshot knows more).
+    pub(crate) fn observe(&mut self, seen: Observed) {
+        self.observed.retain(|o| o.ws != seen.ws);
+        self.observed.push(seen);
+    }
+
     pub(crate) fn lens(&self) -> Lens {
         Lens {
             tasks: self.tasks.len(),
@@ -118,10 +140,15 @@ impl Pending {
             return Ok(());
         }
         pending.sort_by(|a, b| a.ws.cmp(&b.ws)); // stable: append order within a workspace
+        let observed = std::mem::take(&mut self.observed);
+        let seen = |group: Option<&[EventRow]>| {
+            group.and_then(|g| observed.iter().find(|o| o.ws == g[0].ws))
+        };
         let mut groups = pending.chunk_by(|a, b| a.ws == b.ws);
-        send(conn, &tasks, &runs, groups.next())?;
+        let first = groups.next();
+        send(conn, &tasks, &runs, first, seen(first))?;
         for group in groups {
-            send(conn, &[], &[], Some(group))?;
+            send(conn, &[], &[], Some(group), seen(Some(group)))?;
         }
         Ok(())
     }
@@ -152,12 +179,14 @@ enum Col {
     OneInt(i64),
 }
 
-/// Writes `tasks`, `runs` and one workspace's `events` in one statement.
+/// Writes `tasks`, `runs` and one workspace's `events` in one statement, raising the
+/// workspace's claim floor to what a claim `observed` if it may.
 fn send(
     conn: &mut Conn,
     tasks: &[TaskRow],
     runs: &[RunRow],
     events: Option<&[EventRow]>,
+    observed: Option<&Observed>,
 ) -> Result<()> {
     let mut ctes = Vec::new();
     let mut cols: Vec<Col> = Vec::new();
@@ -287,9 +316,29 @@ fn send(
                 .iter()
                 .map(|cte| format!(" AND (SELECT count(*) FROM {cte}) >= 0"))
                 .collect::<String>();
+            // Under the row's lock, `ready_gen` as the claim read it means no task was made
+            // ready since: the floor may rise to the first ready task the claim saw (the
+            // triggers of schema version 5 lower it after this, if this very statement
+            // made one ready). Never below where it is: both are lower bounds.
+            let raise = observed
+                .map(|o| {
+                    let gen = param(&mut cols, Col::OneInt(o.ready_gen), "bigint");
+                    let neg = param(&mut cols, Col::OneInt(o.neg_priority), "bigint");
+                    let due = param(&mut cols, Col::OneInt(o.due_key), "bigint");
+                    let id = param(&mut cols, Col::One(o.id.clone()), "text");
+                    let rises = format!(
+                        "w.ready_gen = {gen} AND ({neg}, {due}, {id}) > (w.floor_neg, w.floor_due, w.floor_id)"
+                    );
+                    format!(
+                        ", floor_neg = CASE WHEN {rises} THEN {neg} ELSE w.floor_neg END,
+                         floor_due = CASE WHEN {rises} THEN {due} ELSE w.floor_due END,
+                         floor_id = CASE WHEN {rises} THEN {id} ELSE w.floor_id END"
+                    )
+                })
+                .unwrap_or_default();
             ctes.push(format!(
-                "numbered AS (UPDATE workspaces SET last_seq = last_seq + {n}
-                              WHERE id = {ws}{after_rows} RETURNING id, last_seq)"
+                "numbered AS (UPDATE workspaces AS w SET last_seq = w.last_seq + {n}{raise}
+                              WHERE w.id = {ws}{after_rows} RETURNING w.id, w.last_seq)"
             ));
             format!(
                 "INSERT INTO events (workspace_id, seq, type, at, actor, task_id, data)

@@ -12,6 +12,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema_2_status.sql"),
     include_str!("schema_3_runs.sql"),
     include_str!("schema_4_caps.sql"),
+    include_str!("schema_5_floor.sql"),
 ];
 
 /// An arbitrary constant: the advisory lock that serialises migrations.

@@ -376,6 +376,81 @@ fn claims_pass_over_what_other_writers_hold_until_their_transactions_end() {
     third.batch("ROLLBACK").expect("rollback");
 }
 
+/// Workspace `ws`'s claim floor and its count of tasks made ready.
+fn floor_of(url: &str, ws: &str) -> ((i64, i64, String), i64) {
+    let mut conn = Conn::open(url).expect("connect");
+    let Conn { rt, pg } = &mut conn;
+    let (neg, due, id, gen): (i64, i64, String, i64) = rt
+        .block_on(
+            sqlx::query_as(
+                "SELECT floor_neg, floor_due, floor_id, ready_gen FROM workspaces WHERE id = $1",
+            )
+            .bind(ws)
+            .fetch_one(&mut *pg),
+        )
+        .expect("read the floor");
+    ((neg, due, id), gen)
+}
+
+/// The claim floor (schema version 5): a claim raises it to the first ready task its
+/// statement saw (here the one it took, still ready in that snapshot); a task made ready
+/// below it, through another replica, lowers it as its transaction commits and is the
+/// next claim's, and the tasks above it follow in claim order.
+#[test]
+fn the_claim_floor_rises_with_claims_and_falls_below_tasks_made_ready() {
+    let Some((url, ws, ..)) = fixture() else {
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let one = Baton::new(PgStore::open(&url).expect("open"), Arc::new(SystemClock));
+    let two = Baton::new(PgStore::open(&url).expect("open"), Arc::new(SystemClock));
+    let (a1, a2) = rt.block_on(async {
+        let a1 = one.actor("default", "planner").await.expect("actor");
+        let a2 = two.actor("default", "planner").await.expect("actor");
+        (a1, a2)
+    });
+    let create = |baton: &Baton, actor, title: &str, priority: i64| {
+        let req = CreateTask {
+            title: title.into(),
+            priority: Some(priority),
+            ..Default::default()
+        };
+        rt.block_on(baton.create_task(actor, None, req))
+            .expect("create")
+            .task
+            .id
+    };
+    let claim = || {
+        let req = ClaimRequest {
+            agent: "a".into(),
+            ..Default::default()
+        };
+        let claimed = rt.block_on(one.claim(&a1, None, req)).expect("claim");
+        claimed
+            .claims
+            .into_iter()
+            .map(|c| c.task.id)
+            .collect::<Vec<_>>()
+    };
+    let ids: Vec<String> = (0..3)
+        .map(|i| create(&one, &a1, &format!("t{i}"), 0))
+        .collect();
+    assert_eq!(claim(), ids[..1]);
+    assert_eq!(floor_of(&url, &ws).0, (0, i64::MAX, ids[0].clone()));
+    assert_eq!(claim(), ids[1..2]);
+    let (floor, gen) = floor_of(&url, &ws);
+    assert_eq!(floor, (0, i64::MAX, ids[1].clone()));
+
+    let urgent = create(&two, &a2, "urgent", 7);
+    assert_eq!(
+        floor_of(&url, &ws),
+        ((-7, i64::MAX, urgent.clone()), gen + 1)
+    );
+    assert_eq!(claim(), vec![urgent]);
+    assert_eq!(claim(), ids[2..]);
+    assert!(claim().is_empty());
+}
+
 /// A child that ends earlier in a batch frees its parent for a later claim in the same
 /// commit, which takes it in claim order (the parent before a lower-priority task).
 #[test]
@@ -455,17 +530,27 @@ fn replay_shows_a_counter_that_disagrees_with_the_log() {
     );
 }
 
+/// Takes a store at the current version back to version 4 (the claim floor's trigger and
+/// columns gone), as the migration tests start from older versions.
+const BACK_TO_4: &str =
+    "DROP TRIGGER tasks_lower_floor ON tasks; DROP FUNCTION baton_lower_floor();
+     ALTER TABLE workspaces DROP COLUMN ready_gen, DROP COLUMN floor_neg, DROP COLUMN floor_due,
+         DROP COLUMN floor_id;
+     DELETE FROM baton_schema WHERE version >= 5;";
+
 /// A store at schema version 1 with tasks in it is migrated to the current version when
 /// opened: the status index is replaced by the partial ones (version 2), the runs are keyed
-/// by task (version 3), and listing by status and reading runs still find what was there. A
-/// replica that starts while another holds the migration lock for longer than the
-/// connections' lock timeout waits for it instead of failing.
+/// by task (version 3), the claim floor starts below every key (version 5), and listing by
+/// status and reading runs still find what was there. A replica that starts while another
+/// holds the migration lock for longer than the connections' lock timeout waits for it
+/// instead of failing.
 #[test]
-fn versions_2_to_4_replace_indexes_and_starters_wait_for_them() {
+fn versions_2_to_5_replace_indexes_and_starters_wait_for_them() {
     let Some((url, ws, parent, child, other)) = fixture() else {
         return;
     };
     let mut conn = Conn::open(&url).expect("connect");
+    conn.batch(BACK_TO_4).expect("back to version 4");
     conn.batch(
         "DROP INDEX tasks_status_open; DROP INDEX tasks_status_ended_badly;
          CREATE INDEX tasks_status ON tasks (workspace_id, status, id);
@@ -491,7 +576,12 @@ fn versions_2_to_4_replace_indexes_and_starters_wait_for_them() {
     let store = PgStore::open(&url).expect("waits for the lock, then migrates");
     holder.join().expect("holder");
 
-    assert_eq!(migrate::version(&mut conn).expect("version"), 4);
+    assert_eq!(migrate::version(&mut conn).expect("version"), 5);
+    // Version 5's claim floor starts below every key: no ready task is passed over.
+    assert_eq!(
+        floor_of(&url, &ws),
+        ((i64::MIN, i64::MIN, String::new()), 0)
+    );
     let Conn { rt, pg } = &mut conn;
     let runs_indexes: Vec<String> = rt
         .block_on(
@@ -648,6 +738,7 @@ fn version_4_files_tasks_under_their_capabilities() {
     }
     drop(baton);
     let mut conn = Conn::open(&url).expect("connect");
+    conn.batch(BACK_TO_4).expect("back to version 4");
     conn.batch(
         "DROP INDEX tasks_claim; ALTER TABLE tasks DROP COLUMN caps;
          CREATE INDEX tasks_claim ON tasks (workspace_id, neg_priority, due_key, id) WHERE status = 'ready';
@@ -655,7 +746,7 @@ fn version_4_files_tasks_under_their_capabilities() {
     )
     .expect("back to version 3");
     let store = PgStore::open(&url).expect("migrates");
-    assert_eq!(migrate::version(&mut conn).expect("version"), 4);
+    assert_eq!(migrate::version(&mut conn).expect("version"), 5);
     let Conn { rt: crt, pg } = &mut conn;
     for task in &tasks {
         let stored: String = crt

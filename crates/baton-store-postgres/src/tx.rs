@@ -21,7 +21,7 @@
 //! held only for the insert of the events and the commit: numbers follow commit order, with
 //! no gaps, while the jobs themselves overlap. The argument is in ARCHITECTURE.md.
 use crate::claiming::ClaimSlot;
-use crate::flush::{EventRow, Lens, Pending, RunRow, TaskRow};
+use crate::flush::{EventRow, Lens, Observed, Pending, RunRow, TaskRow};
 use crate::Conn;
 use baton_core::error::{Code, Error, Result};
 use baton_core::model::*;
@@ -91,6 +91,38 @@ fn from_json<T: DeserializeOwned>(text: &str) -> Result<T> {
     })
 }
 
+/// A claim's query over ready tasks, before [`PgTx::claim_rows`] runs it.
+struct Candidates {
+    sql: String,
+    args: Vec<Arg>,
+    /// The parameter holding the tasks passed over, if any.
+    skip: Option<usize>,
+    /// Whether the query starts at the claim floor (it then reads the `floor` CTE).
+    floored: bool,
+}
+
+/// The workspace's claim floor and the counter of tasks made ready (`$1` the workspace),
+/// read in the claim statement's own snapshot (schema version 5).
+const FLOOR: &str = "floor AS MATERIALIZED (SELECT ready_gen, floor_neg, floor_due, floor_id
+                     FROM workspaces WHERE id = $1)";
+
+/// A task `t` at or above the floor in claim order: a seek in the claim index.
+const AT_FLOOR: &str = "(t.neg_priority, t.due_key, t.id) >= ((SELECT floor_neg FROM floor),
+                        (SELECT floor_due FROM floor), (SELECT floor_id FROM floor))";
+
+/// The claim statement's last row: the first ready task needing no capabilities from the
+/// floor on, locked or not (a claim in flight may yet roll back), and the counter it was
+/// read under.
+fn next_ready() -> String {
+    format!(
+        "SELECT 2, NULL, n.neg_priority, n.due_key, n.id, floor.ready_gen
+         FROM floor LEFT JOIN LATERAL (
+             SELECT t.neg_priority, t.due_key, t.id FROM tasks AS t
+             WHERE t.workspace_id = $1 AND t.caps = '' AND t.status = 'ready' AND {AT_FLOOR}
+             ORDER BY t.neg_priority, t.due_key, t.id LIMIT 1) AS n ON true"
+    )
+}
+
 /// The class of the advisory locks on workspaces (the first key of the two-key form; the
 /// second is the hash of the workspace id). "bt".
 const WORKSPACE_LOCK: i32 = 0x6274;
@@ -137,6 +169,10 @@ pub(crate) struct PgTx<'a> {
     agents_ahead: Vec<Agent>,
     /// Events about tasks appended: such a commit may make work claimable.
     task_events: usize,
+    /// Workspaces where this transaction made a task needing no capabilities ready (or
+    /// rewrote one that is): their claim floors are lowered only as it commits, so its own
+    /// claims there do not start at them.
+    readied: HashSet<String>,
     /// This process's claims in flight, and this transaction's writer among them.
     claiming: Option<ClaimSlot<'a>>,
 }
@@ -201,6 +237,7 @@ impl<'a> PgTx<'a> {
             ahead: Vec::new(),
             agents_ahead: Vec::new(),
             task_events: 0,
+            readied: HashSet::new(),
             claiming: None,
         }
     }
@@ -471,8 +508,8 @@ impl<'a> PgTx<'a> {
         });
     }
 
-    /// [`Tx::claim_candidates`]' statement and its arguments (`$1` the workspace, `$2` now),
-    /// passing over the tasks `passed_over`; and which parameter holds those, if any.
+    /// [`Tx::claim_candidates`]' query (`$1` the workspace, `$2` now), passing over the
+    /// tasks `passed_over`.
     ///
     /// The claim index leads with the capability set (`caps`). An agent without
     /// capabilities seeks the set of tasks that need none; otherwise the statement lists the
@@ -481,6 +518,10 @@ impl<'a> PgTx<'a> {
     /// is locked as it is read (`SKIP LOCKED`), so rows other claimers hold never leave a
     /// claim short; the rows of a page the merge leaves out stay locked to the commit, and
     /// other claimers take the next tasks until then (ARCHITECTURE.md).
+    ///
+    /// The set of tasks needing no capabilities is sought from the workspace's claim floor
+    /// on (schema version 5): the key below which none is ready, past the dead entries
+    /// claimed tasks leave at the head of the index until vacuum.
     fn candidates_query(
         &self,
         ws: &str,
@@ -488,7 +529,7 @@ impl<'a> PgTx<'a> {
         limit: u32,
         agent_capabilities: Option<&[String]>,
         passed_over: &[String],
-    ) -> Result<(String, Vec<Arg>, Option<usize>)> {
+    ) -> Result<Candidates> {
         let mut page = String::from(
             "SELECT t.body, t.neg_priority, t.due_key, t.id FROM tasks AS t
              WHERE t.workspace_id = $1 AND t.caps = {set} AND t.status = 'ready'
@@ -514,7 +555,21 @@ impl<'a> PgTx<'a> {
             " ORDER BY t.neg_priority, t.due_key, t.id LIMIT {limit} {lock}"
         ));
         if agent_capabilities.is_some_and(|caps| caps.is_empty()) {
-            return Ok((page.replace("{set}", "''"), args, skip));
+            let mut page = page.replace("{set}", "''");
+            let floored = !self.readied.contains(ws);
+            if floored {
+                page = page.replacen(
+                    "t.status = 'ready'",
+                    &format!("t.status = 'ready' AND {AT_FLOOR}"),
+                    1,
+                );
+            }
+            return Ok(Candidates {
+                sql: page,
+                args,
+                skip,
+                floored,
+            });
         }
         let servable = match agent_capabilities {
             Some(caps) => {
@@ -539,7 +594,74 @@ impl<'a> PgTx<'a> {
              ORDER BY p.neg_priority, p.due_key, p.id LIMIT {limit}",
             page.replace("{set}", "s.caps")
         );
-        Ok((sql, args, skip))
+        Ok(Candidates {
+            sql,
+            args,
+            skip,
+            floored: false,
+        })
+    }
+
+    /// Runs a claim's statement: the expired leases of `due` (a query) if given, else the
+    /// `candidates`; in a write transaction, also where the workspace's claim floor may
+    /// rise to ([`Pending::observe`]). The leases due and the candidates, in claim order.
+    fn claim_rows(
+        &mut self,
+        ws: &str,
+        due: Option<String>,
+        candidates: Candidates,
+    ) -> Result<(Vec<Task>, Vec<Task>)> {
+        let mut ctes = Vec::new();
+        let mut branches = Vec::new();
+        const NONE: &str = "NULL::bigint, NULL::bigint, NULL::text, NULL::bigint";
+        if candidates.floored {
+            ctes.push(FLOOR.to_string());
+        }
+        let mut gate = "";
+        if let Some(due) = due {
+            ctes.push(format!("due AS ({due})"));
+            branches.push(format!("SELECT 0, body, {NONE} FROM due"));
+            gate = " WHERE NOT EXISTS (SELECT 1 FROM due)";
+        }
+        branches.push(format!(
+            "SELECT 1, c.body, {NONE} FROM ({}) AS c{gate}",
+            candidates.sql
+        ));
+        if candidates.floored && self.writing {
+            branches.push(next_ready());
+        }
+        let with = if ctes.is_empty() {
+            String::new()
+        } else {
+            format!("WITH {} ", ctes.join(", "))
+        };
+        let sql = format!("{with}{}", branches.join(" UNION ALL "));
+        let (mut due, mut ready) = (Vec::new(), Vec::new());
+        for row in self.rows_now(&sql, &candidates.args)? {
+            match row.try_get::<i32, _>(0).map_err(db_err)? {
+                2 => {
+                    let id: Option<String> = row.try_get(4).map_err(db_err)?;
+                    if let Some(id) = id {
+                        self.pending.observe(Observed {
+                            ws: ws.to_string(),
+                            neg_priority: row.try_get(2).map_err(db_err)?,
+                            due_key: row.try_get(3).map_err(db_err)?,
+                            id,
+                            ready_gen: row.try_get(5).map_err(db_err)?,
+                        });
+                    }
+                }
+                kind => {
+                    let task: Task = from_json(&row.try_get::<String, _>(1).map_err(db_err)?)?;
+                    if kind == 0 { &mut due } else { &mut ready }.push(task);
+                }
+            }
+        }
+        // In claim order, which the union need not keep.
+        ready.sort_by(|a, b| claim_key(a).cmp(&claim_key(b)));
+        self.hold(ws, &due);
+        self.hold(ws, &ready);
+        Ok((due, ready))
     }
 
     /// Before a claim's query in a write transaction: the tasks it must pass over instead
@@ -783,10 +905,14 @@ impl Tx for PgTx<'_> {
             self.loaded
                 .retain(|l| !(l.ws == task.workspace_id && &l.task_id == parent));
         }
+        let columns = TaskColumns::of(task);
+        if columns.status == "ready" && columns.caps.is_empty() {
+            self.readied.insert(task.workspace_id.clone());
+        }
         self.pending.tasks.push(TaskRow {
             ws: task.workspace_id.clone(),
             id: task.id.clone(),
-            columns: TaskColumns::of(task),
+            columns,
             body: body.to_string(),
         });
         Ok(())
@@ -832,11 +958,8 @@ impl Tx for PgTx<'_> {
         agent_capabilities: Option<&[String]>,
     ) -> Result<Vec<Task>> {
         let passed_over = self.before_claim_query(ws)?;
-        let (sql, args, _) =
-            self.candidates_query(ws, now, limit, agent_capabilities, &passed_over)?;
-        let candidates: Vec<Task> = self.many_now(&sql, &args)?;
-        self.hold(ws, &candidates);
-        Ok(candidates)
+        let candidates = self.candidates_query(ws, now, limit, agent_capabilities, &passed_over)?;
+        Ok(self.claim_rows(ws, None, candidates)?.1)
     }
 
     fn expired_leases(&mut self, ws: &str, now: Millis, limit: u32) -> Result<Vec<Task>> {
@@ -853,31 +976,11 @@ impl Tx for PgTx<'_> {
         agent_capabilities: Option<&[String]>,
     ) -> Result<(Vec<Task>, Vec<Task>)> {
         let passed_over = self.before_claim_query(ws)?;
-        let (candidates, args, skip) =
-            self.candidates_query(ws, now, page, agent_capabilities, &passed_over)?;
+        let candidates = self.candidates_query(ws, now, page, agent_capabilities, &passed_over)?;
         // The candidates' branch runs only when no lease is due (a one-time filter), so it
         // locks nothing then.
-        let sql = format!(
-            "WITH due AS ({})
-             SELECT true, body FROM due
-             UNION ALL
-             SELECT false, c.body FROM ({candidates}) AS c WHERE NOT EXISTS (SELECT 1 FROM due)",
-            self.expired_query(reap_limit, skip)
-        );
-        let (mut due, mut ready) = (Vec::new(), Vec::new());
-        for row in self.rows_now(&sql, &args)? {
-            let task: Task = from_json(&row.try_get::<String, _>(1).map_err(db_err)?)?;
-            if row.try_get::<bool, _>(0).map_err(db_err)? {
-                due.push(task);
-            } else {
-                ready.push(task);
-            }
-        }
-        // In claim order, which the union need not keep.
-        ready.sort_by(|a, b| claim_key(a).cmp(&claim_key(b)));
-        self.hold(ws, &due);
-        self.hold(ws, &ready);
-        Ok((due, ready))
+        let due = self.expired_query(reap_limit, candidates.skip);
+        self.claim_rows(ws, Some(due), candidates)
     }
 
     fn open_children(&mut self, ws: &str, id: &str) -> Result<u64> {
