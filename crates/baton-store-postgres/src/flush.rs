@@ -58,6 +58,7 @@ pub(crate) struct Lens {
     tasks: usize,
     runs: usize,
     events: usize,
+    observations: usize,
 }
 
 /// The writes not yet sent, in the order they were made.
@@ -66,9 +67,10 @@ pub(crate) struct Pending {
     pub(crate) tasks: Vec<TaskRow>,
     pub(crate) runs: Vec<RunRow>,
     pub(crate) events: Vec<EventRow>,
-    /// The newest observation of each workspace's floor. Kept when a job is undone: what
-    /// a statement saw stays true of its snapshot.
+    /// The newest observation of each workspace's floor, for the commit.
     observed: Vec<Observed>,
+    /// Observations made so far, to tell whether an undone job made one.
+    observations: usize,
 }
 
 impl Pending {
@@ -108,6 +110,7 @@ impl Pending {
     pub(crate) fn observe(&mut self, seen: Observed) {
         self.observed.retain(|o| o.ws != seen.ws);
         self.observed.push(seen);
+        self.observations += 1;
     }
 
     pub(crate) fn lens(&self) -> Lens {
@@ -115,14 +118,20 @@ impl Pending {
             tasks: self.tasks.len(),
             runs: self.runs.len(),
             events: self.events.len(),
+            observations: self.observations,
         }
     }
 
-    /// Forgets what was added after `lens` was taken.
+    /// Forgets what was added after `lens` was taken. An observation of the floor made
+    /// since goes with every other: its statement saw the undone job's writes (a task it
+    /// took out of `ready` may be ready again), so the floor must not rise on it.
     pub(crate) fn truncate(&mut self, lens: Lens) {
         self.tasks.truncate(lens.tasks);
         self.runs.truncate(lens.runs);
         self.events.truncate(lens.events);
+        if self.observations != lens.observations {
+            self.observed.clear();
+        }
     }
 
     /// Sends the held-back rows, and the events too when `events` (the commit is next: the
@@ -140,7 +149,11 @@ impl Pending {
             return Ok(());
         }
         pending.sort_by(|a, b| a.ws.cmp(&b.ws)); // stable: append order within a workspace
-        let observed = std::mem::take(&mut self.observed);
+        let observed = if events {
+            std::mem::take(&mut self.observed)
+        } else {
+            Vec::new()
+        };
         let seen = |group: Option<&[EventRow]>| {
             group.and_then(|g| observed.iter().find(|o| o.ws == g[0].ws))
         };

@@ -6,15 +6,18 @@
 --
 -- The floor is a lower bound in every committed state:
 -- - Lowered by the database itself: a transaction that leaves such a task ready lowers the
---   floor to its key if it is below, and bumps `ready_gen`, as it commits (the trigger
---   below, deferred to the commit so that the workspace row is locked no longer than the
---   numbering of events locks it). Every writer keeps it so, whatever its version.
+--   floor to its key if it is below, and bumps `ready_gen`, as it commits (the triggers
+--   below, deferred to the commit, where the numbering of events already holds the
+--   workspace row's lock). Every writer keeps it so, whatever its version.
 -- - Raised by claims (`flush.rs`): a claim's statement reads the first ready entry from
 --   the floor on and `ready_gen`, in its own snapshot; its transaction's last statement
 --   raises the floor to that entry only if `ready_gen` still reads the same under the
 --   row's lock, that is if no task was made ready since that snapshot.
 -- A transaction's own claims after it made a task ready do not start at the floor, which
 -- it lowers only as it commits (`tx.rs`). The starting floor is below every key.
+-- `tasks` before `workspaces`, in the order writers take them (a task upsert, then the
+-- numbering of events): a writer of the version before must not deadlock with this.
+LOCK TABLE tasks IN SHARE ROW EXCLUSIVE MODE;
 ALTER TABLE workspaces
     ADD COLUMN ready_gen BIGINT NOT NULL DEFAULT 0,
     ADD COLUMN floor_neg BIGINT NOT NULL DEFAULT -9223372036854775808,
@@ -51,7 +54,15 @@ BEGIN
 END
 $$;
 
-CREATE CONSTRAINT TRIGGER tasks_lower_floor AFTER INSERT OR UPDATE ON tasks
+-- A task inserted ready, or updated into ready or below its key while ready: a task that
+-- stays ready at its key or above needs nothing, as the floor is at or below it already.
+CREATE CONSTRAINT TRIGGER tasks_inserted_lower_floor AFTER INSERT ON tasks
     DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
     WHEN (NEW.status = 'ready' AND NEW.caps = '')
+    EXECUTE FUNCTION baton_lower_floor();
+CREATE CONSTRAINT TRIGGER tasks_updated_lower_floor AFTER UPDATE ON tasks
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
+    WHEN (NEW.status = 'ready' AND NEW.caps = ''
+          AND (OLD.status <> 'ready' OR OLD.caps <> ''
+               OR (NEW.neg_priority, NEW.due_key, NEW.id) < (OLD.neg_priority, OLD.due_key, OLD.id)))
     EXECUTE FUNCTION baton_lower_floor();

@@ -451,6 +451,102 @@ fn the_claim_floor_rises_with_claims_and_falls_below_tasks_made_ready() {
     assert!(claim().is_empty());
 }
 
+/// With a savepoint per job (the batch's second try), a claim's observation of the floor
+/// outlives the sending of its job's rows and raises the floor at the commit; a job undone
+/// by its savepoint takes the observations with it, as its claim's snapshot saw its writes.
+#[test]
+fn the_claim_floor_rises_through_savepoints_but_not_on_an_undone_job() {
+    let Some((url, ws, ..)) = fixture() else {
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let baton = Baton::new(PgStore::open(&url).expect("open"), Arc::new(SystemClock));
+    let ids: Vec<String> = rt.block_on(async {
+        let actor = baton.actor("default", "planner").await.expect("actor");
+        let mut ids = Vec::new();
+        for i in 0..3 {
+            let req = CreateTask {
+                title: format!("t{i}"),
+                ..Default::default()
+            };
+            ids.push(
+                baton
+                    .create_task(&actor, None, req)
+                    .await
+                    .expect("create")
+                    .task
+                    .id,
+            );
+        }
+        ids
+    });
+    let claiming = Claiming::default();
+    let slot = ClaimSlot {
+        claiming: &claiming,
+        writer: 0,
+    };
+    let mut conn = Conn::open(&url).expect("connect");
+    let mut with_savepoints = |mut batch: Vec<Box<dyn WriteJob>>| {
+        let (results, _) = attempt(&mut conn, slot, LockMode::Shared, &mut batch, true)
+            .expect("commit")
+            .expect("results");
+        results
+    };
+    let before = floor_of(&url, &ws);
+
+    let undone = Arc::new(Mutex::new(Vec::new()));
+    let claim_then_fail = {
+        let (w, out) = (ws.clone(), undone.clone());
+        agent_probe(&ws, "a", move |tx: &mut dyn Tx| {
+            let mut ctx = baton_core::ops::Ctx {
+                tx,
+                now: baton_core::time::Clock::now(&SystemClock),
+                ws: &w,
+                actor: "test",
+            };
+            let req = ClaimRequest {
+                agent: "a".into(),
+                ..Default::default()
+            };
+            let claims = baton_core::ops::lease::claim(&mut ctx, &req)?;
+            out.lock()
+                .unwrap()
+                .extend(claims.claims.into_iter().map(|c| c.task.id));
+            Err(Error::invalid("undone on purpose", ""))
+        })
+    };
+    // An event of its own, so that the commit numbers events (where the floor would rise).
+    let w = ws.clone();
+    let note = probe(&ws, &ids[2], move |tx| {
+        tx.append_event(baton_core::store::NewEvent {
+            workspace_id: &w,
+            kind: "test.noted",
+            at: baton_core::time::Clock::now(&SystemClock),
+            actor: "test",
+            task_id: None,
+            data: "{}",
+        })
+    });
+    let results = with_savepoints(vec![claim_then_fail, note]);
+    assert!(results[0].is_err() && results[1].is_ok(), "{results:?}");
+    assert_eq!(
+        undone.lock().unwrap().clone(),
+        ids[..1],
+        "it did claim, then was undone"
+    );
+    assert_eq!(
+        floor_of(&url, &ws).0,
+        before.0,
+        "no rise on the undone job's claim"
+    );
+
+    let claimed = Arc::new(Mutex::new(Vec::new()));
+    let results = with_savepoints(vec![claim_job(&ws, "a", 1, claimed.clone())]);
+    assert!(results[0].is_ok(), "{results:?}");
+    assert_eq!(claimed.lock().unwrap().clone(), ids[..1]);
+    assert_eq!(floor_of(&url, &ws).0, (0, i64::MAX, ids[0].clone()));
+}
+
 /// A child that ends earlier in a batch frees its parent for a later claim in the same
 /// commit, which takes it in claim order (the parent before a lower-priority task).
 #[test]
@@ -530,10 +626,10 @@ fn replay_shows_a_counter_that_disagrees_with_the_log() {
     );
 }
 
-/// Takes a store at the current version back to version 4 (the claim floor's trigger and
+/// Takes a store at the current version back to version 4 (the claim floor's triggers and
 /// columns gone), as the migration tests start from older versions.
-const BACK_TO_4: &str =
-    "DROP TRIGGER tasks_lower_floor ON tasks; DROP FUNCTION baton_lower_floor();
+const BACK_TO_4: &str = "DROP TRIGGER tasks_inserted_lower_floor ON tasks;
+     DROP TRIGGER tasks_updated_lower_floor ON tasks; DROP FUNCTION baton_lower_floor();
      ALTER TABLE workspaces DROP COLUMN ready_gen, DROP COLUMN floor_neg, DROP COLUMN floor_due,
          DROP COLUMN floor_id;
      DELETE FROM baton_schema WHERE version >= 5;";
