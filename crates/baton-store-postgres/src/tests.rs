@@ -4,7 +4,7 @@
 //! directly.
 
 use super::*;
-use baton_core::api::{ClaimRequest, CreateTask};
+use baton_core::api::{Actor, ClaimRequest, CreateTask};
 use baton_core::model::Task;
 use baton_core::state::Status;
 use baton_core::store::Loads;
@@ -216,6 +216,20 @@ fn agents_loaded_ahead_see_the_writes_of_earlier_jobs() {
         .expect("read");
 }
 
+/// Creates `n` ready tasks titled `{prefix}{i}`; their ids in creation order.
+async fn create_ready(baton: &Baton, actor: &Actor, prefix: &str, n: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let req = CreateTask {
+            title: format!("{prefix}{i}"),
+            ..Default::default()
+        };
+        let created = baton.create_task(actor, None, req).await.expect("create");
+        ids.push(created.task.id);
+    }
+    ids
+}
+
 /// A shared job that runs a claim as the operation layer does.
 fn claim_job(ws: &str, agent: &str, count: u32, out: Arc<Mutex<Vec<String>>>) -> Box<dyn WriteJob> {
     let (job_ws, job_agent) = (ws.to_string(), agent.to_string());
@@ -261,22 +275,7 @@ fn claims_in_one_commit_never_share_a_task() {
             let none = baton.claim(&actor, None, req).await.expect("claim");
             assert!(none.claims.is_empty());
         }
-        let mut ids = Vec::new();
-        for i in 0..5 {
-            let req = CreateTask {
-                title: format!("ready {i}"),
-                ..Default::default()
-            };
-            ids.push(
-                baton
-                    .create_task(&actor, None, req)
-                    .await
-                    .expect("create")
-                    .task
-                    .id,
-            );
-        }
-        ids
+        create_ready(&baton, &actor, "ready ", 5).await
     });
     let claimed = Arc::new(Mutex::new(Vec::new()));
     let batch = vec![
@@ -325,16 +324,7 @@ fn claims_pass_over_what_other_writers_hold_until_their_transactions_end() {
     let ready: Vec<String> = rt.block_on(async {
         let baton = Baton::new(store, Arc::new(SystemClock));
         let actor = baton.actor("default", "planner").await.expect("actor");
-        let mut ids = Vec::new();
-        for title in ["first", "second"] {
-            let req = CreateTask {
-                title: title.into(),
-                ..Default::default()
-            };
-            let created = baton.create_task(&actor, None, req).await.expect("create");
-            ids.push(created.task.id);
-        }
-        ids
+        create_ready(&baton, &actor, "ready ", 2).await
     });
     let now = baton_core::time::Clock::now(&SystemClock);
     let claiming = Claiming::default();
@@ -463,22 +453,7 @@ fn the_claim_floor_rises_through_savepoints_but_not_on_an_undone_job() {
     let baton = Baton::new(PgStore::open(&url).expect("open"), Arc::new(SystemClock));
     let ids: Vec<String> = rt.block_on(async {
         let actor = baton.actor("default", "planner").await.expect("actor");
-        let mut ids = Vec::new();
-        for i in 0..3 {
-            let req = CreateTask {
-                title: format!("t{i}"),
-                ..Default::default()
-            };
-            ids.push(
-                baton
-                    .create_task(&actor, None, req)
-                    .await
-                    .expect("create")
-                    .task
-                    .id,
-            );
-        }
-        ids
+        create_ready(&baton, &actor, "t", 3).await
     });
     let claiming = Claiming::default();
     let slot = ClaimSlot {
