@@ -331,8 +331,9 @@ fn send(
                 .collect::<String>();
             // Under the row's lock, `ready_gen` as the claim read it means no task was made
             // ready since: the floor may rise to the first ready task the claim saw (the
-            // triggers of schema version 5 lower it after this, if this very statement
-            // made one ready). Never below where it is: both are lower bounds.
+            // triggers of schema version 5 lower it again at the commit, after this, if
+            // this transaction made one ready). Never below where it is: both are lower
+            // bounds.
             let raise = observed
                 .map(|o| {
                     let gen = param(&mut cols, Col::OneInt(o.ready_gen), "bigint");

@@ -232,6 +232,17 @@ async fn create_ready(baton: &Baton, actor: &Actor, prefix: &str, n: usize) -> V
 
 /// A shared job that runs a claim as the operation layer does.
 fn claim_job(ws: &str, agent: &str, count: u32, out: Arc<Mutex<Vec<String>>>) -> Box<dyn WriteJob> {
+    claim_job_then(ws, agent, count, out, Ok(()))
+}
+
+/// A claim job that ends with `outcome` once it has claimed (an error undoes it).
+fn claim_job_then(
+    ws: &str,
+    agent: &str,
+    count: u32,
+    out: Arc<Mutex<Vec<String>>>,
+    outcome: Result<()>,
+) -> Box<dyn WriteJob> {
     let (job_ws, job_agent) = (ws.to_string(), agent.to_string());
     agent_probe(ws, agent, move |tx: &mut dyn Tx| {
         let mut ctx = baton_core::ops::Ctx {
@@ -248,7 +259,7 @@ fn claim_job(ws: &str, agent: &str, count: u32, out: Arc<Mutex<Vec<String>>>) ->
         let claims = baton_core::ops::lease::claim(&mut ctx, &req)?;
         let mut out = out.lock().unwrap();
         out.extend(claims.claims.into_iter().map(|c| c.task.id));
-        Ok(())
+        outcome.clone()
     })
 }
 
@@ -470,26 +481,8 @@ fn the_claim_floor_rises_through_savepoints_but_not_on_an_undone_job() {
     let before = floor_of(&url, &ws);
 
     let undone = Arc::new(Mutex::new(Vec::new()));
-    let claim_then_fail = {
-        let (w, out) = (ws.clone(), undone.clone());
-        agent_probe(&ws, "a", move |tx: &mut dyn Tx| {
-            let mut ctx = baton_core::ops::Ctx {
-                tx,
-                now: baton_core::time::Clock::now(&SystemClock),
-                ws: &w,
-                actor: "test",
-            };
-            let req = ClaimRequest {
-                agent: "a".into(),
-                ..Default::default()
-            };
-            let claims = baton_core::ops::lease::claim(&mut ctx, &req)?;
-            out.lock()
-                .unwrap()
-                .extend(claims.claims.into_iter().map(|c| c.task.id));
-            Err(Error::invalid("undone on purpose", ""))
-        })
-    };
+    let undone_on_purpose = Err(Error::invalid("undone on purpose", ""));
+    let claim_then_fail = claim_job_then(&ws, "a", 1, undone.clone(), undone_on_purpose);
     // An event of its own, so that the commit numbers events (where the floor would rise).
     let w = ws.clone();
     let note = probe(&ws, &ids[2], move |tx| {

@@ -532,7 +532,7 @@ impl<'a> PgTx<'a> {
     ) -> Result<Candidates> {
         let mut page = String::from(
             "SELECT t.body, t.neg_priority, t.due_key, t.id FROM tasks AS t
-             WHERE t.workspace_id = $1 AND t.caps = {set} AND t.status = 'ready'
+             WHERE t.workspace_id = $1 AND t.caps = {set} AND t.status = 'ready'{floor}
                AND (t.not_before IS NULL OR t.not_before <= $2)
                AND t.project_id NOT IN (SELECT id FROM projects WHERE workspace_id = $1 AND killed)
                AND NOT EXISTS (SELECT 1 FROM tasks AS c WHERE c.workspace_id = $1 AND c.parent_id = t.id
@@ -555,17 +555,14 @@ impl<'a> PgTx<'a> {
             " ORDER BY t.neg_priority, t.due_key, t.id LIMIT {limit} {lock}"
         ));
         if agent_capabilities.is_some_and(|caps| caps.is_empty()) {
-            let mut page = page.replace("{set}", "''");
             let floored = !self.readied.contains(ws);
-            if floored {
-                page = page.replacen(
-                    "t.status = 'ready'",
-                    &format!("t.status = 'ready' AND {AT_FLOOR}"),
-                    1,
-                );
-            }
+            let floor = if floored {
+                format!(" AND {AT_FLOOR}")
+            } else {
+                String::new()
+            };
             return Ok(Candidates {
-                sql: page,
+                sql: page.replace("{set}", "''").replace("{floor}", &floor),
                 args,
                 skip,
                 floored,
@@ -592,7 +589,7 @@ impl<'a> PgTx<'a> {
              SELECT p.body FROM sets AS s CROSS JOIN LATERAL ({}) AS p
              WHERE s.caps IS NOT NULL{servable}
              ORDER BY p.neg_priority, p.due_key, p.id LIMIT {limit}",
-            page.replace("{set}", "s.caps")
+            page.replace("{set}", "s.caps").replace("{floor}", "")
         );
         Ok(Candidates {
             sql,
