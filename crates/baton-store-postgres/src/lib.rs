@@ -479,7 +479,9 @@ fn attempt(
     let alone = batch.len() == 1;
     let ahead: Vec<_> = batch.iter().filter_map(|job| job.loads()).collect();
     tx.load_ahead(&ahead)?;
-    for job in batch.iter_mut() {
+    let jobs = batch.len();
+    for (i, job) in batch.iter_mut().enumerate() {
+        tx.jobs_left(jobs - i);
         if savepoints {
             tx.batch("SAVEPOINT job")?;
         }

@@ -91,6 +91,21 @@ fn commit_together(url: &str, mut batch: Vec<Box<dyn WriteJob>>) {
     assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
 }
 
+/// Runs `batch` as one transaction with a savepoint per job (as a batch's second try
+/// does), on a connection of its own; each job's result.
+fn commit_with_savepoints(url: &str, mut batch: Vec<Box<dyn WriteJob>>) -> Vec<Result<()>> {
+    let mut conn = Conn::open(url).expect("connect");
+    let claiming = Claiming::default();
+    let slot = ClaimSlot {
+        claiming: &claiming,
+        writer: 0,
+    };
+    let (results, _) = attempt(&mut conn, slot, LockMode::Shared, &mut batch, true)
+        .expect("commit")
+        .expect("results");
+    results
+}
+
 /// A fresh database with a parent task and its child, both claimed, and a third claimed
 /// task; the URL, the workspace id and the three tasks.
 fn fixture() -> Option<(String, String, Task, Task, Task)> {
@@ -466,18 +481,7 @@ fn the_claim_floor_rises_through_savepoints_but_not_on_an_undone_job() {
         let actor = baton.actor("default", "planner").await.expect("actor");
         create_ready(&baton, &actor, "t", 3).await
     });
-    let claiming = Claiming::default();
-    let slot = ClaimSlot {
-        claiming: &claiming,
-        writer: 0,
-    };
-    let mut conn = Conn::open(&url).expect("connect");
-    let mut with_savepoints = |mut batch: Vec<Box<dyn WriteJob>>| {
-        let (results, _) = attempt(&mut conn, slot, LockMode::Shared, &mut batch, true)
-            .expect("commit")
-            .expect("results");
-        results
-    };
+    let with_savepoints = |batch| commit_with_savepoints(&url, batch);
     let before = floor_of(&url, &ws);
 
     let undone = Arc::new(Mutex::new(Vec::new()));
@@ -513,6 +517,107 @@ fn the_claim_floor_rises_through_savepoints_but_not_on_an_undone_job() {
     assert!(results[0].is_ok(), "{results:?}");
     assert_eq!(claimed.lock().unwrap().clone(), ids[..1]);
     assert_eq!(floor_of(&url, &ws).0, (0, i64::MAX, ids[0].clone()));
+}
+
+/// The claims of one commit's jobs are taken by the first one's statement, for the jobs
+/// after it (the pool): each gets its own tasks, in claim order, whatever its agent's
+/// capabilities (an agent with some takes from the set needing none too, by a statement
+/// of its own that passes over nothing the pool holds for others).
+#[test]
+fn claims_of_one_commit_are_served_in_claim_order() {
+    let Some((url, ws, ..)) = fixture() else {
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let baton = Baton::new(PgStore::open(&url).expect("open"), Arc::new(SystemClock));
+    let ids = rt.block_on(async {
+        let actor = baton.actor("default", "planner").await.expect("actor");
+        for (agent, capabilities) in [("b", vec![]), ("c", vec![]), ("d", vec!["x".to_string()])] {
+            let req = ClaimRequest {
+                agent: agent.into(),
+                capabilities,
+                ..Default::default()
+            };
+            let none = baton.claim(&actor, None, req).await.expect("claim");
+            assert!(none.claims.is_empty());
+        }
+        create_ready(&baton, &actor, "ready ", 7).await
+    });
+    let claimed = Arc::new(Mutex::new(Vec::new()));
+    commit_together(
+        &url,
+        vec![
+            claim_job(&ws, "a", 2, claimed.clone()),
+            claim_job(&ws, "d", 1, claimed.clone()),
+            claim_job(&ws, "b", 2, claimed.clone()),
+            claim_job(&ws, "c", 1, claimed.clone()),
+        ],
+    );
+    assert_eq!(claimed.lock().unwrap().clone(), ids[..6]);
+}
+
+/// A job undone by its savepoint gives back what it took from the pool: locked to the
+/// commit and unclaimed, then the next claim's. A pool filled by an undone job is gone
+/// with its locks: the next job's claim reads afresh and takes the same first task.
+#[test]
+fn a_claim_undone_by_its_savepoint_gives_its_tasks_back() {
+    let Some((url, ws, ..)) = fixture() else {
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let baton = Baton::new(PgStore::open(&url).expect("open"), Arc::new(SystemClock));
+    let actor = rt
+        .block_on(baton.actor("default", "planner"))
+        .expect("actor");
+    let ids = rt.block_on(create_ready(&baton, &actor, "ready ", 6));
+    let undone_on_purpose = || Err(Error::invalid("undone on purpose", ""));
+    let (claimed, undone) = (
+        Arc::new(Mutex::new(Vec::new())),
+        Arc::new(Mutex::new(Vec::new())),
+    );
+
+    let results = commit_with_savepoints(
+        &url,
+        vec![
+            claim_job(&ws, "a", 1, claimed.clone()),
+            claim_job_then(&ws, "b", 1, undone.clone(), undone_on_purpose()),
+            claim_job(&ws, "c", 1, claimed.clone()),
+        ],
+    );
+    assert!(results[0].is_ok() && results[1].is_err() && results[2].is_ok());
+    assert_eq!(undone.lock().unwrap().clone(), ids[1..2]);
+    assert_eq!(
+        claimed.lock().unwrap().clone(),
+        vec![ids[0].clone(), ids[2].clone()]
+    );
+    let next = |agent: &str| {
+        let req = ClaimRequest {
+            agent: agent.into(),
+            ..Default::default()
+        };
+        let claims = rt
+            .block_on(baton.claim(&actor, None, req))
+            .expect("claim")
+            .claims;
+        claims.into_iter().map(|c| c.task.id).collect::<Vec<_>>()
+    };
+    assert_eq!(next("e"), ids[1..2], "back in the queue");
+
+    let (claimed, undone) = (
+        Arc::new(Mutex::new(Vec::new())),
+        Arc::new(Mutex::new(Vec::new())),
+    );
+    let results = commit_with_savepoints(
+        &url,
+        vec![
+            claim_job_then(&ws, "a", 1, undone.clone(), undone_on_purpose()),
+            claim_job(&ws, "b", 1, claimed.clone()),
+        ],
+    );
+    assert!(results[0].is_err() && results[1].is_ok());
+    assert_eq!(undone.lock().unwrap().clone(), ids[3..4]);
+    assert_eq!(claimed.lock().unwrap().clone(), ids[3..4]);
+    assert_eq!(next("e"), ids[4..5]);
 }
 
 /// A child that ends earlier in a batch frees its parent for a later claim in the same

@@ -123,6 +123,9 @@ fn next_ready() -> String {
     )
 }
 
+/// The most tasks one claim statement takes for the pool and its own claim together.
+const POOL_MAX: u32 = 256;
+
 /// The class of the advisory locks on workspaces (the first key of the two-key form; the
 /// second is the hash of the workspace id). "bt".
 const WORKSPACE_LOCK: i32 = 0x6274;
@@ -173,6 +176,16 @@ pub(crate) struct PgTx<'a> {
     /// rewrote one that is): their claim floors are lowered only as it commits, so its own
     /// claims there do not start at them.
     readied: HashSet<String>,
+    /// Ready tasks needing no capabilities that a claim's statement locked beyond its own
+    /// claim, for the claims of this transaction's next jobs (with their workspace, in
+    /// claim order): one statement claims for a commit's jobs instead of one each.
+    pool: Option<(String, Vec<Task>)>,
+    /// Statements that filled the pool, to tell whether an undone job did (its locks went
+    /// with its savepoint).
+    pool_fills: usize,
+    /// Jobs of this transaction yet to run, the running one included: how many claims a
+    /// statement may take for.
+    jobs_left: u32,
     /// This process's claims in flight, and this transaction's writer among them.
     claiming: Option<ClaimSlot<'a>>,
 }
@@ -194,6 +207,7 @@ pub(crate) struct Mark {
     pending: Lens,
     task_events: usize,
     held: usize,
+    pool_fills: usize,
 }
 
 /// A statement with its parameters bound.
@@ -238,6 +252,9 @@ impl<'a> PgTx<'a> {
             agents_ahead: Vec::new(),
             task_events: 0,
             readied: HashSet::new(),
+            pool: None,
+            pool_fills: 0,
+            jobs_left: 1,
             claiming: None,
         }
     }
@@ -298,7 +315,13 @@ impl<'a> PgTx<'a> {
                 .claiming
                 .map(|slot| slot.claiming.held_count(slot.writer))
                 .unwrap_or(0),
+            pool_fills: self.pool_fills,
         }
+    }
+
+    /// Tells the transaction how many of its jobs are yet to run, the next one included.
+    pub(crate) fn jobs_left(&mut self, n: usize) {
+        self.jobs_left = n.clamp(1, u32::MAX as usize) as u32;
     }
 
     /// Forgets what the job after `mark` added, once its savepoint is rolled back (which
@@ -313,6 +336,11 @@ impl<'a> PgTx<'a> {
         // The tasks the job's claim queries locked: their locks are released.
         if let Some(slot) = self.claiming {
             slot.claiming.release_after(slot.writer, mark.held);
+        }
+        // A pool the job filled is no longer locked; tasks it took from an older one stay
+        // locked to the commit, unclaimed.
+        if self.pool_fills != mark.pool_fills {
+            self.pool = None;
         }
     }
 
@@ -675,6 +703,8 @@ impl<'a> PgTx<'a> {
         let mut passed_over = match self.pending.unsent_unclaimable(ws) {
             Some(ids) => ids,
             None => {
+                // A task made ready or freed may come before the pool's.
+                self.pool = None;
                 self.flush_rows()?;
                 Vec::new()
             }
@@ -683,6 +713,60 @@ impl<'a> PgTx<'a> {
             passed_over.extend(slot.claiming.held_by_others(slot.writer, ws));
         }
         Ok(passed_over)
+    }
+
+    /// Whether a claim of an agent with `agent_capabilities` in `ws` may be served from the
+    /// pool or fill it: a write transaction's claim from the floor (agents without
+    /// capabilities, no task made ready here by this transaction).
+    fn pools(&self, ws: &str, agent_capabilities: Option<&[String]>) -> bool {
+        self.writing
+            && agent_capabilities.is_some_and(|caps| caps.is_empty())
+            && !self.readied.contains(ws)
+    }
+
+    /// The first `limit` tasks of the pool, if it holds that many of `ws` and may serve
+    /// this claim.
+    fn take_pooled(
+        &mut self,
+        ws: &str,
+        limit: u32,
+        agent_capabilities: Option<&[String]>,
+    ) -> Option<Vec<Task>> {
+        if !self.pools(ws, agent_capabilities) {
+            self.pool = None;
+            return None;
+        }
+        let (pool_ws, tasks) = self.pool.as_mut()?;
+        if pool_ws != ws || tasks.len() < limit as usize {
+            return None;
+        }
+        Some(tasks.drain(..limit as usize).collect())
+    }
+
+    /// How many tasks a claim's statement takes: `limit` for each job yet to run, when the
+    /// rest may go to the pool (each later job claims at most its own count; a job that
+    /// claims fewer, or none, leaves tasks locked to the commit, which other claimers pass
+    /// over until then).
+    fn claims_to_fetch(&self, ws: &str, limit: u32, agent_capabilities: Option<&[String]>) -> u32 {
+        if self.pools(ws, agent_capabilities) {
+            limit
+                .saturating_mul(self.jobs_left)
+                .min(POOL_MAX.max(limit))
+        } else {
+            limit
+        }
+    }
+
+    /// The job's own `limit` of `ready`; the rest, if any, becomes the pool.
+    fn pool_rest(&mut self, ws: &str, mut ready: Vec<Task>, limit: u32) -> Vec<Task> {
+        if ready.len() > limit as usize {
+            let rest = ready.split_off(limit as usize);
+            self.pool = Some((ws.to_string(), rest));
+            self.pool_fills += 1;
+        } else {
+            self.pool = None;
+        }
+        ready
     }
 
     /// Records the tasks a claim's query locked, for the other writers to pass over.
@@ -902,6 +986,12 @@ impl Tx for PgTx<'_> {
             self.loaded
                 .retain(|l| !(l.ws == task.workspace_id && &l.task_id == parent));
         }
+        // A task this transaction writes is no longer as the pool read it.
+        if let Some((ws, pooled)) = &mut self.pool {
+            if *ws == task.workspace_id {
+                pooled.retain(|t| t.id != task.id);
+            }
+        }
         let columns = TaskColumns::of(task);
         if columns.status == "ready" && columns.caps.is_empty() {
             self.readied.insert(task.workspace_id.clone());
@@ -955,8 +1045,13 @@ impl Tx for PgTx<'_> {
         agent_capabilities: Option<&[String]>,
     ) -> Result<Vec<Task>> {
         let passed_over = self.before_claim_query(ws)?;
-        let candidates = self.candidates_query(ws, now, limit, agent_capabilities, &passed_over)?;
-        Ok(self.claim_rows(ws, None, candidates)?.1)
+        if let Some(pooled) = self.take_pooled(ws, limit, agent_capabilities) {
+            return Ok(pooled);
+        }
+        let fetch = self.claims_to_fetch(ws, limit, agent_capabilities);
+        let candidates = self.candidates_query(ws, now, fetch, agent_capabilities, &passed_over)?;
+        let (_, ready) = self.claim_rows(ws, None, candidates)?;
+        Ok(self.pool_rest(ws, ready, limit))
     }
 
     fn expired_leases(&mut self, ws: &str, now: Millis, limit: u32) -> Result<Vec<Task>> {
@@ -973,11 +1068,16 @@ impl Tx for PgTx<'_> {
         agent_capabilities: Option<&[String]>,
     ) -> Result<(Vec<Task>, Vec<Task>)> {
         let passed_over = self.before_claim_query(ws)?;
-        let candidates = self.candidates_query(ws, now, page, agent_capabilities, &passed_over)?;
+        if let Some(pooled) = self.take_pooled(ws, page, agent_capabilities) {
+            return Ok((Vec::new(), pooled));
+        }
+        let fetch = self.claims_to_fetch(ws, page, agent_capabilities);
+        let candidates = self.candidates_query(ws, now, fetch, agent_capabilities, &passed_over)?;
         // The candidates' branch runs only when no lease is due (a one-time filter), so it
         // locks nothing then.
         let due = self.expired_query(reap_limit, candidates.skip);
-        self.claim_rows(ws, Some(due), candidates)
+        let (due, ready) = self.claim_rows(ws, Some(due), candidates)?;
+        Ok((due, self.pool_rest(ws, ready, page)))
     }
 
     fn open_children(&mut self, ws: &str, id: &str) -> Result<u64> {
