@@ -31,7 +31,7 @@ mod migrate;
 mod tests;
 mod tx;
 
-use baton_core::store::{LockMode, Store, Tx, WriteJob};
+use baton_core::store::{Loads, LockMode, Store, Tx, WriteJob};
 use baton_core::{Code, Error, Result};
 use claiming::{ClaimSlot, Claiming};
 use sqlx::Connection;
@@ -479,9 +479,18 @@ fn attempt(
     let alone = batch.len() == 1;
     let ahead: Vec<_> = batch.iter().filter_map(|job| job.loads()).collect();
     tx.load_ahead(&ahead)?;
-    let jobs = batch.len();
-    for (i, job) in batch.iter_mut().enumerate() {
-        tx.jobs_left(jobs - i);
+    // For each job, the claim jobs from it on: what a claim's statement may take for.
+    let mut claims_left: Vec<usize> = batch
+        .iter()
+        .rev()
+        .scan(0, |n, job| {
+            *n += usize::from(matches!(job.loads(), Some((Loads::Agent, ..))));
+            Some(*n)
+        })
+        .collect();
+    claims_left.reverse();
+    for (job, claims) in batch.iter_mut().zip(claims_left) {
+        tx.claims_left(claims);
         if savepoints {
             tx.batch("SAVEPOINT job")?;
         }

@@ -662,6 +662,59 @@ fn a_claim_sees_a_parent_freed_earlier_in_its_commit() {
     assert_eq!(claimed, vec![parent.id.clone()], "not {}", low.id);
 }
 
+/// A child ended after a commit's first claim filled the pool frees its parent for a
+/// later claim of that commit, even once the child's row has been sent (here by a read
+/// between them): the claim reads afresh and takes the parent, ahead of the pool's tasks.
+#[test]
+fn a_claim_sees_a_parent_freed_after_the_pool_was_filled() {
+    let Some((url, ws, ..)) = fixture() else {
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let baton = Baton::new(PgStore::open(&url).expect("open"), Arc::new(SystemClock));
+    let (parent, child, low) = rt.block_on(async {
+        let actor = baton.actor("default", "planner").await.expect("actor");
+        let create = |title: &str, priority: i64, parent: Option<&str>| CreateTask {
+            title: title.into(),
+            priority: Some(priority),
+            parent_id: parent.map(str::to_string),
+            ..Default::default()
+        };
+        let mut low = Vec::new();
+        for i in 0..3 {
+            let task = baton.create_task(&actor, None, create(&format!("low {i}"), 1, None));
+            low.push(task.await.expect("create").task.id);
+        }
+        let parent = baton.create_task(&actor, None, create("parent", 10, None));
+        let parent = parent.await.expect("create").task;
+        let child = baton.create_task(&actor, None, create("child", 20, Some(&parent.id)));
+        let child = child.await.expect("create").task;
+        let req = ClaimRequest {
+            agent: "b".into(),
+            ..Default::default()
+        };
+        let claimed = baton.claim(&actor, None, req).await.expect("claim");
+        assert_eq!(claimed.claims[0].task.id, child.id);
+        (parent, child, low)
+    });
+    let (first, later) = (
+        Arc::new(Mutex::new(Vec::new())),
+        Arc::new(Mutex::new(Vec::new())),
+    );
+    let (w, p) = (ws.clone(), parent.id.clone());
+    let batch = vec![
+        claim_job(&ws, "a", 1, first.clone()),
+        set_status(&ws, &child.id, Status::Done),
+        probe(&ws, &parent.id, move |tx| {
+            tx.open_children(&w, &p).map(|_| ())
+        }),
+        claim_job(&ws, "b", 1, later.clone()),
+    ];
+    commit_together(&url, batch);
+    assert_eq!(first.lock().unwrap().clone(), low[..1]);
+    assert_eq!(later.lock().unwrap().clone(), vec![parent.id.clone()]);
+}
+
 /// Replay compares this store's event counter with its log (the embedded store keeps none,
 /// so the shared projection reads the log): a counter that drifted shows in the workspace's
 /// row, and a store whose counter agrees replays equal.

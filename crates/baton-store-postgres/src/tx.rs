@@ -183,9 +183,12 @@ pub(crate) struct PgTx<'a> {
     /// Statements that filled the pool, to tell whether an undone job did (its locks went
     /// with its savepoint).
     pool_fills: usize,
-    /// Jobs of this transaction yet to run, the running one included: how many claims a
-    /// statement may take for.
-    jobs_left: u32,
+    /// Claim jobs of this transaction yet to run, the running one included: how many
+    /// claims a statement may take for.
+    claims_left: u32,
+    /// Workspaces where this transaction ended a child: its parent may be claimable now,
+    /// ahead of the pool's tasks, so claims there read afresh.
+    freed: HashSet<String>,
     /// This process's claims in flight, and this transaction's writer among them.
     claiming: Option<ClaimSlot<'a>>,
 }
@@ -254,7 +257,8 @@ impl<'a> PgTx<'a> {
             readied: HashSet::new(),
             pool: None,
             pool_fills: 0,
-            jobs_left: 1,
+            claims_left: 1,
+            freed: HashSet::new(),
             claiming: None,
         }
     }
@@ -319,9 +323,10 @@ impl<'a> PgTx<'a> {
         }
     }
 
-    /// Tells the transaction how many of its jobs are yet to run, the next one included.
-    pub(crate) fn jobs_left(&mut self, n: usize) {
-        self.jobs_left = n.clamp(1, u32::MAX as usize) as u32;
+    /// Tells the transaction how many of its claim jobs are yet to run, the next job
+    /// included if it is one.
+    pub(crate) fn claims_left(&mut self, n: usize) {
+        self.claims_left = n.clamp(1, u32::MAX as usize) as u32;
     }
 
     /// Forgets what the job after `mark` added, once its savepoint is rolled back (which
@@ -717,11 +722,13 @@ impl<'a> PgTx<'a> {
 
     /// Whether a claim of an agent with `agent_capabilities` in `ws` may be served from the
     /// pool or fill it: a write transaction's claim from the floor (agents without
-    /// capabilities, no task made ready here by this transaction).
+    /// capabilities, no task made ready here by this transaction), with no child ended
+    /// here by it (a claim must see the parent it may have freed).
     fn pools(&self, ws: &str, agent_capabilities: Option<&[String]>) -> bool {
         self.writing
             && agent_capabilities.is_some_and(|caps| caps.is_empty())
             && !self.readied.contains(ws)
+            && !self.freed.contains(ws)
     }
 
     /// The first `limit` tasks of the pool, if it holds that many of `ws` and may serve
@@ -743,14 +750,13 @@ impl<'a> PgTx<'a> {
         Some(tasks.drain(..limit as usize).collect())
     }
 
-    /// How many tasks a claim's statement takes: `limit` for each job yet to run, when the
-    /// rest may go to the pool (each later job claims at most its own count; a job that
-    /// claims fewer, or none, leaves tasks locked to the commit, which other claimers pass
-    /// over until then).
+    /// How many tasks a claim's statement takes: `limit` for each claim job yet to run,
+    /// when the rest may go to the pool (a later job that claims fewer, or none, leaves
+    /// tasks locked to the commit, which other claimers pass over until then).
     fn claims_to_fetch(&self, ws: &str, limit: u32, agent_capabilities: Option<&[String]>) -> u32 {
         if self.pools(ws, agent_capabilities) {
             limit
-                .saturating_mul(self.jobs_left)
+                .saturating_mul(self.claims_left)
                 .min(POOL_MAX.max(limit))
         } else {
             limit
@@ -995,6 +1001,9 @@ impl Tx for PgTx<'_> {
         let columns = TaskColumns::of(task);
         if columns.status == "ready" && columns.caps.is_empty() {
             self.readied.insert(task.workspace_id.clone());
+        }
+        if columns.parent_id.is_some() && matches!(columns.status, "done" | "failed" | "canceled") {
+            self.freed.insert(task.workspace_id.clone());
         }
         self.pending.tasks.push(TaskRow {
             ws: task.workspace_id.clone(),
