@@ -620,59 +620,13 @@ fn a_claim_undone_by_its_savepoint_gives_its_tasks_back() {
     assert_eq!(next("e"), ids[4..5]);
 }
 
-/// A child that ends earlier in a batch frees its parent for a later claim in the same
-/// commit, which takes it in claim order (the parent before a lower-priority task).
-#[test]
-fn a_claim_sees_a_parent_freed_earlier_in_its_commit() {
-    let Some((url, ws, _, _, _)) = fixture() else {
-        return;
-    };
+/// `lows` ready tasks of priority 1 (their ids), then a parent of priority 10 whose one
+/// child (priority 20) agent "b" has claimed: the parent is ready, not claimable until the
+/// child ends, and ahead of the low ones in claim order.
+fn parent_with_a_claimed_child(url: &str, lows: usize) -> (Task, Task, Vec<String>) {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let store = PgStore::open(&url).expect("open the store");
-    let (parent, child, low) = rt.block_on(async {
-        let baton = Baton::new(store, Arc::new(SystemClock));
-        let actor = baton.actor("default", "planner").await.expect("actor");
-        let create = |title: &str, priority: i64, parent: Option<&str>| CreateTask {
-            title: title.into(),
-            priority: Some(priority),
-            parent_id: parent.map(str::to_string),
-            ..Default::default()
-        };
-        let low = baton.create_task(&actor, None, create("low", 1, None));
-        let low = low.await.expect("create").task;
-        let parent = baton.create_task(&actor, None, create("parent", 10, None));
-        let parent = parent.await.expect("create").task;
-        let child = baton.create_task(&actor, None, create("child", 20, Some(&parent.id)));
-        let child = child.await.expect("create").task;
-        let req = ClaimRequest {
-            agent: "b".into(),
-            ..Default::default()
-        };
-        let claimed = baton.claim(&actor, None, req).await.expect("claim");
-        assert_eq!(claimed.claims[0].task.id, child.id);
-        (parent, child, low)
-    });
-    let claimed = Arc::new(Mutex::new(Vec::new()));
-    let batch = vec![
-        set_status(&ws, &child.id, Status::Done),
-        claim_job(&ws, "b", 1, claimed.clone()),
-    ];
-    commit_together(&url, batch);
-    let claimed = claimed.lock().unwrap().clone();
-    assert_eq!(claimed, vec![parent.id.clone()], "not {}", low.id);
-}
-
-/// A child ended after a commit's first claim filled the pool frees its parent for a
-/// later claim of that commit, even once the child's row has been sent (here by a read
-/// between them): the claim reads afresh and takes the parent, ahead of the pool's tasks.
-#[test]
-fn a_claim_sees_a_parent_freed_after_the_pool_was_filled() {
-    let Some((url, ws, ..)) = fixture() else {
-        return;
-    };
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let baton = Baton::new(PgStore::open(&url).expect("open"), Arc::new(SystemClock));
-    let (parent, child, low) = rt.block_on(async {
+    let baton = Baton::new(PgStore::open(url).expect("open"), Arc::new(SystemClock));
+    rt.block_on(async {
         let actor = baton.actor("default", "planner").await.expect("actor");
         let create = |title: &str, priority: i64, parent: Option<&str>| CreateTask {
             title: title.into(),
@@ -681,7 +635,7 @@ fn a_claim_sees_a_parent_freed_after_the_pool_was_filled() {
             ..Default::default()
         };
         let mut low = Vec::new();
-        for i in 0..3 {
+        for i in 0..lows {
             let task = baton.create_task(&actor, None, create(&format!("low {i}"), 1, None));
             low.push(task.await.expect("create").task.id);
         }
@@ -696,7 +650,36 @@ fn a_claim_sees_a_parent_freed_after_the_pool_was_filled() {
         let claimed = baton.claim(&actor, None, req).await.expect("claim");
         assert_eq!(claimed.claims[0].task.id, child.id);
         (parent, child, low)
-    });
+    })
+}
+
+/// A child that ends earlier in a batch frees its parent for a later claim in the same
+/// commit, which takes it in claim order (the parent before a lower-priority task).
+#[test]
+fn a_claim_sees_a_parent_freed_earlier_in_its_commit() {
+    let Some((url, ws, _, _, _)) = fixture() else {
+        return;
+    };
+    let (parent, child, low) = parent_with_a_claimed_child(&url, 1);
+    let claimed = Arc::new(Mutex::new(Vec::new()));
+    let batch = vec![
+        set_status(&ws, &child.id, Status::Done),
+        claim_job(&ws, "b", 1, claimed.clone()),
+    ];
+    commit_together(&url, batch);
+    let claimed = claimed.lock().unwrap().clone();
+    assert_eq!(claimed, vec![parent.id.clone()], "not {}", low[0]);
+}
+
+/// A child ended after a commit's first claim filled the pool frees its parent for a
+/// later claim of that commit, even once the child's row has been sent (here by a read
+/// between them): the claim reads afresh and takes the parent, ahead of the pool's tasks.
+#[test]
+fn a_claim_sees_a_parent_freed_after_the_pool_was_filled() {
+    let Some((url, ws, ..)) = fixture() else {
+        return;
+    };
+    let (parent, child, low) = parent_with_a_claimed_child(&url, 3);
     let (first, later) = (
         Arc::new(Mutex::new(Vec::new())),
         Arc::new(Mutex::new(Vec::new())),
