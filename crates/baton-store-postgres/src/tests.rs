@@ -245,8 +245,33 @@ async fn create_ready(baton: &Baton, actor: &Actor, prefix: &str, n: usize) -> V
     ids
 }
 
+/// Where claim jobs put the ids of the tasks they claimed, in the order they ran.
+#[derive(Clone, Default)]
+struct Taken(Arc<Mutex<Vec<String>>>);
+
+impl Taken {
+    fn ids(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// The ids of the tasks agent `agent` claims (one) through `baton`, as a call would.
+fn claim_now(
+    rt: &tokio::runtime::Runtime,
+    baton: &Baton,
+    actor: &Actor,
+    agent: &str,
+) -> Vec<String> {
+    let req = ClaimRequest {
+        agent: agent.into(),
+        ..Default::default()
+    };
+    let claimed = rt.block_on(baton.claim(actor, None, req)).expect("claim");
+    claimed.claims.into_iter().map(|c| c.task.id).collect()
+}
+
 /// A shared job that runs a claim as the operation layer does.
-fn claim_job(ws: &str, agent: &str, count: u32, out: Arc<Mutex<Vec<String>>>) -> Box<dyn WriteJob> {
+fn claim_job(ws: &str, agent: &str, count: u32, out: Taken) -> Box<dyn WriteJob> {
     claim_job_then(ws, agent, count, out, Ok(()))
 }
 
@@ -255,7 +280,7 @@ fn claim_job_then(
     ws: &str,
     agent: &str,
     count: u32,
-    out: Arc<Mutex<Vec<String>>>,
+    out: Taken,
     outcome: Result<()>,
 ) -> Box<dyn WriteJob> {
     let (job_ws, job_agent) = (ws.to_string(), agent.to_string());
@@ -272,7 +297,7 @@ fn claim_job_then(
             ..Default::default()
         };
         let claims = baton_core::ops::lease::claim(&mut ctx, &req)?;
-        let mut out = out.lock().unwrap();
+        let mut out = out.0.lock().unwrap();
         out.extend(claims.claims.into_iter().map(|c| c.task.id));
         outcome.clone()
     })
@@ -303,7 +328,7 @@ fn claims_in_one_commit_never_share_a_task() {
         }
         create_ready(&baton, &actor, "ready ", 5).await
     });
-    let claimed = Arc::new(Mutex::new(Vec::new()));
+    let claimed = Taken::default();
     let batch = vec![
         claim_job(&ws, "a", 2, claimed.clone()),
         claim_job(&ws, "b", 2, claimed.clone()),
@@ -313,7 +338,7 @@ fn claims_in_one_commit_never_share_a_task() {
         claim_job(&ws, "c", 2, claimed.clone()),
     ];
     commit_together(&url, batch);
-    let claimed = claimed.lock().unwrap().clone();
+    let claimed = claimed.ids();
     let mut distinct = claimed.clone();
     distinct.sort();
     distinct.dedup();
@@ -436,18 +461,7 @@ fn the_claim_floor_rises_with_claims_and_falls_below_tasks_made_ready() {
             .task
             .id
     };
-    let claim = || {
-        let req = ClaimRequest {
-            agent: "a".into(),
-            ..Default::default()
-        };
-        let claimed = rt.block_on(one.claim(&a1, None, req)).expect("claim");
-        claimed
-            .claims
-            .into_iter()
-            .map(|c| c.task.id)
-            .collect::<Vec<_>>()
-    };
+    let claim = || claim_now(&rt, &one, &a1, "a");
     let ids: Vec<String> = (0..3)
         .map(|i| create(&one, &a1, &format!("t{i}"), 0))
         .collect();
@@ -484,7 +498,7 @@ fn the_claim_floor_rises_through_savepoints_but_not_on_an_undone_job() {
     let with_savepoints = |batch| commit_with_savepoints(&url, batch);
     let before = floor_of(&url, &ws);
 
-    let undone = Arc::new(Mutex::new(Vec::new()));
+    let undone = Taken::default();
     let undone_on_purpose = Err(Error::invalid("undone on purpose", ""));
     let claim_then_fail = claim_job_then(&ws, "a", 1, undone.clone(), undone_on_purpose);
     // An event of its own, so that the commit numbers events (where the floor would rise).
@@ -501,21 +515,17 @@ fn the_claim_floor_rises_through_savepoints_but_not_on_an_undone_job() {
     });
     let results = with_savepoints(vec![claim_then_fail, note]);
     assert!(results[0].is_err() && results[1].is_ok(), "{results:?}");
-    assert_eq!(
-        undone.lock().unwrap().clone(),
-        ids[..1],
-        "it did claim, then was undone"
-    );
+    assert_eq!(undone.ids(), ids[..1], "it did claim, then was undone");
     assert_eq!(
         floor_of(&url, &ws).0,
         before.0,
         "no rise on the undone job's claim"
     );
 
-    let claimed = Arc::new(Mutex::new(Vec::new()));
+    let claimed = Taken::default();
     let results = with_savepoints(vec![claim_job(&ws, "a", 1, claimed.clone())]);
     assert!(results[0].is_ok(), "{results:?}");
-    assert_eq!(claimed.lock().unwrap().clone(), ids[..1]);
+    assert_eq!(claimed.ids(), ids[..1]);
     assert_eq!(floor_of(&url, &ws).0, (0, i64::MAX, ids[0].clone()));
 }
 
@@ -543,7 +553,7 @@ fn claims_of_one_commit_are_served_in_claim_order() {
         }
         create_ready(&baton, &actor, "ready ", 7).await
     });
-    let claimed = Arc::new(Mutex::new(Vec::new()));
+    let claimed = Taken::default();
     commit_together(
         &url,
         vec![
@@ -553,7 +563,7 @@ fn claims_of_one_commit_are_served_in_claim_order() {
             claim_job(&ws, "c", 1, claimed.clone()),
         ],
     );
-    assert_eq!(claimed.lock().unwrap().clone(), ids[..6]);
+    assert_eq!(claimed.ids(), ids[..6]);
 }
 
 /// A job undone by its savepoint gives back what it took from the pool: locked to the
@@ -571,10 +581,7 @@ fn a_claim_undone_by_its_savepoint_gives_its_tasks_back() {
         .expect("actor");
     let ids = rt.block_on(create_ready(&baton, &actor, "ready ", 6));
     let undone_on_purpose = || Err(Error::invalid("undone on purpose", ""));
-    let (claimed, undone) = (
-        Arc::new(Mutex::new(Vec::new())),
-        Arc::new(Mutex::new(Vec::new())),
-    );
+    let (claimed, undone) = (Taken::default(), Taken::default());
 
     let results = commit_with_savepoints(
         &url,
@@ -585,28 +592,12 @@ fn a_claim_undone_by_its_savepoint_gives_its_tasks_back() {
         ],
     );
     assert!(results[0].is_ok() && results[1].is_err() && results[2].is_ok());
-    assert_eq!(undone.lock().unwrap().clone(), ids[1..2]);
-    assert_eq!(
-        claimed.lock().unwrap().clone(),
-        vec![ids[0].clone(), ids[2].clone()]
-    );
-    let next = |agent: &str| {
-        let req = ClaimRequest {
-            agent: agent.into(),
-            ..Default::default()
-        };
-        let claims = rt
-            .block_on(baton.claim(&actor, None, req))
-            .expect("claim")
-            .claims;
-        claims.into_iter().map(|c| c.task.id).collect::<Vec<_>>()
-    };
+    assert_eq!(undone.ids(), ids[1..2]);
+    assert_eq!(claimed.ids(), vec![ids[0].clone(), ids[2].clone()]);
+    let next = |agent: &str| claim_now(&rt, &baton, &actor, agent);
     assert_eq!(next("e"), ids[1..2], "back in the queue");
 
-    let (claimed, undone) = (
-        Arc::new(Mutex::new(Vec::new())),
-        Arc::new(Mutex::new(Vec::new())),
-    );
+    let (claimed, undone) = (Taken::default(), Taken::default());
     let results = commit_with_savepoints(
         &url,
         vec![
@@ -615,8 +606,8 @@ fn a_claim_undone_by_its_savepoint_gives_its_tasks_back() {
         ],
     );
     assert!(results[0].is_err() && results[1].is_ok());
-    assert_eq!(undone.lock().unwrap().clone(), ids[3..4]);
-    assert_eq!(claimed.lock().unwrap().clone(), ids[3..4]);
+    assert_eq!(undone.ids(), ids[3..4]);
+    assert_eq!(claimed.ids(), ids[3..4]);
     assert_eq!(next("e"), ids[4..5]);
 }
 
@@ -661,13 +652,13 @@ fn a_claim_sees_a_parent_freed_earlier_in_its_commit() {
         return;
     };
     let (parent, child, low) = parent_with_a_claimed_child(&url, 1);
-    let claimed = Arc::new(Mutex::new(Vec::new()));
+    let claimed = Taken::default();
     let batch = vec![
         set_status(&ws, &child.id, Status::Done),
         claim_job(&ws, "b", 1, claimed.clone()),
     ];
     commit_together(&url, batch);
-    let claimed = claimed.lock().unwrap().clone();
+    let claimed = claimed.ids();
     assert_eq!(claimed, vec![parent.id.clone()], "not {}", low[0]);
 }
 
@@ -680,10 +671,7 @@ fn a_claim_sees_a_parent_freed_after_the_pool_was_filled() {
         return;
     };
     let (parent, child, low) = parent_with_a_claimed_child(&url, 3);
-    let (first, later) = (
-        Arc::new(Mutex::new(Vec::new())),
-        Arc::new(Mutex::new(Vec::new())),
-    );
+    let (first, later) = (Taken::default(), Taken::default());
     let (w, p) = (ws.clone(), parent.id.clone());
     let batch = vec![
         claim_job(&ws, "a", 1, first.clone()),
@@ -694,8 +682,8 @@ fn a_claim_sees_a_parent_freed_after_the_pool_was_filled() {
         claim_job(&ws, "b", 1, later.clone()),
     ];
     commit_together(&url, batch);
-    assert_eq!(first.lock().unwrap().clone(), low[..1]);
-    assert_eq!(later.lock().unwrap().clone(), vec![parent.id.clone()]);
+    assert_eq!(first.ids(), low[..1]);
+    assert_eq!(later.ids(), vec![parent.id.clone()]);
 }
 
 /// Replay compares this store's event counter with its log (the embedded store keeps none,
