@@ -231,6 +231,40 @@ fn agents_loaded_ahead_see_the_writes_of_earlier_jobs() {
         .expect("read");
 }
 
+/// A commit's agents and tasks of one workspace are loaded ahead by one statement: each job
+/// still finds its own, with what earlier jobs of the commit wrote.
+#[test]
+fn agents_and_tasks_loaded_ahead_together_see_the_writes_of_earlier_jobs() {
+    let Some((url, ws, parent, child, _)) = fixture() else {
+        return;
+    };
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (w1, w2, w3) = (ws.clone(), ws.clone(), ws.clone());
+    let (s2, s3) = (seen.clone(), seen.clone());
+    let p = parent.id.clone();
+    let batch = vec![
+        agent_probe(&ws, "a", move |tx| {
+            let mut agent = tx.agent(&w1, "a")?.expect("agent a, from the fixture");
+            agent.capabilities = vec!["gpu".into()];
+            tx.put_agent(&agent)
+        }),
+        set_status(&ws, &child.id, Status::Done),
+        agent_probe(&ws, "a", move |tx| {
+            let agent = tx.agent(&w2, "a")?.expect("agent a");
+            s2.lock().unwrap().push(agent.capabilities.join(","));
+            Ok(())
+        }),
+        probe(&ws, &parent.id, move |tx| {
+            let task = tx.task_for_update(&w3, &p)?.expect("parent");
+            let open = tx.open_children(&w3, &p)?;
+            s3.lock().unwrap().push(format!("{} {open}", task.title));
+            Ok(())
+        }),
+    ];
+    commit_together(&url, batch);
+    assert_eq!(*seen.lock().unwrap(), ["gpu", "parent 0"]);
+}
+
 /// Creates `n` ready tasks titled `{prefix}{i}`; their ids in creation order.
 async fn create_ready(baton: &Baton, actor: &Actor, prefix: &str, n: usize) -> Vec<String> {
     let mut ids = Vec::new();
