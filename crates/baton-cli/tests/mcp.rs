@@ -129,24 +129,58 @@ fn serve(dir: &Path) -> (std::process::Child, String) {
     (server, addr)
 }
 
-/// What the streamable HTTP transport refuses before any tool runs (a body that is not
-/// JSON-RPC, no session, an `Accept` without SSE, an unknown session) is answered as a
-/// JSON-RPC error without an id, with a hint, under the transport's HTTP status.
+/// What the streamable HTTP transport refuses before any tool runs (no valid key, a body
+/// that is not JSON-RPC, no session, an `Accept` without SSE, an unknown session) is
+/// answered as a JSON-RPC error without an id, with a hint, under an HTTP status that says
+/// what is wrong (401 for the key, checked first; 400 for JSON that does not parse).
 #[test]
 fn transport_refusals_are_json_rpc_errors() {
     let dir = tempfile::tempdir().unwrap();
     baton(dir.path(), &["init"]);
+    let key = format!("Bearer {}", token(dir.path(), "worker", None));
     let (mut server, addr) = serve(dir.path());
     let url = format!("http://{addr}/mcp");
     let both = "application/json, text/event-stream";
     let list = r#"{"jsonrpc": "2.0", "id": 1, "method": "tools/list"}"#;
+    let init = r#"{"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-03-26", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}"#;
     let cases = [
-        ("not JSON", "POST", both, None, "{not json", 415, -32700),
-        ("no session", "POST", both, None, list, 400, -32600),
+        ("no key", "POST", both, Some(""), None, init, 401, -32600),
+        (
+            "an unknown key",
+            "POST",
+            both,
+            Some("Bearer nope"),
+            None,
+            init,
+            401,
+            -32600,
+        ),
+        (
+            "no key, no SSE accepted",
+            "POST",
+            "application/json",
+            Some(""),
+            None,
+            init,
+            401,
+            -32600,
+        ),
+        (
+            "not JSON",
+            "POST",
+            both,
+            None,
+            None,
+            "{not json",
+            400,
+            -32700,
+        ),
+        ("no session", "POST", both, None, None, list, 400, -32600),
         (
             "no SSE accepted",
             "POST",
             "application/json",
+            None,
             None,
             list,
             406,
@@ -156,6 +190,7 @@ fn transport_refusals_are_json_rpc_errors() {
             "unknown session",
             "POST",
             both,
+            None,
             Some("nope"),
             list,
             404,
@@ -166,6 +201,7 @@ fn transport_refusals_are_json_rpc_errors() {
             "GET",
             "application/json",
             None,
+            None,
             "",
             406,
             -32600,
@@ -173,12 +209,17 @@ fn transport_refusals_are_json_rpc_errors() {
     ];
     let rt = tokio::runtime::Runtime::new().unwrap();
     let http = reqwest::Client::new();
-    for (case, method, accept, session, body, status, code) in cases {
+    for (case, method, accept, auth, session, body, status, code) in cases {
         let mut req = http
             .request(method.parse().unwrap(), &url)
             .header("content-type", "application/json")
             .header("accept", accept)
             .body(body);
+        match auth {
+            None => req = req.header("authorization", &key),
+            Some("") => {}
+            Some(other) => req = req.header("authorization", other),
+        }
         if let Some(id) = session {
             req = req.header("mcp-session-id", id);
         }

@@ -11,12 +11,14 @@ mod tools;
 pub use gateway::Gateway;
 pub use server::BatonMcp;
 
-use axum::http::header;
-use axum::response::Response;
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use baton_core::access::Principal;
 use baton_core::model::ApiKey;
 use baton_core::Baton;
-use baton_server::AppState;
+use baton_server::{ApiError, AppState};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::ServiceExt;
@@ -57,7 +59,8 @@ pub async fn local_gateway(baton: Baton, workspace: &str) -> baton_core::Result<
 /// `/mcp` for `baton serve`: streamable HTTP, each session a [`BatonMcp`] that forwards the
 /// caller's own bearer key to the API, so keys, roles and workspaces apply unchanged.
 pub fn http_service(baton: Baton) -> axum::Router {
-    let api = baton_server::router(AppState::new(baton));
+    let state = AppState::new(baton);
+    let api = baton_server::router(state.clone());
     let config = StreamableHttpServerConfig::default().disable_allowed_hosts();
     let service = StreamableHttpService::new(
         move || Ok(BatonMcp::new(Gateway::Local(api.clone()), None)),
@@ -67,6 +70,42 @@ pub fn http_service(baton: Baton) -> axum::Router {
     axum::Router::new()
         .nest_service("/mcp", service)
         .layer(axum::middleware::map_response(json_rpc_refusals))
+        .layer(axum::middleware::from_fn_with_state(state, keyed))
+}
+
+/// Every `/mcp` request needs a valid key, as every API route does: without one it is
+/// refused at once (401), before a session is made or a tool is listed. And a body sent as
+/// JSON that does not parse is 400, where the transport says 415.
+async fn keyed(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if let Err(ApiError(e)) = state.authenticate(request.headers()) {
+        let status = StatusCode::from_u16(e.code.http_status()).unwrap_or(StatusCode::UNAUTHORIZED);
+        return json_rpc_error(status, -32600, &e.message, &e.hint);
+    }
+    let sent_json = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let mut response = next.run(request).await;
+    if sent_json && response.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE {
+        *response.status_mut() = StatusCode::BAD_REQUEST;
+    }
+    response
+}
+
+/// A JSON-RPC error without an id, as the streamable HTTP transport allows, with `status`.
+fn json_rpc_error(status: StatusCode, code: i64, message: &str, hint: &str) -> Response {
+    let body = serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": null,
+        "error": {"code": code, "message": message, "data": {"hint": hint}},
+    });
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 /// rmcp's transport refuses some requests in plain text (a body that is not JSON-RPC, no
@@ -104,17 +143,11 @@ async fn json_rpc_refusals(response: Response) -> Response {
             "check the request against the MCP streamable HTTP transport",
         ),
     };
-    let body = serde_json::json!({
-        "jsonrpc": "2.0",
-        "id": null,
-        "error": {"code": code, "message": message, "data": {"hint": hint}},
-    });
+    let mut refusal = json_rpc_error(status, code, &message, hint);
     parts.headers.remove(header::CONTENT_LENGTH);
-    parts.headers.insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
-    Response::from_parts(parts, axum::body::Body::from(body.to_string()))
+    parts.headers.remove(header::CONTENT_TYPE);
+    refusal.headers_mut().extend(parts.headers);
+    refusal
 }
 
 /// The byte size of the `tools/list` result as JSON (the budget every agent pays).

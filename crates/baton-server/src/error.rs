@@ -13,6 +13,9 @@ use std::marker::PhantomData;
 
 /// Largest request body accepted, in bytes.
 pub const MAX_BODY: usize = 4 * 1024 * 1024;
+/// How long a request body may take to arrive once its headers have: a client that
+/// declares more than it sends is answered, and its connection let go, instead of held.
+pub(crate) const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// An operation error as an HTTP response: `{"error": {...}}` with the code's status.
 #[derive(Debug)]
@@ -81,13 +84,37 @@ impl<S: Send + Sync, T> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|_| {
+        let too_large = || {
             ApiError(Error::new(
                 Code::TooLarge,
                 format!("request body over {MAX_BODY} bytes"),
                 "send less per call",
             ))
-        });
+        };
+        // A declared length over the limit is refused before any of the body is awaited.
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        let bytes = if declared.is_some_and(|n| n > MAX_BODY as u64) {
+            Err(too_large())
+        } else {
+            match tokio::time::timeout(BODY_TIMEOUT, Bytes::from_request(req, state)).await {
+                Ok(Ok(bytes)) => Ok(bytes),
+                Ok(Err(e)) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(too_large()),
+                Ok(Err(e)) => Err(ApiError(Error::invalid(
+                    format!("the request body could not be read: {}", e.body_text()),
+                    "send the body as plain or well-formed chunked HTTP/1.1",
+                ))),
+                Err(_) => Err(ApiError(Error::invalid(
+                    format!(
+                        "the request body did not arrive within {} s",
+                        BODY_TIMEOUT.as_secs()
+                    ),
+                    "send the whole body at once, as long as its Content-Length says",
+                ))),
+            }
+        };
         Ok(JsonBody {
             bytes,
             wanted: PhantomData,

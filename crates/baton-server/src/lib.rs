@@ -86,6 +86,22 @@ impl AppState {
     /// `needs`: `UNAUTHORIZED` (401) without a valid key, `FORBIDDEN` (403) for a role that
     /// may not. The actor it returns is scoped to the key's workspace.
     pub fn auth(&self, headers: &HeaderMap, needs: &[Permission]) -> Result<Principal, ApiError> {
+        let principal = self.authenticate(headers)?;
+        let mut refusal = None;
+        for need in needs {
+            match principal.require(*need) {
+                Ok(_) => return Ok(principal),
+                Err(e) => refusal = Some(e),
+            }
+        }
+        Err(ApiError(refusal.unwrap_or_else(|| {
+            baton_core::Error::new(baton_core::Code::Forbidden, "forbidden", "")
+        })))
+    }
+
+    /// The principal of the request's bearer token, whatever it may do: `UNAUTHORIZED`
+    /// (401) without a valid key.
+    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, ApiError> {
         if let (Some(local), None) = (&self.local, headers.get("authorization")) {
             return Ok(local.clone());
         }
@@ -106,24 +122,14 @@ impl AppState {
                     "send Authorization: Bearer <key>; create one with `baton key create --role ROLE`",
                 ))
             })?;
-        let principal = match self.keys.get(token) {
-            Some(p) => p,
+        match self.keys.get(token) {
+            Some(p) => Ok(p),
             None => {
                 let p = self.baton.authenticate(token)?;
                 self.keys.put(token, &p);
-                p
-            }
-        };
-        let mut refusal = None;
-        for need in needs {
-            match principal.require(*need) {
-                Ok(_) => return Ok(principal),
-                Err(e) => refusal = Some(e),
+                Ok(p)
             }
         }
-        Err(ApiError(refusal.unwrap_or_else(|| {
-            baton_core::Error::new(baton_core::Code::Forbidden, "forbidden", "")
-        })))
     }
 }
 
@@ -139,12 +145,27 @@ pub(crate) fn check_bound(principal: &Principal, agent: &str) -> Result<(), ApiE
     }
 }
 
-/// The idempotency key of a request, from `Idempotency-Key`.
-pub fn idempotency_key(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
+/// The idempotency key of a request, from `Idempotency-Key`: `INVALID_INPUT` for a key that
+/// is not printable ASCII or given twice, rather than a call run without the key's promise.
+pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let mut keys = headers.get_all("idempotency-key").iter();
+    let Some(key) = keys.next() else {
+        return Ok(None);
+    };
+    let hint = "send one Idempotency-Key of printable ASCII, e.g. a UUID";
+    if keys.next().is_some() {
+        return Err(ApiError(baton_core::Error::invalid(
+            "the Idempotency-Key header is given more than once",
+            hint,
+        )));
+    }
+    match key.to_str() {
+        Ok(key) => Ok(Some(key.to_string())),
+        Err(_) => Err(ApiError(baton_core::Error::invalid(
+            "the Idempotency-Key header is not printable ASCII",
+            hint,
+        ))),
+    }
 }
 
 /// Liveness: the process answers.

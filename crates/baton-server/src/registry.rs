@@ -34,7 +34,7 @@ async fn create_project(
 ) -> Result<Response> {
     let actor = s.auth(&headers, &[Permission::Plan])?.actor;
     let req = body.parse()?;
-    let key = idempotency_key(&headers);
+    let key = idempotency_key(&headers)?;
     let out = s.baton.create_project(&actor, key.as_deref(), req).await?;
     Ok((StatusCode::CREATED, Json(out)).into_response())
 }
@@ -73,7 +73,7 @@ async fn update_project(
 ) -> Result<Json<ProjectOut>> {
     let actor = s.auth(&headers, &[Permission::Plan])?.actor;
     let req = body.parse()?;
-    let key = idempotency_key(&headers);
+    let key = idempotency_key(&headers)?;
     Ok(Json(
         s.baton
             .update_project(&actor, key.as_deref(), &id, req)
@@ -93,7 +93,7 @@ async fn register_agent(
     let principal = s.auth(&headers, &[Permission::Work, Permission::Plan])?;
     let req: RegisterAgent = body.parse()?;
     crate::check_bound(&principal, &req.agent)?;
-    let key = idempotency_key(&headers);
+    let key = idempotency_key(&headers)?;
     Ok(Json(
         s.baton
             .register_agent(&principal.actor, key.as_deref(), req)

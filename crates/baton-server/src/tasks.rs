@@ -80,7 +80,7 @@ async fn create(
 ) -> Result<Response> {
     let actor = s.auth(&headers, &[Permission::Plan])?.actor;
     let req = body.parse()?;
-    let key = idempotency_key(&headers);
+    let key = idempotency_key(&headers)?;
     let out = s.baton.create_task(&actor, key.as_deref(), req).await?;
     Ok((StatusCode::CREATED, Json(out)).into_response())
 }
@@ -102,7 +102,7 @@ async fn batch(
     headers: HeaderMap,
     body: JsonBody<BatchBody>,
 ) -> Result<Response> {
-    let key = idempotency_key(&headers);
+    let key = idempotency_key(&headers)?;
     let actor = s.auth(&headers, &[Permission::Plan])?.actor;
     let req: BatchBody = body.parse()?;
     let out = s
@@ -219,7 +219,7 @@ async fn update(
         }
         req.version = Some(version);
     }
-    let key = idempotency_key(&headers);
+    let key = idempotency_key(&headers)?;
     Ok(Json(
         s.baton
             .update_task(&actor, key.as_deref(), &id, req)
@@ -263,7 +263,7 @@ async fn claim(
     headers: HeaderMap,
     body: JsonBody<ClaimRequest>,
 ) -> Result<Json<Claims>> {
-    let key = idempotency_key(&headers);
+    let key = idempotency_key(&headers)?;
     let principal = s.auth(&headers, &[Permission::Work])?;
     let req: ClaimRequest = body.parse()?;
     // A key bound to an agent claims only as that agent; the claim is recorded under its name.
@@ -330,7 +330,7 @@ async fn complete_many(
     headers: HeaderMap,
     body: JsonBody<CompleteManyBody>,
 ) -> Result<Json<CompletionsOut>> {
-    let key = idempotency_key(&headers);
+    let key = idempotency_key(&headers)?;
     let principal = s.auth(&headers, &[Permission::Work])?;
     let req: CompleteManyBody = body.parse()?;
     if let Some(next) = &req.next {
@@ -382,7 +382,7 @@ async fn leased(
         )
         .into());
     };
-    let key = idempotency_key(headers);
+    let key = idempotency_key(headers)?;
     Ok(Json(
         s.baton
             .lease_op(&actor, key.as_deref(), id, &token, op)
@@ -534,7 +534,7 @@ async fn transition(
     };
     let actor = s.auth(headers, &[need])?.actor;
     let body = body.parse()?;
-    let key = idempotency_key(headers);
+    let key = idempotency_key(headers)?;
     let reason = body.reason.or(body.comment);
     Ok(Json(
         s.baton
@@ -618,7 +618,7 @@ async fn add_context(
     let need = [Permission::Plan, Permission::Work, Permission::Review];
     let actor = s.auth(&headers, &need)?.actor;
     let req = body.parse()?;
-    let key = idempotency_key(&headers);
+    let key = idempotency_key(&headers)?;
     let out = s
         .baton
         .add_context(&actor, key.as_deref(), &id, req)
@@ -651,7 +651,7 @@ async fn add_step(
         .auth(&headers, &[Permission::Plan, Permission::Work])?
         .actor;
     let req: StepBody = body.parse()?;
-    let key = idempotency_key(&headers);
+    let key = idempotency_key(&headers)?;
     let out = s
         .baton
         .add_step(&actor, key.as_deref(), &id, req.title, req.details)
@@ -682,7 +682,7 @@ async fn done_step(
         .auth(&headers, &[Permission::Plan, Permission::Work])?
         .actor;
     let req: DoneBody = body.parse()?;
-    let key = idempotency_key(&headers);
+    let key = idempotency_key(&headers)?;
     Ok(Json(
         s.baton
             .done_step(&actor, key.as_deref(), &id, &step, req.notes)
@@ -713,7 +713,7 @@ async fn add_dependency(
     let actor = s.auth(&headers, &[Permission::Plan])?.actor;
     let req: DepBody = body.parse()?;
     let kind = req.kind.unwrap_or(DepKind::Blocks);
-    let key = idempotency_key(&headers);
+    let key = idempotency_key(&headers)?;
     Ok(Json(
         s.baton
             .dependency(&actor, key.as_deref(), &req.blocker_id, &id, kind, true)
@@ -743,7 +743,7 @@ async fn remove_dependency(
     let Query(q) =
         query.map_err(|e| bad_query(e, "use kind: blocks, relates_to or discovered_from"))?;
     let kind = q.kind.unwrap_or(DepKind::Blocks);
-    let key = idempotency_key(&headers);
+    let key = idempotency_key(&headers)?;
     Ok(Json(
         s.baton
             .dependency(
@@ -806,6 +806,6 @@ async fn apply_plan(
 ) -> Result<Json<PlanOut>> {
     let actor = s.auth(&headers, &[Permission::Plan])?.actor;
     let doc = body.parse()?;
-    let key = idempotency_key(&headers);
+    let key = idempotency_key(&headers)?;
     Ok(Json(s.baton.apply_plan(&actor, key.as_deref(), doc).await?))
 }

@@ -1674,6 +1674,7 @@ on_every_backend!(
     complete_many_answers_each_item,
     complete_with_next_claims_in_the_same_call,
     odd_input_is_refused_in_order_and_changes_nothing,
+    probed_input_is_refused_and_the_log_stays_readable,
 );
 
 /// Odd input found by probing the API: each is a structured 4xx, the key and role are
@@ -2007,4 +2008,217 @@ async fn odd_input_is_refused_in_order_and_changes_nothing(backend: Backend) {
     }
     let (_, after) = s.get("/v1/events?limit=1000").await;
     assert_eq!(before, after, "nothing refused was written");
+}
+
+/// JSON nested `depth` levels: arrays around an empty one.
+fn nested(depth: usize) -> Value {
+    (1..depth).fold(json!([]), |inner, _| json!([inner]))
+}
+
+/// Input found by the second probe of the API: values nested deeper than the event log can
+/// hold, an unreadable `Idempotency-Key`, a plan applied again under another project, a
+/// batch ref shaped like a task id. Each is a structured 4xx and writes nothing; the
+/// deepest value accepted still reads back from the log.
+async fn probed_input_is_refused_and_the_log_stays_readable(backend: Backend) {
+    let s = Server::start(backend).await;
+    let (_, before) = s.get("/v1/events?limit=1000").await;
+    for body in [
+        json!({"title": "deep", "input": nested(65)}),
+        json!({"title": "deep", "budget": {"x": nested(64)}}),
+        json!({"title": "deep", "output_schema": {"type": "object", "x": nested(64)}}),
+    ] {
+        let (st, v) = s.post("/v1/tasks", body).await;
+        assert_eq!(
+            (st, error_code(&v)),
+            (StatusCode::BAD_REQUEST, "INVALID_INPUT"),
+            "{v}"
+        );
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains("64"),
+            "{v}"
+        );
+    }
+    let (_, after) = s.get("/v1/events?limit=1000").await;
+    assert_eq!(before, after, "nothing refused was written");
+
+    // As deep as allowed: stored, and every reader of it still reads.
+    let (st, t) = s
+        .post("/v1/tasks", json!({"title": "deep", "input": nested(64)}))
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{t}");
+    let id = t["task"]["id"].as_str().unwrap().to_string();
+    let (st, c) = s.post("/v1/tasks/claim", json!({"agent": "a1"})).await;
+    assert_eq!(st, StatusCode::OK, "{c}");
+    let lease = c["claims"][0]["lease"]["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (st, v) = s
+        .post(
+            &format!("/v1/tasks/{id}/complete"),
+            json!({"lease": lease, "output": nested(65)}),
+        )
+        .await;
+    assert_eq!(
+        (st, error_code(&v)),
+        (StatusCode::BAD_REQUEST, "INVALID_INPUT"),
+        "{v}"
+    );
+    let (st, v) = s
+        .post(
+            &format!("/v1/tasks/{id}/complete"),
+            json!({"lease": lease, "output": nested(64)}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let (st, events) = s.get("/v1/events?limit=1000").await;
+    assert_eq!(st, StatusCode::OK, "{events}");
+    let kinds: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["task_id"] == id.as_str())
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["task.created", "task.claimed", "task.completed"]);
+    let (st, brief) = s.get(&format!("/v1/tasks/{id}/brief")).await;
+    assert_eq!(st, StatusCode::OK, "{brief}");
+
+    // An Idempotency-Key that is not printable ASCII, or two of them: refused, not ignored.
+    let url = format!("{}/v1/tasks", s.base);
+    let (_, before) = s.get("/v1/events?limit=1000").await;
+    for keys in [
+        &[b"k\xc3\xa9y".as_slice()][..],
+        &[b"\xff\xfeabc"],
+        &[b"a", b"b"],
+    ] {
+        let mut req = s
+            .http
+            .post(&url)
+            .bearer_auth(&s.token)
+            .json(&json!({"title": "x"}));
+        for key in keys {
+            let value = reqwest::header::HeaderValue::from_bytes(key).unwrap();
+            req = req.header("idempotency-key", value);
+        }
+        let resp = req.send().await.unwrap();
+        let st = resp.status();
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(
+            (st, error_code(&v)),
+            (StatusCode::BAD_REQUEST, "INVALID_INPUT"),
+            "{v}"
+        );
+    }
+    let (_, after) = s.get("/v1/events?limit=1000").await;
+    assert_eq!(before, after, "nothing refused was written");
+
+    // A plan applied again: its project must exist, and its tasks stay in theirs.
+    let plan = json!({"name": "p", "tasks": [{"ref": "a", "title": "a"}]});
+    let (st, v) = s.post("/v1/plans", plan.clone()).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let (st, v) = s.post("/v1/projects", json!({"name": "p2"})).await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let (_, before) = s.get("/v1/events?limit=1000").await;
+    for (project, status, code) in [
+        ("nope", StatusCode::NOT_FOUND, "NOT_FOUND"),
+        ("p2", StatusCode::UNPROCESSABLE_ENTITY, "INVALID_PLAN"),
+    ] {
+        let mut again = plan.clone();
+        again["project"] = json!(project);
+        let (st, v) = s.post("/v1/plans", again).await;
+        assert_eq!((st, error_code(&v)), (status, code), "{project}: {v}");
+    }
+    let (_, after) = s.get("/v1/events?limit=1000").await;
+    assert_eq!(before, after, "nothing refused was written");
+
+    // A batch ref shaped like a task id would hide that task from the batch's blockers.
+    for reference in [id.as_str(), "a/b", "", "x\u{0}"] {
+        let batch = json!({"tasks": [
+            {"ref": reference, "title": "b"},
+            {"ref": "c", "title": "c", "blocked_by": [reference]},
+        ]});
+        let (st, v) = s.post("/v1/tasks/batch", batch).await;
+        assert_eq!(
+            (st, error_code(&v)),
+            (StatusCode::BAD_REQUEST, "INVALID_INPUT"),
+            "{reference:?}: {v}"
+        );
+    }
+    let (_, after) = s.get("/v1/events?limit=1000").await;
+    assert_eq!(before, after, "nothing refused was written");
+}
+
+/// Sends `request` as raw bytes and reads the answer's status line and body, within 30 s.
+async fn raw_exchange(base: &str, request: &[u8]) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.trim_start_matches("http://");
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    socket.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = socket.read(&mut buf).await.unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&buf[..n]);
+            if std::str::from_utf8(&answer).is_ok_and(|a| a.contains("}}")) {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "no answer within 30 s");
+    let answer = String::from_utf8_lossy(&answer).to_string();
+    let status = answer.lines().next().unwrap_or("").to_string();
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
+
+/// A body that says it is larger than the limit is refused at once; one that never arrives
+/// in full is answered after the body timeout; a malformed chunked body is bad input, not
+/// "too large". Each is a structured error.
+#[tokio::test]
+async fn bodies_that_lie_or_stall_are_answered() {
+    let s = Server::start(Backend::Sqlite).await;
+    let head = |length: &str| {
+        format!(
+            "POST /v1/tasks HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\n{length}\r\n",
+            s.token
+        )
+    };
+    let started = Instant::now();
+    let (status, body) =
+        raw_exchange(&s.base, head("content-length: 99999999999\r\n").as_bytes()).await;
+    assert!(status.contains(" 413 "), "{status} {body}");
+    assert!(body.contains("TOO_LARGE"), "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "refused at once"
+    );
+
+    let stalled = format!("{}{{\"title\"", head("content-length: 100\r\n"));
+    let started = Instant::now();
+    let (status, body) = raw_exchange(&s.base, stalled.as_bytes()).await;
+    assert!(status.contains(" 400 "), "{status} {body}");
+    assert!(
+        body.contains("INVALID_INPUT") && body.contains("did not arrive"),
+        "{body}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(9),
+        "after the body timeout"
+    );
+
+    let chunked = format!(
+        "{}ZZ\r\n{{}}\r\n0\r\n\r\n",
+        head("transfer-encoding: chunked\r\n")
+    );
+    let (status, body) = raw_exchange(&s.base, chunked.as_bytes()).await;
+    assert!(status.contains(" 400 "), "{status} {body}");
+    assert!(body.contains("INVALID_INPUT"), "{body}");
+    let (_, tasks) = s.get("/v1/tasks").await;
+    assert_eq!(tasks["tasks"], json!([]), "nothing was written");
 }

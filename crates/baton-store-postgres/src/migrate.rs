@@ -90,13 +90,14 @@ fn file_tasks_under_their_capabilities(conn: &mut Conn) -> Result<()> {
         after = (last.0.clone(), last.1.clone());
         let (mut workspaces, mut ids, mut sets) = (Vec::new(), Vec::new(), Vec::new());
         for (ws, id, body) in rows {
-            let task: serde_json::Value = serde_json::from_str(&body).map_err(|e| {
-                Error::new(
-                    Code::Storage,
-                    format!("task {id} of workspace {ws}: its stored body is not JSON ({e})"),
-                    "run `baton replay --verify` with the previous baton to find the damage",
-                )
-            })?;
+            let task: serde_json::Value =
+                baton_core::store::from_stored_json(&body).map_err(|e| {
+                    Error::new(
+                        Code::Storage,
+                        format!("task {id} of workspace {ws}: its stored body is not JSON ({e})"),
+                        "run `baton replay --verify` with the previous baton to find the damage",
+                    )
+                })?;
             let capabilities: Vec<String> = task["required_capabilities"]
                 .as_array()
                 .map(|a| {

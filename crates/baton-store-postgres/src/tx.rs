@@ -82,7 +82,7 @@ fn to_json<T: Serialize>(value: &T) -> Result<String> {
 }
 
 fn from_json<T: DeserializeOwned>(text: &str) -> Result<T> {
-    serde_json::from_str(text).map_err(|e| {
+    baton_core::store::from_stored_json(text).map_err(|e| {
         Error::new(
             Code::Internal,
             format!("stored row is not valid: {e}"),

@@ -99,7 +99,7 @@ fn to_json<T: Serialize>(value: &T) -> Result<String> {
 }
 
 fn from_json<T: DeserializeOwned>(text: &str) -> Result<T> {
-    serde_json::from_str(text).map_err(|e| Error::storage(format!("decode: {e}")))
+    baton_core::store::from_stored_json(text).map_err(|e| Error::storage(format!("decode: {e}")))
 }
 
 impl SqliteTx<'_> {

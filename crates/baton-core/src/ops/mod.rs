@@ -23,6 +23,10 @@ pub const MAX_TITLE: usize = 1_000;
 pub const MAX_TEXT: usize = 256 * 1024;
 /// Largest JSON value (input, output, schema), serialized, in bytes.
 pub const MAX_JSON: usize = 1024 * 1024;
+/// Deepest nesting of a JSON value (input, output, schema), in arrays and objects. A value
+/// comes back inside other objects (a task in an answer, a snapshot in an event); at most
+/// this deep, it stays within what JSON readers accept (serde's 128 levels, for one).
+pub const MAX_JSON_DEPTH: usize = 64;
 /// Most labels or capabilities on one task.
 pub const MAX_TAGS: usize = 64;
 /// Largest id or label a caller may name in a reference or a filter, in bytes: far above
@@ -280,9 +284,16 @@ pub fn check_object(field: &str, value: &Option<Value>, numbers: &[&str]) -> Res
     Ok(())
 }
 
-/// Checks a JSON value's serialized size.
+/// Checks a JSON value's serialized size and its nesting.
 pub fn check_json(field: &str, value: &Option<Value>) -> Result<()> {
     if let Some(v) = value {
+        let depth = json_depth(v);
+        if depth > MAX_JSON_DEPTH {
+            return Err(Error::invalid(
+                format!("{field} nests {depth} levels deep; the limit is {MAX_JSON_DEPTH}"),
+                "flatten the value, or store it as an artifact and pass a reference",
+            ));
+        }
         let len = serde_json::to_string(v)
             .map(|s| s.len())
             .unwrap_or(usize::MAX);
@@ -295,6 +306,30 @@ pub fn check_json(field: &str, value: &Option<Value>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// What a ref of a batch or a plan may be, for hints.
+pub const LOCAL_REF: &str =
+    "1 to 200 letters, digits, '_', '-' or '.', not shaped like a task id (tsk_…)";
+
+/// Whether `r` may name a task of a batch or a plan ([`LOCAL_REF`]). A ref shaped like a
+/// task id would hide the existing task of that id from the batch's `blocked_by`.
+pub fn is_local_ref(r: &str) -> bool {
+    !r.is_empty()
+        && r.len() <= 200
+        && r.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+        && !crate::id::has_prefix(r, "tsk")
+}
+
+/// How deep arrays and objects nest in `value` (a scalar is 0, `[]` is 1).
+fn json_depth(value: &Value) -> usize {
+    let inner = match value {
+        Value::Array(items) => items.iter().map(json_depth).max(),
+        Value::Object(fields) => fields.values().map(json_depth).max(),
+        _ => return 0,
+    };
+    1 + inner.unwrap_or(0)
 }
 
 /// Checks and normalizes labels or capabilities: non-empty, short, no duplicates.

@@ -500,9 +500,16 @@ pub fn create_batch(ctx: &mut Ctx<'_>, items: Vec<BatchItem>) -> Result<BatchOut
     }
     let mut index = std::collections::HashMap::new();
     for (i, item) in items.iter().enumerate() {
-        if item.reference.is_empty() || index.insert(item.reference.clone(), i).is_some() {
+        let r = &item.reference;
+        if !super::is_local_ref(r) {
             return Err(Error::invalid(
-                format!("ref '{}' is empty or repeated", item.reference),
+                format!("ref '{r}' is not valid"),
+                format!("give every task a unique ref: {}", super::LOCAL_REF),
+            ));
+        }
+        if index.insert(r.clone(), i).is_some() {
+            return Err(Error::invalid(
+                format!("ref '{r}' appears more than once"),
                 "give every task a unique ref",
             ));
         }
