@@ -353,6 +353,7 @@ fn every_operation_is_reachable_over_http_mcp_and_cli() {
         ("apply_plan", "POST /v1/plans", "plan_apply", "plan apply"),
         ("events", "GET /v1/events", "query", "events"),
         ("last_seq", "GET /v1/events", "query", "events"),
+        ("check_resume", "GET /v1/events", "query", "events"),
         (
             "create_key",
             "POST /v1/workspaces/{id}/keys",

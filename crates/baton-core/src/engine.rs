@@ -971,6 +971,21 @@ impl Baton {
         self.read(actor, |ctx| ctx.tx.last_seq(ctx.ws))
     }
 
+    /// Checks where a reader of the log resumes: `INVALID_INPUT` past the newest event (no
+    /// reader has seen it, and the events up to it would be passed over unseen).
+    pub fn check_resume(&self, actor: &Actor, after: u64) -> Result<u64> {
+        let after = ops::check_after(after)?;
+        let last = self.last_seq(actor)?;
+        if after > last {
+            return Err(Error::invalid(
+                format!("after is {after}, beyond the newest event ({last})"),
+                "resume after the last sequence number you received (0 replays from the start)",
+            )
+            .with_details(json!({ "last_seq": last })));
+        }
+        Ok(after)
+    }
+
     /// Expires lapsed leases in the actor's workspace; how many.
     pub async fn reap(&self, actor: &Actor) -> Result<usize> {
         let request = json!({ "op": "reap" });

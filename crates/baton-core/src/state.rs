@@ -93,6 +93,11 @@ impl Status {
         matches!(self, Status::Done | Status::Failed | Status::Canceled)
     }
 
+    /// States of a task that has not started: a new blocker can still hold it back.
+    pub fn is_unstarted(self) -> bool {
+        matches!(self, Status::Draft | Status::Ready | Status::Blocked)
+    }
+
     /// States in which an agent holds a lease on the task.
     pub fn is_leased(self) -> bool {
         matches!(self, Status::Claimed | Status::InProgress | Status::Waiting)
@@ -285,6 +290,25 @@ pub fn check(task_id: &str, status: Status, op: Op) -> Result<()> {
         hint,
     )
     .with_details(serde_json::json!({ "status": status.as_str(), "operation": op.as_str(), "allowed": allowed })))
+}
+
+/// Checks that a task has not started (draft, ready or blocked) before it is made to wait
+/// on a new blocker: a claimed, running or reviewed task would finish regardless of it.
+pub fn check_not_started(task_id: &str, status: Status, what: &str) -> Result<()> {
+    if status.is_unstarted() {
+        return Ok(());
+    }
+    Err(Error::new(
+        Code::InvalidTransition,
+        format!("cannot {what} task {task_id}: it is {}", status.as_str()),
+        "a blocker holds back a task that has not started (draft, ready or blocked): \
+         release the task first, or let the blocker hold back the tasks that follow it",
+    )
+    .with_details(serde_json::json!({
+        "status": status.as_str(),
+        "operation": what,
+        "allowed_statuses": ["draft", "ready", "blocked"],
+    })))
 }
 
 /// Fails with `INVALID_TRANSITION` when the task is final (done, failed, canceled): `what`

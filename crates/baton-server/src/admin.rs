@@ -1,6 +1,6 @@
 //! Workspaces and keys: admin routes.
 
-use crate::{ApiError, AppState, JsonBody, Path};
+use crate::{ApiError, AppState, JsonBody, NoQuery, Path};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -38,7 +38,11 @@ pub(crate) struct Whoami {
 /// Who the key is: its workspace, role and bound agent (so a client can act as it).
 #[utoipa::path(get, path = "/v1/whoami", tag = "admin",
     responses((status = 200, description = "The key's identity", body = Whoami)))]
-async fn whoami(State(s): State<AppState>, headers: HeaderMap) -> Result<Json<Whoami>, ApiError> {
+async fn whoami(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    _: NoQuery,
+) -> Result<Json<Whoami>, ApiError> {
     let principal = s.auth(&headers, &[Permission::Read])?;
     Ok(Json(Whoami {
         workspace_id: principal.actor.workspace_id,

@@ -140,3 +140,23 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T>
         }
     }
 }
+
+/// For a route that takes no query parameters: a query string is `INVALID_INPUT`, as a
+/// parameter a route does not know is on the routes that take some, rather than ignored
+/// (`limit=5` on a list that has no pages would look obeyed).
+#[derive(Debug)]
+pub struct NoQuery;
+
+impl<S: Send + Sync> FromRequestParts<S> for NoQuery {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        match parts.uri.query() {
+            Some(query) if !query.is_empty() => Err(ApiError(Error::invalid(
+                "this route takes no query parameters",
+                "leave the query string out; /openapi.json lists each route's parameters",
+            ))),
+            _ => Ok(NoQuery),
+        }
+    }
+}

@@ -13,7 +13,7 @@ mod registry;
 pub mod stream;
 mod tasks;
 
-pub use error::{ApiError, JsonBody, Path, MAX_BODY};
+pub use error::{ApiError, JsonBody, NoQuery, Path, MAX_BODY};
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::header::CONTENT_TYPE;
@@ -104,6 +104,13 @@ impl AppState {
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, ApiError> {
         if let (Some(local), None) = (&self.local, headers.get("authorization")) {
             return Ok(local.clone());
+        }
+        if headers.get_all("authorization").iter().nth(1).is_some() {
+            return Err(ApiError(baton_core::Error::new(
+                baton_core::Code::Unauthorized,
+                "more than one Authorization header",
+                "send one Authorization: Bearer <key>",
+            )));
         }
         let token = headers
             .get("authorization")

@@ -164,9 +164,29 @@ impl<'de, T: DeserializeOwned> serde::Deserialize<'de> for Leased<T> {
         use serde::de::Error as _;
         let mut fields = Map::deserialize(d)?;
         let lease = fields.remove("lease");
-        let body = serde_json::from_value(Value::Object(fields)).map_err(D::Error::custom)?;
+        let body = serde_json::from_value(Value::Object(fields))
+            .map_err(|e| D::Error::custom(with_lease(e.to_string())))?;
         Ok(Leased { lease, body })
     }
+}
+
+/// serde's message for an unknown field of `T`, with `lease` among the fields it lists.
+fn with_lease(message: String) -> String {
+    if !message.starts_with("unknown field") {
+        return message;
+    }
+    if let Some(at) = message.find(", there are no fields") {
+        return format!("{}, expected `lease`", &message[..at]);
+    }
+    if message.contains("expected one of `") {
+        return message.replacen("expected one of `", "expected one of `lease`, `", 1);
+    }
+    let joined = if message.contains("` or `") {
+        "expected one of `lease`, `"
+    } else {
+        "expected `lease` or `"
+    };
+    message.replacen("expected `", joined, 1)
 }
 
 impl<T: ToSchema> PartialSchema for Leased<T> {

@@ -1,6 +1,6 @@
 //! Projects and agents: the containers of default policies and the workers that claim.
 
-use crate::{idempotency_key, ApiError, AppState, JsonBody, Path};
+use crate::{idempotency_key, ApiError, AppState, JsonBody, NoQuery, Path};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -42,7 +42,11 @@ async fn create_project(
 /// Every project of the workspace, by name.
 #[utoipa::path(get, path = "/v1/projects", tag = "registry",
     responses((status = 200, description = "The projects", body = ProjectsOut)))]
-async fn list_projects(State(s): State<AppState>, headers: HeaderMap) -> Result<Json<ProjectsOut>> {
+async fn list_projects(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    _: NoQuery,
+) -> Result<Json<ProjectsOut>> {
     let actor = s.auth(&headers, &[Permission::Read])?.actor;
     Ok(Json(s.baton.projects(&actor)?))
 }
@@ -55,6 +59,7 @@ async fn get_project(
     State(s): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
+    _: NoQuery,
 ) -> Result<Json<ProjectOut>> {
     let actor = s.auth(&headers, &[Permission::Read])?.actor;
     Ok(Json(s.baton.project(&actor, &id)?))
@@ -132,7 +137,11 @@ async fn agent_heartbeat(
 /// Every agent of the workspace, by name.
 #[utoipa::path(get, path = "/v1/agents", tag = "registry",
     responses((status = 200, description = "The agents", body = AgentsOut)))]
-async fn list_agents(State(s): State<AppState>, headers: HeaderMap) -> Result<Json<AgentsOut>> {
+async fn list_agents(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    _: NoQuery,
+) -> Result<Json<AgentsOut>> {
     let actor = s.auth(&headers, &[Permission::Read])?.actor;
     Ok(Json(s.baton.agents(&actor)?))
 }
@@ -145,6 +154,7 @@ async fn get_agent(
     State(s): State<AppState>,
     headers: HeaderMap,
     Path(name): Path<String>,
+    _: NoQuery,
 ) -> Result<Json<AgentOut>> {
     let actor = s.auth(&headers, &[Permission::Read])?.actor;
     Ok(Json(s.baton.agent(&actor, &name)?))

@@ -198,7 +198,7 @@ fn subscribe(
     headers: &HeaderMap,
     query: Result<Query<StreamQuery>, QueryRejection>,
 ) -> Result<mpsc::Receiver<Item>, ApiError> {
-    let Query(q) = query.map_err(|e| {
+    let Query(mut q) = query.map_err(|e| {
         ApiError(Error::invalid(
             format!("invalid query string: {}", e.body_text()),
             "use after, task, type, actor, project",
@@ -221,8 +221,28 @@ fn subscribe(
     let actor = s
         .auth(headers, &[baton_core::access::Permission::Read])?
         .actor;
+    for (field, value) in [
+        ("task", &q.task),
+        ("type", &q.kind),
+        ("actor", &q.actor),
+        ("project", &q.project),
+    ] {
+        if let Some(value) = value {
+            baton_core::ops::check_ref(field, value)?;
+            if value.is_empty() {
+                return Err(ApiError(Error::invalid(
+                    format!("{field} is empty"),
+                    format!("leave {field} out to keep every event, or name what to keep"),
+                )));
+            }
+        }
+    }
+    // A project by id or name, as elsewhere; events name it by id.
+    if let Some(project) = &q.project {
+        q.project = Some(s.baton.project(&actor, project)?.project.id);
+    }
     let start = match last_id.or(q.after) {
-        Some(n) => baton_core::ops::check_after(n)?,
+        Some(n) => s.baton.check_resume(&actor, n)?,
         // Neither: new events only.
         None => s.baton.last_seq(&actor)?,
     };

@@ -782,6 +782,13 @@ async fn events(
     let Query(q) =
         query.map_err(|e| bad_query(e, "use after (a sequence number) and limit (1 to 1000)"))?;
     let actor = s.auth(&headers, &[Permission::Read])?.actor;
+    if q.last.is_some() && q.after.is_some() {
+        return Err(Error::invalid(
+            "after and last are alternatives; both were given",
+            "send after (and limit) to read on from an event, or last for the newest events",
+        )
+        .into());
+    }
     let (after, limit) = match q.last {
         Some(last) => {
             let last = baton_core::ops::check_limit("last", last)?;
@@ -790,7 +797,10 @@ async fn events(
                 last,
             )
         }
-        None => (q.after.unwrap_or(0), q.limit.unwrap_or(100)),
+        None => (
+            s.baton.check_resume(&actor, q.after.unwrap_or(0))?,
+            q.limit.unwrap_or(100),
+        ),
     };
     Ok(Json(s.baton.events(&actor, after, limit)?))
 }

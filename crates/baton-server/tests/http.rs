@@ -1675,6 +1675,7 @@ on_every_backend!(
     complete_with_next_claims_in_the_same_call,
     odd_input_is_refused_in_order_and_changes_nothing,
     probed_input_is_refused_and_the_log_stays_readable,
+    probed_reads_and_edits_are_refused,
 );
 
 /// Odd input found by probing the API: each is a structured 4xx, the key and role are
@@ -2147,6 +2148,250 @@ async fn probed_input_is_refused_and_the_log_stays_readable(backend: Backend) {
     }
     let (_, after) = s.get("/v1/events?limit=1000").await;
     assert_eq!(before, after, "nothing refused was written");
+}
+
+/// A request (method, path, body, headers) and the status and code it gets.
+type Case<'a> = (
+    &'a str,
+    String,
+    Option<Value>,
+    Vec<(&'a str, &'a str)>,
+    StatusCode,
+    &'a str,
+);
+
+/// The rest of the second probe: reads of the log that would pass events over unseen or
+/// filter on nothing, query strings a route does not take, a blocker added to a task
+/// already claimed, names with spaces around them, an attempt limit no client can hold, two
+/// keys in one request, and a batch's cycle told in its refs. Each is a structured 4xx.
+async fn probed_reads_and_edits_are_refused(backend: Backend) {
+    let s = Server::start(backend).await;
+    let (_, t) = s.post("/v1/tasks", json!({"title": "t"})).await;
+    let id = t["task"]["id"].as_str().unwrap().to_string();
+    let (_, o) = s.post("/v1/tasks", json!({"title": "o"})).await;
+    let other = o["task"]["id"].as_str().unwrap().to_string();
+    let (st, c) = s.post("/v1/tasks/claim", json!({"agent": "a1"})).await;
+    assert_eq!(st, StatusCode::OK, "{c}");
+    let lease = c["claims"][0]["lease"]["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (_, before) = s.get("/v1/events?limit=1000").await;
+    let last = before["events"].as_array().unwrap().last().unwrap()["seq"]
+        .as_u64()
+        .unwrap();
+
+    let beyond = (last + 1000).to_string();
+    let cases: Vec<Case> = vec![
+        (
+            "GET",
+            "/v1/events?after=1&last=2".into(),
+            None,
+            vec![],
+            StatusCode::BAD_REQUEST,
+            "INVALID_INPUT",
+        ),
+        (
+            "GET",
+            format!("/v1/events?after={beyond}"),
+            None,
+            vec![],
+            StatusCode::BAD_REQUEST,
+            "INVALID_INPUT",
+        ),
+        (
+            "GET",
+            "/v1/events/stream".into(),
+            None,
+            vec![("last-event-id", beyond.as_str())],
+            StatusCode::BAD_REQUEST,
+            "INVALID_INPUT",
+        ),
+        (
+            "GET",
+            format!("/v1/events/stream?after={beyond}"),
+            None,
+            vec![],
+            StatusCode::BAD_REQUEST,
+            "INVALID_INPUT",
+        ),
+        (
+            "GET",
+            "/v1/events/stream?project=nope".into(),
+            None,
+            vec![],
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+        ),
+        (
+            "GET",
+            "/v1/events/stream?type=".into(),
+            None,
+            vec![],
+            StatusCode::BAD_REQUEST,
+            "INVALID_INPUT",
+        ),
+        (
+            "GET",
+            "/v1/events/stream?actor=%00".into(),
+            None,
+            vec![],
+            StatusCode::BAD_REQUEST,
+            "INVALID_INPUT",
+        ),
+        (
+            "GET",
+            "/v1/agents?limit=-1".into(),
+            None,
+            vec![],
+            StatusCode::BAD_REQUEST,
+            "INVALID_INPUT",
+        ),
+        (
+            "GET",
+            "/v1/projects?limit=abc".into(),
+            None,
+            vec![],
+            StatusCode::BAD_REQUEST,
+            "INVALID_INPUT",
+        ),
+        (
+            "GET",
+            "/v1/projects/default?x=1".into(),
+            None,
+            vec![],
+            StatusCode::BAD_REQUEST,
+            "INVALID_INPUT",
+        ),
+        (
+            "GET",
+            "/v1/whoami?x=1".into(),
+            None,
+            vec![],
+            StatusCode::BAD_REQUEST,
+            "INVALID_INPUT",
+        ),
+        (
+            "POST",
+            format!("/v1/tasks/{id}/dependencies"),
+            Some(json!({"blocker_id": other})),
+            vec![],
+            StatusCode::CONFLICT,
+            "INVALID_TRANSITION",
+        ),
+        (
+            "POST",
+            "/v1/agents/register".into(),
+            Some(json!({"agent": " a1 "})),
+            vec![],
+            StatusCode::BAD_REQUEST,
+            "INVALID_INPUT",
+        ),
+        (
+            "POST",
+            "/v1/tasks/claim".into(),
+            Some(json!({"agent": "a1 "})),
+            vec![],
+            StatusCode::BAD_REQUEST,
+            "INVALID_INPUT",
+        ),
+        (
+            "POST",
+            "/v1/tasks".into(),
+            Some(json!({"title": "x", "max_attempts": 2147483648u64})),
+            vec![],
+            StatusCode::BAD_REQUEST,
+            "INVALID_INPUT",
+        ),
+        (
+            "POST",
+            "/v1/tasks".into(),
+            Some(json!({"title": "x", "max_attempts": 1001})),
+            vec![],
+            StatusCode::BAD_REQUEST,
+            "INVALID_INPUT",
+        ),
+        (
+            "PATCH",
+            format!("/v1/tasks/{other}"),
+            Some(json!({"max_attempts": 0})),
+            vec![],
+            StatusCode::BAD_REQUEST,
+            "INVALID_INPUT",
+        ),
+    ];
+    for (method, path, body, headers, status, code) in cases {
+        let (st, v) = s.call(method, &path, body, &headers).await;
+        assert_eq!((st, error_code(&v)), (status, code), "{method} {path}: {v}");
+    }
+    let (st, v) = s
+        .post(
+            &format!("/v1/tasks/{id}/dependencies"),
+            json!({"blocker_id": other}),
+        )
+        .await;
+    assert_eq!(v["error"]["details"]["status"], "claimed", "{st}: {v}");
+
+    // A misspelt field of a lease operation: the fields it names include the lease.
+    let (st, v) = s
+        .post(
+            &format!("/v1/tasks/{id}/start"),
+            json!({"lease": lease, "error": "x"}),
+        )
+        .await;
+    assert_eq!(
+        (st, error_code(&v)),
+        (StatusCode::BAD_REQUEST, "INVALID_INPUT"),
+        "{v}"
+    );
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("expected `lease`"),
+        "{v}"
+    );
+
+    // Two keys in one request: neither is taken.
+    let resp = s
+        .http
+        .get(format!("{}/v1/whoami", s.base))
+        .header("authorization", format!("Bearer {}", s.token))
+        .header("authorization", format!("Bearer {}", s.token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+
+    let (_, after) = s.get("/v1/events?limit=1000").await;
+    assert_eq!(before, after, "nothing refused was written");
+
+    // A child blocked by its own parent: the cycle's path names the batch's refs, not the
+    // ids the refusal undid.
+    let batch = json!({"tasks": [
+        {"ref": "a", "title": "a"},
+        {"ref": "c", "title": "c", "parent_id": "a", "blocked_by": ["a"]},
+    ]});
+    let (st, v) = s.post("/v1/tasks/batch", batch).await;
+    assert_eq!((st, error_code(&v)), (StatusCode::CONFLICT, "CYCLE"), "{v}");
+    let path: Vec<&str> = v["error"]["details"]["path"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert!(path.contains(&"a") && path.contains(&"c"), "{v}");
+    assert!(path.iter().all(|p| !p.starts_with("tsk_")), "{v}");
+    let (_, after) = s.get("/v1/events?limit=1000").await;
+    assert_eq!(before, after, "nothing refused was written");
+
+    // The newest event is still where a reader may resume.
+    let (st, v) = s.get(&format!("/v1/events?after={last}")).await;
+    assert_eq!(
+        (st, v["events"].as_array().map(Vec::len)),
+        (StatusCode::OK, Some(0)),
+        "{v}"
+    );
 }
 
 /// Sends `request` as raw bytes and reads the answer's status line and body, within 30 s.

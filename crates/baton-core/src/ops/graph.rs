@@ -266,6 +266,7 @@ pub fn add_dep(
     let blocked = ctx.task(blocked_id)?;
     if kind == DepKind::Blocks {
         crate::state::check_open(blocked_id, blocked.status, "add a blocker to")?;
+        crate::state::check_not_started(blocked_id, blocked.status, "add a blocker to")?;
         check_new_blockers(ctx, blocked_id, blocked.parent_id.as_deref(), &[blocker_id])?;
     } else if blocker_id == blocked_id {
         return Err(Error::invalid(

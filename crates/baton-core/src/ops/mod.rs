@@ -156,23 +156,42 @@ pub fn check_text(field: &str, value: &str, max: usize) -> Result<()> {
     if value.trim().is_empty() {
         return Err(Error::invalid(
             format!("{field} must not be empty"),
-            format!("give a {field}"),
+            format!("give {} {field}", article(field)),
         ));
     }
     check_len(field, value, max)
 }
 
 /// Checks a name (of an agent, a project, a workspace): a required text field without
-/// control characters, since names are shown on one line and used as keys.
+/// control characters, since names are shown on one line, and without spaces around it,
+/// since names are keys (`" a "` would be another agent than `"a"`).
 pub fn check_name(field: &str, value: &str, max: usize) -> Result<()> {
     check_text(field, value, max)?;
     if value.chars().any(char::is_control) {
         return Err(Error::invalid(
             format!("{field} contains a control character"),
-            format!("give a {field} of printable characters on one line"),
+            format!(
+                "give {} {field} of printable characters on one line",
+                article(field)
+            ),
+        ));
+    }
+    if value.trim() != value {
+        return Err(Error::invalid(
+            format!("{field} {value:?} starts or ends with white space"),
+            format!("give {} {field} without spaces around it", article(field)),
         ));
     }
     Ok(())
+}
+
+/// "a" or "an", for a hint that names a field.
+fn article(field: &str) -> &'static str {
+    if field.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    }
 }
 
 /// Checks an id (or label) a caller names to look something up: within [`MAX_ID`] and
@@ -241,16 +260,31 @@ pub fn check_after(after: u64) -> Result<u64> {
     Ok(after)
 }
 
+/// Most attempts a task may be given: far beyond any useful retrying, and within what every
+/// client reads as a 32-bit integer.
+pub const MAX_ATTEMPTS: u32 = 1_000;
+
+/// Checks an attempt limit: 1 to [`MAX_ATTEMPTS`].
+pub fn check_max_attempts(max: u32) -> Result<()> {
+    if !(1..=MAX_ATTEMPTS).contains(&max) {
+        return Err(Error::invalid(
+            format!("max_attempts is {max}; it must be 1 to {MAX_ATTEMPTS}"),
+            "give the number of runs the task may have in all, e.g. 3",
+        ));
+    }
+    Ok(())
+}
+
 /// Checks a retry policy: at least one attempt, a delay that grows (1× to 10× per attempt)
 /// up to a cap no shorter than the first delay.
 pub fn check_retry_policy(policy: &crate::model::RetryPolicy) -> Result<()> {
-    if policy.max_attempts == 0
-        || !(1.0..=10.0).contains(&policy.backoff_multiplier)
+    check_max_attempts(policy.max_attempts)?;
+    if !(1.0..=10.0).contains(&policy.backoff_multiplier)
         || policy.backoff_max.0 < policy.backoff_initial.0
     {
         return Err(Error::invalid(
-            "retry_policy needs max_attempts of at least 1, a backoff_multiplier from 1 to 10 \
-             and a backoff_max no shorter than backoff_initial",
+            "retry_policy needs a backoff_multiplier from 1 to 10 and a backoff_max no shorter \
+             than backoff_initial",
             "e.g. {\"max_attempts\": 3, \"backoff_initial\": \"1s\", \"backoff_multiplier\": 2, \"backoff_max\": \"5m\"}",
         ));
     }

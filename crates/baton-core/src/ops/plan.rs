@@ -332,7 +332,15 @@ pub fn apply(ctx: &mut Ctx<'_>, doc: PlanDoc) -> Result<PlanOut> {
                         node.reference, existing.project_id, project.id
                     )));
                 }
-                let changed = update_existing(ctx, &existing, node, &blocked_by)?;
+                let changed = match update_existing(ctx, &existing, node, &blocked_by) {
+                    Ok(changed) => changed,
+                    // Told with the ref already, but for a cycle's path.
+                    Err(e) if e.code == Code::Cycle => {
+                        let known = [(existing.id.as_str(), node.reference.as_str())];
+                        return Err(in_refs(ctx, e, &ids, &known, &node.reference)?);
+                    }
+                    Err(e) => return Err(e),
+                };
                 let task = ctx
                     .tx
                     .task(ctx.ws, &existing.id)?
@@ -367,8 +375,10 @@ pub fn apply(ctx: &mut Ctx<'_>, doc: PlanDoc) -> Result<PlanOut> {
                     draft: node.draft,
                     ..Default::default()
                 };
-                let out =
-                    task::create(ctx, req, Some(key)).map_err(|e| with_ref(e, &node.reference))?;
+                let out = match task::create(ctx, req, Some(key)) {
+                    Ok(out) => out,
+                    Err(e) => return Err(in_refs(ctx, e, &ids, &[], &node.reference)?),
+                };
                 for c in &node.context {
                     let add = AddContext {
                         kind: c.kind.clone(),
@@ -412,6 +422,25 @@ pub fn apply(ctx: &mut Ctx<'_>, doc: PlanDoc) -> Result<PlanOut> {
         updated,
         unchanged,
     })
+}
+
+/// A failure of the plan's task `failing`, told with its ref; a cycle's path names the
+/// plan's tasks by ref (`ids`: each ref applied so far and its task; `more`: other ids and
+/// refs), not by ids the failure may undo.
+fn in_refs(
+    ctx: &mut Ctx<'_>,
+    e: Error,
+    ids: &HashMap<&str, String>,
+    more: &[(&str, &str)],
+    failing: &str,
+) -> Result<Error> {
+    if e.code != Code::Cycle {
+        return Ok(with_ref(e, failing));
+    }
+    let mut known: Vec<(&str, &str)> = ids.iter().map(|(r, id)| (id.as_str(), *r)).collect();
+    known.extend_from_slice(more);
+    let e = task::cycle_in_refs(ctx, e, &known, failing)?;
+    Ok(with_ref(e, failing))
 }
 
 fn with_ref(mut e: Error, reference: &str) -> Error {
@@ -463,8 +492,9 @@ fn update_existing(
         .map(|d| d.blocker_id)
         .collect();
     for b in blocked_by {
-        // As for fields: a finished task keeps what it had (it takes no new blocker).
-        if !have.contains(b) && !existing.status.is_terminal() {
+        // As for fields: a task that has started or finished keeps what it had (a blocker
+        // holds back only a task that has not started).
+        if !have.contains(b) && existing.status.is_unstarted() {
             graph::add_dep(ctx, b, &existing.id, DepKind::Blocks)
                 .map_err(|e| with_ref(e, &node.reference))?;
             changed = true;

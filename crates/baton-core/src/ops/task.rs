@@ -70,11 +70,8 @@ pub fn validate_create(req: &CreateTask) -> Result<()> {
     super::check_duration("timeout", req.timeout)?;
     check_schema("input_schema", &req.input_schema)?;
     check_schema("output_schema", &req.output_schema)?;
-    if req.max_attempts == Some(0) {
-        return Err(Error::invalid(
-            "max_attempts must be at least 1",
-            "give 1 or more",
-        ));
+    if let Some(max) = req.max_attempts {
+        super::check_max_attempts(max)?;
     }
     super::check_duration("lease_ttl", req.lease_ttl)?;
     if let (Some(schema), Some(input)) = (&req.input_schema, &req.input) {
@@ -295,12 +292,7 @@ pub fn update(ctx: &mut Ctx<'_>, id: &str, req: UpdateTask) -> Result<TaskOut> {
         task.lease_ttl = ttl;
     }
     if let Some(max) = req.max_attempts {
-        if max == 0 {
-            return Err(Error::invalid(
-                "max_attempts must be at least 1",
-                "give 1 or more",
-            ));
-        }
+        super::check_max_attempts(max)?;
         task.retry_policy.max_attempts = max;
     }
     if let Some(r) = req.review_required {
@@ -574,10 +566,21 @@ pub fn create_batch(ctx: &mut Ctx<'_>, items: Vec<BatchItem>) -> Result<BatchOut
         };
         req.parent_id = req.parent_id.as_ref().map(resolve);
         req.blocked_by = req.blocked_by.iter().map(resolve).collect();
-        let out = create(ctx, req, None).map_err(|mut e| {
-            e.message = format!("task '{}': {}", items[i].reference, e.message);
-            e
-        })?;
+        let out = match create(ctx, req, None) {
+            Ok(out) => out,
+            Err(mut e) => {
+                if e.code == Code::Cycle {
+                    let known: Vec<(&str, &str)> = ids
+                        .iter()
+                        .zip(&items)
+                        .filter_map(|(id, item)| Some((id.as_deref()?, item.reference.as_str())))
+                        .collect();
+                    e = cycle_in_refs(ctx, e, &known, &items[i].reference)?;
+                }
+                e.message = format!("task '{}': {}", items[i].reference, e.message);
+                return Err(e);
+            }
+        };
         ids[i] = Some(out.task.id);
     }
     let mut tasks = Vec::with_capacity(items.len());
@@ -593,4 +596,37 @@ pub fn create_batch(ctx: &mut Ctx<'_>, items: Vec<BatchItem>) -> Result<BatchOut
         });
     }
     Ok(BatchOut { tasks })
+}
+
+/// A cycle found while creating the batch's or plan's task `failing`, told in refs: its path
+/// names tasks of the batch by ids the failure undoes (`known`: id and ref of each created
+/// before; the failing task's own id is the one not stored). Tasks from outside keep their
+/// ids.
+pub(super) fn cycle_in_refs(
+    ctx: &mut Ctx<'_>,
+    mut e: Error,
+    known: &[(&str, &str)],
+    failing: &str,
+) -> Result<Error> {
+    let Some(path) = e
+        .details
+        .as_ref()
+        .and_then(|d| d["path"].as_array())
+        .cloned()
+    else {
+        return Ok(e);
+    };
+    let mut named = Vec::with_capacity(path.len());
+    for step in path {
+        let id = step.as_str().unwrap_or_default();
+        let reference = match known.iter().find(|(known, _)| *known == id) {
+            Some((_, reference)) => reference.to_string(),
+            None if ctx.tx.task(ctx.ws, id)?.is_none() => failing.to_string(),
+            None => id.to_string(),
+        };
+        named.push(reference);
+    }
+    e.message = format!("dependency would create a cycle: {}", named.join(" → "));
+    e.details = Some(json!({ "path": named }));
+    Ok(e)
 }
