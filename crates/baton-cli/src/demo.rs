@@ -125,7 +125,13 @@ pub(crate) async fn run(args: &crate::args::DemoArgs, json_mode: bool) -> Result
         ),
     );
 
-    let workers = args.workers.clamp(1, 16);
+    let workers = args.workers;
+    if !(1..=16).contains(&workers) {
+        return Err(Error::invalid(
+            format!("--workers is {workers}; the demo runs 1 to 16"),
+            "e.g. --workers 3",
+        ));
+    }
     let mut handles = Vec::new();
     for w in 0..workers {
         let baton = baton.clone();

@@ -37,7 +37,7 @@ use std::sync::Arc;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = Cli::try_parse().unwrap_or_else(|e| usage_error(e));
     let json_mode = cli.json;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -80,6 +80,49 @@ fn main() {
             std::process::exit(1);
         }
     }
+}
+
+/// Ends on a command line clap refuses (exit status 2): with `--json`, as an `INVALID_INPUT`
+/// error on stdout like every other failure, so an agent parsing stdout reads it; otherwise
+/// clap's own message. Help and version are printed as asked.
+fn usage_error(e: clap::Error) -> ! {
+    use clap::error::ErrorKind;
+    let json = std::env::args_os()
+        .skip(1)
+        .take_while(|a| a != "--")
+        .any(|a| a == "--json");
+    if !json || matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        e.exit();
+    }
+    // The message's lines up to the usage, on one line.
+    let rendered = e.to_string();
+    let message: Vec<&str> = rendered
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.is_empty() && !l.starts_with("Usage:"))
+        .collect();
+    let message = message.join(" ");
+    let message = message.trim_start_matches("error: ");
+    let error = Error::invalid(message, "see `baton --help` and `baton COMMAND --help`");
+    print_line(&error.to_json());
+    std::process::exit(2);
+}
+
+/// Reads and parses a plan file (YAML or JSON); `-` reads standard input.
+pub(crate) fn read_plan(file: &std::path::Path) -> Result<plan::PlanDoc, Error> {
+    let text = if file.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin())
+    } else {
+        std::fs::read_to_string(file)
+    };
+    let text = text.map_err(|e| {
+        Error::new(
+            Code::InvalidPlan,
+            format!("cannot read plan file {}: {e}", file.display()),
+            "check the path (`-` reads the plan from standard input)",
+        )
+    })?;
+    plan::parse(&text)
 }
 
 /// Prints one line of JSON.
@@ -295,14 +338,7 @@ async fn run(cli: Cli) -> Result<Outcome, Error> {
         }
         Command::Brief { id, max_bytes } => to_value(baton.brief(&actor, &id, max_bytes)?),
         Command::Plan(PlanCmd::Apply { file }) => {
-            let text = std::fs::read_to_string(&file).map_err(|e| {
-                Error::new(
-                    Code::InvalidPlan,
-                    format!("cannot read plan file {}: {e}", file.display()),
-                    "check the path",
-                )
-            })?;
-            let doc = plan::parse(&text)?;
+            let doc = read_plan(&file)?;
             to_value(baton.apply_plan(&actor, key, doc).await?)
         }
         Command::Events { after, limit } => to_value(baton.events(&actor, after, limit)?),

@@ -9,6 +9,15 @@ use serde_json::{json, Value};
 
 /// Runs one command against the server at `base`.
 pub(crate) async fn run(cli: &Cli, base: &str) -> Result<Outcome, Error> {
+    let url = reqwest::Url::parse(base).ok().filter(|u| {
+        matches!(u.scheme(), "http" | "https") && u.host_str().is_some_and(|h| !h.is_empty())
+    });
+    if url.is_none() {
+        return Err(Error::invalid(
+            format!("--server {base:?} is not an http(s) URL"),
+            "give the server's URL, e.g. --server http://127.0.0.1:7300",
+        ));
+    }
     let client = Client {
         http: reqwest::Client::new(),
         base: base.trim_end_matches('/').to_string(),
@@ -211,14 +220,7 @@ pub(crate) async fn run(cli: &Cli, base: &str) -> Result<Outcome, Error> {
                     .await?
             }
             Command::Plan(PlanCmd::Apply { file }) => {
-                let text = std::fs::read_to_string(file).map_err(|e| {
-                    Error::new(
-                        Code::InvalidPlan,
-                        format!("cannot read plan file {}: {e}", file.display()),
-                        "check the path",
-                    )
-                })?;
-                let doc = baton_core::ops::plan::parse(&text)?;
+                let doc = crate::read_plan(file)?;
                 client
                     .send(Method::POST, "/v1/plans", Some(json!(doc)))
                     .await?

@@ -1,9 +1,29 @@
 //! Human-readable output: one line per task, claim or event; anything else as indented JSON.
 
 use serde_json::Value;
+use std::borrow::Cow;
 
-fn s<'a>(v: &'a Value, key: &str) -> &'a str {
-    v.get(key).and_then(|x| x.as_str()).unwrap_or("")
+/// The string field `key` of `v`, fit for one line of a terminal.
+fn s<'a>(v: &'a Value, key: &str) -> Cow<'a, str> {
+    line(v.get(key).and_then(|x| x.as_str()).unwrap_or(""))
+}
+
+/// `text` with its control characters escaped (`\n`, `\u{1b}`): a newline or a terminal
+/// escape sequence stored in a field must not forge or garble the lines around it.
+fn line(text: &str) -> Cow<'_, str> {
+    if text.chars().any(char::is_control) {
+        let mut out = String::with_capacity(text.len() + 8);
+        for c in text.chars() {
+            if c.is_control() {
+                out.extend(c.escape_debug());
+            } else {
+                out.push(c);
+            }
+        }
+        Cow::Owned(out)
+    } else {
+        Cow::Borrowed(text)
+    }
 }
 
 fn task_line(t: &Value) -> String {
@@ -30,7 +50,7 @@ pub(crate) fn human(value: &Value) {
                     "signals: {}",
                     signals
                         .iter()
-                        .filter_map(|v| v.as_str())
+                        .filter_map(|v| v.as_str().map(line))
                         .collect::<Vec<_>>()
                         .join(", ")
                 );
@@ -42,7 +62,7 @@ pub(crate) fn human(value: &Value) {
             .into_iter()
             .flatten()
         {
-            say!("warning: {}", w.as_str().unwrap_or(""));
+            say!("warning: {}", line(w.as_str().unwrap_or("")));
         }
         return;
     }
@@ -58,7 +78,7 @@ pub(crate) fn human(value: &Value) {
             say!("{}", task_line(t));
         }
         if let Some(c) = value.get("next_cursor").and_then(|v| v.as_str()) {
-            say!("(more: --after {c})");
+            say!("(more: --after {})", line(c));
         }
         return;
     }
@@ -94,4 +114,19 @@ pub(crate) fn human(value: &Value) {
         "{}",
         serde_json::to_string_pretty(value).unwrap_or_default()
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stored field with a newline or a terminal escape prints as one inert line; others
+    /// print as they are.
+    #[test]
+    fn control_characters_print_escaped() {
+        assert_eq!(line("plain \"quoted\" ü"), "plain \"quoted\" ü");
+        assert_eq!(line("evil\u{1b}[2J\nfake"), "evil\\u{1b}[2J\\nfake");
+        let task = serde_json::json!({"id": "tsk_1", "status": "ready", "title": "a\rb"});
+        assert!(task_line(&task).ends_with("a\\rb"), "{}", task_line(&task));
+    }
 }

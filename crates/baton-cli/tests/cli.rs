@@ -194,7 +194,9 @@ impl Store {
         error
     }
 
-    /// Runs a command that clap must refuse as a usage error (exit 2), writing nothing.
+    /// Runs a command that clap must refuse as a usage error (exit 2), writing nothing:
+    /// with `--json` one `INVALID_INPUT` object on stdout, as every other error; for a
+    /// person, clap's message on stderr.
     fn usage_error(&self, args: &[&str]) {
         let before = self.event_count();
         let ran = self.run(args);
@@ -204,10 +206,21 @@ impl Store {
             "expected a usage error\n{}",
             ran.describe()
         );
+        let error = &single_object(&ran)["error"];
+        assert_eq!(error["code"], "INVALID_INPUT", "{}", ran.describe());
         assert!(
-            !ran.stderr.trim().is_empty(),
-            "a usage error explains itself on stderr\n{}",
+            error["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{}",
             ran.describe()
+        );
+        let out = self
+            .human(args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {BATON}: {e}"));
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(
+            !out.stderr.is_empty() && out.stdout.is_empty(),
+            "for a person, a usage error explains itself on stderr: {args:?}"
         );
         assert_eq!(self.event_count(), before, "a usage error appended events");
     }
@@ -930,7 +943,84 @@ fn errors_are_reported_as_one_json_object_and_write_nothing() {
     s.usage_error(&["frobnicate"]);
     s.usage_error(&["claim"]);
 
+    // Found by probing the command line: each is refused as bad input, not retryable.
+    s.fails_without_writing(
+        &["task", "create", "--title", "evil\u{1b}[2J\nfake-line"],
+        "INVALID_INPUT",
+    );
+    s.fails_without_writing(
+        &["--as", "", "task", "create", "--title", "x"],
+        "INVALID_INPUT",
+    );
+    s.fails_without_writing(
+        &["--as", "x\ny", "task", "create", "--title", "x"],
+        "INVALID_INPUT",
+    );
+    s.fails_without_writing(
+        &[
+            "--idempotency-key",
+            "a\nb",
+            "task",
+            "create",
+            "--title",
+            "x",
+        ],
+        "INVALID_INPUT",
+    );
+    s.fails_without_writing(&["--server", "notaurl", "task", "list"], "INVALID_INPUT");
+    s.fails_without_writing(&["demo", "--workers", "0"], "INVALID_INPUT");
+    // A data directory that is a file, or that holds a file that is no database.
+    let file = s.path().join("not-a-dir");
+    std::fs::write(&file, "x").unwrap();
+    let junk = s.path().join("junk");
+    std::fs::create_dir(&junk).unwrap();
+    std::fs::write(junk.join("baton.db"), "not a database at all").unwrap();
+    for (dir, named) in [(&file, "not-a-dir"), (&junk, "junk")] {
+        let out = Command::new(BATON)
+            .args(["--json", "--data-dir"])
+            .arg(dir)
+            .args(["task", "list"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let e = &answer["error"];
+        assert_eq!(
+            (&e["code"], &e["retryable"]),
+            (&json!("INVALID_INPUT"), &json!(false)),
+            "{e}"
+        );
+        assert!(e["message"].as_str().unwrap().contains(named), "{e}");
+    }
+
     s.replay_verifies();
+}
+
+/// `plan apply -` reads the plan from standard input.
+#[test]
+fn plan_apply_reads_standard_input() {
+    let s = Store::new();
+    let mut child = s
+        .command(&["plan", "apply", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"name: piped\ntasks:\n  - ref: a\n    title: from stdin\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let applied: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(applied["created"], 1, "{applied}");
+    assert_eq!(
+        applied["tasks"][0]["task"]["title"], "from stdin",
+        "{applied}"
+    );
 }
 
 /// Plan idempotency: a YAML plan with a parent, children, `blocked_by` between them and on

@@ -75,6 +75,10 @@ fn expected_errors() -> Value {
         "unknown tool": "NOT_FOUND", "wrong type": "INVALID_INPUT", "unknown id": "NOT_FOUND",
         "stale lease": "LEASE_LOST", "no lease held": "LEASE_LOST", "bad enum": "INVALID_INPUT",
         "limit out of range": "INVALID_INPUT", "overlong filter": "TOO_LARGE",
+        "release of no task": "NOT_FOUND", "empty id": "INVALID_INPUT",
+        "detail not a flag": "INVALID_INPUT", "negative after": "INVALID_INPUT",
+        "argument a query ignores": "INVALID_INPUT", "children of no task": "NOT_FOUND",
+        "fractional max_bytes": "INVALID_INPUT", "claim as another agent": "INVALID_INPUT",
     })
 }
 

@@ -326,6 +326,8 @@ impl Baton {
     /// Makes sure the named workspace (and its default project) exists, and returns an actor
     /// in it. The default workspace is created on first use, so a new store needs no set-up.
     pub async fn actor(&self, workspace: &str, name: &str) -> Result<Actor> {
+        // Recorded in every event it causes, as agents' names are: held to the same rules.
+        ops::check_name("actor", name, 200)?;
         let found = self.read(
             &Actor {
                 workspace_id: String::new(),
@@ -1045,13 +1047,22 @@ fn check_wait(req: &ClaimRequest) -> Result<Duration> {
     Ok(wait)
 }
 
-/// An idempotency key is 1 to 200 characters.
+/// An idempotency key is 1 to 200 characters of printable ASCII (spaces allowed), as an
+/// HTTP header can carry it: a key one surface takes, every surface takes.
 fn check_idempotency_key(key: Option<&str>) -> Result<()> {
     match key {
-        Some(k) if k.is_empty() || k.len() > 200 => Err(Error::invalid(
-            "idempotency key must be 1 to 200 characters",
-            "use a UUID or a short unique string",
-        )),
+        Some(k)
+            if k.is_empty()
+                || k.len() > 200
+                || !k
+                    .bytes()
+                    .all(|b| b == b' ' || b == b'\t' || b.is_ascii_graphic()) =>
+        {
+            Err(Error::invalid(
+                "idempotency key must be 1 to 200 characters of printable ASCII",
+                "use a UUID or a short unique string",
+            ))
+        }
         _ => Ok(()),
     }
 }

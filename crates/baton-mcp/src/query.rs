@@ -13,7 +13,13 @@ pub(crate) async fn run(
     bearer: Option<&str>,
 ) -> Result<Value, Error> {
     let name = opt_str(&mut args, "name")?.unwrap_or_default();
-    let task = opt_str(&mut args, "task_id")?;
+    // Only the queries about a task take one; the others refuse it as an unknown argument.
+    let task = match name.as_str() {
+        "tasks" | "children_of" | "descendants_of" | "ancestors_of" => {
+            opt_str(&mut args, "task_id")?
+        }
+        _ => None,
+    };
     let limit = match args.remove("limit") {
         None | Some(Value::Null) => 50,
         Some(Value::Number(n)) if n.is_u64() => {
@@ -53,6 +59,9 @@ pub(crate) async fn run(
                 q.push_str(&format!("&cursor={}", enc(&c)));
             }
             let parent = if name == "children_of" { Some(need_task()?) } else { task.clone() };
+            if let Some(p) = &parent {
+                mcp.get(&format!("/v1/tasks/{}", enc(p)), bearer).await?;
+            }
             if let Some(p) = parent {
                 q.push_str(&format!("&parent={}", enc(&p)));
             }
@@ -61,8 +70,11 @@ pub(crate) async fn run(
         }
         "descendants_of" => {
             no_more(&args)?;
+            let root = need_task()?;
+            // As ancestors_of: a task that is not there is NOT_FOUND, not an empty list.
+            mcp.get(&format!("/v1/tasks/{}", enc(&root)), bearer).await?;
             let mut found = Vec::new();
-            let mut frontier = vec![need_task()?];
+            let mut frontier = vec![root];
             while let Some(parent) = frontier.pop() {
                 let page = mcp.get(&format!("/v1/tasks?parent={}&limit=1000", enc(&parent)), bearer).await?;
                 for t in page["tasks"].as_array().cloned().unwrap_or_default() {
@@ -113,8 +125,13 @@ pub(crate) async fn run(
         "recent_activity" | "events_since" => {
             let after = match args.remove("after") {
                 None | Some(Value::Null) => 0,
-                Some(Value::Number(n)) => n.as_u64().unwrap_or(0),
-                Some(_) => return Err(Error::invalid("after must be an integer", "a sequence number")),
+                Some(Value::Number(n)) if n.is_u64() => n.as_u64().unwrap_or(0),
+                Some(_) => {
+                    return Err(Error::invalid(
+                        "after must be a whole number of 0 or more",
+                        "pass the sequence number of the last event you saw (0 for the start)",
+                    ))
+                }
             };
             no_more(&args)?;
             let path = if name == "recent_activity" {

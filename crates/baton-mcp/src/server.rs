@@ -89,29 +89,62 @@ impl BatonMcp {
     }
 
     /// The lease to send for `task`: the one given in `args` (taken out), else the one this
-    /// server got from its claim.
-    fn lease_for(&self, task: &str, args: &mut Args) -> Result<Value, Error> {
+    /// server got from its claim, else none ([`Lease::Unheld`]).
+    fn lease_for(&self, task: &str, args: &mut Args) -> Result<Lease, Error> {
         match args.remove("lease") {
-            Some(Value::String(l)) => Ok(Value::String(l)),
-            Some(Value::Null) | None => self
+            Some(Value::String(l)) => Ok(Lease::Given(l)),
+            Some(Value::Null) | None => Ok(self
                 .leases
                 .lock()
                 .map_err(poisoned)?
                 .get(task)
                 .cloned()
-                .map(Value::String)
-                .ok_or_else(|| {
-                    Error::new(
-                        Code::LeaseLost,
-                        format!("this server holds no lease on {task}"),
-                        "claim the task first, or pass the lease token you were given",
-                    )
-                }),
+                .map_or(Lease::Unheld, Lease::Held)),
             Some(_) => Err(Error::invalid(
                 "lease must be a string",
                 "pass the token from your claim",
             )),
         }
+    }
+
+    /// Runs a lease operation on `task` (`POST /v1/tasks/{id}/{op}`) with the lease
+    /// [`BatonMcp::lease_for`] finds. The lease this server holds is dropped when the
+    /// operation ends it (`ends`, on success) or the API says it is no longer current, and
+    /// kept on any other refusal (bad input, a schema violation, open children): the agent
+    /// still holds the task and may try again.
+    async fn lease_op(
+        &self,
+        task: &str,
+        op: &str,
+        mut args: Args,
+        ends: bool,
+        bearer: Option<&str>,
+    ) -> Result<Value, Error> {
+        let lease = self.lease_for(task, &mut args)?;
+        // Without a lease, a token no lease has: the API still checks the input and the
+        // task first, so the answer says what is wrong before that the lease is.
+        let token = match &lease {
+            Lease::Given(t) | Lease::Held(t) => t.clone(),
+            Lease::Unheld => "none".to_string(),
+        };
+        args.insert("lease".into(), json!(token));
+        let path = format!("/v1/tasks/{}/{op}", enc(task));
+        let out = self
+            .call(Method::POST, &path, Some(Value::Object(args)), bearer)
+            .await;
+        match (&out, &lease) {
+            (Ok(_), Lease::Held(_)) if ends => self.forget(task),
+            (Err(e), Lease::Held(_)) if e.code == Code::LeaseLost => self.forget(task),
+            (Err(e), Lease::Unheld) if e.code == Code::LeaseLost => {
+                return Err(Error::new(
+                    Code::LeaseLost,
+                    format!("this server holds no lease on {task}"),
+                    "claim the task first, or pass the lease token you were given",
+                ))
+            }
+            _ => {}
+        }
+        out
     }
 
     fn forget(&self, task: &str) {
@@ -128,7 +161,16 @@ impl BatonMcp {
         bearer: Option<&str>,
         client: Option<&str>,
     ) -> Result<Value, Error> {
-        let detail = matches!(args.remove("detail"), Some(Value::Bool(true)));
+        let detail = match args.remove("detail") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(detail)) => detail,
+            Some(_) => {
+                return Err(Error::invalid(
+                    "detail must be true or false",
+                    "pass detail: true for the full record",
+                ))
+            }
+        };
         match name {
             "task_create" => {
                 let out = self
@@ -156,13 +198,7 @@ impl BatonMcp {
                 let out = match action.as_str() {
                     "update" => self.call(Method::PATCH, &path, Some(Value::Object(args)), bearer).await?,
                     "start" | "wait" | "resume" | "block" => {
-                        let lease = self.lease_for(&id, &mut args)?;
-                        args.insert("lease".into(), lease);
-                        let out = self.call(Method::POST, &format!("{path}/{action}"), Some(Value::Object(args)), bearer).await?;
-                        if action == "block" {
-                            self.forget(&id);
-                        }
-                        out
+                        self.lease_op(&id, &action, args, action == "block", bearer).await?
                     }
                     "publish" | "unblock" | "cancel" | "retry" | "approve" | "reject" => {
                         self.call(Method::POST, &format!("{path}/{action}"), Some(Value::Object(args)), bearer).await?
@@ -179,10 +215,13 @@ impl BatonMcp {
             "task_brief" => {
                 let id = str_arg(&mut args, "task_id")?;
                 let query = match args.remove("max_bytes") {
-                    Some(Value::Number(n)) => format!("?max_bytes={n}"),
+                    Some(Value::Number(n)) if n.is_u64() => format!("?max_bytes={n}"),
                     None | Some(Value::Null) => String::new(),
                     Some(_) => {
-                        return Err(Error::invalid("max_bytes must be an integer", "e.g. 8000"))
+                        return Err(Error::invalid(
+                            "max_bytes must be a whole number of bytes",
+                            "e.g. 8000",
+                        ))
                     }
                 };
                 no_more(&args)?;
@@ -209,6 +248,15 @@ impl BatonMcp {
             }
             "claim" => {
                 let agent = self.agent(bearer, client).await?;
+                match opt_str(&mut args, "agent")? {
+                    Some(other) if other != agent => {
+                        return Err(Error::invalid(
+                            format!("this server claims as agent '{agent}', not '{other}'"),
+                            "leave agent out; to claim as another agent, start a server for it",
+                        ))
+                    }
+                    _ => {}
+                }
                 args.insert("agent".into(), json!(agent));
                 let mut out = self
                     .call(
@@ -238,20 +286,10 @@ impl BatonMcp {
             }
             "heartbeat" | "complete" | "fail" | "release" => {
                 let id = str_arg(&mut args, "task_id")?;
-                let lease = self.lease_for(&id, &mut args)?;
-                args.insert("lease".into(), lease);
                 let out = self
-                    .call(
-                        Method::POST,
-                        &format!("/v1/tasks/{}/{name}", enc(&id)),
-                        Some(Value::Object(args)),
-                        bearer,
-                    )
-                    .await;
-                if name != "heartbeat" || matches!(&out, Err(e) if e.code == Code::LeaseLost) {
-                    self.forget(&id);
-                }
-                Ok(compact_task_out(out?, detail))
+                    .lease_op(&id, name, args, name != "heartbeat", bearer)
+                    .await?;
+                Ok(compact_task_out(out, detail))
             }
             "context_add" => {
                 let id = str_arg(&mut args, "task_id")?;
@@ -352,6 +390,16 @@ impl BatonMcp {
     }
 }
 
+/// Where the lease sent with a lease operation comes from.
+enum Lease {
+    /// Given by the caller.
+    Given(String),
+    /// Held by this server from its claim.
+    Held(String),
+    /// Neither.
+    Unheld,
+}
+
 fn poisoned<T>(_: T) -> Error {
     Error::new(
         Code::Internal,
@@ -363,12 +411,17 @@ fn poisoned<T>(_: T) -> Error {
 pub(crate) use baton_core::id::url_component as enc;
 
 pub(crate) fn str_arg(args: &mut Args, key: &str) -> Result<String, Error> {
-    opt_str(args, key)?.ok_or_else(|| {
-        Error::invalid(
+    match opt_str(args, key)? {
+        Some(value) if !value.is_empty() => Ok(value),
+        Some(_) => Err(Error::invalid(
+            format!("{key} is empty"),
+            format!("pass {key} as a non-empty string"),
+        )),
+        None => Err(Error::invalid(
             format!("{key} is required"),
             format!("pass {key} as a string"),
-        )
-    })
+        )),
+    }
 }
 
 pub(crate) fn opt_str(args: &mut Args, key: &str) -> Result<Option<String>, Error> {

@@ -102,20 +102,43 @@ fn connect(path: &Path, durability: Durability) -> Result<Connection> {
     Ok(conn)
 }
 
+/// Refuses a store file that is there but is no SQLite database (a data directory pointed
+/// at the wrong place): `INVALID_INPUT`, where SQLite's own error would read as a storage
+/// failure worth retrying.
+fn check_is_sqlite(path: &Path) -> Result<()> {
+    use std::io::Read as _;
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return Ok(()); // absent: created next
+    };
+    let mut header = [0u8; 16];
+    match file.read(&mut header) {
+        Ok(0) => Ok(()), // empty: SQLite makes it a database
+        Ok(16) if &header == b"SQLite format 3\0" => Ok(()),
+        _ => Err(Error::invalid(
+            format!(
+                "{} is not a Baton store (not a SQLite database)",
+                path.display()
+            ),
+            "point --data-dir (or BATON_DATA_DIR) at a Baton data directory, or move the file away",
+        )),
+    }
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the store at `path`, migrating it to the current schema.
     pub fn open(path: &Path, options: Options) -> Result<Arc<SqliteStore>> {
         if let Some(dir) = path.parent() {
             if !dir.as_os_str().is_empty() {
+                // Not retryable: another directory is the remedy, not another try.
                 std::fs::create_dir_all(dir).map_err(|e| {
-                    Error::new(
-                        Code::Storage,
+                    Error::invalid(
                         format!("cannot create data directory {}: {e}", dir.display()),
                         "choose a writable directory with --data-dir or BATON_DATA_DIR",
                     )
                 })?;
             }
         }
+        check_is_sqlite(path)?;
         let writer = connect(path, options.durability)?;
         migrate::migrate(&writer)?;
         // Checkpoints run on their own thread and connection, off the writer's path. The

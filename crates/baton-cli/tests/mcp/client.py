@@ -71,6 +71,11 @@ async def workflow(planner, worker):
     beat = await call(worker, "heartbeat", task_id=first["id"], progress=0.5, message="indexing")
     assert "signals" in beat
     await call(worker, "context_add", task_id=parent["id"], type="discovery", content="Titles need stemming")
+    # A refused lease operation leaves the lease with the server: the agent still holds the task.
+    refused = await error(worker, "fail", {"task_id": first["id"], "error": "e", "class": "cosmic"})
+    assert refused == "INVALID_INPUT", refused
+    refused = await error(worker, "complete", {"task_id": first["id"], "lease": "lse_not_mine"})
+    assert refused == "LEASE_LOST", refused
     done = await call(worker, "complete", task_id=first["id"], output={"indexed": 3}, outcome="indexed")
     assert done["task"]["status"] == "done", done
 
@@ -99,11 +104,23 @@ async def workflow(planner, worker):
         "bad enum": await error(worker, "context_add", {"task_id": parent["id"], "type": "gossip", "content": "x"}),
         "limit out of range": await error(worker, "query", {"name": "tasks", "limit": -1}),
         "overlong filter": await error(worker, "query", {"name": "tasks", "label": "x" * 100_000}),
+        "release of no task": await error(worker, "release", {"task_id": "tsk_nope"}),
+        "empty id": await error(worker, "task_get", {"task_id": ""}),
+        "detail not a flag": await error(worker, "task_get", {"task_id": first["id"], "detail": "yes"}),
+        "negative after": await error(worker, "query", {"name": "events_since", "after": -5}),
+        "argument a query ignores": await error(worker, "query", {"name": "ready", "task_id": first["id"]}),
+        "children of no task": await error(worker, "query", {"name": "children_of", "task_id": "tsk_nope"}),
+        "fractional max_bytes": await error(worker, "task_brief", {"task_id": first["id"], "max_bytes": 1.5}),
+        "claim as another agent": await error(worker, "claim", {"agent": "somebody-else"}),
     }
     assert codes == {
         "unknown tool": "NOT_FOUND", "wrong type": "INVALID_INPUT", "unknown id": "NOT_FOUND",
         "stale lease": "LEASE_LOST", "no lease held": "LEASE_LOST", "bad enum": "INVALID_INPUT",
         "limit out of range": "INVALID_INPUT", "overlong filter": "TOO_LARGE",
+        "release of no task": "NOT_FOUND", "empty id": "INVALID_INPUT",
+        "detail not a flag": "INVALID_INPUT", "negative after": "INVALID_INPUT",
+        "argument a query ignores": "INVALID_INPUT", "children of no task": "NOT_FOUND",
+        "fractional max_bytes": "INVALID_INPUT", "claim as another agent": "INVALID_INPUT",
     }, codes
     return {"tools_list_bytes": size, "tools": len(names), "errors": codes}
 

@@ -100,7 +100,7 @@ pub fn add_step(
     title: &str,
     details: Option<String>,
 ) -> Result<StepOut> {
-    check_text("title", title, MAX_TITLE)?;
+    super::check_line("title", title, MAX_TITLE)?;
     if let Some(d) = &details {
         check_len("details", d, MAX_TEXT)?;
     }

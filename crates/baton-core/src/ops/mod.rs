@@ -162,10 +162,10 @@ pub fn check_text(field: &str, value: &str, max: usize) -> Result<()> {
     check_len(field, value, max)
 }
 
-/// Checks a name (of an agent, a project, a workspace): a required text field without
-/// control characters, since names are shown on one line, and without spaces around it,
-/// since names are keys (`" a "` would be another agent than `"a"`).
-pub fn check_name(field: &str, value: &str, max: usize) -> Result<()> {
+/// Checks a one-line text (a title, a name): required, and without control characters,
+/// since it is shown on one line (a newline or a terminal escape in it would forge or
+/// garble the lines of a listing).
+pub fn check_line(field: &str, value: &str, max: usize) -> Result<()> {
     check_text(field, value, max)?;
     if value.chars().any(char::is_control) {
         return Err(Error::invalid(
@@ -176,6 +176,13 @@ pub fn check_name(field: &str, value: &str, max: usize) -> Result<()> {
             ),
         ));
     }
+    Ok(())
+}
+
+/// Checks a name (of an agent, a project, a workspace): one line ([`check_line`]) without
+/// spaces around it, since names are keys (`" a "` would be another agent than `"a"`).
+pub fn check_name(field: &str, value: &str, max: usize) -> Result<()> {
+    check_line(field, value, max)?;
     if value.trim() != value {
         return Err(Error::invalid(
             format!("{field} {value:?} starts or ends with white space"),

@@ -1,7 +1,7 @@
 //! Creating, shaping and ending tasks: the planner's operations.
 
 use super::{
-    check_json, check_len, check_tags, check_text, graph, project, snap, Ctx, MAX_TEXT, MAX_TITLE,
+    check_json, check_len, check_line, check_tags, graph, project, snap, Ctx, MAX_TEXT, MAX_TITLE,
 };
 use crate::api::{CreateTask, TaskOut, TasksOut, UpdateTask};
 use crate::error::{Code, Error, Result};
@@ -41,7 +41,7 @@ fn check_kind(kind: &str) -> Result<()> {
 
 /// Validates a create request without touching storage.
 pub fn validate_create(req: &CreateTask) -> Result<()> {
-    check_text("title", &req.title, MAX_TITLE)?;
+    check_line("title", &req.title, MAX_TITLE)?;
     if let Some(parent) = &req.parent_id {
         super::check_ref("parent_id", parent)?;
     }
@@ -259,7 +259,7 @@ pub fn update(ctx: &mut Ctx<'_>, id: &str, req: UpdateTask) -> Result<TaskOut> {
         ));
     }
     if let Some(title) = req.title {
-        check_text("title", &title, MAX_TITLE)?;
+        check_line("title", &title, MAX_TITLE)?;
         task.title = title.trim().to_string();
     }
     for (field, value, slot) in [
