@@ -4,7 +4,7 @@
 //! servers race for the same work; and every operation is reachable over HTTP, MCP and the
 //! CLI or stands on an explained exclusion list.
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -254,6 +254,65 @@ fn transport_refusals_are_json_rpc_errors() {
     }
     let _ = server.kill();
     let _ = server.wait();
+}
+
+/// A line on stdin that is not one JSON value (not JSON, two messages, not UTF-8, nested
+/// deeper than any reader takes) is answered with a JSON-RPC parse error without an id,
+/// where rmcp would drop it and leave its sender waiting; the server goes on.
+#[test]
+fn stdio_answers_lines_that_are_not_json() {
+    use std::io::{BufRead as _, Write as _};
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Command::new(BATON)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .arg("mcp")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut input = server.stdin.take().unwrap();
+    let bad: Vec<Vec<u8>> = vec![
+        b"this is not json".to_vec(),
+        br#"{"jsonrpc":"2.0","id":7,"method":"ping"}{"jsonrpc":"2.0","id":8,"method":"ping"}"#
+            .to_vec(),
+        b"{\"jsonrpc\":\"2.0\",\"id\":9,\"method\":\"ping\",\"x\":\"\xff\"}".to_vec(),
+        format!("{}{}", "[".repeat(200), "]".repeat(200)).into_bytes(),
+    ];
+    for line in &bad {
+        input.write_all(line).unwrap();
+        input.write_all(b"\n").unwrap();
+    }
+    let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-03-26","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+    for line in [
+        init,
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+        r#"{"jsonrpc":"2.0","id":2,"method":"ping"}"#,
+    ] {
+        writeln!(input, "{line}").unwrap();
+    }
+    drop(input);
+    let output = std::io::BufReader::new(server.stdout.take().unwrap());
+    let answers: Vec<Value> = output
+        .lines()
+        .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
+        .collect();
+    let _ = server.wait();
+    // Answers to different messages may come in any order (JSON-RPC matches them by id).
+    let (refusals, replies): (Vec<&Value>, Vec<&Value>) =
+        answers.iter().partition(|a| a["id"].is_null());
+    assert_eq!(refusals.len(), bad.len(), "{answers:?}");
+    for refusal in refusals {
+        assert_eq!(refusal["error"]["code"], -32700, "{refusal}");
+        assert!(refusal["error"]["data"]["hint"].is_string(), "{refusal}");
+    }
+    assert_eq!(replies.len(), 2, "{answers:?}");
+    assert_eq!(replies[0]["id"], 1, "{answers:?}");
+    assert_eq!(
+        *replies[1],
+        json!({"jsonrpc": "2.0", "id": 2, "result": {}})
+    );
 }
 
 /// Two stdio MCP servers (two agents) on one store claim and complete until nothing is

@@ -25,16 +25,140 @@ use rmcp::ServiceExt;
 use std::sync::Arc;
 
 /// Serves MCP on stdin/stdout until the client closes it.
+///
+/// Lines pass through [`gate`] first: rmcp drops a line that is not JSON (or too long)
+/// without a word, so a client waiting for the answer to it would wait for ever; the gate
+/// answers such a line itself with a JSON-RPC parse error. Both writers' lines go out
+/// through one task, whole.
 pub async fn serve_stdio(mcp: BatonMcp) -> Result<(), String> {
+    let (to_rmcp, rmcp_in) = tokio::io::duplex(64 * 1024);
+    let (rmcp_out, from_rmcp) = tokio::io::duplex(64 * 1024);
+    let (refusals, refused) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(gate(tokio::io::stdin(), to_rmcp, refusals));
+    let output = tokio::spawn(emit(from_rmcp, refused, tokio::io::stdout()));
     let running = mcp
-        .serve(rmcp::transport::stdio())
+        .serve((rmcp_in, rmcp_out))
         .await
         .map_err(|e| format!("MCP start-up failed: {e}"))?;
-    running
+    let stopped = running
         .waiting()
         .await
         .map(|_| ())
-        .map_err(|e| format!("MCP server stopped: {e}"))
+        .map_err(|e| format!("MCP server stopped: {e}"));
+    // rmcp's end of the output is closed with the service: what it wrote still goes out.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), output).await;
+    stopped
+}
+
+/// Longest line read from stdin (one JSON-RPC message), as rmcp's own limit.
+const MAX_LINE: usize = 16 * 1024 * 1024;
+
+/// Forwards each line of `input` that is one JSON value to rmcp; answers any other (not
+/// JSON, two values, not UTF-8, nested too deep, over [`MAX_LINE`]) with a parse error.
+async fn gate(
+    input: impl tokio::io::AsyncRead + Unpin,
+    mut to_rmcp: impl tokio::io::AsyncWrite + Unpin,
+    refusals: tokio::sync::mpsc::UnboundedSender<String>,
+) {
+    use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
+    let mut input = tokio::io::BufReader::new(input);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        // One byte past the limit tells an overlong line from one exactly at it.
+        let read = (&mut input)
+            .take(MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut line)
+            .await;
+        match read {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        if !line.ends_with(b"\n") && line.len() > MAX_LINE {
+            // Skip the rest of the line, then say why it went unanswered.
+            let mut rest = Vec::new();
+            while !rest.ends_with(b"\n") {
+                rest.clear();
+                match (&mut input)
+                    .take(64 * 1024)
+                    .read_until(b'\n', &mut rest)
+                    .await
+                {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+            let _ = refusals.send(parse_error(&format!("a message over {MAX_LINE} bytes")));
+            continue;
+        }
+        let message = line.strip_suffix(b"\n").unwrap_or(&line);
+        let message = message.strip_suffix(b"\r").unwrap_or(message);
+        if message.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        match serde_json::from_slice::<serde_json::Value>(message) {
+            Ok(_) => {
+                if to_rmcp.write_all(message).await.is_err()
+                    || to_rmcp.write_all(b"\n").await.is_err()
+                {
+                    break;
+                }
+            }
+            Err(e) => {
+                let _ = refusals.send(parse_error(&e.to_string()));
+            }
+        }
+    }
+    let _ = to_rmcp.shutdown().await;
+}
+
+/// A JSON-RPC parse error (-32700) without an id, as JSON 2.0 asks when none can be read.
+fn parse_error(why: &str) -> String {
+    serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": null,
+        "error": {
+            "code": -32700,
+            "message": format!("Parse error: {why}"),
+            "data": {"hint": "send one JSON-RPC 2.0 message per line, as UTF-8 JSON"},
+        },
+    })
+    .to_string()
+}
+
+/// Writes rmcp's lines and the gate's refusals to `output`, each line whole, until rmcp's
+/// side closes.
+async fn emit(
+    from_rmcp: impl tokio::io::AsyncRead + Unpin,
+    mut refused: tokio::sync::mpsc::UnboundedReceiver<String>,
+    mut output: impl tokio::io::AsyncWrite + Unpin,
+) {
+    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
+    let mut from_rmcp = tokio::io::BufReader::new(from_rmcp);
+    // rmcp's line so far: `read_until` keeps what it read when the other branch wins, and
+    // is called again to finish the line.
+    let mut pending = Vec::new();
+    loop {
+        let line = tokio::select! {
+            read = from_rmcp.read_until(b'\n', &mut pending) => match read {
+                Ok(0) | Err(_) => break,
+                Ok(_) => std::mem::take(&mut pending),
+            },
+            Some(refusal) = refused.recv() => format!("{refusal}\n").into_bytes(),
+        };
+        if output.write_all(&line).await.is_err() || output.flush().await.is_err() {
+            return;
+        }
+    }
+    if !pending.is_empty() {
+        let _ = output.write_all(&pending).await;
+    }
+    // The gate sent its last refusals before it closed rmcp's input, so before rmcp's
+    // output closed: they are all here.
+    while let Ok(refusal) = refused.try_recv() {
+        let _ = output.write_all(format!("{refusal}\n").as_bytes()).await;
+    }
+    let _ = output.flush().await;
 }
 
 /// The gateway of a stdio server on the embedded store: the router in-process, acting for
