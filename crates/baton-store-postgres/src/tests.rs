@@ -231,10 +231,10 @@ fn agents_loaded_ahead_see_the_writes_of_earlier_jobs() {
         .expect("read");
 }
 
-/// A commit's agents and tasks of one workspace are loaded ahead by one statement: each job
-/// still finds its own, with what earlier jobs of the commit wrote.
+/// A commit with both claims (agents) and lease jobs (tasks): each job finds its own, with
+/// what earlier jobs of the commit wrote, whichever were loaded ahead.
 #[test]
-fn agents_and_tasks_loaded_ahead_together_see_the_writes_of_earlier_jobs() {
+fn agents_and_tasks_of_one_commit_see_the_writes_of_earlier_jobs() {
     let Some((url, ws, parent, child, _)) = fixture() else {
         return;
     };

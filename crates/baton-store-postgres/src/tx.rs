@@ -150,51 +150,6 @@ struct Loaded {
     has_dependents: bool,
 }
 
-/// The statement that loads the tasks `ids` (a parameter, `$1` the workspace) for update
-/// with what a lease operation asks next ([`Loaded`]): its newest run, its open children,
-/// whether anything depends on it, and whether the row locked is the version the
-/// statement's snapshot sees. Rows another transaction holds are skipped, not waited for.
-///
-/// A task another transaction changed and committed after the statement's snapshot but
-/// before its lock is taken is not skipped: PostgreSQL locks and returns its newest
-/// version, while the subqueries keep answering from the snapshot (a heartbeat's run would
-/// be lost). Such a task comes without its answers (`None`), to be read afresh when asked.
-fn loaded_tasks(ids: &str) -> String {
-    format!(
-        "SELECT t.body,
-             (SELECT r.body FROM runs AS r WHERE r.workspace_id = $1 AND r.task_id = t.id
-              ORDER BY r.id DESC LIMIT 1),
-             (SELECT count(*) FROM tasks AS c WHERE c.workspace_id = $1 AND c.parent_id = t.id
-              AND c.{OPEN}),
-             EXISTS (SELECT 1 FROM dependencies AS d WHERE d.workspace_id = $1 AND d.blocker_id = t.id),
-             t.xmin = (SELECT s.xmin FROM tasks AS s WHERE s.workspace_id = $1 AND s.id = t.id)
-         FROM tasks AS t WHERE t.workspace_id = $1 AND t.id = ANY({ids}) FOR UPDATE OF t SKIP LOCKED"
-    )
-}
-
-/// A task of workspace `ws` and its answers from a row of [`loaded_tasks`].
-fn loaded_task(ws: &str, row: &PgRow) -> Result<(Task, Option<Loaded>)> {
-    let task: Task = from_json(&row.try_get::<String, _>(0).map_err(db_err)?)?;
-    let as_of_snapshot: Option<bool> = row.try_get(4).map_err(db_err)?;
-    if as_of_snapshot != Some(true) {
-        return Ok((task, None));
-    }
-    let run = row
-        .try_get::<Option<String>, _>(1)
-        .map_err(db_err)?
-        .map(|body| from_json::<Run>(&body))
-        .transpose()?;
-    let open_children: i64 = row.try_get(2).map_err(db_err)?;
-    let loaded = Loaded {
-        ws: ws.to_string(),
-        task_id: task.id.clone(),
-        run,
-        open_children: open_children as u64,
-        has_dependents: row.try_get(3).map_err(db_err)?,
-    };
-    Ok((task, Some(loaded)))
-}
-
 /// One transaction on one connection.
 pub(crate) struct PgTx<'a> {
     pub(crate) conn: &'a mut Conn,
@@ -483,63 +438,95 @@ impl<'a> PgTx<'a> {
     /// Loads the tasks `ids` of workspace `ws` for update with what a lease operation asks
     /// next ([`Loaded`]), skipping those another transaction holds (a caller that needs one
     /// of them waits for it alone: see [`Tx::task_for_update`]). One statement.
+    ///
+    /// A task another transaction changed and committed after this statement's snapshot
+    /// but before its lock is taken is not skipped: PostgreSQL locks and returns its newest
+    /// version, while the subqueries keep answering from the snapshot (a heartbeat's run
+    /// would be lost). Such a task comes without its answers (`None`: its row version is
+    /// not the one the snapshot sees), to be read afresh when asked.
     fn load_unlocked(&mut self, ws: &str, ids: Vec<String>) -> Result<Vec<(Task, Option<Loaded>)>> {
-        let rows = self.rows_now(&loaded_tasks("$2"), &[t(ws), Arg::Texts(ids)])?;
-        rows.iter().map(|row| loaded_task(ws, row)).collect()
+        let rows = self.rows_now(
+            &format!(
+                "SELECT t.body,
+                     (SELECT r.body FROM runs AS r WHERE r.workspace_id = $1 AND r.task_id = t.id
+                      ORDER BY r.id DESC LIMIT 1),
+                     (SELECT count(*) FROM tasks AS c WHERE c.workspace_id = $1 AND c.parent_id = t.id
+                      AND c.{OPEN}),
+                     EXISTS (SELECT 1 FROM dependencies AS d WHERE d.workspace_id = $1 AND d.blocker_id = t.id),
+                     t.xmin = (SELECT s.xmin FROM tasks AS s WHERE s.workspace_id = $1 AND s.id = t.id)
+                 FROM tasks AS t WHERE t.workspace_id = $1 AND t.id = ANY($2) FOR UPDATE OF t SKIP LOCKED"
+            ),
+            &[t(ws), Arg::Texts(ids)],
+        )?;
+        rows.iter()
+            .map(|row| {
+                let task: Task = from_json(&row.try_get::<String, _>(0).map_err(db_err)?)?;
+                let as_of_snapshot: Option<bool> = row.try_get(4).map_err(db_err)?;
+                if as_of_snapshot != Some(true) {
+                    return Ok((task, None));
+                }
+                let run = row
+                    .try_get::<Option<String>, _>(1)
+                    .map_err(db_err)?
+                    .map(|body| from_json::<Run>(&body))
+                    .transpose()?;
+                let open_children: i64 = row.try_get(2).map_err(db_err)?;
+                let loaded = Loaded {
+                    ws: ws.to_string(),
+                    task_id: task.id.clone(),
+                    run,
+                    open_children: open_children as u64,
+                    has_dependents: row.try_get(3).map_err(db_err)?,
+                };
+                Ok((task, Some(loaded)))
+            })
+            .collect()
     }
 
     /// Before the first job of a shared (claim and lease) transaction: loads what the jobs
     /// will load for update (`jobs`: what, its workspace and its task id or agent name, as
-    /// the jobs declare), the agents and tasks of a workspace in one statement, instead of
-    /// one per job.
+    /// the jobs declare), one statement per workspace and kind with more than one of them,
+    /// instead of one per job.
     pub(crate) fn load_ahead(&mut self, jobs: &[(Loads, &str, &str)]) -> Result<()> {
         if !self.writing || self.mode != LockMode::Shared {
             return Ok(());
         }
-        let mut workspaces: Vec<&str> = Vec::new();
-        for (_, ws, _) in jobs {
-            if !workspaces.contains(ws) {
-                workspaces.push(ws);
+        for kind in [Loads::Agent, Loads::Task] {
+            let mut workspaces: Vec<&str> = Vec::new();
+            for (_, ws, _) in jobs.iter().filter(|(k, ..)| *k == kind) {
+                if !workspaces.contains(ws) {
+                    workspaces.push(ws);
+                }
             }
-        }
-        for ws in workspaces {
-            let keys = |kind: Loads| {
+            for ws in workspaces {
                 let mut keys: Vec<String> = Vec::new();
                 for (.., key) in jobs.iter().filter(|(k, w, _)| *k == kind && *w == ws) {
-                    if !keys.iter().any(|k| k == key) {
+                    if !keys.iter().any(|i| i == key) {
                         keys.push(key.to_string());
                     }
                 }
-                keys
-            };
-            let (agents, tasks) = (keys(Loads::Agent), keys(Loads::Task));
-            if agents.len() + tasks.len() < 2 {
-                continue; // the job loads it itself, in a statement as cheap
-            }
-            self.lock(ws)?;
-            // The agents first, in name order, as every transaction that loads several: two
-            // such transactions wait for each other's agents in the same order. The tasks
-            // are never waited for (`SKIP LOCKED`); a task loaded without its answers is
-            // left to its job (which then holds its lock, so reads it as it is).
-            let rows = self.rows_now(
-                &format!(
-                    "WITH a AS (SELECT body FROM agents WHERE workspace_id = $1 AND name = ANY($2)
-                                ORDER BY name FOR UPDATE),
-                          l AS ({})
-                     SELECT body, NULL::text, NULL::bigint, NULL::bool, NULL::bool, false FROM a
-                     UNION ALL SELECT *, true FROM l",
-                    loaded_tasks("$3")
-                ),
-                &[t(ws), Arg::Texts(agents), Arg::Texts(tasks)],
-            )?;
-            for row in &rows {
-                if row.try_get::<bool, _>(5).map_err(db_err)? {
-                    if let (task, Some(loaded)) = loaded_task(ws, row)? {
-                        self.ahead.push((task, loaded));
+                if keys.len() < 2 {
+                    continue; // the job loads it itself, in a statement as cheap
+                }
+                self.lock(ws)?;
+                match kind {
+                    // In name order, as every transaction that loads several: two such
+                    // transactions wait for each other's agents in the same order.
+                    Loads::Agent => {
+                        let agents: Vec<Agent> = self.many_now(
+                            "SELECT body FROM agents WHERE workspace_id = $1 AND name = ANY($2)
+                             ORDER BY name FOR UPDATE",
+                            &[t(ws), Arg::Texts(keys)],
+                        )?;
+                        self.agents_ahead.extend(agents);
                     }
-                } else {
-                    let agent: Agent = from_json(&row.try_get::<String, _>(0).map_err(db_err)?)?;
-                    self.agents_ahead.push(agent);
+                    // A task loaded without its answers is left to its job (which then holds
+                    // its lock, so reads it as it is).
+                    Loads::Task => {
+                        let loaded = self.load_unlocked(ws, keys)?;
+                        self.ahead
+                            .extend(loaded.into_iter().filter_map(|(t, l)| Some((t, l?))));
+                    }
                 }
             }
         }
