@@ -341,7 +341,10 @@ async fn run(cli: Cli) -> Result<Outcome, Error> {
             let doc = read_plan(&file)?;
             to_value(baton.apply_plan(&actor, key, doc).await?)
         }
-        Command::Events { after, limit } => to_value(baton.events(&actor, after, limit)?),
+        Command::Events { after, limit } => {
+            let after = baton.check_resume(&actor, after)?;
+            to_value(baton.events(&actor, after, limit)?)
+        }
         Command::Replay { verify } => replay(&dir, verify).await,
         Command::Reap => Ok(Outcome::Value(
             json!({ "expired": baton.reap(&actor).await? }),
@@ -421,7 +424,9 @@ async fn mcp(cli: &Cli, agent: Option<String>) -> Result<Outcome, Error> {
     let gateway = match &cli.server {
         Some(server) => baton_mcp::Gateway::Remote {
             http: reqwest::Client::new(),
-            base: server.trim_end_matches('/').to_string(),
+            base: remote::check_server(server)?
+                .trim_end_matches('/')
+                .to_string(),
             token: cli.token.clone().ok_or_else(|| {
                 Error::invalid("--server needs a key", "pass --token or set BATON_TOKEN")
             })?,

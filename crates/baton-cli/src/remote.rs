@@ -7,17 +7,24 @@ use baton_core::{Code, Error};
 use reqwest::Method;
 use serde_json::{json, Value};
 
-/// Runs one command against the server at `base`.
-pub(crate) async fn run(cli: &Cli, base: &str) -> Result<Outcome, Error> {
+/// `base` if it is an http(s) URL with a host: `INVALID_INPUT` otherwise, where a request
+/// to it would fail as if the server were down (and be retried).
+pub(crate) fn check_server(base: &str) -> Result<&str, Error> {
     let url = reqwest::Url::parse(base).ok().filter(|u| {
         matches!(u.scheme(), "http" | "https") && u.host_str().is_some_and(|h| !h.is_empty())
     });
-    if url.is_none() {
-        return Err(Error::invalid(
+    match url {
+        Some(_) => Ok(base),
+        None => Err(Error::invalid(
             format!("--server {base:?} is not an http(s) URL"),
             "give the server's URL, e.g. --server http://127.0.0.1:7300",
-        ));
+        )),
     }
+}
+
+/// Runs one command against the server at `base`.
+pub(crate) async fn run(cli: &Cli, base: &str) -> Result<Outcome, Error> {
+    check_server(base)?;
     let client = Client {
         http: reqwest::Client::new(),
         base: base.trim_end_matches('/').to_string(),

@@ -969,6 +969,7 @@ fn errors_are_reported_as_one_json_object_and_write_nothing() {
     );
     s.fails_without_writing(&["--server", "notaurl", "task", "list"], "INVALID_INPUT");
     s.fails_without_writing(&["demo", "--workers", "0"], "INVALID_INPUT");
+    s.fails_without_writing(&["events", "--after", "999999"], "INVALID_INPUT");
     // A data directory that is a file, or that holds a file that is no database.
     let file = s.path().join("not-a-dir");
     std::fs::write(&file, "x").unwrap();

@@ -79,6 +79,7 @@ fn expected_errors() -> Value {
         "detail not a flag": "INVALID_INPUT", "negative after": "INVALID_INPUT",
         "argument a query ignores": "INVALID_INPUT", "children of no task": "NOT_FOUND",
         "fractional max_bytes": "INVALID_INPUT", "claim as another agent": "INVALID_INPUT",
+        "after on the newest events": "INVALID_INPUT",
     })
 }
 

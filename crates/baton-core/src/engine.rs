@@ -278,7 +278,7 @@ impl Baton {
                     if stored_sha != request_sha {
                         return Err(idempotency_mismatch(key));
                     }
-                    return serde_json::from_str(&response)
+                    return crate::store::from_stored_json(&response)
                         .map_err(|e| Error::new(Code::Internal, e.to_string(), ""));
                 }
             }
@@ -327,7 +327,7 @@ impl Baton {
     /// in it. The default workspace is created on first use, so a new store needs no set-up.
     pub async fn actor(&self, workspace: &str, name: &str) -> Result<Actor> {
         // Recorded in every event it causes, as agents' names are: held to the same rules.
-        ops::check_name("actor", name, 200)?;
+        ops::check_line("actor", name, 200)?;
         let found = self.read(
             &Actor {
                 workspace_id: String::new(),
@@ -372,7 +372,7 @@ impl Baton {
     }
 
     async fn insert_workspace(&self, name: &str, must_be_new: bool) -> Result<Workspace> {
-        ops::check_name("workspace name", name, 200)?;
+        ops::check_new_name("workspace name", name, 200)?;
         let clock = self.clock.clone();
         let name = name.to_string();
         self.write_tx(move |tx| {

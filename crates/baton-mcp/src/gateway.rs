@@ -63,10 +63,7 @@ impl Gateway {
                 let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
                     .await
                     .map_err(internal)?;
-                Ok((
-                    status,
-                    serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-                ))
+                Ok((status, answer(status, &bytes)?))
             }
             Gateway::Remote { http, base, token } => {
                 let mut req = http.request(method, format!("{base}{path}"));
@@ -86,10 +83,7 @@ impl Gateway {
                 })?;
                 let status = res.status().as_u16();
                 let bytes = res.bytes().await.map_err(internal)?;
-                Ok((
-                    status,
-                    serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-                ))
+                Ok((status, answer(status, &bytes)?))
             }
         }
     }
@@ -114,4 +108,22 @@ pub(crate) fn ok((status, body): Answer) -> Result<Value, Error> {
         };
         Error::new(code, format!("HTTP {status} without an error body"), hint)
     }))
+}
+
+/// An answer's body as JSON. A success that is not JSON is an error, rather than a silent
+/// `null` a tool would pass on as its result; a refusal that is not JSON is `null`, for
+/// [`ok`] to tell by its status. Read without serde's nesting limit (bounded), as the store
+/// reads rows: a value stored before values' depth was checked may nest deeper in an answer.
+fn answer(status: u16, bytes: &[u8]) -> Result<Value, Error> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Value::Null);
+    }
+    let read = std::str::from_utf8(bytes)
+        .map_err(|e| e.to_string())
+        .and_then(|text| baton_core::store::from_stored_json(text).map_err(|e| e.to_string()));
+    match read {
+        Ok(value) => Ok(value),
+        Err(_) if !(200..300).contains(&status) => Ok(Value::Null),
+        Err(e) => Err(internal(format!("an answer that is not JSON: {e}"))),
+    }
 }

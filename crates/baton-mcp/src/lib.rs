@@ -36,15 +36,14 @@ pub async fn serve_stdio(mcp: BatonMcp) -> Result<(), String> {
     let (refusals, refused) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(gate(tokio::io::stdin(), to_rmcp, refusals));
     let output = tokio::spawn(emit(from_rmcp, refused, tokio::io::stdout()));
-    let running = mcp
-        .serve((rmcp_in, rmcp_out))
-        .await
-        .map_err(|e| format!("MCP start-up failed: {e}"))?;
-    let stopped = running
-        .waiting()
-        .await
-        .map(|_| ())
-        .map_err(|e| format!("MCP server stopped: {e}"));
+    let stopped = match mcp.serve((rmcp_in, rmcp_out)).await {
+        Ok(running) => running
+            .waiting()
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("MCP server stopped: {e}")),
+        Err(e) => Err(format!("MCP start-up failed: {e}")),
+    };
     // rmcp's end of the output is closed with the service: what it wrote still goes out.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), output).await;
     stopped

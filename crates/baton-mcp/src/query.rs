@@ -123,7 +123,8 @@ pub(crate) async fn run(
             tasks(json!({ "tasks": found }))
         }
         "recent_activity" | "events_since" => {
-            let after = match args.remove("after") {
+            // recent_activity is the newest events: it takes no after (left for no_more).
+            let after = match (name == "events_since").then(|| args.remove("after")).flatten() {
                 None | Some(Value::Null) => 0,
                 Some(Value::Number(n)) if n.is_u64() => n.as_u64().unwrap_or(0),
                 Some(_) => {

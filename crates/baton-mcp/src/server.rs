@@ -133,7 +133,8 @@ impl BatonMcp {
             .call(Method::POST, &path, Some(Value::Object(args)), bearer)
             .await;
         match (&out, &lease) {
-            (Ok(_), Lease::Held(_)) if ends => self.forget(task),
+            // Ended, with whichever token: the one held (if any) is dead too.
+            (Ok(_), _) if ends => self.forget(task),
             (Err(e), Lease::Held(_)) if e.code == Code::LeaseLost => self.forget(task),
             (Err(e), Lease::Unheld) if e.code == Code::LeaseLost => {
                 return Err(Error::new(

@@ -102,8 +102,8 @@ async fn batch(
     headers: HeaderMap,
     body: JsonBody<BatchBody>,
 ) -> Result<Response> {
-    let key = idempotency_key(&headers)?;
     let actor = s.auth(&headers, &[Permission::Plan])?.actor;
+    let key = idempotency_key(&headers)?;
     let req: BatchBody = body.parse()?;
     let out = s
         .baton
@@ -263,8 +263,8 @@ async fn claim(
     headers: HeaderMap,
     body: JsonBody<ClaimRequest>,
 ) -> Result<Json<Claims>> {
-    let key = idempotency_key(&headers)?;
     let principal = s.auth(&headers, &[Permission::Work])?;
+    let key = idempotency_key(&headers)?;
     let req: ClaimRequest = body.parse()?;
     // A key bound to an agent claims only as that agent; the claim is recorded under its name.
     crate::check_bound(&principal, &req.agent)?;
@@ -330,8 +330,8 @@ async fn complete_many(
     headers: HeaderMap,
     body: JsonBody<CompleteManyBody>,
 ) -> Result<Json<CompletionsOut>> {
-    let key = idempotency_key(&headers)?;
     let principal = s.auth(&headers, &[Permission::Work])?;
+    let key = idempotency_key(&headers)?;
     let req: CompleteManyBody = body.parse()?;
     if let Some(next) = &req.next {
         crate::check_bound(&principal, &next.agent)?;
@@ -743,17 +743,11 @@ async fn remove_dependency(
     let Query(q) =
         query.map_err(|e| bad_query(e, "use kind: blocks, relates_to or discovered_from"))?;
     let kind = q.kind.unwrap_or(DepKind::Blocks);
+    let actor = s.auth(&headers, &[Permission::Plan])?.actor;
     let key = idempotency_key(&headers)?;
     Ok(Json(
         s.baton
-            .dependency(
-                &s.auth(&headers, &[Permission::Plan])?.actor,
-                key.as_deref(),
-                &blocker,
-                &id,
-                kind,
-                false,
-            )
+            .dependency(&actor, key.as_deref(), &blocker, &id, kind, false)
             .await?,
     ))
 }
@@ -782,9 +776,9 @@ async fn events(
     let Query(q) =
         query.map_err(|e| bad_query(e, "use after (a sequence number) and limit (1 to 1000)"))?;
     let actor = s.auth(&headers, &[Permission::Read])?.actor;
-    if q.last.is_some() && q.after.is_some() {
+    if q.last.is_some() && (q.after.is_some() || q.limit.is_some()) {
         return Err(Error::invalid(
-            "after and last are alternatives; both were given",
+            "last is an alternative to after and limit; both were given",
             "send after (and limit) to read on from an event, or last for the newest events",
         )
         .into());

@@ -112,6 +112,7 @@ async def workflow(planner, worker):
         "children of no task": await error(worker, "query", {"name": "children_of", "task_id": "tsk_nope"}),
         "fractional max_bytes": await error(worker, "task_brief", {"task_id": first["id"], "max_bytes": 1.5}),
         "claim as another agent": await error(worker, "claim", {"agent": "somebody-else"}),
+        "after on the newest events": await error(worker, "query", {"name": "recent_activity", "after": 3}),
     }
     assert codes == {
         "unknown tool": "NOT_FOUND", "wrong type": "INVALID_INPUT", "unknown id": "NOT_FOUND",
@@ -121,6 +122,7 @@ async def workflow(planner, worker):
         "detail not a flag": "INVALID_INPUT", "negative after": "INVALID_INPUT",
         "argument a query ignores": "INVALID_INPUT", "children of no task": "NOT_FOUND",
         "fractional max_bytes": "INVALID_INPUT", "claim as another agent": "INVALID_INPUT",
+        "after on the newest events": "INVALID_INPUT",
     }, codes
     return {"tools_list_bytes": size, "tools": len(names), "errors": codes}
 

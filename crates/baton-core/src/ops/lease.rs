@@ -41,6 +41,7 @@ pub fn ensure_agent(ctx: &mut Ctx<'_>, name: &str, capabilities: &[String]) -> R
             Ok(agent)
         }
         None => {
+            super::check_new_name("agent", name, 200)?;
             let agent = Agent {
                 id: new_id("agt"),
                 workspace_id: ctx.ws.to_string(),

@@ -162,10 +162,26 @@ pub fn check_text(field: &str, value: &str, max: usize) -> Result<()> {
     check_len(field, value, max)
 }
 
-/// Checks a one-line text (a title, a name): required, and without control characters,
-/// since it is shown on one line (a newline or a terminal escape in it would forge or
-/// garble the lines of a listing).
+/// Checks a one-line text (a title, a name): required, and without control characters once
+/// trimmed (as it is stored), since it is shown on one line: a newline or a terminal escape
+/// inside it would forge or garble the lines of a listing. A tab is let through.
 pub fn check_line(field: &str, value: &str, max: usize) -> Result<()> {
+    check_text(field, value, max)?;
+    if value.trim().chars().any(|c| c.is_control() && c != '\t') {
+        return Err(Error::invalid(
+            format!("{field} contains a control character"),
+            format!(
+                "give {} {field} of printable characters on one line",
+                article(field)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a name (of an agent, a project, a workspace) as it is looked up: required, with
+/// no control character.
+pub fn check_name(field: &str, value: &str, max: usize) -> Result<()> {
     check_text(field, value, max)?;
     if value.chars().any(char::is_control) {
         return Err(Error::invalid(
@@ -179,10 +195,11 @@ pub fn check_line(field: &str, value: &str, max: usize) -> Result<()> {
     Ok(())
 }
 
-/// Checks a name (of an agent, a project, a workspace): one line ([`check_line`]) without
-/// spaces around it, since names are keys (`" a "` would be another agent than `"a"`).
-pub fn check_name(field: &str, value: &str, max: usize) -> Result<()> {
-    check_line(field, value, max)?;
+/// Checks the name of something being created: [`check_name`], and no spaces around it,
+/// since names are keys (`" a "` would be another agent than `"a"`). Only at creation: a
+/// name stored before this rule is still looked up as it is.
+pub fn check_new_name(field: &str, value: &str, max: usize) -> Result<()> {
+    check_name(field, value, max)?;
     if value.trim() != value {
         return Err(Error::invalid(
             format!("{field} {value:?} starts or ends with white space"),
@@ -349,17 +366,13 @@ pub fn check_json(field: &str, value: &Option<Value>) -> Result<()> {
     Ok(())
 }
 
-/// What a ref of a batch or a plan may be, for hints.
-pub const LOCAL_REF: &str =
-    "1 to 200 letters, digits, '_', '-' or '.', not shaped like a task id (tsk_…)";
-
-/// Whether `r` may name a task of a batch or a plan ([`LOCAL_REF`]). A ref shaped like a
-/// task id would hide the existing task of that id from the batch's `blocked_by`.
-pub fn is_local_ref(r: &str) -> bool {
+/// Whether `r` may name a task of a batch: 1 to 200 bytes, no control characters, and not
+/// shaped like a task id (such a ref would hide the existing task of that id from the
+/// batch's `blocked_by`). Plans hold their refs to a narrower set of characters.
+pub fn is_batch_ref(r: &str) -> bool {
     !r.is_empty()
         && r.len() <= 200
-        && r.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+        && !r.chars().any(char::is_control)
         && !crate::id::has_prefix(r, "tsk")
 }
 

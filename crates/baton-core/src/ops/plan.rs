@@ -285,10 +285,16 @@ pub fn apply(ctx: &mut Ctx<'_>, doc: PlanDoc) -> Result<PlanOut> {
     let mut index: HashMap<&str, usize> = HashMap::new();
     for (i, f) in flat.iter().enumerate() {
         let r = f.node.reference.as_str();
-        if !super::is_local_ref(r) {
+        if r.is_empty()
+            || r.len() > 200
+            || !r
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+            || crate::id::has_prefix(r, "tsk")
+        {
             return Err(plan_error(format!(
-                "ref '{r}' is not valid: {}",
-                super::LOCAL_REF
+                "ref '{r}' is not valid: use letters, digits, '_', '-', '.', not shaped like a \
+                 task id (tsk_…)"
             )));
         }
         if index.insert(r, i).is_some() {
@@ -309,8 +315,9 @@ pub fn apply(ctx: &mut Ctx<'_>, doc: PlanDoc) -> Result<PlanOut> {
         }
     }
     let order = order(&flat, &index)?;
-    // Named or not, the project must exist, even when every task of the plan does.
-    let project = super::project(ctx, doc.project.as_deref())?;
+    // Named or not, the project must exist, even when every task of the plan does. It is
+    // where the tasks this apply creates go; tasks created before stay where they are.
+    super::project(ctx, doc.project.as_deref())?;
     let mut ids: HashMap<&str, String> = HashMap::new();
     let mut results: Vec<(usize, PlanResult)> = Vec::new();
     let (mut created, mut updated, mut unchanged) = (0, 0, 0);
@@ -325,13 +332,6 @@ pub fn apply(ctx: &mut Ctx<'_>, doc: PlanDoc) -> Result<PlanOut> {
         let parent_id = f.parent_ref.map(|p| resolve(p, &ids));
         let (task, outcome) = match ctx.tx.task_by_key(ctx.ws, &key)? {
             Some(existing) => {
-                if existing.project_id != project.id {
-                    return Err(plan_error(format!(
-                        "task '{}' of plan '{name}' is in project {}, not in {}: a plan's tasks \
-                         stay where it first put them",
-                        node.reference, existing.project_id, project.id
-                    )));
-                }
                 let changed = match update_existing(ctx, &existing, node, &blocked_by) {
                     Ok(changed) => changed,
                     // Told with the ref already, but for a cycle's path.

@@ -1,7 +1,7 @@
 //! Projects and agents (DESIGN §2): the containers that carry default policies and the
 //! workers that claim. Both are small, rarely written rows; every change is an event.
 
-use super::{check_name, Ctx};
+use super::{check_new_name, Ctx};
 use crate::api::*;
 use crate::error::{Error, Result};
 use crate::id::new_id;
@@ -11,7 +11,7 @@ use serde_json::json;
 
 /// Creates a project; its name must be new in the workspace.
 pub fn create_project(ctx: &mut Ctx<'_>, req: CreateProject) -> Result<ProjectOut> {
-    check_name("project name", &req.name, 200)?;
+    check_new_name("project name", &req.name, 200)?;
     if ctx.tx.project(ctx.ws, &req.name)?.is_some() {
         return Err(Error::new(
             crate::Code::AlreadyExists,

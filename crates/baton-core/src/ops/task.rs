@@ -493,10 +493,11 @@ pub fn create_batch(ctx: &mut Ctx<'_>, items: Vec<BatchItem>) -> Result<BatchOut
     let mut index = std::collections::HashMap::new();
     for (i, item) in items.iter().enumerate() {
         let r = &item.reference;
-        if !super::is_local_ref(r) {
+        if !super::is_batch_ref(r) {
             return Err(Error::invalid(
-                format!("ref '{r}' is not valid"),
-                format!("give every task a unique ref: {}", super::LOCAL_REF),
+                format!("ref {r:?} is not valid"),
+                "give every task a unique ref of 1 to 200 printable characters, not shaped \
+                 like a task id (tsk_…)",
             ));
         }
         if index.insert(r.clone(), i).is_some() {
