@@ -168,13 +168,7 @@ pub fn check_text(field: &str, value: &str, max: usize) -> Result<()> {
 pub fn check_line(field: &str, value: &str, max: usize) -> Result<()> {
     check_text(field, value, max)?;
     if value.trim().chars().any(|c| c.is_control() && c != '\t') {
-        return Err(Error::invalid(
-            format!("{field} contains a control character"),
-            format!(
-                "give {} {field} of printable characters on one line",
-                article(field)
-            ),
-        ));
+        return Err(control_character(field));
     }
     Ok(())
 }
@@ -184,15 +178,20 @@ pub fn check_line(field: &str, value: &str, max: usize) -> Result<()> {
 pub fn check_name(field: &str, value: &str, max: usize) -> Result<()> {
     check_text(field, value, max)?;
     if value.chars().any(char::is_control) {
-        return Err(Error::invalid(
-            format!("{field} contains a control character"),
-            format!(
-                "give {} {field} of printable characters on one line",
-                article(field)
-            ),
-        ));
+        return Err(control_character(field));
     }
     Ok(())
+}
+
+/// The refusal of a one-line field holding a control character.
+fn control_character(field: &str) -> Error {
+    Error::invalid(
+        format!("{field} contains a control character"),
+        format!(
+            "give {} {field} of printable characters on one line",
+            article(field)
+        ),
+    )
 }
 
 /// Checks the name of something being created: [`check_name`], and no spaces around it,
