@@ -3,7 +3,7 @@
 //! the OpenAPI document, registered together with the route.
 
 use crate::openapi::Leased;
-use crate::{idempotency_key, ApiError, AppState, JsonBody, Path};
+use crate::{idempotency_key, ApiError, AppState, JsonBody, NoQuery, Path};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -182,6 +182,7 @@ async fn read(
     State(s): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
+    _: NoQuery,
 ) -> Result<Json<TaskOut>> {
     Ok(Json(s.baton.get_task(
         &s.auth(&headers, &[Permission::Read])?.actor,

@@ -2280,6 +2280,14 @@ async fn probed_reads_and_edits_are_refused(backend: Backend) {
         ),
         (
             "GET",
+            format!("/v1/tasks/{id}?detail=1"),
+            None,
+            vec![],
+            StatusCode::BAD_REQUEST,
+            "INVALID_INPUT",
+        ),
+        (
+            "GET",
             "/v1/whoami?x=1".into(),
             None,
             vec![],
