@@ -2,6 +2,7 @@
 //! steps, applied in one transaction. Each task is keyed by `plan:<name>:<ref>`, so applying
 //! the same file again changes nothing, and applying an edited file updates what changed.
 
+use super::task::with_ref;
 use super::{graph, knowledge, task, Ctx};
 use crate::api::{AddContext, CreateTask, UpdateTask};
 use crate::error::{Code, Error, Result};
@@ -424,9 +425,8 @@ pub fn apply(ctx: &mut Ctx<'_>, doc: PlanDoc) -> Result<PlanOut> {
     })
 }
 
-/// A failure of the plan's task `failing`, told with its ref; a cycle's path names the
-/// plan's tasks by ref (`ids`: each ref applied so far and its task; `more`: other ids and
-/// refs), not by ids the failure may undo.
+/// A failure of the plan's task `failing`, told in refs ([`task::in_refs`]): `ids` each ref
+/// applied so far and its task, `more` other ids and refs.
 fn in_refs(
     ctx: &mut Ctx<'_>,
     e: Error,
@@ -434,18 +434,9 @@ fn in_refs(
     more: &[(&str, &str)],
     failing: &str,
 ) -> Result<Error> {
-    if e.code != Code::Cycle {
-        return Ok(with_ref(e, failing));
-    }
     let mut known: Vec<(&str, &str)> = ids.iter().map(|(r, id)| (id.as_str(), *r)).collect();
     known.extend_from_slice(more);
-    let e = task::cycle_in_refs(ctx, e, &known, failing)?;
-    Ok(with_ref(e, failing))
-}
-
-fn with_ref(mut e: Error, reference: &str) -> Error {
-    e.message = format!("task '{reference}': {}", e.message);
-    e
+    task::in_refs(ctx, e, &known, failing)
 }
 
 /// Brings an existing task of the plan in line with the file: changed mutable fields are

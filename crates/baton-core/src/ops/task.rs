@@ -569,17 +569,13 @@ pub fn create_batch(ctx: &mut Ctx<'_>, items: Vec<BatchItem>) -> Result<BatchOut
         req.blocked_by = req.blocked_by.iter().map(resolve).collect();
         let out = match create(ctx, req, None) {
             Ok(out) => out,
-            Err(mut e) => {
-                if e.code == Code::Cycle {
-                    let known: Vec<(&str, &str)> = ids
-                        .iter()
-                        .zip(&items)
-                        .filter_map(|(id, item)| Some((id.as_deref()?, item.reference.as_str())))
-                        .collect();
-                    e = cycle_in_refs(ctx, e, &known, &items[i].reference)?;
-                }
-                e.message = format!("task '{}': {}", items[i].reference, e.message);
-                return Err(e);
+            Err(e) => {
+                let known: Vec<(&str, &str)> = ids
+                    .iter()
+                    .zip(&items)
+                    .filter_map(|(id, item)| Some((id.as_deref()?, item.reference.as_str())))
+                    .collect();
+                return Err(in_refs(ctx, e, &known, &items[i].reference)?);
             }
         };
         ids[i] = Some(out.task.id);
@@ -599,35 +595,41 @@ pub fn create_batch(ctx: &mut Ctx<'_>, items: Vec<BatchItem>) -> Result<BatchOut
     Ok(BatchOut { tasks })
 }
 
-/// A cycle found while creating the batch's or plan's task `failing`, told in refs: its path
-/// names tasks of the batch by ids the failure undoes (`known`: id and ref of each created
-/// before; the failing task's own id is the one not stored). Tasks from outside keep their
-/// ids.
-pub(super) fn cycle_in_refs(
+/// A failure of the batch's or plan's task `failing`, told with its ref. A cycle's path is
+/// told in refs too: it names the tasks of the batch by ids the failure undoes (`known`: id
+/// and ref of each created before; the failing task's own id is the one not stored). Tasks
+/// from outside keep their ids.
+pub(super) fn in_refs(
     ctx: &mut Ctx<'_>,
     mut e: Error,
     known: &[(&str, &str)],
     failing: &str,
 ) -> Result<Error> {
-    let Some(path) = e
+    let path = e
         .details
         .as_ref()
         .and_then(|d| d["path"].as_array())
         .cloned()
-    else {
-        return Ok(e);
-    };
-    let mut named = Vec::with_capacity(path.len());
-    for step in path {
-        let id = step.as_str().unwrap_or_default();
-        let reference = match known.iter().find(|(known, _)| *known == id) {
-            Some((_, reference)) => reference.to_string(),
-            None if ctx.tx.task(ctx.ws, id)?.is_none() => failing.to_string(),
-            None => id.to_string(),
-        };
-        named.push(reference);
+        .filter(|_| e.code == Code::Cycle);
+    if let Some(path) = path {
+        let mut named = Vec::with_capacity(path.len());
+        for step in path {
+            let id = step.as_str().unwrap_or_default();
+            let reference = match known.iter().find(|(known, _)| *known == id) {
+                Some((_, reference)) => reference.to_string(),
+                None if ctx.tx.task(ctx.ws, id)?.is_none() => failing.to_string(),
+                None => id.to_string(),
+            };
+            named.push(reference);
+        }
+        e.message = format!("dependency would create a cycle: {}", named.join(" → "));
+        e.details = Some(json!({ "path": named }));
     }
-    e.message = format!("dependency would create a cycle: {}", named.join(" → "));
-    e.details = Some(json!({ "path": named }));
-    Ok(e)
+    Ok(with_ref(e, failing))
+}
+
+/// `e` told as a failure of the batch's or plan's task `reference`.
+pub(super) fn with_ref(mut e: Error, reference: &str) -> Error {
+    e.message = format!("task '{reference}': {}", e.message);
+    e
 }
