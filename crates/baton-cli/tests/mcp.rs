@@ -134,6 +134,22 @@ fn serve(dir: &Path) -> (std::process::Child, String) {
     (server, addr)
 }
 
+/// The first request of every session.
+const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-03-26","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+
+/// `baton mcp` on the store in `dir`, its stdin and stdout piped.
+fn stdio_server(dir: &Path) -> std::process::Child {
+    Command::new(BATON)
+        .arg("--data-dir")
+        .arg(dir)
+        .arg("mcp")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 /// What the streamable HTTP transport refuses before any tool runs (no valid key, a body
 /// that is not JSON-RPC, no session, an `Accept` without SSE, an unknown session) is
 /// answered as a JSON-RPC error without an id, with a hint, under an HTTP status that says
@@ -147,7 +163,7 @@ fn transport_refusals_are_json_rpc_errors() {
     let url = format!("http://{addr}/mcp");
     let both = "application/json, text/event-stream";
     let list = r#"{"jsonrpc": "2.0", "id": 1, "method": "tools/list"}"#;
-    let init = r#"{"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-03-26", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}"#;
+    let init = INITIALIZE;
     let cases = [
         ("no key", "POST", both, Some(""), None, init, 401, -32600),
         (
@@ -264,15 +280,7 @@ fn transport_refusals_are_json_rpc_errors() {
 fn stdio_answers_lines_that_are_not_json() {
     use std::io::{BufRead as _, Write as _};
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Command::new(BATON)
-        .arg("--data-dir")
-        .arg(dir.path())
-        .arg("mcp")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut server = stdio_server(dir.path());
     let mut input = server.stdin.take().unwrap();
     let bad: Vec<Vec<u8>> = vec![
         b"this is not json".to_vec(),
@@ -285,9 +293,8 @@ fn stdio_answers_lines_that_are_not_json() {
         input.write_all(line).unwrap();
         input.write_all(b"\n").unwrap();
     }
-    let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-03-26","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
     for line in [
-        init,
+        INITIALIZE,
         r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
         r#"{"jsonrpc":"2.0","id":2,"method":"ping"}"#,
     ] {
@@ -314,6 +321,196 @@ fn stdio_answers_lines_that_are_not_json() {
         *replies[1],
         json!({"jsonrpc": "2.0", "id": 2, "result": {}})
     );
+}
+
+/// Requests Baton cannot serve, each with the code and the message start of its answer:
+/// envelopes rmcp cannot read, params that do not fit a method, unknown methods. Every
+/// answer carries its request's id (a client matches answers by id), a message and a hint.
+fn unservable_requests() -> Vec<(Value, i64, &'static str)> {
+    vec![
+        (
+            json!({"id": 11, "method": "tools/list"}),
+            -32600,
+            "Invalid request",
+        ),
+        (
+            json!({"jsonrpc": "2.0", "id": 12}),
+            -32600,
+            "Invalid request",
+        ),
+        (
+            json!({"jsonrpc": "2.0", "id": 13, "method": 5}),
+            -32600,
+            "Invalid request",
+        ),
+        (
+            json!({"jsonrpc": "2.0", "id": 14, "method": "tools/list", "params": 5}),
+            -32602,
+            "Invalid params",
+        ),
+        (
+            json!({"jsonrpc": "2.0", "id": "s15", "method": "tools/call"}),
+            -32602,
+            "Invalid params of tools/call",
+        ),
+        (
+            json!({"jsonrpc": "2.0", "id": 16, "method": "tools/call", "params": {"name": 5}}),
+            -32602,
+            "Invalid params of tools/call",
+        ),
+        (
+            json!({"jsonrpc": "2.0", "id": 17, "method": "tools/call",
+                   "params": {"name": "task_get", "arguments": [1]}}),
+            -32602,
+            "Invalid params of tools/call",
+        ),
+        (
+            json!({"jsonrpc": "2.0", "id": 18, "method": "nosuch/method"}),
+            -32601,
+            "Method not found: nosuch/method",
+        ),
+    ]
+}
+
+fn assert_refused_with_id(request: &Value, answer: &Value, code: i64, message: &str) {
+    assert_eq!(answer["jsonrpc"], "2.0", "{request} → {answer}");
+    assert_eq!(answer["id"], request["id"], "{request} → {answer}");
+    assert_eq!(answer["error"]["code"], code, "{request} → {answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with(message)),
+        "{request} → {answer}"
+    );
+    assert!(
+        answer["error"]["data"]["hint"]
+            .as_str()
+            .is_some_and(|h| !h.is_empty()),
+        "{request} → {answer}"
+    );
+}
+
+/// Over stdio each request Baton cannot serve is answered with its id, where rmcp answered
+/// an unreadable envelope without one and a `tools/call` whose params do not fit as an
+/// unknown method; a batch is refused as such; the server goes on serving.
+#[test]
+fn stdio_answers_requests_it_cannot_serve_with_their_id() {
+    use std::io::{BufRead as _, Write as _};
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = stdio_server(dir.path());
+    let mut input = server.stdin.take().unwrap();
+    writeln!(input, "{INITIALIZE}").unwrap();
+    writeln!(
+        input,
+        r#"{{"jsonrpc":"2.0","method":"notifications/initialized"}}"#
+    )
+    .unwrap();
+    let cases = unservable_requests();
+    for (request, _, _) in &cases {
+        writeln!(input, "{request}").unwrap();
+    }
+    writeln!(input, r#"[{{"jsonrpc":"2.0","id":19,"method":"ping"}}]"#).unwrap();
+    writeln!(input, r#"{{"jsonrpc":"2.0","id":2,"method":"ping"}}"#).unwrap();
+    drop(input);
+    let output = std::io::BufReader::new(server.stdout.take().unwrap());
+    let answers: Vec<Value> = output
+        .lines()
+        .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
+        .collect();
+    let _ = server.wait();
+    // One answer per request, each found by its id (answers may come in any order).
+    assert_eq!(answers.len(), cases.len() + 3, "{answers:?}");
+    for (request, code, message) in &cases {
+        let answer = answers
+            .iter()
+            .find(|a| a["id"] == request["id"])
+            .unwrap_or_else(|| panic!("no answer to {request}: {answers:?}"));
+        assert_refused_with_id(request, answer, *code, message);
+    }
+    let batch = answers.iter().find(|a| a["id"].is_null()).unwrap();
+    assert_eq!(batch["error"]["code"], -32600, "{batch}");
+    assert!(batch["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("batch"));
+    let ping = answers.iter().find(|a| a["id"] == 2).unwrap();
+    assert_eq!(*ping, json!({"jsonrpc": "2.0", "id": 2, "result": {}}));
+}
+
+/// Over streamable HTTP the same requests are answered with their id too: an unreadable
+/// envelope 400 as JSON, the others in the session's answer as rmcp sends it.
+#[test]
+fn http_answers_requests_it_cannot_serve_with_their_id() {
+    let dir = tempfile::tempdir().unwrap();
+    baton(dir.path(), &["init"]);
+    let key = format!("Bearer {}", token(dir.path(), "worker", None));
+    let (mut server, addr) = serve(dir.path());
+    let url = format!("http://{addr}/mcp");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let http = reqwest::Client::new();
+    let post = |body: String, session: Option<&str>| {
+        let mut req = http
+            .post(&url)
+            .header("authorization", &key)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(body);
+        if let Some(id) = session {
+            req = req.header("mcp-session-id", id);
+        }
+        rt.block_on(async {
+            let res = req.send().await.unwrap();
+            let status = res.status().as_u16();
+            let session = res
+                .headers()
+                .get("mcp-session-id")
+                .map(|v| v.to_str().unwrap().to_string());
+            let text = res.text().await.unwrap();
+            // A JSON body, or the last `data:` line of an SSE answer that holds JSON.
+            let answer = serde_json::from_str(&text).unwrap_or_else(|_| {
+                text.lines()
+                    .rev()
+                    .filter_map(|l| l.strip_prefix("data:"))
+                    .find_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
+                    .unwrap_or(Value::Null)
+            });
+            (status, session, answer)
+        })
+    };
+    let (status, session, answer) = post(INITIALIZE.to_string(), None);
+    assert_eq!(status, 200, "{answer}");
+    let session = session.expect("a session id");
+    let (status, _, _) = post(
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#.to_string(),
+        Some(&session),
+    );
+    assert_eq!(status, 202);
+    for (request, code, message) in unservable_requests() {
+        let (status, _, answer) = post(request.to_string(), Some(&session));
+        let envelope = matches!(code, -32600) || request["params"].is_number();
+        assert_eq!(
+            status,
+            if envelope { 400 } else { 200 },
+            "{request} → {answer}"
+        );
+        assert_refused_with_id(&request, &answer, code, message);
+    }
+    let (status, _, answer) = post(
+        r#"[{"jsonrpc":"2.0","id":19,"method":"ping"}]"#.to_string(),
+        Some(&session),
+    );
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(answer["error"]["code"], -32600, "{answer}");
+    let (status, _, answer) = post(
+        r#"{"jsonrpc":"2.0","id":2,"method":"ping"}"#.to_string(),
+        Some(&session),
+    );
+    assert_eq!(
+        (status, answer),
+        (200, json!({"jsonrpc": "2.0", "id": 2, "result": {}}))
+    );
+    let _ = server.kill();
+    let _ = server.wait();
 }
 
 /// Two stdio MCP servers (two agents) on one store claim and complete until nothing is

@@ -3,6 +3,7 @@
 //! on the embedded store and under `baton serve`, over the network when proxying — so the
 //! tools answer with the same shapes, rules, roles and errors as HTTP and the CLI.
 
+mod envelope;
 mod gateway;
 mod query;
 mod server;
@@ -52,8 +53,9 @@ pub async fn serve_stdio(mcp: BatonMcp) -> Result<(), String> {
 /// Longest line read from stdin (one JSON-RPC message), as rmcp's own limit.
 const MAX_LINE: usize = 16 * 1024 * 1024;
 
-/// Forwards each line of `input` that is one JSON value to rmcp; answers any other (not
-/// JSON, two values, not UTF-8, nested too deep, over [`MAX_LINE`]) with a parse error.
+/// Forwards each line of `input` that is one JSON-RPC message to rmcp; answers any other
+/// (not JSON, two values, not UTF-8, nested too deep, over [`MAX_LINE`]) with a parse error,
+/// and one whose envelope rmcp cannot read with [`envelope::refusal`] (its id kept).
 async fn gate(
     input: impl tokio::io::AsyncRead + Unpin,
     mut to_rmcp: impl tokio::io::AsyncWrite + Unpin,
@@ -96,8 +98,10 @@ async fn gate(
             continue;
         }
         match serde_json::from_slice::<serde_json::Value>(message) {
-            Ok(_) => {
-                if to_rmcp.write_all(message).await.is_err()
+            Ok(value) => {
+                if let Some(answer) = envelope::refusal(&value) {
+                    let _ = refusals.send(answer.to_string());
+                } else if to_rmcp.write_all(message).await.is_err()
                     || to_rmcp.write_all(b"\n").await.is_err()
                 {
                     break;
@@ -193,6 +197,7 @@ pub fn http_service(baton: Baton) -> axum::Router {
     axum::Router::new()
         .nest_service("/mcp", service)
         .layer(axum::middleware::map_response(json_rpc_refusals))
+        .layer(axum::middleware::from_fn(envelopes))
         .layer(axum::middleware::from_fn_with_state(state, keyed))
 }
 
@@ -214,6 +219,36 @@ async fn keyed(State(state): State<AppState>, request: Request, next: Next) -> R
         *response.status_mut() = StatusCode::BAD_REQUEST;
     }
     response
+}
+
+/// A POSTed message whose envelope rmcp cannot read is refused here with its id kept
+/// ([`envelope::refusal`]), 400, where rmcp would answer without it; any other body goes on
+/// unchanged (one that is not JSON too: the transport's refusal says so).
+async fn envelopes(request: Request, next: Next) -> Response {
+    if request.method() != axum::http::Method::POST {
+        return next.run(request).await;
+    }
+    let (parts, body) = request.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_LINE).await else {
+        return json_rpc_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            -32600,
+            &format!("a message over {MAX_LINE} bytes, or a body that was cut off"),
+            "send one JSON-RPC message per request, whole",
+        );
+    };
+    if let Ok(message) = serde_json::from_slice::<serde_json::Value>(&bytes) {
+        if let Some(answer) = envelope::refusal(&message) {
+            return (
+                StatusCode::BAD_REQUEST,
+                [(header::CONTENT_TYPE, "application/json")],
+                answer.to_string(),
+            )
+                .into_response();
+        }
+    }
+    next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await
 }
 
 /// A JSON-RPC error without an id, as the streamable HTTP transport allows, with `status`.

@@ -7,8 +7,9 @@ use crate::tools;
 use axum::http::Method;
 use baton_core::{Code, Error};
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, Implementation, ListToolsResult,
-    PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+    CallToolRequestParams, CallToolResponse, CallToolResult, CustomRequest, CustomResult,
+    ErrorCode, Implementation, ListToolsResult, PaginatedRequestParams, ServerCapabilities,
+    ServerConfig, Tool,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler};
@@ -539,4 +540,58 @@ impl ServerHandler for BatonMcp {
         };
         Ok(result.into())
     }
+
+    /// rmcp hands over a request of a method it knows when its params do not fit the
+    /// method's (a `tools/call` without a `name`), as for a method it does not know, and
+    /// would answer both "method not found" with the bare method as the message. An agent
+    /// needs to tell the two apart and see what to change.
+    async fn on_custom_request(
+        &self,
+        request: CustomRequest,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CustomResult, ErrorData> {
+        let method = request.method;
+        let hint = |hint: &str| Some(json!({ "hint": hint }));
+        if method == "tools/call" {
+            let why = match request.params {
+                None | Some(Value::Null) => "no params".to_string(),
+                Some(params) => serde_json::from_value::<CallToolRequestParams>(params)
+                    .err()
+                    .map_or_else(|| "unreadable".to_string(), |e| e.to_string()),
+            };
+            return Err(ErrorData::invalid_params(
+                format!("Invalid params of tools/call: {why}"),
+                hint("send {\"name\": a tool from tools/list, \"arguments\": an object}"),
+            ));
+        }
+        if KNOWN_METHODS.contains(&method.as_str()) {
+            return Err(ErrorData::invalid_params(
+                format!("Invalid params of {method}"),
+                hint("check the params against the MCP specification"),
+            ));
+        }
+        Err(ErrorData::new(
+            ErrorCode::METHOD_NOT_FOUND,
+            format!("Method not found: {method}"),
+            hint("Baton serves initialize, ping, tools/list and tools/call"),
+        ))
+    }
 }
+
+/// The requests rmcp reads into typed params: one of these handed over as a custom request
+/// had params that did not fit.
+const KNOWN_METHODS: &[&str] = &[
+    "initialize",
+    "ping",
+    "tools/list",
+    "tools/call",
+    "resources/list",
+    "resources/templates/list",
+    "resources/read",
+    "resources/subscribe",
+    "resources/unsubscribe",
+    "prompts/list",
+    "prompts/get",
+    "completion/complete",
+    "logging/setLevel",
+];
