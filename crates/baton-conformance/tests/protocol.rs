@@ -985,11 +985,147 @@ async fn context_and_briefing(env: Env) {
     let small = serde_json::to_value(env.baton.brief(&env.actor, &t.id, Some(1500)).unwrap())
         .unwrap()["brief"]
         .clone();
-    assert!(serde_json::to_string(&small).unwrap().len() <= 1500 + 64);
+    assert!(serde_json::to_string(&small).unwrap().len() <= 1500);
     assert_eq!(small["truncated"], true);
     assert_eq!(small["task"]["intent"], "why", "the core survives trimming");
     let err = env.baton.brief(&env.actor, &t.id, Some(10)).unwrap_err();
     assert_eq!(err.code, Code::InvalidInput);
+}
+
+/// A briefing under a budget is never over it, and leaves out the least relevant first:
+/// long texts are cut before whole items go; done steps before the steps left to do, notes
+/// before decisions and blockers, all of those before the task's intent.
+async fn briefs_fit_every_budget_most_relevant_last(env: Env) {
+    let parent = env
+        .create(CreateTask {
+            title: "epic".into(),
+            intent: Some("p".repeat(3000)),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let blocker = env
+        .create(CreateTask {
+            title: "the schema".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let t = env
+        .create(CreateTask {
+            title: "t".into(),
+            intent: Some("why".into()),
+            description: Some("d".repeat(5000)),
+            plan: Some("a \"quoted\" plan, ".repeat(1000)),
+            parent_id: Some(parent.id.clone()),
+            blocked_by: vec![blocker.id.clone()],
+            input: Some(json!({"spec": "i".repeat(4000)})),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    for i in 0..6 {
+        let step = env
+            .baton
+            .add_step(
+                &env.actor,
+                None,
+                &t.id,
+                format!("step {i}"),
+                Some("s".repeat(150)),
+            )
+            .await
+            .unwrap();
+        if i < 4 {
+            env.baton
+                .done_step(&env.actor, None, &t.id, &step.step.id, None)
+                .await
+                .unwrap();
+        }
+    }
+    let add = |kind: &str, content: String| AddContext {
+        kind: kind.into(),
+        content,
+        supersedes: None,
+        lease: None,
+    };
+    for i in 0..8 {
+        env.baton
+            .add_context(
+                &env.actor,
+                None,
+                &t.id,
+                add("note", format!("{i}{}", "n".repeat(200))),
+            )
+            .await
+            .unwrap();
+    }
+    for (kind, content) in [("blocker", "DB is down"), ("decision", "use postgres")] {
+        env.baton
+            .add_context(&env.actor, None, &t.id, add(kind, content.into()))
+            .await
+            .unwrap();
+    }
+    let brief = |max: Option<usize>| {
+        serde_json::to_value(env.baton.brief(&env.actor, &t.id, max).unwrap()).unwrap()["brief"]
+            .clone()
+    };
+    let full = brief(None);
+    let full_size = serde_json::to_string(&full).unwrap().len();
+    assert_eq!(full["truncated"], false);
+    assert_eq!(
+        brief(Some(full_size)),
+        full,
+        "a budget it fits changes nothing"
+    );
+    let kept = |b: &serde_json::Value, section: &str, pick: &dyn Fn(&serde_json::Value) -> bool| {
+        b[section]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|v| pick(v))
+            .count()
+    };
+    let mut budget = 512;
+    while budget < full_size {
+        let b = brief(Some(budget));
+        let size = serde_json::to_string(&b).unwrap().len();
+        assert!(
+            size <= budget,
+            "{size} bytes under a budget of {budget}: {b}"
+        );
+        assert_eq!(b["truncated"], true, "{budget}");
+        let open_steps = kept(&b, "steps", &|s| s["done"] == false);
+        let done_steps = kept(&b, "steps", &|s| s["done"] == true);
+        let notes = kept(&b, "context", &|c| c["type"] == "note");
+        let key_entries = kept(&b, "context", &|c| c["type"] != "note");
+        if open_steps < 2 {
+            assert_eq!(
+                done_steps, 0,
+                "done steps outlive open ones at {budget}: {b}"
+            );
+        }
+        if key_entries < 2 {
+            assert_eq!(notes, 0, "notes outlive decisions at {budget}: {b}");
+        }
+        if b["task"]["intent"] != "why" {
+            assert_eq!(
+                open_steps + key_entries,
+                0,
+                "the intent went first at {budget}: {b}"
+            );
+        }
+        if budget == 4000 {
+            // Room for the work left and what was decided, with the long texts cut.
+            assert_eq!((open_steps, key_entries), (2, 2), "{b}");
+            assert_eq!(b["task"]["intent"], "why", "{b}");
+            let plan = b["task"]["plan"].as_str().unwrap();
+            assert!(plan.ends_with("…[truncated]"), "{plan}");
+            assert_eq!(b["omitted"]["task.plan"], "truncated", "{b}");
+            assert!(b["dependencies"][0]["id"] == blocker.id, "{b}");
+        }
+        budget += if budget < 4000 { 97 } else { 1013 };
+    }
 }
 
 /// Long-poll: a claim with `wait` returns as soon as work appears.
@@ -1538,6 +1674,7 @@ on_every_backend!(
     version_conflict,
     idempotency_keys,
     context_and_briefing,
+    briefs_fit_every_budget_most_relevant_last,
     long_poll_claim_wakes_on_commit,
     long_poll_wakes_the_agent_that_can_take_the_work,
     replay_equals_live_state,

@@ -458,8 +458,11 @@ pub struct BriefOut {
     pub brief: Brief,
 }
 
-/// Everything an agent needs to pick a task up, most relevant first. Under a byte budget,
-/// items are dropped from the least relevant section first and counted in `omitted`.
+/// Everything an agent needs to pick a task up, most relevant first. Under a byte budget
+/// (never exceeded) long texts are cut and the least relevant items dropped first: old
+/// runs, ended children, loose relations, done steps and minor notes before the steps left
+/// to do, the blocking relations, decisions and blockers; the task's intent goes last.
+/// Unset fields are left out.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Brief {
     /// The task's own fields (id, title, type, status, intent, description, plan, input,
@@ -481,7 +484,10 @@ pub struct Brief {
     pub artifacts: Vec<Value>,
     /// Whether anything was left out to fit the budget.
     pub truncated: bool,
-    /// What was left out: a count per section, `truncated` or `dropped` per task field.
+    /// What was left out: a count of items per section (and `parent`), `truncated` or
+    /// `dropped` per task field (`task.plan`), `shortened`: how many other texts were cut
+    /// (each ends in `…[truncated]`); `task: "core only"` when only the task's id, title,
+    /// type, status and version fit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub omitted: Option<serde_json::Map<String, Value>>,
 }

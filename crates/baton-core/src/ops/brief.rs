@@ -43,7 +43,7 @@ pub fn brief(ctx: &mut Ctx<'_>, id: &str, max_bytes: Option<usize>) -> Result<Br
     }
     let task = ctx.read_task(id)?;
     let ws = ctx.ws;
-    let mut core = json!({
+    let core = json!({
         "id": task.id, "title": task.title, "type": task.kind, "status": task.status,
         "blocked_reason": task.blocked_reason, "reason": task.reason,
         "intent": task.intent, "description": task.description, "plan": task.plan,
@@ -142,93 +142,298 @@ pub fn brief(ctx: &mut Ctx<'_>, id: &str, max_bytes: Option<usize>) -> Result<Br
         })
         .collect();
 
-    // Sections from most to least relevant; trimming takes from the end.
-    let mut sections: Vec<(&str, Vec<Value>)> = vec![
+    let sections = [
         ("steps", steps),
         ("context", context),
         ("dependencies", deps),
         ("children", children),
         ("runs", runs),
     ];
-    let assemble = |core: &Value, sections: &[(&str, Vec<Value>)], omitted: &Map<String, Value>| {
-        let mut out = json!({ "task": core, "parent": parent, "artifacts": [] });
-        for (name, items) in sections {
-            out[*name] = Value::Array(items.clone());
+    let mut draft = Draft::new(core, parent, sections);
+    if let Some(max) = max_bytes {
+        draft.fit(max);
+    }
+    typed(draft.assemble())
+}
+
+/// Items of a section in the order a budget drops them: the tier first (a lower tier goes
+/// sooner), then the rank within it.
+fn drop_order(section: &str, index: usize, count: usize, item: &Value) -> (u8, usize) {
+    let ended = |v: &Value| matches!(v["status"].as_str(), Some("done" | "failed" | "canceled"));
+    let last_first = count - index; // the later in the list, the sooner it goes
+    match section {
+        // The newest run (first) tells what the last attempt got to; older ones go first.
+        "runs" if index == 0 => (7, 0),
+        "runs" => (1, last_first),
+        "children" if ended(item) => (2, index),
+        "children" => (6, last_first),
+        "dependencies" => match item["relation"].as_str() {
+            Some("blocked_by" | "blocks") => (11, last_first),
+            _ => (3, last_first),
+        },
+        // Done steps go oldest first; the steps left to do are the work itself.
+        "steps" if item["done"] == true => (4, index),
+        "steps" => (12, last_first),
+        // Context is sorted by rank then newest: the last goes first within a tier.
+        "context" => match item["type"].as_str() {
+            Some("blocker") => (14, last_first),
+            Some("decision") => (13, last_first),
+            Some("discovery" | "user_input") => (10, last_first),
+            _ => (5, last_first),
+        },
+        _ => (5, last_first),
+    }
+}
+
+/// Task fields a budget may drop, least needed first; the rest (id, title, type, status,
+/// version) always stay.
+const OPTIONAL_FIELDS: [&str; 16] = [
+    "input",
+    "output_schema",
+    "output",
+    "labels",
+    "required_capabilities",
+    "due_at",
+    "priority",
+    "max_attempts",
+    "attempts",
+    "outcome",
+    "description",
+    "plan",
+    "reason",
+    "blocked_reason",
+    "lease",
+    "intent",
+];
+
+/// One step of fitting a briefing to a budget of so many bytes.
+type Stage = fn(&mut Draft, usize);
+
+/// A briefing being fitted to a budget: what is kept, and what was left out.
+struct Draft {
+    task: Map<String, Value>,
+    parent: Option<Map<String, Value>>,
+    sections: Vec<(&'static str, Vec<Option<Value>>)>,
+    /// Items dropped, per section.
+    dropped: Map<String, Value>,
+    /// Task fields cut or dropped.
+    fields: Map<String, Value>,
+    /// Strings cut short in the sections and the parent.
+    shortened: u64,
+}
+
+impl Draft {
+    fn new(core: Value, parent: Option<Value>, sections: [(&'static str, Vec<Value>); 5]) -> Draft {
+        // An unset field is left out, as everywhere else in the API.
+        let object = |v: Value| match v {
+            Value::Object(m) => m.into_iter().filter(|(_, v)| !v.is_null()).collect(),
+            _ => Map::new(),
+        };
+        // Every item is the task's, in its workspace: those fields would only repeat it.
+        let item = |v: Value| {
+            let mut m = object(v);
+            m.remove("workspace_id");
+            m.remove("task_id");
+            Some(Value::Object(m))
+        };
+        Draft {
+            task: object(core),
+            parent: parent.map(object),
+            sections: sections
+                .into_iter()
+                .map(|(name, items)| (name, items.into_iter().map(item).collect()))
+                .collect(),
+            dropped: Map::new(),
+            fields: Map::new(),
+            shortened: 0,
+        }
+    }
+
+    fn assemble(&self) -> Value {
+        let mut out = json!({ "task": self.task, "parent": self.parent, "artifacts": [] });
+        for (name, items) in &self.sections {
+            out[*name] = Value::Array(items.iter().flatten().cloned().collect());
+        }
+        let mut omitted = self.dropped.clone();
+        omitted.extend(self.fields.clone());
+        if self.shortened > 0 {
+            omitted.insert("shortened".into(), json!(self.shortened));
         }
         out["truncated"] = json!(!omitted.is_empty());
         if !omitted.is_empty() {
-            out["omitted"] = Value::Object(omitted.clone());
+            out["omitted"] = Value::Object(omitted);
         }
         out
-    };
-    let mut omitted = Map::new();
-    let mut out = assemble(&core, &sections, &omitted);
-    let Some(max) = max_bytes else {
-        return typed(out);
-    };
-    let mut total = size(&out);
-    // Drop whole items from the least relevant end first.
-    while total > max {
-        let Some((name, items)) = sections
+    }
+
+    fn size(&self) -> usize {
+        size(&self.assemble())
+    }
+
+    /// Leaves out the least relevant until the briefing's JSON is at most `max` bytes
+    /// (`max` ≥ [`MIN_BRIEF_BYTES`]): long texts are cut (to 2,000, 300, then 80 bytes)
+    /// between the tiers of whole items (old runs, ended children, loose relations, done
+    /// steps and minor notes; then discoveries and user input; then the steps left to do,
+    /// the blocking relations, decisions and blockers), then the parent goes, then the
+    /// task's optional fields, the intent last.
+    fn fit(&mut self, max: usize) {
+        let stages: [Stage; 9] = [
+            |d, _| d.shorten(2000),
+            |d, max| d.drop_items(..=7, max),
+            |d, _| d.shorten(300),
+            |d, max| d.drop_items(8..=10, max),
+            |d, _| d.shorten(80),
+            |d, max| d.drop_items(11.., max),
+            |d, _| {
+                if d.parent.take().is_some() {
+                    d.dropped.insert("parent".into(), json!(1));
+                }
+            },
+            |d, max| d.drop_fields(max),
+            |d, _| d.core_only(),
+        ];
+        for stage in stages {
+            if self.size() <= max {
+                return;
+            }
+            stage(self, max);
+        }
+    }
+
+    /// Cuts every string of the task, the parent and the sections' items to `limit` bytes
+    /// of JSON; the task's title only in the last stage.
+    fn shorten(&mut self, limit: usize) {
+        for (field, value) in self.task.iter_mut() {
+            if field == "id" || field == "title" || field == "status" || field == "type" {
+                continue;
+            }
+            if let Value::String(s) = value {
+                if let Some(short) = shortened(s, limit) {
+                    *s = short;
+                    self.fields
+                        .insert(format!("task.{field}"), json!("truncated"));
+                }
+            }
+        }
+        let mut count = 0;
+        let items = self
+            .sections
             .iter_mut()
-            .rev()
-            .find(|(_, items)| !items.is_empty())
-        else {
-            break;
-        };
-        let item = items.pop().unwrap_or(Value::Null);
-        total = total.saturating_sub(size(&item) + 1);
-        let count = omitted.get(*name).and_then(|v| v.as_u64()).unwrap_or(0) + 1;
-        omitted.insert(name.to_string(), json!(count));
-        if total <= max {
-            // The running estimate ignores the `omitted` map: measure for real.
-            out = assemble(&core, &sections, &omitted);
-            total = size(&out);
+            .flat_map(|(_, items)| items.iter_mut().flatten())
+            .chain(self.parent.iter_mut().flat_map(|p| p.values_mut()));
+        for item in items {
+            count += shorten_strings(item, limit);
+        }
+        self.shortened += count;
+    }
+
+    /// Drops items of the tiers in `tiers`, least relevant first, until the briefing fits.
+    fn drop_items(&mut self, tiers: impl std::ops::RangeBounds<u8>, max: usize) {
+        let mut order = Vec::new();
+        for (s, (name, items)) in self.sections.iter().enumerate() {
+            let count = items.len();
+            for (i, item) in items.iter().enumerate() {
+                if let Some(item) = item {
+                    let (tier, rank) = drop_order(name, i, count, item);
+                    if tiers.contains(&tier) {
+                        order.push((tier, rank, s, i));
+                    }
+                }
+            }
+        }
+        order.sort_unstable();
+        let mut total = self.size();
+        for (_, _, s, i) in order {
+            if total <= max {
+                break;
+            }
+            let (name, items) = &mut self.sections[s];
+            let Some(item) = items[i].take() else {
+                continue;
+            };
+            let count = self.dropped.get(*name).and_then(Value::as_u64).unwrap_or(0) + 1;
+            self.dropped.insert(name.to_string(), json!(count));
+            total = total.saturating_sub(size(&item) + 1);
+            if total <= max {
+                // The estimate leaves out `omitted` growing: measure for real.
+                total = self.size();
+            }
         }
     }
-    out = assemble(&core, &sections, &omitted);
-    total = size(&out);
-    // Still too big: shorten, then drop, the long or optional fields of the task itself.
-    for field in [
-        "plan",
-        "description",
-        "input",
-        "output",
-        "output_schema",
-        "intent",
-        "lease",
-        "labels",
-        "required_capabilities",
-        "reason",
-    ] {
-        if total <= max {
+
+    /// Drops the task's optional fields, least needed first, until the briefing fits.
+    fn drop_fields(&mut self, max: usize) {
+        for field in OPTIONAL_FIELDS {
+            if self.size() <= max {
+                return;
+            }
+            if self.task.remove(field).is_some() {
+                self.fields
+                    .insert(format!("task.{field}"), json!("dropped"));
+            }
+        }
+    }
+
+    /// The last resort: the task's id, title (cut), type, status and version, and counts.
+    fn core_only(&mut self) {
+        self.task
+            .retain(|k, _| matches!(k.as_str(), "id" | "title" | "type" | "status" | "version"));
+        if let Some(Value::String(title)) = self.task.get_mut("title") {
+            if let Some(short) = shortened(title, 80) {
+                *title = short;
+            }
+        }
+        for (name, items) in &mut self.sections {
+            let left = items.iter().flatten().count() as u64;
+            if left > 0 {
+                items.clear();
+                let count = self.dropped.get(*name).and_then(Value::as_u64).unwrap_or(0) + left;
+                self.dropped.insert(name.to_string(), json!(count));
+            }
+        }
+        self.fields.clear();
+        self.fields.insert("task".into(), json!("core only"));
+    }
+}
+
+/// `text` cut to at most `limit` bytes of JSON with a mark that it was, or `None` when it
+/// fits.
+fn shortened(text: &str, limit: usize) -> Option<String> {
+    const MARK: &str = "…[truncated]";
+    if size(&json!(text)) <= limit {
+        return None;
+    }
+    let room = limit.saturating_sub(MARK.len() + 2);
+    let mut kept = String::new();
+    let mut used = 0;
+    for c in text.chars() {
+        let mut buf = [0u8; 4];
+        let width = size(&json!(c.encode_utf8(&mut buf)).to_owned()) - 2;
+        if used + width > room {
             break;
         }
-        if core[field].is_null() {
-            continue;
-        }
-        let text = match &core[field] {
-            Value::String(s) => s.clone(),
-            _ => String::new(), // structured values are dropped whole, never cut
-        };
-        let keep = text.len().saturating_sub(total - max + 32);
-        let mut cut = keep;
-        while cut > 0 && !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        core[field] = if cut == 0 {
-            Value::Null
-        } else {
-            json!(format!("{}…[truncated]", &text[..cut]))
-        };
-        omitted.insert(
-            format!("task.{field}"),
-            json!(if cut == 0 { "dropped" } else { "truncated" }),
-        );
-        out = assemble(&core, &sections, &omitted);
-        total = size(&out);
+        used += width;
+        kept.push(c);
     }
-    typed(out)
+    kept.push_str(MARK);
+    Some(kept)
+}
+
+/// Cuts every string in `value` to `limit` bytes of JSON; returns how many were cut. Ids,
+/// statuses and times are short and never reach any limit used.
+fn shorten_strings(value: &mut Value, limit: usize) -> u64 {
+    match value {
+        Value::String(s) => match shortened(s, limit) {
+            Some(short) => {
+                *s = short;
+                1
+            }
+            None => 0,
+        },
+        Value::Array(items) => items.iter_mut().map(|v| shorten_strings(v, limit)).sum(),
+        Value::Object(map) => map.values_mut().map(|v| shorten_strings(v, limit)).sum(),
+        _ => 0,
+    }
 }
 
 fn typed(brief: Value) -> Result<BriefOut> {
