@@ -177,6 +177,20 @@ fn database(cli: &Cli) -> Result<Option<&str>, Error> {
     }
 }
 
+/// Where the store is, for people: the database's URL without its credentials or
+/// parameters, or the data directory.
+fn store_location(cli: &Cli, dir: &std::path::Path) -> Result<(&'static str, String), Error> {
+    Ok(match database(cli)? {
+        Some(url) => {
+            let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", url));
+            let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+            let rest = rest.split('?').next().unwrap_or_default();
+            ("database", format!("{scheme}://{rest}"))
+        }
+        None => ("data_dir", dir.display().to_string()),
+    })
+}
+
 /// Opens the store the command line names: PostgreSQL with `--database`, else the
 /// embedded store in the data directory.
 pub(crate) fn open_cli(cli: &Cli) -> Result<Baton, Error> {
@@ -244,10 +258,11 @@ async fn run(cli: Cli) -> Result<Outcome, Error> {
     };
     let actor = baton.actor(&cli.workspace, &actor_name).await?;
     let key = cli.idempotency_key.as_deref();
+    let (field, location) = store_location(&cli, &dir)?;
     match cli.command {
         Command::Init => Ok(Outcome::Value(json!({
             "workspace": { "id": actor.workspace_id, "name": cli.workspace },
-            "data_dir": dir.display().to_string(),
+            field: location,
         }))),
         Command::Task(cmd) => task_command(&baton, &actor, key, cmd).await,
         Command::Ready { limit } => to_value(baton.ready(&actor, limit)?),
@@ -405,7 +420,7 @@ async fn run(cli: Cli) -> Result<Outcome, Error> {
                     "choose a free address with --listen",
                 )
             })?;
-            eprintln!("baton: serving {} on http://{listen}", dir.display());
+            eprintln!("baton: serving {location} on http://{listen}");
             let app = baton_server::router(baton_server::AppState::new(baton.clone()))
                 .merge(baton_mcp::http_service(baton.clone()));
             baton_server::serve_app(listener, baton, app, &cli.workspace, shutdown_signal())

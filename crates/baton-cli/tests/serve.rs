@@ -48,26 +48,42 @@ fn start_server(dir: &std::path::Path) -> (std::process::Child, String) {
     (server, addr)
 }
 
-/// Four clients create tasks as fast as they can; the server is killed -9 mid-stream. Every
-/// task whose creation was answered 201 exists afterwards, and `replay --verify` passes.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn acknowledged_http_writes_survive_kill_9() {
-    let dir = tempfile::tempdir().unwrap();
-    let token = baton(dir.path(), &["key", "create", "--role", "planner"])["key"]["token"]
+/// A new key's secret, with `role`.
+fn token(dir: &std::path::Path, role: &str) -> String {
+    baton(dir, &["key", "create", "--role", role])["key"]["token"]
         .as_str()
         .unwrap()
-        .to_string();
-    let (mut server, addr) = start_server(dir.path());
-    let http = reqwest::Client::new();
-    let base = format!("http://{addr}");
+        .to_string()
+}
+
+/// Returns once the server at `addr` answers.
+async fn wait_until_up(http: &reqwest::Client, addr: &str) {
     let started = Instant::now();
-    while http.get(format!("{base}/healthz")).send().await.is_err() {
+    while http
+        .get(format!("http://{addr}/healthz"))
+        .send()
+        .await
+        .is_err()
+    {
         assert!(
             started.elapsed() < Duration::from_secs(20),
             "server did not come up"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Four clients create tasks as fast as they can; the server is killed -9 mid-stream. Every
+/// task whose creation was answered 201 exists afterwards, and `replay --verify` passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_http_writes_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = token(dir.path(), "planner");
+    let (mut server, addr) = start_server(dir.path());
+    let http = reqwest::Client::new();
+    let base = format!("http://{addr}");
+    wait_until_up(&http, &addr).await;
+    let started = Instant::now();
 
     let acked = Arc::new(Mutex::new(Vec::<String>::new()));
     let stop = Arc::new(AtomicBool::new(false));
@@ -154,10 +170,7 @@ async fn acknowledged_http_writes_survive_kill_9() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_speaks_http_with_the_same_shapes() {
     let dir = tempfile::tempdir().unwrap();
-    let token = baton(dir.path(), &["key", "create", "--role", "admin"])["key"]["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let token = token(dir.path(), "admin");
     let (mut server, addr) = start_server(dir.path());
     let url = format!("http://{addr}");
     let remote = |args: &[&str]| {
@@ -288,10 +301,7 @@ fn python_tool(name: &str) -> std::path::PathBuf {
 fn schemathesis_finds_nothing_against_the_openapi_document() {
     let schemathesis = python_tool("schemathesis");
     let dir = tempfile::tempdir().unwrap();
-    let token = baton(dir.path(), &["key", "create", "--role", "admin"])["key"]["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let token = token(dir.path(), "admin");
     let (mut server, addr) = start_server(dir.path());
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(&addr).is_err() {
@@ -340,4 +350,92 @@ fn schemathesis_finds_nothing_against_the_openapi_document() {
         report.contains("passed") && !report.contains("failed,"),
         "unexpected schemathesis report:\n{report}"
     );
+}
+
+/// SIGTERM while a client follows the event stream, another waits in a long-poll claim and
+/// an MCP client holds its session's stream open: the server answers the claim at once
+/// (no claims), ends both streams and exits, rather than waiting for the clients to leave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_streams_and_waiting_claims() {
+    let dir = tempfile::tempdir().unwrap();
+    let bearer = format!("Bearer {}", token(dir.path(), "admin"));
+    let (mut server, addr) = start_server(dir.path());
+    let http = reqwest::Client::new();
+    wait_until_up(&http, &addr).await;
+    let mut stream = http
+        .get(format!("http://{addr}/v1/events/stream?after=0"))
+        .header("authorization", &bearer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let init = http
+        .post(format!("http://{addr}/mcp"))
+        .header("authorization", &bearer)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-03-26","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#)
+        .send()
+        .await
+        .unwrap();
+    let session = init.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    drop(init);
+    let mut mcp_stream = http
+        .get(format!("http://{addr}/mcp"))
+        .header("authorization", &bearer)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(mcp_stream.status(), 200);
+    let claim = tokio::spawn({
+        let (http, bearer) = (http.clone(), bearer.clone());
+        let url = format!("http://{addr}/v1/tasks/claim");
+        async move {
+            let res = http
+                .post(url)
+                .header("authorization", &bearer)
+                .json(&json!({"agent": "w1", "wait": "60s"}))
+                .send()
+                .await
+                .unwrap();
+            (res.status().as_u16(), res.json::<Value>().await.unwrap())
+        }
+    });
+    // The claim is waiting (nothing is ready) when the signal comes.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!claim.is_finished());
+    let killed = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+
+    let (status, answer) = tokio::time::timeout(Duration::from_secs(20), claim)
+        .await
+        .expect("the waiting claim is answered at shutdown")
+        .unwrap();
+    assert_eq!((status, answer), (200, json!({"claims": []})));
+    let ended = tokio::time::timeout(Duration::from_secs(20), async {
+        while stream.chunk().await.is_ok_and(|c| c.is_some()) {}
+        while mcp_stream.chunk().await.is_ok_and(|c| c.is_some()) {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the streams ended at shutdown");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let exit = loop {
+        if let Some(status) = server.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "baton serve did not exit on SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(exit.success(), "{exit:?}");
 }

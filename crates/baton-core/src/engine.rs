@@ -27,6 +27,8 @@ pub struct Baton {
     clock: Arc<dyn Clock>,
     waiters: Arc<Waiters>,
     backlog: Arc<Backlog>,
+    /// Set when the server begins to shut down: long waits end (see [`Baton::close`]).
+    closing: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl std::fmt::Debug for Baton {
@@ -98,7 +100,22 @@ impl Baton {
             clock,
             waiters: Arc::default(),
             backlog: Backlog::new(WriteLimits::default()),
+            closing: Arc::new(tokio::sync::watch::Sender::new(false)),
         }
+    }
+
+    /// Ends the waits that could hold a server's shutdown for as long as their clients
+    /// like: a waiting claim answers at once with what it has (no claims), and
+    /// [`Baton::closing`] resolves for the live streams, which then end. Called when a
+    /// server begins its graceful shutdown; writes go on as before.
+    pub fn close(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Resolves once [`Baton::close`] has been called.
+    pub async fn closing(&self) {
+        let mut closing = self.closing.subscribe();
+        let _ = closing.wait_for(|closed| *closed).await;
     }
 
     /// The same engine with other limits on the writes waiting for the store.
@@ -620,6 +637,7 @@ impl Baton {
             tokio::select! {
                 biased;
                 _ = tokio::time::sleep_until(deadline) => return Ok(claims),
+                _ = self.closing() => return Ok(claims),
                 _ = w.woken() => {}
             }
         }

@@ -184,11 +184,19 @@ pub async fn local_gateway(baton: Baton, workspace: &str) -> baton_core::Result<
 }
 
 /// `/mcp` for `baton serve`: streamable HTTP, each session a [`BatonMcp`] that forwards the
-/// caller's own bearer key to the API, so keys, roles and workspaces apply unchanged.
+/// caller's own bearer key to the API, so keys, roles and workspaces apply unchanged. Call
+/// within a Tokio runtime: the sessions end when [`Baton::close`] is called.
 pub fn http_service(baton: Baton) -> axum::Router {
-    let state = AppState::new(baton);
+    let state = AppState::new(baton.clone());
     let api = baton_server::router(state.clone());
     let config = StreamableHttpServerConfig::default().disable_allowed_hosts();
+    // Sessions' streams end when the server begins to shut down, as the API's do.
+    let sessions = config.cancellation_token.clone();
+    let closing = baton.clone();
+    tokio::spawn(async move {
+        closing.closing().await;
+        sessions.cancel();
+    });
     let service = StreamableHttpService::new(
         move || Ok(BatonMcp::new(Gateway::Local(api.clone()), None)),
         Arc::new(LocalSessionManager::default()),
@@ -294,7 +302,8 @@ async fn json_rpc_refusals(response: Response) -> Response {
         406 => (-32600, "send Accept: application/json, text/event-stream"),
         _ if message.contains("Session") || message.contains("session") => (
             -32600,
-            "send initialize first, then its Mcp-Session-Id header with every request",
+            "send initialize first, then its Mcp-Session-Id header with every request; a \
+             session lives on the replica that opened it, so route /mcp by that header",
         ),
         _ => (
             -32600,

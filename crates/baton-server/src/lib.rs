@@ -244,7 +244,8 @@ pub fn router(state: AppState) -> Router {
 pub const REAP_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Serves the API on `listener` until `shutdown` resolves, then stops accepting and lets
-/// in-flight requests finish (leases stay valid: nothing is released on shutdown).
+/// in-flight requests finish (leases stay valid: nothing is released on shutdown); live
+/// event streams end and waiting claims answer with no claims at once.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     baton: Baton,
@@ -279,6 +280,13 @@ pub async fn serve_app(
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         let _ = tcp.set_nodelay(true);
     });
+    // Once shutdown begins, live streams and waiting claims end, or the drain would wait
+    // for their clients to leave.
+    let closing = baton.clone();
+    let shutdown = async move {
+        shutdown.await;
+        closing.close();
+    };
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;

@@ -300,6 +300,9 @@ async fn feed(
                     continue;
                 }
                 _ = out.closed() => return,
+                // The server is shutting down: end the stream, so it does not wait for
+                // the client to leave (the client resumes on another replica or later).
+                _ = baton.closing() => return,
             };
             let mut batch = Vec::new();
             let mut next = first;
