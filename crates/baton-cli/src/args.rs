@@ -527,6 +527,9 @@ pub(crate) enum StepCmd {
         /// More about it.
         #[arg(long)]
         details: Option<String>,
+        /// Your lease, if you hold the task (no `context_changed` for yourself).
+        #[arg(long)]
+        lease: Option<String>,
     },
     /// Mark a step done.
     Done {
@@ -537,6 +540,9 @@ pub(crate) enum StepCmd {
         /// Notes.
         #[arg(long)]
         notes: Option<String>,
+        /// Your lease, if you hold the task (no `context_changed` for yourself).
+        #[arg(long)]
+        lease: Option<String>,
     },
 }
 

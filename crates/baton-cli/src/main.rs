@@ -321,12 +321,26 @@ async fn run(cli: Cli) -> Result<Outcome, Error> {
             let req = requests::note(&a);
             to_value(baton.add_context(&actor, key, &a.id, req).await?)
         }
-        Command::Step(StepCmd::Add { id, title, details }) => {
-            to_value(baton.add_step(&actor, key, &id, title, details).await?)
-        }
-        Command::Step(StepCmd::Done { id, step_id, notes }) => {
-            to_value(baton.done_step(&actor, key, &id, &step_id, notes).await?)
-        }
+        Command::Step(StepCmd::Add {
+            id,
+            title,
+            details,
+            lease,
+        }) => to_value(
+            baton
+                .add_step(&actor, key, &id, title, details, lease)
+                .await?,
+        ),
+        Command::Step(StepCmd::Done {
+            id,
+            step_id,
+            notes,
+            lease,
+        }) => to_value(
+            baton
+                .done_step(&actor, key, &id, &step_id, notes, lease)
+                .await?,
+        ),
         Command::Dep(DepCmd::Add {
             blocker,
             blocked,

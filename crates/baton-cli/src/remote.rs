@@ -175,21 +175,31 @@ pub(crate) async fn run(cli: &Cli, base: &str) -> Result<Outcome, Error> {
                     )
                     .await?
             }
-            Command::Step(StepCmd::Add { id, title, details }) => {
+            Command::Step(StepCmd::Add {
+                id,
+                title,
+                details,
+                lease,
+            }) => {
                 client
                     .send(
                         Method::POST,
                         &format!("/v1/tasks/{id}/steps"),
-                        Some(json!({ "title": title, "details": details })),
+                        Some(json!({ "title": title, "details": details, "lease": lease })),
                     )
                     .await?
             }
-            Command::Step(StepCmd::Done { id, step_id, notes }) => {
+            Command::Step(StepCmd::Done {
+                id,
+                step_id,
+                notes,
+                lease,
+            }) => {
                 client
                     .send(
                         Method::POST,
                         &format!("/v1/tasks/{id}/steps/{step_id}/done"),
-                        Some(json!({ "notes": notes })),
+                        Some(json!({ "notes": notes, "lease": lease })),
                     )
                     .await?
             }

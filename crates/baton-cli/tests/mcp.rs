@@ -663,8 +663,11 @@ fn every_operation_is_reachable_over_http_mcp_and_cli() {
     //   `baton reap` for stores without a server.
     // Plumbing, not operations: the constructor and its write limits, the store handle,
     // the generic write/read runners and the durability barrier of streams, actor
-    // resolution (with the default workspace's get-or-create) and the readiness probe.
+    // resolution (with the default workspace's get-or-create), the readiness probe, and the
+    // shutdown signal a server gives its waits.
     let plumbing = [
+        "close",
+        "closing",
         "create_workspace",
         "new",
         "with_write_limits",

@@ -223,6 +223,71 @@ async fn heartbeat_extends_and_signals(env: Env) {
         .await
         .unwrap();
     assert_eq!(ack["signals"], json!(["budget_warning"]));
+    // Steps: the holder's own (sent with its lease) are no news to it; a step someone else
+    // adds or marks done is.
+    let beat = || async {
+        let ack = env
+            .lease(
+                &t.id,
+                &c.lease.token,
+                LeaseOp::Heartbeat(Heartbeat::default()),
+            )
+            .await
+            .unwrap();
+        ack["signals"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("context_changed"))
+    };
+    let mine = env
+        .baton
+        .add_step(
+            &env.actor,
+            None,
+            &t.id,
+            "mine".into(),
+            None,
+            Some(c.lease.token.clone()),
+        )
+        .await
+        .unwrap();
+    env.baton
+        .done_step(
+            &env.actor,
+            None,
+            &t.id,
+            &mine.step.id,
+            None,
+            Some(c.lease.token.clone()),
+        )
+        .await
+        .unwrap();
+    assert!(!beat().await, "the holder's own steps");
+    let theirs = env
+        .baton
+        .add_step(&env.actor, None, &t.id, "theirs".into(), None, None)
+        .await
+        .unwrap();
+    assert!(beat().await, "a step added by someone else");
+    assert!(!beat().await, "said once");
+    env.baton
+        .done_step(&env.actor, None, &t.id, &theirs.step.id, None, None)
+        .await
+        .unwrap();
+    assert!(beat().await, "a step marked done by someone else");
+    let stale = env
+        .baton
+        .add_step(
+            &env.actor,
+            None,
+            &t.id,
+            "x".into(),
+            None,
+            Some("lse_stale".into()),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(stale.code, Code::LeaseLost);
     let bad = Heartbeat {
         progress: Some(1.5),
         ..Default::default()
@@ -262,6 +327,18 @@ async fn fail_retries_with_backoff_then_fails(env: Env) {
         let out = env.lease(&t.id, &c.lease.token, fail()).await.unwrap();
         if attempt < 3 {
             assert_eq!(out["task"]["status"], "ready");
+            // The next claim begins attempt `attempt + 1`: a maximum below it is refused.
+            let lower = UpdateTask {
+                max_attempts: Some(attempt),
+                ..Default::default()
+            };
+            let err = env
+                .baton
+                .update_task(&env.actor, None, &t.id, lower)
+                .await
+                .unwrap_err();
+            assert_eq!(err.code, Code::InvalidInput, "{err}");
+            assert!(err.hint.contains(&format!("{}", attempt + 1)), "{err}");
             assert!(env.claim("a").await.is_none(), "backoff holds the task");
             env.clock.advance(10 * 60 * 1000);
         } else {
@@ -399,6 +476,12 @@ async fn dag_release_and_failure_propagation(env: Env) {
         .transition(&env.actor, None, Op::Retry, &x.id, None)
         .await
         .unwrap();
+    let waiting = env.get(&y.id);
+    assert_eq!(
+        (waiting.status, waiting.blocked_reason),
+        (Status::Blocked, Some(BlockedReason::Dependencies)),
+        "the blocker runs again: the dependent waits on it, no longer failed"
+    );
     let cx = env.claim("w").await.unwrap();
     assert_eq!(cx.task.id, x.id);
     env.lease(&x.id, &cx.lease.token, complete()).await.unwrap();
@@ -756,6 +839,12 @@ async fn review_approve_and_reject(env: Env) {
     assert_eq!(out.task.status, Status::Ready);
     let c = env.claim("w").await.unwrap();
     assert_eq!(c.run.attempt, 2);
+    // Whoever takes it next reads why the first attempt was turned down.
+    let brief = serde_json::to_value(env.baton.brief(&env.actor, &t.id, None).unwrap()).unwrap();
+    let first = &brief["brief"]["runs"][1];
+    assert_eq!(first["attempt"], 1, "{brief}");
+    assert_eq!(first["status"], "rejected", "{brief}");
+    assert_eq!(first["error"], "missing tests", "{brief}");
     env.lease(&t.id, &c.lease.token, complete()).await.unwrap();
     let out = env
         .baton
@@ -954,11 +1043,18 @@ async fn context_and_briefing(env: Env) {
     assert_eq!(err.code, Code::NotFound);
     let step = env
         .baton
-        .add_step(&env.actor, None, &t.id, "write code".into(), None)
+        .add_step(&env.actor, None, &t.id, "write code".into(), None, None)
         .await
         .unwrap();
     env.baton
-        .done_step(&env.actor, None, &t.id, &step.step.id, Some("done".into()))
+        .done_step(
+            &env.actor,
+            None,
+            &t.id,
+            &step.step.id,
+            Some("done".into()),
+            None,
+        )
         .await
         .unwrap();
 
@@ -1033,12 +1129,13 @@ async fn briefs_fit_every_budget_most_relevant_last(env: Env) {
                 &t.id,
                 format!("step {i}"),
                 Some("s".repeat(150)),
+                None,
             )
             .await
             .unwrap();
         if i < 4 {
             env.baton
-                .done_step(&env.actor, None, &t.id, &step.step.id, None)
+                .done_step(&env.actor, None, &t.id, &step.step.id, None, None)
                 .await
                 .unwrap();
         }

@@ -825,7 +825,7 @@ impl Baton {
         .await
     }
 
-    /// Adds a step.
+    /// Adds a step; `lease` when the task's holder adds it (no `context_changed` for it).
     pub async fn add_step(
         &self,
         actor: &Actor,
@@ -833,17 +833,18 @@ impl Baton {
         task_id: &str,
         title: String,
         details: Option<String>,
+        lease: Option<String>,
     ) -> Result<StepOut> {
-        let request =
-            json!({ "op": "step.add", "id": task_id, "title": title, "details": details });
+        let request = json!({ "op": "step.add", "id": task_id, "title": title,
+                              "details": details, "lease": lease });
         let id = task_id.to_string();
         self.write(actor, key, request, move |ctx| {
-            ops::knowledge::add_step(ctx, &id, &title, details.clone())
+            ops::knowledge::add_step(ctx, &id, &title, details.clone(), lease.as_deref())
         })
         .await
     }
 
-    /// Marks a step done.
+    /// Marks a step done; `lease` when the task's holder marks it.
     pub async fn done_step(
         &self,
         actor: &Actor,
@@ -851,11 +852,13 @@ impl Baton {
         task_id: &str,
         step_id: &str,
         notes: Option<String>,
+        lease: Option<String>,
     ) -> Result<StepOut> {
-        let request = json!({ "op": "step.done", "id": task_id, "step": step_id, "notes": notes });
+        let request = json!({ "op": "step.done", "id": task_id, "step": step_id,
+                              "notes": notes, "lease": lease });
         let (id, step) = (task_id.to_string(), step_id.to_string());
         self.write(actor, key, request, move |ctx| {
-            ops::knowledge::done_step(ctx, &id, &step, notes.clone())
+            ops::knowledge::done_step(ctx, &id, &step, notes.clone(), lease.as_deref())
         })
         .await
     }

@@ -283,6 +283,9 @@ pub enum RunStatus {
     Active,
     /// Ended by complete.
     Completed,
+    /// Completed, then rejected in review: `error` holds the reviewer's reason, so whoever
+    /// takes the task next reads why.
+    Rejected,
     /// Ended by fail.
     Failed,
     /// Ended by release.

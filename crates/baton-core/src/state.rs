@@ -180,6 +180,12 @@ impl Op {
         }
     }
 
+    /// Whether a caller can ask for it: every operation but `expire`, which only the
+    /// clock performs (so refusals do not offer it).
+    pub fn is_callable(self) -> bool {
+        self != Op::Expire
+    }
+
     /// Every operation.
     pub const ALL: [Op; 17] = [
         Op::Update,
@@ -275,7 +281,11 @@ pub fn check(task_id: &str, status: Status, op: Op) -> Result<()> {
     if is_allowed(status, op) {
         return Ok(());
     }
-    let allowed: Vec<&str> = allowed_ops(status).iter().map(|o| o.as_str()).collect();
+    let allowed: Vec<&str> = allowed_ops(status)
+        .iter()
+        .filter(|o| o.is_callable())
+        .map(|o| o.as_str())
+        .collect();
     let hint = if allowed.is_empty() {
         format!(
             "task is {}, which is final; create a new task instead",

@@ -309,6 +309,10 @@ impl BatonMcp {
             "steps" => {
                 let id = str_arg(&mut args, "task_id")?;
                 let action = str_arg(&mut args, "action")?;
+                // This session's own lease: its steps are no news to it.
+                if let Some(token) = self.leases.lock().map_err(poisoned)?.get(&id) {
+                    args.insert("lease".into(), json!(token));
+                }
                 match action.as_str() {
                     "add" => {
                         self.call(

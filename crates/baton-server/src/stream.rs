@@ -185,10 +185,12 @@ impl StreamQuery {
                 .as_ref()
                 .is_none_or(|t| e.task_id.as_ref() == Some(t))
             && self.actor.as_ref().is_none_or(|a| &e.actor == a)
-            && self
-                .project
-                .as_ref()
-                .is_none_or(|p| e.data["task"]["project_id"].as_str() == Some(p.as_str()))
+            && self.project.as_ref().is_none_or(|p| {
+                // A task's event names its project; a project's own events are its too.
+                let of_task = e.data["task"]["project_id"].as_str();
+                let of_project = e.data["project"]["id"].as_str();
+                of_task.or(of_project) == Some(p.as_str())
+            })
     }
 }
 

@@ -204,11 +204,17 @@ async fn update(
     let actor = s.auth(&headers, &[Permission::Plan])?.actor;
     let mut req: UpdateTask = body.parse()?;
     if let Some(tag) = headers.get("if-match") {
-        let text = tag.to_str().unwrap_or("").trim().trim_matches('"');
-        let version = text.parse::<u64>().map_err(|_| {
+        let raw = String::from_utf8_lossy(tag.as_bytes());
+        let text = raw.trim();
+        // A version, bare or as a strong entity tag ("3"); a weak tag never matches.
+        let bare = text
+            .strip_prefix('"')
+            .and_then(|t| t.strip_suffix('"'))
+            .unwrap_or(text);
+        let version = bare.parse::<u64>().map_err(|_| {
             Error::invalid(
-                format!("If-Match '{text}' is not a task version"),
-                "send the task's version number, e.g. If-Match: 3",
+                format!("If-Match {raw:?} is not a task version"),
+                "send the task's version number, e.g. If-Match: 3 (or \"3\")",
             )
         })?;
         if let Some(other) = req.version.filter(|v| *v != version) {
@@ -636,6 +642,9 @@ pub(crate) struct StepBody {
     title: String,
     /// More about it.
     details: Option<String>,
+    /// The holder's lease, when the agent working the task adds it: no `context_changed`
+    /// for itself.
+    lease: Option<String>,
 }
 
 /// Append a step to a task's plan.
@@ -655,7 +664,14 @@ async fn add_step(
     let key = idempotency_key(&headers)?;
     let out = s
         .baton
-        .add_step(&actor, key.as_deref(), &id, req.title, req.details)
+        .add_step(
+            &actor,
+            key.as_deref(),
+            &id,
+            req.title,
+            req.details,
+            req.lease,
+        )
         .await?;
     Ok((StatusCode::CREATED, Json(out)).into_response())
 }
@@ -666,6 +682,9 @@ async fn add_step(
 pub(crate) struct DoneBody {
     /// Notes on how it went.
     notes: Option<String>,
+    /// The holder's lease, when the agent working the task marks it: no
+    /// `context_changed` for itself.
+    lease: Option<String>,
 }
 
 /// Mark a step done.
@@ -686,7 +705,7 @@ async fn done_step(
     let key = idempotency_key(&headers)?;
     Ok(Json(
         s.baton
-            .done_step(&actor, key.as_deref(), &id, &step, req.notes)
+            .done_step(&actor, key.as_deref(), &id, &step, req.notes, req.lease)
             .await?,
     ))
 }

@@ -519,6 +519,30 @@ async fn event_stream_replays_resumes_filters_and_follows(backend: Backend) {
     let (id, kind, data) = live.next().await;
     assert_eq!((id, kind.as_str()), (total + 1, "task.created"));
     assert_eq!(data["task_id"], t["task"]["id"]);
+
+    // A project's stream carries its tasks' events and its own (the kill switch, say),
+    // not another project's.
+    let mut project = Sse::open(&s, "?project=default", None).await;
+    s.post("/v1/projects", json!({"name": "other"})).await;
+    s.post(
+        "/v1/tasks",
+        json!({"title": "elsewhere", "project": "other"}),
+    )
+    .await;
+    s.call(
+        "PATCH",
+        "/v1/projects/default",
+        Some(json!({"killed": true})),
+        &[],
+    )
+    .await;
+    s.post("/v1/tasks", json!({"title": "here"})).await;
+    let (_, kind, data) = project.next().await;
+    assert_eq!(kind, "project.updated", "{data}");
+    assert_eq!(data["data"]["project"]["killed"], true, "{data}");
+    let (_, kind, data) = project.next().await;
+    assert_eq!(kind, "task.created", "{data}");
+    assert_eq!(data["data"]["task"]["title"], "here", "{data}");
     let (_, v) = s.call("GET", "/v1/events/stream?after=x", None, &[]).await;
     assert_eq!(error_code(&v), "INVALID_INPUT");
 }
@@ -2249,6 +2273,30 @@ async fn probed_reads_and_edits_are_refused(backend: Backend) {
         (
             "GET",
             "/v1/events/stream?actor=%00".into(),
+            None,
+            vec![],
+            StatusCode::BAD_REQUEST,
+            "INVALID_INPUT",
+        ),
+        (
+            "GET",
+            "/v1/agents/a%00b".into(),
+            None,
+            vec![],
+            StatusCode::BAD_REQUEST,
+            "INVALID_INPUT",
+        ),
+        (
+            "POST",
+            "/v1/agents/heartbeat".into(),
+            Some(json!({"agent": "a\u{0}b"})),
+            vec![],
+            StatusCode::BAD_REQUEST,
+            "INVALID_INPUT",
+        ),
+        (
+            "GET",
+            "/v1/projects/a%00b".into(),
             None,
             vec![],
             StatusCode::BAD_REQUEST,

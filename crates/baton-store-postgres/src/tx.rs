@@ -855,7 +855,7 @@ impl Tx for PgTx<'_> {
     fn projects(&mut self, ws: &str) -> Result<Vec<Project>> {
         self.scoped(
             ws,
-            "SELECT body FROM projects WHERE workspace_id = $1 ORDER BY name",
+            "SELECT body FROM projects WHERE workspace_id = $1 ORDER BY name COLLATE \"C\"",
             &[t(ws)],
         )
     }
@@ -924,7 +924,7 @@ impl Tx for PgTx<'_> {
     fn agents(&mut self, ws: &str) -> Result<Vec<Agent>> {
         self.scoped(
             ws,
-            "SELECT body FROM agents WHERE workspace_id = $1 ORDER BY name",
+            "SELECT body FROM agents WHERE workspace_id = $1 ORDER BY name COLLATE \"C\"",
             &[t(ws)],
         )
     }

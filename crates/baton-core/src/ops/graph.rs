@@ -36,8 +36,9 @@ pub fn settle(ctx: &mut Ctx<'_>, task: &mut Task) -> Result<()> {
     Ok(())
 }
 
-/// After `task_id` ended (done, failed or canceled), moves each dependent that waits on it:
-/// released to `ready` when its last blocker is done, or blocked with `dependency_failed`.
+/// After `task_id` ended (done, failed or canceled) or was retried, moves each dependent
+/// that waits on it: released to `ready` when its last blocker is done, blocked with
+/// `dependency_failed` while one has failed, back to waiting on `dependencies` otherwise.
 pub fn on_blocker_ended(ctx: &mut Ctx<'_>, task_id: &str) -> Result<()> {
     for dep in ctx.tx.dependents_of(ctx.ws, task_id)? {
         if dep.kind != DepKind::Blocks {

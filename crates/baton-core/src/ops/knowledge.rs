@@ -1,6 +1,6 @@
 //! What agents learn and plan on a task: typed, immutable context entries (with supersede)
-//! and ordered steps. Adding either raises `context_changed` for the lease holder unless the
-//! holder wrote it.
+//! and ordered steps. Adding either, or marking a step done, raises `context_changed` for
+//! the lease holder unless the holder did it (sending its lease).
 
 use super::{check_len, check_text, snap, Ctx, MAX_TEXT, MAX_TITLE};
 use crate::api::{AddContext, ContextOut, StepOut};
@@ -93,12 +93,13 @@ pub fn add_context(ctx: &mut Ctx<'_>, task_id: &str, req: AddContext) -> Result<
     Ok(ContextOut { context: entry })
 }
 
-/// Appends a step to a task's plan.
+/// Appends a step to a task's plan; `lease` when its holder adds it.
 pub fn add_step(
     ctx: &mut Ctx<'_>,
     task_id: &str,
     title: &str,
     details: Option<String>,
+    lease: Option<&str>,
 ) -> Result<StepOut> {
     super::check_line("title", title, MAX_TITLE)?;
     if let Some(d) = &details {
@@ -125,18 +126,21 @@ pub fn add_step(
         notes: None,
         done_at: None,
     };
+    let run = touch(ctx, &mut task, lease)?;
     ctx.tx.put_step(&step)?;
-    task.version += 1;
-    ctx.save_unversioned(&mut task, "step.added", &[snap("step", &step)])?;
+    let mut extra = vec![snap("step", &step)];
+    extra.extend(run.map(|run| snap("run", &run)));
+    ctx.save_unversioned(&mut task, "step.added", &extra)?;
     Ok(StepOut { step })
 }
 
-/// Marks a step done.
+/// Marks a step done; `lease` when its holder marks it.
 pub fn done_step(
     ctx: &mut Ctx<'_>,
     task_id: &str,
     step_id: &str,
     notes: Option<String>,
+    lease: Option<&str>,
 ) -> Result<StepOut> {
     if let Some(n) = &notes {
         check_len("notes", n, MAX_TEXT)?;
@@ -151,10 +155,13 @@ pub fn done_step(
     if step.done {
         return Ok(StepOut { step }); // done already: nothing changes
     }
+    let run = touch(ctx, &mut task, lease)?;
     step.done = true;
     step.notes = notes;
     step.done_at = Some(ctx.now);
     ctx.tx.put_step(&step)?;
-    ctx.save_unversioned(&mut task, "step.done", &[snap("step", &step)])?;
+    let mut extra = vec![snap("step", &step)];
+    extra.extend(run.map(|run| snap("run", &run)));
+    ctx.save_unversioned(&mut task, "step.done", &extra)?;
     Ok(StepOut { step })
 }

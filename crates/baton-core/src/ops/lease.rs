@@ -561,14 +561,25 @@ pub fn reject(ctx: &mut Ctx<'_>, id: &str, reason: String) -> Result<TaskOut> {
     super::check_text("reason", &reason, MAX_TEXT)?;
     let mut task = ctx.task(id)?;
     state::check(id, task.status, Op::Reject)?;
+    // The run under review carries the verdict: the briefing shows the next holder why
+    // (the task's reason changes with its next transition).
+    let mut extra = Vec::new();
+    let reviewed = ctx.tx.runs_of(ctx.ws, id, 1)?.into_iter().next();
+    if let Some(mut run) = reviewed.filter(|r| r.status == RunStatus::Completed) {
+        run.status = RunStatus::Rejected;
+        run.error = Some(reason.clone());
+        run.error_class = Some("rejected".into());
+        ctx.tx.put_run(&run)?;
+        extra.push(snap("run", &run));
+    }
     task.reason = Some(reason);
     if task.attempts >= task.retry_policy.max_attempts {
         task.status = Status::Failed;
-        ctx.save(&mut task, "task.rejected", &[])?;
+        ctx.save(&mut task, "task.rejected", &extra)?;
         ended_failed(ctx, &task)?;
     } else {
         graph::settle(ctx, &mut task)?;
-        ctx.save(&mut task, "task.rejected", &[])?;
+        ctx.save(&mut task, "task.rejected", &extra)?;
     }
     Ok(TaskOut {
         task: task.view(),

@@ -395,7 +395,7 @@ pub fn apply(ctx: &mut Ctx<'_>, doc: PlanDoc) -> Result<PlanOut> {
                         PlanStep::Title(t) => (t.clone(), None),
                         PlanStep::Full(step) => (step.title.clone(), step.details.clone()),
                     };
-                    knowledge::add_step(ctx, &out.task.id, &title, details)
+                    knowledge::add_step(ctx, &out.task.id, &title, details, None)
                         .map_err(|e| with_ref(e, &node.reference))?;
                 }
                 created += 1;

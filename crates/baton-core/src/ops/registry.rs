@@ -89,6 +89,7 @@ pub fn register_agent(ctx: &mut Ctx<'_>, req: RegisterAgent) -> Result<AgentOut>
 /// Records that an agent is alive. `last_seen_at` moves only when it is older than
 /// [`super::lease::AGENT_SEEN_RESOLUTION_MS`], so frequent heartbeats do not fill the log.
 pub fn agent_heartbeat(ctx: &mut Ctx<'_>, name: &str) -> Result<AgentOut> {
+    super::check_name("agent", name, 200)?;
     let mut agent = ctx
         .tx
         .agent(ctx.ws, name)?
@@ -124,6 +125,7 @@ pub fn agents(ctx: &mut Ctx<'_>) -> Result<AgentsOut> {
 
 /// One agent by name or id.
 pub fn agent(ctx: &mut Ctx<'_>, name: &str) -> Result<AgentOut> {
+    super::check_name("agent", name, 200)?;
     let agent = ctx
         .tx
         .agent(ctx.ws, name)?

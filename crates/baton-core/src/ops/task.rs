@@ -293,6 +293,24 @@ pub fn update(ctx: &mut Ctx<'_>, id: &str, req: UpdateTask) -> Result<TaskOut> {
     }
     if let Some(max) = req.max_attempts {
         super::check_max_attempts(max)?;
+        // A task not running begins attempt `attempts + 1` when next claimed; an ended one
+        // starts over from none if it is retried.
+        let waits_for_another = !task.status.is_leased();
+        let least = task.attempts + u32::from(waits_for_another);
+        if max < least && !task.status.is_terminal() {
+            return Err(Error::invalid(
+                format!(
+                    "max_attempts {max} is below what the task has used: {} attempts made{}",
+                    task.attempts,
+                    if waits_for_another {
+                        ", and it waits for another"
+                    } else {
+                        ""
+                    }
+                ),
+                format!("give max_attempts {least} or more; to stop the task, cancel it"),
+            ));
+        }
         task.retry_policy.max_attempts = max;
     }
     if let Some(r) = req.review_required {
@@ -364,6 +382,8 @@ pub fn retry(ctx: &mut Ctx<'_>, id: &str) -> Result<TaskOut> {
     task.not_before = None;
     graph::settle(ctx, &mut task)?;
     ctx.save(&mut task, "task.retried", &[])?;
+    // Its dependents were blocked by its failure; now they wait on it again.
+    graph::on_blocker_ended(ctx, id)?;
     Ok(TaskOut {
         task: task.view(),
         warnings: vec![],
