@@ -341,6 +341,9 @@ pub(crate) struct CreateArgs {
     /// Lease TTL, e.g. 30s, 5m.
     #[arg(long)]
     pub(crate) lease_ttl: Option<String>,
+    /// Longest one attempt may run, e.g. 1h: its lease is never extended past it.
+    #[arg(long)]
+    pub(crate) timeout: Option<String>,
     /// Attempts allowed.
     #[arg(long)]
     pub(crate) max_attempts: Option<u32>,

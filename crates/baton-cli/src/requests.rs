@@ -41,6 +41,7 @@ pub(crate) fn create(a: &CreateArgs) -> Result<CreateTask, Error> {
         labels: a.labels.clone(),
         blocked_by: a.blocked_by.clone(),
         lease_ttl: duration(&a.lease_ttl)?,
+        timeout: duration(&a.timeout)?,
         max_attempts: a.max_attempts,
         review_required: a.review.then_some(true),
         output_schema: json_arg("output-schema", &a.output_schema)?,

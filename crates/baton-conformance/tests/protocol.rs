@@ -167,6 +167,59 @@ async fn expired_lease_is_fenced(env: Env) {
     );
 }
 
+/// An attempt's timeout bounds its lease: heartbeats extend it no further, and a run that
+/// outlives it lapses like a lost lease, retried, with the timeout as its error.
+async fn attempt_timeout_bounds_the_lease(env: Env) {
+    let t = env
+        .create(CreateTask {
+            title: "t".into(),
+            lease_ttl: Some(Duration::secs(30)),
+            timeout: Some(Duration::secs(50)),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let c = env.claim("a").await.unwrap();
+    assert_eq!(c.lease.expires_at, T0 + 30_000);
+    env.clock.advance(25_000);
+    let ack = env
+        .lease(
+            &t.id,
+            &c.lease.token,
+            LeaseOp::Heartbeat(Heartbeat::default()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        ack["expires_at"],
+        baton_core::time::format_rfc3339(T0 + 50_000),
+        "not 30 s past the heartbeat: the attempt's 50 s end first"
+    );
+    env.clock.advance(26_000);
+    let err = env
+        .lease(&t.id, &c.lease.token, complete())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, Code::LeaseLost);
+    env.clock.advance(10_000);
+    let again = env.claim("b").await.expect("retried after its backoff");
+    assert_eq!(again.run.attempt, 2);
+    let lost = env
+        .all_events()
+        .into_iter()
+        .find(|e| e.kind == "task.lease_expired")
+        .unwrap();
+    assert_eq!(lost.data["run"]["error_class"], "timeout", "{}", lost.data);
+    assert_eq!(
+        lost.data["run"]["ended_at"],
+        baton_core::time::format_rfc3339(T0 + 50_000)
+    );
+    assert!(lost.data["task"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("timed out"));
+}
+
 /// Heartbeats extend the lease and carry signals back.
 async fn heartbeat_extends_and_signals(env: Env) {
     let t = env
@@ -1759,6 +1812,7 @@ on_every_backend!(
     claim_order_is_priority_then_due_then_age,
     capability_routing,
     expired_lease_is_fenced,
+    attempt_timeout_bounds_the_lease,
     heartbeat_extends_and_signals,
     fail_retries_with_backoff_then_fails,
     dag_release_and_failure_propagation,

@@ -69,7 +69,8 @@ pub struct CreateTask {
     /// Full retry policy; `max_attempts` overrides its field.
     #[serde(default, deserialize_with = "crate::object::optional")]
     pub retry_policy: Option<RetryPolicy>,
-    /// Longest allowed run.
+    /// Longest one attempt may run: its lease is never extended past it, so a run that
+    /// outlives it lapses and is retried like a lost lease (`error_class` `timeout`).
     #[serde(default)]
     pub timeout: Option<Duration>,
     /// Whether completion goes to review (default: the project's).

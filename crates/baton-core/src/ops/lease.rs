@@ -8,7 +8,7 @@ use crate::error::{Code, Error, Result};
 use crate::id::{new_id, new_secret, sha256_hex};
 use crate::model::*;
 use crate::state::{self, BlockedReason, Op, Status};
-use crate::time::format_rfc3339;
+use crate::time::{format_rfc3339, Duration, Millis};
 use serde_json::json;
 
 /// Most tasks one claim may take.
@@ -66,13 +66,20 @@ pub fn expire(ctx: &mut Ctx<'_>, task: &mut Task) -> Result<()> {
     };
     let at = lease.expires_at;
     let mut extra = Vec::new();
+    task.reason = Some(format!("lease expired at {}", format_rfc3339(at)));
     if let Some(mut run) = ctx.tx.run(ctx.ws, &task.id, &lease.run_id)? {
         run.status = RunStatus::Lost;
         run.ended_at = Some(at);
+        // The lease ran to the attempt's timeout (it is never extended past it).
+        if let Some(timeout) = task.timeout.filter(|t| run.started_at + t.ms() <= at) {
+            let why = format!("the attempt timed out after {timeout}");
+            task.reason = Some(why.clone());
+            run.error = Some(why);
+            run.error_class = Some("timeout".into());
+        }
         ctx.tx.put_run(&run)?;
         extra.push(snap("run", &run));
     }
-    task.reason = Some(format!("lease expired at {}", format_rfc3339(at)));
     let exhausted = task.attempts >= task.retry_policy.max_attempts;
     if exhausted {
         task.status = Status::Failed;
@@ -86,6 +93,15 @@ pub fn expire(ctx: &mut Ctx<'_>, task: &mut Task) -> Result<()> {
         ended_failed(ctx, task)?;
     }
     Ok(())
+}
+
+/// When a lease granted or extended at `now` for `ttl` ends: after `ttl`, but never after
+/// the attempt's timeout (counted from the run's start), so a run that outlives it lapses
+/// and is retried like any lost lease.
+fn lease_deadline(task: &Task, run_started_at: Millis, now: Millis, ttl: Duration) -> Millis {
+    let by_ttl = now + ttl.ms();
+    task.timeout
+        .map_or(by_ttl, |timeout| by_ttl.min(run_started_at + timeout.ms()))
 }
 
 /// Expires the lease of `task` if it has lapsed by now.
@@ -193,7 +209,7 @@ fn grant(
     task.status = Status::Claimed;
     task.not_before = None;
     task.reason = None;
-    let expires_at = ctx.now + ttl.ms();
+    let expires_at = lease_deadline(&task, ctx.now, ctx.now, ttl);
     let mut run = Run {
         id: new_id("run"),
         workspace_id: ctx.ws.to_string(),
@@ -375,7 +391,7 @@ pub fn heartbeat(ctx: &mut Ctx<'_>, id: &str, token: &str, hb: &Heartbeat) -> Re
     }
     super::check_duration("lease_ttl", hb.lease_ttl)?;
     let ttl = hb.lease_ttl.unwrap_or(task.lease_ttl);
-    let expires_at = ctx.now + ttl.ms();
+    let expires_at = lease_deadline(&task, run.started_at, ctx.now, ttl);
     if let Some(lease) = &mut task.lease {
         lease.expires_at = expires_at;
     }
