@@ -218,6 +218,86 @@ async fn attempt_timeout_bounds_the_lease(env: Env) {
         .as_str()
         .unwrap()
         .contains("timed out"));
+    assert_eq!(env.replay_difference().await, None);
+}
+
+/// The kill switch revokes a project's leases at once: the holders' next lease operations
+/// are `KILLED` and change nothing, nothing of it is claimable while it is set, and once it
+/// is revived its tasks are claimed again, the revoked attempt not counted.
+async fn kill_switch_revokes_leases_at_once(env: Env) {
+    let project = env
+        .baton
+        .create_project(
+            &env.actor,
+            None,
+            CreateProject {
+                name: "web".into(),
+                lease_ttl: None,
+                retry_policy: None,
+                review_required: None,
+            },
+        )
+        .await
+        .unwrap()
+        .project;
+    let t = env
+        .create(CreateTask {
+            title: "t".into(),
+            project: Some("web".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let c = env.claim("a").await.unwrap();
+    assert_eq!(c.task.id, t.id);
+    let kill = |killed: bool| ProjectSettings {
+        lease_ttl: None,
+        retry_policy: None,
+        review_required: None,
+        killed: Some(killed),
+    };
+    env.baton
+        .update_project(&env.actor, None, &project.id, kill(true))
+        .await
+        .unwrap();
+    let revoked = env.get(&t.id);
+    assert_eq!(
+        (revoked.status, revoked.lease.is_none()),
+        (Status::Ready, true)
+    );
+    let events = env.all_events();
+    let event = events
+        .iter()
+        .find(|e| e.kind == "task.lease_revoked")
+        .expect("the revocation is in the log");
+    assert_eq!(event.data["run"]["status"], "revoked", "{}", event.data);
+    let before = env.event_count();
+    for op in [LeaseOp::Heartbeat(Heartbeat::default()), complete()] {
+        let err = env.lease(&t.id, &c.lease.token, op).await.unwrap_err();
+        assert_eq!(err.code, Code::Killed, "{err}");
+    }
+    assert_eq!(env.event_count(), before, "refused, nothing written");
+    assert!(
+        env.claim("b").await.is_none(),
+        "nothing claimable while killed"
+    );
+    env.baton
+        .update_project(&env.actor, None, &project.id, kill(false))
+        .await
+        .unwrap();
+    let again = env.claim("b").await.expect("claimable once revived");
+    assert_eq!((again.run.attempt, again.lease.epoch), (1, 2));
+    // A stale token after the revival is only a lost lease.
+    let err = env
+        .lease(&t.id, &c.lease.token, complete())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, Code::LeaseLost);
+    assert_eq!(
+        env.replay_difference().await,
+        None,
+        "the log replays the revocation"
+    );
 }
 
 /// Heartbeats extend the lease and carry signals back.
@@ -898,6 +978,11 @@ async fn review_approve_and_reject(env: Env) {
     assert_eq!(first["attempt"], 1, "{brief}");
     assert_eq!(first["status"], "rejected", "{brief}");
     assert_eq!(first["error"], "missing tests", "{brief}");
+    assert_eq!(
+        env.replay_difference().await,
+        None,
+        "the log replays the verdict"
+    );
     env.lease(&t.id, &c.lease.token, complete()).await.unwrap();
     let out = env
         .baton
@@ -1813,6 +1898,7 @@ on_every_backend!(
     capability_routing,
     expired_lease_is_fenced,
     attempt_timeout_bounds_the_lease,
+    kill_switch_revokes_leases_at_once,
     heartbeat_extends_and_signals,
     fail_retries_with_backoff_then_fails,
     dag_release_and_failure_propagation,

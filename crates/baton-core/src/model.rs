@@ -296,6 +296,8 @@ pub enum RunStatus {
     Lost,
     /// The task was canceled under it.
     Canceled,
+    /// Its project's kill switch revoked the lease (the attempt is not counted).
+    Revoked,
 }
 
 /// One attempt at a task under one lease.

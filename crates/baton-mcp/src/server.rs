@@ -136,7 +136,9 @@ impl BatonMcp {
         match (&out, &lease) {
             // Ended, with whichever token: the one held (if any) is dead too.
             (Ok(_), _) if ends => self.forget(task),
-            (Err(e), Lease::Held(_)) if e.code == Code::LeaseLost => self.forget(task),
+            (Err(e), Lease::Held(_)) if matches!(e.code, Code::LeaseLost | Code::Killed) => {
+                self.forget(task)
+            }
             (Err(e), Lease::Unheld) if e.code == Code::LeaseLost => {
                 return Err(Error::new(
                     Code::LeaseLost,

@@ -80,6 +80,7 @@ async fn create_workspace(
     body: JsonBody<WorkspaceBody>,
 ) -> Result<Response, ApiError> {
     s.auth(&headers, &[Permission::Admin])?;
+    refuse_replay(&headers)?;
     let req = body.parse()?;
     let workspace = s.baton.create_new_workspace(&req.name).await?;
     let admin = Actor {
@@ -92,6 +93,21 @@ async fn create_workspace(
         Json(WorkspaceCreated { workspace, key }),
     )
         .into_response())
+}
+
+/// The routes that answer with a new key's secret refuse an `Idempotency-Key`: a replay
+/// would have to store the secret to show it again, and it is shown once. Without the
+/// header the caller cannot mistake a second key for the first.
+fn refuse_replay(headers: &HeaderMap) -> Result<(), ApiError> {
+    if crate::idempotency_key(headers)?.is_some() {
+        return Err(Error::invalid(
+            "this route creates a key whose secret is shown once, so it cannot be replayed",
+            "send it without Idempotency-Key; if an answer was lost, list what exists and \
+             create another key (an unused one can simply be left unused)",
+        )
+        .into());
+    }
+    Ok(())
 }
 
 /// Body of `POST /v1/workspaces/{id}/keys`.
@@ -117,6 +133,7 @@ async fn create_key(
     body: JsonBody<KeyBody>,
 ) -> Result<Response, ApiError> {
     let principal = s.auth(&headers, &[Permission::Admin])?;
+    refuse_replay(&headers)?;
     let req = body.parse()?;
     if principal.actor.workspace_id != id {
         return Err(Error::not_found("workspace", &id).into()); // other workspaces do not exist for this key

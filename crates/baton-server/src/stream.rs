@@ -166,10 +166,16 @@ pub(crate) struct StreamQuery {
     /// Only events of this type (`task.completed`), or of a family (`task.`).
     #[serde(rename = "type")]
     kind: Option<String>,
-    /// Only events by this actor (an agent's name).
+    /// Only events by this actor (an agent's name, a key id), and when it names an agent
+    /// registered when the stream opens, the events of its runs too, whoever sent them (a
+    /// heartbeat sent with an admin key).
     actor: Option<String>,
     /// Only events of this project.
     project: Option<String>,
+    /// The id of the agent `actor` names, if it names one.
+    #[serde(skip)]
+    #[param(ignore)]
+    agent_id: Option<String>,
 }
 
 impl StreamQuery {
@@ -184,7 +190,13 @@ impl StreamQuery {
                 .task
                 .as_ref()
                 .is_none_or(|t| e.task_id.as_ref() == Some(t))
-            && self.actor.as_ref().is_none_or(|a| &e.actor == a)
+            && self.actor.as_ref().is_none_or(|a| {
+                &e.actor == a
+                    || self
+                        .agent_id
+                        .as_deref()
+                        .is_some_and(|id| e.data["run"]["agent_id"].as_str() == Some(id))
+            })
             && self.project.as_ref().is_none_or(|p| {
                 // A task's event names its project; a project's own events are its too.
                 let of_task = e.data["task"]["project_id"].as_str();
@@ -242,6 +254,10 @@ fn subscribe(
     // A project by id or name, as elsewhere; events name it by id.
     if let Some(project) = &q.project {
         q.project = Some(s.baton.project(&actor, project)?.project.id);
+    }
+    // An actor need not be an agent (a key id, `cli`): then only the actor is matched.
+    if let Some(name) = &q.actor {
+        q.agent_id = s.baton.agent(&actor, name).ok().map(|a| a.agent.id);
     }
     let start = match last_id.or(q.after) {
         Some(n) => s.baton.check_resume(&actor, n)?,

@@ -543,6 +543,29 @@ async fn event_stream_replays_resumes_filters_and_follows(backend: Backend) {
     let (_, kind, data) = project.next().await;
     assert_eq!(kind, "task.created", "{data}");
     assert_eq!(data["data"]["task"]["title"], "here", "{data}");
+
+    // An agent's stream follows its runs, whoever sends their heartbeats (this key is an
+    // admin's, not the agent's).
+    s.post("/v1/agents/register", json!({"agent": "w9"})).await;
+    let mut agent = Sse::open(&s, "?actor=w9", None).await;
+    let (_, c) = s.post("/v1/tasks/claim", json!({"agent": "w9"})).await;
+    let id = c["claims"][0]["task"]["id"].as_str().unwrap().to_string();
+    let lease = c["claims"][0]["lease"]["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (st, _) = s
+        .post(
+            &format!("/v1/tasks/{id}/heartbeat"),
+            json!({"lease": lease}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    for kind in ["task.claimed", "task.heartbeat"] {
+        let (_, got, data) = agent.next().await;
+        assert_eq!(got, kind, "{data}");
+        assert_eq!(data["task_id"], id.as_str(), "{data}");
+    }
     let (_, v) = s.call("GET", "/v1/events/stream?after=x", None, &[]).await;
     assert_eq!(error_code(&v), "INVALID_INPUT");
 }
@@ -2133,6 +2156,25 @@ async fn probed_input_is_refused_and_the_log_stays_readable(backend: Backend) {
             (st, error_code(&v)),
             (StatusCode::BAD_REQUEST, "INVALID_INPUT"),
             "{v}"
+        );
+    }
+    // The routes that show a new key's secret once cannot be replayed: a key is refused.
+    let (_, me) = s.get("/v1/whoami").await;
+    let ws = me["workspace_id"].as_str().unwrap();
+    for (path, body) in [
+        ("/v1/workspaces".to_string(), json!({"name": "keyed"})),
+        (
+            format!("/v1/workspaces/{ws}/keys"),
+            json!({"role": "worker"}),
+        ),
+    ] {
+        let (st, v) = s
+            .call("POST", &path, Some(body), &[("idempotency-key", "once")])
+            .await;
+        assert_eq!(
+            (st, error_code(&v)),
+            (StatusCode::BAD_REQUEST, "INVALID_INPUT"),
+            "{path}: {v}"
         );
     }
     let (_, after) = s.get("/v1/events?limit=1000").await;

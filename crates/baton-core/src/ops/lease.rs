@@ -104,6 +104,30 @@ fn lease_deadline(task: &Task, run_started_at: Millis, now: Millis, ttl: Duratio
         .map_or(by_ttl, |timeout| by_ttl.min(run_started_at + timeout.ms()))
 }
 
+/// Takes the lease of `task` away for its project's kill switch: the run ends `revoked`,
+/// the attempt is not counted (as a release), and the task waits for a claimer again, which
+/// it cannot have while the project is killed. The holder's next lease operation is
+/// `KILLED`.
+pub fn revoke(ctx: &mut Ctx<'_>, task: &mut Task, project: &str) -> Result<()> {
+    let Some(lease) = task.lease.take() else {
+        return Ok(());
+    };
+    let why = format!("project {project} was killed: its leases were revoked");
+    let mut extra = Vec::new();
+    if let Some(mut run) = ctx.tx.run(ctx.ws, &task.id, &lease.run_id)? {
+        run.status = RunStatus::Revoked;
+        run.ended_at = Some(ctx.now);
+        run.error = Some(why.clone());
+        run.error_class = Some("killed".into());
+        ctx.tx.put_run(&run)?;
+        extra.push(snap("run", &run));
+    }
+    task.attempts = task.attempts.saturating_sub(1);
+    task.reason = Some(why);
+    graph::settle(ctx, task)?;
+    ctx.save(task, "task.lease_revoked", &extra)
+}
+
 /// Expires the lease of `task` if it has lapsed by now.
 pub fn expire_if_due(ctx: &mut Ctx<'_>, task: &mut Task) -> Result<()> {
     if task.lease.as_ref().is_some_and(|l| l.expires_at <= ctx.now) {
@@ -268,6 +292,33 @@ fn leased(ctx: &mut Ctx<'_>, id: &str, token: &str) -> Result<(Task, Run)> {
             "epoch": task.epoch,
         }))
     };
+    // Read only when the token is refused: a killed project's leases were all revoked.
+    let killed = |ctx: &mut Ctx<'_>, task: &Task| -> Result<Option<Error>> {
+        Ok(ctx
+            .tx
+            .project(ctx.ws, &task.project_id)?
+            .filter(|p| p.killed)
+            .map(|p| {
+                Error::new(
+                    Code::Killed,
+                    format!(
+                        "project {} is killed: the lease on task {id} was revoked",
+                        p.name
+                    ),
+                    "stop work on this task; it is claimable again once the project is revived",
+                )
+                .with_details(json!({ "status": task.status.as_str(), "epoch": task.epoch }))
+            }))
+    };
+    if task
+        .lease
+        .as_ref()
+        .is_none_or(|l| sha256_hex(token) != l.token_sha256)
+    {
+        if let Some(e) = killed(ctx, &task)? {
+            return Err(e);
+        }
+    }
     let Some(lease) = &task.lease else {
         let hint = match task.status {
             Status::Canceled => "the task was canceled: stop working on it",
@@ -381,13 +432,6 @@ pub fn heartbeat(ctx: &mut Ctx<'_>, id: &str, token: &str, hb: &Heartbeat) -> Re
                 signals.push("budget_warning".into());
             }
         }
-    }
-    if ctx
-        .tx
-        .project(ctx.ws, &task.project_id)?
-        .is_some_and(|p| p.killed)
-    {
-        signals.push("killed".into());
     }
     super::check_duration("lease_ttl", hb.lease_ttl)?;
     let ttl = hb.lease_ttl.unwrap_or(task.lease_ttl);

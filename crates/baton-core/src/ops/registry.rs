@@ -6,6 +6,8 @@ use crate::api::*;
 use crate::error::{Error, Result};
 use crate::id::new_id;
 use crate::model::*;
+use crate::state::Status;
+use crate::store::TaskFilter;
 use crate::time::Duration;
 use serde_json::json;
 
@@ -51,7 +53,40 @@ pub fn update_project(ctx: &mut Ctx<'_>, id: &str, req: ProjectSettings) -> Resu
         ctx.tx.put_project(&project)?;
         ctx.emit("project.updated", None, json!({ "project": project }))?;
     }
+    if project.killed && !before.killed {
+        revoke_leases(ctx, &project)?;
+    }
     Ok(ProjectOut { project })
+}
+
+/// The kill switch takes effect at once (DESIGN §4): every lease on the project's tasks is
+/// revoked in the transaction that sets it.
+fn revoke_leases(ctx: &mut Ctx<'_>, project: &Project) -> Result<()> {
+    const PAGE: u32 = 500;
+    for status in [Status::Claimed, Status::InProgress, Status::Waiting] {
+        let mut after = None;
+        loop {
+            let filter = TaskFilter {
+                status: Some(status),
+                project_id: Some(project.id.clone()),
+                after_id: after.take(),
+                limit: PAGE,
+                ..Default::default()
+            };
+            let page = ctx.tx.list_tasks(ctx.ws, &filter)?;
+            let full = page.len() == PAGE as usize;
+            after = page.last().map(|t| t.id.clone());
+            for task in page {
+                if let Some(mut task) = ctx.tx.task_for_update(ctx.ws, &task.id)? {
+                    super::lease::revoke(ctx, &mut task, &project.name)?;
+                }
+            }
+            if !full {
+                break;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn apply_settings(project: &mut Project, s: &ProjectSettings) -> Result<()> {
