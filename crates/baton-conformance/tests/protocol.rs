@@ -195,6 +195,7 @@ async fn attempt_timeout_bounds_the_lease(env: Env) {
         baton_core::time::format_rfc3339(T0 + 50_000),
         "not 30 s past the heartbeat: the attempt's 50 s end first"
     );
+    assert_eq!(ack["signals"], json!(["timeout"]));
     env.clock.advance(26_000);
     let err = env
         .lease(&t.id, &c.lease.token, complete())
@@ -1321,8 +1322,12 @@ async fn briefs_fit_every_budget_most_relevant_last(env: Env) {
             .filter(|v| pick(v))
             .count()
     };
-    let mut budget = 512;
-    while budget < full_size {
+    let budgets = (512..4000)
+        .step_by(97)
+        .chain([4000])
+        .chain((4000..full_size).step_by(1013));
+    let mut checked_4000 = false;
+    for budget in budgets {
         let b = brief(Some(budget));
         let size = serde_json::to_string(&b).unwrap().len();
         assert!(
@@ -1358,9 +1363,12 @@ async fn briefs_fit_every_budget_most_relevant_last(env: Env) {
             assert!(plan.ends_with("…[truncated]"), "{plan}");
             assert_eq!(b["omitted"]["task.plan"], "truncated", "{b}");
             assert!(b["dependencies"][0]["id"] == blocker.id, "{b}");
+            // The 4 KB input is a value, never cut: it goes before what the agent needs.
+            assert_eq!(b["omitted"]["task.input"], "dropped", "{b}");
+            checked_4000 = true;
         }
-        budget += if budget < 4000 { 97 } else { 1013 };
     }
+    assert!(checked_4000);
 }
 
 /// Long-poll: a claim with `wait` returns as soon as work appears.

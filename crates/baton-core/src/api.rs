@@ -229,7 +229,9 @@ pub struct HeartbeatAck {
     #[serde(with = "rfc3339")]
     #[schema(value_type = crate::time::Rfc3339)]
     pub expires_at: Millis,
-    /// `context_changed`, `budget_warning`, `budget_exhausted`, `killed`...
+    /// `context_changed`, `budget_warning`, `budget_exhausted`, `timeout` (the attempt's
+    /// timeout, not the lease, sets `expires_at`: no heartbeat extends it), `killed` (a
+    /// kill switch set by an older version left this lease).
     pub signals: Vec<String>,
 }
 
@@ -388,8 +390,8 @@ pub struct ProjectSettings {
     /// Whether its tasks go to review by default.
     #[serde(default)]
     pub review_required: Option<bool>,
-    /// Kill switch: while set, nothing in the project can be claimed and heartbeats say
-    /// `killed`.
+    /// Kill switch: setting it revokes every lease on the project's tasks (their holders'
+    /// lease operations answer `KILLED`), and while set nothing in it can be claimed.
     #[serde(default)]
     pub killed: Option<bool>,
 }

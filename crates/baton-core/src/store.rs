@@ -188,6 +188,16 @@ pub struct NewEvent<'a> {
     pub data: &'a str,
 }
 
+impl NewEvent<'_> {
+    /// Whether its commit should wake long-poll claims and live streams at once: changes to
+    /// tasks and to projects (a revived project's work is claimable again; a kill switch
+    /// is news to its followers). Agents' and keys' events do not: a claimer registering
+    /// itself would wake every other (streams still see them within their idle wait).
+    pub fn wakes_waiters(&self) -> bool {
+        self.task_id.is_some() || self.kind.starts_with("project.")
+    }
+}
+
 /// The workspace rows of [`PROJECTION_QUERIES`], with each workspace's last event number as
 /// readers see it (the embedded store keeps it nowhere else; the PostgreSQL store, which
 /// also keeps a counter, substitutes a query that shows it where it disagrees).

@@ -60,6 +60,42 @@ impl BatonMcp {
         ok(self.gateway.call(method, path, body, bearer).await?)
     }
 
+    /// Posts a note or a step on `task` with this session's lease on it, if it holds one
+    /// and the agent named none: its own writes are no news to it (`context_changed`). A
+    /// held lease that has ended is forgotten and the write made without it, as anyone's.
+    async fn as_holder(
+        &self,
+        task: &str,
+        path: &str,
+        mut args: Args,
+        bearer: Option<&str>,
+    ) -> Result<Value, Error> {
+        let held = match args.contains_key("lease") {
+            true => None,
+            false => self.leases.lock().map_err(poisoned)?.get(task).cloned(),
+        };
+        if let Some(token) = &held {
+            args.insert("lease".into(), json!(token));
+        }
+        let out = self
+            .call(
+                Method::POST,
+                path,
+                Some(Value::Object(args.clone())),
+                bearer,
+            )
+            .await;
+        match out {
+            Err(e) if held.is_some() && matches!(e.code, Code::LeaseLost | Code::Killed) => {
+                self.forget(task);
+                args.remove("lease");
+                self.call(Method::POST, path, Some(Value::Object(args)), bearer)
+                    .await
+            }
+            out => out,
+        }
+    }
+
     /// Who this server claims as: the configured name, the key's bound agent, or the
     /// client's name with a session suffix.
     async fn agent(&self, bearer: Option<&str>, client: Option<&str>) -> Result<String, Error> {
@@ -297,43 +333,21 @@ impl BatonMcp {
             }
             "context_add" => {
                 let id = str_arg(&mut args, "task_id")?;
-                if let Some(token) = self.leases.lock().map_err(poisoned)?.get(&id) {
-                    args.insert("lease".into(), json!(token));
-                }
-                self.call(
-                    Method::POST,
-                    &format!("/v1/tasks/{}/context", enc(&id)),
-                    Some(Value::Object(args)),
-                    bearer,
-                )
-                .await
+                let path = format!("/v1/tasks/{}/context", enc(&id));
+                self.as_holder(&id, &path, args, bearer).await
             }
             "steps" => {
                 let id = str_arg(&mut args, "task_id")?;
                 let action = str_arg(&mut args, "action")?;
-                // This session's own lease: its steps are no news to it.
-                if let Some(token) = self.leases.lock().map_err(poisoned)?.get(&id) {
-                    args.insert("lease".into(), json!(token));
-                }
                 match action.as_str() {
                     "add" => {
-                        self.call(
-                            Method::POST,
-                            &format!("/v1/tasks/{}/steps", enc(&id)),
-                            Some(Value::Object(args)),
-                            bearer,
-                        )
-                        .await
+                        let path = format!("/v1/tasks/{}/steps", enc(&id));
+                        self.as_holder(&id, &path, args, bearer).await
                     }
                     "done" => {
                         let step = str_arg(&mut args, "step_id")?;
-                        self.call(
-                            Method::POST,
-                            &format!("/v1/tasks/{}/steps/{}/done", enc(&id), enc(&step)),
-                            Some(Value::Object(args)),
-                            bearer,
-                        )
-                        .await
+                        let path = format!("/v1/tasks/{}/steps/{}/done", enc(&id), enc(&step));
+                        self.as_holder(&id, &path, args, bearer).await
                     }
                     other => Err(Error::invalid(
                         format!("unknown action '{other}'"),

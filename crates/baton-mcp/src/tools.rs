@@ -100,7 +100,7 @@ pub(crate) fn all() -> Vec<ToolDef> {
         },
         ToolDef {
             name: "heartbeat",
-            description: "Extend your lease and report progress. Act on the returned signals (killed: stop).",
+            description: "Extend your lease and report progress. Act on the returned signals; KILLED or LEASE_LOST: stop.",
             schema: obj(&["task_id"], json!({
                 "task_id": id(), "lease": lease(),
                 "progress": {"type": "number", "minimum": 0, "maximum": 1},

@@ -101,6 +101,8 @@ pub(crate) fn finish(mut api: OpenApi) -> OpenApi {
     };
     for (path, item) in api.paths.paths.iter_mut() {
         let public = path == "/healthz" || path == "/readyz" || path == "/openapi.json";
+        // These answer with a key's secret, shown once: they refuse an Idempotency-Key.
+        let shows_secret = path == "/v1/workspaces" || path == "/v1/workspaces/{id}/keys";
         for (method, op) in [
             (HttpMethod::Get, &mut item.get),
             (HttpMethod::Post, &mut item.post),
@@ -120,7 +122,7 @@ pub(crate) fn finish(mut api: OpenApi) -> OpenApi {
                     .entry(status.to_string())
                     .or_insert_with(|| error(description).into());
             }
-            if writes {
+            if writes && !shows_secret {
                 idempotency_header(op);
             }
         }

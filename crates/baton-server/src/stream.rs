@@ -303,8 +303,23 @@ async fn feed(
     mut live: broadcast::Receiver<Arc<Frame>>,
     out: mpsc::Sender<Item>,
 ) {
+    // Every wait below also ends when the server begins to shut down: reading back a long
+    // history, or a stalled client's full buffer, must not hold the drain.
+    let send = |item: Item| {
+        let (baton, out) = (&baton, &out);
+        async move {
+            tokio::select! {
+                sent = out.send(item) => sent.is_ok(),
+                _ = baton.closing() => false,
+            }
+        }
+    };
     loop {
-        if !catch_up(&baton, &actor, &q, &mut after, &out).await {
+        let caught_up = tokio::select! {
+            caught_up = catch_up(&baton, &actor, &q, &mut after, &out) => caught_up,
+            _ = baton.closing() => false,
+        };
+        if !caught_up {
             return;
         }
         // Live: frames from the follower, skipping what the log already gave.
@@ -312,7 +327,7 @@ async fn feed(
             let first = tokio::select! {
                 r = live.recv() => r,
                 _ = tokio::time::sleep(IDLE) => {
-                    if out.send(Item::KeepAlive).await.is_err() {
+                    if !send(Item::KeepAlive).await {
                         return;
                     }
                     continue;
@@ -347,7 +362,7 @@ async fn feed(
                     Err(TryRecvError::Empty) => break false,
                 };
             };
-            if !batch.is_empty() && out.send(Item::Frames(batch)).await.is_err() {
+            if !batch.is_empty() && !send(Item::Frames(batch)).await {
                 return;
             }
             if behind {

@@ -170,7 +170,8 @@ pub(crate) struct PgTx<'a> {
     /// Agents loaded for update (locked) before the claims that asked for them ran, found
     /// by name; an agent this transaction writes is replaced by what it wrote.
     agents_ahead: Vec<Agent>,
-    /// Events about tasks appended: such a commit may make work claimable.
+    /// Events that wake waiters appended ([`NewEvent::wakes_waiters`]): such a commit may
+    /// make work claimable.
     task_events: usize,
     /// Workspaces where this transaction made a task needing no capabilities ready (or
     /// rewrote one that is): their claim floors are lowered only as it commits, so its own
@@ -1289,7 +1290,7 @@ impl Tx for PgTx<'_> {
             task_id: e.task_id.map(str::to_string),
             data: e.data.to_string(),
         });
-        if e.task_id.is_some() {
+        if e.wakes_waiters() {
             self.task_events += 1;
         }
         Ok(())

@@ -17,7 +17,8 @@ type ClaimKey = (i64, i64, String);
 /// A transaction on a connection; the caller begins and ends it.
 pub(crate) struct SqliteTx<'c> {
     pub(crate) conn: &'c Connection,
-    /// Task events appended so far: a batch that appended any wakes long-poll claims.
+    /// Events appended so far that wake waiters ([`NewEvent::wakes_waiters`]): a batch
+    /// that appended any wakes long-poll claims and streams.
     pub(crate) events_appended: usize,
     /// Event numbers handed out in the transaction (the events themselves are the record).
     pub(crate) numbering: Numbering,
@@ -575,9 +576,7 @@ impl Tx for SqliteTx<'_> {
             "INSERT INTO events (workspace_id, seq, type, at, actor, task_id, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![e.workspace_id, seq, e.kind, e.at, e.actor, e.task_id, e.data],
         )?;
-        // Only changes to tasks can make work claimable: agent and workspace events must not
-        // wake long-poll claims (a claimer registering itself would wake every other).
-        if e.task_id.is_some() {
+        if e.wakes_waiters() {
             self.events_appended += 1;
         }
         Ok(())

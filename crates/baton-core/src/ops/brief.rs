@@ -290,7 +290,7 @@ impl Draft {
                 }
             },
             |d, max| d.drop_fields(max),
-            |d, _| d.core_only(),
+            |d, max| d.core_only(max),
         ];
         for stage in stages {
             if self.size() <= max {
@@ -301,19 +301,32 @@ impl Draft {
     }
 
     /// Cuts every string of the task, the parent and the sections' items to `limit` bytes
-    /// of JSON; the task's title only in the last stage.
+    /// of JSON, and drops a structured field of the task (`input`, `output`…) larger than
+    /// that: a value is never cut. The task's title only in the last stage.
     fn shorten(&mut self, limit: usize) {
+        let mut too_big = Vec::new();
         for (field, value) in self.task.iter_mut() {
             if field == "id" || field == "title" || field == "status" || field == "type" {
                 continue;
             }
-            if let Value::String(s) = value {
-                if let Some(short) = shortened(s, limit) {
-                    *s = short;
-                    self.fields
-                        .insert(format!("task.{field}"), json!("truncated"));
+            match value {
+                Value::String(s) => {
+                    if let Some(short) = shortened(s, limit) {
+                        *s = short;
+                        self.fields
+                            .insert(format!("task.{field}"), json!("truncated"));
+                    }
                 }
+                Value::Object(_) | Value::Array(_) if size(value) > limit => {
+                    too_big.push(field.clone());
+                }
+                _ => {}
             }
+        }
+        for field in too_big {
+            self.task.remove(&field);
+            self.fields
+                .insert(format!("task.{field}"), json!("dropped"));
         }
         let mut count = 0;
         let items = self
@@ -375,7 +388,7 @@ impl Draft {
     }
 
     /// The last resort: the task's id, title (cut), type, status and version, and counts.
-    fn core_only(&mut self) {
+    fn core_only(&mut self, max: usize) {
         self.task
             .retain(|k, _| matches!(k.as_str(), "id" | "title" | "type" | "status" | "version"));
         if let Some(Value::String(title)) = self.task.get_mut("title") {
@@ -393,20 +406,28 @@ impl Draft {
         }
         self.fields.clear();
         self.fields.insert("task".into(), json!("core only"));
+        // Counts can be long numbers: if even they do not fit, the core alone goes.
+        if self.size() > max {
+            self.dropped.clear();
+            self.shortened = 0;
+        }
     }
 }
+
+/// What ends a text cut to fit a budget.
+const MARK: &str = "…[truncated]";
 
 /// `text` cut to at most `limit` bytes of JSON with a mark that it was, or `None` when it
 /// fits.
 fn shortened(text: &str, limit: usize) -> Option<String> {
-    const MARK: &str = "…[truncated]";
     if size(&json!(text)) <= limit {
         return None;
     }
     let room = limit.saturating_sub(MARK.len() + 2);
     let mut kept = String::new();
     let mut used = 0;
-    for c in text.chars() {
+    // A text cut before is cut again from what was kept of it.
+    for c in text.strip_suffix(MARK).unwrap_or(text).chars() {
         let mut buf = [0u8; 4];
         let width = size(&json!(c.encode_utf8(&mut buf)).to_owned()) - 2;
         if used + width > room {
@@ -424,9 +445,11 @@ fn shortened(text: &str, limit: usize) -> Option<String> {
 fn shorten_strings(value: &mut Value, limit: usize) -> u64 {
     match value {
         Value::String(s) => match shortened(s, limit) {
+            // A text cut at an earlier stage is counted once.
             Some(short) => {
+                let counted = s.ends_with(MARK);
                 *s = short;
-                1
+                u64::from(!counted)
             }
             None => 0,
         },

@@ -292,8 +292,17 @@ fn leased(ctx: &mut Ctx<'_>, id: &str, token: &str) -> Result<(Task, Run)> {
             "epoch": task.epoch,
         }))
     };
-    // Read only when the token is refused: a killed project's leases were all revoked.
+    // Read only when the token is refused: the newest run revoked by a kill switch still
+    // set.
     let killed = |ctx: &mut Ctx<'_>, task: &Task| -> Result<Option<Error>> {
+        let revoked = ctx
+            .tx
+            .runs_of(ctx.ws, &task.id, 1)?
+            .first()
+            .is_some_and(|r| r.status == RunStatus::Revoked);
+        if !revoked {
+            return Ok(None);
+        }
         Ok(ctx
             .tx
             .project(ctx.ws, &task.project_id)?
@@ -324,9 +333,15 @@ fn leased(ctx: &mut Ctx<'_>, id: &str, token: &str) -> Result<(Task, Run)> {
             Status::Canceled => "the task was canceled: stop working on it",
             _ => "your lease ended (expired, released or superseded); stop and claim new work",
         };
+        // Why it ended, when the task says (an expiry, a timed-out attempt).
+        let why = task
+            .reason
+            .as_deref()
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default();
         return Err(lost(
             format!(
-                "task {id} has no live lease; it is {}",
+                "task {id} has no live lease; it is {}{why}",
                 task.status.as_str()
             ),
             hint,
@@ -422,6 +437,15 @@ pub fn heartbeat(ctx: &mut Ctx<'_>, id: &str, token: &str, hb: &Heartbeat) -> Re
         signals.push("context_changed".to_string());
         run.seen_version = task.version;
     }
+    // The kill switch revokes leases as it is set; a lease it missed (a kill set by an
+    // older version) still hears of it here.
+    if ctx
+        .tx
+        .project(ctx.ws, &task.project_id)?
+        .is_some_and(|p| p.killed)
+    {
+        signals.push("killed".into());
+    }
     if let (Some(budget), Some(usage)) = (&task.budget, &run.usage) {
         let limit = budget.get("max_cost").and_then(|v| v.as_f64());
         let spent = usage.get("cost").and_then(|v| v.as_f64());
@@ -436,6 +460,10 @@ pub fn heartbeat(ctx: &mut Ctx<'_>, id: &str, token: &str, hb: &Heartbeat) -> Re
     super::check_duration("lease_ttl", hb.lease_ttl)?;
     let ttl = hb.lease_ttl.unwrap_or(task.lease_ttl);
     let expires_at = lease_deadline(&task, run.started_at, ctx.now, ttl);
+    if expires_at < ctx.now + ttl.ms() {
+        // The attempt's timeout, not the lease, sets the end now: no heartbeat extends it.
+        signals.push("timeout".into());
+    }
     if let Some(lease) = &mut task.lease {
         lease.expires_at = expires_at;
     }

@@ -53,7 +53,9 @@ pub fn update_project(ctx: &mut Ctx<'_>, id: &str, req: ProjectSettings) -> Resu
         ctx.tx.put_project(&project)?;
         ctx.emit("project.updated", None, json!({ "project": project }))?;
     }
-    if project.killed && !before.killed {
+    // Every time it is set, not only when it changes: leases a kill missed (made by an
+    // older version, say) are revoked by setting it again.
+    if project.killed && req.killed == Some(true) {
         revoke_leases(ctx, &project)?;
     }
     Ok(ProjectOut { project })
@@ -78,6 +80,9 @@ fn revoke_leases(ctx: &mut Ctx<'_>, project: &Project) -> Result<()> {
             after = page.last().map(|t| t.id.clone());
             for task in page {
                 if let Some(mut task) = ctx.tx.task_for_update(ctx.ws, &task.id)? {
+                    // A lease that lapsed already expires as it would have (the attempt
+                    // counts); only a live one is revoked.
+                    super::lease::expire_if_due(ctx, &mut task)?;
                     super::lease::revoke(ctx, &mut task, &project.name)?;
                 }
             }

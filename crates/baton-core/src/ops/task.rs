@@ -293,9 +293,9 @@ pub fn update(ctx: &mut Ctx<'_>, id: &str, req: UpdateTask) -> Result<TaskOut> {
     }
     if let Some(max) = req.max_attempts {
         super::check_max_attempts(max)?;
-        // A task not running begins attempt `attempts + 1` when next claimed; an ended one
-        // starts over from none if it is retried.
-        let waits_for_another = !task.status.is_leased();
+        // A task not running (nor in review, which may simply be approved) begins attempt
+        // `attempts + 1` when next claimed; an ended one starts over if it is retried.
+        let waits_for_another = !task.status.is_leased() && task.status != Status::Review;
         let least = task.attempts + u32::from(waits_for_another);
         if max < least && !task.status.is_terminal() {
             return Err(Error::invalid(
