@@ -319,11 +319,12 @@ fn leased(ctx: &mut Ctx<'_>, id: &str, token: &str) -> Result<(Task, Run)> {
                 .with_details(json!({ "status": task.status.as_str(), "epoch": task.epoch }))
             }))
     };
-    if task
+    let token_sha256 = sha256_hex(token);
+    let current = task
         .lease
         .as_ref()
-        .is_none_or(|l| sha256_hex(token) != l.token_sha256)
-    {
+        .is_some_and(|l| l.token_sha256 == token_sha256);
+    if !current {
         if let Some(e) = killed(ctx, &task)? {
             return Err(e);
         }
@@ -348,7 +349,7 @@ fn leased(ctx: &mut Ctx<'_>, id: &str, token: &str) -> Result<(Task, Run)> {
             &task,
         ));
     };
-    if sha256_hex(token) != lease.token_sha256 {
+    if !current {
         return Err(lost(
             format!(
                 "that lease token is not the current lease of task {id} (epoch {})",
