@@ -366,7 +366,7 @@ impl Baton {
     /// Creates a workspace with its default project (or returns it if it exists): for
     /// bootstrapping, where the caller owns the store.
     pub async fn create_workspace(&self, name: &str) -> Result<Workspace> {
-        match self.insert_workspace(name, false).await {
+        match self.insert_workspace(name, false).await.map(|(ws, _)| ws) {
             // Another process (a replica starting at the same time) created it first.
             Err(e) if e.code == Code::AlreadyExists => {
                 let nobody = Actor {
@@ -381,14 +381,26 @@ impl Baton {
         }
     }
 
-    /// Creates a workspace with its default project; `ALREADY_EXISTS` if the name is taken.
-    /// What the API offers: handing back an existing workspace would hand whoever asks by
-    /// its name a way into it (the API mints the new workspace's first admin key).
-    pub async fn create_new_workspace(&self, name: &str) -> Result<Workspace> {
-        self.insert_workspace(name, true).await
+    /// Creates a workspace with its default project and its first admin key, in one
+    /// transaction (a workspace never exists without a key to reach it);
+    /// `ALREADY_EXISTS` if the name is taken. What the API offers: handing back an existing
+    /// workspace would hand whoever asks by its name a way into it.
+    pub async fn create_new_workspace(
+        &self,
+        name: &str,
+    ) -> Result<(Workspace, crate::access::KeyOut)> {
+        let (ws, key) = self.insert_workspace(name, true).await?;
+        let key = key.ok_or_else(|| Error::new(Code::Internal, "no key was made", ""))?;
+        Ok((ws, key))
     }
 
-    async fn insert_workspace(&self, name: &str, must_be_new: bool) -> Result<Workspace> {
+    /// Creates workspace `name` (with its first admin key when `must_be_new`), or returns
+    /// the one that exists unless `must_be_new`.
+    async fn insert_workspace(
+        &self,
+        name: &str,
+        must_be_new: bool,
+    ) -> Result<(Workspace, Option<crate::access::KeyOut>)> {
         ops::check_new_name("workspace name", name, 200)?;
         let clock = self.clock.clone();
         let name = name.to_string();
@@ -401,7 +413,7 @@ impl Baton {
                         "pick another name; keys for an existing workspace come from its admins",
                     ));
                 }
-                return Ok(ws);
+                return Ok((ws, None));
             }
             let now = clock.now();
             let ws = Workspace {
@@ -429,7 +441,13 @@ impl Baton {
             };
             ctx.tx.put_project(&project)?;
             ctx.emit("project.created", None, json!({ "project": project }))?;
-            Ok(ws)
+            let key = if must_be_new {
+                ctx.actor = "admin";
+                Some(crate::access::create_key(&mut ctx, "admin", None)?)
+            } else {
+                None
+            };
+            Ok((ws, key))
         })
         .await
     }

@@ -6,7 +6,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use baton_core::access::{KeyGrant, KeyOut, Permission};
-use baton_core::api::Actor;
 use baton_core::model::Workspace;
 use baton_core::Error;
 use serde::{Deserialize, Serialize};
@@ -82,12 +81,8 @@ async fn create_workspace(
     s.auth(&headers, &[Permission::Admin])?;
     refuse_replay(&headers)?;
     let req = body.parse()?;
-    let workspace = s.baton.create_new_workspace(&req.name).await?;
-    let admin = Actor {
-        workspace_id: workspace.id.clone(),
-        name: "admin".into(),
-    };
-    let key = s.baton.create_key(&admin, "admin", None).await?.key;
+    let (workspace, key) = s.baton.create_new_workspace(&req.name).await?;
+    let key = key.key;
     Ok((
         StatusCode::CREATED,
         Json(WorkspaceCreated { workspace, key }),
