@@ -1,4 +1,5 @@
-//! Human-readable output: one line per task, claim or event; anything else as indented JSON.
+//! Human-readable output: one line per task, claim, event, step or note, a briefing as
+//! sections; anything else as indented JSON.
 
 use serde_json::Value;
 use std::borrow::Cow;
@@ -37,8 +38,123 @@ fn task_line(t: &Value) -> String {
     )
 }
 
+/// A related task (parent, dependency, child): its id, status and title.
+fn summary_line(t: &Value) -> String {
+    format!("{}  {:<11}  {}", s(t, "id"), s(t, "status"), s(t, "title"))
+}
+
+/// `text` as an indented block: its own lines kept, every other control character escaped.
+fn block(text: &str) -> String {
+    text.split('\n')
+        .map(|l| format!("  {}", line(l)))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A briefing for a person: the task, then each section that has something, in the
+/// order an agent reads them.
+fn brief_text(b: &Value) -> String {
+    let t = &b["task"];
+    let mut out = vec![task_line(t)];
+    for field in ["intent", "description", "plan", "reason", "outcome"] {
+        if let Some(text) = t[field].as_str() {
+            out.push(format!("{field}:\n{}", block(text)));
+        }
+    }
+    if let Some(lease) = t.get("lease").filter(|l| l.is_object()) {
+        out.push(format!(
+            "lease: epoch {}, agent {}, expires {}",
+            lease["epoch"],
+            s(lease, "agent_id"),
+            s(lease, "expires_at")
+        ));
+    }
+    if let Some(p) = b.get("parent").filter(|p| p.is_object()) {
+        out.push(format!("parent: {}", summary_line(p)));
+        if let Some(intent) = p["intent"].as_str() {
+            out.push(block(intent));
+        }
+    }
+    let section = |name: &str, row: &dyn Fn(&Value) -> String| -> Option<String> {
+        let items = b[name].as_array().filter(|i| !i.is_empty())?;
+        let rows: Vec<String> = items.iter().map(|i| format!("  {}", row(i))).collect();
+        Some(format!("{name}:\n{}", rows.join("\n")))
+    };
+    let sections = [
+        section("steps", &|st| {
+            let mark = if st["done"] == true { "x" } else { " " };
+            let notes = st["notes"].as_str().map(|n| format!(" — {}", line(n)));
+            format!(
+                "[{mark}] {}. {}{}",
+                st["position"],
+                s(st, "title"),
+                notes.unwrap_or_default()
+            )
+        }),
+        section("context", &|c| {
+            format!(
+                "{:<10} {} ({}, {})",
+                s(c, "type"),
+                line(c["content"].as_str().unwrap_or("")),
+                s(c, "by"),
+                s(c, "at")
+            )
+        }),
+        section("dependencies", &|d| {
+            format!("{:<15} {}", s(d, "relation"), summary_line(d))
+        }),
+        section("children", &summary_line),
+        section("runs", &|r| {
+            let error = r["error"].as_str().map(|e| format!("  error: {}", line(e)));
+            format!(
+                "attempt {} {:<9} agent {}  started {}{}",
+                r["attempt"],
+                s(r, "status"),
+                s(r, "agent_id"),
+                s(r, "started_at"),
+                error.unwrap_or_default()
+            )
+        }),
+    ];
+    out.extend(sections.into_iter().flatten());
+    if let Some(omitted) = b["omitted"].as_object() {
+        let what: Vec<String> = omitted
+            .iter()
+            .map(|(k, v)| match v {
+                Value::String(how) => format!("{} {}", line(k), line(how)),
+                other => format!("{} {other}", line(k)),
+            })
+            .collect();
+        out.push(format!("left out to fit: {}", what.join(", ")));
+    }
+    out.join("\n")
+}
+
 /// Prints a response for a person.
 pub(crate) fn human(value: &Value) {
+    if let Some(brief) = value.get("brief").filter(|b| b.is_object()) {
+        say!("{}", brief_text(brief));
+        return;
+    }
+    if let Some(step) = value.get("step").filter(|st| st.is_object()) {
+        let mark = if step["done"] == true { "x" } else { " " };
+        say!(
+            "{}  [{mark}] {}. {}",
+            s(step, "id"),
+            step["position"],
+            s(step, "title")
+        );
+        return;
+    }
+    if let Some(entry) = value.get("context").filter(|c| c.is_object()) {
+        say!(
+            "{}  {} on {}",
+            s(entry, "id"),
+            s(entry, "type"),
+            s(entry, "task_id")
+        );
+        return;
+    }
     if let Some(task) = value
         .get("task")
         .filter(|_| value.as_object().is_some_and(|o| o.len() <= 2))
@@ -128,5 +244,39 @@ mod tests {
         assert_eq!(line("evil\u{1b}[2J\nfake"), "evil\\u{1b}[2J\\nfake");
         let task = serde_json::json!({"id": "tsk_1", "status": "ready", "title": "a\rb"});
         assert!(task_line(&task).ends_with("a\\rb"), "{}", task_line(&task));
+    }
+
+    /// A briefing prints as text: the task's line, its texts as indented blocks (their own
+    /// lines kept, escapes made inert), then each non-empty section and what was left out.
+    #[test]
+    fn a_briefing_prints_as_sections() {
+        let brief = serde_json::json!({
+            "task": {"id": "tsk_1", "status": "in_progress", "version": 4, "priority": 0,
+                     "title": "Parse plans", "intent": "Plans as files\nso agents \u{1b}[2J share them",
+                     "lease": {"epoch": 2, "agent_id": "agt_1", "expires_at": "2026-11-26T06:00:00Z"}},
+            "parent": null,
+            "steps": [{"position": 1, "title": "read YAML", "done": true},
+                      {"position": 2, "title": "report errors", "done": false}],
+            "context": [{"type": "decision", "content": "use serde_yaml", "by": "w1", "at": "t"}],
+            "dependencies": [], "children": [], "runs": [], "artifacts": [],
+            "truncated": true, "omitted": {"context": 2, "task.plan": "truncated"}
+        });
+        let text = brief_text(&brief);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("tsk_1  in_progress"), "{text}");
+        assert_eq!(lines[1], "intent:");
+        assert_eq!(lines[2], "  Plans as files");
+        assert_eq!(lines[3], "  so agents \\u{1b}[2J share them");
+        assert!(
+            lines[4].starts_with("lease: epoch 2, agent agt_1"),
+            "{text}"
+        );
+        assert_eq!(lines[5], "steps:");
+        assert_eq!(lines[6], "  [x] 1. read YAML");
+        assert_eq!(lines[7], "  [ ] 2. report errors");
+        assert_eq!(lines[8], "context:");
+        assert!(lines[9].contains("decision") && lines[9].contains("use serde_yaml"));
+        assert_eq!(lines[10], "left out to fit: context 2, task.plan truncated");
+        assert_eq!(lines.len(), 11, "{text}");
     }
 }
