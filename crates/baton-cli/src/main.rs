@@ -390,6 +390,13 @@ async fn run(cli: Cli) -> Result<Outcome, Error> {
             Ok(Outcome::Printed)
         }
         Command::Key(KeyCmd::Create { role, agent }) => {
+            if key.is_some() {
+                // As over HTTP: a secret is shown once, never stored to be replayed.
+                return Err(Error::invalid(
+                    "key create cannot be replayed: its secret is shown once",
+                    "leave out --idempotency-key; an unused key can simply be left unused",
+                ));
+            }
             to_value(baton.create_key(&actor, &role, agent).await?)
         }
         Command::Project(cmd) => match cmd {

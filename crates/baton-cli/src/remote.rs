@@ -3,6 +3,7 @@
 
 use crate::args::*;
 use crate::{requests, Outcome};
+use baton_core::id::url_component as seg;
 use baton_core::{Code, Error};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -39,7 +40,7 @@ pub(crate) async fn run(cli: &Cli, base: &str) -> Result<Outcome, Error> {
             }
             Command::Task(TaskCmd::Get { id }) => {
                 client
-                    .send(Method::GET, &format!("/v1/tasks/{id}"), None)
+                    .send(Method::GET, &format!("/v1/tasks/{}", seg(id)), None)
                     .await?
             }
             Command::Task(TaskCmd::List {
@@ -68,7 +69,7 @@ pub(crate) async fn run(cli: &Cli, base: &str) -> Result<Outcome, Error> {
                 client
                     .send(
                         Method::PATCH,
-                        &format!("/v1/tasks/{}", a.id),
+                        &format!("/v1/tasks/{}", seg(&a.id)),
                         Some(json!(requests::update(a)?)),
                     )
                     .await?
@@ -170,7 +171,7 @@ pub(crate) async fn run(cli: &Cli, base: &str) -> Result<Outcome, Error> {
                 client
                     .send(
                         Method::POST,
-                        &format!("/v1/tasks/{}/context", a.id),
+                        &format!("/v1/tasks/{}/context", seg(&a.id)),
                         Some(json!(requests::note(a))),
                     )
                     .await?
@@ -184,7 +185,7 @@ pub(crate) async fn run(cli: &Cli, base: &str) -> Result<Outcome, Error> {
                 client
                     .send(
                         Method::POST,
-                        &format!("/v1/tasks/{id}/steps"),
+                        &format!("/v1/tasks/{}/steps", seg(id)),
                         Some(json!({ "title": title, "details": details, "lease": lease })),
                     )
                     .await?
@@ -198,7 +199,7 @@ pub(crate) async fn run(cli: &Cli, base: &str) -> Result<Outcome, Error> {
                 client
                     .send(
                         Method::POST,
-                        &format!("/v1/tasks/{id}/steps/{step_id}/done"),
+                        &format!("/v1/tasks/{}/steps/{}/done", seg(id), seg(step_id)),
                         Some(json!({ "notes": notes, "lease": lease })),
                     )
                     .await?
@@ -212,7 +213,7 @@ pub(crate) async fn run(cli: &Cli, base: &str) -> Result<Outcome, Error> {
                 client
                     .send(
                         Method::POST,
-                        &format!("/v1/tasks/{blocked}/dependencies"),
+                        &format!("/v1/tasks/{}/dependencies", seg(blocked)),
                         Some(body),
                     )
                     .await?
@@ -222,7 +223,7 @@ pub(crate) async fn run(cli: &Cli, base: &str) -> Result<Outcome, Error> {
                 blocked,
                 kind,
             }) => {
-                let path = format!("/v1/tasks/{blocked}/dependencies/{blocker}");
+                let path = format!("/v1/tasks/{}/dependencies/{}", seg(blocked), seg(blocker));
                 client
                     .send_query(Method::DELETE, &path, &[("kind", kind.clone())], None)
                     .await?
@@ -233,7 +234,12 @@ pub(crate) async fn run(cli: &Cli, base: &str) -> Result<Outcome, Error> {
                     .map(|m| ("max_bytes", m.to_string()))
                     .collect();
                 client
-                    .send_query(Method::GET, &format!("/v1/tasks/{id}/brief"), &query, None)
+                    .send_query(
+                        Method::GET,
+                        &format!("/v1/tasks/{}/brief", seg(id)),
+                        &query,
+                        None,
+                    )
                     .await?
             }
             Command::Plan(PlanCmd::Apply { file }) => {
@@ -268,11 +274,7 @@ pub(crate) async fn run(cli: &Cli, base: &str) -> Result<Outcome, Error> {
             }
             Command::Project(ProjectCmd::Get { id }) => {
                 client
-                    .send(
-                        Method::GET,
-                        &format!("/v1/projects/{}", baton_core::id::url_component(id)),
-                        None,
-                    )
+                    .send(Method::GET, &format!("/v1/projects/{}", seg(id)), None)
                     .await?
             }
             Command::Project(ProjectCmd::Update {
@@ -288,7 +290,7 @@ pub(crate) async fn run(cli: &Cli, base: &str) -> Result<Outcome, Error> {
                 client
                     .send(
                         Method::PATCH,
-                        &format!("/v1/projects/{}", baton_core::id::url_component(id)),
+                        &format!("/v1/projects/{}", seg(id)),
                         Some(body),
                     )
                     .await?
@@ -314,11 +316,7 @@ pub(crate) async fn run(cli: &Cli, base: &str) -> Result<Outcome, Error> {
             Command::Agent(AgentCmd::List) => client.send(Method::GET, "/v1/agents", None).await?,
             Command::Agent(AgentCmd::Get { name }) => {
                 client
-                    .send(
-                        Method::GET,
-                        &format!("/v1/agents/{}", baton_core::id::url_component(name)),
-                        None,
-                    )
+                    .send(Method::GET, &format!("/v1/agents/{}", seg(name)), None)
                     .await?
             }
             _ => return Err(Error::invalid(
@@ -343,8 +341,12 @@ struct Client<'a> {
 
 impl Client<'_> {
     async fn op(&self, id: &str, op: &str, body: Value) -> Result<Value, Error> {
-        self.send(Method::POST, &format!("/v1/tasks/{id}/{op}"), Some(body))
-            .await
+        self.send(
+            Method::POST,
+            &format!("/v1/tasks/{}/{op}", seg(id)),
+            Some(body),
+        )
+        .await
     }
 
     async fn send(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value, Error> {

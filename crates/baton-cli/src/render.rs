@@ -226,9 +226,12 @@ pub(crate) fn human(value: &Value) {
         }
         return;
     }
+    // JSON escapes C0 controls but not DEL nor C1 (U+0080 to U+009F, a CSI among them):
+    // those are escaped here, its own line breaks kept.
+    let pretty = serde_json::to_string_pretty(value).unwrap_or_default();
     say!(
         "{}",
-        serde_json::to_string_pretty(value).unwrap_or_default()
+        pretty.split('\n').map(line).collect::<Vec<_>>().join("\n")
     );
 }
 

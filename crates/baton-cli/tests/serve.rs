@@ -243,6 +243,21 @@ async fn cli_speaks_http_with_the_same_shapes() {
         (code, err["error"]["code"].as_str()),
         (Some(1), Some("LEASE_LOST"))
     );
+    // An id is one path segment, as on the store: it cannot reach another route or task.
+    for args in [
+        &["task", "get", "../whoami"][..],
+        &["task", "cancel", &format!("nope/../{id}")],
+    ] {
+        let (code, err) = json(remote(args));
+        assert_eq!(code, Some(1), "{args:?}: {err}");
+        assert!(
+            matches!(
+                err["error"]["code"].as_str(),
+                Some("NOT_FOUND" | "INVALID_INPUT")
+            ),
+            "{args:?}: {err}"
+        );
+    }
     // Projects and agents, over HTTP and then on the store: the same shapes.
     let (code, p) = json(remote(&["project", "create", "web", "--lease-ttl", "45s"]));
     assert_eq!(

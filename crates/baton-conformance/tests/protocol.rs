@@ -277,6 +277,18 @@ async fn kill_switch_revokes_leases_at_once(env: Env) {
         let err = env.lease(&t.id, &c.lease.token, op).await.unwrap_err();
         assert_eq!(err.code, Code::Killed, "{err}");
     }
+    let note = AddContext {
+        kind: "note".into(),
+        content: "still here".into(),
+        supersedes: None,
+        lease: Some(c.lease.token.clone()),
+    };
+    let err = env
+        .baton
+        .add_context(&env.actor, None, &t.id, note)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, Code::Killed, "{err}");
     assert_eq!(env.event_count(), before, "refused, nothing written");
     assert!(
         env.claim("b").await.is_none(),
@@ -409,6 +421,37 @@ async fn heartbeat_extends_and_signals(env: Env) {
         .await
         .unwrap();
     assert!(beat().await, "a step marked done by someone else");
+    // The holder's own write does not hide a change someone else made before it.
+    env.baton
+        .add_step(&env.actor, None, &t.id, "planner's".into(), None, None)
+        .await
+        .unwrap();
+    env.baton
+        .add_step(
+            &env.actor,
+            None,
+            &t.id,
+            "own".into(),
+            None,
+            Some(c.lease.token.clone()),
+        )
+        .await
+        .unwrap();
+    assert!(beat().await, "the planner's step is still news");
+    // A step done already is not done again, but a stale lease is still refused.
+    let stale = env
+        .baton
+        .done_step(
+            &env.actor,
+            None,
+            &t.id,
+            &mine.step.id,
+            None,
+            Some("lse_stale".into()),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(stale.code, Code::LeaseLost);
     let stale = env
         .baton
         .add_step(
@@ -1369,6 +1412,32 @@ async fn briefs_fit_every_budget_most_relevant_last(env: Env) {
         }
     }
     assert!(checked_4000);
+
+    // A long title is cut like any text, before what the agent needs goes.
+    let long = env
+        .create(CreateTask {
+            title: "t".repeat(1000),
+            intent: Some("why".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    env.baton
+        .add_context(
+            &env.actor,
+            None,
+            &long.id,
+            add("blocker", "DB is down".into()),
+        )
+        .await
+        .unwrap();
+    let b = serde_json::to_value(env.baton.brief(&env.actor, &long.id, Some(900)).unwrap())
+        .unwrap()["brief"]
+        .clone();
+    assert!(serde_json::to_string(&b).unwrap().len() <= 900, "{b}");
+    assert_eq!(b["task"]["intent"], "why", "{b}");
+    assert_eq!(b["context"][0]["content"], "DB is down", "{b}");
+    assert_eq!(b["omitted"]["task.title"], "truncated", "{b}");
 }
 
 /// Long-poll: a claim with `wait` returns as soon as work appears.

@@ -302,11 +302,11 @@ impl Draft {
 
     /// Cuts every string of the task, the parent and the sections' items to `limit` bytes
     /// of JSON, and drops a structured field of the task (`input`, `output`…) larger than
-    /// that: a value is never cut. The task's title only in the last stage.
+    /// that: a value is never cut.
     fn shorten(&mut self, limit: usize) {
         let mut too_big = Vec::new();
         for (field, value) in self.task.iter_mut() {
-            if field == "id" || field == "title" || field == "status" || field == "type" {
+            if field == "id" || field == "status" || field == "type" {
                 continue;
             }
             match value {

@@ -18,21 +18,7 @@ pub const MAX_CONTEXT: usize = 2_000;
 /// (proved by presenting the current lease token). A token that is not the current lease
 /// is `LEASE_LOST`: its agent believes it holds a task it no longer does.
 fn touch(ctx: &mut Ctx<'_>, task: &mut Task, lease_token: Option<&str>) -> Result<Option<Run>> {
-    let run_id = match (lease_token, &task.lease) {
-        (None, _) => None,
-        (Some(token), Some(lease)) if lease.token_sha256 == sha256_hex(token) => {
-            Some(lease.run_id.clone())
-        }
-        (Some(_), _) => {
-            return Err(Error::new(
-                Code::LeaseLost,
-                format!("that lease is not the current lease of task {}", task.id),
-                "your lease ended (expired, released or superseded): stop work on this task; \
-                 to record this anyway, send it without the lease",
-            )
-            .with_details(json!({"status": task.status.as_str(), "epoch": task.epoch})))
-        }
-    };
+    let run_id = holder_run(ctx, task, lease_token)?;
     task.version += 1;
     let Some(run_id) = run_id else {
         return Ok(None);
@@ -40,9 +26,36 @@ fn touch(ctx: &mut Ctx<'_>, task: &mut Task, lease_token: Option<&str>) -> Resul
     let Some(mut run) = ctx.tx.run(ctx.ws, &task.id, &run_id)? else {
         return Ok(None);
     };
-    run.seen_version = task.version;
+    // Only if it had seen everything before: a change someone else made since its last
+    // heartbeat is still news.
+    if run.seen_version + 1 >= task.version {
+        run.seen_version = task.version;
+    }
     ctx.tx.put_run(&run)?;
     Ok(Some(run))
+}
+
+/// The run of the lease `lease_token` names, if one was sent: refused `KILLED` if a kill
+/// switch revoked it, `LEASE_LOST` if it is not the task's current lease otherwise.
+fn holder_run(ctx: &mut Ctx<'_>, task: &Task, lease_token: Option<&str>) -> Result<Option<String>> {
+    match (lease_token, &task.lease) {
+        (None, _) => Ok(None),
+        (Some(token), Some(lease)) if lease.token_sha256 == sha256_hex(token) => {
+            Ok(Some(lease.run_id.clone()))
+        }
+        (Some(_), _) => {
+            if let Some(e) = super::lease::revoked_by_kill(ctx, task)? {
+                return Err(e);
+            }
+            Err(Error::new(
+                Code::LeaseLost,
+                format!("that lease is not the current lease of task {}", task.id),
+                "your lease ended (expired, released or superseded): stop work on this task; \
+                 to record this anyway, send it without the lease",
+            )
+            .with_details(json!({"status": task.status.as_str(), "epoch": task.epoch})))
+        }
+    }
 }
 
 /// Records a context entry on a task.
@@ -153,7 +166,9 @@ pub fn done_step(
         .find(|s| s.id == step_id)
         .ok_or_else(|| Error::not_found("step", step_id))?;
     if step.done {
-        return Ok(StepOut { step }); // done already: nothing changes
+        // Done already: nothing changes, but a lease sent must still be the holder's.
+        holder_run(ctx, &task, lease)?;
+        return Ok(StepOut { step });
     }
     let run = touch(ctx, &mut task, lease)?;
     step.done = true;

@@ -292,40 +292,13 @@ fn leased(ctx: &mut Ctx<'_>, id: &str, token: &str) -> Result<(Task, Run)> {
             "epoch": task.epoch,
         }))
     };
-    // Read only when the token is refused: the newest run revoked by a kill switch still
-    // set.
-    let killed = |ctx: &mut Ctx<'_>, task: &Task| -> Result<Option<Error>> {
-        let revoked = ctx
-            .tx
-            .runs_of(ctx.ws, &task.id, 1)?
-            .first()
-            .is_some_and(|r| r.status == RunStatus::Revoked);
-        if !revoked {
-            return Ok(None);
-        }
-        Ok(ctx
-            .tx
-            .project(ctx.ws, &task.project_id)?
-            .filter(|p| p.killed)
-            .map(|p| {
-                Error::new(
-                    Code::Killed,
-                    format!(
-                        "project {} is killed: the lease on task {id} was revoked",
-                        p.name
-                    ),
-                    "stop work on this task; it is claimable again once the project is revived",
-                )
-                .with_details(json!({ "status": task.status.as_str(), "epoch": task.epoch }))
-            }))
-    };
     let token_sha256 = sha256_hex(token);
     let current = task
         .lease
         .as_ref()
         .is_some_and(|l| l.token_sha256 == token_sha256);
     if !current {
-        if let Some(e) = killed(ctx, &task)? {
+        if let Some(e) = revoked_by_kill(ctx, &task)? {
             return Err(e);
         }
     }
@@ -367,6 +340,35 @@ fn leased(ctx: &mut Ctx<'_>, id: &str, token: &str) -> Result<(Task, Run)> {
     Ok((task, run))
 }
 
+/// Why a refused lease token was refused, when the reason is a kill switch: the task's
+/// newest run was revoked by its project's switch, which is still set (`KILLED`, so the
+/// holder knows to stop). Read only once a token is refused.
+pub(crate) fn revoked_by_kill(ctx: &mut Ctx<'_>, task: &Task) -> Result<Option<Error>> {
+    let revoked = ctx
+        .tx
+        .runs_of(ctx.ws, &task.id, 1)?
+        .first()
+        .is_some_and(|r| r.status == RunStatus::Revoked);
+    if !revoked {
+        return Ok(None);
+    }
+    Ok(ctx
+        .tx
+        .project(ctx.ws, &task.project_id)?
+        .filter(|p| p.killed)
+        .map(|p| {
+            Error::new(
+                Code::Killed,
+                format!(
+                    "project {} is killed: the lease on task {} was revoked",
+                    p.name, task.id
+                ),
+                "stop work on this task; it is claimable again once the project is revived",
+            )
+            .with_details(json!({ "status": task.status.as_str(), "epoch": task.epoch }))
+        }))
+}
+
 /// A lease operation on a `claimed` task that only an `in_progress` task accepts starts it.
 /// The log gets `task.started`; the task's and the run's rows are left to the operation,
 /// which writes both before its job ends (each once, not twice).
@@ -376,7 +378,9 @@ fn auto_start(ctx: &mut Ctx<'_>, task: &mut Task, run: &mut Run, op: Op) -> Resu
         && state::is_allowed(Status::InProgress, op)
     {
         task.status = Status::InProgress;
-        run.seen_version = task.version + 1;
+        if run.seen_version >= task.version {
+            run.seen_version = task.version + 1;
+        }
         ctx.save_step(task, "task.started", &[snap("run", run)])?;
     }
     Ok(())
@@ -386,7 +390,11 @@ fn auto_start(ctx: &mut Ctx<'_>, task: &mut Task, run: &mut Run, op: Op) -> Resu
 /// (the next one), so the change does not come back to it as `context_changed`: writes the
 /// lease's run and returns its snapshot for the change's event.
 fn holder_sees_own_change(ctx: &mut Ctx<'_>, task: &Task, run: &mut Run) -> Result<Vec<Snap>> {
-    run.seen_version = task.version + 1;
+    // Only if it had seen everything before: a change someone else made since its last
+    // heartbeat is still news.
+    if run.seen_version >= task.version {
+        run.seen_version = task.version + 1;
+    }
     ctx.tx.put_run(run)?;
     Ok(vec![snap("run", run)])
 }
