@@ -367,9 +367,11 @@ fn schemathesis_finds_nothing_against_the_openapi_document() {
     );
 }
 
-/// SIGTERM while a client follows the event stream, another waits in a long-poll claim and
-/// an MCP client holds its session's stream open: the server answers the claim at once
-/// (no claims), ends both streams and exits, rather than waiting for the clients to leave.
+/// SIGTERM while a client follows the event stream, another waits in a long-poll claim, an
+/// MCP client holds its session's stream open and waits in a claim tool call, and a
+/// connection has sent half a request: the server answers both claims at once (no
+/// claims), ends the streams and exits, rather than waiting for the clients to leave (the
+/// half-sent request within the drain limit).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_ends_streams_and_waiting_claims() {
     let dir = tempfile::tempdir().unwrap();
@@ -398,6 +400,27 @@ async fn sigterm_ends_streams_and_waiting_claims() {
         .unwrap()
         .to_string();
     drop(init);
+    let mcp = |body: &'static str| {
+        http.post(format!("http://{addr}/mcp"))
+            .header("authorization", &bearer)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-session-id", &session)
+            .body(body)
+    };
+    mcp(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)
+        .send()
+        .await
+        .unwrap();
+    let tool_claim = tokio::spawn(
+        mcp(r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"claim","arguments":{"wait":"60s"}}}"#)
+            .send(),
+    );
+    // Half a request line, and then nothing.
+    let mut half = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut half, b"G")
+        .await
+        .unwrap();
     let mut mcp_stream = http
         .get(format!("http://{addr}/mcp"))
         .header("authorization", &bearer)
@@ -435,13 +458,23 @@ async fn sigterm_ends_streams_and_waiting_claims() {
         .expect("the waiting claim is answered at shutdown")
         .unwrap();
     assert_eq!((status, answer), (200, json!({"claims": []})));
+    let tool_answer = tokio::time::timeout(Duration::from_secs(20), async {
+        tool_claim.await.unwrap().unwrap().text().await.unwrap()
+    })
+    .await
+    .expect("the tool call is answered at shutdown");
+    assert!(
+        tool_answer.contains(r#""id":9"#) && tool_answer.contains("claims"),
+        "{tool_answer}"
+    );
     let ended = tokio::time::timeout(Duration::from_secs(20), async {
         while stream.chunk().await.is_ok_and(|c| c.is_some()) {}
         while mcp_stream.chunk().await.is_ok_and(|c| c.is_some()) {}
     })
     .await;
     assert!(ended.is_ok(), "the streams ended at shutdown");
-    let deadline = Instant::now() + Duration::from_secs(20);
+    // Within the drain limit, though one connection never finished its request.
+    let deadline = Instant::now() + baton_server::DRAIN_LIMIT + Duration::from_secs(10);
     let exit = loop {
         if let Some(status) = server.try_wait().unwrap() {
             break status;
@@ -453,4 +486,5 @@ async fn sigterm_ends_streams_and_waiting_claims() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(exit.success(), "{exit:?}");
+    drop(half);
 }

@@ -1438,6 +1438,32 @@ async fn briefs_fit_every_budget_most_relevant_last(env: Env) {
     assert_eq!(b["task"]["intent"], "why", "{b}");
     assert_eq!(b["context"][0]["content"], "DB is down", "{b}");
     assert_eq!(b["omitted"]["task.title"], "truncated", "{b}");
+
+    // Children past the first thousand are not listed, and `omitted` says how many.
+    for round in 0..11 {
+        let items = (0..100)
+            .map(|i| baton_core::ops::task::BatchItem {
+                reference: format!("c{round}-{i}"),
+                task: CreateTask {
+                    title: "child".into(),
+                    parent_id: Some(long.id.clone()),
+                    ..Default::default()
+                },
+            })
+            .collect();
+        env.baton
+            .create_batch(&env.actor, None, items)
+            .await
+            .unwrap();
+    }
+    let b = serde_json::to_value(env.baton.brief(&env.actor, &long.id, None).unwrap()).unwrap()
+        ["brief"]
+        .clone();
+    assert_eq!(b["children"].as_array().unwrap().len(), 1000);
+    assert_eq!(
+        (b["truncated"].clone(), b["omitted"]["children"].clone()),
+        (json!(true), json!(100))
+    );
 }
 
 /// Long-poll: a claim with `wait` returns as soon as work appears.

@@ -479,7 +479,8 @@ pub struct Brief {
     pub context: Vec<Value>,
     /// Tasks it depends on and tasks that depend on it, with their relation.
     pub dependencies: Vec<Value>,
-    /// Its children's id, title, status and type.
+    /// Its children's id, title, status and type: the first 1,000 (`omitted` counts the
+    /// rest).
     pub children: Vec<Value>,
     /// The latest runs, newest first.
     pub runs: Vec<Value>,

@@ -30,10 +30,18 @@ pub(crate) fn refusal(message: &Value) -> Option<Value> {
         }
         _ => return None, // no id to keep: rmcp's own answer says the same
     };
-    // Only an id rmcp would drop matters: one it cannot read is null in any answer.
+    // Only an id rmcp would drop matters: one nobody can read is null in any answer.
     let id = object
         .get("id")
         .filter(|id| id.is_string() || id.is_number())?;
+    if id.is_number() && id.as_i64().is_none() {
+        return Some(error(
+            id,
+            INVALID_REQUEST,
+            "Invalid request: a numeric id must be a whole number within 64 bits",
+            "use a string or an integer id",
+        ));
+    }
     if object.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
         return Some(error(
             id,
@@ -44,7 +52,8 @@ pub(crate) fn refusal(message: &Value) -> Option<Value> {
     }
     match object.get("method") {
         Some(Value::String(method)) => match object.get("params") {
-            None | Some(Value::Null | Value::Object(_)) => None,
+            Some(Value::Object(params)) => params_refusal(id, method, params),
+            None | Some(Value::Null) => params_refusal(id, method, &serde_json::Map::new()),
             Some(_) => Some(error(
                 id,
                 INVALID_PARAMS,
@@ -67,6 +76,43 @@ pub(crate) fn refusal(message: &Value) -> Option<Value> {
             "send {\"jsonrpc\": \"2.0\", \"id\", \"method\", \"params\"}",
         )),
     }
+}
+
+/// Params that rmcp would not read as its method's, where it would answer without the id
+/// (or, for `initialize`, ask for a session): `_meta` that is not an object, an
+/// `initialize` without what it needs.
+fn params_refusal(
+    id: &Value,
+    method: &str,
+    params: &serde_json::Map<String, Value>,
+) -> Option<Value> {
+    if params
+        .get("_meta")
+        .is_some_and(|m| !m.is_object() && !m.is_null())
+    {
+        return Some(error(
+            id,
+            INVALID_PARAMS,
+            &format!("Invalid params of {method}: _meta must be an object"),
+            "send _meta as a JSON object, or leave it out",
+        ));
+    }
+    let fits = |field: &str, is: fn(&Value) -> bool| params.get(field).is_some_and(is);
+    if method == "initialize"
+        && !(fits("protocolVersion", Value::is_string)
+            && fits("capabilities", Value::is_object)
+            && fits("clientInfo", Value::is_object))
+    {
+        return Some(error(
+            id,
+            INVALID_PARAMS,
+            "Invalid params of initialize: it needs protocolVersion (a string), capabilities \
+             and clientInfo (objects)",
+            "send {\"protocolVersion\": \"2025-03-26\", \"capabilities\": {}, \"clientInfo\": \
+             {\"name\", \"version\"}}",
+        ));
+    }
+    None
 }
 
 /// A JSON-RPC error answer to request `id`.
@@ -132,6 +178,21 @@ mod tests {
                 json!({"jsonrpc": "2.0", "id": 11, "method": "tools/list", "params": 5}),
                 INVALID_PARAMS,
                 json!(11),
+            ),
+            (
+                json!({"jsonrpc": "2.0", "id": 1.5, "method": "ping"}),
+                INVALID_REQUEST,
+                json!(1.5),
+            ),
+            (
+                json!({"jsonrpc": "2.0", "id": 13, "method": "tools/list", "params": {"_meta": 5}}),
+                INVALID_PARAMS,
+                json!(13),
+            ),
+            (
+                json!({"jsonrpc": "2.0", "id": 14, "method": "initialize", "params": {}}),
+                INVALID_PARAMS,
+                json!(14),
             ),
             (
                 json!([{"jsonrpc": "2.0", "id": 12, "method": "ping"}]),

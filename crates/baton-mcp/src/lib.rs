@@ -195,6 +195,9 @@ pub fn http_service(baton: Baton) -> axum::Router {
     let closing = baton.clone();
     tokio::spawn(async move {
         closing.closing().await;
+        // Tool calls in flight answer at once on close (a waiting claim with no claims):
+        // give them a moment to be written before their sessions go.
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         sessions.cancel();
     });
     let service = StreamableHttpService::new(

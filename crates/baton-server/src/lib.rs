@@ -240,6 +240,11 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Longest a graceful shutdown waits for the requests in flight before the server exits
+/// anyway (their clients see the connection close, as after a crash: nothing acknowledged
+/// is lost, and an answer not sent is retried).
+pub const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// How often the server's reaper expires lapsed leases.
 pub const REAP_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -283,13 +288,25 @@ pub async fn serve_app(
     // Once shutdown begins, live streams and waiting claims end, or the drain would wait
     // for their clients to leave.
     let closing = baton.clone();
+    let (began, draining) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async move {
         shutdown.await;
         closing.close();
+        let _ = began.send(());
     };
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let serve = axum::serve(listener, app).with_graceful_shutdown(shutdown);
+    // A connection can still hold the drain for ever (one that sent half a request's
+    // headers and nothing more): past `DRAIN_LIMIT` the server exits regardless.
+    let limit = async {
+        match draining.await {
+            Ok(()) => tokio::time::sleep(DRAIN_LIMIT).await,
+            Err(_) => std::future::pending().await,
+        }
+    };
+    let served = tokio::select! {
+        served = std::future::IntoFuture::into_future(serve) => served,
+        _ = limit => Ok(()),
+    };
     reaper.abort();
     served.map_err(|e| baton_core::Error::storage(format!("server: {e}")))
 }

@@ -7,6 +7,9 @@ use crate::error::{Error, Result};
 use crate::model::*;
 use serde_json::{json, Map, Value};
 
+/// Most children a briefing lists (the rest are counted in `omitted`).
+const MAX_CHILDREN_LISTED: usize = 1000;
+
 /// Smallest size budget accepted: below this not even the task's core fits.
 pub const MIN_BRIEF_BYTES: usize = 512;
 
@@ -120,17 +123,29 @@ pub fn brief(ctx: &mut Ctx<'_>, id: &str, max_bytes: Option<usize>) -> Result<Br
         }),
         None => None,
     };
-    let filter = crate::store::TaskFilter {
-        parent_id: Some(id.to_string()),
-        limit: 1000,
-        ..Default::default()
-    };
-    let children: Vec<Value> = ctx
-        .tx
-        .list_tasks(ws, &filter)?
-        .iter()
-        .map(summary)
-        .collect();
+    // The first children listed; those past them are counted, so `omitted` says so.
+    let mut children: Vec<Value> = Vec::new();
+    let mut unlisted = 0u64;
+    let mut after = None;
+    loop {
+        let filter = crate::store::TaskFilter {
+            parent_id: Some(id.to_string()),
+            after_id: after.take(),
+            limit: MAX_CHILDREN_LISTED as u32,
+            ..Default::default()
+        };
+        let page = ctx.tx.list_tasks(ws, &filter)?;
+        let full = page.len() == MAX_CHILDREN_LISTED;
+        after = page.last().map(|t| t.id.clone());
+        if children.is_empty() {
+            children = page.iter().map(summary).collect();
+        } else {
+            unlisted += page.len() as u64;
+        }
+        if !full {
+            break;
+        }
+    }
     let runs: Vec<Value> = ctx
         .tx
         .runs_of(ws, id, 3)?
@@ -150,6 +165,9 @@ pub fn brief(ctx: &mut Ctx<'_>, id: &str, max_bytes: Option<usize>) -> Result<Br
         ("runs", runs),
     ];
     let mut draft = Draft::new(core, parent, sections);
+    if unlisted > 0 {
+        draft.dropped.insert("children".into(), json!(unlisted));
+    }
     if let Some(max) = max_bytes {
         draft.fit(max);
     }
@@ -163,10 +181,10 @@ fn drop_order(section: &str, index: usize, count: usize, item: &Value) -> (u8, u
     let last_first = count - index; // the later in the list, the sooner it goes
     match section {
         // The newest run (first) tells what the last attempt got to; older ones go first.
-        "runs" if index == 0 => (7, 0),
+        "runs" if index == 0 => (9, 0),
         "runs" => (1, last_first),
         "children" if ended(item) => (2, index),
-        "children" => (6, last_first),
+        "children" => (8, last_first),
         "dependencies" => match item["relation"].as_str() {
             Some("blocked_by" | "blocks") => (11, last_first),
             _ => (3, last_first),
@@ -273,7 +291,8 @@ impl Draft {
     /// Leaves out the least relevant until the briefing's JSON is at most `max` bytes
     /// (`max` ≥ [`MIN_BRIEF_BYTES`]): long texts are cut (to 2,000, 300, then 80 bytes)
     /// between the tiers of whole items (old runs, ended children, loose relations, done
-    /// steps and minor notes; then discoveries and user input; then the steps left to do,
+    /// steps and minor notes; then open children, the newest run, discoveries and user
+    /// input; then the steps left to do,
     /// the blocking relations, decisions and blockers), then the parent goes, then the
     /// task's optional fields, the intent last.
     fn fit(&mut self, max: usize) {
@@ -317,7 +336,8 @@ impl Draft {
                             .insert(format!("task.{field}"), json!("truncated"));
                     }
                 }
-                Value::Object(_) | Value::Array(_) if size(value) > limit => {
+                // The lease is small and says who holds the task: it goes with the rest.
+                Value::Object(_) | Value::Array(_) if size(value) > limit && field != "lease" => {
                     too_big.push(field.clone());
                 }
                 _ => {}
