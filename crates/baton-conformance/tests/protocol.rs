@@ -1223,6 +1223,21 @@ async fn context_and_briefing(env: Env) {
         .await
         .unwrap_err();
     assert_eq!(err.code, Code::NotFound);
+    // One line of succession: "use sqlite" was replaced already, so it cannot be again.
+    let before = env.event_count();
+    let err = env
+        .baton
+        .add_context(
+            &env.actor,
+            None,
+            &t.id,
+            add("decision", "use mysql", Some(old.context.id.clone())),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, Code::InvalidInput, "{err}");
+    assert!(err.hint.starts_with("supersede ctx_"), "{err}");
+    assert_eq!(env.event_count(), before);
     let step = env
         .baton
         .add_step(&env.actor, None, &t.id, "write code".into(), None, None)

@@ -84,6 +84,18 @@ pub fn add_context(ctx: &mut Ctx<'_>, task_id: &str, req: AddContext) -> Result<
                 "an entry can only supersede an older entry of the same task",
             ));
         }
+        // One line of succession: two live successors of one entry would both reach the
+        // briefing, each claiming to be the current word.
+        if let Some(newer) = existing
+            .iter()
+            .find(|e| e.supersedes.as_deref() == Some(old.as_str()))
+        {
+            return Err(Error::invalid(
+                format!("context entry {old} is already superseded by {}", newer.id),
+                format!("supersede {}, the entry that replaced it", newer.id),
+            )
+            .with_details(json!({ "superseded_by": newer.id })));
+        }
     }
     let run = touch(ctx, &mut task, req.lease.as_deref())?;
     let entry = ContextEntry {
