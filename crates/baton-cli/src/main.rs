@@ -259,6 +259,18 @@ async fn run(cli: Cli) -> Result<Outcome, Error> {
     let actor = baton.actor(&cli.workspace, &actor_name).await?;
     let key = cli.idempotency_key.as_deref();
     let (field, location) = store_location(&cli, &dir)?;
+    // Without a server's reaper, a lease that lapsed would still read as held until the
+    // next claim: what a read shows must not depend on who looked when (DESIGN §4).
+    let reads_tasks = matches!(
+        &cli.command,
+        Command::Ready { .. }
+            | Command::Brief { .. }
+            | Command::Task(TaskCmd::Get { .. } | TaskCmd::List { .. })
+    );
+    if reads_tasks {
+        // Best effort: the read answers either way (a failure here shows in the read).
+        let _ = baton.reap(&actor).await;
+    }
     match cli.command {
         Command::Init => Ok(Outcome::Value(json!({
             "workspace": { "id": actor.workspace_id, "name": cli.workspace },

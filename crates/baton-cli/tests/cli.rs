@@ -1488,6 +1488,22 @@ fn heartbeat_signals_context_changed_only_for_others_changes() {
     );
 }
 
+/// Without a server, reads expire a lapsed lease first: a task whose holder vanished reads
+/// as waiting for a claimer, as it would from a server, not as held.
+#[test]
+fn reads_do_not_show_a_lapsed_lease_as_held() {
+    let s = Store::new();
+    let id = id_of(&s.create("Lapses", &["--lease-ttl", "1s"]));
+    s.claim_one("gone", &[]);
+    assert_eq!(s.get(&id)["status"], "claimed");
+    std::thread::sleep(std::time::Duration::from_millis(1300));
+    let task = s.get(&id);
+    assert_eq!(task["status"], "ready", "{task}");
+    assert!(task.get("lease").is_none_or(Value::is_null), "{task}");
+    let brief = s.ok(&["brief", &id])["brief"].clone();
+    assert_eq!(brief["runs"][0]["status"], "lost", "{brief}");
+}
+
 /// Briefing budgets: `brief --max-bytes N` trims least relevant items first and says so
 /// (`truncated: true`, `omitted`). That must hold for a claimed task too, whose core
 /// carries its lease.
