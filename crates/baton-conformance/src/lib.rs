@@ -253,6 +253,12 @@ impl Env {
         }
     }
 
+    /// A plain heartbeat (no progress, no usage) on task `id` under `token`.
+    pub async fn heartbeat(&self, id: &str, token: &str) -> Result<serde_json::Value> {
+        let beat = baton_core::LeaseOp::Heartbeat(baton_core::api::Heartbeat::default());
+        self.lease(id, token, beat).await
+    }
+
     /// A lease operation.
     pub async fn lease(
         &self,

@@ -182,14 +182,7 @@ async fn attempt_timeout_bounds_the_lease(env: Env) {
     let c = env.claim("a").await.unwrap();
     assert_eq!(c.lease.expires_at, T0 + 30_000);
     env.clock.advance(25_000);
-    let ack = env
-        .lease(
-            &t.id,
-            &c.lease.token,
-            LeaseOp::Heartbeat(Heartbeat::default()),
-        )
-        .await
-        .unwrap();
+    let ack = env.heartbeat(&t.id, &c.lease.token).await.unwrap();
     assert_eq!(
         ack["expires_at"],
         baton_core::time::format_rfc3339(T0 + 50_000),
@@ -327,14 +320,7 @@ async fn heartbeat_extends_and_signals(env: Env) {
     let c = env.claim("a").await.unwrap();
     for _ in 0..5 {
         env.clock.advance(8_000);
-        let ack = env
-            .lease(
-                &t.id,
-                &c.lease.token,
-                LeaseOp::Heartbeat(Heartbeat::default()),
-            )
-            .await
-            .unwrap();
+        let ack = env.heartbeat(&t.id, &c.lease.token).await.unwrap();
         assert_eq!(ack["signals"], json!([]));
     }
     // A planner changes the plan: the worker learns it on its next heartbeat, once.
@@ -360,26 +346,12 @@ async fn heartbeat_extends_and_signals(env: Env) {
         .await
         .unwrap();
     assert_eq!(ack["signals"], json!(["context_changed", "budget_warning"]));
-    let ack = env
-        .lease(
-            &t.id,
-            &c.lease.token,
-            LeaseOp::Heartbeat(Heartbeat::default()),
-        )
-        .await
-        .unwrap();
+    let ack = env.heartbeat(&t.id, &c.lease.token).await.unwrap();
     assert_eq!(ack["signals"], json!(["budget_warning"]));
     // Steps: the holder's own (sent with its lease) are no news to it; a step someone else
     // adds or marks done is.
     let beat = || async {
-        let ack = env
-            .lease(
-                &t.id,
-                &c.lease.token,
-                LeaseOp::Heartbeat(Heartbeat::default()),
-            )
-            .await
-            .unwrap();
+        let ack = env.heartbeat(&t.id, &c.lease.token).await.unwrap();
         ack["signals"]
             .as_array()
             .unwrap()
@@ -1050,14 +1022,7 @@ async fn release_and_cancel(env: Env) {
         .transition(&env.actor, None, Op::Cancel, &t.id, None)
         .await
         .unwrap();
-    let err = env
-        .lease(
-            &t.id,
-            &again.lease.token,
-            LeaseOp::Heartbeat(Heartbeat::default()),
-        )
-        .await
-        .unwrap_err();
+    let err = env.heartbeat(&t.id, &again.lease.token).await.unwrap_err();
     assert_eq!(err.code, Code::LeaseLost);
     assert!(err.hint.contains("canceled"), "{}", err.hint);
 }
