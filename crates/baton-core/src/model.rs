@@ -355,6 +355,17 @@ pub struct Run {
     pub ended_at: Option<Millis>,
 }
 
+impl Run {
+    /// Its holder made the change that brings the task to `version`: it has seen it, if it
+    /// had seen every version before. A change someone else made since its last heartbeat
+    /// is still news (`context_changed`) and stays unseen.
+    pub fn sees_own_change(&mut self, version: u64) {
+        if self.seen_version + 1 >= version {
+            self.seen_version = version;
+        }
+    }
+}
+
 /// The kinds of edges between tasks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]

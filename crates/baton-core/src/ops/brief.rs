@@ -166,7 +166,7 @@ pub fn brief(ctx: &mut Ctx<'_>, id: &str, max_bytes: Option<usize>) -> Result<Br
     ];
     let mut draft = Draft::new(core, parent, sections);
     if unlisted > 0 {
-        draft.dropped.insert("children".into(), json!(unlisted));
+        draft.count_dropped("children", unlisted);
     }
     if let Some(max) = max_bytes {
         draft.fit(max);
@@ -288,6 +288,17 @@ impl Draft {
         size(&self.assemble())
     }
 
+    /// Counts `n` more items of `section` left out.
+    fn count_dropped(&mut self, section: &str, n: u64) {
+        let count = self
+            .dropped
+            .get(section)
+            .and_then(Value::as_u64)
+            .unwrap_or(0)
+            + n;
+        self.dropped.insert(section.to_string(), json!(count));
+    }
+
     /// Leaves out the least relevant until the briefing's JSON is at most `max` bytes
     /// (`max` ≥ [`MIN_BRIEF_BYTES`]): long texts are cut (to 2,000, 300, then 80 bytes)
     /// between the tiers of whole items (old runs, ended children, loose relations, done
@@ -305,7 +316,7 @@ impl Draft {
             |d, max| d.drop_items(11.., max),
             |d, _| {
                 if d.parent.take().is_some() {
-                    d.dropped.insert("parent".into(), json!(1));
+                    d.count_dropped("parent", 1);
                 }
             },
             |d, max| d.drop_fields(max),
@@ -384,8 +395,8 @@ impl Draft {
             let Some(item) = items[i].take() else {
                 continue;
             };
-            let count = self.dropped.get(*name).and_then(Value::as_u64).unwrap_or(0) + 1;
-            self.dropped.insert(name.to_string(), json!(count));
+            let name = *name;
+            self.count_dropped(name, 1);
             total = total.saturating_sub(size(&item) + 1);
             if total <= max {
                 // The estimate leaves out `omitted` growing: measure for real.
@@ -416,13 +427,17 @@ impl Draft {
                 *title = short;
             }
         }
-        for (name, items) in &mut self.sections {
-            let left = items.iter().flatten().count() as u64;
-            if left > 0 {
+        let left: Vec<(&str, u64)> = self
+            .sections
+            .iter_mut()
+            .map(|(name, items)| {
+                let left = items.iter().flatten().count() as u64;
                 items.clear();
-                let count = self.dropped.get(*name).and_then(Value::as_u64).unwrap_or(0) + left;
-                self.dropped.insert(name.to_string(), json!(count));
-            }
+                (*name, left)
+            })
+            .collect();
+        for (name, left) in left.into_iter().filter(|(_, n)| *n > 0) {
+            self.count_dropped(name, left);
         }
         self.fields.clear();
         self.fields.insert("task".into(), json!("core only"));

@@ -26,11 +26,7 @@ fn touch(ctx: &mut Ctx<'_>, task: &mut Task, lease_token: Option<&str>) -> Resul
     let Some(mut run) = ctx.tx.run(ctx.ws, &task.id, &run_id)? else {
         return Ok(None);
     };
-    // Only if it had seen everything before: a change someone else made since its last
-    // heartbeat is still news.
-    if run.seen_version + 1 >= task.version {
-        run.seen_version = task.version;
-    }
+    run.sees_own_change(task.version);
     ctx.tx.put_run(&run)?;
     Ok(Some(run))
 }

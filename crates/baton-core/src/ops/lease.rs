@@ -378,9 +378,7 @@ fn auto_start(ctx: &mut Ctx<'_>, task: &mut Task, run: &mut Run, op: Op) -> Resu
         && state::is_allowed(Status::InProgress, op)
     {
         task.status = Status::InProgress;
-        if run.seen_version >= task.version {
-            run.seen_version = task.version + 1;
-        }
+        run.sees_own_change(task.version + 1);
         ctx.save_step(task, "task.started", &[snap("run", run)])?;
     }
     Ok(())
@@ -390,11 +388,7 @@ fn auto_start(ctx: &mut Ctx<'_>, task: &mut Task, run: &mut Run, op: Op) -> Resu
 /// (the next one), so the change does not come back to it as `context_changed`: writes the
 /// lease's run and returns its snapshot for the change's event.
 fn holder_sees_own_change(ctx: &mut Ctx<'_>, task: &Task, run: &mut Run) -> Result<Vec<Snap>> {
-    // Only if it had seen everything before: a change someone else made since its last
-    // heartbeat is still news.
-    if run.seen_version >= task.version {
-        run.seen_version = task.version + 1;
-    }
+    run.sees_own_change(task.version + 1);
     ctx.tx.put_run(run)?;
     Ok(vec![snap("run", run)])
 }
