@@ -141,9 +141,12 @@ pub(crate) enum Command {
     /// Projects: default policies and the kill switch.
     #[command(subcommand)]
     Project(ProjectCmd),
-    /// Agents: register, heartbeat, list.
+    /// Agents: register, heartbeat, list, and each agent's kill switch.
     #[command(subcommand)]
     Agent(AgentCmd),
+    /// The workspace and its kill switch.
+    #[command(subcommand)]
+    Workspace(WorkspaceCmd),
     /// Serve the HTTP API and MCP (on the embedded store, or PostgreSQL with --database).
     Serve {
         /// Address to listen on.
@@ -249,6 +252,38 @@ pub(crate) enum AgentCmd {
     Get {
         /// Agent name or id.
         name: String,
+    },
+    /// Kill, disable or reactivate an agent.
+    #[command(group = clap::ArgGroup::new("status").required(true))]
+    Update {
+        /// Agent name or id.
+        name: String,
+        /// Revoke every lease it holds at once (its tasks go back to the queue) and refuse
+        /// its claims and lease operations with KILLED.
+        #[arg(long, group = "status")]
+        kill: bool,
+        /// Refuse its new claims; the leases it holds run on.
+        #[arg(long, group = "status")]
+        disable: bool,
+        /// Let it claim again.
+        #[arg(long, group = "status")]
+        revive: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum WorkspaceCmd {
+    /// Read the workspace.
+    Get,
+    /// Kill or revive the whole workspace (admin).
+    #[command(group = clap::ArgGroup::new("switch").required(true))]
+    Update {
+        /// Revoke every lease in the workspace at once and refuse every claim with KILLED.
+        #[arg(long, group = "switch")]
+        kill: bool,
+        /// Lift the kill switch.
+        #[arg(long, group = "switch")]
+        revive: bool,
     },
 }
 

@@ -445,6 +445,24 @@ async fn run(cli: Cli) -> Result<Outcome, Error> {
             AgentCmd::Heartbeat { name } => to_value(baton.agent_heartbeat(&actor, &name).await?),
             AgentCmd::List => to_value(baton.agents(&actor)?),
             AgentCmd::Get { name } => to_value(baton.agent(&actor, &name)?),
+            AgentCmd::Update {
+                name,
+                kill,
+                disable,
+                revive: _,
+            } => {
+                let req = requests::agent_status(kill, disable);
+                to_value(baton.update_agent(&actor, key, &name, req).await?)
+            }
+        },
+        Command::Workspace(cmd) => match cmd {
+            WorkspaceCmd::Get => to_value(baton.workspace(&actor)?),
+            WorkspaceCmd::Update { kill, revive } => {
+                let req = WorkspaceSettings {
+                    killed: requests::killed(kill, revive),
+                };
+                to_value(baton.update_workspace(&actor, key, req).await?)
+            }
         },
         Command::Serve { listen } => {
             let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| {

@@ -319,6 +319,34 @@ pub(crate) async fn run(cli: &Cli, base: &str) -> Result<Outcome, Error> {
                     .send(Method::GET, &format!("/v1/agents/{}", seg(name)), None)
                     .await?
             }
+            Command::Agent(AgentCmd::Update {
+                name,
+                kill,
+                disable,
+                revive: _,
+            }) => {
+                let body = json!(requests::agent_status(*kill, *disable));
+                client
+                    .send(
+                        Method::PATCH,
+                        &format!("/v1/agents/{}", seg(name)),
+                        Some(body),
+                    )
+                    .await?
+            }
+            Command::Workspace(cmd) => {
+                // The key's own workspace: the only one it may name.
+                let me = client.send(Method::GET, "/v1/whoami", None).await?;
+                let id = me["workspace_id"].as_str().unwrap_or_default();
+                let path = format!("/v1/workspaces/{}", seg(id));
+                match cmd {
+                    WorkspaceCmd::Get => client.send(Method::GET, &path, None).await?,
+                    WorkspaceCmd::Update { kill, revive } => {
+                        let body = json!({ "killed": requests::killed(*kill, *revive) });
+                        client.send(Method::PATCH, &path, Some(body)).await?
+                    }
+                }
+            }
             _ => return Err(Error::invalid(
                 "this command works on the embedded store only",
                 "run it without --server / BATON_SERVER, with --data-dir on the server's machine",

@@ -138,3 +138,17 @@ pub(crate) fn killed(kill: bool, revive: bool) -> Option<bool> {
         _ => None,
     }
 }
+
+/// An agent's status from `--kill` / `--disable` / `--revive` (clap requires one).
+pub(crate) fn agent_status(kill: bool, disable: bool) -> AgentSettings {
+    let status = if kill {
+        "killed"
+    } else if disable {
+        "disabled"
+    } else {
+        "active"
+    };
+    AgentSettings {
+        status: Some(status.to_string()),
+    }
+}

@@ -1504,6 +1504,35 @@ fn reads_do_not_show_a_lapsed_lease_as_held() {
     assert_eq!(brief["runs"][0]["status"], "lost", "{brief}");
 }
 
+/// Kill switches from the command line: `agent update --kill` revokes that agent's lease
+/// and refuses its claims; `workspace update --kill` refuses every claim until `--revive`.
+#[test]
+fn agent_and_workspace_kill_switches() {
+    let s = Store::new();
+    let id = id_of(&s.create("Switched", &[]));
+    let (_, token) = s.claim_one("doomed", &[]);
+    let agent = s.ok(&["agent", "update", "doomed", "--kill"])["agent"].clone();
+    assert_eq!(agent["status"], "killed", "{agent}");
+    assert_eq!(s.get(&id)["status"], "ready");
+    s.fails(&["heartbeat", &id, "--lease", &token], "KILLED");
+    s.fails(&["claim", "--agent", "doomed"], "KILLED");
+    let neither = s.run(&["agent", "update", "doomed"]);
+    assert_eq!(
+        neither.status,
+        Some(2),
+        "one of --kill, --disable, --revive"
+    );
+
+    let ws = s.ok(&["workspace", "update", "--kill"])["workspace"].clone();
+    assert_eq!(ws["killed"], true, "{ws}");
+    assert_eq!(s.ok(&["workspace", "get"])["workspace"]["killed"], true);
+    s.fails(&["claim", "--agent", "other"], "KILLED");
+    s.ok(&["workspace", "update", "--revive"]);
+    let (task, _) = s.claim_one("other", &[]);
+    assert_eq!(id_of(&task), id);
+    s.replay_verifies();
+}
+
 /// Briefing budgets: `brief --max-bytes N` trims least relevant items first and says so
 /// (`truncated: true`, `omitted`). That must hold for a claimed task too, whose core
 /// carries its lease.

@@ -646,6 +646,19 @@ fn every_operation_is_reachable_over_http_mcp_and_cli() {
         ),
         ("agents", "GET /v1/agents", "-", "agent list"),
         ("agent", "GET /v1/agents/{name}", "-", "agent get"),
+        (
+            "update_agent",
+            "PATCH /v1/agents/{name}",
+            "-",
+            "agent update",
+        ),
+        ("workspace", "GET /v1/workspaces/{id}", "-", "workspace get"),
+        (
+            "update_workspace",
+            "PATCH /v1/workspaces/{id}",
+            "-",
+            "workspace update",
+        ),
         ("reap", "-", "-", "reap"),
         ("reap_all", "-", "-", "reap"),
     ];
@@ -656,8 +669,8 @@ fn every_operation_is_reachable_over_http_mcp_and_cli() {
     //   over HTTP; an MCP or CLI agent finishes one task at a time with `complete`.
     // - keys, workspaces, whoami: admin and bootstrap acts; over MCP an agent acts with the
     //   key it was given, and `baton key create` bootstraps on the store.
-    // - projects and agents over MCP: set-up and fleet supervision are for a human or an
-    //   admin tool (CLI, HTTP); an MCP agent registers by claiming and stays alive by
+    // - projects, agents and the workspace over MCP (their kill switches among them):
+    //   set-up and fleet supervision are for a human or an admin tool (CLI, HTTP); an MCP agent registers by claiming and stays alive by
     //   heartbeating.
     // - reap: the server's reaper and every claim expire lapsed leases; the CLI keeps
     //   `baton reap` for stores without a server.

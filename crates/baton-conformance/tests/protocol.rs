@@ -10,6 +10,14 @@ use baton_core::time::Duration;
 use baton_core::{Code, LeaseOp};
 use serde_json::json;
 
+/// A claim of one task by `agent`.
+fn claim_as(agent: &str) -> ClaimRequest {
+    ClaimRequest {
+        agent: agent.into(),
+        ..Default::default()
+    }
+}
+
 fn complete() -> LeaseOp {
     LeaseOp::Complete(Complete::default())
 }
@@ -303,6 +311,169 @@ async fn kill_switch_revokes_leases_at_once(env: Env) {
         env.replay_difference().await,
         None,
         "the log replays the revocation"
+    );
+}
+
+/// An agent's kill switch revokes the leases it holds (and only those), refuses its claims
+/// and lease operations `KILLED`, and leaves its tasks to other agents at once; `disabled`
+/// refuses claims but lets held leases run on.
+async fn agent_kill_switch_revokes_its_leases(env: Env) {
+    let mine = env.task("mine").await;
+    let theirs = env.task("theirs").await;
+    let spare = env.task("spare").await;
+    let a = env.claim("a").await.unwrap();
+    let b = env.claim("b").await.unwrap();
+    assert_eq!(
+        (a.task.id.as_str(), b.task.id.as_str()),
+        (mine.id.as_str(), theirs.id.as_str())
+    );
+    let status = |s: &str| AgentSettings {
+        status: Some(s.into()),
+    };
+    let bad = env
+        .baton
+        .update_agent(&env.actor, None, "a", status("asleep"))
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code, Code::InvalidInput, "{bad}");
+    let missing = env
+        .baton
+        .update_agent(&env.actor, None, "nobody", status("killed"))
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code, Code::NotFound, "{missing}");
+
+    // Disabled: no new claims, the held lease runs on.
+    let before = env.event_count();
+    env.baton
+        .update_agent(&env.actor, None, "b", status("disabled"))
+        .await
+        .unwrap();
+    assert_eq!(env.event_count(), before + 1, "agent.updated only");
+    let refused = env
+        .baton
+        .claim(&env.actor, None, claim_as("b"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code, Code::Killed, "{refused}");
+    env.heartbeat(&theirs.id, &b.lease.token).await.unwrap();
+
+    // Killed: a's lease is revoked at once, b's is untouched.
+    let agent = env
+        .baton
+        .update_agent(&env.actor, None, "a", status("killed"))
+        .await
+        .unwrap()
+        .agent;
+    assert_eq!(agent.status, "killed");
+    let revoked = env.get(&mine.id);
+    assert_eq!(
+        (revoked.status, revoked.lease.is_none()),
+        (Status::Ready, true)
+    );
+    assert!(
+        env.get(&theirs.id).lease.is_some(),
+        "another agent's lease stands"
+    );
+    let err = env
+        .lease(&mine.id, &a.lease.token, complete())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, Code::Killed, "{err}");
+    assert!(err.message.contains("agent a is killed"), "{err}");
+    let refused = env
+        .baton
+        .claim(&env.actor, None, claim_as("a"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code, Code::Killed, "{refused}");
+    // Its task went back to the queue for others, the attempt not counted.
+    let c = env.claim("c").await.expect("another agent takes it");
+    assert_eq!((c.task.id.as_str(), c.run.attempt), (mine.id.as_str(), 1));
+    assert!(env.claim("c").await.is_some_and(|t| t.task.id == spare.id));
+
+    // Reactivated, it claims again; its old token is only a lost lease now.
+    env.baton
+        .update_agent(&env.actor, None, "a", status("active"))
+        .await
+        .unwrap();
+    let err = env
+        .lease(&mine.id, &a.lease.token, complete())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, Code::LeaseLost, "{err}");
+    assert_eq!(
+        env.replay_difference().await,
+        None,
+        "the log replays the switch"
+    );
+}
+
+/// The workspace's kill switch revokes every lease in it, refuses every claim `KILLED`
+/// (a waiting claim too) and signals `killed`; revived, work goes on.
+async fn workspace_kill_switch_stops_everything(env: Env) {
+    let one = env.task("one").await;
+    env.task("two").await;
+    let a = env.claim("a").await.unwrap();
+    assert_eq!(a.task.id, one.id);
+    let kill = |killed: bool| WorkspaceSettings {
+        killed: Some(killed),
+    };
+    let ws = env
+        .baton
+        .update_workspace(&env.actor, None, kill(true))
+        .await
+        .unwrap()
+        .workspace;
+    assert!(ws.killed);
+    assert!(env.baton.workspace(&env.actor).unwrap().workspace.killed);
+    let revoked = env.get(&one.id);
+    assert_eq!(
+        (revoked.status, revoked.lease.is_none()),
+        (Status::Ready, true)
+    );
+    let before = env.event_count();
+    let err = env
+        .lease(
+            &one.id,
+            &a.lease.token,
+            LeaseOp::Heartbeat(Heartbeat::default()),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, Code::Killed, "{err}");
+    assert!(err.message.contains("workspace"), "{err}");
+    for req in [
+        claim_as("b"),
+        ClaimRequest {
+            wait: Some(Duration::secs(5)),
+            ..claim_as("b")
+        },
+    ] {
+        let refused = env.baton.claim(&env.actor, None, req).await.unwrap_err();
+        assert_eq!(refused.code, Code::Killed, "{refused}");
+    }
+    assert_eq!(env.event_count(), before, "refusals write nothing");
+    // Setting it again changes nothing and writes no event.
+    env.baton
+        .update_workspace(&env.actor, None, kill(true))
+        .await
+        .unwrap();
+    assert_eq!(env.event_count(), before);
+
+    env.baton
+        .update_workspace(&env.actor, None, kill(false))
+        .await
+        .unwrap();
+    let again = env.claim("b").await.expect("claimable once revived");
+    assert_eq!(
+        (again.task.id.as_str(), again.lease.epoch),
+        (one.id.as_str(), 2)
+    );
+    assert_eq!(
+        env.replay_difference().await,
+        None,
+        "the log replays the switch"
     );
 }
 
@@ -1982,6 +2153,8 @@ on_every_backend!(
     expired_lease_is_fenced,
     attempt_timeout_bounds_the_lease,
     kill_switch_revokes_leases_at_once,
+    agent_kill_switch_revokes_its_leases,
+    workspace_kill_switch_stops_everything,
     heartbeat_extends_and_signals,
     fail_retries_with_backoff_then_fails,
     dag_release_and_failure_propagation,

@@ -440,6 +440,35 @@ pub struct RegisterAgent {
     pub capabilities: Vec<String>,
 }
 
+/// Input of `agent update`: what to change on a registered agent.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSettings {
+    /// `active`; `disabled` (no new claims; the leases it holds run on); or `killed`, its
+    /// kill switch (every lease it holds is revoked at once, its tasks go back to the
+    /// queue for others, and its lease operations answer `KILLED`).
+    #[serde(default)]
+    #[schema(pattern = "^(active|disabled|killed)$")]
+    pub status: Option<String>,
+}
+
+/// Input of `workspace update`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WorkspaceSettings {
+    /// Kill switch: setting it revokes every lease in the workspace (their holders' lease
+    /// operations answer `KILLED`), and while set every claim is refused `KILLED`.
+    #[serde(default)]
+    pub killed: Option<bool>,
+}
+
+/// Output of operations that return the workspace.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct WorkspaceOut {
+    /// The workspace.
+    pub workspace: Workspace,
+}
+
 /// Output of operations that return one agent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AgentOut {

@@ -420,6 +420,7 @@ impl Baton {
                 id: new_id("ws"),
                 name: name.clone(),
                 created_at: now,
+                killed: false,
             };
             tx.put_workspace(&ws)?;
             let mut ctx = Ctx {
@@ -982,6 +983,41 @@ impl Baton {
         let name = name.to_string();
         self.write(actor, None, request, move |ctx| {
             ops::registry::agent_heartbeat(ctx, &name)
+        })
+        .await
+    }
+
+    /// Changes an agent's status (its kill switch among them).
+    pub async fn update_agent(
+        &self,
+        actor: &Actor,
+        key: Option<&str>,
+        name: &str,
+        req: AgentSettings,
+    ) -> Result<AgentOut> {
+        let request = json!({ "op": "agent.update", "agent": name, "body": &req });
+        let name = name.to_string();
+        self.write(actor, key, request, move |ctx| {
+            ops::registry::update_agent(ctx, &name, req.clone())
+        })
+        .await
+    }
+
+    /// The actor's workspace.
+    pub fn workspace(&self, actor: &Actor) -> Result<WorkspaceOut> {
+        self.read(actor, ops::registry::workspace)
+    }
+
+    /// Sets or lifts the actor's workspace's kill switch.
+    pub async fn update_workspace(
+        &self,
+        actor: &Actor,
+        key: Option<&str>,
+        req: WorkspaceSettings,
+    ) -> Result<WorkspaceOut> {
+        let request = json!({ "op": "workspace.update", "body": &req });
+        self.write(actor, key, request, move |ctx| {
+            ops::registry::update_workspace(ctx, req.clone())
         })
         .await
     }

@@ -22,6 +22,10 @@ pub struct Workspace {
     #[serde(with = "rfc3339")]
     #[schema(value_type = crate::time::Rfc3339)]
     pub created_at: Millis,
+    /// Kill switch: while set, no claims anywhere in the workspace (every lease was revoked
+    /// as it was set). Absent from rows written before it existed.
+    #[serde(default)]
+    pub killed: bool,
 }
 
 /// A collection of tasks with default policies.

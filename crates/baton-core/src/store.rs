@@ -171,6 +171,48 @@ pub fn claim_key(task: &Task) -> (i64, i64, &str) {
     )
 }
 
+/// A kill switch that is set (DESIGN §4), with the name of what it stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KillSwitch {
+    /// The whole workspace.
+    Workspace(String),
+    /// One project.
+    Project(String),
+    /// One agent (its status is `killed`).
+    Agent(String),
+}
+
+impl KillSwitch {
+    /// Builds one from a store's row: its kind (`workspace`, `project`, `agent`) and name.
+    pub fn from_row(kind: &str, name: String) -> Option<KillSwitch> {
+        match kind {
+            "workspace" => Some(KillSwitch::Workspace(name)),
+            "project" => Some(KillSwitch::Project(name)),
+            "agent" => Some(KillSwitch::Agent(name)),
+            _ => None,
+        }
+    }
+
+    /// How to lift it, for a hint.
+    pub fn lift(&self) -> &'static str {
+        match self {
+            KillSwitch::Workspace(_) => "an admin revives the workspace",
+            KillSwitch::Project(_) => "the project is revived",
+            KillSwitch::Agent(_) => "a planner or admin reactivates the agent",
+        }
+    }
+}
+
+impl std::fmt::Display for KillSwitch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KillSwitch::Workspace(name) => write!(f, "workspace {name}"),
+            KillSwitch::Project(name) => write!(f, "project {name}"),
+            KillSwitch::Agent(name) => write!(f, "agent {name}"),
+        }
+    }
+}
+
 /// An event about to be appended; the store assigns its sequence number.
 #[derive(Debug, Clone)]
 pub struct NewEvent<'a> {
@@ -232,6 +274,18 @@ pub trait Tx {
     fn workspaces(&mut self) -> Result<Vec<Workspace>>;
     /// A workspace by name.
     fn workspace_by_name(&mut self, name: &str) -> Result<Option<Workspace>>;
+    /// A workspace by id.
+    fn workspace(&mut self, id: &str) -> Result<Option<Workspace>>;
+    /// The kill switch that stops the work of agent `agent_id` on the tasks of project
+    /// `project_id`, if one is set: the workspace's, the project's or the agent's own (its
+    /// status `killed`), first of those in that order. One read, for heartbeats and refused
+    /// lease tokens.
+    fn kill_switch(
+        &mut self,
+        ws: &str,
+        project_id: &str,
+        agent_id: &str,
+    ) -> Result<Option<KillSwitch>>;
     /// Inserts or replaces a workspace.
     fn put_workspace(&mut self, ws: &Workspace) -> Result<()>;
 

@@ -1,11 +1,12 @@
 //! Workspaces and keys: admin routes.
 
-use crate::{ApiError, AppState, JsonBody, NoQuery, Path};
+use crate::{idempotency_key, ApiError, AppState, JsonBody, NoQuery, Path};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use baton_core::access::{KeyGrant, KeyOut, Permission};
+use baton_core::api::{WorkspaceOut, WorkspaceSettings};
 use baton_core::model::Workspace;
 use baton_core::Error;
 use serde::{Deserialize, Serialize};
@@ -17,6 +18,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create_workspace))
         .routes(routes!(create_key))
+        .routes(routes!(get_workspace, update_workspace))
         .routes(routes!(whoami))
 }
 
@@ -138,4 +140,50 @@ async fn create_key(
         .create_key(&principal.actor, &req.role, req.agent)
         .await?;
     Ok((StatusCode::CREATED, Json(key)).into_response())
+}
+
+/// A key sees its own workspace only; any other id is not found.
+fn own_workspace(actor: &baton_core::api::Actor, id: &str) -> Result<(), ApiError> {
+    if actor.workspace_id != id {
+        return Err(Error::not_found("workspace", id).into());
+    }
+    Ok(())
+}
+
+/// Read the caller's workspace (its kill switch among its fields).
+#[utoipa::path(get, path = "/v1/workspaces/{id}", tag = "admin",
+    params(("id" = String, Path, description = "The caller's workspace id (`ws_…`)")),
+    responses((status = 200, description = "The workspace", body = WorkspaceOut)))]
+async fn get_workspace(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    _: NoQuery,
+) -> Result<Json<WorkspaceOut>, ApiError> {
+    let actor = s.auth(&headers, &[Permission::Read])?.actor;
+    own_workspace(&actor, &id)?;
+    Ok(Json(s.baton.workspace(&actor)?))
+}
+
+/// Set or lift the workspace's kill switch: setting it revokes every lease in the
+/// workspace at once, and while set every claim is refused `KILLED`.
+#[utoipa::path(patch, path = "/v1/workspaces/{id}", tag = "admin",
+    params(("id" = String, Path, description = "The caller's workspace id (`ws_…`)")),
+    request_body = WorkspaceSettings,
+    responses((status = 200, description = "The workspace after the change", body = WorkspaceOut)))]
+async fn update_workspace(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: JsonBody<WorkspaceSettings>,
+) -> Result<Json<WorkspaceOut>, ApiError> {
+    let actor = s.auth(&headers, &[Permission::Admin])?.actor;
+    own_workspace(&actor, &id)?;
+    let req = body.parse()?;
+    let key = idempotency_key(&headers)?;
+    Ok(Json(
+        s.baton
+            .update_workspace(&actor, key.as_deref(), req)
+            .await?,
+    ))
 }

@@ -21,7 +21,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(register_agent))
         .routes(routes!(agent_heartbeat))
         .routes(routes!(list_agents))
-        .routes(routes!(get_agent))
+        .routes(routes!(get_agent, update_agent))
 }
 
 /// Create a project with its default policies.
@@ -158,4 +158,26 @@ async fn get_agent(
 ) -> Result<Json<AgentOut>> {
     let actor = s.auth(&headers, &[Permission::Read])?.actor;
     Ok(Json(s.baton.agent(&actor, &name)?))
+}
+
+/// Change an agent's status: `disabled` stops its claims; `killed`, its kill switch, also
+/// revokes every lease it holds at once; `active` lets it claim again.
+#[utoipa::path(patch, path = "/v1/agents/{name}", tag = "registry",
+    params(("name" = String, Path, description = "The agent's name or id (`agt_…`)")),
+    request_body = AgentSettings,
+    responses((status = 200, description = "The agent after the change", body = AgentOut)))]
+async fn update_agent(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: JsonBody<AgentSettings>,
+) -> Result<Json<AgentOut>> {
+    let actor = s.auth(&headers, &[Permission::Plan])?.actor;
+    let req = body.parse()?;
+    let key = idempotency_key(&headers)?;
+    Ok(Json(
+        s.baton
+            .update_agent(&actor, key.as_deref(), &name, req)
+            .await?,
+    ))
 }

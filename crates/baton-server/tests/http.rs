@@ -969,6 +969,27 @@ async fn every_route_checks_keys_roles_and_workspaces(backend: Backend) {
             false,
             true,
         ),
+        (
+            "PATCH",
+            format!("/v1/agents/{agent}"),
+            json!({"status": "active"}),
+            true,
+            true,
+        ),
+        (
+            "GET",
+            format!("/v1/workspaces/{ws}"),
+            json!(null),
+            false,
+            true,
+        ),
+        (
+            "PATCH",
+            format!("/v1/workspaces/{ws}"),
+            json!({"killed": false}),
+            true,
+            true,
+        ),
         ("GET", "/v1/events/stream".into(), json!(null), false, false),
         ("GET", "/v1/ws".into(), json!(null), false, false),
         ("GET", "/v1/whoami".into(), json!(null), false, false),
@@ -1212,6 +1233,88 @@ async fn projects_and_agents(backend: Backend) {
         )
         .await;
     assert_eq!((st, error_code(&v)), (StatusCode::FORBIDDEN, "FORBIDDEN"));
+
+    // An agent's kill switch: its lease is revoked at once, its claims are refused.
+    let (_, t) = s.post("/v1/tasks", json!({"title": "agent work"})).await;
+    let (_, c) = s.post("/v1/tasks/claim", json!({"agent": "w2"})).await;
+    let claimed = &c["claims"][0];
+    assert_eq!(claimed["task"]["id"], t["task"]["id"], "{c}");
+    let token = claimed["lease"]["token"].as_str().unwrap();
+    let (st, bad) = s
+        .call(
+            "PATCH",
+            "/v1/agents/w2",
+            Some(json!({"status": "gone"})),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        (st, error_code(&bad)),
+        (StatusCode::BAD_REQUEST, "INVALID_INPUT")
+    );
+    let (st, killed) = s
+        .call(
+            "PATCH",
+            "/v1/agents/w2",
+            Some(json!({"status": "killed"})),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        (st, killed["agent"]["status"].as_str()),
+        (StatusCode::OK, Some("killed"))
+    );
+    let task_path = format!("/v1/tasks/{}", t["task"]["id"].as_str().unwrap());
+    let (st, hb) = s
+        .post(&format!("{task_path}/heartbeat"), json!({"lease": token}))
+        .await;
+    assert_eq!(
+        (st, error_code(&hb)),
+        (StatusCode::FORBIDDEN, "KILLED"),
+        "{hb}"
+    );
+    let (st, refused) = s.post("/v1/tasks/claim", json!({"agent": "w2"})).await;
+    assert_eq!(
+        (st, error_code(&refused)),
+        (StatusCode::FORBIDDEN, "KILLED")
+    );
+    assert!(refused["error"]["hint"].is_string(), "{refused}");
+    let (_, task) = s.get(&task_path).await;
+    assert_eq!(task["task"]["status"], "ready", "back in the queue");
+
+    // The workspace's: an admin sets it; every claim is refused until it is lifted.
+    let (_, me) = s.get("/v1/whoami").await;
+    let ws_path = format!("/v1/workspaces/{}", me["workspace_id"].as_str().unwrap());
+    let planner = format!("Bearer {}", s.key("planner", None).await);
+    let (st, v) = s
+        .call(
+            "PATCH",
+            &ws_path,
+            Some(json!({"killed": true})),
+            &[("authorization", planner.as_str())],
+        )
+        .await;
+    assert_eq!((st, error_code(&v)), (StatusCode::FORBIDDEN, "FORBIDDEN"));
+    let (st, ws) = s
+        .call("PATCH", &ws_path, Some(json!({"killed": true})), &[])
+        .await;
+    assert_eq!(
+        (st, ws["workspace"]["killed"].as_bool()),
+        (StatusCode::OK, Some(true))
+    );
+    let (_, read) = s.get(&ws_path).await;
+    assert_eq!(read["workspace"]["killed"], true);
+    let (st, refused) = s.post("/v1/tasks/claim", json!({"agent": "w3"})).await;
+    assert_eq!(
+        (st, error_code(&refused)),
+        (StatusCode::FORBIDDEN, "KILLED")
+    );
+    s.call("PATCH", &ws_path, Some(json!({"killed": false})), &[])
+        .await;
+    let (st, again) = s.post("/v1/tasks/claim", json!({"agent": "w3"})).await;
+    assert_eq!(st, StatusCode::OK, "{again}");
+    assert_eq!(again["claims"].as_array().map(Vec::len), Some(1), "{again}");
+
     // Every change above is in the log, so a replay rebuilds the same projects and agents.
     let (_, events) = s.get("/v1/events?limit=1000").await;
     let kinds: Vec<&str> = events["events"]
@@ -1220,7 +1323,15 @@ async fn projects_and_agents(backend: Backend) {
         .iter()
         .map(|e| e["type"].as_str().unwrap())
         .collect();
-    assert!(kinds.contains(&"project.updated") && kinds.contains(&"agent.registered"));
+    for kind in [
+        "project.updated",
+        "agent.registered",
+        "agent.updated",
+        "workspace.updated",
+        "task.lease_revoked",
+    ] {
+        assert!(kinds.contains(&kind), "{kind} in {kinds:?}");
+    }
 }
 
 /// The OpenAPI document is 3.1, served at `/openapi.json` without a key, and names every

@@ -13,6 +13,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema_3_runs.sql"),
     include_str!("schema_4_caps.sql"),
     include_str!("schema_5_floor.sql"),
+    include_str!("schema_6_kill.sql"),
 ];
 
 /// An arbitrary constant: the advisory lock that serialises migrations.

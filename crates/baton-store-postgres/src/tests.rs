@@ -757,9 +757,12 @@ fn replay_shows_a_counter_that_disagrees_with_the_log() {
     );
 }
 
-/// Takes a store at the current version back to version 4 (the claim floor's triggers and
-/// columns gone), as the migration tests start from older versions.
-const BACK_TO_4: &str = "DROP TRIGGER tasks_inserted_lower_floor ON tasks;
+/// Takes a store at the current version back to version 4 (the workspace's kill switch,
+/// the claim floor's triggers and columns gone), as the migration tests start from older
+/// versions.
+const BACK_TO_4: &str = "ALTER TABLE workspaces DROP COLUMN killed;
+     UPDATE workspaces SET body = replace(body, ',\"killed\":false}', '}');
+     DROP TRIGGER tasks_inserted_lower_floor ON tasks;
      DROP TRIGGER tasks_updated_lower_floor ON tasks; DROP FUNCTION baton_lower_floor();
      ALTER TABLE workspaces DROP COLUMN ready_gen, DROP COLUMN floor_neg, DROP COLUMN floor_due,
          DROP COLUMN floor_id;
@@ -767,12 +770,13 @@ const BACK_TO_4: &str = "DROP TRIGGER tasks_inserted_lower_floor ON tasks;
 
 /// A store at schema version 1 with tasks in it is migrated to the current version when
 /// opened: the status index is replaced by the partial ones (version 2), the runs are keyed
-/// by task (version 3), the claim floor starts below every key (version 5), and listing by
+/// by task (version 3), the claim floor starts below every key (version 5), the workspace
+/// gains its kill switch, off (version 6), and listing by
 /// status and reading runs still find what was there. A replica that starts while another
 /// holds the migration lock for longer than the connections' lock timeout waits for it
 /// instead of failing.
 #[test]
-fn versions_2_to_5_replace_indexes_and_starters_wait_for_them() {
+fn versions_2_to_6_replace_indexes_and_starters_wait_for_them() {
     let Some((url, ws, parent, child, other)) = fixture() else {
         return;
     };
@@ -803,7 +807,19 @@ fn versions_2_to_5_replace_indexes_and_starters_wait_for_them() {
     let store = PgStore::open(&url).expect("waits for the lock, then migrates");
     holder.join().expect("holder");
 
-    assert_eq!(migrate::version(&mut conn).expect("version"), 5);
+    assert_eq!(migrate::version(&mut conn).expect("version"), 6);
+    // Version 6: the switch is off, in the column and in the body as the model writes it.
+    let Conn { rt, pg } = &mut conn;
+    let (killed, body): (bool, String) = rt
+        .block_on(
+            sqlx::query_as("SELECT killed, body FROM workspaces WHERE id = $1")
+                .bind(&ws)
+                .fetch_one(&mut *pg),
+        )
+        .expect("the workspace");
+    let workspace: baton_core::model::Workspace = serde_json::from_str(&body).expect("body");
+    assert!(!killed && !workspace.killed);
+    assert_eq!(serde_json::to_string(&workspace).expect("json"), body);
     // Version 5's claim floor starts below every key: no ready task is passed over.
     assert_eq!(
         floor_of(&url, &ws),
@@ -973,7 +989,7 @@ fn version_4_files_tasks_under_their_capabilities() {
     )
     .expect("back to version 3");
     let store = PgStore::open(&url).expect("migrates");
-    assert_eq!(migrate::version(&mut conn).expect("version"), 5);
+    assert_eq!(migrate::version(&mut conn).expect("version"), 6);
     let Conn { rt: crt, pg } = &mut conn;
     for task in &tasks {
         let stored: String = crt

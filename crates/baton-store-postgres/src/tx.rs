@@ -25,7 +25,9 @@ use crate::flush::{EventRow, Lens, Observed, Pending, RunRow, TaskRow};
 use crate::Conn;
 use baton_core::error::{Code, Error, Result};
 use baton_core::model::*;
-use baton_core::store::{claim_key, Loads, LockMode, NewEvent, TaskColumns, TaskFilter, Tx};
+use baton_core::store::{
+    claim_key, KillSwitch, Loads, LockMode, NewEvent, TaskColumns, TaskFilter, Tx,
+};
 use baton_core::time::Millis;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -569,6 +571,7 @@ impl<'a> PgTx<'a> {
              WHERE t.workspace_id = $1 AND t.caps = {set} AND t.status = 'ready'{floor}
                AND (t.not_before IS NULL OR t.not_before <= $2)
                AND t.project_id NOT IN (SELECT id FROM projects WHERE workspace_id = $1 AND killed)
+               AND NOT EXISTS (SELECT 1 FROM workspaces WHERE id = $1 AND killed)
                AND NOT EXISTS (SELECT 1 FROM tasks AS c WHERE c.workspace_id = $1 AND c.parent_id = t.id
                                AND c.status NOT IN ('done', 'failed', 'canceled'))",
         );
@@ -826,13 +829,49 @@ impl Tx for PgTx<'_> {
         self.one("SELECT body FROM workspaces WHERE name = $1", &[t(name)])
     }
 
+    fn workspace(&mut self, id: &str) -> Result<Option<Workspace>> {
+        self.scoped_one(id, "SELECT body FROM workspaces WHERE id = $1", &[t(id)])
+    }
+
     fn put_workspace(&mut self, ws: &Workspace) -> Result<()> {
         self.exec(
-            "INSERT INTO workspaces (id, name, body) VALUES ($1, $2, $3)
-             ON CONFLICT (id) DO UPDATE SET name = excluded.name, body = excluded.body",
-            &[t(&ws.id), t(&ws.name), Arg::Text(Some(to_json(ws)?))],
+            "INSERT INTO workspaces (id, name, killed, body) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (id) DO UPDATE SET name = excluded.name, killed = excluded.killed,
+                                            body = excluded.body",
+            &[
+                t(&ws.id),
+                t(&ws.name),
+                Arg::Bool(ws.killed),
+                Arg::Text(Some(to_json(ws)?)),
+            ],
         )?;
         self.lock(&ws.id)
+    }
+
+    fn kill_switch(
+        &mut self,
+        ws: &str,
+        project_id: &str,
+        agent_id: &str,
+    ) -> Result<Option<KillSwitch>> {
+        self.lock(ws)?;
+        let rows = self.rows_now(
+            "SELECT 'workspace', name FROM workspaces WHERE id = $1 AND killed
+             UNION ALL
+             SELECT 'project', name FROM projects WHERE workspace_id = $1 AND id = $2 AND killed
+             UNION ALL
+             SELECT 'agent', name FROM agents
+              WHERE workspace_id = $1 AND id = $3 AND body::jsonb ->> 'status' = 'killed'",
+            &[t(ws), t(project_id), t(agent_id)],
+        )?;
+        for row in rows {
+            let kind: String = row.try_get(0).map_err(db_err)?;
+            let name: String = row.try_get(1).map_err(db_err)?;
+            if let Some(switch) = KillSwitch::from_row(&kind, name) {
+                return Ok(Some(switch));
+            }
+        }
+        Ok(None)
     }
 
     fn project(&mut self, ws: &str, id_or_name: &str) -> Result<Option<Project>> {

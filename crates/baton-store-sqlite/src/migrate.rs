@@ -13,6 +13,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema_3_seq.sql"),
     include_str!("schema_4_runs.sql"),
     include_str!("schema_5_caps.sql"),
+    include_str!("schema_6_kill.sql"),
 ];
 
 /// Brings the schema up to the newest version.
@@ -234,6 +235,39 @@ mod tests {
         assert_eq!(ids(None), ["tsk_b", "tsk_c", "tsk_a"]);
         assert_eq!(ids(Some(&[])), ["tsk_a"]);
         assert_eq!(ids(Some(&["gpu".to_string()])), ["tsk_c", "tsk_a"]);
+    }
+
+    /// A workspace written at version 5 is alive at version 6: its kill switch off in the
+    /// column and in the body, as the model writes it (so a replayed row equals it).
+    #[test]
+    fn version_6_gives_workspaces_their_kill_switch_off() {
+        use baton_core::store::Tx;
+        let conn = at_version_2(0, 0);
+        for (i, sql) in MIGRATIONS[2..5].iter().enumerate() {
+            conn.execute_batch(sql).expect("older version");
+            conn.execute_batch(&format!("PRAGMA user_version = {}", i + 3))
+                .expect("version");
+        }
+        let old = r#"{"id":"ws_1","name":"default","created_at":"2026-11-25T00:00:00.000Z"}"#;
+        conn.execute("UPDATE workspaces SET body = ?1", [old])
+            .expect("workspace at version 5");
+        migrate(&conn).expect("migrate");
+        assert_eq!(version(&conn), MIGRATIONS.len() as i64);
+        let (killed, body): (bool, String) = conn
+            .query_row("SELECT killed, body FROM workspaces", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .expect("the workspace");
+        let mut tx = crate::tx::SqliteTx::new(&conn, crate::tx::Numbering::default());
+        let mut ws = tx.workspace("ws_1").expect("read").expect("there");
+        assert!(!killed && !ws.killed);
+        assert_eq!(serde_json::to_string(&ws).expect("json"), body);
+        ws.killed = true;
+        tx.put_workspace(&ws).expect("kill");
+        assert_eq!(
+            tx.kill_switch("ws_1", "prj_1", "agt_1").expect("read"),
+            Some(baton_core::store::KillSwitch::Workspace("default".into()))
+        );
     }
 
     /// A counter ahead of its log (numbers handed out that the log lost) stops the migration

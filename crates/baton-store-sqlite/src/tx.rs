@@ -3,7 +3,7 @@
 use crate::columns;
 use baton_core::model::*;
 use baton_core::state::Status;
-use baton_core::store::{caps_within, NewEvent, TaskColumns, TaskFilter, Tx};
+use baton_core::store::{caps_within, KillSwitch, NewEvent, TaskColumns, TaskFilter, Tx};
 use baton_core::time::Millis;
 use baton_core::{Error, Result};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -196,6 +196,7 @@ impl SqliteTx<'_> {
              WHERE t.workspace_id = +?1 AND t.caps = +?2
                AND t.status = 'ready' AND (t.not_before IS NULL OR t.not_before <= +?3)
                AND t.project_id NOT IN (SELECT id FROM projects WHERE workspace_id = +?1 AND killed = 1)
+               AND NOT EXISTS (SELECT 1 FROM workspaces WHERE id = +?1 AND killed = 1)
                AND NOT EXISTS (SELECT 1 FROM tasks AS c WHERE c.workspace_id = +?1 AND c.parent_id = t.id
                                AND c.status NOT IN ('done', 'failed', 'canceled'))
              ORDER BY t.neg_priority, t.due_key, t.id LIMIT {limit}"
@@ -246,13 +247,50 @@ impl Tx for SqliteTx<'_> {
         self.one("SELECT body FROM workspaces WHERE name = +?1", [name])
     }
 
+    fn workspace(&mut self, id: &str) -> Result<Option<Workspace>> {
+        self.one("SELECT body FROM workspaces WHERE id = +?1", [id])
+    }
+
     fn put_workspace(&mut self, ws: &Workspace) -> Result<()> {
         self.exec(
-            "INSERT INTO workspaces (id, name, body) VALUES (?1, ?2, ?3)
-             ON CONFLICT (id) DO UPDATE SET name = excluded.name, body = excluded.body",
-            params![ws.id, ws.name, to_json(ws)?],
+            "INSERT INTO workspaces (id, name, killed, body) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (id) DO UPDATE SET name = excluded.name, killed = excluded.killed,
+                                            body = excluded.body",
+            params![ws.id, ws.name, ws.killed, to_json(ws)?],
         )?;
         Ok(())
+    }
+
+    fn kill_switch(
+        &mut self,
+        ws: &str,
+        project_id: &str,
+        agent_id: &str,
+    ) -> Result<Option<KillSwitch>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT 'workspace', name FROM workspaces WHERE id = +?1 AND killed = 1
+                 UNION ALL
+                 SELECT 'project', name FROM projects
+                  WHERE workspace_id = +?1 AND id = +?2 AND killed = 1
+                 UNION ALL
+                 SELECT 'agent', name FROM agents
+                  WHERE workspace_id = +?1 AND id = +?3 AND body ->> '$.status' = 'killed'",
+            )
+            .map_err(db_err)?;
+        let rows = stmt
+            .query_map([ws, project_id, agent_id], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })
+            .map_err(db_err)?;
+        for row in rows {
+            let (kind, name) = row.map_err(db_err)?;
+            if let Some(switch) = KillSwitch::from_row(&kind, name) {
+                return Ok(Some(switch));
+            }
+        }
+        Ok(None)
     }
 
     fn project(&mut self, ws: &str, id_or_name: &str) -> Result<Option<Project>> {

@@ -8,6 +8,7 @@ use crate::error::{Code, Error, Result};
 use crate::id::{new_id, new_secret, sha256_hex};
 use crate::model::*;
 use crate::state::{self, BlockedReason, Op, Status};
+use crate::store::KillSwitch;
 use crate::time::{format_rfc3339, Duration, Millis};
 use serde_json::json;
 
@@ -104,15 +105,15 @@ fn lease_deadline(task: &Task, run_started_at: Millis, now: Millis, ttl: Duratio
         .map_or(by_ttl, |timeout| by_ttl.min(run_started_at + timeout.ms()))
 }
 
-/// Takes the lease of `task` away for its project's kill switch: the run ends `revoked`,
-/// the attempt is not counted (as a release), and the task waits for a claimer again, which
-/// it cannot have while the project is killed. The holder's next lease operation is
+/// Takes the lease of `task` away for a kill switch just set: the run ends `revoked`, the
+/// attempt is not counted (as a release), and the task waits for a claimer again (another
+/// agent's, when the switch was its holder's). The holder's next lease operation is
 /// `KILLED`.
-pub fn revoke(ctx: &mut Ctx<'_>, task: &mut Task, project: &str) -> Result<()> {
+pub fn revoke(ctx: &mut Ctx<'_>, task: &mut Task, switch: &KillSwitch) -> Result<()> {
     let Some(lease) = task.lease.take() else {
         return Ok(());
     };
-    let why = format!("project {project} was killed: its leases were revoked");
+    let why = format!("{switch} was killed: its leases were revoked");
     let mut extra = Vec::new();
     if let Some(mut run) = ctx.tx.run(ctx.ws, &task.id, &lease.run_id)? {
         run.status = RunStatus::Revoked;
@@ -167,8 +168,8 @@ pub fn claim(ctx: &mut Ctx<'_>, req: &ClaimRequest) -> Result<Claims> {
     if agent.status != "active" {
         return Err(Error::new(
             Code::Killed,
-            format!("agent {} is {}", agent.name, agent.status),
-            "ask a planner or admin to reactivate the agent",
+            format!("agent {} is {}: it may not claim", agent.name, agent.status),
+            "stop claiming as this agent until a planner or admin sets its status back to active",
         ));
     }
     // The store returns only tasks whose required capabilities the agent has (it seeks
@@ -198,6 +199,16 @@ pub fn claim(ctx: &mut Ctx<'_>, req: &ClaimRequest) -> Result<Claims> {
             continue;
         }
         claims.push(grant(ctx, task, &mut agent, req)?);
+    }
+    // A killed workspace offers nothing (the stores leave its tasks out); the claimer is
+    // told why rather than left waiting.
+    if claims.is_empty() {
+        if let Some(ws) = ctx.tx.workspace(ctx.ws)?.filter(|w| w.killed) {
+            return Err(killed(
+                &KillSwitch::Workspace(ws.name),
+                "no task in it may be claimed",
+            ));
+        }
     }
     Ok(Claims { claims })
 }
@@ -341,32 +352,40 @@ fn leased(ctx: &mut Ctx<'_>, id: &str, token: &str) -> Result<(Task, Run)> {
 }
 
 /// Why a refused lease token was refused, when the reason is a kill switch: the task's
-/// newest run was revoked by its project's switch, which is still set (`KILLED`, so the
-/// holder knows to stop). Read only once a token is refused.
+/// newest run was revoked by a switch that is still set (`KILLED`, so the holder knows to
+/// stop). Read only once a token is refused.
 pub(crate) fn revoked_by_kill(ctx: &mut Ctx<'_>, task: &Task) -> Result<Option<Error>> {
-    let revoked = ctx
-        .tx
-        .runs_of(ctx.ws, &task.id, 1)?
-        .first()
-        .is_some_and(|r| r.status == RunStatus::Revoked);
-    if !revoked {
+    let runs = ctx.tx.runs_of(ctx.ws, &task.id, 1)?;
+    let Some(run) = runs.first().filter(|r| r.status == RunStatus::Revoked) else {
         return Ok(None);
-    }
-    Ok(ctx
+    };
+    let switch = ctx
         .tx
-        .project(ctx.ws, &task.project_id)?
-        .filter(|p| p.killed)
-        .map(|p| {
-            Error::new(
-                Code::Killed,
-                format!(
-                    "project {} is killed: the lease on task {} was revoked",
-                    p.name, task.id
-                ),
-                "stop work on this task; it is claimable again once the project is revived",
-            )
-            .with_details(json!({ "status": task.status.as_str(), "epoch": task.epoch }))
-        }))
+        .kill_switch(ctx.ws, &task.project_id, &run.agent_id)?;
+    Ok(switch.map(|switch| {
+        killed(
+            &switch,
+            &format!("the lease on task {} was revoked", task.id),
+        )
+        .with_details(json!({ "status": task.status.as_str(), "epoch": task.epoch }))
+    }))
+}
+
+/// `KILLED`: `switch` is set, so `what` happened.
+fn killed(switch: &KillSwitch, what: &str) -> Error {
+    let hint = match switch {
+        KillSwitch::Workspace(_) => {
+            "stop work; nothing in the workspace is claimable until an admin revives it"
+        }
+        KillSwitch::Project(_) => {
+            "stop work on this task; it is claimable again once the project is revived"
+        }
+        KillSwitch::Agent(_) => {
+            "stop all work as this agent: its tasks went back to the queue for others, and \
+             it may claim again once a planner or admin reactivates it"
+        }
+    };
+    Error::new(Code::Killed, format!("{switch} is killed: {what}"), hint)
 }
 
 /// A lease operation on a `claimed` task that only an `in_progress` task accepts starts it.
@@ -440,12 +459,12 @@ pub fn heartbeat(ctx: &mut Ctx<'_>, id: &str, token: &str, hb: &Heartbeat) -> Re
         signals.push("context_changed".to_string());
         run.seen_version = task.version;
     }
-    // The kill switch revokes leases as it is set; a lease it missed (a kill set by an
+    // A kill switch revokes leases as it is set; a lease it missed (a kill set by an
     // older version) still hears of it here.
     if ctx
         .tx
-        .project(ctx.ws, &task.project_id)?
-        .is_some_and(|p| p.killed)
+        .kill_switch(ctx.ws, &task.project_id, &run.agent_id)?
+        .is_some()
     {
         signals.push("killed".into());
     }

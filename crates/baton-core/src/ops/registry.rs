@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::id::new_id;
 use crate::model::*;
 use crate::state::Status;
-use crate::store::TaskFilter;
+use crate::store::{KillSwitch, TaskFilter};
 use crate::time::Duration;
 use serde_json::json;
 
@@ -56,21 +56,28 @@ pub fn update_project(ctx: &mut Ctx<'_>, id: &str, req: ProjectSettings) -> Resu
     // Every time it is set, not only when it changes: leases a kill missed (made by an
     // older version, say) are revoked by setting it again.
     if project.killed && req.killed == Some(true) {
-        revoke_leases(ctx, &project)?;
+        let switch = KillSwitch::Project(project.name.clone());
+        revoke_leases(ctx, &switch, Some(&project.id), |_| true)?;
     }
     Ok(ProjectOut { project })
 }
 
-/// The kill switch takes effect at once (DESIGN §4): every lease on the project's tasks is
-/// revoked in the transaction that sets it.
-fn revoke_leases(ctx: &mut Ctx<'_>, project: &Project) -> Result<()> {
+/// A kill switch takes effect at once (DESIGN §4): every lease it covers (on the tasks of
+/// `project_id`, or of the whole workspace, held by those `held_by` picks) is revoked in
+/// the transaction that sets it.
+fn revoke_leases(
+    ctx: &mut Ctx<'_>,
+    switch: &KillSwitch,
+    project_id: Option<&str>,
+    held_by: impl Fn(&Lease) -> bool,
+) -> Result<()> {
     const PAGE: u32 = 500;
     for status in [Status::Claimed, Status::InProgress, Status::Waiting] {
         let mut after = None;
         loop {
             let filter = TaskFilter {
                 status: Some(status),
-                project_id: Some(project.id.clone()),
+                project_id: project_id.map(str::to_string),
                 after_id: after.take(),
                 limit: PAGE,
                 ..Default::default()
@@ -79,11 +86,16 @@ fn revoke_leases(ctx: &mut Ctx<'_>, project: &Project) -> Result<()> {
             let full = page.len() == PAGE as usize;
             after = page.last().map(|t| t.id.clone());
             for task in page {
+                if !task.lease.as_ref().is_some_and(&held_by) {
+                    continue;
+                }
                 if let Some(mut task) = ctx.tx.task_for_update(ctx.ws, &task.id)? {
                     // A lease that lapsed already expires as it would have (the attempt
                     // counts); only a live one is revoked.
                     super::lease::expire_if_due(ctx, &mut task)?;
-                    super::lease::revoke(ctx, &mut task, &project.name)?;
+                    if task.lease.as_ref().is_some_and(&held_by) {
+                        super::lease::revoke(ctx, &mut task, switch)?;
+                    }
                 }
             }
             if !full {
@@ -124,6 +136,69 @@ pub fn register_agent(ctx: &mut Ctx<'_>, req: RegisterAgent) -> Result<AgentOut>
         ctx.emit("agent.updated", None, json!({ "agent": agent }))?;
     }
     Ok(AgentOut { agent })
+}
+
+/// The statuses an agent can have: it claims only while `active`.
+pub const AGENT_STATUSES: [&str; 3] = ["active", "disabled", "killed"];
+
+/// Changes an agent's status: `disabled` stops its claims, `killed` also revokes every
+/// lease it holds at once (DESIGN §4), `active` lets it claim again.
+pub fn update_agent(ctx: &mut Ctx<'_>, name: &str, req: AgentSettings) -> Result<AgentOut> {
+    super::check_name("agent", name, 200)?;
+    if let Some(status) = &req.status {
+        if !AGENT_STATUSES.contains(&status.as_str()) {
+            return Err(Error::invalid(
+                format!("unknown agent status '{status}'"),
+                format!("use one of: {}", AGENT_STATUSES.join(", ")),
+            ));
+        }
+    }
+    let mut agent = ctx
+        .tx
+        .agent(ctx.ws, name)?
+        .ok_or_else(|| Error::not_found("agent", name))?;
+    let Some(status) = req.status else {
+        return Ok(AgentOut { agent });
+    };
+    if agent.status != status {
+        agent.status = status;
+        ctx.tx.put_agent(&agent)?;
+        ctx.emit("agent.updated", None, json!({ "agent": agent }))?;
+    }
+    // Every time it is set, as a project's switch: leases a kill missed are revoked too.
+    if agent.status == "killed" {
+        let switch = KillSwitch::Agent(agent.name.clone());
+        revoke_leases(ctx, &switch, None, |lease| lease.agent_id == agent.id)?;
+    }
+    Ok(AgentOut { agent })
+}
+
+/// The caller's workspace.
+pub fn workspace(ctx: &mut Ctx<'_>) -> Result<WorkspaceOut> {
+    let workspace = ctx
+        .tx
+        .workspace(ctx.ws)?
+        .ok_or_else(|| Error::not_found("workspace", ctx.ws))?;
+    Ok(WorkspaceOut { workspace })
+}
+
+/// Sets or lifts the workspace's kill switch: setting it revokes every lease in the
+/// workspace at once and refuses every claim while set (DESIGN §4).
+pub fn update_workspace(ctx: &mut Ctx<'_>, req: WorkspaceSettings) -> Result<WorkspaceOut> {
+    let mut workspace = workspace(ctx)?.workspace;
+    let Some(killed) = req.killed else {
+        return Ok(WorkspaceOut { workspace });
+    };
+    if workspace.killed != killed {
+        workspace.killed = killed;
+        ctx.tx.put_workspace(&workspace)?;
+        ctx.emit("workspace.updated", None, json!({ "workspace": workspace }))?;
+    }
+    if killed {
+        let switch = KillSwitch::Workspace(workspace.name.clone());
+        revoke_leases(ctx, &switch, None, |_| true)?;
+    }
+    Ok(WorkspaceOut { workspace })
 }
 
 /// Records that an agent is alive. `last_seen_at` moves only when it is older than
