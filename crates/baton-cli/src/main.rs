@@ -198,11 +198,19 @@ pub(crate) fn open_cli(cli: &Cli) -> Result<Baton, Error> {
         Some(url) => {
             let options = baton_store_postgres::Options {
                 synchronous_commit: durability(&cli.durability)? == Durability::Full,
+                ..Default::default()
             };
-            Ok(Baton::new(
-                baton_store_postgres::PgStore::open_with(url, options)?,
-                Arc::new(SystemClock),
-            ))
+            let store = baton_store_postgres::PgStore::open_with(url, options)?;
+            // Every replica reads time as the database does (leases mean the same moment
+            // to all of them); a host far off is worth a word.
+            let clock = store.clock();
+            if clock.offset_ms().abs() >= 1000 {
+                eprintln!(
+                    "baton: this host's clock is {:.1} s off PostgreSQL's; baton runs by the database's",
+                    clock.offset_ms() as f64 / 1000.0
+                );
+            }
+            Ok(Baton::new(store, Arc::new(clock)))
         }
         None => open(&data_dir(cli), durability(&cli.durability)?),
     }

@@ -403,7 +403,7 @@ impl Client<'_> {
         }
         let resp = req.send().await.map_err(|e| {
             Error::new(
-                Code::Busy,
+                Code::Unavailable,
                 format!("cannot reach {}: {e}", self.base),
                 "check --server / BATON_SERVER and that baton serve runs",
             )

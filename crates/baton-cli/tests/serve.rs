@@ -34,15 +34,17 @@ fn free_port() -> u16 {
 }
 
 /// Starts `baton serve` on the store in `dir`; returns the process and its address.
+/// Starts `baton serve` on the store in `dir`; its standard error goes to `dir/serve.log`.
 fn start_server(dir: &std::path::Path) -> (std::process::Child, String) {
     let addr = format!("127.0.0.1:{}", free_port());
+    let log = std::fs::File::create(dir.join("serve.log")).expect("serve.log");
     let server = Command::new(BATON)
         .arg("--data-dir")
         .arg(dir)
         .args(["serve", "--listen", &addr])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .expect("start baton serve");
     (server, addr)
@@ -486,5 +488,7 @@ async fn sigterm_ends_streams_and_waiting_claims() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(exit.success(), "{exit:?}");
+    let log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap();
+    assert!(!log.contains("panicked"), "a clean shutdown: {log}");
     drop(half);
 }

@@ -1265,6 +1265,29 @@ async fn idempotency_keys(env: Env) {
         .await
         .unwrap_err();
     assert_eq!(err.code, Code::IdempotencyMismatch);
+    // Plans key their tasks `plan:<name>:<ref>`: a request may not take such a key (it
+    // would collide with, or take over, a plan's task).
+    let plan = env
+        .baton
+        .apply_plan(
+            &env.actor,
+            None,
+            baton_core::ops::plan::parse(r#"{"name": "p", "tasks": [{"ref": "a", "title": "A"}]}"#)
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let events = env.event_count();
+    for key in ["plan:p:a", "plan:p:b"] {
+        let err = env
+            .baton
+            .create_task(&env.actor, Some(key), req())
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, Code::InvalidInput, "{key}: {err}");
+    }
+    assert_eq!(env.event_count(), events, "refused, nothing written");
+    assert_eq!(env.get(&plan.tasks[0].task.id).title, "A");
     // Lease operations too: a retried completion returns the stored answer.
     let c = env.claim("w").await.unwrap();
     let a = env

@@ -14,7 +14,7 @@ use crate::store::Store;
 use crate::time::Clock;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 
 /// How often the dispatcher looks without a wake-up: covers commits made by other
 /// processes on the same file and backoffs running out.
@@ -92,6 +92,7 @@ impl Waiters {
         mut capabilities: Vec<String>,
         store: &Arc<dyn Store>,
         clock: &Arc<dyn Clock>,
+        closing: watch::Receiver<bool>,
     ) -> Registration {
         capabilities.sort_unstable();
         capabilities.dedup();
@@ -108,7 +109,8 @@ impl Waiters {
         });
         if !inner.dispatching {
             inner.dispatching = true;
-            tokio::spawn(dispatch(self.clone(), store.clone(), clock.clone()));
+            let (store, clock) = (store.clone(), clock.clone());
+            tokio::spawn(dispatch(self.clone(), store, clock, closing));
         }
         Registration {
             waiters: self.clone(),
@@ -149,8 +151,15 @@ impl Waiters {
 }
 
 /// The dispatcher: after each commit or tick, wakes as many idle waiters of each group as
-/// the group could claim tasks. Ends when nobody waits.
-async fn dispatch(waiters: Arc<Waiters>, store: Arc<dyn Store>, clock: Arc<dyn Clock>) {
+/// the group could claim tasks. Ends when nobody waits, or when the engine closes (a
+/// server shutting down: its runtime's timers may be gone by the next tick, and the
+/// waiting claims are answered by the close).
+async fn dispatch(
+    waiters: Arc<Waiters>,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    mut closing: watch::Receiver<bool>,
+) {
     // However this task ends (its runtime shutting down, a panic), the next waiter to
     // register starts another.
     let mut running = Running {
@@ -174,9 +183,18 @@ async fn dispatch(waiters: Arc<Waiters>, store: Arc<dyn Store>, clock: Arc<dyn C
                 waiters.wake(&workspace_id, &capabilities, work.min(idle));
             }
         }
+        // Looked at after the reads above, which block: the close may have come meanwhile.
+        if *closing.borrow_and_update() {
+            return;
+        }
         tokio::select! {
             _ = &mut committed => {}
             _ = tokio::time::sleep(tick) => {}
+            changed = closing.changed() => {
+                if changed.is_err() {
+                    return; // the engine is gone
+                }
+            }
         }
     }
 }

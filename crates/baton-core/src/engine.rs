@@ -673,9 +673,13 @@ impl Baton {
             // As the claim will store them (trimmed), so the group matches its claims.
             ops::check_tags("capabilities", &req.capabilities)?
         };
-        Ok(self
-            .waiters
-            .register(&actor.workspace_id, capabilities, &self.store, &self.clock))
+        Ok(self.waiters.register(
+            &actor.workspace_id,
+            capabilities,
+            &self.store,
+            &self.clock,
+            self.closing.subscribe(),
+        ))
     }
 
     /// Runs a lease operation: the token must be the task's current lease.
@@ -1138,6 +1142,15 @@ fn check_idempotency_key(key: Option<&str>) -> Result<()> {
                 "use a UUID or a short unique string",
             ))
         }
+        // A task created under a key keeps it, where plans keep theirs: a request key must
+        // never name (and so take over) a plan's task.
+        Some(k) if k.starts_with(ops::plan::KEY_PREFIX) => Err(Error::invalid(
+            format!(
+                "idempotency keys starting with '{}' are reserved for plans' tasks",
+                ops::plan::KEY_PREFIX
+            ),
+            "use a UUID or another prefix",
+        )),
         _ => Ok(()),
     }
 }

@@ -61,6 +61,7 @@ codes! {
     Forbidden => "FORBIDDEN", 403, false;
     RateLimited => "RATE_LIMITED", 429, true;
     Busy => "BUSY", 503, true;
+    Unavailable => "UNAVAILABLE", 503, true;
     Storage => "STORAGE", 500, true;
     Internal => "INTERNAL", 500, false;
 }

@@ -46,7 +46,7 @@ const ERRORS: [(&str, &str); 7] = [
     ("401", "No API key, or one that is not valid"),
     (
         "403",
-        "The key's role may not do this, or the project is killed",
+        "The key's role may not do this, or a kill switch (the project's, the agent's or the workspace's) is set",
     ),
     (
         "404",
@@ -59,7 +59,7 @@ const ERRORS: [(&str, &str); 7] = [
     ),
     (
         "503",
-        "The store is shutting down or overloaded; retry (error.retryable is true)",
+        "BUSY: the store is shutting down or overloaded; UNAVAILABLE: the database cannot be reached now (down, restarting, not answering). Retry with backoff (error.retryable is true); a write cut off by UNAVAILABLE may have committed, so retry writes with the same Idempotency-Key",
     ),
 ];
 

@@ -6,7 +6,6 @@
 //! and [`Pending::flush`] writes them all in one statement: an `UNNEST` upsert per table in
 //! data-modifying `WITH` clauses, and the events numbered under the workspace row's lock.
 
-use crate::tx::db_err;
 use crate::Conn;
 use baton_core::error::{Error, Result};
 use baton_core::store::TaskColumns;
@@ -375,8 +374,13 @@ fn send(
             Col::OneInt(v) => q.bind(v),
         };
     }
-    let Conn { rt, pg } = conn;
-    let done = rt.block_on(q.execute(&mut *pg)).map_err(db_err)?;
+    let Conn {
+        rt,
+        pg,
+        limit,
+        broken,
+    } = conn;
+    let done = crate::within(rt, *limit, broken, q.execute(&mut *pg))?;
     if let Some(group) = events {
         if done.rows_affected() != group.len() as u64 {
             return Err(Error::not_found("workspace", &group[0].ws));

@@ -25,6 +25,7 @@
 //! flushes, which would keep the writers from sharing one.
 
 mod claiming;
+mod clock;
 mod flush;
 mod migrate;
 #[cfg(test)]
@@ -34,6 +35,7 @@ mod tx;
 use baton_core::store::{Loads, LockMode, Store, Tx, WriteJob};
 use baton_core::{Code, Error, Result};
 use claiming::{ClaimSlot, Claiming};
+pub use clock::DatabaseClock;
 use sqlx::Connection;
 use std::sync::{mpsc, Arc, Condvar, Mutex, Weak};
 use std::time::Duration;
@@ -99,10 +101,61 @@ fn with_host(url: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// How long one round trip may wait for PostgreSQL's answer before it fails `UNAVAILABLE`:
+/// a server that stops answering without closing the connection (a stalled host, a
+/// network partition) must not hold requests, the writers and `/readyz` forever. The
+/// statements of requests take milliseconds; whole-table reads (replay) and migrations run
+/// without it.
+pub(crate) const ROUND_TRIP_LIMIT: Duration = Duration::from_secs(30);
+
+/// Reads the server's clock into `clock` (see [`DatabaseClock`]).
+fn read_clock(conn: &mut Conn, clock: &DatabaseClock) -> Result<()> {
+    let before = clock::wall();
+    let Conn {
+        rt,
+        pg,
+        limit,
+        broken,
+    } = conn;
+    let query = sqlx::query_scalar::<_, i64>(clock::QUERY).fetch_one(&mut *pg);
+    let server = within(rt, *limit, broken, query)?;
+    clock.observe(before, server, clock::wall());
+    Ok(())
+}
+
 /// A connection and the runtime that drives it.
 pub(crate) struct Conn {
     pub(crate) rt: tokio::runtime::Runtime,
     pub(crate) pg: sqlx::PgConnection,
+    /// The longest wait for one answer ([`ROUND_TRIP_LIMIT`], or none).
+    pub(crate) limit: Option<Duration>,
+    /// A round trip was cut short: its answer is still owed, and its transaction may be
+    /// open on the server. Nothing more is sent on it; its owner replaces it.
+    pub(crate) broken: bool,
+}
+
+/// Drives one round trip on a connection's runtime to its answer, or fails it
+/// `UNAVAILABLE` after `limit`, marking the connection `broken`: whatever it would carry
+/// next could land inside the transaction left open, so it carries nothing more.
+pub(crate) fn within<T>(
+    rt: &tokio::runtime::Runtime,
+    limit: Option<Duration>,
+    broken: &mut bool,
+    trip: impl std::future::Future<Output = std::result::Result<T, sqlx::Error>>,
+) -> Result<T> {
+    if *broken {
+        return Err(tx::unavailable(&"this connection lost an answer earlier"));
+    }
+    let Some(limit) = limit else {
+        return rt.block_on(trip).map_err(db_err);
+    };
+    match rt.block_on(async { tokio::time::timeout(limit, trip).await }) {
+        Ok(answer) => answer.map_err(db_err),
+        Err(_) => {
+            *broken = true;
+            Err(tx::unavailable(&format!("no answer within {limit:?}")))
+        }
+    }
 }
 
 impl Conn {
@@ -113,7 +166,7 @@ impl Conn {
             .map_err(Error::storage)?;
         let unreachable = |e: String| {
             Error::new(
-                Code::Storage,
+                Code::Unavailable,
                 format!("cannot connect to PostgreSQL: {e}"),
                 "check --database / BATON_DATABASE_URL and that the server is up",
             )
@@ -128,7 +181,12 @@ impl Conn {
             })
             .map_err(|_| unreachable(format!("no answer within {CONNECT_TIMEOUT:?}")))?
             .map_err(|e| unreachable(e.to_string()))?;
-        let mut conn = Conn { rt, pg };
+        let mut conn = Conn {
+            rt,
+            pg,
+            limit: Some(ROUND_TRIP_LIMIT),
+            broken: false,
+        };
         // Pinned, whatever the server's defaults: commits are durable when they return, and
         // a stalled peer holding a lock (or a session left in a transaction) cannot block
         // every replica's writer for long.
@@ -150,6 +208,7 @@ impl Conn {
     /// write transaction, more than the statement itself.
     fn open_writer(url: &str, options: Options) -> Result<Conn> {
         let mut conn = Conn::open(url)?;
+        conn.limit = Some(options.round_trip_limit);
         conn.batch("SET plan_cache_mode = force_generic_plan")?;
         if !options.synchronous_commit {
             conn.batch("SET synchronous_commit = off")?;
@@ -158,10 +217,13 @@ impl Conn {
     }
 
     fn batch(&mut self, sql: &str) -> Result<()> {
-        let Conn { rt, pg } = self;
-        rt.block_on(sqlx::raw_sql(sql).execute(&mut *pg))
-            .map(|_| ())
-            .map_err(db_err)
+        let Conn {
+            rt,
+            pg,
+            limit,
+            broken,
+        } = self;
+        within(rt, *limit, broken, sqlx::raw_sql(sql).execute(&mut *pg)).map(|_| ())
     }
 }
 
@@ -172,12 +234,16 @@ pub struct Options {
     /// default). Off trades the last commits before a server crash for fewer waits; the
     /// `--durability normal` of the command line.
     pub synchronous_commit: bool,
+    /// How long one round trip may wait for the server's answer ([`ROUND_TRIP_LIMIT`] by
+    /// default) before the operation fails `UNAVAILABLE`.
+    pub round_trip_limit: Duration,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             synchronous_commit: true,
+            round_trip_limit: ROUND_TRIP_LIMIT,
         }
     }
 }
@@ -185,6 +251,8 @@ impl Default for Options {
 /// The PostgreSQL store.
 pub struct PgStore {
     url: String,
+    round_trip_limit: Duration,
+    clock: DatabaseClock,
     jobs: Mutex<mpsc::Sender<Box<dyn WriteJob>>>,
     readers: Mutex<Vec<Conn>>,
     commits: Arc<tokio::sync::Notify>,
@@ -207,11 +275,13 @@ impl PgStore {
     /// As [`PgStore::open`], committing as `options` say.
     pub fn open_with(url: &str, options: Options) -> Result<Arc<PgStore>> {
         let url = url.to_string();
+        let clock = DatabaseClock::default();
         // Connect and migrate on a thread of our own: the caller may be inside a runtime.
         let (writers, url) = std::thread::scope(|s| {
             s.spawn(|| -> Result<(Vec<Conn>, String)> {
                 let mut conn = Conn::open_writer(&url, options)?;
                 migrate::migrate(&mut conn)?;
+                read_clock(&mut conn, &clock)?;
                 let mut writers = vec![conn];
                 for _ in 1..writer_count() {
                     writers.push(Conn::open_writer(&url, options)?);
@@ -248,19 +318,27 @@ impl PgStore {
                 .map_err(Error::storage)?;
         }
         {
-            let (commits, url) = (Arc::downgrade(&commits), url.clone());
+            let (commits, url, clock) = (Arc::downgrade(&commits), url.clone(), clock.clone());
             std::thread::Builder::new()
                 .name("baton-pg-listen".into())
-                .spawn(move || listen_loop(&url, commits))
+                .spawn(move || listen_loop(&url, commits, &clock))
                 .map_err(Error::storage)?;
         }
         Ok(Arc::new(PgStore {
             url,
+            round_trip_limit: options.round_trip_limit,
+            clock,
             jobs: Mutex::new(jobs),
             readers: Mutex::new(Vec::new()),
             commits,
             notify,
         }))
+    }
+
+    /// The clock every replica on this database should run by: this host's wall clock
+    /// corrected to the server's (see [`DatabaseClock`]).
+    pub fn clock(&self) -> DatabaseClock {
+        self.clock.clone()
     }
 
     /// Creates a database named `name` on the server of `admin_url` (a URL to any database
@@ -388,14 +466,15 @@ fn commit_group(
             }
         }
         Err(e) => {
-            // The connection may be broken: replace it for the next batch.
+            for job in batch {
+                job.finish(Err(e.clone()));
+            }
+            // The connection may be broken: replace it for the next batch (answered first:
+            // connecting to a silent server takes its own time).
             if e.code != Code::Busy {
                 if let Ok(fresh) = Conn::open_writer(url, options) {
                     *conn = fresh;
                 }
-            }
-            for job in batch {
-                job.finish(Err(e.clone()));
             }
         }
     }
@@ -651,7 +730,9 @@ fn notify_loop(url: &str, notify: Weak<Notify>) {
 
 /// Wakes this process's waiters on every commit of any replica (and at least every
 /// [`FALLBACK_WAKE`], so a missed notification or a lost connection delays nothing longer).
-fn listen_loop(url: &str, commits: std::sync::Weak<tokio::sync::Notify>) {
+///
+/// Its connection also reads the server's clock every [`clock::REFRESH`].
+fn listen_loop(url: &str, commits: std::sync::Weak<tokio::sync::Notify>, clock: &DatabaseClock) {
     let Ok(rt) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -680,11 +761,20 @@ fn listen_loop(url: &str, commits: std::sync::Weak<tokio::sync::Notify>) {
                 continue;
             }
             // A notification, or the fallback interval: wake. A lost connection: reconnect.
+            let mut read_at: Option<std::time::Instant> = None;
             while let Ok(Ok(_)) | Err(_) =
                 tokio::time::timeout(FALLBACK_WAKE, listener.recv()).await
             {
                 if !wake(&commits) {
                     return;
+                }
+                if read_at.is_none_or(|at| at.elapsed() >= clock::REFRESH) {
+                    read_at = Some(std::time::Instant::now());
+                    let before = clock::wall();
+                    let query = sqlx::query_scalar::<_, i64>(clock::QUERY).fetch_one(&mut listener);
+                    if let Ok(Ok(server)) = tokio::time::timeout(FALLBACK_WAKE, query).await {
+                        clock.observe(before, server, clock::wall());
+                    }
                 }
             }
         }
@@ -753,7 +843,11 @@ impl PgStore {
                 let pooled = self.readers.lock().ok().and_then(|mut p| p.pop());
                 let mut conn = match pooled {
                     Some(c) => c,
-                    None => Conn::open(&self.url)?,
+                    None => {
+                        let mut conn = Conn::open(&self.url)?;
+                        conn.limit = Some(self.round_trip_limit);
+                        conn
+                    }
                 };
                 conn.batch("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
                 let out = f(&mut PgTx::reading(&mut conn));

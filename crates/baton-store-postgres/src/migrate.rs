@@ -21,16 +21,22 @@ pub(crate) const LOCK: i64 = 0x6261_746f_6e00;
 
 /// Brings the schema up to the newest version.
 ///
-/// Without the connection's lock timeout while it runs: a migration that builds an index
-/// over a large table holds the advisory lock (and its table locks) for as long as that
-/// takes, and a replica starting meanwhile must wait for it rather than fail to start.
+/// Without the connection's lock timeout and round-trip limit while it runs: a migration
+/// that builds an index over a large table holds the advisory lock (and its table locks)
+/// for as long as that takes, and a replica starting meanwhile must wait for it rather
+/// than fail to start.
 pub(crate) fn migrate(conn: &mut Conn) -> Result<()> {
-    conn.batch("SET lock_timeout = 0")?;
-    conn.batch(&format!("SELECT pg_advisory_lock({LOCK})"))?;
-    let result = apply(conn);
-    let unlock = conn.batch(&format!("SELECT pg_advisory_unlock({LOCK})"));
-    let restore = conn.batch(&format!("SET lock_timeout = '{LOCK_TIMEOUT}'"));
-    result.and(unlock).and(restore)
+    let limit = conn.limit.take();
+    let result = (|| {
+        conn.batch("SET lock_timeout = 0")?;
+        conn.batch(&format!("SELECT pg_advisory_lock({LOCK})"))?;
+        let result = apply(conn);
+        let unlock = conn.batch(&format!("SELECT pg_advisory_unlock({LOCK})"));
+        let restore = conn.batch(&format!("SET lock_timeout = '{LOCK_TIMEOUT}'"));
+        result.and(unlock).and(restore)
+    })();
+    conn.limit = limit;
+    result
 }
 
 fn apply(conn: &mut Conn) -> Result<()> {
@@ -67,7 +73,7 @@ fn apply(conn: &mut Conn) -> Result<()> {
 /// in its input or output, which PostgreSQL's `jsonb` refuses, and a substring test alone
 /// cannot tell the task's own capabilities from a nested object's.
 fn file_tasks_under_their_capabilities(conn: &mut Conn) -> Result<()> {
-    let Conn { rt, pg } = conn;
+    let Conn { rt, pg, .. } = conn;
     let mut after = (String::new(), String::new());
     loop {
         // Every task that requires a capability holds this text (bodies are compact JSON);
@@ -131,7 +137,7 @@ fn file_tasks_under_their_capabilities(conn: &mut Conn) -> Result<()> {
 
 /// The schema version the database is at (0 before the first migration).
 pub(crate) fn version(conn: &mut Conn) -> Result<i64> {
-    let Conn { rt, pg } = conn;
+    let Conn { rt, pg, .. } = conn;
     let version: Option<i64> = rt
         .block_on(sqlx::query_scalar("SELECT max(version) FROM baton_schema").fetch_one(&mut *pg))
         .map_err(crate::tx::db_err)?;

@@ -454,7 +454,7 @@ fn claims_pass_over_what_other_writers_hold_until_their_transactions_end() {
 /// Workspace `ws`'s claim floor and its count of tasks made ready.
 fn floor_of(url: &str, ws: &str) -> ((i64, i64, String), i64) {
     let mut conn = Conn::open(url).expect("connect");
-    let Conn { rt, pg } = &mut conn;
+    let Conn { rt, pg, .. } = &mut conn;
     let (neg, due, id, gen): (i64, i64, String, i64) = rt
         .block_on(
             sqlx::query_as(
@@ -809,7 +809,7 @@ fn versions_2_to_6_replace_indexes_and_starters_wait_for_them() {
 
     assert_eq!(migrate::version(&mut conn).expect("version"), 6);
     // Version 6: the switch is off, in the column and in the body as the model writes it.
-    let Conn { rt, pg } = &mut conn;
+    let Conn { rt, pg, .. } = &mut conn;
     let (killed, body): (bool, String) = rt
         .block_on(
             sqlx::query_as("SELECT killed, body FROM workspaces WHERE id = $1")
@@ -825,7 +825,7 @@ fn versions_2_to_6_replace_indexes_and_starters_wait_for_them() {
         floor_of(&url, &ws),
         ((i64::MIN, i64::MIN, String::new()), 0)
     );
-    let Conn { rt, pg } = &mut conn;
+    let Conn { rt, pg, .. } = &mut conn;
     let runs_indexes: Vec<String> = rt
         .block_on(
             sqlx::query_scalar(
@@ -937,7 +937,7 @@ fn a_unix_socket_url_connects_through_the_socket() {
         "the test wants the host-less form: {url}"
     );
     let mut conn = Conn::open(&url).expect("connects through the socket");
-    let Conn { rt, pg } = &mut conn;
+    let Conn { rt, pg, .. } = &mut conn;
     let unix: bool = rt
         .block_on(sqlx::query_scalar("SELECT inet_client_addr() IS NULL").fetch_one(&mut *pg))
         .expect("query");
@@ -990,7 +990,7 @@ fn version_4_files_tasks_under_their_capabilities() {
     .expect("back to version 3");
     let store = PgStore::open(&url).expect("migrates");
     assert_eq!(migrate::version(&mut conn).expect("version"), 6);
-    let Conn { rt: crt, pg } = &mut conn;
+    let Conn { rt: crt, pg, .. } = &mut conn;
     for task in &tasks {
         let stored: String = crt
             .block_on(
@@ -1019,4 +1019,144 @@ fn version_4_files_tasks_under_their_capabilities() {
     assert_eq!(ids(None), [id(0), id(1), id(2)]);
     assert_eq!(ids(Some(&[])), [id(2)]);
     assert_eq!(ids(Some(&["gpu".to_string()])), [id(1), id(2)]);
+}
+
+/// A TCP relay on loopback to `upstream` that can be frozen: while frozen, what either side
+/// sends is held back (a stalled host or a partition: connections stay open, nothing
+/// answers). The relay's address and its switch.
+fn freezable_relay(upstream: String) -> (String, Arc<std::sync::atomic::AtomicBool>) {
+    use std::io::{Read, Write};
+    use std::sync::atomic::AtomicBool;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let frozen = Arc::new(AtomicBool::new(false));
+    let switch = frozen.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let Ok(server) = std::net::TcpStream::connect(&upstream) else {
+                continue;
+            };
+            for (mut from, mut to) in [
+                (
+                    client.try_clone().expect("clone"),
+                    server.try_clone().expect("clone"),
+                ),
+                (server, client),
+            ] {
+                let frozen = frozen.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 16 * 1024];
+                    while let Ok(n @ 1..) = from.read(&mut buf) {
+                        while frozen.load(Ordering::SeqCst) {
+                            std::thread::sleep(std::time::Duration::from_millis(10));
+                        }
+                        if to.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = to.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        }
+    });
+    (addr, switch)
+}
+
+/// A server that stops answering without closing its connections fails writes and reads
+/// `UNAVAILABLE` (503, retryable) after the round-trip limit instead of holding them (and
+/// the writers) for as long as it stays silent; once it answers again, the store goes on
+/// over fresh connections. Whether the cut-off write committed is unknown to the caller
+/// (its commit may have been the round trip cut off), so it retries with its idempotency
+/// key: the task then exists exactly once.
+#[test]
+fn a_silent_server_fails_calls_unavailable_then_the_store_recovers() {
+    let Ok(admin) = std::env::var("BATON_TEST_DATABASE_URL") else {
+        eprintln!("skipped: BATON_TEST_DATABASE_URL is not set (run ./scripts/test)");
+        return;
+    };
+    let name = format!(
+        "baton_test_{}",
+        baton_core::id::new_id("db").trim_start_matches("db_")
+    );
+    let url = PgStore::create_database(&admin, &name).expect("create a test database");
+    let (head, rest) = url.split_once('@').expect("user@host");
+    let (host, tail) = rest.split_once('/').expect("host/db");
+    let (relay, frozen) = freezable_relay(host.to_string());
+    let options = Options {
+        round_trip_limit: Duration::from_secs(1),
+        ..Default::default()
+    };
+    let store = PgStore::open_with(&format!("{head}@{relay}/{tail}"), options).expect("open");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let baton = Baton::new(store, Arc::new(SystemClock));
+        let actor = baton.actor("default", "planner").await.expect("actor");
+        let create = |title: &str| CreateTask {
+            title: title.into(),
+            ..Default::default()
+        };
+        let before = baton.create_task(&actor, None, create("before")).await;
+        let before = before.expect("a live server answers").task;
+        baton.get_task(&actor, &before.id).expect("read");
+
+        frozen.store(true, Ordering::SeqCst);
+        let started = std::time::Instant::now();
+        let write = baton
+            .create_task(&actor, Some("k"), create("cut off"))
+            .await;
+        let write = write.expect_err("no answer, no success");
+        assert_eq!(write.code, Code::Unavailable, "{write}");
+        assert!(write.retryable());
+        let read = tokio::task::block_in_place(|| baton.get_task(&actor, &before.id));
+        assert_eq!(read.expect_err("no answer").code, Code::Unavailable);
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(8),
+            "answered after the limit, not held: {:?}",
+            started.elapsed()
+        );
+
+        frozen.store(false, Ordering::SeqCst);
+        let mut retried = Err(write);
+        for _ in 0..50 {
+            retried = baton
+                .create_task(&actor, Some("k"), create("cut off"))
+                .await;
+            if retried.is_ok() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        retried.expect("the store recovers once the server answers");
+        let titles: Vec<String> = baton
+            .list_tasks(&actor, Default::default())
+            .expect("list")
+            .tasks
+            .into_iter()
+            .map(|t| t.title)
+            .collect();
+        assert_eq!(titles, ["before", "cut off"], "the retried create, once");
+    });
+}
+
+/// The store reads the server's clock as it opens: on the server's own host the offset
+/// is next to nothing, and the clock it hands out reads the same time as the server.
+#[test]
+fn the_store_runs_by_the_servers_clock() {
+    let Some((url, ..)) = fixture() else {
+        return;
+    };
+    let store = PgStore::open(&url).expect("open");
+    let clock = store.clock();
+    assert!(clock.offset_ms().abs() < 1000, "{}", clock.offset_ms());
+    let mut conn = Conn::open(&url).expect("connect");
+    let Conn { rt, pg, .. } = &mut conn;
+    let before = baton_core::time::Clock::now(&clock);
+    let server: i64 = rt
+        .block_on(sqlx::query_scalar(super::clock::QUERY).fetch_one(&mut *pg))
+        .expect("the server's time");
+    let after = baton_core::time::Clock::now(&clock);
+    assert!(
+        before - 50 <= server && server <= after + 50,
+        "{before} {server} {after}"
+    );
 }

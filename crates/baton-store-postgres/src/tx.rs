@@ -22,7 +22,7 @@
 //! no gaps, while the jobs themselves overlap. The argument is in ARCHITECTURE.md.
 use crate::claiming::ClaimSlot;
 use crate::flush::{EventRow, Lens, Observed, Pending, RunRow, TaskRow};
-use crate::Conn;
+use crate::{within, Conn};
 use baton_core::error::{Code, Error, Result};
 use baton_core::model::*;
 use baton_core::store::{
@@ -75,8 +75,33 @@ pub(crate) fn db_err(e: sqlx::Error) -> Error {
             format!("text PostgreSQL cannot store: {e}"),
             "remove NUL (\\u0000) characters from ids, names and text",
         ),
-        _ => Error::storage(e),
+        // Connection exceptions; the server shutting down, restarting or not yet up.
+        Some(c) if c.starts_with("08") || ["57P01", "57P02", "57P03"].contains(&c) => {
+            unavailable(&e)
+        }
+        None if matches!(
+            e,
+            sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut
+        ) =>
+        {
+            unavailable(&e)
+        }
+        _ => Error::new(
+            Code::Storage,
+            format!("storage error: {e}"),
+            "retry the call; if it persists, see the PostgreSQL server's log",
+        ),
     }
+}
+
+/// PostgreSQL cannot be reached now: its connection broke, or it is restarting.
+pub(crate) fn unavailable(e: &dyn std::fmt::Display) -> Error {
+    Error::new(
+        Code::Unavailable,
+        format!("PostgreSQL is unavailable: {e}"),
+        "retry with backoff (the database is down, restarting or unreachable); a write cut \
+         off may have committed, so retry writes with the same Idempotency-Key",
+    )
 }
 
 fn to_json<T: Serialize>(value: &T) -> Result<String> {
@@ -362,8 +387,13 @@ impl<'a> PgTx<'a> {
     fn rows_now(&mut self, sql: &str, args: &[Arg]) -> Result<Vec<PgRow>> {
         self.begin()?;
         let q = bound(sql, args);
-        let Conn { rt, pg } = &mut *self.conn;
-        rt.block_on(q.fetch_all(&mut *pg)).map_err(db_err)
+        let Conn {
+            rt,
+            pg,
+            limit,
+            broken,
+        } = &mut *self.conn;
+        within(rt, *limit, broken, q.fetch_all(&mut *pg))
     }
 
     /// Runs a statement after sending the writes held back (they come first).
@@ -371,10 +401,13 @@ impl<'a> PgTx<'a> {
         self.flush_rows()?;
         self.begin()?;
         let q = bound(sql, args);
-        let Conn { rt, pg } = &mut *self.conn;
-        rt.block_on(q.execute(&mut *pg))
-            .map(|r| r.rows_affected())
-            .map_err(db_err)
+        let Conn {
+            rt,
+            pg,
+            limit,
+            broken,
+        } = &mut *self.conn;
+        within(rt, *limit, broken, q.execute(&mut *pg)).map(|r| r.rows_affected())
     }
 
     fn many<T: DeserializeOwned>(&mut self, sql: &str, args: &[Arg]) -> Result<Vec<T>> {
@@ -1401,6 +1434,16 @@ impl Tx for PgTx<'_> {
     }
 
     fn projection_rows(&mut self) -> Result<Vec<(String, String)>> {
+        // Whole tables, each in one answer: as long as they take (replay is offline work).
+        let limit = self.conn.limit.take();
+        let out = self.all_projection_rows();
+        self.conn.limit = limit;
+        out
+    }
+}
+
+impl PgTx<'_> {
+    fn all_projection_rows(&mut self) -> Result<Vec<(String, String)>> {
         let mut out = Vec::new();
         for q in baton_core::store::PROJECTION_QUERIES {
             // This store also keeps the counter in the workspace row: the same text as every

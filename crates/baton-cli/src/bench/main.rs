@@ -206,6 +206,7 @@ async fn main() -> anyhow::Result<()> {
             url,
             baton_store_postgres::Options {
                 synchronous_commit: durability == Durability::Full,
+                ..Default::default()
             },
         )?,
         (None, Some(s)) => s.clone(),

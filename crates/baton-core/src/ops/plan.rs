@@ -15,6 +15,10 @@ use std::collections::HashMap;
 /// Most tasks in one plan.
 pub const MAX_PLAN_TASKS: usize = 10_000;
 
+/// What every plan task's key starts with (`plan:<name>:<ref>`); request idempotency keys
+/// may not, so no request can name a plan's task.
+pub const KEY_PREFIX: &str = "plan:";
+
 /// Output of applying a plan: every task of the plan in document order, and counts.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct PlanOut {
@@ -325,7 +329,7 @@ pub fn apply(ctx: &mut Ctx<'_>, doc: PlanDoc) -> Result<PlanOut> {
     for i in order {
         let f = &flat[i];
         let node = f.node;
-        let key = format!("plan:{name}:{}", node.reference);
+        let key = format!("{KEY_PREFIX}{name}:{}", node.reference);
         let resolve = |r: &str, ids: &HashMap<&str, String>| {
             ids.get(r).cloned().unwrap_or_else(|| r.to_string())
         };
