@@ -361,6 +361,13 @@ pub(crate) struct CreateArgs {
     /// Container task.
     #[arg(long)]
     pub(crate) parent: Option<String>,
+    /// The project (id or name) the task belongs to (default: `default`).
+    #[arg(long)]
+    pub(crate) project: Option<String>,
+    /// Spend limit: heartbeats reporting `--usage` cost near it signal `budget_warning`,
+    /// at it `budget_exhausted`.
+    #[arg(long)]
+    pub(crate) max_cost: Option<f64>,
     /// Higher is claimed first.
     #[arg(long, allow_negative_numbers = true)]
     pub(crate) priority: Option<i64>,
@@ -433,9 +440,15 @@ pub(crate) struct UpdateArgs {
     /// New lease TTL.
     #[arg(long)]
     pub(crate) lease_ttl: Option<String>,
+    /// New attempt timeout (e.g. 2h).
+    #[arg(long)]
+    pub(crate) timeout: Option<String>,
     /// New attempt limit.
     #[arg(long)]
     pub(crate) max_attempts: Option<u32>,
+    /// New spend limit.
+    #[arg(long)]
+    pub(crate) max_cost: Option<f64>,
     /// New deadline (RFC 3339).
     #[arg(long)]
     pub(crate) due: Option<String>,

@@ -264,6 +264,10 @@ async fn run(cli: Cli) -> Result<Outcome, Error> {
         Command::Claim(a) if cli.actor == "cli" => a.agent.clone(),
         _ => cli.actor.clone(),
     };
+    if let Command::Init = cli.command {
+        // `init` makes the workspace it is told to, not only the default one.
+        baton.create_workspace(&cli.workspace).await?;
+    }
     let actor = baton.actor(&cli.workspace, &actor_name).await?;
     let key = cli.idempotency_key.as_deref();
     let (field, location) = store_location(&cli, &dir)?;

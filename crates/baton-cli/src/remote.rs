@@ -26,6 +26,15 @@ pub(crate) fn check_server(base: &str) -> Result<&str, Error> {
 /// Runs one command against the server at `base`.
 pub(crate) async fn run(cli: &Cli, base: &str) -> Result<Outcome, Error> {
     check_server(base)?;
+    // Over HTTP the key decides the workspace and the actor; a flag that would be ignored
+    // is refused rather than silently dropped.
+    if cli.workspace != "default" || cli.actor != "cli" {
+        return Err(Error::invalid(
+            "--workspace and --as (BATON_WORKSPACE, BATON_ACTOR) apply to the embedded store; \
+             over --server the key decides both",
+            "leave them out, and use a key of the workspace (and bound to the agent) to act as",
+        ));
+    }
     let client = Client {
         http: reqwest::Client::new(),
         base: base.trim_end_matches('/').to_string(),

@@ -38,6 +38,25 @@ fn task_line(t: &Value) -> String {
     )
 }
 
+/// A project, agent or workspace on one line: id, name, and what a supervisor looks for
+/// (a kill switch, an agent's status and capabilities).
+fn entity_line(kind: &str, e: &Value) -> String {
+    let state = match kind {
+        "agent" => {
+            let caps: Vec<&str> = e["capabilities"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c.as_str())
+                .collect();
+            format!("{}  [{}]", s(e, "status"), line(&caps.join(", ")))
+        }
+        _ if e["killed"] == true => "killed".to_string(),
+        _ => "live".to_string(),
+    };
+    format!("{}  {:<20} {}", s(e, "id"), s(e, "name"), state)
+}
+
 /// A related task (parent, dependency, child): its id, status and title.
 fn summary_line(t: &Value) -> String {
     format!("{}  {:<11}  {}", s(t, "id"), s(t, "status"), s(t, "title"))
@@ -84,10 +103,12 @@ fn brief_text(b: &Value) -> String {
         section("steps", &|st| {
             let mark = if st["done"] == true { "x" } else { " " };
             let notes = st["notes"].as_str().map(|n| format!(" — {}", line(n)));
+            let id = st["id"].as_str().map(|i| format!(" ({i})"));
             format!(
-                "[{mark}] {}. {}{}",
+                "[{mark}] {}. {}{}{}",
                 st["position"],
                 s(st, "title"),
+                id.unwrap_or_default(),
                 notes.unwrap_or_default()
             )
         }),
@@ -155,23 +176,70 @@ pub(crate) fn human(value: &Value) {
         );
         return;
     }
+    // A heartbeat's answer: what to act on first, then the lease.
+    if let (Some(task), Some(signals)) = (
+        value.get("task"),
+        value.get("signals").and_then(|v| v.as_array()),
+    ) {
+        let signals: Vec<_> = signals
+            .iter()
+            .filter_map(|v| v.as_str().map(line))
+            .collect();
+        if signals.is_empty() {
+            say!("signals: none");
+        } else {
+            say!("signals: {}", signals.join(", "));
+        }
+        say!("lease until {}", s(value, "expires_at"));
+        say!("{}", task_line(task));
+        return;
+    }
+    // One project, agent or workspace: its line.
+    for kind in ["project", "agent", "workspace"] {
+        if let Some(one) = value
+            .get(kind)
+            .filter(|_| value.as_object().is_some_and(|o| o.len() == 1))
+        {
+            say!("{}", entity_line(kind, one));
+            return;
+        }
+    }
+    if let Some(many) = ["projects", "agents"]
+        .iter()
+        .find_map(|k| value.get(*k).and_then(|v| v.as_array()).map(|v| (*k, v)))
+    {
+        let kind = &many.0[..many.0.len() - 1];
+        for one in many.1 {
+            say!("{}", entity_line(kind, one));
+        }
+        return;
+    }
+    // A plan applied: the counts, then each task with what was done to it.
+    if let (Some(created), Some(tasks)) = (
+        value.get("created"),
+        value.get("tasks").and_then(|v| v.as_array()),
+    ) {
+        say!(
+            "plan: {} created, {} updated, {} unchanged",
+            created,
+            value["updated"],
+            value["unchanged"]
+        );
+        for t in tasks {
+            say!(
+                "  {:<16} {:<9} {}",
+                s(t, "ref"),
+                s(t, "result"),
+                task_line(&t["task"])
+            );
+        }
+        return;
+    }
     if let Some(task) = value
         .get("task")
         .filter(|_| value.as_object().is_some_and(|o| o.len() <= 2))
     {
         say!("{}", task_line(task));
-        if let Some(signals) = value.get("signals").and_then(|v| v.as_array()) {
-            if !signals.is_empty() {
-                say!(
-                    "signals: {}",
-                    signals
-                        .iter()
-                        .filter_map(|v| v.as_str().map(line))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
-            }
-        }
         for w in value
             .get("warnings")
             .and_then(|v| v.as_array())
@@ -258,7 +326,7 @@ mod tests {
                      "title": "Parse plans", "intent": "Plans as files\nso agents \u{1b}[2J share them",
                      "lease": {"epoch": 2, "agent_id": "agt_1", "expires_at": "2026-11-26T06:00:00Z"}},
             "parent": null,
-            "steps": [{"position": 1, "title": "read YAML", "done": true},
+            "steps": [{"id": "stp_1", "position": 1, "title": "read YAML", "done": true},
                       {"position": 2, "title": "report errors", "done": false}],
             "context": [{"type": "decision", "content": "use serde_yaml", "by": "w1", "at": "t"}],
             "dependencies": [], "children": [], "runs": [], "artifacts": [],
@@ -275,7 +343,7 @@ mod tests {
             "{text}"
         );
         assert_eq!(lines[5], "steps:");
-        assert_eq!(lines[6], "  [x] 1. read YAML");
+        assert_eq!(lines[6], "  [x] 1. read YAML (stp_1)");
         assert_eq!(lines[7], "  [ ] 2. report errors");
         assert_eq!(lines[8], "context:");
         assert!(lines[9].contains("decision") && lines[9].contains("use serde_yaml"));

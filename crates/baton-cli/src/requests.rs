@@ -34,8 +34,10 @@ pub(crate) fn create(a: &CreateArgs) -> Result<CreateTask, Error> {
         description: a.description.clone(),
         plan: a.plan.clone(),
         kind: a.kind.clone(),
+        project: a.project.clone(),
         parent_id: a.parent.clone(),
         priority: a.priority,
+        budget: a.max_cost.map(|max| serde_json::json!({ "max_cost": max })),
         due_at: a.due.as_deref().map(parse_timestamp).transpose()?,
         required_capabilities: a.capabilities.clone(),
         labels: a.labels.clone(),
@@ -64,7 +66,9 @@ pub(crate) fn update(a: &UpdateArgs) -> Result<UpdateTask, Error> {
         labels: (!a.labels.is_empty()).then(|| a.labels.clone()),
         required_capabilities: (!a.capabilities.is_empty()).then(|| a.capabilities.clone()),
         lease_ttl: duration(&a.lease_ttl)?,
+        timeout: duration(&a.timeout)?,
         max_attempts: a.max_attempts,
+        budget: a.max_cost.map(|max| serde_json::json!({ "max_cost": max })),
         ..Default::default()
     })
 }

@@ -605,6 +605,21 @@ fn contract_shapes_and_full_agent_loop() {
         "The core is reusable",
     ]);
     s.ok(&["step", "add", &pid, "--title", "Review the design"]);
+    s.ok(&["step", "add", &pid, "--title", "Merge"]);
+    // A step is named by its id or by the position a brief shows.
+    let merged = s.ok(&["step", "done", &pid, "2"]);
+    assert_eq!(
+        (
+            merged["step"]["title"].clone(),
+            merged["step"]["done"].clone()
+        ),
+        (json!("Merge"), json!(true))
+    );
+    let missing = s.fails_without_writing(&["step", "done", &pid, "9"], "NOT_FOUND");
+    assert!(
+        missing["hint"].as_str().unwrap().contains("position"),
+        "{missing}"
+    );
     let brief = s.ok(&["brief", &pid])["brief"].clone();
     assert_eq!(brief["task"]["id"], pid.as_str());
     assert_eq!(brief["task"]["intent"], "ship feature x");
@@ -1030,6 +1045,42 @@ fn plan_apply_reads_standard_input() {
 /// result reports created 0 and every task unchanged, with the same ids, and the event log
 /// does not grow. Working the graph then releases each blocked task only once its blockers
 /// are done, and a third apply after all that still changes nothing.
+/// The example of docs/plans.md applies as it is printed, with every field it shows; a
+/// file whose task breaks a rule is refused whether that task exists already or not.
+#[test]
+fn the_documented_plan_applies_and_reapplies_are_checked() {
+    let s = Store::new();
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/plans.md"))
+        .expect("docs/plans.md");
+    let example = doc
+        .split("```yaml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("a yaml block");
+    let plan = s.file("documented.yaml", example);
+    let out = s.ok(&["plan", "apply", &plan]);
+    assert_eq!(out["created"], 3, "{out}");
+    let first = &out["tasks"][0]["task"];
+    assert_eq!(first["timeout"], "2h", "{first}");
+    assert_eq!(first["retry_policy"]["max_attempts"], 3);
+    let again = s.ok(&["plan", "apply", &plan]);
+    assert_eq!(
+        (again["created"].clone(), again["unchanged"].clone()),
+        (json!(0), json!(3))
+    );
+
+    // The same file with a rule broken on a task that exists: refused, nothing written.
+    let broken = s.file(
+        "broken.yaml",
+        &example.replace("max_attempts: 3", "max_attempts: 0"),
+    );
+    let err = s.fails_without_writing(&["plan", "apply", &broken], "INVALID_INPUT");
+    assert!(
+        err["message"].as_str().unwrap().contains("requirements"),
+        "{err}"
+    );
+}
+
 #[test]
 fn plan_apply_is_idempotent_and_orders_by_dependencies() {
     let s = Store::new();
@@ -1502,6 +1553,52 @@ fn reads_do_not_show_a_lapsed_lease_as_held() {
     assert!(task.get("lease").is_none_or(Value::is_null), "{task}");
     let brief = s.ok(&["brief", &id])["brief"].clone();
     assert_eq!(brief["runs"][0]["status"], "lost", "{brief}");
+}
+
+/// Everything a task carries is reachable from `task create` and `task update`: its
+/// project, its budget (whose signals a heartbeat's usage raises) and its attempt timeout.
+#[test]
+fn task_create_and_update_reach_project_budget_and_timeout() {
+    let s = Store::new();
+    s.ok(&["project", "create", "web"]);
+    let created = s.create("Budgeted", &["--project", "web", "--max-cost", "1.0"]);
+    let id = id_of(&created);
+    let project = s.ok(&["project", "get", "web"])["project"]["id"].clone();
+    assert_eq!(created["project_id"], project, "{created}");
+    assert_eq!(created["budget"]["max_cost"], 1.0);
+    let updated = s.ok(&["task", "update", &id, "--timeout", "2h", "--max-cost", "2"]);
+    assert_eq!(updated["task"]["timeout"], "2h", "{updated}");
+    assert_eq!(updated["task"]["budget"]["max_cost"], 2.0);
+    let (_, token) = s.claim_one("spender", &[]);
+    let hb = s.ok(&[
+        "heartbeat",
+        &id,
+        "--lease",
+        &token,
+        "--usage",
+        r#"{"cost": 1.7}"#,
+    ]);
+    assert_eq!(hb["signals"], json!(["budget_warning"]), "{hb}");
+    s.fails_without_writing(
+        &["task", "update", &id, "--timeout", "0s"],
+        "INVALID_DURATION",
+    );
+}
+
+/// `init` makes the workspace `--workspace` names; other commands refuse an unknown one
+/// and say how to make it.
+#[test]
+fn init_creates_the_named_workspace() {
+    let s = Store::new();
+    let err = s.fails(&["--workspace", "team-b", "task", "list"], "NOT_FOUND");
+    assert!(err["hint"].as_str().unwrap().contains("init"), "{err}");
+    let init = s.ok(&["--workspace", "team-b", "init"]);
+    assert_eq!(init["workspace"]["name"], "team-b", "{init}");
+    s.ok(&["--workspace", "team-b", "task", "create", "--title", "b's"]);
+    let theirs = s.ok(&["--workspace", "team-b", "task", "list"]);
+    assert_eq!(theirs["tasks"].as_array().map(Vec::len), Some(1));
+    let default = s.ok(&["task", "list"]);
+    assert_eq!(default["tasks"].as_array().map(Vec::len), Some(0));
 }
 
 /// Kill switches from the command line: `agent update --kill` revokes that agent's lease

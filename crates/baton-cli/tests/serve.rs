@@ -291,6 +291,23 @@ async fn cli_speaks_http_with_the_same_shapes() {
     let direct = baton(dir.path(), &["task", "get", &id]);
     let (_, over_http) = json(remote(&["task", "get", &id]));
     assert_eq!(direct, over_http);
+    // Agent and workspace switches, over HTTP as on the store.
+    let (_, a) = json(remote(&["agent", "update", "w2", "--disable"]));
+    assert_eq!(a["agent"]["status"], "disabled", "{a}");
+    let (_, ws) = json(remote(&["workspace", "get"]));
+    assert_eq!(ws["workspace"]["killed"], false, "{ws}");
+    // The key decides the workspace and the actor: flags that would be ignored are refused.
+    for args in [
+        &["--workspace", "other", "task", "list"][..],
+        &["--as", "someone", "task", "list"],
+    ] {
+        let (code, err) = json(remote(args));
+        assert_eq!(
+            (code, err["error"]["code"].as_str()),
+            (Some(1), Some("INVALID_INPUT")),
+            "{args:?}: {err}"
+        );
+    }
     server.kill().unwrap();
     server.wait().unwrap();
 }

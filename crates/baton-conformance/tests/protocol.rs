@@ -738,6 +738,15 @@ async fn dag_release_and_failure_propagation(env: Env) {
         .unwrap();
     assert_eq!(b.status, Status::Blocked);
     assert_eq!(b.blocked_reason, Some(BlockedReason::Dependencies));
+    // A refusal lists what the task accepts as it is: its blockers release it, so
+    // `unblock` is not offered (it would be refused in turn).
+    let err = env
+        .baton
+        .transition(&env.actor, None, Op::Publish, &b.id, None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, Code::InvalidTransition);
+    assert_eq!(err.details.unwrap()["allowed"], json!(["update", "cancel"]));
     let c = env.claim("w").await.unwrap();
     assert_eq!(c.task.id, a.id);
     assert!(env.claim("w2").await.is_none(), "b is blocked");
@@ -1089,6 +1098,26 @@ async fn containers(env: Env) {
     let out = env.lease(&parent.id, &p.lease.token, forced).await.unwrap();
     assert_eq!(out["warnings"].as_array().unwrap().len(), 1);
     assert_eq!(env.get(&late.id).status, Status::Ready);
+    // A child that fails under the finished parent is not retried there: the parent
+    // takes no new work, as it takes no new children.
+    let l = env.claim("w").await.unwrap();
+    assert_eq!(l.task.id, late.id);
+    let fail = LeaseOp::Fail(Fail {
+        error: "no".into(),
+        class: None,
+        no_retry: true,
+    });
+    env.lease(&late.id, &l.lease.token, fail).await.unwrap();
+    let before = env.event_count();
+    let err = env
+        .baton
+        .transition(&env.actor, None, Op::Retry, &late.id, None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, Code::InvalidTransition, "{err}");
+    assert_eq!(err.details.unwrap()["parent_status"], "done");
+    assert_eq!(env.event_count(), before);
+    assert_eq!(env.get(&late.id).status, Status::Failed);
 }
 
 /// Output is checked against the task's output schema.

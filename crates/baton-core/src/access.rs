@@ -105,17 +105,31 @@ pub struct Principal {
 impl Principal {
     /// Refuses with `FORBIDDEN` unless the key's role grants `permission`.
     pub fn require(&self, permission: Permission) -> Result<&Actor> {
-        if role_allows(&self.key.role, permission) {
+        self.require_any(&[permission])
+    }
+
+    /// Refuses with `FORBIDDEN` unless the key's role grants one of `permissions`; the
+    /// refusal names the roles that would do.
+    pub fn require_any(&self, permissions: &[Permission]) -> Result<&Actor> {
+        if permissions.iter().any(|p| role_allows(&self.key.role, *p)) {
             return Ok(&self.actor);
         }
+        let roles: Vec<&str> = ROLES
+            .iter()
+            .copied()
+            .filter(|r| permissions.iter().any(|p| role_allows(r, *p)))
+            .collect();
+        let needs = permissions.first().copied().unwrap_or(Permission::Admin);
         Err(Error::new(
             Code::Forbidden,
             format!("a {} key may not do this", self.key.role),
-            "use a key whose role allows it (admin, planner, worker, reviewer, observer)",
+            format!("use a key whose role allows it: {}", roles.join(" or ")),
         )
-        .with_details(
-            json!({ "role": self.key.role, "needs": format!("{permission:?}").to_lowercase() }),
-        ))
+        .with_details(json!({
+            "role": self.key.role,
+            "needs": format!("{needs:?}").to_lowercase(),
+            "roles": roles,
+        })))
     }
 }
 

@@ -131,6 +131,10 @@ pub struct UpdateTask {
     /// New lease TTL.
     #[serde(default)]
     pub lease_ttl: Option<Duration>,
+    /// New attempt timeout: the longest one attempt may run (a running attempt's lease
+    /// is held to it from its next heartbeat).
+    #[serde(default)]
+    pub timeout: Option<Duration>,
     /// New attempt limit.
     #[serde(default)]
     pub max_attempts: Option<u32>,

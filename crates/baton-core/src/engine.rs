@@ -355,7 +355,11 @@ impl Baton {
         let ws = match found {
             Some(ws) => ws,
             None if workspace == DEFAULT_WORKSPACE => self.create_workspace(workspace).await?,
-            None => return Err(Error::not_found("workspace", workspace)),
+            None => {
+                return Err(Error::not_found("workspace", workspace).with_hint(format!(
+                    "check the name; `baton --workspace {workspace} init` creates it on this store"
+                )))
+            }
         };
         Ok(Actor {
             workspace_id: ws.id,

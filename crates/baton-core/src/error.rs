@@ -95,6 +95,12 @@ impl Error {
         }
     }
 
+    /// Replaces the hint with one that knows more of the caller's situation.
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = hint.into();
+        self
+    }
+
     /// Attaches structured details.
     pub fn with_details(mut self, details: Value) -> Self {
         self.details = Some(details);

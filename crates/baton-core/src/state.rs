@@ -278,12 +278,24 @@ pub fn is_allowed(status: Status, op: Op) -> bool {
 
 /// Checks `op` against the table; the refusal names the current state and what is allowed.
 pub fn check(task_id: &str, status: Status, op: Op) -> Result<()> {
+    check_in(task_id, status, None, op)
+}
+
+/// [`check`] for a task as it is: its refusal lists only what the task accepts now (one
+/// blocked on its dependencies is released by them, not by `unblock`), so an agent that
+/// follows the list is not refused again.
+pub fn check_task(task: &crate::model::Task, op: Op) -> Result<()> {
+    check_in(&task.id, task.status, task.blocked_reason, op)
+}
+
+fn check_in(task_id: &str, status: Status, reason: Option<BlockedReason>, op: Op) -> Result<()> {
     if is_allowed(status, op) {
         return Ok(());
     }
     let allowed: Vec<&str> = allowed_ops(status)
         .iter()
         .filter(|o| o.is_callable())
+        .filter(|o| !(**o == Op::Unblock && reason == Some(BlockedReason::Dependencies)))
         .map(|o| o.as_str())
         .collect();
     let hint = if allowed.is_empty() {
@@ -292,7 +304,16 @@ pub fn check(task_id: &str, status: Status, op: Op) -> Result<()> {
             status.as_str()
         )
     } else {
-        format!("a {} task accepts: {}", status.as_str(), allowed.join(", "))
+        let article = if status == Status::InProgress {
+            "an"
+        } else {
+            "a"
+        };
+        format!(
+            "{article} {} task accepts: {}",
+            status.as_str(),
+            allowed.join(", ")
+        )
     };
     Err(Error::new(
         Code::InvalidTransition,

@@ -140,7 +140,8 @@ pub(crate) fn all() -> Vec<ToolDef> {
             schema: obj(&["task_id", "action"], json!({
                 "task_id": id(), "action": {"enum": ["add", "done"]},
                 "title": {"type": "string"}, "details": {"type": "string"},
-                "step_id": {"type": "string"}, "notes": {"type": "string"}
+                "step_id": {"type": "string", "description": "done: the step's id (stp_…) or its position (1 for the first)"},
+                "notes": {"type": "string"}
             })),
         },
         ToolDef {

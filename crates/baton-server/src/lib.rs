@@ -87,16 +87,8 @@ impl AppState {
     /// may not. The actor it returns is scoped to the key's workspace.
     pub fn auth(&self, headers: &HeaderMap, needs: &[Permission]) -> Result<Principal, ApiError> {
         let principal = self.authenticate(headers)?;
-        let mut refusal = None;
-        for need in needs {
-            match principal.require(*need) {
-                Ok(_) => return Ok(principal),
-                Err(e) => refusal = Some(e),
-            }
-        }
-        Err(ApiError(refusal.unwrap_or_else(|| {
-            baton_core::Error::new(baton_core::Code::Forbidden, "forbidden", "")
-        })))
+        principal.require_any(needs)?;
+        Ok(principal)
     }
 
     /// The principal of the request's bearer token, whatever it may do: `UNAUTHORIZED`

@@ -203,6 +203,13 @@ async fn update(
 ) -> Result<Json<TaskOut>> {
     let actor = s.auth(&headers, &[Permission::Plan])?.actor;
     let mut req: UpdateTask = body.parse()?;
+    if headers.get_all("if-match").iter().nth(1).is_some() {
+        return Err(Error::invalid(
+            "more than one If-Match header",
+            "send the version once, e.g. If-Match: 3",
+        )
+        .into());
+    }
     if let Some(tag) = headers.get("if-match") {
         let raw = String::from_utf8_lossy(tag.as_bytes());
         let text = raw.trim();
@@ -829,7 +836,9 @@ async fn apply_plan(
     body: JsonBody<PlanDoc>,
 ) -> Result<Json<PlanOut>> {
     let actor = s.auth(&headers, &[Permission::Plan])?.actor;
-    let doc = body.parse()?;
+    let doc = body
+        .parse()
+        .map_err(|e| ApiError(baton_core::ops::plan::as_plan_error(e.0)))?;
     let key = idempotency_key(&headers)?;
     Ok(Json(s.baton.apply_plan(&actor, key.as_deref(), doc).await?))
 }

@@ -56,13 +56,7 @@ fn holder_run(ctx: &mut Ctx<'_>, task: &Task, lease_token: Option<&str>) -> Resu
 
 /// Records a context entry on a task.
 pub fn add_context(ctx: &mut Ctx<'_>, task_id: &str, req: AddContext) -> Result<ContextOut> {
-    if !CONTEXT_TYPES.contains(&req.kind.as_str()) {
-        return Err(Error::invalid(
-            format!("unknown context type '{}'", req.kind),
-            format!("use one of: {}", CONTEXT_TYPES.join(", ")),
-        ));
-    }
-    check_text("content", &req.content, MAX_TEXT)?;
+    check_context_input(&req.kind, &req.content)?;
     let mut task = ctx.task(task_id)?;
     let existing = ctx.tx.context_of(ctx.ws, task_id)?;
     if existing.len() >= MAX_CONTEXT {
@@ -114,6 +108,26 @@ pub fn add_context(ctx: &mut Ctx<'_>, task_id: &str, req: AddContext) -> Result<
     Ok(ContextOut { context: entry })
 }
 
+/// Checks a context entry's own fields: a known type, and content within its limits.
+pub fn check_context_input(kind: &str, content: &str) -> Result<()> {
+    if !CONTEXT_TYPES.contains(&kind) {
+        return Err(Error::invalid(
+            format!("unknown context type '{kind}'"),
+            format!("use one of: {}", CONTEXT_TYPES.join(", ")),
+        ));
+    }
+    check_text("content", content, MAX_TEXT)
+}
+
+/// Checks a step's own fields: a one-line title, details within their limit.
+pub fn check_step_input(title: &str, details: Option<&str>) -> Result<()> {
+    super::check_line("title", title, MAX_TITLE)?;
+    if let Some(d) = details {
+        check_len("details", d, MAX_TEXT)?;
+    }
+    Ok(())
+}
+
 /// Appends a step to a task's plan; `lease` when its holder adds it.
 pub fn add_step(
     ctx: &mut Ctx<'_>,
@@ -122,10 +136,7 @@ pub fn add_step(
     details: Option<String>,
     lease: Option<&str>,
 ) -> Result<StepOut> {
-    super::check_line("title", title, MAX_TITLE)?;
-    if let Some(d) = &details {
-        check_len("details", d, MAX_TEXT)?;
-    }
+    check_step_input(title, details.as_deref())?;
     let mut task = ctx.task(task_id)?;
     crate::state::check_open(task_id, task.status, "add a step to")?;
     let steps = ctx.tx.steps_of(ctx.ws, task_id)?;
@@ -167,12 +178,21 @@ pub fn done_step(
         check_len("notes", n, MAX_TEXT)?;
     }
     let mut task = ctx.task(task_id)?;
+    // By id, or by the position a briefing shows (1 for the first step).
+    let position: Option<u32> = step_id.parse().ok();
     let mut step = ctx
         .tx
         .steps_of(ctx.ws, task_id)?
         .into_iter()
-        .find(|s| s.id == step_id)
-        .ok_or_else(|| Error::not_found("step", step_id))?;
+        .find(|s| s.id == step_id || Some(s.position) == position)
+        .ok_or_else(|| {
+            Error::new(
+                Code::NotFound,
+                format!("task {task_id} has no step {step_id}"),
+                "name the step by its id (stp_…) or its position; the task's brief lists both",
+            )
+            .with_details(json!({ "kind": "step", "id": step_id }))
+        })?;
     if step.done {
         // Done already: nothing changes, but a lease sent must still be the holder's.
         holder_run(ctx, &task, lease)?;

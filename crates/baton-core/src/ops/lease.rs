@@ -236,7 +236,7 @@ fn grant(
     agent: &mut Agent,
     req: &ClaimRequest,
 ) -> Result<Claim> {
-    state::check(&task.id, task.status, Op::Claim)?;
+    state::check_task(&task, Op::Claim)?;
     let ttl = req.lease_ttl.unwrap_or(task.lease_ttl);
     let token = new_secret("lse");
     task.epoch += 1;
@@ -339,7 +339,8 @@ fn leased(ctx: &mut Ctx<'_>, id: &str, token: &str) -> Result<(Task, Run)> {
                 "that lease token is not the current lease of task {id} (epoch {})",
                 lease.epoch
             ),
-            "another claim superseded yours; stop work on this task and claim new work",
+            "if you held this task, your lease ended and another claim took it: stop work on \
+             it and claim new work; otherwise check the token (it is the claim's lease.token)",
             &task,
         ));
     }
@@ -423,7 +424,7 @@ fn end_run(ctx: &mut Ctx<'_>, task: &mut Task, run: &mut Run, status: RunStatus)
 /// claimed → in_progress.
 pub fn start(ctx: &mut Ctx<'_>, id: &str, token: &str) -> Result<TaskOut> {
     let (mut task, mut run) = leased(ctx, id, token)?;
-    state::check(id, task.status, Op::Start)?;
+    state::check_task(&task, Op::Start)?;
     task.status = Status::InProgress;
     let extra = holder_sees_own_change(ctx, &task, &mut run)?;
     ctx.save(&mut task, "task.started", &extra)?;
@@ -436,7 +437,7 @@ pub fn start(ctx: &mut Ctx<'_>, id: &str, token: &str) -> Result<TaskOut> {
 /// Extends the lease, records progress, and answers with the signals the agent must act on.
 pub fn heartbeat(ctx: &mut Ctx<'_>, id: &str, token: &str, hb: &Heartbeat) -> Result<HeartbeatAck> {
     let (mut task, mut run) = leased(ctx, id, token)?;
-    state::check(id, task.status, Op::Heartbeat)?;
+    state::check_task(&task, Op::Heartbeat)?;
     if let Some(p) = hb.progress {
         if !(0.0..=1.0).contains(&p) {
             return Err(Error::invalid(
@@ -502,7 +503,7 @@ pub fn heartbeat(ctx: &mut Ctx<'_>, id: &str, token: &str, hb: &Heartbeat) -> Re
 /// Gives the task back to the queue; the attempt is not counted.
 pub fn release(ctx: &mut Ctx<'_>, id: &str, token: &str) -> Result<TaskOut> {
     let (mut task, mut run) = leased(ctx, id, token)?;
-    state::check(id, task.status, Op::Release)?;
+    state::check_task(&task, Op::Release)?;
     end_run(ctx, &mut task, &mut run, RunStatus::Released)?;
     task.attempts = task.attempts.saturating_sub(1);
     graph::settle(ctx, &mut task)?;
@@ -517,7 +518,7 @@ pub fn release(ctx: &mut Ctx<'_>, id: &str, token: &str) -> Result<TaskOut> {
 pub fn complete(ctx: &mut Ctx<'_>, id: &str, token: &str, req: Complete) -> Result<TaskOut> {
     let (mut task, mut run) = leased(ctx, id, token)?;
     auto_start(ctx, &mut task, &mut run, Op::Complete)?;
-    state::check(id, task.status, Op::Complete)?;
+    state::check_task(&task, Op::Complete)?;
     check_json("output", &req.output)?;
     if let Some(o) = &req.outcome {
         check_len("outcome", o, MAX_TEXT)?;
@@ -577,7 +578,7 @@ pub fn fail(ctx: &mut Ctx<'_>, id: &str, token: &str, req: Fail) -> Result<TaskO
         ));
     }
     let (mut task, mut run) = leased(ctx, id, token)?;
-    state::check(id, task.status, Op::Fail)?;
+    state::check_task(&task, Op::Fail)?;
     run.error = Some(req.error.clone());
     run.error_class = Some(class.clone());
     end_run(ctx, &mut task, &mut run, RunStatus::Failed)?;
@@ -606,7 +607,7 @@ pub fn block(ctx: &mut Ctx<'_>, id: &str, token: &str, reason: String) -> Result
     super::check_text("reason", &reason, MAX_TEXT)?;
     let (mut task, mut run) = leased(ctx, id, token)?;
     auto_start(ctx, &mut task, &mut run, Op::Block)?;
-    state::check(id, task.status, Op::Block)?;
+    state::check_task(&task, Op::Block)?;
     end_run(ctx, &mut task, &mut run, RunStatus::Blocked)?;
     task.attempts = task.attempts.saturating_sub(1);
     task.status = Status::Blocked;
@@ -624,7 +625,7 @@ pub fn wait(ctx: &mut Ctx<'_>, id: &str, token: &str, reason: String) -> Result<
     super::check_text("reason", &reason, MAX_TEXT)?;
     let (mut task, mut run) = leased(ctx, id, token)?;
     auto_start(ctx, &mut task, &mut run, Op::Wait)?;
-    state::check(id, task.status, Op::Wait)?;
+    state::check_task(&task, Op::Wait)?;
     task.status = Status::Waiting;
     task.reason = Some(reason);
     let extra = holder_sees_own_change(ctx, &task, &mut run)?;
@@ -638,7 +639,7 @@ pub fn wait(ctx: &mut Ctx<'_>, id: &str, token: &str, reason: String) -> Result<
 /// waiting → in_progress.
 pub fn resume(ctx: &mut Ctx<'_>, id: &str, token: &str) -> Result<TaskOut> {
     let (mut task, mut run) = leased(ctx, id, token)?;
-    state::check(id, task.status, Op::Resume)?;
+    state::check_task(&task, Op::Resume)?;
     task.status = Status::InProgress;
     task.reason = None;
     let extra = holder_sees_own_change(ctx, &task, &mut run)?;
@@ -652,7 +653,7 @@ pub fn resume(ctx: &mut Ctx<'_>, id: &str, token: &str) -> Result<TaskOut> {
 /// review → done.
 pub fn approve(ctx: &mut Ctx<'_>, id: &str, comment: Option<String>) -> Result<TaskOut> {
     let mut task = ctx.task(id)?;
-    state::check(id, task.status, Op::Approve)?;
+    state::check_task(&task, Op::Approve)?;
     if let Some(c) = &comment {
         check_len("comment", c, MAX_TEXT)?;
     }
@@ -670,7 +671,7 @@ pub fn approve(ctx: &mut Ctx<'_>, id: &str, comment: Option<String>) -> Result<T
 pub fn reject(ctx: &mut Ctx<'_>, id: &str, reason: String) -> Result<TaskOut> {
     super::check_text("reason", &reason, MAX_TEXT)?;
     let mut task = ctx.task(id)?;
-    state::check(id, task.status, Op::Reject)?;
+    state::check_task(&task, Op::Reject)?;
     // The run under review carries the verdict: the briefing shows the next holder why
     // (the task's reason changes with its next transition).
     let mut extra = Vec::new();

@@ -230,7 +230,7 @@ pub fn check_len(field: &str, value: &str, max: usize) -> Result<()> {
         return Err(Error::new(
             crate::Code::TooLarge,
             format!("{field} is {} bytes; the limit is {max}", value.len()),
-            format!("shorten the {field}, or attach the bulk as an artifact or reference"),
+            format!("shorten the {field} to at most {max} bytes"),
         ));
     }
     if value.contains('\0') {
@@ -264,7 +264,7 @@ pub fn check_limit(field: &str, limit: u32) -> Result<u32> {
     if limit == 0 || limit > MAX_PAGE {
         return Err(Error::invalid(
             format!("{field} is {limit}; it must be 1 to {MAX_PAGE}"),
-            format!("ask for at most {MAX_PAGE} and page on with the cursor"),
+            format!("ask for 1 to {MAX_PAGE}; for more, read page after page"),
         ));
     }
     Ok(limit)

@@ -102,6 +102,9 @@ pub struct PlanTask {
     /// Lease TTL.
     #[serde(default)]
     pub lease_ttl: Option<Duration>,
+    /// The longest one attempt may run (no heartbeat extends a lease past it).
+    #[serde(default)]
+    pub timeout: Option<Duration>,
     /// Attempts allowed.
     #[serde(default)]
     pub max_attempts: Option<u32>,
@@ -176,6 +179,17 @@ pub fn parse(text: &str) -> Result<PlanDoc> {
         serde_yaml::from_str(text).map_err(|e| plan_error(format!("not a valid plan: {e}")))?
     };
     Ok(doc)
+}
+
+/// A plan document that did not parse into a [`PlanDoc`] as another surface reported it
+/// (`INVALID_INPUT` of a JSON body): `INVALID_PLAN`, as the same file is refused by
+/// [`parse`].
+pub fn as_plan_error(e: Error) -> Error {
+    if e.code == Code::InvalidInput {
+        plan_error(format!("not a valid plan: {}", e.message))
+    } else {
+        e
+    }
 }
 
 fn plan_error(message: String) -> Error {
@@ -319,6 +333,12 @@ pub fn apply(ctx: &mut Ctx<'_>, doc: PlanDoc) -> Result<PlanOut> {
             }
         }
     }
+    // Every task of the file is checked, those that exist as much as those to create: a
+    // file refused on its first apply is refused on every one.
+    for f in &flat {
+        let req = create_request(&doc, f.node, f.parent_ref.map(str::to_string), vec![]);
+        check_node(&req, f.node).map_err(|e| task::with_ref(e, &f.node.reference))?;
+    }
     let order = order(&flat, &index)?;
     // Named or not, the project must exist, even when every task of the plan does. It is
     // where the tasks this apply creates go; tasks created before stay where they are.
@@ -359,27 +379,7 @@ pub fn apply(ctx: &mut Ctx<'_>, doc: PlanDoc) -> Result<PlanOut> {
                 }
             }
             None => {
-                let req = CreateTask {
-                    title: node.title.clone(),
-                    intent: node.intent.clone(),
-                    description: node.description.clone(),
-                    plan: node.plan.clone(),
-                    kind: node.kind.clone(),
-                    project: doc.project.clone(),
-                    parent_id,
-                    priority: node.priority,
-                    due_at: node.due_at,
-                    required_capabilities: node.required_capabilities.clone(),
-                    labels: node.labels.clone(),
-                    blocked_by,
-                    lease_ttl: node.lease_ttl,
-                    max_attempts: node.max_attempts,
-                    review_required: node.review_required,
-                    input: node.input.clone(),
-                    output_schema: node.output_schema.clone(),
-                    draft: node.draft,
-                    ..Default::default()
-                };
+                let req = create_request(&doc, node, parent_id, blocked_by);
                 let out = match task::create(ctx, req, Some(key)) {
                     Ok(out) => out,
                     Err(e) => return Err(in_refs(ctx, e, &ids, &[], &node.reference)?),
@@ -427,6 +427,54 @@ pub fn apply(ctx: &mut Ctx<'_>, doc: PlanDoc) -> Result<PlanOut> {
         updated,
         unchanged,
     })
+}
+
+/// The creation a plan's task stands for.
+fn create_request(
+    doc: &PlanDoc,
+    node: &PlanTask,
+    parent_id: Option<String>,
+    blocked_by: Vec<String>,
+) -> CreateTask {
+    CreateTask {
+        title: node.title.clone(),
+        intent: node.intent.clone(),
+        description: node.description.clone(),
+        plan: node.plan.clone(),
+        kind: node.kind.clone(),
+        project: doc.project.clone(),
+        parent_id,
+        priority: node.priority,
+        due_at: node.due_at,
+        required_capabilities: node.required_capabilities.clone(),
+        labels: node.labels.clone(),
+        blocked_by,
+        lease_ttl: node.lease_ttl,
+        timeout: node.timeout,
+        max_attempts: node.max_attempts,
+        review_required: node.review_required,
+        input: node.input.clone(),
+        output_schema: node.output_schema.clone(),
+        draft: node.draft,
+        ..Default::default()
+    }
+}
+
+/// Checks a plan task's own fields, context entries and steps, as creating it would.
+fn check_node(req: &CreateTask, node: &PlanTask) -> Result<()> {
+    task::validate_create(req)?;
+    for c in &node.context {
+        knowledge::check_context_input(&c.kind, &c.content)?;
+    }
+    for s in &node.steps {
+        match s {
+            PlanStep::Title(title) => knowledge::check_step_input(title, None)?,
+            PlanStep::Full(step) => {
+                knowledge::check_step_input(&step.title, step.details.as_deref())?
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A failure of the plan's task `failing`, told in refs ([`task::in_refs`]): `ids` each ref

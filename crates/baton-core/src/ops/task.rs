@@ -251,7 +251,7 @@ pub fn update(ctx: &mut Ctx<'_>, id: &str, req: UpdateTask) -> Result<TaskOut> {
     }
     let mut task = ctx.task(id)?;
     let before = task.clone();
-    state::check(id, task.status, Op::Update)?;
+    state::check_task(&task, Op::Update)?;
     if req.intent.is_some() {
         return Err(Error::invalid(
             "intent is immutable once a task is created",
@@ -290,6 +290,10 @@ pub fn update(ctx: &mut Ctx<'_>, id: &str, req: UpdateTask) -> Result<TaskOut> {
     super::check_duration("lease_ttl", req.lease_ttl)?;
     if let Some(ttl) = req.lease_ttl {
         task.lease_ttl = ttl;
+    }
+    super::check_duration("timeout", req.timeout)?;
+    if let Some(timeout) = req.timeout {
+        task.timeout = Some(timeout);
     }
     if let Some(max) = req.max_attempts {
         super::check_max_attempts(max)?;
@@ -341,7 +345,7 @@ pub fn update(ctx: &mut Ctx<'_>, id: &str, req: UpdateTask) -> Result<TaskOut> {
 /// draft → ready, or blocked while a blocker is not done.
 pub fn publish(ctx: &mut Ctx<'_>, id: &str) -> Result<TaskOut> {
     let mut task = ctx.task(id)?;
-    state::check(id, task.status, Op::Publish)?;
+    state::check_task(&task, Op::Publish)?;
     graph::settle(ctx, &mut task)?;
     ctx.save(&mut task, "task.published", &[])?;
     Ok(TaskOut {
@@ -353,7 +357,7 @@ pub fn publish(ctx: &mut Ctx<'_>, id: &str) -> Result<TaskOut> {
 /// Any non-terminal state → canceled, ending any live run. Dependents are told.
 pub fn cancel(ctx: &mut Ctx<'_>, id: &str, reason: Option<String>) -> Result<TaskOut> {
     let mut task = ctx.task(id)?;
-    state::check(id, task.status, Op::Cancel)?;
+    state::check_task(&task, Op::Cancel)?;
     let mut extra = Vec::new();
     if let Some(lease) = task.lease.take() {
         if let Some(mut run) = ctx.tx.run(ctx.ws, &task.id, &lease.run_id)? {
@@ -377,7 +381,25 @@ pub fn cancel(ctx: &mut Ctx<'_>, id: &str, reason: Option<String>) -> Result<Tas
 /// failed → ready (or blocked on dependencies), with a fresh set of attempts.
 pub fn retry(ctx: &mut Ctx<'_>, id: &str) -> Result<TaskOut> {
     let mut task = ctx.task(id)?;
-    state::check(id, task.status, Op::Retry)?;
+    state::check_task(&task, Op::Retry)?;
+    // A finished parent has no open work left to contain this one (as it takes no new
+    // children): the parent is retried first, if it failed, or the work goes elsewhere.
+    if let Some(parent_id) = &task.parent_id {
+        let parent = ctx.task(parent_id)?;
+        if parent.status.is_terminal() {
+            return Err(Error::new(
+                Code::InvalidTransition,
+                format!(
+                    "cannot retry task {id}: its parent {parent_id} is {}",
+                    parent.status.as_str()
+                ),
+                "retry the parent first if it failed; otherwise create a new task for the work",
+            )
+            .with_details(
+                json!({ "parent_id": parent_id, "parent_status": parent.status.as_str() }),
+            ));
+        }
+    }
     task.attempts = 0;
     task.not_before = None;
     graph::settle(ctx, &mut task)?;
