@@ -625,7 +625,7 @@ pub(crate) enum DepCmd {
 pub(crate) enum PlanCmd {
     /// Create (or update) a whole task graph from a YAML or JSON file, atomically.
     Apply {
-        /// The plan file.
+        /// The plan file (YAML or JSON); `-` reads standard input.
         file: PathBuf,
     },
 }

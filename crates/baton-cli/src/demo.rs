@@ -101,6 +101,14 @@ impl Shared {
 
 /// Runs the demo in a fresh scratch store; returns the summary.
 pub(crate) async fn run(args: &crate::args::DemoArgs, json_mode: bool) -> Result<Value, Error> {
+    // Checked before anything is made: a refused demo leaves no scratch store behind.
+    let workers = args.workers;
+    if !(1..=16).contains(&workers) {
+        return Err(Error::invalid(
+            format!("--workers is {workers}; the demo runs 1 to 16"),
+            "e.g. --workers 3",
+        ));
+    }
     let dir = std::env::temp_dir().join(format!("baton-demo-{}", baton_core::id::new_id("run")));
     let baton = crate::open(&dir, baton_store_sqlite::Durability::Full)?;
     let planner = baton.actor("default", "planner").await?;
@@ -125,13 +133,6 @@ pub(crate) async fn run(args: &crate::args::DemoArgs, json_mode: bool) -> Result
         ),
     );
 
-    let workers = args.workers;
-    if !(1..=16).contains(&workers) {
-        return Err(Error::invalid(
-            format!("--workers is {workers}; the demo runs 1 to 16"),
-            "e.g. --workers 3",
-        ));
-    }
     let mut handles = Vec::new();
     for w in 0..workers {
         let baton = baton.clone();

@@ -261,7 +261,11 @@ async fn run(cli: Cli) -> Result<Outcome, Error> {
     let baton = open_cli(&cli)?;
     // A claim is the agent acting: unless `--as` says otherwise, record it under its name.
     let actor_name = match &cli.command {
-        Command::Claim(a) if cli.actor == "cli" => a.agent.clone(),
+        Command::Claim(a) if cli.actor == "cli" => {
+            // Told as the agent it is, not as the actor it would become.
+            baton_core::ops::check_name("agent", &a.agent, 200)?;
+            a.agent.clone()
+        }
         _ => cli.actor.clone(),
     };
     if let Command::Init = cli.command {

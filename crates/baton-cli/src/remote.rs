@@ -397,6 +397,14 @@ impl Client<'_> {
         query: &[(&str, String)],
         body: Option<Value>,
     ) -> Result<Value, Error> {
+        // An empty id would name another route (`/v1/tasks/` is not a task): refused here,
+        // as the store refuses it.
+        if path.ends_with('/') || path.contains("//") {
+            return Err(Error::invalid(
+                "an id or name in the command is empty",
+                "give the id (tsk_…, agt_…) or name the command asks for",
+            ));
+        }
         let mut req = self
             .http
             .request(method, format!("{}{path}", self.base))

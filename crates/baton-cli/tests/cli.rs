@@ -971,6 +971,12 @@ fn errors_are_reported_as_one_json_object_and_write_nothing() {
         &["--as", "x\ny", "task", "create", "--title", "x"],
         "INVALID_INPUT",
     );
+    // A claim's agent is told as the agent, not as the actor it would be recorded as.
+    let err = s.fails_without_writing(&["claim", "--agent", ""], "INVALID_INPUT");
+    assert!(
+        err["message"].as_str().unwrap().starts_with("agent"),
+        "{err}"
+    );
     s.fails_without_writing(
         &[
             "--idempotency-key",

@@ -296,10 +296,12 @@ async fn cli_speaks_http_with_the_same_shapes() {
     assert_eq!(a["agent"]["status"], "disabled", "{a}");
     let (_, ws) = json(remote(&["workspace", "get"]));
     assert_eq!(ws["workspace"]["killed"], false, "{ws}");
-    // The key decides the workspace and the actor: flags that would be ignored are refused.
+    // The key decides the workspace and the actor: flags that would be ignored are refused;
+    // and an empty id is refused, not sent as another route.
     for args in [
         &["--workspace", "other", "task", "list"][..],
         &["--as", "someone", "task", "list"],
+        &["task", "get", ""],
     ] {
         let (code, err) = json(remote(args));
         assert_eq!(

@@ -1907,6 +1907,18 @@ async fn unblocking_a_failed_dependency_sticks(env: Env) {
         })
         .await
         .unwrap();
+    // A soft link beside the hard one: the waiver leaves it as it is.
+    env.baton
+        .dependency(
+            &env.actor,
+            None,
+            &a.id,
+            &c.id,
+            baton_core::model::DepKind::RelatesTo,
+            true,
+        )
+        .await
+        .unwrap();
     let ca = env.claim("w").await.unwrap();
     env.lease(
         &a.id,
@@ -1922,10 +1934,23 @@ async fn unblocking_a_failed_dependency_sticks(env: Env) {
         env.get(&c.id).blocked_reason,
         Some(BlockedReason::DependencyFailed)
     );
+    let before = env.event_count();
     env.baton
         .transition(&env.actor, None, Op::Unblock, &c.id, None)
         .await
         .unwrap();
+    let kinds: Vec<String> = env.all_events()[before as usize..]
+        .iter()
+        .map(|e| e.kind.clone())
+        .collect();
+    assert!(
+        !kinds.contains(&"dependency.added".to_string()),
+        "the existing soft link is not added again: {kinds:?}"
+    );
+    assert!(
+        kinds.contains(&"dependency.removed".to_string()),
+        "{kinds:?}"
+    );
     let cc = env.claim("w").await.unwrap();
     assert_eq!(cc.task.id, c.id);
     let out = env

@@ -428,7 +428,8 @@ pub fn unblock(ctx: &mut Ctx<'_>, id: &str) -> Result<TaskOut> {
         Some(BlockedReason::DependencyFailed) => {
             // The planner proceeds without the failed blockers: their `blocks` edges become
             // `relates_to`, so no later settle blocks the task on them again.
-            for dep in ctx.tx.deps_of(ctx.ws, id)? {
+            let deps = ctx.tx.deps_of(ctx.ws, id)?;
+            for dep in &deps {
                 if dep.kind != DepKind::Blocks {
                     continue;
                 }
@@ -436,9 +437,13 @@ pub fn unblock(ctx: &mut Ctx<'_>, id: &str) -> Result<TaskOut> {
                 if failed {
                     ctx.tx.delete_dep(ctx.ws, &dep.blocker_id, id, DepKind::Blocks)?;
                     ctx.emit("dependency.removed", Some(id), json!({ "dependency": dep }))?;
-                    let waived = Dependency { kind: DepKind::RelatesTo, created_at: ctx.now, ..dep };
-                    ctx.tx.put_dep(&waived)?;
-                    ctx.emit("dependency.added", Some(id), json!({ "dependency": waived }))?;
+                    // A soft link that exists already stays as it is.
+                    let linked = deps.iter().any(|d| d.kind == DepKind::RelatesTo && d.blocker_id == dep.blocker_id);
+                    if !linked {
+                        let waived = Dependency { kind: DepKind::RelatesTo, created_at: ctx.now, ..dep.clone() };
+                        ctx.tx.put_dep(&waived)?;
+                        ctx.emit("dependency.added", Some(id), json!({ "dependency": waived }))?;
+                    }
                 }
             }
             graph::settle(ctx, &mut task)?;
