@@ -419,6 +419,19 @@ async fn workspace_kill_switch_stops_everything(env: Env) {
     let kill = |killed: bool| WorkspaceSettings {
         killed: Some(killed),
     };
+    // A claim already waiting when the switch is set hears of it, not only a new one.
+    env.claim("b0").await.expect("the second task");
+    let waiting = {
+        let (baton, actor) = (env.baton.clone(), env.actor.clone());
+        tokio::spawn(async move {
+            let req = ClaimRequest {
+                wait: Some(Duration::secs(20)),
+                ..claim_as("waiter")
+            };
+            baton.claim(&actor, None, req).await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let ws = env
         .baton
         .update_workspace(&env.actor, None, kill(true))
@@ -427,6 +440,11 @@ async fn workspace_kill_switch_stops_everything(env: Env) {
         .workspace;
     assert!(ws.killed);
     assert!(env.baton.workspace(&env.actor).unwrap().workspace.killed);
+    let woken = tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
+        .await
+        .expect("the waiting claim is answered at once")
+        .unwrap();
+    assert_eq!(woken.unwrap_err().code, Code::Killed);
     let revoked = env.get(&one.id);
     assert_eq!(
         (revoked.status, revoked.lease.is_none()),

@@ -226,6 +226,11 @@ fn claimable(
     let page = (idle as u32).clamp(1, 1024).next_power_of_two();
     let mut count = 0;
     store.read(&mut |tx| {
+        // A killed workspace: every waiter is woken, to be told so by its claim.
+        if tx.workspace(workspace_id)?.is_some_and(|w| w.killed) {
+            count = idle;
+            return Ok(());
+        }
         // Only tasks the agent can take: the store seeks the capability sets it serves.
         count = tx
             .claim_candidates(workspace_id, now, page, Some(capabilities))?

@@ -232,11 +232,13 @@ pub struct NewEvent<'a> {
 
 impl NewEvent<'_> {
     /// Whether its commit should wake long-poll claims and live streams at once: changes to
-    /// tasks and to projects (a revived project's work is claimable again; a kill switch
-    /// is news to its followers). Agents' and keys' events do not: a claimer registering
+    /// tasks, projects and the workspace (a revived project's work is claimable again; a
+    /// kill switch is news to its followers and to the claims waiting in it). Agents' and keys' events do not: a claimer registering
     /// itself would wake every other (streams still see them within their idle wait).
     pub fn wakes_waiters(&self) -> bool {
-        self.task_id.is_some() || self.kind.starts_with("project.")
+        self.task_id.is_some()
+            || self.kind.starts_with("project.")
+            || self.kind.starts_with("workspace.")
     }
 }
 

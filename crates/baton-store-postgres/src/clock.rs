@@ -16,8 +16,9 @@ pub(crate) const QUERY: &str = "SELECT (extract(epoch FROM clock_timestamp()) * 
 /// How often the offset is measured again (host clocks drift, and get stepped).
 pub(crate) const REFRESH: Duration = Duration::from_secs(30);
 
-/// A reading slower than this says little about the offset; it is dropped.
-const MAX_ROUND_TRIP_MS: i64 = 500;
+/// A reading slower than this says little about the offset (its error is up to half the
+/// round trip); it is dropped.
+const MAX_ROUND_TRIP_MS: i64 = 40;
 
 /// Changes smaller than this are the measurement's own noise: time is not moved for them.
 const JITTER_MS: i64 = 10;
@@ -71,7 +72,7 @@ mod tests {
         assert!(clock.observe(1_000, 21_004, 1_008), "20 s ahead");
         assert_eq!(clock.offset_ms(), 20_000);
         assert!(!clock.observe(2_000, 22_005, 2_002), "within the jitter");
-        assert!(!clock.observe(3_000, 9_000, 3_900), "too slow a reading");
+        assert!(!clock.observe(3_000, 9_000, 3_100), "too slow a reading");
         assert!(clock.observe(4_000, 3_000, 4_000), "behind");
         assert_eq!(clock.offset_ms(), -1_000);
         let now = clock.now();

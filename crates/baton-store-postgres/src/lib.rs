@@ -451,6 +451,10 @@ fn commit_group(
             _ => break,
         }
     }
+    // A connection that failed as a whole, or lost an answer (a job of `one_by_one`, a
+    // rollback after conflicts), is replaced once the batch is answered: connecting to a
+    // silent server takes its own time.
+    let replace = conn.broken || matches!(&outcome, Err(e) if e.code != Code::Busy);
     match outcome {
         Ok((results, task_events)) => {
             // Raised before the answers: a process that ends on its answer still owes the
@@ -469,13 +473,11 @@ fn commit_group(
             for job in batch {
                 job.finish(Err(e.clone()));
             }
-            // The connection may be broken: replace it for the next batch (answered first:
-            // connecting to a silent server takes its own time).
-            if e.code != Code::Busy {
-                if let Ok(fresh) = Conn::open_writer(url, options) {
-                    *conn = fresh;
-                }
-            }
+        }
+    }
+    if replace {
+        if let Ok(fresh) = Conn::open_writer(url, options) {
+            *conn = fresh;
         }
     }
 }

@@ -889,12 +889,13 @@ impl Tx for PgTx<'_> {
     ) -> Result<Option<KillSwitch>> {
         self.lock(ws)?;
         let rows = self.rows_now(
-            "SELECT 'workspace', name FROM workspaces WHERE id = $1 AND killed
+            "SELECT 'workspace', name, 1 AS rank FROM workspaces WHERE id = $1 AND killed
              UNION ALL
-             SELECT 'project', name FROM projects WHERE workspace_id = $1 AND id = $2 AND killed
+             SELECT 'project', name, 2 FROM projects WHERE workspace_id = $1 AND id = $2 AND killed
              UNION ALL
-             SELECT 'agent', name FROM agents
-              WHERE workspace_id = $1 AND id = $3 AND body::jsonb ->> 'status' = 'killed'",
+             SELECT 'agent', name, 3 FROM agents
+              WHERE workspace_id = $1 AND id = $3 AND body::jsonb ->> 'status' = 'killed'
+             ORDER BY rank",
             &[t(ws), t(project_id), t(agent_id)],
         )?;
         for row in rows {

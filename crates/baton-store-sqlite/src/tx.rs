@@ -270,13 +270,14 @@ impl Tx for SqliteTx<'_> {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT 'workspace', name FROM workspaces WHERE id = +?1 AND killed = 1
+                "SELECT 'workspace', name, 1 AS rank FROM workspaces WHERE id = +?1 AND killed = 1
                  UNION ALL
-                 SELECT 'project', name FROM projects
+                 SELECT 'project', name, 2 FROM projects
                   WHERE workspace_id = +?1 AND id = +?2 AND killed = 1
                  UNION ALL
-                 SELECT 'agent', name FROM agents
-                  WHERE workspace_id = +?1 AND id = +?3 AND body ->> '$.status' = 'killed'",
+                 SELECT 'agent', name, 3 FROM agents
+                  WHERE workspace_id = +?1 AND id = +?3 AND body ->> '$.status' = 'killed'
+                 ORDER BY rank",
             )
             .map_err(db_err)?;
         let rows = stmt
