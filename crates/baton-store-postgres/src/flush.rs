@@ -374,13 +374,7 @@ fn send(
             Col::OneInt(v) => q.bind(v),
         };
     }
-    let Conn {
-        rt,
-        pg,
-        limit,
-        broken,
-    } = conn;
-    let done = crate::within(rt, *limit, broken, q.execute(&mut *pg))?;
+    let done = conn.trip(async |pg| q.execute(pg).await)?;
     if let Some(group) = events {
         if done.rows_affected() != group.len() as u64 {
             return Err(Error::not_found("workspace", &group[0].ws));

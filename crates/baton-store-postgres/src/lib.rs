@@ -111,14 +111,11 @@ pub(crate) const ROUND_TRIP_LIMIT: Duration = Duration::from_secs(30);
 /// Reads the server's clock into `clock` (see [`DatabaseClock`]).
 fn read_clock(conn: &mut Conn, clock: &DatabaseClock) -> Result<()> {
     let before = clock::wall();
-    let Conn {
-        rt,
-        pg,
-        limit,
-        broken,
-    } = conn;
-    let query = sqlx::query_scalar::<_, i64>(clock::QUERY).fetch_one(&mut *pg);
-    let server = within(rt, *limit, broken, query)?;
+    let server = conn.trip(async |pg| {
+        sqlx::query_scalar::<_, i64>(clock::QUERY)
+            .fetch_one(pg)
+            .await
+    })?;
     clock.observe(before, server, clock::wall());
     Ok(())
 }
@@ -132,30 +129,6 @@ pub(crate) struct Conn {
     /// A round trip was cut short: its answer is still owed, and its transaction may be
     /// open on the server. Nothing more is sent on it; its owner replaces it.
     pub(crate) broken: bool,
-}
-
-/// Drives one round trip on a connection's runtime to its answer, or fails it
-/// `UNAVAILABLE` after `limit`, marking the connection `broken`: whatever it would carry
-/// next could land inside the transaction left open, so it carries nothing more.
-pub(crate) fn within<T>(
-    rt: &tokio::runtime::Runtime,
-    limit: Option<Duration>,
-    broken: &mut bool,
-    trip: impl std::future::Future<Output = std::result::Result<T, sqlx::Error>>,
-) -> Result<T> {
-    if *broken {
-        return Err(tx::unavailable(&"this connection lost an answer earlier"));
-    }
-    let Some(limit) = limit else {
-        return rt.block_on(trip).map_err(db_err);
-    };
-    match rt.block_on(async { tokio::time::timeout(limit, trip).await }) {
-        Ok(answer) => answer.map_err(db_err),
-        Err(_) => {
-            *broken = true;
-            Err(tx::unavailable(&format!("no answer within {limit:?}")))
-        }
-    }
 }
 
 impl Conn {
@@ -217,13 +190,32 @@ impl Conn {
     }
 
     fn batch(&mut self, sql: &str) -> Result<()> {
-        let Conn {
-            rt,
-            pg,
-            limit,
-            broken,
-        } = self;
-        within(rt, *limit, broken, sqlx::raw_sql(sql).execute(&mut *pg)).map(|_| ())
+        self.trip(async |pg| sqlx::raw_sql(sql).execute(pg).await)
+            .map(|_| ())
+    }
+
+    /// Drives one round trip (`trip`, given the connection) on the connection's runtime to
+    /// its answer, or fails it `UNAVAILABLE` after `limit`, marking the connection
+    /// `broken`: whatever it would carry next could land inside the transaction left open,
+    /// so it carries nothing more.
+    pub(crate) fn trip<T>(
+        &mut self,
+        trip: impl AsyncFnOnce(&mut sqlx::PgConnection) -> std::result::Result<T, sqlx::Error>,
+    ) -> Result<T> {
+        if self.broken {
+            return Err(tx::unavailable(&"this connection lost an answer earlier"));
+        }
+        let Conn { rt, pg, limit, .. } = self;
+        let Some(limit) = *limit else {
+            return rt.block_on(trip(pg)).map_err(db_err);
+        };
+        match rt.block_on(async { tokio::time::timeout(limit, trip(pg)).await }) {
+            Ok(answer) => answer.map_err(db_err),
+            Err(_) => {
+                self.broken = true;
+                Err(tx::unavailable(&format!("no answer within {limit:?}")))
+            }
+        }
     }
 }
 

@@ -22,7 +22,7 @@
 //! no gaps, while the jobs themselves overlap. The argument is in ARCHITECTURE.md.
 use crate::claiming::ClaimSlot;
 use crate::flush::{EventRow, Lens, Observed, Pending, RunRow, TaskRow};
-use crate::{within, Conn};
+use crate::Conn;
 use baton_core::error::{Code, Error, Result};
 use baton_core::model::*;
 use baton_core::store::{
@@ -387,13 +387,7 @@ impl<'a> PgTx<'a> {
     fn rows_now(&mut self, sql: &str, args: &[Arg]) -> Result<Vec<PgRow>> {
         self.begin()?;
         let q = bound(sql, args);
-        let Conn {
-            rt,
-            pg,
-            limit,
-            broken,
-        } = &mut *self.conn;
-        within(rt, *limit, broken, q.fetch_all(&mut *pg))
+        self.conn.trip(async |pg| q.fetch_all(pg).await)
     }
 
     /// Runs a statement after sending the writes held back (they come first).
@@ -401,13 +395,9 @@ impl<'a> PgTx<'a> {
         self.flush_rows()?;
         self.begin()?;
         let q = bound(sql, args);
-        let Conn {
-            rt,
-            pg,
-            limit,
-            broken,
-        } = &mut *self.conn;
-        within(rt, *limit, broken, q.execute(&mut *pg)).map(|r| r.rows_affected())
+        self.conn
+            .trip(async |pg| q.execute(pg).await)
+            .map(|r| r.rows_affected())
     }
 
     fn many<T: DeserializeOwned>(&mut self, sql: &str, args: &[Arg]) -> Result<Vec<T>> {
