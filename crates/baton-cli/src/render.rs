@@ -232,6 +232,14 @@ pub(crate) fn human(value: &Value) {
                 s(t, "result"),
                 task_line(&t["task"])
             );
+            for w in t
+                .get("warnings")
+                .and_then(|v| v.as_array())
+                .into_iter()
+                .flatten()
+            {
+                say!("  {:<16} warning: {}", "", line(w.as_str().unwrap_or("")));
+            }
         }
         return;
     }

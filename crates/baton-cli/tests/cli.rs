@@ -1696,6 +1696,147 @@ fn plan_reapply_with_unnormalized_labels_changes_nothing() {
     assert_eq!(s.event_count(), before, "re-applying wrote events");
 }
 
+/// An edited plan applied again updates every field it gives on tasks that have not ended
+/// (`labels: []` clears), and tells in each task's `warnings` what it asks and cannot do:
+/// fields of a finished task, a changed intent, a blocker on a started task, a new parent,
+/// context and steps a task does not have. Nothing is dropped silently; the same edited
+/// file applied once more changes nothing.
+#[test]
+fn plan_reapply_applies_given_fields_and_warns_what_it_cannot() {
+    let s = Store::new();
+    let v1 = s.file(
+        "v1.yaml",
+        "tasks:
+  - ref: finished
+    title: Finished
+    priority: 10
+  - ref: started
+    title: Started
+    intent: why
+    priority: 5
+  - ref: a
+    title: A
+    labels: [x]
+    context: [{type: note, content: first}]
+    steps: [one]
+  - ref: lone
+    title: Lone
+",
+    );
+    let first = s.ok(&["plan", "apply", &v1]);
+    assert_eq!(first["created"], 4, "{first}");
+    assert!(
+        first["tasks"]
+            .as_array()
+            .expect("tasks")
+            .iter()
+            .all(|t| t.get("warnings").is_none()),
+        "a first apply has nothing to warn about: {first}"
+    );
+    let id_of_ref = |out: &Value, r: &str| -> String {
+        let entry = out["tasks"]
+            .as_array()
+            .expect("tasks")
+            .iter()
+            .find(|t| t["ref"] == r);
+        entry.expect("ref listed")["task"]["id"]
+            .as_str()
+            .expect("id")
+            .to_string()
+    };
+    let (task, token) = s.claim_one("worker", &[]);
+    assert_eq!(id_of(&task), id_of_ref(&first, "finished"));
+    s.ok(&["complete", &id_of(&task), "--lease", &token]);
+    let (task, _) = s.claim_one("worker", &[]);
+    assert_eq!(id_of(&task), id_of_ref(&first, "started"));
+
+    let v2 = s.file(
+        "v2.yaml",
+        "tasks:
+  - ref: finished
+    title: Finished, renamed
+    priority: 10
+  - ref: started
+    title: Started
+    intent: a new why
+    priority: 5
+    blocked_by: [a]
+  - ref: a
+    title: A2
+    labels: []
+    max_attempts: 5
+    timeout: 10m
+    review_required: true
+    input: {k: 1}
+    context: [{type: note, content: first}, {type: note, content: second}]
+    steps: [one, two]
+    children:
+      - ref: lone
+        title: Lone
+",
+    );
+    let second = s.ok(&["plan", "apply", &v2]);
+    assert_eq!(second["created"], 0, "{second}");
+    assert_eq!(second["updated"], 1, "{second}");
+    let entry = |r: &str| -> Value {
+        second["tasks"]
+            .as_array()
+            .expect("tasks")
+            .iter()
+            .find(|t| t["ref"] == r)
+            .expect("ref")
+            .clone()
+    };
+    let warnings = |r: &str| -> String { entry(r)["warnings"].to_string() };
+
+    let a = entry("a");
+    assert_eq!(a["result"], "updated", "{a}");
+    assert_eq!(a["task"]["title"], "A2");
+    assert_eq!(a["task"]["labels"], json!([]), "labels: [] clears them");
+    assert_eq!(a["task"]["retry_policy"]["max_attempts"], 5);
+    assert_eq!(a["task"]["timeout"], "10m");
+    assert_eq!(a["task"]["review_required"], true);
+    assert_eq!(a["task"]["input"], json!({"k": 1}));
+    assert!(warnings("a").contains("context not recorded (1 of"), "{a}");
+    assert!(warnings("a").contains("steps not recorded (1 of"), "{a}");
+
+    let finished = entry("finished");
+    assert_eq!(finished["result"], "unchanged", "{finished}");
+    assert_eq!(
+        finished["task"]["title"], "Finished",
+        "a finished task keeps its fields"
+    );
+    assert!(
+        warnings("finished").contains("title not updated: the task is done"),
+        "{finished}"
+    );
+
+    let started = entry("started");
+    assert_eq!(started["result"], "unchanged", "{started}");
+    assert!(
+        warnings("started").contains("intent not updated"),
+        "{started}"
+    );
+    assert!(
+        warnings("started").contains(&format!("blocker {} not added", id_of_ref(&first, "a"))),
+        "{started}"
+    );
+
+    let lone = entry("lone");
+    assert_eq!(lone["task"]["parent_id"], Value::Null, "not moved");
+    assert!(warnings("lone").contains("not moved under"), "{lone}");
+
+    let before = s.event_count();
+    let third = s.ok(&["plan", "apply", &v2]);
+    assert_eq!(third["updated"], 0, "{third}");
+    assert_eq!(
+        s.event_count(),
+        before,
+        "the applied edit applied again writes nothing"
+    );
+    s.replay_verifies();
+}
+
 /// `task update`: changes fields and bumps the version; `--if-version` with the current
 /// version succeeds and with a stale one is VERSION_CONFLICT (retryable, naming the current
 /// version) without writing; intent is immutable.

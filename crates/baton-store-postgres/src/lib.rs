@@ -123,12 +123,13 @@ fn read_clock(conn: &mut Conn, clock: &DatabaseClock) -> Result<()> {
 /// A connection and the runtime that drives it.
 pub(crate) struct Conn {
     pub(crate) rt: tokio::runtime::Runtime,
-    pub(crate) pg: sqlx::PgConnection,
+    /// The session; gone once a round trip was cut short (its answer still owed, its
+    /// transaction maybe open on the server): dropped at once, so the socket closes and the
+    /// server ends that transaction and frees its locks as soon as it notices, instead of
+    /// when a fresh connection replaces this one. Its owner replaces it.
+    pg: Option<sqlx::PgConnection>,
     /// The longest wait for one answer ([`ROUND_TRIP_LIMIT`], or none).
     pub(crate) limit: Option<Duration>,
-    /// A round trip was cut short: its answer is still owed, and its transaction may be
-    /// open on the server. Nothing more is sent on it; its owner replaces it.
-    pub(crate) broken: bool,
 }
 
 impl Conn {
@@ -156,9 +157,8 @@ impl Conn {
             .map_err(|e| unreachable(e.to_string()))?;
         let mut conn = Conn {
             rt,
-            pg,
+            pg: Some(pg),
             limit: Some(ROUND_TRIP_LIMIT),
-            broken: false,
         };
         // Pinned, whatever the server's defaults: commits are durable when they return, and
         // a stalled peer holding a lock (or a session left in a transaction) cannot block
@@ -194,25 +194,37 @@ impl Conn {
             .map(|_| ())
     }
 
+    /// Whether a round trip was cut short: the connection is gone and must be replaced.
+    pub(crate) fn broken(&self) -> bool {
+        self.pg.is_none()
+    }
+
+    /// The runtime and the session, for a caller that drives its own unbounded round trips
+    /// (migrations, tests); `UNAVAILABLE` once the connection is broken.
+    pub(crate) fn parts(&mut self) -> Result<(&tokio::runtime::Runtime, &mut sqlx::PgConnection)> {
+        match &mut self.pg {
+            Some(pg) => Ok((&self.rt, pg)),
+            None => Err(tx::unavailable(&"this connection lost an answer earlier")),
+        }
+    }
+
     /// Drives one round trip (`trip`, given the connection) on the connection's runtime to
-    /// its answer, or fails it `UNAVAILABLE` after `limit`, marking the connection
-    /// `broken`: whatever it would carry next could land inside the transaction left open,
-    /// so it carries nothing more.
+    /// its answer, or fails it `UNAVAILABLE` after `limit` and drops the connection:
+    /// whatever it would carry next could land inside the transaction left open, so it
+    /// carries nothing more.
     pub(crate) fn trip<T>(
         &mut self,
         trip: impl AsyncFnOnce(&mut sqlx::PgConnection) -> std::result::Result<T, sqlx::Error>,
     ) -> Result<T> {
-        if self.broken {
-            return Err(tx::unavailable(&"this connection lost an answer earlier"));
-        }
-        let Conn { rt, pg, limit, .. } = self;
-        let Some(limit) = *limit else {
+        let limit = self.limit;
+        let (rt, pg) = self.parts()?;
+        let Some(limit) = limit else {
             return rt.block_on(trip(pg)).map_err(db_err);
         };
         match rt.block_on(async { tokio::time::timeout(limit, trip(pg)).await }) {
             Ok(answer) => answer.map_err(db_err),
             Err(_) => {
-                self.broken = true;
+                self.pg = None;
                 Err(tx::unavailable(&format!("no answer within {limit:?}")))
             }
         }
@@ -446,7 +458,7 @@ fn commit_group(
     // A connection that failed as a whole, or lost an answer (a job of `one_by_one`, a
     // rollback after conflicts), is replaced once the batch is answered: connecting to a
     // silent server takes its own time.
-    let replace = conn.broken || matches!(&outcome, Err(e) if e.code != Code::Busy);
+    let replace = conn.broken() || matches!(&outcome, Err(e) if e.code != Code::Busy);
     match outcome {
         Ok((results, task_events)) => {
             // Raised before the answers: a process that ends on its answer still owes the

@@ -73,7 +73,7 @@ fn apply(conn: &mut Conn) -> Result<()> {
 /// in its input or output, which PostgreSQL's `jsonb` refuses, and a substring test alone
 /// cannot tell the task's own capabilities from a nested object's.
 fn file_tasks_under_their_capabilities(conn: &mut Conn) -> Result<()> {
-    let Conn { rt, pg, .. } = conn;
+    let (rt, pg) = conn.parts()?;
     let mut after = (String::new(), String::new());
     loop {
         // Every task that requires a capability holds this text (bodies are compact JSON);
@@ -137,7 +137,7 @@ fn file_tasks_under_their_capabilities(conn: &mut Conn) -> Result<()> {
 
 /// The schema version the database is at (0 before the first migration).
 pub(crate) fn version(conn: &mut Conn) -> Result<i64> {
-    let Conn { rt, pg, .. } = conn;
+    let (rt, pg) = conn.parts()?;
     let version: Option<i64> = rt
         .block_on(sqlx::query_scalar("SELECT max(version) FROM baton_schema").fetch_one(&mut *pg))
         .map_err(crate::tx::db_err)?;

@@ -454,7 +454,7 @@ fn claims_pass_over_what_other_writers_hold_until_their_transactions_end() {
 /// Workspace `ws`'s claim floor and its count of tasks made ready.
 fn floor_of(url: &str, ws: &str) -> ((i64, i64, String), i64) {
     let mut conn = Conn::open(url).expect("connect");
-    let Conn { rt, pg, .. } = &mut conn;
+    let (rt, pg) = conn.parts().expect("connected");
     let (neg, due, id, gen): (i64, i64, String, i64) = rt
         .block_on(
             sqlx::query_as(
@@ -809,7 +809,7 @@ fn versions_2_to_6_replace_indexes_and_starters_wait_for_them() {
 
     assert_eq!(migrate::version(&mut conn).expect("version"), 6);
     // Version 6: the switch is off, in the column and in the body as the model writes it.
-    let Conn { rt, pg, .. } = &mut conn;
+    let (rt, pg) = conn.parts().expect("connected");
     let (killed, body): (bool, String) = rt
         .block_on(
             sqlx::query_as("SELECT killed, body FROM workspaces WHERE id = $1")
@@ -825,7 +825,7 @@ fn versions_2_to_6_replace_indexes_and_starters_wait_for_them() {
         floor_of(&url, &ws),
         ((i64::MIN, i64::MIN, String::new()), 0)
     );
-    let Conn { rt, pg, .. } = &mut conn;
+    let (rt, pg) = conn.parts().expect("connected");
     let runs_indexes: Vec<String> = rt
         .block_on(
             sqlx::query_scalar(
@@ -937,7 +937,7 @@ fn a_unix_socket_url_connects_through_the_socket() {
         "the test wants the host-less form: {url}"
     );
     let mut conn = Conn::open(&url).expect("connects through the socket");
-    let Conn { rt, pg, .. } = &mut conn;
+    let (rt, pg) = conn.parts().expect("connected");
     let unix: bool = rt
         .block_on(sqlx::query_scalar("SELECT inet_client_addr() IS NULL").fetch_one(&mut *pg))
         .expect("query");
@@ -990,7 +990,7 @@ fn version_4_files_tasks_under_their_capabilities() {
     .expect("back to version 3");
     let store = PgStore::open(&url).expect("migrates");
     assert_eq!(migrate::version(&mut conn).expect("version"), 6);
-    let Conn { rt: crt, pg, .. } = &mut conn;
+    let (crt, pg) = conn.parts().expect("connected");
     for task in &tasks {
         let stored: String = crt
             .block_on(
@@ -1149,7 +1149,7 @@ fn the_store_runs_by_the_servers_clock() {
     let clock = store.clock();
     assert!(clock.offset_ms().abs() < 1000, "{}", clock.offset_ms());
     let mut conn = Conn::open(&url).expect("connect");
-    let Conn { rt, pg, .. } = &mut conn;
+    let (rt, pg) = conn.parts().expect("connected");
     let before = baton_core::time::Clock::now(&clock);
     let server: i64 = rt
         .block_on(sqlx::query_scalar(super::clock::QUERY).fetch_one(&mut *pg))

@@ -42,6 +42,12 @@ pub struct PlanResult {
     pub result: String,
     /// The task now.
     pub task: Task,
+    /// What the file asks of an existing task that this application did not do, and why
+    /// (a task that ended keeps its fields, intent is immutable, a task is not moved to
+    /// another parent, a blocker holds back only a task that has not started, context and
+    /// steps are recorded when a task is created). Absent when everything applied.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// A plan document.
@@ -90,12 +96,12 @@ pub struct PlanTask {
     #[serde(default, with = "rfc3339::option")]
     #[schema(value_type = Option<crate::time::TimeInput>)]
     pub due_at: Option<Millis>,
-    /// Free labels.
+    /// Free labels (on a task that exists, given replaces them: `[]` clears them).
     #[serde(default)]
-    pub labels: Vec<String>,
-    /// Capabilities a claimer needs.
+    pub labels: Option<Vec<String>>,
+    /// Capabilities a claimer needs (on a task that exists, given replaces them).
     #[serde(default, alias = "capabilities")]
-    pub required_capabilities: Vec<String>,
+    pub required_capabilities: Option<Vec<String>>,
     /// Refs of this plan, or ids of existing tasks, that must be done first.
     #[serde(default)]
     pub blocked_by: Vec<String>,
@@ -355,17 +361,25 @@ pub fn apply(ctx: &mut Ctx<'_>, doc: PlanDoc) -> Result<PlanOut> {
         };
         let blocked_by: Vec<String> = node.blocked_by.iter().map(|b| resolve(b, &ids)).collect();
         let parent_id = f.parent_ref.map(|p| resolve(p, &ids));
+        let mut warnings = Vec::new();
         let (task, outcome) = match ctx.tx.task_by_key(ctx.ws, &key)? {
             Some(existing) => {
-                let changed = match update_existing(ctx, &existing, node, &blocked_by) {
-                    Ok(changed) => changed,
-                    // Told with the ref already, but for a cycle's path.
-                    Err(e) if e.code == Code::Cycle => {
-                        let known = [(existing.id.as_str(), node.reference.as_str())];
-                        return Err(in_refs(ctx, e, &ids, &known, &node.reference)?);
-                    }
-                    Err(e) => return Err(e),
-                };
+                if existing.parent_id != parent_id {
+                    warnings.push(format!(
+                        "not moved under {}: a task's parent is set when it is created",
+                        parent_id.as_deref().unwrap_or("the top level")
+                    ));
+                }
+                let changed =
+                    match update_existing(ctx, &existing, node, &blocked_by, &mut warnings) {
+                        Ok(changed) => changed,
+                        // Told with the ref already, but for a cycle's path.
+                        Err(e) if e.code == Code::Cycle => {
+                            let known = [(existing.id.as_str(), node.reference.as_str())];
+                            return Err(in_refs(ctx, e, &ids, &known, &node.reference)?);
+                        }
+                        Err(e) => return Err(e),
+                    };
                 let task = ctx
                     .tx
                     .task(ctx.ws, &existing.id)?
@@ -417,6 +431,7 @@ pub fn apply(ctx: &mut Ctx<'_>, doc: PlanDoc) -> Result<PlanOut> {
                 reference: node.reference.clone(),
                 result: outcome.to_string(),
                 task: task.view(),
+                warnings,
             },
         ));
     }
@@ -446,8 +461,8 @@ fn create_request(
         parent_id,
         priority: node.priority,
         due_at: node.due_at,
-        required_capabilities: node.required_capabilities.clone(),
-        labels: node.labels.clone(),
+        required_capabilities: node.required_capabilities.clone().unwrap_or_default(),
+        labels: node.labels.clone().unwrap_or_default(),
         blocked_by,
         lease_ttl: node.lease_ttl,
         timeout: node.timeout,
@@ -491,41 +506,37 @@ fn in_refs(
     task::in_refs(ctx, e, &known, failing)
 }
 
-/// Brings an existing task of the plan in line with the file: changed mutable fields are
-/// updated and new blockers added. Whether anything changed.
+/// Brings an existing task of the plan in line with the file: the fields it gives that
+/// differ are updated, and new blockers added. What it asks and cannot be done is told in
+/// `warnings`. Whether anything changed.
 fn update_existing(
     ctx: &mut Ctx<'_>,
     existing: &Task,
     node: &PlanTask,
     blocked_by: &[String],
+    warnings: &mut Vec<String>,
 ) -> Result<bool> {
-    let mut req = UpdateTask::default();
+    let in_ref = |e| with_ref(e, &node.reference);
+    let (req, fields) = differences(existing, node).map_err(in_ref)?;
     let mut changed = false;
-    if existing.title != node.title.trim() {
-        req.title = Some(node.title.clone());
-    }
-    if node.description.is_some() && existing.description != node.description {
-        req.description = node.description.clone();
-    }
-    if existing.plan != node.plan && node.plan.is_some() {
-        req.plan = node.plan.clone();
-    }
-    if let Some(p) = node.priority.filter(|p| *p != existing.priority) {
-        req.priority = Some(p);
-    }
-    let labels =
-        super::check_tags("labels", &node.labels).map_err(|e| with_ref(e, &node.reference))?;
-    if !labels.is_empty() && existing.labels != labels {
-        req.labels = Some(labels);
-    }
-    let wants_update = req.title.is_some()
-        || req.description.is_some()
-        || req.plan.is_some()
-        || req.priority.is_some()
-        || req.labels.is_some();
-    if wants_update && !existing.status.is_terminal() {
-        task::update(ctx, &existing.id, req).map_err(|e| with_ref(e, &node.reference))?;
+    if existing.status.is_terminal() {
+        if !fields.is_empty() {
+            warnings.push(format!(
+                "{} not updated: the task is {} (a task that ended keeps its fields)",
+                fields.join(", "),
+                existing.status.as_str()
+            ));
+        }
+    } else if !fields.is_empty() {
+        task::update(ctx, &existing.id, req).map_err(in_ref)?;
         changed = true;
+    }
+    if node.intent.is_some() && node.intent != existing.intent {
+        warnings.push(
+            "intent not updated: it is immutable once a task is created (record a changed \
+             understanding as a context entry)"
+                .into(),
+        );
     }
     let have: Vec<String> = ctx
         .tx
@@ -534,14 +545,131 @@ fn update_existing(
         .filter(|d| d.kind == DepKind::Blocks)
         .map(|d| d.blocker_id)
         .collect();
-    for b in blocked_by {
+    for b in blocked_by.iter().filter(|b| !have.contains(b)) {
         // As for fields: a task that has started or finished keeps what it had (a blocker
         // holds back only a task that has not started).
-        if !have.contains(b) && existing.status.is_unstarted() {
-            graph::add_dep(ctx, b, &existing.id, DepKind::Blocks)
-                .map_err(|e| with_ref(e, &node.reference))?;
+        if existing.status.is_unstarted() {
+            graph::add_dep(ctx, b, &existing.id, DepKind::Blocks).map_err(in_ref)?;
             changed = true;
+        } else {
+            warnings.push(format!(
+                "blocker {b} not added: the task is {} (a blocker holds back only a task that \
+                 has not started)",
+                existing.status.as_str()
+            ));
+        }
+    }
+    if !node.context.is_empty() {
+        let recorded = ctx.tx.context_of(ctx.ws, &existing.id)?;
+        let missing = node
+            .context
+            .iter()
+            .filter(|c| {
+                !recorded
+                    .iter()
+                    .any(|r| r.kind == c.kind && r.content == c.content)
+            })
+            .count();
+        if missing > 0 {
+            warnings.push(format!(
+                "context not recorded ({missing} of the file's entries): a plan records \
+                 context when it creates the task (add entries with note)"
+            ));
+        }
+    }
+    if !node.steps.is_empty() {
+        let recorded = ctx.tx.steps_of(ctx.ws, &existing.id)?;
+        let missing = node
+            .steps
+            .iter()
+            .map(|s| match s {
+                PlanStep::Title(t) => t.trim(),
+                PlanStep::Full(step) => step.title.trim(),
+            })
+            .filter(|title| !recorded.iter().any(|r| r.title == *title))
+            .count();
+        if missing > 0 {
+            warnings.push(format!(
+                "steps not recorded ({missing} of the file's steps): a plan records steps \
+                 when it creates the task (add them with step add)"
+            ));
         }
     }
     Ok(changed)
+}
+
+/// The update that brings `existing` to what `node` gives (a field the file leaves out is
+/// left as it is), and the names of the fields it changes.
+fn differences(existing: &Task, node: &PlanTask) -> Result<(UpdateTask, Vec<&'static str>)> {
+    let mut req = UpdateTask::default();
+    let mut fields = Vec::new();
+    if existing.title != node.title.trim() {
+        req.title = Some(node.title.clone());
+        fields.push("title");
+    }
+    if node.description.is_some() && existing.description != node.description {
+        req.description = node.description.clone();
+        fields.push("description");
+    }
+    if node.plan.is_some() && existing.plan != node.plan {
+        req.plan = node.plan.clone();
+        fields.push("plan");
+    }
+    if let Some(kind) = node.kind.as_ref().filter(|k| **k != existing.kind) {
+        req.kind = Some(kind.clone());
+        fields.push("type");
+    }
+    if let Some(p) = node.priority.filter(|p| *p != existing.priority) {
+        req.priority = Some(p);
+        fields.push("priority");
+    }
+    if node.due_at.is_some() && node.due_at != existing.due_at {
+        req.due_at = node.due_at;
+        fields.push("due_at");
+    }
+    if let Some(labels) = &node.labels {
+        let labels = super::check_tags("labels", labels)?;
+        if existing.labels != labels {
+            req.labels = Some(labels);
+            fields.push("labels");
+        }
+    }
+    if let Some(caps) = &node.required_capabilities {
+        let caps = super::check_tags("required_capabilities", caps)?;
+        if existing.required_capabilities != caps {
+            req.required_capabilities = Some(caps);
+            fields.push("required_capabilities");
+        }
+    }
+    if let Some(ttl) = node.lease_ttl.filter(|t| *t != existing.lease_ttl) {
+        req.lease_ttl = Some(ttl);
+        fields.push("lease_ttl");
+    }
+    if node.timeout.is_some() && node.timeout != existing.timeout {
+        req.timeout = node.timeout;
+        fields.push("timeout");
+    }
+    if let Some(max) = node
+        .max_attempts
+        .filter(|m| *m != existing.retry_policy.max_attempts)
+    {
+        req.max_attempts = Some(max);
+        fields.push("max_attempts");
+    }
+    if let Some(r) = node
+        .review_required
+        .filter(|r| *r != existing.review_required)
+    {
+        req.review_required = Some(r);
+        fields.push("review_required");
+    }
+    if node.input.is_some() && node.input != existing.input {
+        req.input = node.input.clone();
+        fields.push("input");
+    }
+    if node.output_schema.is_some() && node.output_schema != existing.output_schema {
+        req.output_schema = node.output_schema.clone();
+        fields.push("output_schema");
+    }
+    Ok((req, fields))
 }
