@@ -510,6 +510,10 @@ pub(crate) struct HeartbeatArgs {
     /// Cost so far (JSON, e.g. {"cost": 0.1}).
     #[arg(long)]
     pub(crate) usage: Option<String>,
+    /// Extend the lease by this TTL, and by it at later heartbeats too (e.g. 90s; default:
+    /// the TTL the claim was granted, else the task's).
+    #[arg(long)]
+    pub(crate) lease_ttl: Option<String>,
 }
 
 #[derive(Debug, Args)]

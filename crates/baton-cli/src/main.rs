@@ -94,8 +94,22 @@ fn usage_error(e: clap::Error) -> ! {
     if !json || matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
         e.exit();
     }
-    // The message's lines up to the usage, on one line.
     let rendered = e.to_string();
+    // A command given without its subcommand or arguments: clap renders its help, whose
+    // first line is the command's description, not what went wrong.
+    if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        let usage = rendered
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("Usage: "))
+            .unwrap_or("baton COMMAND");
+        let error = Error::invalid(
+            format!("a subcommand or arguments are required: {usage}"),
+            "see `baton --help` and `baton COMMAND --help`",
+        );
+        print_line(&error.to_json());
+        std::process::exit(2);
+    }
+    // The message's lines up to the usage, on one line.
     let message: Vec<&str> = rendered
         .lines()
         .map(str::trim)

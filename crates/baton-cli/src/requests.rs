@@ -88,7 +88,7 @@ pub(crate) fn heartbeat(a: &HeartbeatArgs) -> Result<Heartbeat, Error> {
         progress: a.progress,
         message: a.message.clone(),
         usage: json_arg("usage", &a.usage)?,
-        lease_ttl: None,
+        lease_ttl: duration(&a.lease_ttl)?,
     })
 }
 

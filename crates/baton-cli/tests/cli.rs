@@ -957,6 +957,15 @@ fn errors_are_reported_as_one_json_object_and_write_nothing() {
     s.usage_error(&["task", "create", "--title", "X", "--priority", "high"]);
     s.usage_error(&["frobnicate"]);
     s.usage_error(&["claim"]);
+    // A command without its subcommand says so (clap would render the command's help,
+    // whose first line is only its description).
+    s.usage_error(&["task"]);
+    let ran = s.run(&["task"]);
+    let message = single_object(&ran)["error"]["message"].to_string();
+    assert!(
+        message.contains("a subcommand or arguments are required: baton task"),
+        "{message}"
+    );
 
     // Found by probing the command line: each is refused as bad input, not retryable.
     s.fails_without_writing(
@@ -1721,10 +1730,13 @@ fn plan_reapply_applies_given_fields_and_warns_what_it_cannot() {
     steps: [one]
   - ref: lone
     title: Lone
+  - ref: sketch
+    title: Sketch
+    draft: true
 ",
     );
     let first = s.ok(&["plan", "apply", &v1]);
-    assert_eq!(first["created"], 4, "{first}");
+    assert_eq!(first["created"], 5, "{first}");
     assert!(
         first["tasks"]
             .as_array()
@@ -1773,11 +1785,13 @@ fn plan_reapply_applies_given_fields_and_warns_what_it_cannot() {
     children:
       - ref: lone
         title: Lone
+  - ref: sketch
+    title: Sketch
 ",
     );
     let second = s.ok(&["plan", "apply", &v2]);
     assert_eq!(second["created"], 0, "{second}");
-    assert_eq!(second["updated"], 1, "{second}");
+    assert_eq!(second["updated"], 2, "{second}");
     let entry = |r: &str| -> Value {
         second["tasks"]
             .as_array()
@@ -1807,7 +1821,7 @@ fn plan_reapply_applies_given_fields_and_warns_what_it_cannot() {
         "a finished task keeps its fields"
     );
     assert!(
-        warnings("finished").contains("title not updated: the task is done"),
+        warnings("finished").contains("title not updated: the task has ended (status done)"),
         "{finished}"
     );
 
@@ -1826,6 +1840,13 @@ fn plan_reapply_applies_given_fields_and_warns_what_it_cannot() {
     assert_eq!(lone["task"]["parent_id"], Value::Null, "not moved");
     assert!(warnings("lone").contains("not moved under"), "{lone}");
 
+    let sketch = entry("sketch");
+    assert_eq!(sketch["result"], "updated", "{sketch}");
+    assert_eq!(
+        sketch["task"]["status"], "ready",
+        "no longer a draft in the file: published"
+    );
+
     let before = s.event_count();
     let third = s.ok(&["plan", "apply", &v2]);
     assert_eq!(third["updated"], 0, "{third}");
@@ -1835,6 +1856,32 @@ fn plan_reapply_applies_given_fields_and_warns_what_it_cannot() {
         "the applied edit applied again writes nothing"
     );
     s.replay_verifies();
+}
+
+/// A planner's `unblock` (the failed blocker's edge turned `relates_to`) stands when the
+/// same file is applied again: the task stays ready, nothing is written, nothing warned.
+#[test]
+fn plan_reapply_keeps_an_unblock_override() {
+    let s = Store::new();
+    let plan = s.file(
+        "r.yaml",
+        "tasks:\n  - ref: a\n    title: A\n    max_attempts: 1\n  - ref: b\n    title: B\n    blocked_by: [a]\n",
+    );
+    let first = s.ok(&["plan", "apply", &plan]);
+    let b = first["tasks"][1]["task"]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let (a, token) = s.claim_one("worker", &[]);
+    s.ok(&["fail", &id_of(&a), "--lease", &token, "--error", "boom"]);
+    assert_eq!(task_of(&s.ok(&["task", "get", &b]))["status"], "blocked");
+    s.ok(&["task", "unblock", &b]);
+    let before = s.event_count();
+    let again = s.ok(&["plan", "apply", &plan]);
+    assert_eq!(again["unchanged"], 2, "{again}");
+    assert!(again["tasks"][1].get("warnings").is_none(), "{again}");
+    assert_eq!(task_of(&s.ok(&["task", "get", &b]))["status"], "ready");
+    assert_eq!(s.event_count(), before, "re-applying undid the override");
 }
 
 /// `task update`: changes fields and bumps the version; `--if-version` with the current

@@ -495,6 +495,84 @@ async fn workspace_kill_switch_stops_everything(env: Env) {
     );
 }
 
+/// A claim waiting for work when its agent is killed or disabled hears of it (`KILLED`)
+/// within a tick of the dispatcher, not once its wait runs out with nothing.
+async fn a_waiting_claim_hears_its_agent_stopped(env: Env) {
+    for status in ["killed", "disabled"] {
+        let name = format!("waiter-{status}");
+        let waiting = {
+            let (baton, actor, name) = (env.baton.clone(), env.actor.clone(), name.clone());
+            tokio::spawn(async move {
+                let req = ClaimRequest {
+                    wait: Some(Duration::secs(30)),
+                    ..claim_as(&name)
+                };
+                baton.claim(&actor, None, req).await
+            })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let settings = AgentSettings {
+            status: Some(status.into()),
+        };
+        env.baton
+            .update_agent(&env.actor, None, &name, settings)
+            .await
+            .expect("the waiting claim registered its agent");
+        let answer = tokio::time::timeout(std::time::Duration::from_secs(15), waiting)
+            .await
+            .expect("answered before its wait runs out")
+            .unwrap();
+        assert_eq!(answer.unwrap_err().code, Code::Killed, "{status}");
+    }
+}
+
+/// A heartbeat extends the lease by the TTL its claim was granted, not the task's: a lease
+/// claimed for 60 s is neither cut to a task's 2 s nor stretched to its 5 minutes. A
+/// heartbeat that asks a TTL gets it, and the heartbeats after it keep it.
+async fn a_heartbeat_extends_by_the_ttl_the_claim_was_granted(env: Env) {
+    use baton_core::time::{format_rfc3339, Clock};
+    for task_ttl in [2, 300] {
+        let t = env
+            .create(CreateTask {
+                title: format!("ttl {task_ttl}"),
+                lease_ttl: Some(Duration::secs(task_ttl)),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let req = ClaimRequest {
+            lease_ttl: Some(Duration::secs(60)),
+            ..claim_as("a")
+        };
+        let c = env
+            .baton
+            .claim(&env.actor, None, req)
+            .await
+            .unwrap()
+            .claims
+            .remove(0);
+        assert_eq!(c.task.id, t.id);
+        env.clock.advance(1_000);
+        let ack = env.heartbeat(&t.id, &c.lease.token).await.unwrap();
+        let by = |ms: i64| format_rfc3339(env.clock.now() + ms);
+        assert_eq!(ack["expires_at"], by(60_000), "task TTL {task_ttl} s");
+        let asked = Heartbeat {
+            lease_ttl: Some(Duration::secs(90)),
+            ..Default::default()
+        };
+        let ack = env
+            .lease(&t.id, &c.lease.token, LeaseOp::Heartbeat(asked))
+            .await
+            .unwrap();
+        assert_eq!(ack["expires_at"], by(90_000));
+        env.clock.advance(1_000);
+        let ack = env.heartbeat(&t.id, &c.lease.token).await.unwrap();
+        assert_eq!(ack["expires_at"], by(90_000), "a heartbeat's TTL is kept");
+        env.lease(&t.id, &c.lease.token, complete()).await.unwrap();
+    }
+    assert_eq!(env.replay_difference().await, None);
+}
+
 /// Heartbeats extend the lease and carry signals back.
 async fn heartbeat_extends_and_signals(env: Env) {
     let t = env
@@ -2251,6 +2329,8 @@ on_every_backend!(
     agent_kill_switch_revokes_its_leases,
     workspace_kill_switch_stops_everything,
     heartbeat_extends_and_signals,
+    a_waiting_claim_hears_its_agent_stopped,
+    a_heartbeat_extends_by_the_ttl_the_claim_was_granted,
     fail_retries_with_backoff_then_fails,
     dag_release_and_failure_propagation,
     dependencies_and_cycles,

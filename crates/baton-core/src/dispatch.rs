@@ -38,6 +38,8 @@ struct Inner {
 struct Waiter {
     id: u64,
     workspace_id: String,
+    /// The claiming agent, as the claim names it: woken when it is killed or disabled.
+    agent: String,
     /// The agent's capabilities, sorted: waiters with the same set form a group.
     capabilities: Vec<String>,
     wake: Arc<Notify>,
@@ -89,6 +91,7 @@ impl Waiters {
     pub(crate) fn register(
         self: &Arc<Self>,
         workspace_id: &str,
+        agent: &str,
         mut capabilities: Vec<String>,
         store: &Arc<dyn Store>,
         clock: &Arc<dyn Clock>,
@@ -103,6 +106,7 @@ impl Waiters {
         inner.waiting.push(Waiter {
             id,
             workspace_id: workspace_id.to_string(),
+            agent: agent.to_string(),
             capabilities,
             wake: wake.clone(),
             woken: false,
@@ -137,6 +141,31 @@ impl Waiters {
         Some(groups)
     }
 
+    /// The agents of idle waiters, by workspace, each once.
+    fn idle_agents(&self) -> BTreeMap<String, Vec<String>> {
+        let mut agents: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for w in self.lock().waiting.iter().filter(|w| !w.woken) {
+            let names = agents.entry(w.workspace_id.clone()).or_default();
+            if !names.contains(&w.agent) {
+                names.push(w.agent.clone());
+            }
+        }
+        agents
+    }
+
+    /// Wakes every idle waiter of `agent` in a workspace.
+    fn wake_agent(&self, workspace_id: &str, agent: &str) {
+        let mut inner = self.lock();
+        let theirs = inner
+            .waiting
+            .iter_mut()
+            .filter(|w| !w.woken && w.workspace_id == workspace_id && w.agent == agent);
+        for w in theirs {
+            w.woken = true;
+            w.wake.notify_one();
+        }
+    }
+
     /// Wakes up to `count` idle waiters of a group, oldest first.
     fn wake(&self, workspace_id: &str, capabilities: &[String], count: usize) {
         let mut inner = self.lock();
@@ -167,6 +196,7 @@ async fn dispatch(
         armed: true,
     };
     let tick = std::time::Duration::from_millis(TICK_MS);
+    let mut ticked = false;
     loop {
         // Registered before looking, so a commit during the look wakes the next round.
         let committed = store.commits().notified();
@@ -183,13 +213,24 @@ async fn dispatch(
                 waiters.wake(&workspace_id, &capabilities, work.min(idle));
             }
         }
+        // A waiting agent killed or disabled (here or by another process or replica) is
+        // woken, to be told so by its claim. Looked at on ticks only: a read per waiting
+        // agent, too many to make after every commit.
+        if ticked {
+            for (workspace_id, agents) in waiters.idle_agents() {
+                for agent in stopped_agents(&*store, &workspace_id, agents).unwrap_or_default() {
+                    waiters.wake_agent(&workspace_id, &agent);
+                }
+            }
+        }
         // Looked at after the reads above, which block: the close may have come meanwhile.
         if *closing.borrow_and_update() {
             return;
         }
+        ticked = false;
         tokio::select! {
             _ = &mut committed => {}
-            _ = tokio::time::sleep(tick) => {}
+            _ = tokio::time::sleep(tick) => ticked = true,
             changed = closing.changed() => {
                 if changed.is_err() {
                     return; // the engine is gone
@@ -211,6 +252,29 @@ impl Drop for Running {
             self.waiters.lock().dispatching = false;
         }
     }
+}
+
+/// Those of `agents` (names, as claims give them) that may not claim now: killed or
+/// disabled.
+fn stopped_agents(
+    store: &dyn Store,
+    workspace_id: &str,
+    agents: Vec<String>,
+) -> Result<Vec<String>> {
+    let mut stopped = Vec::new();
+    store.read(&mut |tx| {
+        stopped.clear();
+        for name in &agents {
+            if tx
+                .agent(workspace_id, name)?
+                .is_some_and(|a| a.status != "active")
+            {
+                stopped.push(name.clone());
+            }
+        }
+        Ok(())
+    })?;
+    Ok(stopped)
 }
 
 /// How many tasks (up to `idle`) an agent with `capabilities` could claim now, counting a

@@ -679,6 +679,7 @@ impl Baton {
         };
         Ok(self.waiters.register(
             &actor.workspace_id,
+            &req.agent,
             capabilities,
             &self.store,
             &self.clock,
@@ -1137,9 +1138,7 @@ fn check_idempotency_key(key: Option<&str>) -> Result<()> {
         Some(k)
             if k.is_empty()
                 || k.len() > 200
-                || !k
-                    .bytes()
-                    .all(|b| b == b' ' || b == b'\t' || b.is_ascii_graphic()) =>
+                || !k.bytes().all(|b| b == b' ' || b.is_ascii_graphic()) =>
         {
             Err(Error::invalid(
                 "idempotency key must be 1 to 200 characters of printable ASCII",

@@ -158,6 +158,10 @@ pub struct Lease {
     #[serde(with = "rfc3339")]
     #[schema(value_type = crate::time::Rfc3339)]
     pub expires_at: Millis,
+    /// The TTL its claim (or a later heartbeat) asked for, when not the task's: what each
+    /// heartbeat extends it by, so a lease claimed for 60 s is not cut to the task's TTL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<Duration>,
 }
 
 /// The unit of work and a resumable context unit.
@@ -315,7 +319,9 @@ pub struct Run {
     pub task_id: String,
     /// The agent attempting it.
     pub agent_id: String,
-    /// 1 for the first run of the task, and so on.
+    /// The attempt this run counts as: 1 for the first, and so on. A run given back
+    /// without failing (released, blocked, revoked by a kill switch) uses none up, so the
+    /// run after it has the same number; runs are told apart by id and epoch.
     pub attempt: u32,
     /// The fencing epoch of its lease.
     pub epoch: u64,

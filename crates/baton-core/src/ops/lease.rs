@@ -270,6 +270,7 @@ fn grant(
         run_id: run.id.clone(),
         agent_id: agent.id.clone(),
         expires_at,
+        ttl: req.lease_ttl.filter(|t| *t != task.lease_ttl),
     });
     task.version += 1;
     run.seen_version = task.version;
@@ -481,14 +482,18 @@ pub fn heartbeat(ctx: &mut Ctx<'_>, id: &str, token: &str, hb: &Heartbeat) -> Re
         }
     }
     super::check_duration("lease_ttl", hb.lease_ttl)?;
-    let ttl = hb.lease_ttl.unwrap_or(task.lease_ttl);
+    // The TTL asked now, else the one the lease was granted with, else the task's.
+    let granted = task.lease.as_ref().and_then(|l| l.ttl);
+    let ttl = hb.lease_ttl.or(granted).unwrap_or(task.lease_ttl);
     let expires_at = lease_deadline(&task, run.started_at, ctx.now, ttl);
     if expires_at < ctx.now + ttl.ms() {
         // The attempt's timeout, not the lease, sets the end now: no heartbeat extends it.
         signals.push("timeout".into());
     }
+    let task_ttl = task.lease_ttl;
     if let Some(lease) = &mut task.lease {
         lease.expires_at = expires_at;
+        lease.ttl = Some(ttl).filter(|t| *t != task_ttl);
     }
     run.heartbeat_at = ctx.now;
     ctx.tx.put_run(&run)?;

@@ -7,6 +7,7 @@ use super::{graph, knowledge, task, Ctx};
 use crate::api::{AddContext, CreateTask, UpdateTask};
 use crate::error::{Code, Error, Result};
 use crate::model::*;
+use crate::state::Status;
 use crate::time::{rfc3339, Duration, Millis};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -365,9 +366,12 @@ pub fn apply(ctx: &mut Ctx<'_>, doc: PlanDoc) -> Result<PlanOut> {
         let (task, outcome) = match ctx.tx.task_by_key(ctx.ws, &key)? {
             Some(existing) => {
                 if existing.parent_id != parent_id {
+                    let to = match &parent_id {
+                        Some(parent) => format!("under {parent}"),
+                        None => "to the top level".into(),
+                    };
                     warnings.push(format!(
-                        "not moved under {}: a task's parent is set when it is created",
-                        parent_id.as_deref().unwrap_or("the top level")
+                        "not moved {to}: a task's parent is set when it is created"
                     ));
                 }
                 let changed =
@@ -519,17 +523,27 @@ fn update_existing(
     let in_ref = |e| with_ref(e, &node.reference);
     let (req, fields) = differences(existing, node).map_err(in_ref)?;
     let mut changed = false;
+    let status = existing.status.as_str();
     if existing.status.is_terminal() {
         if !fields.is_empty() {
             warnings.push(format!(
-                "{} not updated: the task is {} (a task that ended keeps its fields)",
+                "{} not updated: the task has ended (status {status}) and keeps its fields",
                 fields.join(", "),
-                existing.status.as_str()
             ));
         }
     } else if !fields.is_empty() {
         task::update(ctx, &existing.id, req).map_err(in_ref)?;
         changed = true;
+    }
+    // A draft is published once its file no longer says draft; a published task stays so.
+    if existing.status == Status::Draft && !node.draft {
+        task::publish(ctx, &existing.id).map_err(in_ref)?;
+        changed = true;
+    } else if existing.status != Status::Draft && node.draft {
+        warnings.push(format!(
+            "not made a draft: the task is published (status {status}); draft is set when a \
+             task is created"
+        ));
     }
     if node.intent.is_some() && node.intent != existing.intent {
         warnings.push(
@@ -538,11 +552,12 @@ fn update_existing(
                 .into(),
         );
     }
+    // Any edge from a blocker counts as the file's: one that `unblock` turned into
+    // `relates_to` is a planner's override, which applying the file again must not undo.
     let have: Vec<String> = ctx
         .tx
         .deps_of(ctx.ws, &existing.id)?
         .into_iter()
-        .filter(|d| d.kind == DepKind::Blocks)
         .map(|d| d.blocker_id)
         .collect();
     for b in blocked_by.iter().filter(|b| !have.contains(b)) {
@@ -553,23 +568,24 @@ fn update_existing(
             changed = true;
         } else {
             warnings.push(format!(
-                "blocker {b} not added: the task is {} (a blocker holds back only a task that \
-                 has not started)",
-                existing.status.as_str()
+                "blocker {b} not added: the task has started (status {status}), and a blocker \
+                 holds back only a task that has not"
             ));
         }
     }
     if !node.context.is_empty() {
-        let recorded = ctx.tx.context_of(ctx.ws, &existing.id)?;
-        let missing = node
+        let recorded: Vec<(String, String)> = ctx
+            .tx
+            .context_of(ctx.ws, &existing.id)?
+            .into_iter()
+            .map(|c| (c.kind, c.content))
+            .collect();
+        let wanted: Vec<(String, String)> = node
             .context
             .iter()
-            .filter(|c| {
-                !recorded
-                    .iter()
-                    .any(|r| r.kind == c.kind && r.content == c.content)
-            })
-            .count();
+            .map(|c| (c.kind.clone(), c.content.clone()))
+            .collect();
+        let missing = unmatched(&wanted, &recorded);
         if missing > 0 {
             warnings.push(format!(
                 "context not recorded ({missing} of the file's entries): a plan records \
@@ -578,16 +594,21 @@ fn update_existing(
         }
     }
     if !node.steps.is_empty() {
-        let recorded = ctx.tx.steps_of(ctx.ws, &existing.id)?;
-        let missing = node
+        let recorded: Vec<(String, Option<String>)> = ctx
+            .tx
+            .steps_of(ctx.ws, &existing.id)?
+            .into_iter()
+            .map(|s| (s.title, s.details))
+            .collect();
+        let wanted: Vec<(String, Option<String>)> = node
             .steps
             .iter()
             .map(|s| match s {
-                PlanStep::Title(t) => t.trim(),
-                PlanStep::Full(step) => step.title.trim(),
+                PlanStep::Title(t) => (t.trim().to_string(), None),
+                PlanStep::Full(step) => (step.title.trim().to_string(), step.details.clone()),
             })
-            .filter(|title| !recorded.iter().any(|r| r.title == *title))
-            .count();
+            .collect();
+        let missing = unmatched(&wanted, &recorded);
         if missing > 0 {
             warnings.push(format!(
                 "steps not recorded ({missing} of the file's steps): a plan records steps \
@@ -596,6 +617,22 @@ fn update_existing(
         }
     }
     Ok(changed)
+}
+
+/// How many of `wanted` have no counterpart in `recorded`, each recorded item standing for
+/// one wanted item at most (a file that lists an entry twice wants it twice).
+fn unmatched<T: PartialEq>(wanted: &[T], recorded: &[T]) -> usize {
+    let mut used = vec![false; recorded.len()];
+    wanted
+        .iter()
+        .filter(|w| {
+            let found = (0..recorded.len()).find(|&i| !used[i] && recorded[i] == **w);
+            if let Some(i) = found {
+                used[i] = true;
+            }
+            found.is_none()
+        })
+        .count()
 }
 
 /// The update that brings `existing` to what `node` gives (a field the file leaves out is
