@@ -196,7 +196,7 @@ async fn dispatch(
         armed: true,
     };
     let tick = std::time::Duration::from_millis(TICK_MS);
-    let mut ticked = false;
+    let mut agents_checked = tokio::time::Instant::now();
     loop {
         // Registered before looking, so a commit during the look wakes the next round.
         let committed = store.commits().notified();
@@ -214,9 +214,10 @@ async fn dispatch(
             }
         }
         // A waiting agent killed or disabled (here or by another process or replica) is
-        // woken, to be told so by its claim. Looked at on ticks only: a read per waiting
-        // agent, too many to make after every commit.
-        if ticked {
+        // woken, to be told so by its claim. Looked at once a tick at most, however often
+        // commits wake the dispatcher: a read per waiting agent, too many for every commit.
+        if agents_checked.elapsed() >= tick {
+            agents_checked = tokio::time::Instant::now();
             for (workspace_id, agents) in waiters.idle_agents() {
                 for agent in stopped_agents(&*store, &workspace_id, agents).unwrap_or_default() {
                     waiters.wake_agent(&workspace_id, &agent);
@@ -227,10 +228,9 @@ async fn dispatch(
         if *closing.borrow_and_update() {
             return;
         }
-        ticked = false;
         tokio::select! {
             _ = &mut committed => {}
-            _ = tokio::time::sleep(tick) => ticked = true,
+            _ = tokio::time::sleep(tick) => {}
             changed = closing.changed() => {
                 if changed.is_err() {
                     return; // the engine is gone
