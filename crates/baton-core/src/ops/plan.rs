@@ -45,8 +45,9 @@ pub struct PlanResult {
     pub task: Task,
     /// What the file asks of an existing task that this application did not do, and why
     /// (a task that ended keeps its fields, intent is immutable, a task is not moved to
-    /// another parent, a blocker holds back only a task that has not started, context and
-    /// steps are recorded when a task is created). Absent when everything applied.
+    /// another parent nor made a draft again, a blocker holds back only a task that has not
+    /// started, context and steps are recorded when a task is created). Absent when
+    /// everything applied.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
 }
@@ -158,6 +159,16 @@ pub enum PlanStep {
     Title(String),
     /// A title with details.
     Full(#[serde(deserialize_with = "crate::object::required")] PlanStepDetails),
+}
+
+impl PlanStep {
+    /// Its title and details, however the file gives them.
+    fn parts(&self) -> (&str, Option<&str>) {
+        match self {
+            PlanStep::Title(title) => (title, None),
+            PlanStep::Full(step) => (&step.title, step.details.as_deref()),
+        }
+    }
 }
 
 /// A step in a plan given as an object.
@@ -413,12 +424,15 @@ pub fn apply(ctx: &mut Ctx<'_>, doc: PlanDoc) -> Result<PlanOut> {
                         .map_err(|e| with_ref(e, &node.reference))?;
                 }
                 for s in &node.steps {
-                    let (title, details) = match s {
-                        PlanStep::Title(t) => (t.clone(), None),
-                        PlanStep::Full(step) => (step.title.clone(), step.details.clone()),
-                    };
-                    knowledge::add_step(ctx, &out.task.id, &title, details, None)
-                        .map_err(|e| with_ref(e, &node.reference))?;
+                    let (title, details) = s.parts();
+                    knowledge::add_step(
+                        ctx,
+                        &out.task.id,
+                        title,
+                        details.map(str::to_string),
+                        None,
+                    )
+                    .map_err(|e| with_ref(e, &node.reference))?;
                 }
                 created += 1;
                 let task = ctx
@@ -486,12 +500,8 @@ fn check_node(req: &CreateTask, node: &PlanTask) -> Result<()> {
         knowledge::check_context_input(&c.kind, &c.content)?;
     }
     for s in &node.steps {
-        match s {
-            PlanStep::Title(title) => knowledge::check_step_input(title, None)?,
-            PlanStep::Full(step) => {
-                knowledge::check_step_input(&step.title, step.details.as_deref())?
-            }
-        }
+        let (title, details) = s.parts();
+        knowledge::check_step_input(title, details)?;
     }
     Ok(())
 }
@@ -603,9 +613,9 @@ fn update_existing(
         let wanted: Vec<(String, Option<String>)> = node
             .steps
             .iter()
-            .map(|s| match s {
-                PlanStep::Title(t) => (t.trim().to_string(), None),
-                PlanStep::Full(step) => (step.title.trim().to_string(), step.details.clone()),
+            .map(|s| {
+                let (title, details) = s.parts();
+                (title.trim().to_string(), details.map(str::to_string))
             })
             .collect();
         let missing = unmatched(&wanted, &recorded);
