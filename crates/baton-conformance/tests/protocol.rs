@@ -390,6 +390,17 @@ async fn agent_kill_switch_revokes_its_leases(env: Env) {
     // Its task went back to the queue for others, the attempt not counted.
     let c = env.claim("c").await.expect("another agent takes it");
     assert_eq!((c.task.id.as_str(), c.run.attempt), (mine.id.as_str(), 1));
+    // Its old token still hears why, though the task's newest run is another agent's.
+    let err = env
+        .lease(
+            &mine.id,
+            &a.lease.token,
+            LeaseOp::Heartbeat(Heartbeat::default()),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, Code::Killed, "{err}");
+    env.heartbeat(&mine.id, &c.lease.token).await.unwrap();
     assert!(env.claim("c").await.is_some_and(|t| t.task.id == spare.id));
 
     // Reactivated, it claims again; its old token is only a lost lease now.

@@ -39,8 +39,8 @@ fn holder_run(ctx: &mut Ctx<'_>, task: &Task, lease_token: Option<&str>) -> Resu
         (Some(token), Some(lease)) if lease.token_sha256 == sha256_hex(token) => {
             Ok(Some(lease.run_id.clone()))
         }
-        (Some(_), _) => {
-            if let Some(e) = super::lease::revoked_by_kill(ctx, task)? {
+        (Some(token), _) => {
+            if let Some(e) = super::lease::revoked_by_kill(ctx, task, token)? {
                 return Err(e);
             }
             Err(Error::new(

@@ -18,6 +18,8 @@ pub const MAX_CLAIM: u32 = 100;
 pub const AGENT_SEEN_RESOLUTION_MS: i64 = 60_000;
 /// Most expired leases one claim or reaper pass expires.
 pub const REAP_BATCH: u32 = 256;
+/// How many of a task's newest runs a refused lease token's run is looked for in.
+const RUNS_SEARCHED_FOR_A_TOKEN: u32 = 16;
 
 /// Registers an agent on first use, or refreshes its capabilities and last-seen time.
 pub fn ensure_agent(ctx: &mut Ctx<'_>, name: &str, capabilities: &[String]) -> Result<Agent> {
@@ -238,8 +240,8 @@ fn grant(
 ) -> Result<Claim> {
     state::check_task(&task, Op::Claim)?;
     let ttl = req.lease_ttl.unwrap_or(task.lease_ttl);
-    let token = new_secret("lse");
     task.epoch += 1;
+    let token = lease_token(task.epoch);
     task.attempts += 1;
     task.status = Status::Claimed;
     task.not_before = None;
@@ -310,7 +312,7 @@ fn leased(ctx: &mut Ctx<'_>, id: &str, token: &str) -> Result<(Task, Run)> {
         .as_ref()
         .is_some_and(|l| l.token_sha256 == token_sha256);
     if !current {
-        if let Some(e) = revoked_by_kill(ctx, &task)? {
+        if let Some(e) = revoked_by_kill(ctx, &task, token)? {
             return Err(e);
         }
     }
@@ -353,12 +355,41 @@ fn leased(ctx: &mut Ctx<'_>, id: &str, token: &str) -> Result<(Task, Run)> {
     Ok((task, run))
 }
 
-/// Why a refused lease token was refused, when the reason is a kill switch: the task's
-/// newest run was revoked by a switch that is still set (`KILLED`, so the holder knows to
-/// stop). Read only once a token is refused.
-pub(crate) fn revoked_by_kill(ctx: &mut Ctx<'_>, task: &Task) -> Result<Option<Error>> {
-    let runs = ctx.tx.runs_of(ctx.ws, &task.id, 1)?;
-    let Some(run) = runs.first().filter(|r| r.status == RunStatus::Revoked) else {
+/// A new lease token for a lease granted at `epoch`. The epoch is written into it
+/// (`lse_<epoch>_<secret>`) so that a refused token names the run it was granted for: only
+/// its hash is stored, and a refusal can then say why that run ended. The epoch is public
+/// (every claim and refusal shows it); the secret alone proves the lease.
+fn lease_token(epoch: u64) -> String {
+    new_secret(&format!("lse_{epoch}"))
+}
+
+/// The epoch a lease token says it was granted at; `None` for tokens of other shapes
+/// (forged, or made before tokens carried it).
+fn token_epoch(token: &str) -> Option<u64> {
+    token.strip_prefix("lse_")?.split_once('_')?.0.parse().ok()
+}
+
+/// Why a refused lease token was refused, when the reason is a kill switch: the run the
+/// token was granted for (the task's newest, for a token that names no epoch) was revoked
+/// by a switch that is still set. `KILLED`, so the holder knows to stop, even after
+/// another agent has claimed the task since. Read only once a token is refused.
+pub(crate) fn revoked_by_kill(
+    ctx: &mut Ctx<'_>,
+    task: &Task,
+    token: &str,
+) -> Result<Option<Error>> {
+    let run = match token_epoch(token) {
+        // Epochs only grow, so the run is among the newest unless the task was claimed
+        // many times since; past those, the refusal is only a lost lease.
+        Some(epoch) if epoch <= task.epoch => ctx
+            .tx
+            .runs_of(ctx.ws, &task.id, RUNS_SEARCHED_FOR_A_TOKEN)?
+            .into_iter()
+            .find(|r| r.epoch == epoch),
+        Some(_) => None,
+        None => ctx.tx.runs_of(ctx.ws, &task.id, 1)?.into_iter().next(),
+    };
+    let Some(run) = run.filter(|r| r.status == RunStatus::Revoked) else {
         return Ok(None);
     };
     let switch = ctx
