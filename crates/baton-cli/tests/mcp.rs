@@ -513,6 +513,59 @@ fn http_answers_requests_it_cannot_serve_with_their_id() {
     let _ = server.wait();
 }
 
+/// A session over HTTP is its opening key's: another key of the workspace (or of another
+/// workspace) that presents its id is answered as if it did not exist, and cannot end it;
+/// ending a session, or one never opened, twice, is 404.
+#[test]
+fn a_session_belongs_to_the_key_that_opened_it() {
+    let dir = tempfile::tempdir().unwrap();
+    baton(dir.path(), &["init"]);
+    let owner = format!("Bearer {}", token(dir.path(), "worker", Some("w1")));
+    let other = format!("Bearer {}", token(dir.path(), "worker", Some("w2")));
+    let (mut server, addr) = serve(dir.path());
+    let url = format!("http://{addr}/mcp");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let http = reqwest::Client::new();
+    let send = |method: &str, key: &str, session: Option<&str>, body: &str| {
+        let mut req = http
+            .request(method.parse().unwrap(), &url)
+            .header("authorization", key)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(body.to_string());
+        if let Some(id) = session {
+            req = req.header("mcp-session-id", id);
+        }
+        rt.block_on(async {
+            let res = req.send().await.unwrap();
+            let session = res
+                .headers()
+                .get("mcp-session-id")
+                .map(|v| v.to_str().unwrap().to_string());
+            (res.status().as_u16(), session, res.text().await.unwrap())
+        })
+    };
+    let (status, session, text) = send("POST", &owner, None, INITIALIZE);
+    assert_eq!(status, 200, "{text}");
+    let session = session.expect("a session id");
+    let initialized = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+    assert_eq!(send("POST", &owner, Some(&session), initialized).0, 202);
+    let ping = r#"{"jsonrpc":"2.0","id":2,"method":"ping"}"#;
+    let (status, _, text) = send("POST", &other, Some(&session), ping);
+    assert_eq!(status, 404, "another key's request in the session: {text}");
+    let refusal: Value = serde_json::from_str(&text).expect("a JSON-RPC error");
+    assert_eq!(refusal["error"]["code"], -32600, "{refusal}");
+    assert_eq!(send("DELETE", &other, Some(&session), "").0, 404);
+    assert_eq!(send("POST", &owner, Some(&session), ping).0, 200);
+    assert_eq!(send("DELETE", &owner, Some("nope"), "").0, 404);
+    let (status, _, text) = send("DELETE", &owner, Some(&session), "");
+    assert!((200..300).contains(&status), "{status}: {text}");
+    assert_eq!(send("DELETE", &owner, Some(&session), "").0, 404);
+    assert_eq!(send("POST", &owner, Some(&session), ping).0, 404);
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
 /// Two stdio MCP servers (two agents) on one store claim and complete until nothing is
 /// left: every task is claimed exactly once.
 #[test]

@@ -200,25 +200,76 @@ pub fn http_service(baton: Baton) -> axum::Router {
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         sessions.cancel();
     });
+    let manager = Arc::new(LocalSessionManager::default());
     let service = StreamableHttpService::new(
         move || Ok(BatonMcp::new(Gateway::Local(api.clone()), None)),
-        Arc::new(LocalSessionManager::default()),
+        manager.clone(),
         config,
     );
+    let keyed_state = Keyed {
+        api: state,
+        sessions: Arc::new(Sessions {
+            manager,
+            owners: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }),
+    };
     axum::Router::new()
         .nest_service("/mcp", service)
         .layer(axum::middleware::map_response(json_rpc_refusals))
         .layer(axum::middleware::from_fn(envelopes))
-        .layer(axum::middleware::from_fn_with_state(state, keyed))
+        .layer(axum::middleware::from_fn_with_state(keyed_state, keyed))
 }
 
+/// What the key check of `/mcp` needs: the API's state, to authenticate, and the sessions,
+/// each bound to the key that opened it.
+#[derive(Clone)]
+struct Keyed {
+    api: AppState,
+    sessions: Arc<Sessions>,
+}
+
+/// The open sessions and, by session id, the id of the key that opened each: a session's
+/// leases and agent are that key's, so no other key may use it (or end it), whatever it
+/// knows of the session's id.
+struct Sessions {
+    manager: Arc<LocalSessionManager>,
+    owners: std::sync::Mutex<std::collections::HashMap<String, String>>,
+}
+
+const SESSION_HEADER: &str = "mcp-session-id";
+
 /// Every `/mcp` request needs a valid key, as every API route does: without one it is
-/// refused at once (401), before a session is made or a tool is listed. And a body sent as
-/// JSON that does not parse is 400, where the transport says 415.
-async fn keyed(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if let Err(ApiError(e)) = state.authenticate(request.headers()) {
-        let status = StatusCode::from_u16(e.code.http_status()).unwrap_or(StatusCode::UNAUTHORIZED);
-        return json_rpc_error(status, -32600, &e.message, &e.hint);
+/// refused at once (401), before a session is made or a tool is listed. A request in a
+/// session must come with the key that opened it: another key, or a session no longer
+/// open (a `DELETE` too, where the transport says 202), is answered 404 as an unknown
+/// session. And a body sent as JSON that does not parse is 400, where the transport says
+/// 415.
+async fn keyed(State(state): State<Keyed>, request: Request, next: Next) -> Response {
+    let key = match state.api.authenticate(request.headers()) {
+        Ok(principal) => principal.key.id,
+        Err(ApiError(e)) => {
+            let status =
+                StatusCode::from_u16(e.code.http_status()).unwrap_or(StatusCode::UNAUTHORIZED);
+            return json_rpc_error(status, -32600, &e.message, &e.hint);
+        }
+    };
+    let session = request
+        .headers()
+        .get(SESSION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let deleting = request.method() == axum::http::Method::DELETE;
+    if let Some(id) = &session {
+        let owner = state.sessions.owner(id);
+        if owner.as_ref().is_some_and(|o| *o != key) || (owner.is_none() && deleting) {
+            return json_rpc_error(
+                StatusCode::NOT_FOUND,
+                -32600,
+                "Session not found",
+                "send initialize for a new session, then its Mcp-Session-Id header with every \
+                 request, with the same key",
+            );
+        }
     }
     let sent_json = request
         .headers()
@@ -229,7 +280,47 @@ async fn keyed(State(state): State<AppState>, request: Request, next: Next) -> R
     if sent_json && response.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE {
         *response.status_mut() = StatusCode::BAD_REQUEST;
     }
+    match (&session, response.headers().get(SESSION_HEADER)) {
+        (None, Some(opened)) => {
+            if let Ok(opened) = opened.to_str() {
+                state.sessions.bind(opened, key).await;
+            }
+        }
+        (Some(id), _) if deleting && response.status().is_success() => state.sessions.end(id),
+        _ => {}
+    }
     response
+}
+
+impl Sessions {
+    /// The key that opened session `id`, if it is known.
+    fn owner(&self, id: &str) -> Option<String> {
+        self.owners.lock().ok()?.get(id).cloned()
+    }
+
+    /// Binds a new session to `key`, and forgets the sessions the transport has since
+    /// closed (idle, or their client gone), so the map is as large as the open sessions.
+    async fn bind(&self, id: &str, key: String) {
+        let open: std::collections::HashSet<String> = self
+            .manager
+            .sessions
+            .read()
+            .await
+            .keys()
+            .map(|s| s.to_string())
+            .collect();
+        if let Ok(mut owners) = self.owners.lock() {
+            owners.retain(|s, _| open.contains(s));
+            owners.insert(id.to_string(), key);
+        }
+    }
+
+    /// Forgets a session its client ended.
+    fn end(&self, id: &str) {
+        if let Ok(mut owners) = self.owners.lock() {
+            owners.remove(id);
+        }
+    }
 }
 
 /// A POSTed message whose envelope rmcp cannot read is refused here with its id kept

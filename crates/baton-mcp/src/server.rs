@@ -22,8 +22,20 @@ use std::sync::{Arc, Mutex};
 pub struct BatonMcp {
     gateway: Gateway,
     agent: Arc<Mutex<Option<String>>>,
-    leases: Arc<Mutex<HashMap<String, String>>>,
+    leases: Arc<Mutex<Leases>>,
 }
+
+/// The lease tokens of this session's claims, by task: those it holds, and those that
+/// ended under it (lost, killed), still sent with the agent's later lease operations on
+/// the task so that the API says why they are refused, not that none was ever held.
+#[derive(Debug, Default)]
+struct Leases {
+    held: HashMap<String, String>,
+    ended: HashMap<String, String>,
+}
+
+/// How many ended leases a session keeps to explain; past it, the list starts over.
+const ENDED_LEASES_KEPT: usize = 1_000;
 
 type Args = Map<String, Value>;
 
@@ -33,7 +45,7 @@ impl BatonMcp {
         BatonMcp {
             gateway,
             agent: Arc::new(Mutex::new(agent)),
-            leases: Arc::new(Mutex::new(HashMap::new())),
+            leases: Arc::new(Mutex::new(Leases::default())),
         }
     }
 
@@ -62,7 +74,9 @@ impl BatonMcp {
 
     /// Posts a note or a step on `task` with this session's lease on it, if it holds one
     /// and the agent named none: its own writes are no news to it (`context_changed`). A
-    /// held lease that has ended is forgotten and the write made without it, as anyone's.
+    /// held lease that has ended is refused as the API refuses it (`LEASE_LOST`,
+    /// `KILLED`), so the agent learns to stop, and forgotten: called again, the write is
+    /// made without it, as anyone's.
     async fn as_holder(
         &self,
         task: &str,
@@ -72,25 +86,23 @@ impl BatonMcp {
     ) -> Result<Value, Error> {
         let held = match args.contains_key("lease") {
             true => None,
-            false => self.leases.lock().map_err(poisoned)?.get(task).cloned(),
+            false => self.leases.lock().map_err(poisoned)?.held.get(task).cloned(),
         };
         if let Some(token) = &held {
             args.insert("lease".into(), json!(token));
         }
         let out = self
-            .call(
-                Method::POST,
-                path,
-                Some(Value::Object(args.clone())),
-                bearer,
-            )
+            .call(Method::POST, path, Some(Value::Object(args)), bearer)
             .await;
         match out {
             Err(e) if held.is_some() && matches!(e.code, Code::LeaseLost | Code::Killed) => {
                 self.forget(task);
-                args.remove("lease");
-                self.call(Method::POST, path, Some(Value::Object(args)), bearer)
-                    .await
+                let hint = format!(
+                    "{}; this server no longer sends the lease: call again to record this \
+                     as anyone's",
+                    e.hint.split("; to record this anyway").next().unwrap_or(&e.hint)
+                );
+                Err(e.with_hint(hint))
             }
             out => out,
         }
@@ -126,17 +138,18 @@ impl BatonMcp {
     }
 
     /// The lease to send for `task`: the one given in `args` (taken out), else the one this
-    /// server got from its claim, else none ([`Lease::Unheld`]).
+    /// server got from its claim (held, or ended under it), else none ([`Lease::Unheld`]).
     fn lease_for(&self, task: &str, args: &mut Args) -> Result<Lease, Error> {
         match args.remove("lease") {
             Some(Value::String(l)) => Ok(Lease::Given(l)),
-            Some(Value::Null) | None => Ok(self
-                .leases
-                .lock()
-                .map_err(poisoned)?
-                .get(task)
-                .cloned()
-                .map_or(Lease::Unheld, Lease::Held)),
+            Some(Value::Null) | None => {
+                let leases = self.leases.lock().map_err(poisoned)?;
+                Ok(match (leases.held.get(task), leases.ended.get(task)) {
+                    (Some(t), _) => Lease::Held(t.clone()),
+                    (None, Some(t)) => Lease::Given(t.clone()),
+                    (None, None) => Lease::Unheld,
+                })
+            }
             Some(_) => Err(Error::invalid(
                 "lease must be a string",
                 "pass the token from your claim",
@@ -187,9 +200,15 @@ impl BatonMcp {
         out
     }
 
+    /// Moves the lease held on `task` to those ended under this session.
     fn forget(&self, task: &str) {
         if let Ok(mut leases) = self.leases.lock() {
-            leases.remove(task);
+            if let Some(token) = leases.held.remove(task) {
+                if leases.ended.len() >= ENDED_LEASES_KEPT {
+                    leases.ended.clear();
+                }
+                leases.ended.insert(task.to_string(), token);
+            }
         }
     }
 
@@ -312,7 +331,8 @@ impl BatonMcp {
                         if let (Some(id), Some(token)) =
                             (c["task"]["id"].as_str(), c["lease"]["token"].as_str())
                         {
-                            leases.insert(id.to_string(), token.to_string());
+                            leases.ended.remove(id);
+                            leases.held.insert(id.to_string(), token.to_string());
                         }
                         if !detail {
                             c["task"] = compact(&c["task"]);

@@ -95,6 +95,18 @@ async def workflow(planner, worker):
     states = {c["id"]: c["status"] for c in brief["children"]}
     assert states == {first["id"]: "done", second["id"]: "ready"}, states
 
+    # A lease that lapsed under the session: the agent's next note as holder is refused, so
+    # it learns to stop; called again, the note is anyone's; a lease operation still says why.
+    claims = (await call(worker, "claim", lease_ttl="1s"))["claims"]
+    assert [c["task"]["id"] for c in claims] == [second["id"]], claims
+    await asyncio.sleep(1.5)
+    lost = await error(worker, "context_add", {"task_id": second["id"], "type": "note", "content": "late"})
+    assert lost == "LEASE_LOST", lost
+    note = (await call(worker, "context_add", task_id=second["id"], type="note", content="late"))["context"]
+    assert note["run_id"] is None, note
+    beat = await worker.call_tool("heartbeat", {"task_id": second["id"]})
+    assert beat.is_error and "holds no lease" not in beat.content[0].text, beat.content[0].text
+
     codes = {
         "unknown tool": await error(worker, "no_such_tool", {}),
         "wrong type": await error(worker, "task_get", {"task_id": 5}),
