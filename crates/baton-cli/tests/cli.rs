@@ -972,6 +972,14 @@ fn errors_are_reported_as_one_json_object_and_write_nothing() {
         &["task", "create", "--title", "evil\u{1b}[2J\nfake-line"],
         "INVALID_INPUT",
     );
+    // Lines to whatever splits text the Unicode way, or reordered on screen.
+    for forged in ["a\u{2028}b", "a\u{2029}b", "a\u{202E}b", "a\u{2066}b"] {
+        s.fails_without_writing(&["task", "create", "--title", forged], "INVALID_INPUT");
+    }
+    s.fails_without_writing(
+        &["key", "create", "--role", "worker", "--agent", " x"],
+        "INVALID_INPUT",
+    );
     s.fails_without_writing(
         &["--as", "", "task", "create", "--title", "x"],
         "INVALID_INPUT",

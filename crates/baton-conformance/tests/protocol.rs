@@ -715,6 +715,34 @@ async fn heartbeat_extends_and_signals(env: Env) {
         .await
         .unwrap_err();
     assert_eq!(stale.code, Code::LeaseLost);
+    // Marked done again: the same (or no) notes change nothing; other notes replace them.
+    let holder = Some(c.lease.token.clone());
+    let before = env.event_count();
+    let again = |notes: Option<&str>| {
+        env.baton.done_step(
+            &env.actor,
+            None,
+            &t.id,
+            &mine.step.id,
+            notes.map(str::to_string),
+            holder.clone(),
+        )
+    };
+    again(None).await.unwrap();
+    assert_eq!(env.event_count(), before, "done already");
+    let noted = again(Some("merged in #12")).await.unwrap().step;
+    assert_eq!(
+        (noted.done, noted.notes.as_deref()),
+        (true, Some("merged in #12"))
+    );
+    assert_eq!(env.event_count(), before + 1, "step.updated");
+    again(Some("merged in #12")).await.unwrap();
+    assert_eq!(env.event_count(), before + 1, "the same notes again");
+    assert_eq!(
+        env.replay_difference().await,
+        None,
+        "the log replays the notes"
+    );
     let bad = Heartbeat {
         progress: Some(1.5),
         ..Default::default()
@@ -1270,17 +1298,65 @@ async fn output_schema_is_enforced(env: Env) {
 
 /// Review: approve finishes; reject sends back for another attempt.
 async fn review_approve_and_reject(env: Env) {
-    let t = env
-        .create(CreateTask {
-            title: "t".into(),
-            review_required: Some(true),
-            ..Default::default()
-        })
+    // A project that requires review requires it of every task: a task cannot waive it.
+    env.baton
+        .create_project(
+            &env.actor,
+            None,
+            CreateProject {
+                name: "audited".into(),
+                lease_ttl: None,
+                retry_policy: None,
+                review_required: Some(true),
+            },
+        )
         .await
         .unwrap();
+    let created = env
+        .baton
+        .create_task(
+            &env.actor,
+            None,
+            CreateTask {
+                title: "t".into(),
+                project: Some("audited".into()),
+                review_required: Some(false),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let t = created.task;
+    assert!(t.review_required, "the project's review stands");
+    assert!(
+        created.warnings.iter().any(|w| w.contains("audited")),
+        "{:?}",
+        created.warnings
+    );
+    let waive = UpdateTask {
+        review_required: Some(false),
+        ..Default::default()
+    };
+    let updated = env
+        .baton
+        .update_task(&env.actor, None, &t.id, waive)
+        .await
+        .unwrap();
+    assert!(
+        updated.task.review_required,
+        "not waived by an update either"
+    );
+    assert_eq!(updated.task.version, t.version, "nothing changed");
+    assert_eq!(updated.warnings.len(), 1, "{:?}", updated.warnings);
     let c = env.claim("w").await.unwrap();
-    let out = env.lease(&t.id, &c.lease.token, complete()).await.unwrap();
+    let submit = LeaseOp::Complete(Complete {
+        output: Some(serde_json::json!({"pr": 12})),
+        outcome: Some("PR 12 merged".into()),
+        ..Default::default()
+    });
+    let out = env.lease(&t.id, &c.lease.token, submit).await.unwrap();
     assert_eq!(out["task"]["status"], "review");
+    assert_eq!(out["task"]["outcome"], "PR 12 merged");
     let out = env
         .baton
         .transition(
@@ -1293,6 +1369,8 @@ async fn review_approve_and_reject(env: Env) {
         .await
         .unwrap();
     assert_eq!(out.task.status, Status::Ready);
+    // The rejected work stays with its run, not on the task as if it were the result.
+    assert_eq!((out.task.output, out.task.outcome), (None, None));
     let c = env.claim("w").await.unwrap();
     assert_eq!(c.run.attempt, 2);
     // Whoever takes it next reads why the first attempt was turned down.
@@ -1301,6 +1379,8 @@ async fn review_approve_and_reject(env: Env) {
     assert_eq!(first["attempt"], 1, "{brief}");
     assert_eq!(first["status"], "rejected", "{brief}");
     assert_eq!(first["error"], "missing tests", "{brief}");
+    assert_eq!(first["outcome"], "PR 12 merged", "{brief}");
+    assert_eq!(first["output"]["pr"], 12, "{brief}");
     assert_eq!(
         env.replay_difference().await,
         None,

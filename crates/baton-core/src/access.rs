@@ -69,7 +69,7 @@ pub fn create_key(ctx: &mut Ctx<'_>, role: &str, agent: Option<String>) -> Resul
         ));
     }
     if let Some(a) = &agent {
-        crate::ops::check_name("agent", a, 200)?;
+        crate::ops::check_new_name("agent", a, 200)?;
     }
     let token = new_secret("btn");
     let key = ApiKey {

@@ -339,6 +339,10 @@ pub struct Run {
     /// The output it completed with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<Value>,
+    /// The one-line outcome it completed with: kept with the run, as its output is, when a
+    /// review rejects the work and the task goes on without them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
     /// The error it failed with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

@@ -86,7 +86,13 @@ impl BatonMcp {
     ) -> Result<Value, Error> {
         let held = match args.contains_key("lease") {
             true => None,
-            false => self.leases.lock().map_err(poisoned)?.held.get(task).cloned(),
+            false => self
+                .leases
+                .lock()
+                .map_err(poisoned)?
+                .held
+                .get(task)
+                .cloned(),
         };
         if let Some(token) = &held {
             args.insert("lease".into(), json!(token));
@@ -100,7 +106,10 @@ impl BatonMcp {
                 let hint = format!(
                     "{}; this server no longer sends the lease: call again to record this \
                      as anyone's",
-                    e.hint.split("; to record this anyway").next().unwrap_or(&e.hint)
+                    e.hint
+                        .split("; to record this anyway")
+                        .next()
+                        .unwrap_or(&e.hint)
                 );
                 Err(e.with_hint(hint))
             }

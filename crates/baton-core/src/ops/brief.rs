@@ -56,6 +56,10 @@ pub fn brief(ctx: &mut Ctx<'_>, id: &str, max_bytes: Option<usize>) -> Result<Br
         "version": task.version, "input": task.input, "output_schema": task.output_schema,
         "output": task.output, "outcome": task.outcome,
         "lease": task.view().lease,
+        // What bounds the work: the attempt's deadline, the cost budget, and whether a
+        // reviewer will look at it.
+        "timeout": task.timeout, "budget": task.budget,
+        "review_required": task.review_required,
     });
 
     let steps: Vec<Value> = ctx
@@ -151,8 +155,13 @@ pub fn brief(ctx: &mut Ctx<'_>, id: &str, max_bytes: Option<usize>) -> Result<Br
         .runs_of(ws, id, 3)?
         .into_iter()
         .map(|r| {
+            // A rejected run's output is on the run only (the task dropped it): what the
+            // reviewer turned down, for the next attempt to improve on.
+            let rejected_output = (r.status == RunStatus::Rejected).then_some(&r.output);
             json!({ "id": r.id, "attempt": r.attempt, "agent_id": r.agent_id, "status": r.status,
-                    "progress": r.progress, "message": r.message, "error": r.error, "error_class": r.error_class,
+                    "progress": r.progress, "message": r.message, "usage": r.usage,
+                    "outcome": r.outcome, "output": rejected_output,
+                    "error": r.error, "error_class": r.error_class,
                     "started_at": crate::time::format_rfc3339(r.started_at), "ended_at": r.ended_at.map(crate::time::format_rfc3339) })
         })
         .collect();

@@ -193,18 +193,25 @@ pub fn done_step(
             )
             .with_details(json!({ "kind": "step", "id": step_id }))
         })?;
-    if step.done {
-        // Done already: nothing changes, but a lease sent must still be the holder's.
-        holder_run(ctx, &task, lease)?;
-        return Ok(StepOut { step });
-    }
+    let event = if step.done {
+        if notes.is_none() || notes == step.notes {
+            // Done already: nothing changes, but a lease sent must still be the holder's.
+            holder_run(ctx, &task, lease)?;
+            return Ok(StepOut { step });
+        }
+        // Done already, with other notes: they replace the old ones (the step stays done
+        // as of when it was first marked), rather than being dropped unheard.
+        "step.updated"
+    } else {
+        step.done = true;
+        step.done_at = Some(ctx.now);
+        "step.done"
+    };
     let run = touch(ctx, &mut task, lease)?;
-    step.done = true;
     step.notes = notes;
-    step.done_at = Some(ctx.now);
     ctx.tx.put_step(&step)?;
     let mut extra = vec![snap("step", &step)];
     extra.extend(run.map(|run| snap("run", &run)));
-    ctx.save_unversioned(&mut task, "step.done", &extra)?;
+    ctx.save_unversioned(&mut task, event, &extra)?;
     Ok(StepOut { step })
 }

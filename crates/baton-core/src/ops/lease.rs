@@ -259,6 +259,7 @@ fn grant(
         message: None,
         usage: None,
         output: None,
+        outcome: None,
         error: None,
         error_class: None,
         seen_version: 0,
@@ -580,6 +581,7 @@ pub fn complete(ctx: &mut Ctx<'_>, id: &str, token: &str, req: Complete) -> Resu
         warnings.push(format!("completed with {open} open child task(s)"));
     }
     run.output = req.output.clone();
+    run.outcome = req.outcome.clone();
     end_run(ctx, &mut task, &mut run, RunStatus::Completed)?;
     task.output = req.output;
     task.outcome = req.outcome;
@@ -720,6 +722,9 @@ pub fn reject(ctx: &mut Ctx<'_>, id: &str, reason: String) -> Result<TaskOut> {
         extra.push(snap("run", &run));
     }
     task.reason = Some(reason);
+    // The rejected work stays with its run; the task shows no result it does not have.
+    task.output = None;
+    task.outcome = None;
     if task.attempts >= task.retry_policy.max_attempts {
         task.status = Status::Failed;
         ctx.save(&mut task, "task.rejected", &extra)?;

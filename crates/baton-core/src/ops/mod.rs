@@ -167,7 +167,7 @@ pub fn check_text(field: &str, value: &str, max: usize) -> Result<()> {
 /// inside it would forge or garble the lines of a listing. A tab is let through.
 pub fn check_line(field: &str, value: &str, max: usize) -> Result<()> {
     check_text(field, value, max)?;
-    if value.trim().chars().any(|c| c.is_control() && c != '\t') {
+    if value.trim().chars().any(|c| breaks_a_line(c) && c != '\t') {
         return Err(control_character(field));
     }
     Ok(())
@@ -177,16 +177,25 @@ pub fn check_line(field: &str, value: &str, max: usize) -> Result<()> {
 /// no control character.
 pub fn check_name(field: &str, value: &str, max: usize) -> Result<()> {
     check_text(field, value, max)?;
-    if value.chars().any(char::is_control) {
+    if value.chars().any(breaks_a_line) {
         return Err(control_character(field));
     }
     Ok(())
 }
 
+/// Whether `c` may not stand in text shown on one line: a control character, Unicode's
+/// line and paragraph separators (lines to whatever splits text the Unicode way), and the
+/// bidirectional embeddings, overrides and isolates (which reorder what follows them on
+/// screen, so a line shows other than what it holds).
+fn breaks_a_line(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
 /// The refusal of a one-line field holding a control character.
 fn control_character(field: &str) -> Error {
     Error::invalid(
-        format!("{field} contains a control character"),
+        format!("{field} contains a control character, a line separator or a direction override"),
         format!(
             "give {} {field} of printable characters on one line",
             article(field)

@@ -531,7 +531,16 @@ fn update_existing(
     warnings: &mut Vec<String>,
 ) -> Result<bool> {
     let in_ref = |e| with_ref(e, &node.reference);
-    let (req, fields) = differences(existing, node).map_err(in_ref)?;
+    let (mut req, mut fields) = differences(existing, node).map_err(in_ref)?;
+    if req.review_required == Some(false) {
+        // Not a difference when the project requires review: the task keeps it.
+        let project = ctx.tx.project(ctx.ws, &existing.project_id)?;
+        if let Some(p) = project.filter(|p| p.review_required) {
+            req.review_required = None;
+            fields.retain(|f| *f != "review_required");
+            warnings.push(task::review_not_waived(&p.name));
+        }
+    }
     let mut changed = false;
     let status = existing.status.as_str();
     if existing.status.is_terminal() {
@@ -542,7 +551,11 @@ fn update_existing(
             ));
         }
     } else if !fields.is_empty() {
-        task::update(ctx, &existing.id, req).map_err(in_ref)?;
+        warnings.extend(
+            task::update(ctx, &existing.id, req)
+                .map_err(in_ref)?
+                .warnings,
+        );
         changed = true;
     }
     // A draft is published once its file no longer says draft; a published task stays so.

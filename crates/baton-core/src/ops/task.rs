@@ -111,6 +111,10 @@ pub fn create(
     if let Some(max) = req.max_attempts {
         retry_policy.max_attempts = max;
     }
+    let mut warnings = Vec::new();
+    if req.review_required == Some(false) && project.review_required {
+        warnings.push(review_not_waived(&project.name));
+    }
     let mut task = Task {
         id: new_id("tsk"),
         workspace_id: ctx.ws.to_string(),
@@ -138,7 +142,9 @@ pub fn create(
         retry_policy,
         timeout: req.timeout,
         lease_ttl: req.lease_ttl.unwrap_or(project.lease_ttl),
-        review_required: req.review_required.unwrap_or(project.review_required),
+        // A project that requires review requires it of every task: a task may add the
+        // requirement, not waive it (DESIGN §3).
+        review_required: req.review_required.unwrap_or(false) || project.review_required,
         attempts: 0,
         not_before: req.not_before,
         epoch: 0,
@@ -185,8 +191,16 @@ pub fn create(
     )?;
     Ok(TaskOut {
         task: task.view(),
-        warnings: vec![],
+        warnings,
     })
+}
+
+/// The warning for `review_required: false` on a task of a project that requires review.
+pub(crate) fn review_not_waived(project: &str) -> String {
+    format!(
+        "review_required stays true: project {project} requires review of all its tasks \
+         (turn it off on the project to waive it)"
+    )
 }
 
 /// Reads a task.
@@ -317,8 +331,13 @@ pub fn update(ctx: &mut Ctx<'_>, id: &str, req: UpdateTask) -> Result<TaskOut> {
         }
         task.retry_policy.max_attempts = max;
     }
+    let mut warnings = Vec::new();
     if let Some(r) = req.review_required {
-        task.review_required = r;
+        let project = ctx.tx.project(ctx.ws, &task.project_id)?;
+        match project.filter(|p| p.review_required && !r) {
+            Some(p) => warnings.push(review_not_waived(&p.name)),
+            None => task.review_required = r,
+        }
     }
     if req.input.is_some() {
         check_json("input", &req.input)?;
@@ -338,7 +357,7 @@ pub fn update(ctx: &mut Ctx<'_>, id: &str, req: UpdateTask) -> Result<TaskOut> {
     }
     Ok(TaskOut {
         task: task.view(),
-        warnings: vec![],
+        warnings,
     })
 }
 
