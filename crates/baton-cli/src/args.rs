@@ -295,6 +295,9 @@ pub(crate) enum TaskCmd {
     Get {
         /// Task id.
         id: String,
+        /// The task as it stood once this event (its sequence number) was committed.
+        #[arg(long, value_name = "SEQ")]
+        as_of: Option<u64>,
     },
     /// List tasks.
     List {

@@ -579,7 +579,11 @@ async fn task_command(
             let req = requests::create(&a)?;
             to_value(baton.create_task(actor, key, req).await?)
         }
-        TaskCmd::Get { id } => to_value(baton.get_task(actor, &id)?),
+        TaskCmd::Get { id, as_of: None } => to_value(baton.get_task(actor, &id)?),
+        TaskCmd::Get {
+            id,
+            as_of: Some(seq),
+        } => to_value(baton.get_task_as_of(actor, &id, seq)?),
         TaskCmd::List {
             status,
             parent,

@@ -47,9 +47,10 @@ pub(crate) async fn run(cli: &Cli, base: &str) -> Result<Outcome, Error> {
                     .send(Method::POST, "/v1/tasks", Some(json!(requests::create(a)?)))
                     .await?
             }
-            Command::Task(TaskCmd::Get { id }) => {
+            Command::Task(TaskCmd::Get { id, as_of }) => {
+                let query = as_of.map(|seq| format!("?as_of={seq}")).unwrap_or_default();
                 client
-                    .send(Method::GET, &format!("/v1/tasks/{}", seg(id)), None)
+                    .send(Method::GET, &format!("/v1/tasks/{}{query}", seg(id)), None)
                     .await?
             }
             Command::Task(TaskCmd::List {

@@ -622,6 +622,12 @@ fn every_operation_is_reachable_over_http_mcp_and_cli() {
         ),
         ("create_batch", "POST /v1/tasks/batch", "-", "-"),
         ("get_task", "GET /v1/tasks/{id}", "task_get", "task get"),
+        (
+            "get_task_as_of",
+            "GET /v1/tasks/{id}",
+            "task_get",
+            "task get",
+        ),
         ("list_tasks", "GET /v1/tasks", "query", "task list"),
         ("ready", "GET /v1/tasks/ready", "query", "ready"),
         (

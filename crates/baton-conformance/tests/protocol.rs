@@ -1395,6 +1395,51 @@ async fn review_approve_and_reject(env: Env) {
     assert_eq!(out.task.status, Status::Done);
 }
 
+/// A task read as of an event of the log is the task as that event left it: before its
+/// creation it is not found, past the newest event the number is refused.
+async fn a_task_reads_as_of_an_event(env: Env) {
+    let before = env.baton.last_seq(&env.actor).unwrap();
+    let t = env.task("first title").await;
+    let created = env.baton.last_seq(&env.actor).unwrap();
+    let other = env.task("another task").await;
+    let rename = UpdateTask {
+        title: Some("second title".into()),
+        ..Default::default()
+    };
+    env.baton
+        .update_task(&env.actor, None, &t.id, rename)
+        .await
+        .unwrap();
+    let renamed = env.baton.last_seq(&env.actor).unwrap();
+    let c = env.claim("w").await.unwrap();
+    assert_eq!(c.task.id, t.id);
+    let at = |seq| env.baton.get_task_as_of(&env.actor, &t.id, seq);
+    let first = at(created).unwrap().task;
+    assert_eq!(
+        (first.title.as_str(), first.status, first.version),
+        ("first title", Status::Ready, t.version)
+    );
+    // Another task's event in between leaves this one as it was.
+    assert_eq!(at(created + 1).unwrap().task, first);
+    let second = at(renamed).unwrap().task;
+    assert_eq!(
+        (second.title.as_str(), second.status),
+        ("second title", Status::Ready)
+    );
+    let now = env.baton.last_seq(&env.actor).unwrap();
+    assert_eq!(
+        at(now).unwrap().task,
+        env.get(&t.id).view(),
+        "the newest is the live task"
+    );
+    assert_eq!(at(before).unwrap_err().code, Code::NotFound);
+    assert_eq!(at(now + 1).unwrap_err().code, Code::InvalidInput);
+    assert_eq!(at(u64::MAX).unwrap_err().code, Code::InvalidInput);
+    let unknown = env.baton.get_task_as_of(&env.actor, "tsk_nope", now);
+    assert_eq!(unknown.unwrap_err().code, Code::NotFound);
+    assert_ne!(other.id, t.id);
+}
+
 /// Release gives the task back without counting an attempt; cancel ends a live run.
 async fn release_and_cancel(env: Env) {
     let t = env.task("t").await;
@@ -2412,6 +2457,7 @@ async fn listing_by_status_finds_every_status(env: Env) {
 }
 
 on_every_backend!(
+    a_task_reads_as_of_an_event,
     claim_order_is_priority_then_due_then_age,
     capability_routing,
     expired_lease_is_fenced,

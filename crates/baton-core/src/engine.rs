@@ -548,6 +548,11 @@ impl Baton {
         self.read(actor, |ctx| ops::task::get(ctx, id))
     }
 
+    /// Reads a task as it stood once event `seq` of its workspace was committed.
+    pub fn get_task_as_of(&self, actor: &Actor, id: &str, seq: u64) -> Result<TaskOut> {
+        self.read(actor, |ctx| ops::task::get_as_of(ctx, id, seq))
+    }
+
     /// Lists tasks.
     pub fn list_tasks(&self, actor: &Actor, filter: TaskFilter) -> Result<TasksOut> {
         self.read(actor, |ctx| ops::task::list(ctx, filter))

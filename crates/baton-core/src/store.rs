@@ -404,6 +404,12 @@ pub trait Tx {
     fn append_event(&mut self, event: NewEvent<'_>) -> Result<()>;
     /// Events with `seq > after`, oldest first.
     fn events(&mut self, ws: &str, after: u64, limit: u32) -> Result<Vec<Event>>;
+    /// The newest event about task `task_id` numbered `seq` or below: its number and data
+    /// (JSON text), which holds the task as that event left it. It reads the log back from
+    /// `seq` (no index by task: one would cost every write), so its cost grows with the
+    /// events of other tasks in between; a tool for looking back, not for a hot path.
+    fn task_event_at(&mut self, ws: &str, task_id: &str, seq: u64)
+        -> Result<Option<(u64, String)>>;
     /// The sequence number of the workspace's newest event (0 when none), counting events
     /// this transaction appended.
     fn last_seq(&mut self, ws: &str) -> Result<u64>;

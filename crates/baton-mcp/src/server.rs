@@ -248,11 +248,21 @@ impl BatonMcp {
             }
             "task_get" => {
                 let id = str_arg(&mut args, "task_id")?;
+                let query = match args.remove("as_of") {
+                    Some(Value::Number(n)) if n.is_u64() => format!("?as_of={n}"),
+                    None | Some(Value::Null) => String::new(),
+                    Some(_) => {
+                        return Err(Error::invalid(
+                            "as_of must be an event's sequence number",
+                            "e.g. 42 (query events_since lists them)",
+                        ))
+                    }
+                };
                 no_more(&args)?;
                 let out = self
                     .call(
                         Method::GET,
-                        &format!("/v1/tasks/{}", enc(&id)),
+                        &format!("/v1/tasks/{}{query}", enc(&id)),
                         None,
                         bearer,
                     )

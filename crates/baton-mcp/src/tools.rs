@@ -66,8 +66,8 @@ pub(crate) fn all() -> Vec<ToolDef> {
         },
         ToolDef {
             name: "task_get",
-            description: "Read a task (compact; detail=true for every field).",
-            schema: obj(&["task_id"], json!({"task_id": id(), "detail": {"type": "boolean", "default": false}})),
+            description: "Read a task (compact; detail=true for every field; as_of=SEQ: as it stood at that event).",
+            schema: obj(&["task_id"], json!({"task_id": id(), "detail": {"type": "boolean", "default": false}, "as_of": {"type": "integer", "minimum": 0}})),
         },
         ToolDef {
             name: "task_update",
@@ -110,7 +110,7 @@ pub(crate) fn all() -> Vec<ToolDef> {
         ToolDef {
             name: "complete",
             description: "Finish your task with its output and a one-line outcome.",
-            schema: obj(&["task_id"], json!({"task_id": id(), "lease": lease(), "output": {}, "outcome": {"type": "string"}})),
+            schema: obj(&["task_id"], json!({"task_id": id(), "lease": lease(), "output": {}, "outcome": {"type": "string"}, "force": {"type": "boolean", "description": "complete despite open children"}})),
         },
         ToolDef {
             name: "fail",

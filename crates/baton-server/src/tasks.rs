@@ -3,7 +3,7 @@
 //! the OpenAPI document, registered together with the route.
 
 use crate::openapi::Leased;
-use crate::{idempotency_key, ApiError, AppState, JsonBody, NoQuery, Path};
+use crate::{idempotency_key, ApiError, AppState, JsonBody, Path};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -175,19 +175,31 @@ async fn list(
     )?))
 }
 
-/// Read a task.
-#[utoipa::path(get, path = "/v1/tasks/{id}", tag = "tasks", params(TaskId),
+/// Query of `GET /v1/tasks/{id}`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ReadQuery {
+    /// The task as it stood once this event (a sequence number of the workspace's log)
+    /// was committed, rebuilt from the log.
+    as_of: Option<u64>,
+}
+
+/// Read a task, as it is or as it stood at an event of the log.
+#[utoipa::path(get, path = "/v1/tasks/{id}", tag = "tasks", params(TaskId, ReadQuery),
     responses((status = 200, description = "The task", body = TaskOut)))]
 async fn read(
     State(s): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    _: NoQuery,
+    query: std::result::Result<Query<ReadQuery>, QueryRejection>,
 ) -> Result<Json<TaskOut>> {
-    Ok(Json(s.baton.get_task(
-        &s.auth(&headers, &[Permission::Read])?.actor,
-        &id,
-    )?))
+    let Query(q) = query.map_err(|e| bad_query(e, "use as_of=SEQ, or no query"))?;
+    let actor = &s.auth(&headers, &[Permission::Read])?.actor;
+    Ok(Json(match q.as_of {
+        Some(seq) => s.baton.get_task_as_of(actor, &id, seq)?,
+        None => s.baton.get_task(actor, &id)?,
+    }))
 }
 
 /// Change a task's fields; `If-Match: <version>` (or `version`) makes it conditional.

@@ -1359,6 +1359,27 @@ impl Tx for PgTx<'_> {
         Ok(())
     }
 
+    fn task_event_at(
+        &mut self,
+        ws: &str,
+        task_id: &str,
+        seq: u64,
+    ) -> Result<Option<(u64, String)>> {
+        let rows = self.rows(
+            "SELECT seq, data FROM events WHERE workspace_id = $1 AND seq <= $3 AND task_id = $2
+             ORDER BY seq DESC LIMIT 1",
+            &[t(ws), t(task_id), i(seq as i64)],
+        )?;
+        rows.first()
+            .map(|r| {
+                Ok((
+                    r.try_get::<i64, _>(0).map_err(db_err)? as u64,
+                    r.try_get::<String, _>(1).map_err(db_err)?,
+                ))
+            })
+            .transpose()
+    }
+
     fn events(&mut self, ws: &str, after: u64, limit: u32) -> Result<Vec<Event>> {
         let rows = self.rows(
             &format!(

@@ -621,6 +621,26 @@ impl Tx for SqliteTx<'_> {
         Ok(())
     }
 
+    fn task_event_at(
+        &mut self,
+        ws: &str,
+        task_id: &str,
+        seq: u64,
+    ) -> Result<Option<(u64, String)>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT seq, data FROM events WHERE workspace_id = +?1 AND seq <= +?3 AND task_id = +?2
+                 ORDER BY seq DESC LIMIT 1",
+            )
+            .map_err(db_err)?;
+        stmt.query_row(params![ws, task_id, seq as i64], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?))
+        })
+        .optional()
+        .map_err(db_err)
+    }
+
     fn events(&mut self, ws: &str, after: u64, limit: u32) -> Result<Vec<Event>> {
         let mut stmt = self
             .conn

@@ -357,7 +357,7 @@ pub fn check_json(field: &str, value: &Option<Value>) -> Result<()> {
         if depth > MAX_JSON_DEPTH {
             return Err(Error::invalid(
                 format!("{field} nests {depth} levels deep; the limit is {MAX_JSON_DEPTH}"),
-                "flatten the value, or store it as an artifact and pass a reference",
+                "flatten the value, or store it elsewhere (a file, a repository) and pass a reference",
             ));
         }
         let len = serde_json::to_string(v)
@@ -367,7 +367,7 @@ pub fn check_json(field: &str, value: &Option<Value>) -> Result<()> {
             return Err(Error::new(
                 crate::Code::TooLarge,
                 format!("{field} is {len} bytes of JSON; the limit is {MAX_JSON}"),
-                "store large data as an artifact and pass a reference",
+                "store large data elsewhere (a file, a repository) and pass a reference",
             ));
         }
     }

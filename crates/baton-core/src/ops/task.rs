@@ -203,6 +203,45 @@ pub(crate) fn review_not_waived(project: &str) -> String {
     )
 }
 
+/// Reads a task as it stood once event `seq` was committed (DESIGN §7): the snapshot the
+/// newest event about it up to `seq` carries. `NOT_FOUND` if the task did not exist yet
+/// (or never did); `INVALID_INPUT` for a number past the newest event.
+pub fn get_as_of(ctx: &mut Ctx<'_>, id: &str, seq: u64) -> Result<TaskOut> {
+    let last = ctx.tx.last_seq(ctx.ws)?;
+    if seq > last {
+        return Err(Error::invalid(
+            format!("as_of is {seq}, beyond the newest event ({last})"),
+            "give the sequence number of an event of this workspace (the events listing shows them)",
+        )
+        .with_details(json!({ "last_seq": last })));
+    }
+    super::check_ref("task id", id)?;
+    let not_yet = || {
+        Error::not_found("task", id).with_hint(format!(
+            "no event up to {seq} is about task {id}: it was created later, or never"
+        ))
+    };
+    let (at, data) = ctx.tx.task_event_at(ctx.ws, id, seq)?.ok_or_else(not_yet)?;
+    let mut data: Value = serde_json::from_str(&data).map_err(|e| {
+        Error::new(
+            Code::Internal,
+            format!("event {at}: {e}"),
+            "the event log is damaged",
+        )
+    })?;
+    let task: Task = serde_json::from_value(data["task"].take()).map_err(|e| {
+        Error::new(
+            Code::Internal,
+            format!("event {at} holds no task {id}: {e}"),
+            "the event log is damaged",
+        )
+    })?;
+    Ok(TaskOut {
+        task: task.view(),
+        warnings: vec![],
+    })
+}
+
 /// Reads a task.
 pub fn get(ctx: &mut Ctx<'_>, id: &str) -> Result<TaskOut> {
     let task = ctx.read_task(id)?;
