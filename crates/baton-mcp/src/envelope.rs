@@ -31,9 +31,20 @@ pub(crate) fn refusal(message: &Value) -> Option<Value> {
         _ => return None, // no id to keep: rmcp's own answer says the same
     };
     // Only an id rmcp would drop matters: one nobody can read is null in any answer.
-    let id = object
-        .get("id")
-        .filter(|id| id.is_string() || id.is_number())?;
+    let id = match object.get("id") {
+        Some(id) if id.is_string() || id.is_number() => id,
+        // A request (it names a method) whose id is null, an array or an object: answered
+        // with a null id, as JSON-RPC asks, where rmcp's answer would have none at all.
+        Some(_) if object.contains_key("method") => {
+            return Some(error(
+                &Value::Null,
+                INVALID_REQUEST,
+                "Invalid request: an id must be a string or an integer",
+                "give each request a string or integer id (a notification has no id at all)",
+            ))
+        }
+        _ => return None,
+    };
     if id.is_number() && id.as_i64().is_none() {
         return Some(error(
             id,
@@ -147,6 +158,21 @@ mod tests {
     }
 
     #[test]
+    fn a_request_with_an_unreadable_id_is_refused_with_a_null_one() {
+        for id in [json!(null), json!([1]), json!({"a": 1}), json!(true)] {
+            let message = json!({"jsonrpc": "2.0", "id": id, "method": "ping"});
+            assert_eq!(
+                code_and_id(message.clone()),
+                Some((INVALID_REQUEST, Value::Null)),
+                "{message}"
+            );
+        }
+        // A response with a null id (a client's error) is not answered.
+        let response = json!({"jsonrpc": "2.0", "id": null, "error": {"code": 1, "message": "no"}});
+        assert_eq!(refusal(&response), None);
+    }
+
+    #[test]
     fn a_readable_id_is_kept_in_the_refusal() {
         let cases = [
             (
@@ -211,7 +237,6 @@ mod tests {
     fn without_a_readable_id_rmcp_answers() {
         for message in [
             json!({"jsonrpc": "1.0", "method": "ping"}),
-            json!({"jsonrpc": "2.0", "id": {"a": 1}, "method": "ping"}),
             json!({"jsonrpc": "2.0", "id": null}),
             json!(5),
         ] {
