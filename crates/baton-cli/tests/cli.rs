@@ -2065,3 +2065,26 @@ fn a_closed_pipe_ends_human_output_quietly() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(out.status.code(), Some(0), "{stderr}");
 }
+
+/// A writer count outside 1 to 64 (or not a number) is refused before anything connects,
+/// not quietly replaced by the default.
+#[test]
+fn a_bad_writer_count_is_refused() {
+    for bad in ["0", "65", "abc"] {
+        let out = Command::new(BATON)
+            .args(["--json", "serve", "--listen", "127.0.0.1:0"])
+            .args(["--database", "postgres://baton@127.0.0.1:1/nowhere"])
+            .env("BATON_PG_WRITERS", bad)
+            .output()
+            .expect("run baton");
+        assert_eq!(out.status.code(), Some(1), "{bad}");
+        let error: Value = serde_json::from_slice(&out.stdout).expect("one JSON error");
+        assert_eq!(error["error"]["code"], "INVALID_INPUT", "{bad}: {error}");
+        assert!(
+            error["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("BATON_PG_WRITERS")),
+            "{error}"
+        );
+    }
+}

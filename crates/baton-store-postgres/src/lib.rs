@@ -49,12 +49,23 @@ use tx::{db_err, PgTx};
 /// BENCHMARKS.md).
 const WRITERS: usize = 2;
 
-fn writer_count() -> usize {
-    std::env::var("BATON_PG_WRITERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|n| (1..=64).contains(n))
-        .unwrap_or(WRITERS)
+/// The writer connections `BATON_PG_WRITERS` asks for, or [`WRITERS`] when it is unset;
+/// a value that is not a number from 1 to 64 is refused, not quietly replaced.
+fn writer_count() -> Result<usize> {
+    match std::env::var("BATON_PG_WRITERS") {
+        Err(_) => Ok(WRITERS),
+        Ok(v) => v
+            .trim()
+            .parse()
+            .ok()
+            .filter(|n| (1..=64).contains(n))
+            .ok_or_else(|| {
+                Error::invalid(
+                    format!("BATON_PG_WRITERS is {v:?}, not a number of writers from 1 to 64"),
+                    format!("set BATON_PG_WRITERS from 1 to 64, or unset it for {WRITERS}"),
+                )
+            }),
+    }
 }
 /// Most jobs committed together.
 const MAX_BATCH: usize = 256;
@@ -279,6 +290,7 @@ impl PgStore {
     /// As [`PgStore::open`], committing as `options` say.
     pub fn open_with(url: &str, options: Options) -> Result<Arc<PgStore>> {
         let url = url.to_string();
+        let writer_count = writer_count()?;
         let clock = DatabaseClock::default();
         // Connect and migrate on a thread of our own: the caller may be inside a runtime.
         let (writers, url) = std::thread::scope(|s| {
@@ -287,7 +299,7 @@ impl PgStore {
                 migrate::migrate(&mut conn)?;
                 read_clock(&mut conn, &clock)?;
                 let mut writers = vec![conn];
-                for _ in 1..writer_count() {
+                for _ in 1..writer_count {
                     writers.push(Conn::open_writer(&url, options)?);
                 }
                 Ok((writers, url.clone()))
