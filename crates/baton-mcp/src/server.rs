@@ -248,16 +248,12 @@ impl BatonMcp {
             }
             "task_get" => {
                 let id = str_arg(&mut args, "task_id")?;
-                let query = match args.remove("as_of") {
-                    Some(Value::Number(n)) if n.is_u64() => format!("?as_of={n}"),
-                    None | Some(Value::Null) => String::new(),
-                    Some(_) => {
-                        return Err(Error::invalid(
-                            "as_of must be an event's sequence number",
-                            "e.g. 42 (query events_since lists them)",
-                        ))
-                    }
-                };
+                let query = whole_query(
+                    &mut args,
+                    "as_of",
+                    "an event's sequence number",
+                    "e.g. 42 (query events_since lists them)",
+                )?;
                 no_more(&args)?;
                 let out = self
                     .call(
@@ -292,16 +288,12 @@ impl BatonMcp {
             }
             "task_brief" => {
                 let id = str_arg(&mut args, "task_id")?;
-                let query = match args.remove("max_bytes") {
-                    Some(Value::Number(n)) if n.is_u64() => format!("?max_bytes={n}"),
-                    None | Some(Value::Null) => String::new(),
-                    Some(_) => {
-                        return Err(Error::invalid(
-                            "max_bytes must be a whole number of bytes",
-                            "e.g. 8000",
-                        ))
-                    }
-                };
+                let query = whole_query(
+                    &mut args,
+                    "max_bytes",
+                    "a whole number of bytes",
+                    "e.g. 8000",
+                )?;
                 no_more(&args)?;
                 self.call(
                     Method::GET,
@@ -482,6 +474,16 @@ pub(crate) fn str_arg(args: &mut Args, key: &str) -> Result<String, Error> {
             format!("{key} is required"),
             format!("pass {key} as a string"),
         )),
+    }
+}
+
+/// The query string (`?key=N`) for an optional whole-number argument, or none without it;
+/// anything but a whole number is refused as `what` should be.
+fn whole_query(args: &mut Args, key: &str, what: &str, hint: &str) -> Result<String, Error> {
+    match args.remove(key) {
+        Some(Value::Number(n)) if n.is_u64() => Ok(format!("?{key}={n}")),
+        None | Some(Value::Null) => Ok(String::new()),
+        Some(_) => Err(Error::invalid(format!("{key} must be {what}"), hint)),
     }
 }
 
