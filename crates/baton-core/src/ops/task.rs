@@ -372,8 +372,15 @@ pub fn update(ctx: &mut Ctx<'_>, id: &str, req: UpdateTask) -> Result<TaskOut> {
     }
     let mut warnings = Vec::new();
     if let Some(r) = req.review_required {
-        let project = ctx.tx.project(ctx.ws, &task.project_id)?;
-        match project.filter(|p| p.review_required && !r) {
+        // Only a waiver needs the project: adding review is always allowed.
+        let requiring = match r {
+            true => None,
+            false => ctx
+                .tx
+                .project(ctx.ws, &task.project_id)?
+                .filter(|p| p.review_required),
+        };
+        match requiring {
             Some(p) => warnings.push(review_not_waived(&p.name)),
             None => task.review_required = r,
         }
