@@ -14,6 +14,10 @@ pub(crate) struct Cli {
     /// Data directory of the embedded store (default: ./.baton).
     #[arg(long, global = true, env = "BATON_DATA_DIR")]
     pub(crate) data_dir: Option<PathBuf>,
+    /// Directory of artifacts' bytes (default: the data directory's objects/). Replicas
+    /// on one PostgreSQL must share it.
+    #[arg(long, global = true, env = "BATON_OBJECTS")]
+    pub(crate) objects: Option<PathBuf>,
     /// Workspace to act in.
     #[arg(
         long,
@@ -107,6 +111,9 @@ pub(crate) enum Command {
     /// Dependencies between tasks.
     #[command(subcommand)]
     Dep(DepCmd),
+    /// Files attached to tasks: add, list, get.
+    #[command(subcommand)]
+    Artifact(ArtifactCmd),
     /// Everything needed to resume a task, in one response.
     Brief {
         /// Task id.
@@ -170,6 +177,41 @@ pub(crate) enum Command {
         /// How many tasks.
         #[arg(long, default_value_t = 1000)]
         count: u32,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ArtifactCmd {
+    /// Attach a file (up to 2 MiB) to a task.
+    Add {
+        /// Task id.
+        id: String,
+        /// The file; `-` for standard input (then --name is needed).
+        file: PathBuf,
+        /// Its name (default: the file's name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Its media type (default: text/plain for UTF-8 text, application/octet-stream
+        /// for other bytes).
+        #[arg(long)]
+        media_type: Option<String>,
+        /// Your lease token, when you hold the task: the artifact belongs to your run.
+        #[arg(long)]
+        lease: Option<String>,
+    },
+    /// A task's artifacts, oldest first.
+    List {
+        /// Task id.
+        id: String,
+    },
+    /// An artifact's bytes, to standard output (with --json: described, the bytes in it),
+    /// or to --output, printing what describes them.
+    Get {
+        /// Artifact id (art_…).
+        id: String,
+        /// Write the bytes to this file.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
     },
 }
 

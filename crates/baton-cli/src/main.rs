@@ -19,6 +19,7 @@ mod requests;
 
 use args::*;
 use baton_core::api::*;
+use baton_core::blobs::Blobs;
 use baton_core::ops::plan;
 use baton_core::state::{Op, Status};
 use baton_core::store::TaskFilter;
@@ -171,10 +172,19 @@ fn durability(text: &str) -> Result<Durability, Error> {
     }
 }
 
-/// Opens the embedded store in `dir`.
+/// Opens the embedded store in `dir`, with its artifacts' bytes in `dir/objects`.
 pub(crate) fn open(dir: &std::path::Path, durability: Durability) -> Result<Baton, Error> {
     let store = SqliteStore::open(&dir.join("baton.db"), Options { durability })?;
-    Ok(Baton::new(store, Arc::new(SystemClock)))
+    let blobs = Blobs::local(&dir.join("objects"))?;
+    Ok(Baton::new(store, Arc::new(SystemClock)).with_blobs(blobs))
+}
+
+/// The object store the command line names: `--objects`, else the data directory's.
+fn blobs(cli: &Cli) -> Result<Blobs, Error> {
+    match &cli.objects {
+        Some(dir) => Blobs::local(dir),
+        None => Blobs::local(&data_dir(cli).join("objects")),
+    }
 }
 
 /// The PostgreSQL URL of `--database`, checked.
@@ -224,9 +234,60 @@ pub(crate) fn open_cli(cli: &Cli) -> Result<Baton, Error> {
                     clock.offset_ms() as f64 / 1000.0
                 );
             }
-            Ok(Baton::new(store, Arc::new(clock)))
+            Ok(Baton::new(store, Arc::new(clock)).with_blobs(blobs(cli)?))
         }
-        None => open(&data_dir(cli), durability(&cli.durability)?),
+        None => {
+            let store = SqliteStore::open(
+                &data_dir(cli).join("baton.db"),
+                Options {
+                    durability: durability(&cli.durability)?,
+                },
+            )?;
+            Ok(Baton::new(store, Arc::new(SystemClock)).with_blobs(blobs(cli)?))
+        }
+    }
+}
+
+/// What `artifact get` prints: with `--output`, the bytes go to that file and the
+/// description is printed; else, with `--json`, the description with the bytes in it; else
+/// the bytes alone, as they are, for a pipe.
+pub(crate) fn artifact_output(
+    out: ArtifactOut,
+    output: Option<&std::path::Path>,
+    json: bool,
+) -> Result<Outcome, Error> {
+    if output.is_none() && json {
+        return to_value(out);
+    }
+    let bytes = match (out.content, out.content_base64) {
+        (Some(text), _) => text.into_bytes(),
+        (None, Some(encoded)) => {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD
+                .decode(encoded)
+                .map_err(|e| Error::storage(format!("the artifact's bytes came garbled: {e}")))?
+        }
+        (None, None) => Vec::new(),
+    };
+    match output {
+        Some(path) => {
+            std::fs::write(path, &bytes).map_err(|e| {
+                Error::invalid(
+                    format!("cannot write {}: {e}", path.display()),
+                    "give a path in a writable directory",
+                )
+            })?;
+            to_value(json!({ "artifact": out.artifact, "written": path.display().to_string() }))
+        }
+        None => {
+            use std::io::Write;
+            let mut stdout = std::io::stdout().lock();
+            stdout
+                .write_all(&bytes)
+                .and_then(|()| stdout.flush())
+                .map_err(|e| Error::storage(format!("cannot write to standard output: {e}")))?;
+            Ok(Outcome::Printed)
+        }
     }
 }
 
@@ -406,6 +467,26 @@ async fn run(cli: Cli) -> Result<Outcome, Error> {
                     .dependency(&actor, key, &blocker, &blocked, kind, false)
                     .await?,
             )
+        }
+        Command::Artifact(ArtifactCmd::Add {
+            id,
+            file,
+            name,
+            media_type,
+            lease,
+        }) => {
+            let req = requests::artifact(
+                &file,
+                name.as_deref(),
+                media_type.as_deref(),
+                lease.as_deref(),
+            )?;
+            to_value(baton.attach_artifact(&actor, key, &id, req).await?)
+        }
+        Command::Artifact(ArtifactCmd::List { id }) => to_value(baton.artifacts(&actor, &id)?),
+        Command::Artifact(ArtifactCmd::Get { id, output }) => {
+            let out = baton.artifact(&actor, &id, true).await?;
+            artifact_output(out, output.as_deref(), cli.json)
         }
         Command::Brief { id, max_bytes } => to_value(baton.brief(&actor, &id, max_bytes)?),
         Command::Plan(PlanCmd::Apply { file }) => {

@@ -238,6 +238,48 @@ pub(crate) async fn run(cli: &Cli, base: &str) -> Result<Outcome, Error> {
                     .send_query(Method::DELETE, &path, &[("kind", kind.clone())], None)
                     .await?
             }
+            Command::Artifact(ArtifactCmd::Add {
+                id,
+                file,
+                name,
+                media_type,
+                lease,
+            }) => {
+                let req = requests::artifact(
+                    file,
+                    name.as_deref(),
+                    media_type.as_deref(),
+                    lease.as_deref(),
+                )?;
+                client
+                    .send(
+                        Method::POST,
+                        &format!("/v1/tasks/{}/artifacts", seg(id)),
+                        Some(json!(req)),
+                    )
+                    .await?
+            }
+            Command::Artifact(ArtifactCmd::List { id }) => {
+                client
+                    .send(
+                        Method::GET,
+                        &format!("/v1/tasks/{}/artifacts", seg(id)),
+                        None,
+                    )
+                    .await?
+            }
+            Command::Artifact(ArtifactCmd::Get { id, output }) => {
+                let out = client
+                    .send(
+                        Method::GET,
+                        &format!("/v1/artifacts/{}?content=true", seg(id)),
+                        None,
+                    )
+                    .await?;
+                let out = serde_json::from_value(out)
+                    .map_err(|e| Error::storage(format!("unreadable response: {e}")))?;
+                return crate::artifact_output(out, output.as_deref(), cli.json);
+            }
             Command::Brief { id, max_bytes } => {
                 let query: Vec<(&str, String)> = max_bytes
                     .iter()

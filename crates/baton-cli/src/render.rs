@@ -57,6 +57,17 @@ fn entity_line(kind: &str, e: &Value) -> String {
     format!("{}  {:<20} {}", s(e, "id"), s(e, "name"), state)
 }
 
+/// An artifact: id, size, media type and name.
+fn artifact_line(a: &Value) -> String {
+    format!(
+        "{}  {:>9} B  {:<24} {}",
+        s(a, "id"),
+        a["size"].as_u64().unwrap_or(0),
+        s(a, "media_type"),
+        s(a, "name")
+    )
+}
+
 /// A related task (parent, dependency, child): its id, status and title.
 fn summary_line(t: &Value) -> String {
     format!("{}  {:<11}  {}", s(t, "id"), s(t, "status"), s(t, "title"))
@@ -136,6 +147,9 @@ fn brief_text(b: &Value) -> String {
                 error.unwrap_or_default()
             )
         }),
+        section("artifacts", &|a| {
+            format!("{} ({}, {})", artifact_line(a), s(a, "by"), s(a, "at"))
+        }),
     ];
     out.extend(sections.into_iter().flatten());
     if let Some(omitted) = b["omitted"].as_object() {
@@ -165,6 +179,19 @@ pub(crate) fn human(value: &Value) {
             step["position"],
             s(step, "title")
         );
+        return;
+    }
+    if let Some(a) = value.get("artifact").filter(|a| a.is_object()) {
+        say!("{}", artifact_line(a));
+        return;
+    }
+    if let Some(list) = value
+        .get("artifacts")
+        .filter(|_| value.get("task").is_none())
+    {
+        for a in list.as_array().into_iter().flatten() {
+            say!("{}", artifact_line(a));
+        }
         return;
     }
     if let Some(entry) = value.get("context").filter(|c| c.is_object()) {

@@ -117,6 +117,60 @@ pub(crate) fn note(a: &NoteArgs) -> AddContext {
     }
 }
 
+/// An artifact from a file (or standard input, `-`): UTF-8 text goes as `content`, other
+/// bytes as `content_base64`. A file over the limit is refused before it is read.
+pub(crate) fn artifact(
+    file: &std::path::Path,
+    name: Option<&str>,
+    media_type: Option<&str>,
+    lease: Option<&str>,
+) -> Result<AttachArtifact, Error> {
+    use baton_core::ops::artifact::MAX_ARTIFACT_BYTES;
+    use std::io::Read;
+    let stdin = file.as_os_str() == "-";
+    let name = match (name, stdin) {
+        (Some(n), _) => n.to_string(),
+        (None, true) => {
+            return Err(Error::invalid(
+                "an artifact read from standard input needs a name",
+                "add --name, e.g. --name report.md",
+            ))
+        }
+        (None, false) => file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    };
+    let unreadable = |e: std::io::Error| {
+        Error::invalid(
+            format!("cannot read {}: {e}", file.display()),
+            "give a readable file, or - for standard input",
+        )
+    };
+    // One byte past the limit is enough to know the file is too large.
+    let limit = MAX_ARTIFACT_BYTES as u64 + 1;
+    let mut bytes = Vec::new();
+    if stdin {
+        std::io::stdin()
+            .lock()
+            .take(limit)
+            .read_to_end(&mut bytes)
+            .map_err(unreadable)?;
+    } else {
+        std::fs::File::open(file)
+            .and_then(|f| f.take(limit).read_to_end(&mut bytes))
+            .map_err(unreadable)?;
+    }
+    let (content, content_base64) = baton_core::ops::artifact::text_or_base64(bytes);
+    Ok(AttachArtifact {
+        name,
+        media_type: media_type.map(str::to_string),
+        content,
+        content_base64,
+        lease: lease.map(str::to_string),
+    })
+}
+
 /// Project settings from the command line (`killed` as given).
 pub(crate) fn project_settings(
     a: &ProjectSettingsArgs,

@@ -79,7 +79,8 @@ fn expected_errors() -> Value {
         "detail not a flag": "INVALID_INPUT", "negative after": "INVALID_INPUT",
         "argument a query ignores": "INVALID_INPUT", "children of no task": "NOT_FOUND",
         "fractional max_bytes": "INVALID_INPUT", "claim as another agent": "INVALID_INPUT",
-        "after on the newest events": "INVALID_INPUT",
+        "after on the newest events": "INVALID_INPUT", "artifact without bytes": "INVALID_INPUT",
+        "artifact not there": "NOT_FOUND",
     })
 }
 
@@ -670,6 +671,30 @@ fn every_operation_is_reachable_over_http_mcp_and_cli() {
             "dep",
         ),
         ("brief", "GET /v1/tasks/{id}/brief", "task_brief", "brief"),
+        (
+            "attach_artifact",
+            "POST /v1/tasks/{id}/artifacts",
+            "artifacts",
+            "artifact add",
+        ),
+        (
+            "artifacts",
+            "GET /v1/tasks/{id}/artifacts",
+            "artifacts",
+            "artifact list",
+        ),
+        (
+            "artifact",
+            "GET /v1/artifacts/{id}",
+            "artifacts",
+            "artifact get",
+        ),
+        (
+            "artifact_bytes",
+            "GET /v1/artifacts/{id}/content",
+            "artifacts",
+            "artifact get",
+        ),
         ("apply_plan", "POST /v1/plans", "plan_apply", "plan apply"),
         ("events", "GET /v1/events", "query", "events"),
         ("last_seq", "GET /v1/events", "query", "events"),
@@ -733,7 +758,7 @@ fn every_operation_is_reachable_over_http_mcp_and_cli() {
     //   heartbeating.
     // - reap: the server's reaper and every claim expire lapsed leases; the CLI keeps
     //   `baton reap` for stores without a server.
-    // Plumbing, not operations: the constructor and its write limits, the store handle,
+    // Plumbing, not operations: the constructor, its write limits and object store, the store handle,
     // the generic write/read runners and the durability barrier of streams, actor
     // resolution (with the default workspace's get-or-create), the readiness probe, and the
     // shutdown signal a server gives its waits.
@@ -743,6 +768,7 @@ fn every_operation_is_reachable_over_http_mcp_and_cli() {
         "create_workspace",
         "new",
         "with_write_limits",
+        "with_blobs",
         "store",
         "write_tx",
         "sync",

@@ -291,6 +291,49 @@ async fn cli_speaks_http_with_the_same_shapes() {
     let direct = baton(dir.path(), &["task", "get", &id]);
     let (_, over_http) = json(remote(&["task", "get", &id]));
     assert_eq!(direct, over_http);
+    // Artifacts: attached over HTTP, read back over HTTP and on the store, byte for byte.
+    let file = dir.path().join("chart.bin");
+    let bytes: Vec<u8> = (0..=255u8).rev().collect();
+    std::fs::write(&file, &bytes).unwrap();
+    let file = file.to_str().unwrap();
+    let (code, art) = json(remote(&[
+        "artifact",
+        "add",
+        &id,
+        file,
+        "--media-type",
+        "image/x-test",
+    ]));
+    assert_eq!(code, Some(0), "{art}");
+    assert_eq!(
+        (&art["artifact"]["name"], &art["artifact"]["size"]),
+        (&json!("chart.bin"), &json!(256))
+    );
+    let art_id = art["artifact"]["id"].as_str().unwrap().to_string();
+    let (_, listed) = json(remote(&["artifact", "list", &id]));
+    assert_eq!(listed, baton(dir.path(), &["artifact", "list", &id]));
+    assert_eq!(listed["artifacts"][0], art["artifact"]);
+    let copy = dir.path().join("copy.bin");
+    let copy_path = copy.to_str().unwrap();
+    let (code, written) = json(remote(&["artifact", "get", &art_id, "-o", copy_path]));
+    assert_eq!(code, Some(0), "{written}");
+    assert_eq!(std::fs::read(&copy).unwrap(), bytes);
+    let (_, with_bytes) = json(remote(&["artifact", "get", &art_id]));
+    assert_eq!(with_bytes, baton(dir.path(), &["artifact", "get", &art_id]));
+    assert!(with_bytes["content_base64"].is_string(), "{with_bytes}");
+    // Without --json the bytes go to standard output as they are.
+    let raw = Command::new(BATON)
+        .args([
+            "--server", &url, "--token", &token, "artifact", "get", &art_id,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(raw.stdout, bytes);
+    let (code, err) = json(remote(&["artifact", "add", &id, "/nonexistent/file"]));
+    assert_eq!(
+        (code, err["error"]["code"].as_str()),
+        (Some(1), Some("INVALID_INPUT"))
+    );
     // Agent and workspace switches, over HTTP as on the store.
     let (_, a) = json(remote(&["agent", "update", "w2", "--disable"]));
     assert_eq!(a["agent"]["status"], "disabled", "{a}");

@@ -173,7 +173,9 @@ impl Env {
     pub async fn new(backend: Backend) -> Env {
         let (store, dir) = open_store(backend);
         let clock = ManualClock::new(T0);
-        let baton = Baton::new(store, Arc::new(clock.clone()));
+        let blobs =
+            baton_core::blobs::Blobs::local(&dir.path().join("objects")).expect("object store");
+        let baton = Baton::new(store, Arc::new(clock.clone())).with_blobs(blobs);
         let actor = baton
             .actor("default", "planner")
             .await

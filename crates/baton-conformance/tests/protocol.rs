@@ -2456,8 +2456,215 @@ async fn listing_by_status_finds_every_status(env: Env) {
     }
 }
 
+/// Artifacts: bytes stored by their hash and described by a row, listed oldest first, read
+/// back checked; the holder's own attach (with its lease) belongs to its run and is no news
+/// to it, anyone else's raises `context_changed`; a stale lease, a task that is not there
+/// and bad input are refused with nothing written; the log replays every artifact.
+async fn artifacts_attach_list_read_and_replay(env: Env) {
+    let t = env.task("Write the report").await;
+    let text = |name: &str, content: &str, lease: Option<&str>| AttachArtifact {
+        name: name.into(),
+        content: Some(content.into()),
+        lease: lease.map(str::to_string),
+        ..Default::default()
+    };
+    let notes = env
+        .baton
+        .attach_artifact(&env.actor, None, &t.id, text("notes.md", "# notes", None))
+        .await
+        .unwrap()
+        .artifact;
+    assert_eq!(notes.run_id, None);
+    assert_eq!(notes.size, 7);
+    assert_eq!(notes.media_type, "text/plain; charset=utf-8");
+    assert_eq!(notes.sha256, baton_core::id::sha256_hex("# notes"));
+
+    let c = env.claim("w1").await.expect("claimed");
+    let token = c.lease.token.clone();
+    let beat = || async {
+        let ack = env.heartbeat(&t.id, &token).await.unwrap();
+        ack["signals"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("context_changed"))
+    };
+    assert!(!beat().await, "nothing new yet");
+    let png = AttachArtifact {
+        name: "chart.png".into(),
+        media_type: Some("image/png".into()),
+        content_base64: Some("iVBORw0KGgo=".into()),
+        lease: Some(token.clone()),
+        ..Default::default()
+    };
+    let chart = env
+        .baton
+        .attach_artifact(&env.actor, None, &t.id, png)
+        .await
+        .unwrap()
+        .artifact;
+    assert_eq!(chart.run_id.as_deref(), Some(c.run.id.as_str()));
+    assert_eq!((chart.size, chart.media_type.as_str()), (8, "image/png"));
+    assert!(!beat().await, "the holder's own artifact is no news to it");
+    // The same bytes again, by someone else: a second artifact, the bytes stored once.
+    let again = env
+        .baton
+        .attach_artifact(
+            &env.actor,
+            None,
+            &t.id,
+            text("notes-copy.md", "# notes", None),
+        )
+        .await
+        .unwrap()
+        .artifact;
+    assert_eq!(again.sha256, notes.sha256);
+    assert!(beat().await, "another's artifact raises context_changed");
+
+    let listed: Vec<String> = env
+        .baton
+        .artifacts(&env.actor, &t.id)
+        .unwrap()
+        .artifacts
+        .into_iter()
+        .map(|a| a.id)
+        .collect();
+    assert_eq!(
+        listed,
+        [notes.id.clone(), chart.id.clone(), again.id.clone()]
+    );
+    let read = env
+        .baton
+        .artifact(&env.actor, &notes.id, true)
+        .await
+        .unwrap();
+    assert_eq!(
+        (read.content.as_deref(), read.content_base64),
+        (Some("# notes"), None)
+    );
+    let read = env
+        .baton
+        .artifact(&env.actor, &chart.id, true)
+        .await
+        .unwrap();
+    assert_eq!(read.content_base64.as_deref(), Some("iVBORw0KGgo="));
+    let described = env
+        .baton
+        .artifact(&env.actor, &chart.id, false)
+        .await
+        .unwrap();
+    assert_eq!((described.content, described.content_base64), (None, None));
+    let (_, bytes) = env
+        .baton
+        .artifact_bytes(&env.actor, &chart.id)
+        .await
+        .unwrap();
+    assert_eq!(bytes, b"\x89PNG\r\n\x1a\n");
+    let brief = env.baton.brief(&env.actor, &t.id, None).unwrap().brief;
+    let named: Vec<&str> = brief
+        .artifacts
+        .iter()
+        .filter_map(|a| a["name"].as_str())
+        .collect();
+    assert_eq!(
+        named,
+        ["notes-copy.md", "chart.png", "notes.md"],
+        "newest first"
+    );
+
+    // Refused, with nothing written.
+    let before = env.event_count();
+    let code = |r: baton_core::Result<ArtifactOut>| r.unwrap_err().code;
+    let stale = text("late.md", "late", Some("lse_1_stale"));
+    assert_eq!(
+        code(
+            env.baton
+                .attach_artifact(&env.actor, None, &t.id, stale)
+                .await
+        ),
+        Code::LeaseLost
+    );
+    let nowhere = text("x.md", "x", None);
+    assert_eq!(
+        code(
+            env.baton
+                .attach_artifact(&env.actor, None, "tsk_nope", nowhere)
+                .await
+        ),
+        Code::NotFound
+    );
+    let empty = AttachArtifact {
+        name: "x".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        code(
+            env.baton
+                .attach_artifact(&env.actor, None, &t.id, empty)
+                .await
+        ),
+        Code::InvalidInput
+    );
+    let bad_type = AttachArtifact {
+        media_type: Some("not a type".into()),
+        ..text("x", "x", None)
+    };
+    assert_eq!(
+        code(
+            env.baton
+                .attach_artifact(&env.actor, None, &t.id, bad_type)
+                .await
+        ),
+        Code::InvalidInput
+    );
+    assert_eq!(
+        code(env.baton.artifact(&env.actor, "art_nope", true).await),
+        Code::NotFound
+    );
+    assert_eq!(
+        env.baton
+            .artifacts(&env.actor, "tsk_nope")
+            .unwrap_err()
+            .code,
+        Code::NotFound
+    );
+    assert_eq!(env.event_count(), before);
+    assert_eq!(
+        env.baton
+            .artifacts(&env.actor, &t.id)
+            .unwrap()
+            .artifacts
+            .len(),
+        3
+    );
+
+    // Another workspace sees none of it.
+    env.baton.create_workspace("elsewhere").await.unwrap();
+    let other = env.baton.actor("elsewhere", "planner").await.unwrap();
+    assert_eq!(
+        env.baton
+            .artifact(&other, &notes.id, false)
+            .await
+            .unwrap_err()
+            .code,
+        Code::NotFound
+    );
+    assert_eq!(
+        env.baton.artifacts(&other, &t.id).unwrap_err().code,
+        Code::NotFound
+    );
+
+    let attached = env
+        .all_events()
+        .into_iter()
+        .filter(|e| e.kind == "artifact.attached")
+        .count();
+    assert_eq!(attached, 3);
+    assert_eq!(env.replay_difference().await, None);
+}
+
 on_every_backend!(
     a_task_reads_as_of_an_event,
+    artifacts_attach_list_read_and_replay,
     claim_order_is_priority_then_due_then_age,
     capability_routing,
     expired_lease_is_fenced,

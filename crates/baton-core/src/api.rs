@@ -357,6 +357,49 @@ pub struct ContextOut {
     pub context: ContextEntry,
 }
 
+/// Input of `artifact add`: a name and the bytes, as text (`content`) or base64
+/// (`content_base64`), exactly one of them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AttachArtifact {
+    /// Its name, e.g. `report.md` (one line).
+    #[schema(min_length = 1, max_length = 1000)]
+    pub name: String,
+    /// Its media type; default `text/plain; charset=utf-8` for `content`,
+    /// `application/octet-stream` for `content_base64`.
+    #[serde(default)]
+    pub media_type: Option<String>,
+    /// The bytes, as UTF-8 text.
+    #[serde(default)]
+    pub content: Option<String>,
+    /// The bytes, base64-encoded (standard alphabet, padded).
+    #[serde(default)]
+    pub content_base64: Option<String>,
+    /// The caller's lease token, when its holder attaches it under its run.
+    #[serde(default)]
+    pub lease: Option<String>,
+}
+
+/// Output of attaching or reading an artifact.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ArtifactOut {
+    /// What describes the bytes.
+    pub artifact: Artifact,
+    /// The bytes as text, when asked for (`content=true`) and they are UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    /// The bytes in base64, when asked for and they are not UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_base64: Option<String>,
+}
+
+/// Output of listing a task's artifacts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ArtifactsOut {
+    /// Oldest first.
+    pub artifacts: Vec<Artifact>,
+}
+
 /// Output of step operations.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StepOut {
@@ -517,7 +560,8 @@ pub struct Brief {
     pub children: Vec<Value>,
     /// The latest runs, newest first.
     pub runs: Vec<Value>,
-    /// Attached artifacts.
+    /// Attached artifacts, newest first: name, media type, size (the bytes are at
+    /// `GET /v1/artifacts/{id}/content`).
     pub artifacts: Vec<Value>,
     /// Whether anything was left out to fit the budget.
     pub truncated: bool,

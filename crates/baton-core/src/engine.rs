@@ -4,6 +4,7 @@
 
 use crate::admission::{Admission, Backlog, Slot, WriteLimits};
 use crate::api::*;
+use crate::blobs::Blobs;
 use crate::dispatch::{Registration, Waiters};
 use crate::error::{Code, Error, Result};
 use crate::id::{new_id, sha256_hex};
@@ -29,6 +30,8 @@ pub struct Baton {
     backlog: Arc<Backlog>,
     /// Set when the server begins to shut down: long waits end (see [`Baton::close`]).
     closing: Arc<tokio::sync::watch::Sender<bool>>,
+    /// Where artifacts' bytes go; `None` until [`Baton::with_blobs`].
+    blobs: Option<Blobs>,
 }
 
 impl std::fmt::Debug for Baton {
@@ -101,7 +104,24 @@ impl Baton {
             waiters: Arc::default(),
             backlog: Backlog::new(WriteLimits::default()),
             closing: Arc::new(tokio::sync::watch::Sender::new(false)),
+            blobs: None,
         }
+    }
+
+    /// The same engine, keeping artifacts' bytes in `blobs`.
+    pub fn with_blobs(mut self, blobs: Blobs) -> Self {
+        self.blobs = Some(blobs);
+        self
+    }
+
+    fn blobs(&self) -> Result<&Blobs> {
+        self.blobs.as_ref().ok_or_else(|| {
+            Error::new(
+                Code::Unavailable,
+                "this Baton has no object store for artifacts",
+                "start it with an object store (the data directory's objects/ by default)",
+            )
+        })
     }
 
     /// Ends the waits that could hold a server's shutdown for as long as their clients
@@ -856,6 +876,65 @@ impl Baton {
             ops::knowledge::add_context(ctx, &id, req.clone())
         })
         .await
+    }
+
+    /// Attaches an artifact to a task: its bytes go to the object store (synced), then the
+    /// row that describes them commits with its event. The task is looked up first, so that
+    /// a call naming no task stores nothing.
+    pub async fn attach_artifact(
+        &self,
+        actor: &Actor,
+        key: Option<&str>,
+        task_id: &str,
+        req: AttachArtifact,
+    ) -> Result<ArtifactOut> {
+        let (new, bytes) = ops::artifact::decode(&req)?;
+        let blobs = self.blobs()?;
+        self.read(actor, |ctx| ctx.read_task(task_id).map(drop))?;
+        blobs.put(&actor.workspace_id, &new.sha256, bytes).await?;
+        let request = json!({ "op": "artifact.attach", "id": task_id, "name": new.name,
+                              "media_type": new.media_type, "sha256": new.sha256,
+                              "lease": new.lease });
+        let id = task_id.to_string();
+        self.write(actor, key, request, move |ctx| {
+            ops::artifact::attach(ctx, &id, &new)
+        })
+        .await
+    }
+
+    /// A task's artifacts, oldest first.
+    pub fn artifacts(&self, actor: &Actor, task_id: &str) -> Result<ArtifactsOut> {
+        self.read(actor, |ctx| ops::artifact::list(ctx, task_id))
+    }
+
+    /// An artifact, with its bytes in the answer when `content` (as text when they are
+    /// UTF-8, else base64).
+    pub async fn artifact(&self, actor: &Actor, id: &str, content: bool) -> Result<ArtifactOut> {
+        if !content {
+            let artifact = self.read(actor, |ctx| ops::artifact::get(ctx, id))?;
+            return Ok(ArtifactOut {
+                artifact,
+                content: None,
+                content_base64: None,
+            });
+        }
+        let (artifact, bytes) = self.artifact_bytes(actor, id).await?;
+        let (content, content_base64) = ops::artifact::text_or_base64(bytes);
+        Ok(ArtifactOut {
+            artifact,
+            content,
+            content_base64,
+        })
+    }
+
+    /// An artifact and its bytes, checked against its hash.
+    pub async fn artifact_bytes(&self, actor: &Actor, id: &str) -> Result<(Artifact, Vec<u8>)> {
+        let artifact = self.read(actor, |ctx| ops::artifact::get(ctx, id))?;
+        let bytes = self
+            .blobs()?
+            .get(&actor.workspace_id, &artifact.sha256)
+            .await?;
+        Ok((artifact, bytes))
     }
 
     /// Adds a step; `lease` when the task's holder adds it (no `context_changed` for it).

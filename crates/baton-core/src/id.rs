@@ -25,8 +25,13 @@ pub fn new_secret(prefix: &str) -> String {
 
 /// The hex SHA-256 of a string: how secrets and request bodies are stored and compared.
 pub fn sha256_hex(text: &str) -> String {
+    sha256_hex_bytes(text.as_bytes())
+}
+
+/// The SHA-256 of `bytes` in lowercase hex: an artifact's address in the object store.
+pub fn sha256_hex_bytes(bytes: &[u8]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let digest = Sha256::digest(text.as_bytes());
+    let digest = Sha256::digest(bytes);
     let mut out = String::with_capacity(64);
     for b in digest {
         out.push(HEX[usize::from(b >> 4)] as char);

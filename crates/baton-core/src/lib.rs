@@ -8,6 +8,7 @@
 //! - [`engine`]: [`Baton`], the handle surfaces hold: runs operations as write jobs, with
 //!   idempotency keys, the long-poll claim and the reaper.
 //! - [`admission`]: refuses new work while the store is far behind.
+//! - [`blobs`]: the object store that holds artifacts' bytes.
 //! - `dispatch`: wakes as many waiting long-poll claims as there is work for.
 //! - [`replay`]: rebuilds projections from the event log and compares them with the live ones.
 //! - [`error`]: the catalogue of stable error codes.
@@ -15,6 +16,7 @@
 pub mod access;
 pub mod admission;
 pub mod api;
+pub mod blobs;
 mod dispatch;
 pub mod engine;
 pub mod error;

@@ -460,6 +460,35 @@ pub struct ContextEntry {
     pub created_at: Millis,
 }
 
+/// A content-addressed blob attached to a task, or to a run when its holder attached it
+/// (DESIGN §2). The row holds what describes the bytes; the bytes live in the object store
+/// under their SHA-256, so two artifacts with the same content share them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Artifact {
+    /// `art_…`
+    pub id: String,
+    /// Owning workspace.
+    pub workspace_id: String,
+    /// The task it belongs to.
+    pub task_id: String,
+    /// The run it was attached under, if its lease holder attached it.
+    pub run_id: Option<String>,
+    /// Its name, e.g. `report.md`.
+    pub name: String,
+    /// Its media type, e.g. `text/markdown`.
+    pub media_type: String,
+    /// Its length in bytes.
+    pub size: u64,
+    /// The SHA-256 of its bytes, in lowercase hex: its address in the object store.
+    pub sha256: String,
+    /// Who attached it.
+    pub created_by: String,
+    /// When it was attached.
+    #[serde(with = "rfc3339")]
+    #[schema(value_type = crate::time::Rfc3339)]
+    pub created_at: Millis,
+}
+
 /// An ordered progress item of a task's plan.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Step {

@@ -67,6 +67,7 @@ pub fn apply(tx: &mut dyn Tx, event: &Event) -> Result<()> {
                 "run" | "runs" => tx.put_run(&decode(event, key, item)?)?,
                 "context" => tx.put_context(&decode(event, key, item)?)?,
                 "step" => tx.put_step(&decode(event, key, item)?)?,
+                "artifact" => tx.put_artifact(&decode(event, key, item)?)?,
                 "dependency" | "dependencies" => {
                     let dep: Dependency = decode(event, key, item)?;
                     if event.kind == "dependency.removed" {

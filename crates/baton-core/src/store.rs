@@ -252,7 +252,7 @@ pub const WORKSPACES_PROJECTION: &str = "SELECT 'workspaces/' || id, body || ' l
 /// The queries behind [`Tx::projection_rows`]: every projection row as (table and key,
 /// stored body), in a stable order. Plain SQL that SQLite and PostgreSQL both read, so
 /// every backend compares the same rows the same way.
-pub const PROJECTION_QUERIES: [&str; 9] = [
+pub const PROJECTION_QUERIES: [&str; 10] = [
     WORKSPACES_PROJECTION,
     "SELECT 'projects/' || workspace_id || '/' || id, body FROM projects ORDER BY workspace_id, id",
     "SELECT 'agents/' || workspace_id || '/' || id, body FROM agents ORDER BY workspace_id, id",
@@ -268,6 +268,7 @@ pub const PROJECTION_QUERIES: [&str; 9] = [
        FROM dependencies ORDER BY workspace_id, blocked_id, blocker_id, kind",
     "SELECT 'context/' || workspace_id || '/' || id, body FROM context ORDER BY workspace_id, id",
     "SELECT 'steps/' || workspace_id || '/' || id, body FROM steps ORDER BY workspace_id, id",
+    "SELECT 'artifacts/' || workspace_id || '/' || id, body FROM artifacts ORDER BY workspace_id, id",
 ];
 
 /// Row access within one transaction. Every method is scoped to a workspace.
@@ -393,6 +394,13 @@ pub trait Tx {
     fn put_context(&mut self, entry: &ContextEntry) -> Result<()>;
     /// The context entries of a task, oldest first.
     fn context_of(&mut self, ws: &str, task_id: &str) -> Result<Vec<ContextEntry>>;
+
+    /// An artifact by id.
+    fn artifact(&mut self, ws: &str, id: &str) -> Result<Option<Artifact>>;
+    /// Inserts an artifact (or replaces it, in replay).
+    fn put_artifact(&mut self, artifact: &Artifact) -> Result<()>;
+    /// A task's artifacts, oldest first.
+    fn artifacts_of(&mut self, ws: &str, task_id: &str) -> Result<Vec<Artifact>>;
 
     /// Inserts or replaces a step.
     fn put_step(&mut self, step: &Step) -> Result<()>;

@@ -72,7 +72,7 @@ impl BatonMcp {
         ok(self.gateway.call(method, path, body, bearer).await?)
     }
 
-    /// Posts a note or a step on `task` with this session's lease on it, if it holds one
+    /// Posts a note, a step or an artifact on `task` with this session's lease on it, if it holds one
     /// and the agent named none: its own writes are no news to it (`context_changed`). A
     /// held lease that has ended is refused as the API refuses it (`LEASE_LOST`,
     /// `KILLED`), so the agent learns to stop, and forgotten: called again, the write is
@@ -383,6 +383,32 @@ impl BatonMcp {
                     other => Err(Error::invalid(
                         format!("unknown action '{other}'"),
                         "use add or done",
+                    )),
+                }
+            }
+            "artifacts" => {
+                let action = str_arg(&mut args, "action")?;
+                match action.as_str() {
+                    "add" => {
+                        let id = str_arg(&mut args, "task_id")?;
+                        let path = format!("/v1/tasks/{}/artifacts", enc(&id));
+                        self.as_holder(&id, &path, args, bearer).await
+                    }
+                    "list" => {
+                        let id = str_arg(&mut args, "task_id")?;
+                        no_more(&args)?;
+                        self.get(&format!("/v1/tasks/{}/artifacts", enc(&id)), bearer)
+                            .await
+                    }
+                    "get" => {
+                        let art = str_arg(&mut args, "artifact_id")?;
+                        no_more(&args)?;
+                        self.get(&format!("/v1/artifacts/{}?content=true", enc(&art)), bearer)
+                            .await
+                    }
+                    other => Err(Error::invalid(
+                        format!("unknown action '{other}'"),
+                        "use add, list or get",
                     )),
                 }
             }

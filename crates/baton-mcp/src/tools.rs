@@ -145,6 +145,16 @@ pub(crate) fn all() -> Vec<ToolDef> {
             })),
         },
         ToolDef {
+            name: "artifacts",
+            description: "Attach a file to a task (content as text, or content_base64; up to 2 MiB), list a task's files, or get one with its bytes.",
+            schema: obj(&["action"], json!({
+                "action": {"enum": ["add", "list", "get"]},
+                "task_id": id(), "name": {"type": "string"}, "media_type": {"type": "string"},
+                "content": {"type": "string"}, "content_base64": {"type": "string"},
+                "artifact_id": {"type": "string", "description": "get: art_…"}
+            })),
+        },
+        ToolDef {
             name: "deps",
             description: "Add or remove a dependency: task_id waits for blocker_id (kind blocks), or a soft link.",
             schema: obj(&["task_id", "action", "blocker_id"], json!({

@@ -7,6 +7,7 @@
 //! own annotations and types as the routes are registered ([`openapi`]).
 
 mod admin;
+mod artifacts;
 mod error;
 mod openapi;
 mod registry;
@@ -205,6 +206,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(readyz))
         .routes(routes!(openapi_json))
         .merge(tasks::routes())
+        .merge(artifacts::routes())
         .merge(registry::routes())
         .merge(stream::routes())
         .merge(admin::routes())

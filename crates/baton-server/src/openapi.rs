@@ -28,6 +28,7 @@ use utoipa::{PartialSchema, ToSchema};
         (name = "lease", description = "Claiming and working under a lease"),
         (name = "review", description = "Planner and reviewer transitions"),
         (name = "knowledge", description = "Context entries, steps, dependencies, plans"),
+        (name = "artifacts", description = "Files attached to tasks, kept by content hash"),
         (name = "registry", description = "Projects and agents"),
         (name = "events", description = "The event log and its live streams"),
         (name = "admin", description = "Workspaces and keys"),

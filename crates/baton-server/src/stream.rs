@@ -98,12 +98,31 @@ impl Hub {
 }
 
 /// A workspace's follower: reads each new page once, makes sure it is durable, broadcasts.
-/// Ends when no subscriber is left.
+/// Ends when no subscriber is left, or when the server begins to shut down (its streams end
+/// then too): a follower still pausing as the runtime went down would find its timer gone.
 async fn follow(
     hub: Arc<Hub>,
     baton: Baton,
     actor: Actor,
     tx: broadcast::Sender<Arc<Frame>>,
+    after: u64,
+) {
+    let closing = baton.clone();
+    tokio::select! {
+        _ = closing.closing() => {
+            let mut followers = hub.followers.lock().unwrap_or_else(|p| p.into_inner());
+            followers.remove(&actor.workspace_id);
+        }
+        _ = follow_log(&hub, &baton, &actor, &tx, after) => {}
+    }
+}
+
+/// The loop of [`follow`].
+async fn follow_log(
+    hub: &Hub,
+    baton: &Baton,
+    actor: &Actor,
+    tx: &broadcast::Sender<Arc<Frame>>,
     mut after: u64,
 ) {
     loop {
@@ -117,7 +136,7 @@ async fn follow(
         let notified = baton.store().commits().notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let page = match baton.events(&actor, after, PAGE) {
+        let page = match baton.events(actor, after, PAGE) {
             Ok(out) => out.events,
             Err(_) => {
                 tokio::time::sleep(IDLE).await; // subscribers time out to the log and see it
@@ -167,19 +186,28 @@ pub(crate) struct StreamQuery {
     #[serde(rename = "type")]
     kind: Option<String>,
     /// Only events by this actor (an agent's name, a key id), and when it names an agent
-    /// registered when the stream opens, the events of its runs too, whoever sent them (a
-    /// heartbeat sent with an admin key).
+    /// the events of its runs too, whoever sent them (a heartbeat sent with an admin key),
+    /// including an agent registered after the stream opened.
     actor: Option<String>,
     /// Only events of this project.
     project: Option<String>,
-    /// The id of the agent `actor` names, if it names one.
+    /// The id of the agent `actor` names, if it names one: looked up when the stream
+    /// opens, else learnt from the event that registers it.
     #[serde(skip)]
     #[param(ignore)]
     agent_id: Option<String>,
 }
 
 impl StreamQuery {
-    fn keeps(&self, e: &Event) -> bool {
+    /// Whether the subscriber gets `e`. Called on every event in log order, so the agent
+    /// `actor` names is known from its registration on.
+    fn keeps(&mut self, e: &Event) -> bool {
+        if let (Some(name), None) = (&self.actor, &self.agent_id) {
+            let agent = &e.data["agent"];
+            if agent["name"].as_str() == Some(name) || agent["id"].as_str() == Some(name) {
+                self.agent_id = agent["id"].as_str().map(str::to_string);
+            }
+        }
         let kind_ok = match &self.kind {
             None => true,
             Some(k) if k.ends_with('.') => e.kind.starts_with(k.as_str()),
@@ -298,7 +326,7 @@ async fn stream(
 async fn feed(
     baton: Baton,
     actor: Actor,
-    q: StreamQuery,
+    mut q: StreamQuery,
     mut after: u64,
     mut live: broadcast::Receiver<Arc<Frame>>,
     out: mpsc::Sender<Item>,
@@ -316,7 +344,7 @@ async fn feed(
     };
     loop {
         let caught_up = tokio::select! {
-            caught_up = catch_up(&baton, &actor, &q, &mut after, &out) => caught_up,
+            caught_up = catch_up(&baton, &actor, &mut q, &mut after, &out) => caught_up,
             _ = baton.closing() => false,
         };
         if !caught_up {
@@ -377,7 +405,7 @@ async fn feed(
 async fn catch_up(
     baton: &Baton,
     actor: &Actor,
-    q: &StreamQuery,
+    q: &mut StreamQuery,
     after: &mut u64,
     out: &mpsc::Sender<Item>,
 ) -> bool {

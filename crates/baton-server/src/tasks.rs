@@ -67,7 +67,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
 pub(crate) struct TaskId {
     /// The task's id (`tsk_…`).
     #[allow(dead_code)]
-    id: String,
+    pub(crate) id: String,
 }
 
 /// Create a task: ready, blocked while its `blocked_by` are open, or a draft.

@@ -23,7 +23,8 @@ struct Server {
 impl Server {
     async fn start(backend: Backend) -> Server {
         let (store, dir) = open_store(backend);
-        let baton = Baton::new(store, Arc::new(SystemClock));
+        let blobs = baton_core::blobs::Blobs::local(&dir.path().join("objects")).unwrap();
+        let baton = Baton::new(store, Arc::new(SystemClock)).with_blobs(blobs);
         let admin = baton.actor("default", "admin").await.unwrap();
         let token = baton
             .create_key(&admin, "admin", None)
@@ -580,6 +581,25 @@ async fn event_stream_replays_resumes_filters_and_follows(backend: Backend) {
         assert_eq!(got, kind, "{data}");
         assert_eq!(data["task_id"], id.as_str(), "{data}");
     }
+    // An agent registered after the stream opened (here by its first claim): its runs'
+    // events are followed from its registration on.
+    let mut later = Sse::open(&s, "?actor=w10", None).await;
+    let for_w10 = json!({"title": "for w10", "project": "other"}); // default is killed
+    s.post("/v1/tasks", for_w10).await;
+    let (_, c) = s.post("/v1/tasks/claim", json!({"agent": "w10"})).await;
+    let id = c["claims"][0]["task"]["id"].as_str().unwrap().to_string();
+    let lease = c["claims"][0]["lease"]["token"].as_str().unwrap();
+    let beat = json!({"lease": lease});
+    let (st, _) = s.post(&format!("/v1/tasks/{id}/heartbeat"), beat).await;
+    assert_eq!(st, StatusCode::OK);
+    let (_, got, _) = later.next().await;
+    assert_eq!(got, "agent.registered", "the claim acts as the agent");
+    // The heartbeat was sent with an admin's key: kept as an event of the agent's run.
+    for kind in ["task.claimed", "task.heartbeat"] {
+        let (_, got, data) = later.next().await;
+        assert_eq!(got, kind, "{data}");
+        assert_eq!(data["task_id"], id.as_str(), "{data}");
+    }
     let (_, v) = s.call("GET", "/v1/events/stream?after=x", None, &[]).await;
     assert_eq!(error_code(&v), "INVALID_INPUT");
 }
@@ -835,6 +855,13 @@ async fn every_route_checks_keys_roles_and_workspaces(backend: Backend) {
     let project = t["task"]["project_id"].as_str().unwrap().to_string();
     let (_, agent) = s.post("/v1/agents/register", json!({"agent": "a"})).await;
     let agent = agent["agent"]["id"].as_str().unwrap().to_string();
+    let (_, art) = s
+        .post(
+            &format!("/v1/tasks/{id}/artifacts"),
+            json!({"name": "a.txt", "content": "a"}),
+        )
+        .await;
+    let art = art["artifact"]["id"].as_str().unwrap().to_string();
     // (method, path, body, mutates, names an entity of this workspace)
     let routes: Vec<(&str, String, Value, bool, bool)> = vec![
         (
@@ -923,6 +950,34 @@ async fn every_route_checks_keys_roles_and_workspaces(backend: Backend) {
             json!({"tasks": [{"ref": "p", "title": "p"}]}),
             true,
             false,
+        ),
+        (
+            "POST",
+            format!("/v1/tasks/{id}/artifacts"),
+            json!({"name": "b.txt", "content": "b"}),
+            true,
+            true,
+        ),
+        (
+            "GET",
+            format!("/v1/tasks/{id}/artifacts"),
+            json!(null),
+            false,
+            true,
+        ),
+        (
+            "GET",
+            format!("/v1/artifacts/{art}"),
+            json!(null),
+            false,
+            true,
+        ),
+        (
+            "GET",
+            format!("/v1/artifacts/{art}/content"),
+            json!(null),
+            false,
+            true,
         ),
         ("GET", "/v1/events".into(), json!(null), false, false),
         (
@@ -1042,6 +1097,7 @@ async fn every_route_checks_keys_roles_and_workspaces(backend: Backend) {
             .replace(&ws, "{id}")
             .replace(&project, "{id}")
             .replace(&agent, "{name}")
+            .replace(&art, "{id}")
             .replace("stp_x", "{step}")
     };
     let covered: std::collections::BTreeSet<String> = routes
@@ -1828,8 +1884,170 @@ async fn a_store_far_behind_refuses_new_work_first(backend: Backend) {
     );
 }
 
+/// Artifacts over HTTP: attached as text or base64 (by its holder, under its run), listed,
+/// read back as JSON or as the bytes themselves with their media type and hash; bad input
+/// is refused with a structured error and attaches nothing.
+async fn artifacts_over_http(backend: Backend) {
+    let s = Server::start(backend).await;
+    let (_, t) = s.post("/v1/tasks", json!({"title": "chart it"})).await;
+    let id = t["task"]["id"].as_str().unwrap().to_string();
+    let path = format!("/v1/tasks/{id}/artifacts");
+    let (st, text) = s
+        .post(
+            &path,
+            json!({"name": "notes.md", "media_type": "text/markdown", "content": "# hi"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{text}");
+    assert_eq!(text["artifact"]["size"], 4);
+    let worker = format!("Bearer {}", s.key("worker", Some("w1")).await);
+    let as_worker = [("authorization", worker.as_str())];
+    let (_, claimed) = s
+        .call(
+            "POST",
+            "/v1/tasks/claim",
+            Some(json!({"agent": "w1"})),
+            &as_worker,
+        )
+        .await;
+    let lease = claimed["claims"][0]["lease"]["token"].as_str().unwrap();
+    let run = claimed["claims"][0]["run"]["id"].as_str().unwrap();
+    let bytes: Vec<u8> = (0..=255u8).collect();
+    let encoded = base64_encode(&bytes);
+    let body = json!({"name": "all.bin", "content_base64": encoded, "lease": lease});
+    let (st, binary) = s.call("POST", &path, Some(body), &as_worker).await;
+    assert_eq!(st, StatusCode::CREATED, "{binary}");
+    assert_eq!(binary["artifact"]["run_id"], run);
+    assert_eq!(binary["artifact"]["media_type"], "application/octet-stream");
+    let bin_id = binary["artifact"]["id"].as_str().unwrap();
+
+    let (_, listed) = s.get(&path).await;
+    let names: Vec<&str> = listed["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["notes.md", "all.bin"]);
+    let text_id = text["artifact"]["id"].as_str().unwrap();
+    let (_, read) = s
+        .get(&format!("/v1/artifacts/{text_id}?content=true"))
+        .await;
+    assert_eq!(read["content"], "# hi", "{read}");
+    let (_, read) = s.get(&format!("/v1/artifacts/{bin_id}?content=true")).await;
+    assert_eq!(read["content_base64"], encoded.as_str());
+    let (_, described) = s.get(&format!("/v1/artifacts/{bin_id}")).await;
+    assert!(described.get("content_base64").is_none(), "{described}");
+    let raw = s
+        .http
+        .get(format!("{}/v1/artifacts/{bin_id}/content", s.base))
+        .bearer_auth(&s.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status(), StatusCode::OK);
+    assert_eq!(raw.headers()["content-type"], "application/octet-stream");
+    let sha = binary["artifact"]["sha256"].as_str().unwrap();
+    assert_eq!(raw.headers()["etag"], format!("\"{sha}\"").as_str());
+    assert_eq!(raw.bytes().await.unwrap().to_vec(), bytes);
+    let raw = s
+        .http
+        .get(format!("{}/v1/artifacts/{text_id}/content", s.base))
+        .bearer_auth(&s.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.headers()["content-type"], "text/markdown");
+    assert_eq!(raw.text().await.unwrap(), "# hi");
+
+    // Refused, attaching nothing.
+    let (_, before) = s.get("/v1/events").await;
+    let refused = [
+        (
+            json!({"name": "x"}),
+            StatusCode::BAD_REQUEST,
+            "INVALID_INPUT",
+        ),
+        (
+            json!({"name": "x", "content_base64": "%%%"}),
+            StatusCode::BAD_REQUEST,
+            "INVALID_INPUT",
+        ),
+        (
+            json!({"name": "x", "content": "x", "content_base64": "eA=="}),
+            StatusCode::BAD_REQUEST,
+            "INVALID_INPUT",
+        ),
+        (
+            json!({"name": "x", "content": "x", "media_type": "text"}),
+            StatusCode::BAD_REQUEST,
+            "INVALID_INPUT",
+        ),
+        (
+            json!({"name": "a\nb", "content": "x"}),
+            StatusCode::BAD_REQUEST,
+            "INVALID_INPUT",
+        ),
+        (
+            json!({"name": "x", "content": "x", "size": 1}),
+            StatusCode::BAD_REQUEST,
+            "INVALID_INPUT",
+        ),
+        (
+            json!({"name": "x", "content": "x".repeat(2 * 1024 * 1024 + 1)}),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "TOO_LARGE",
+        ),
+        (
+            json!({"name": "x", "content": "x", "lease": "lse_1_stale"}),
+            StatusCode::CONFLICT,
+            "LEASE_LOST",
+        ),
+    ];
+    for (body, status, code) in refused {
+        let (st, v) = s.post(&path, body.clone()).await;
+        assert_eq!((st, error_code(&v)), (status, code), "{v}");
+    }
+    let (st, v) = s
+        .post(
+            "/v1/tasks/tsk_nope/artifacts",
+            json!({"name": "x", "content": "x"}),
+        )
+        .await;
+    assert_eq!((st, error_code(&v)), (StatusCode::NOT_FOUND, "NOT_FOUND"));
+    let (st, v) = s.get(&format!("/v1/artifacts/{text_id}?content=yes")).await;
+    assert_eq!(
+        (st, error_code(&v)),
+        (StatusCode::BAD_REQUEST, "INVALID_INPUT")
+    );
+    let (st, v) = s.get("/v1/artifacts/art_nope/content").await;
+    assert_eq!((st, error_code(&v)), (StatusCode::NOT_FOUND, "NOT_FOUND"));
+    let (_, after) = s.get("/v1/events").await;
+    assert_eq!(before["events"], after["events"], "nothing was written");
+    let (_, listed) = s.get(&path).await;
+    assert_eq!(listed["artifacts"].as_array().unwrap().len(), 2);
+}
+
+/// Standard base64 with padding, for the test's own bodies.
+fn base64_encode(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().fold(0u32, |n, b| n << 8 | u32::from(*b)) << (8 * (3 - chunk.len()));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 on_every_backend!(
     backend:
+    artifacts_over_http,
     a_store_far_behind_refuses_new_work_first,
     agent_loop_over_http,
     errors_have_codes_and_statuses,

@@ -1325,6 +1325,37 @@ impl Tx for PgTx<'_> {
         )
     }
 
+    fn artifact(&mut self, ws: &str, id: &str) -> Result<Option<Artifact>> {
+        self.scoped_one(
+            ws,
+            "SELECT body FROM artifacts WHERE workspace_id = $1 AND id = $2",
+            &[t(ws), t(id)],
+        )
+    }
+
+    fn put_artifact(&mut self, a: &Artifact) -> Result<()> {
+        self.lock(&a.workspace_id)?;
+        self.exec(
+            "INSERT INTO artifacts (workspace_id, id, task_id, body) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (workspace_id, id) DO UPDATE SET body = excluded.body",
+            &[
+                t(&a.workspace_id),
+                t(&a.id),
+                t(&a.task_id),
+                Arg::Text(Some(to_json(a)?)),
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn artifacts_of(&mut self, ws: &str, task_id: &str) -> Result<Vec<Artifact>> {
+        self.scoped(
+            ws,
+            "SELECT body FROM artifacts WHERE workspace_id = $1 AND task_id = $2 ORDER BY id",
+            &[t(ws), t(task_id)],
+        )
+    }
+
     fn put_step(&mut self, s: &Step) -> Result<()> {
         self.lock(&s.workspace_id)?;
         self.exec(

@@ -14,6 +14,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema_4_runs.sql"),
     include_str!("schema_5_caps.sql"),
     include_str!("schema_6_kill.sql"),
+    include_str!("schema_7_artifacts.sql"),
 ];
 
 /// Brings the schema up to the newest version.

@@ -589,6 +589,28 @@ impl Tx for SqliteTx<'_> {
         )
     }
 
+    fn artifact(&mut self, ws: &str, id: &str) -> Result<Option<Artifact>> {
+        self.one(
+            "SELECT body FROM artifacts WHERE workspace_id = +?1 AND id = +?2",
+            [ws, id],
+        )
+    }
+
+    fn put_artifact(&mut self, a: &Artifact) -> Result<()> {
+        self.exec(
+            "INSERT OR REPLACE INTO artifacts (workspace_id, id, task_id, body) VALUES (?1, ?2, ?3, ?4)",
+            params![a.workspace_id, a.id, a.task_id, to_json(a)?],
+        )?;
+        Ok(())
+    }
+
+    fn artifacts_of(&mut self, ws: &str, task_id: &str) -> Result<Vec<Artifact>> {
+        self.many(
+            "SELECT body FROM artifacts WHERE workspace_id = +?1 AND task_id = +?2 ORDER BY id",
+            [ws, task_id],
+        )
+    }
+
     fn put_step(&mut self, s: &Step) -> Result<()> {
         self.exec(
             "INSERT OR REPLACE INTO steps (workspace_id, id, task_id, position, body) VALUES (?1, ?2, ?3, ?4, ?5)",

@@ -55,7 +55,7 @@ async def workflow(planner, worker):
     names = {t.name for t in listed.tools}
     size = len(json.dumps({"tools": [t.model_dump(by_alias=True, exclude_none=True) for t in listed.tools]}))
     for tool in ["task_create", "task_get", "task_update", "task_brief", "plan_apply", "claim",
-                 "heartbeat", "complete", "fail", "release", "context_add", "steps", "deps", "query"]:
+                 "heartbeat", "complete", "fail", "release", "context_add", "steps", "deps", "artifacts", "query"]:
         assert tool in names, tool
     assert size < 12000, size
 
@@ -71,6 +71,18 @@ async def workflow(planner, worker):
     beat = await call(worker, "heartbeat", task_id=first["id"], progress=0.5, message="indexing")
     assert "signals" in beat
     await call(worker, "context_add", task_id=parent["id"], type="discovery", content="Titles need stemming")
+    # An artifact attached by the holder belongs to its run (the session sends its lease).
+    report = (await call(worker, "artifacts", action="add", task_id=first["id"], name="index.txt",
+                         content="3 titles"))["artifact"]
+    assert report["run_id"] and report["size"] == 8, report
+    blob = (await call(worker, "artifacts", action="add", task_id=first["id"], name="blob",
+                       content_base64="AP8="))["artifact"]
+    files = (await call(worker, "artifacts", action="list", task_id=first["id"]))["artifacts"]
+    assert [a["id"] for a in files] == [report["id"], blob["id"]], files
+    got = await call(worker, "artifacts", action="get", artifact_id=blob["id"])
+    assert got["content_base64"] == "AP8=" and "content" not in got, got
+    got = await call(worker, "artifacts", action="get", artifact_id=report["id"])
+    assert got["content"] == "3 titles", got
     # A refused lease operation leaves the lease with the server: the agent still holds the task.
     refused = await error(worker, "fail", {"task_id": first["id"], "error": "e", "class": "cosmic"})
     assert refused == "INVALID_INPUT", refused
@@ -125,6 +137,8 @@ async def workflow(planner, worker):
         "fractional max_bytes": await error(worker, "task_brief", {"task_id": first["id"], "max_bytes": 1.5}),
         "claim as another agent": await error(worker, "claim", {"agent": "somebody-else"}),
         "after on the newest events": await error(worker, "query", {"name": "recent_activity", "after": 3}),
+        "artifact without bytes": await error(worker, "artifacts", {"action": "add", "task_id": parent["id"], "name": "x"}),
+        "artifact not there": await error(worker, "artifacts", {"action": "get", "artifact_id": "art_nope"}),
     }
     assert codes == {
         "unknown tool": "NOT_FOUND", "wrong type": "INVALID_INPUT", "unknown id": "NOT_FOUND",
@@ -134,7 +148,8 @@ async def workflow(planner, worker):
         "detail not a flag": "INVALID_INPUT", "negative after": "INVALID_INPUT",
         "argument a query ignores": "INVALID_INPUT", "children of no task": "NOT_FOUND",
         "fractional max_bytes": "INVALID_INPUT", "claim as another agent": "INVALID_INPUT",
-        "after on the newest events": "INVALID_INPUT",
+        "after on the newest events": "INVALID_INPUT", "artifact without bytes": "INVALID_INPUT",
+        "artifact not there": "NOT_FOUND",
     }, codes
     return {"tools_list_bytes": size, "tools": len(names), "errors": codes}
 

@@ -166,12 +166,26 @@ pub fn brief(ctx: &mut Ctx<'_>, id: &str, max_bytes: Option<usize>) -> Result<Br
         })
         .collect();
 
+    // Newest first: the latest output is the one a resuming agent looks at.
+    let artifacts: Vec<Value> = ctx
+        .tx
+        .artifacts_of(ws, id)?
+        .into_iter()
+        .rev()
+        .map(|a| {
+            json!({ "id": a.id, "name": a.name, "media_type": a.media_type, "size": a.size,
+                    "run_id": a.run_id, "by": a.created_by,
+                    "at": crate::time::format_rfc3339(a.created_at) })
+        })
+        .collect();
+
     let sections = [
         ("steps", steps),
         ("context", context),
         ("dependencies", deps),
         ("children", children),
         ("runs", runs),
+        ("artifacts", artifacts),
     ];
     let mut draft = Draft::new(core, parent, sections);
     if unlisted > 0 {
@@ -208,6 +222,9 @@ fn drop_order(section: &str, index: usize, count: usize, item: &Value) -> (u8, u
             Some("discovery" | "user_input") => (10, last_first),
             _ => (5, last_first),
         },
+        // What earlier work produced, named (the bytes are a call away): after the minor
+        // notes, before the open children.
+        "artifacts" => (7, last_first),
         _ => (5, last_first),
     }
 }
@@ -250,7 +267,7 @@ struct Draft {
 }
 
 impl Draft {
-    fn new(core: Value, parent: Option<Value>, sections: [(&'static str, Vec<Value>); 5]) -> Draft {
+    fn new(core: Value, parent: Option<Value>, sections: [(&'static str, Vec<Value>); 6]) -> Draft {
         // An unset field is left out, as everywhere else in the API.
         let object = |v: Value| match v {
             Value::Object(m) => m.into_iter().filter(|(_, v)| !v.is_null()).collect(),
@@ -277,7 +294,7 @@ impl Draft {
     }
 
     fn assemble(&self) -> Value {
-        let mut out = json!({ "task": self.task, "parent": self.parent, "artifacts": [] });
+        let mut out = json!({ "task": self.task, "parent": self.parent });
         for (name, items) in &self.sections {
             out[*name] = Value::Array(items.iter().flatten().cloned().collect());
         }
@@ -311,7 +328,7 @@ impl Draft {
     /// Leaves out the least relevant until the briefing's JSON is at most `max` bytes
     /// (`max` ≥ [`MIN_BRIEF_BYTES`]): long texts are cut (to 2,000, 300, then 80 bytes)
     /// between the tiers of whole items (old runs, ended children, loose relations, done
-    /// steps and minor notes; then open children, the newest run, discoveries and user
+    /// steps, minor notes and artifacts; then open children, the newest run, discoveries and user
     /// input; then the steps left to do,
     /// the blocking relations, decisions and blockers), then the parent goes, then the
     /// task's optional fields, the intent last.

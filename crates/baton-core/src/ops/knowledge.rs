@@ -17,7 +17,11 @@ pub const MAX_CONTEXT: usize = 2_000;
 /// Marks the task as changed for its lease holder, unless the holder made the change
 /// (proved by presenting the current lease token). A token that is not the current lease
 /// is `LEASE_LOST`: its agent believes it holds a task it no longer does.
-fn touch(ctx: &mut Ctx<'_>, task: &mut Task, lease_token: Option<&str>) -> Result<Option<Run>> {
+pub(super) fn touch(
+    ctx: &mut Ctx<'_>,
+    task: &mut Task,
+    lease_token: Option<&str>,
+) -> Result<Option<Run>> {
     let run_id = holder_run(ctx, task, lease_token)?;
     task.version += 1;
     let Some(run_id) = run_id else {

@@ -3,6 +3,7 @@
 //! projections and appends the events in the one transaction it is given. Nothing here does
 //! IO of its own or reads a clock: `now` comes in with the [`Ctx`].
 
+pub mod artifact;
 pub mod brief;
 pub mod graph;
 pub mod knowledge;
