@@ -187,6 +187,16 @@ fn blobs(cli: &Cli) -> Result<Blobs, Error> {
     }
 }
 
+/// `baton` on PostgreSQL keeps artifacts' bytes only where `--objects` says: a default
+/// directory on each replica's own disk would lose them on a redeploy and hide them from
+/// the other replicas. Without it, artifact calls answer `UNAVAILABLE` and say so.
+fn with_shared_blobs(baton: Baton, cli: &Cli) -> Result<Baton, Error> {
+    Ok(match &cli.objects {
+        Some(dir) => baton.with_blobs(Blobs::local(dir)?),
+        None => baton,
+    })
+}
+
 /// The PostgreSQL URL of `--database`, checked.
 fn database(cli: &Cli) -> Result<Option<&str>, Error> {
     match cli.database.as_deref() {
@@ -234,7 +244,7 @@ pub(crate) fn open_cli(cli: &Cli) -> Result<Baton, Error> {
                     clock.offset_ms() as f64 / 1000.0
                 );
             }
-            Ok(Baton::new(store, Arc::new(clock)).with_blobs(blobs(cli)?))
+            with_shared_blobs(Baton::new(store, Arc::new(clock)), cli)
         }
         None => {
             let store = SqliteStore::open(

@@ -118,7 +118,8 @@ pub(crate) fn note(a: &NoteArgs) -> AddContext {
 }
 
 /// An artifact from a file (or standard input, `-`): UTF-8 text goes as `content`, other
-/// bytes as `content_base64`. A file over the limit is refused before it is read.
+/// bytes (and text that JSON's escapes would make longer than base64) as `content_base64`.
+/// At most one byte past the limit is read; the server refuses what is over it.
 pub(crate) fn artifact(
     file: &std::path::Path,
     name: Option<&str>,
@@ -161,10 +162,23 @@ pub(crate) fn artifact(
             .and_then(|f| f.take(limit).read_to_end(&mut bytes))
             .map_err(unreadable)?;
     }
-    let (content, content_base64) = baton_core::ops::artifact::text_or_base64(bytes);
+    let size = bytes.len();
+    let mut media_type = media_type.map(str::to_string);
+    let (mut content, mut content_base64) = baton_core::ops::artifact::text_or_base64(bytes);
+    if let Some(text) = content.as_deref() {
+        let escaped = serde_json::to_string(text).map_or(usize::MAX, |s| s.len());
+        if escaped > size.div_ceil(3) * 4 + 2 {
+            use base64::Engine as _;
+            content_base64 = Some(base64::engine::general_purpose::STANDARD.encode(text));
+            content = None;
+            // Still text: its default type stays text's.
+            let text_type = baton_core::ops::artifact::TEXT_MEDIA_TYPE;
+            media_type = media_type.or(Some(text_type.to_string()));
+        }
+    }
     Ok(AttachArtifact {
         name,
-        media_type: media_type.map(str::to_string),
+        media_type,
         content,
         content_base64,
         lease: lease.map(str::to_string),

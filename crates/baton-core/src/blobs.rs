@@ -29,10 +29,18 @@ fn storage(what: &str, e: impl std::fmt::Display) -> Error {
 }
 
 impl Blobs {
-    /// A store in a local directory, created if missing.
+    /// A store in a local directory, created if missing (and its entry synced, so the
+    /// directory outlives a crash as the bytes in it do).
     pub fn local(dir: &std::path::Path) -> Result<Blobs> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| storage(&format!("cannot create {}", dir.display()), e))?;
+        if !dir.is_dir() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| storage(&format!("cannot create {}", dir.display()), e))?;
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::File::open(parent)
+                    .and_then(|d| d.sync_all())
+                    .map_err(|e| storage(&format!("cannot sync {}", parent.display()), e))?;
+            }
+        }
         let fs = LocalFileSystem::new_with_prefix(dir)
             .map_err(|e| storage(&format!("cannot open {}", dir.display()), e))?
             .with_fsync(true);
@@ -42,19 +50,26 @@ impl Blobs {
     }
 
     /// Where a workspace's blob lives: one directory per workspace (nothing crosses it),
-    /// fanned out by the hash's first two digits.
-    fn path(ws: &str, sha256: &str) -> ObjectPath {
-        ObjectPath::from(format!("{ws}/{}/{sha256}", &sha256[..2]))
+    /// fanned out by the hash's first two digits. Only a SHA-256 in lowercase hex makes a
+    /// path.
+    fn path(ws: &str, sha256: &str) -> Result<ObjectPath> {
+        let hex = |b: u8| b.is_ascii_digit() || (b'a'..=b'f').contains(&b);
+        if sha256.len() != 64 || !sha256.bytes().all(hex) {
+            return Err(Error::new(
+                Code::Internal,
+                format!("object store: '{sha256}' is not a SHA-256"),
+                "this is a bug in Baton: report it",
+            ));
+        }
+        Ok(ObjectPath::from(format!("{ws}/{}/{sha256}", &sha256[..2])))
     }
 
-    /// Stores `bytes`, whose SHA-256 is `sha256`, unless they are there already.
+    /// Stores `bytes`, whose SHA-256 is `sha256`. Always written (atomically: a synced
+    /// temporary file renamed into place, then its directory synced), even when a file is
+    /// there already: another call's file may not be synced yet, or may be damaged, and
+    /// the bytes are at most 2 MiB.
     pub async fn put(&self, ws: &str, sha256: &str, bytes: Vec<u8>) -> Result<()> {
-        let path = Self::path(ws, sha256);
-        match self.store.head(&path).await {
-            Ok(meta) if meta.size == bytes.len() as u64 => return Ok(()),
-            Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => return Err(storage("cannot look up a blob", e)),
-        }
+        let path = Self::path(ws, sha256)?;
         self.store
             .put(&path, PutPayload::from(bytes))
             .await
@@ -62,10 +77,11 @@ impl Blobs {
             .map_err(|e| storage("cannot store a blob", e))
     }
 
-    /// The bytes stored under `sha256`, checked against it: damaged or missing bytes are a
-    /// storage failure, never served as the artifact.
+    /// The bytes stored under `sha256`, checked against it: damaged or missing bytes are
+    /// never served as the artifact. They are `INTERNAL` (not retryable): asking again
+    /// will not bring them back; attaching them again will.
     pub async fn get(&self, ws: &str, sha256: &str) -> Result<Vec<u8>> {
-        let path = Self::path(ws, sha256);
+        let path = Self::path(ws, sha256)?;
         let bytes = match self.store.get(&path).await {
             Ok(found) => found
                 .bytes()
@@ -73,7 +89,7 @@ impl Blobs {
                 .map_err(|e| storage("cannot read a blob", e))?,
             Err(object_store::Error::NotFound { .. }) => {
                 return Err(Error::new(
-                    Code::Storage,
+                    Code::Internal,
                     format!("object store: the bytes of {sha256} are missing"),
                     "the object store lost them (a different directory on this replica?): \
                      attach the artifact again",
@@ -83,7 +99,7 @@ impl Blobs {
         };
         if crate::id::sha256_hex_bytes(&bytes) != sha256 {
             return Err(Error::new(
-                Code::Storage,
+                Code::Internal,
                 format!("object store: the bytes stored for {sha256} do not match their hash"),
                 "the object store damaged them: attach the artifact again",
             ));
@@ -97,22 +113,30 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn stores_once_and_refuses_damaged_bytes() {
+    async fn stores_checks_and_repairs_bytes() {
         let dir = tempdir();
         let blobs = Blobs::local(&dir).unwrap();
         let sha = crate::id::sha256_hex_bytes(b"hello");
         blobs.put("ws_a", &sha, b"hello".to_vec()).await.unwrap();
-        blobs.put("ws_a", &sha, b"hello".to_vec()).await.unwrap();
         assert_eq!(blobs.get("ws_a", &sha).await.unwrap(), b"hello");
         // Another workspace does not see it.
-        assert_eq!(
-            blobs.get("ws_b", &sha).await.unwrap_err().code,
-            Code::Storage
+        let e = blobs.get("ws_b", &sha).await.unwrap_err();
+        assert!(
+            e.message.contains("missing") && !e.code.retryable(),
+            "{e:?}"
         );
+        // Damaged bytes are refused, and the same bytes put again repair them.
         let file = dir.join("ws_a").join(&sha[..2]).join(&sha);
         std::fs::write(&file, b"jello").unwrap();
         let e = blobs.get("ws_a", &sha).await.unwrap_err();
         assert!(e.message.contains("do not match"), "{e:?}");
+        blobs.put("ws_a", &sha, b"hello".to_vec()).await.unwrap();
+        assert_eq!(blobs.get("ws_a", &sha).await.unwrap(), b"hello");
+        // Only a hash makes a path.
+        for bad in ["", "a", "../x", &sha.to_uppercase()] {
+            let e = blobs.get("ws_a", bad).await.unwrap_err();
+            assert_eq!(e.code, Code::Internal, "{bad:?}");
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

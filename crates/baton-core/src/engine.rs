@@ -116,10 +116,12 @@ impl Baton {
 
     fn blobs(&self) -> Result<&Blobs> {
         self.blobs.as_ref().ok_or_else(|| {
+            // Not retryable: it is how the server was started, not a passing state.
             Error::new(
-                Code::Unavailable,
+                Code::Internal,
                 "this Baton has no object store for artifacts",
-                "start it with an object store (the data directory's objects/ by default)",
+                "on PostgreSQL, start every replica with --objects DIR (BATON_OBJECTS), a \
+                 directory they all share",
             )
         })
     }
@@ -879,8 +881,8 @@ impl Baton {
     }
 
     /// Attaches an artifact to a task: its bytes go to the object store (synced), then the
-    /// row that describes them commits with its event. The task is looked up first, so that
-    /// a call naming no task stores nothing.
+    /// row that describes them commits with its event. The task, the lease and the task's
+    /// count of artifacts are checked first, so that a call refused for them stores nothing.
     pub async fn attach_artifact(
         &self,
         actor: &Actor,
@@ -890,7 +892,10 @@ impl Baton {
     ) -> Result<ArtifactOut> {
         let (new, bytes) = ops::artifact::decode(&req)?;
         let blobs = self.blobs()?;
-        self.read(actor, |ctx| ctx.read_task(task_id).map(drop))?;
+        check_idempotency_key(key)?;
+        // What can be told before the bytes are stored is told first: a refused call stores
+        // nothing (the write checks it all again, as things stand then).
+        self.read(actor, |ctx| ops::artifact::check(ctx, task_id, &new))?;
         blobs.put(&actor.workspace_id, &new.sha256, bytes).await?;
         let request = json!({ "op": "artifact.attach", "id": task_id, "name": new.name,
                               "media_type": new.media_type, "sha256": new.sha256,

@@ -402,6 +402,7 @@ impl BatonMcp {
                     }
                     "get" => {
                         let art = str_arg(&mut args, "artifact_id")?;
+                        args.remove("task_id"); // an artifact's id names it alone
                         no_more(&args)?;
                         self.get(&format!("/v1/artifacts/{}?content=true", enc(&art)), bearer)
                             .await

@@ -283,15 +283,17 @@ fn subscribe(
     if let Some(project) = &q.project {
         q.project = Some(s.baton.project(&actor, project)?.project.id);
     }
-    // An actor need not be an agent (a key id, `cli`): then only the actor is matched.
-    if let Some(name) = &q.actor {
-        q.agent_id = s.baton.agent(&actor, name).ok().map(|a| a.agent.id);
-    }
     let start = match last_id.or(q.after) {
         Some(n) => s.baton.check_resume(&actor, n)?,
         // Neither: new events only.
         None => s.baton.last_seq(&actor)?,
     };
+    // An actor need not be an agent (a key id, `cli`): then only the actor is matched.
+    // Looked up after `start`: an agent registered in between is found here, one
+    // registered later by its event (`StreamQuery::keeps`).
+    if let Some(name) = &q.actor {
+        q.agent_id = s.baton.agent(&actor, name).ok().map(|a| a.agent.id);
+    }
     let (tx, rx) = mpsc::channel::<Item>(BUFFER);
     let live = s.hub.subscribe(&s.baton, &actor);
     tokio::spawn(feed(s.baton.clone(), actor, q, start, live, tx));

@@ -1947,6 +1947,7 @@ async fn artifacts_over_http(backend: Backend) {
         .unwrap();
     assert_eq!(raw.status(), StatusCode::OK);
     assert_eq!(raw.headers()["content-type"], "application/octet-stream");
+    assert_eq!(raw.headers()["content-disposition"], "attachment");
     let sha = binary["artifact"]["sha256"].as_str().unwrap();
     assert_eq!(raw.headers()["etag"], format!("\"{sha}\"").as_str());
     assert_eq!(raw.bytes().await.unwrap().to_vec(), bytes);
@@ -1960,7 +1961,11 @@ async fn artifacts_over_http(backend: Backend) {
     assert_eq!(raw.headers()["content-type"], "text/markdown");
     assert_eq!(raw.text().await.unwrap(), "# hi");
 
-    // Refused, attaching nothing.
+    // Refused, attaching nothing, storing no bytes.
+    let objects = s._dir.as_ref().unwrap().path().join("objects");
+    let files = || count_files(&objects);
+    let stored = files();
+    assert_eq!(stored, 2);
     let (_, before) = s.get("/v1/events").await;
     let refused = [
         (
@@ -2024,8 +2029,24 @@ async fn artifacts_over_http(backend: Backend) {
     assert_eq!((st, error_code(&v)), (StatusCode::NOT_FOUND, "NOT_FOUND"));
     let (_, after) = s.get("/v1/events").await;
     assert_eq!(before["events"], after["events"], "nothing was written");
+    assert_eq!(files(), stored, "no bytes were stored");
     let (_, listed) = s.get(&path).await;
     assert_eq!(listed["artifacts"].as_array().unwrap().len(), 2);
+}
+
+/// The files under `dir`, however deep.
+fn count_files(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| match e.file_type() {
+                    Ok(t) if t.is_dir() => count_files(&e.path()),
+                    _ => 1,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 /// Standard base64 with padding, for the test's own bodies.

@@ -4,7 +4,7 @@
 //! An artifact attached with the holder's lease belongs to its run and raises no
 //! `context_changed` for it; one attached by anyone else does, as a note does.
 
-use super::knowledge::touch;
+use super::knowledge::{holder_run, touch};
 use super::{check_line, snap, Ctx, MAX_TITLE};
 use crate::api::{ArtifactOut, ArtifactsOut, AttachArtifact};
 use crate::error::{Code, Error, Result};
@@ -142,17 +142,29 @@ fn check_media_type(media_type: &str) -> Result<String> {
     Ok(m.to_string())
 }
 
-/// Records an artifact whose bytes are stored, on task `task_id`.
-pub fn attach(ctx: &mut Ctx<'_>, task_id: &str, new: &NewArtifact) -> Result<ArtifactOut> {
-    let mut task = ctx.task(task_id)?;
-    let existing = ctx.tx.artifacts_of(ctx.ws, task_id)?;
-    if existing.len() >= MAX_ARTIFACTS {
+/// Refuses, in a read before the bytes are stored, what [`attach`] would refuse for the
+/// task as it stands: no such task, a lease that is not its current one, no room left.
+pub fn check(ctx: &mut Ctx<'_>, task_id: &str, new: &NewArtifact) -> Result<()> {
+    let task = ctx.read_task(task_id)?;
+    holder_run(ctx, &task, new.lease.as_deref())?;
+    check_room(ctx, task_id)
+}
+
+fn check_room(ctx: &mut Ctx<'_>, task_id: &str) -> Result<()> {
+    if ctx.tx.artifacts_of(ctx.ws, task_id)?.len() >= MAX_ARTIFACTS {
         return Err(Error::new(
             Code::TooLarge,
             format!("task {task_id} already has {MAX_ARTIFACTS} artifacts"),
             "bundle the files into one archive, or attach them to a subtask",
         ));
     }
+    Ok(())
+}
+
+/// Records an artifact whose bytes are stored, on task `task_id`.
+pub fn attach(ctx: &mut Ctx<'_>, task_id: &str, new: &NewArtifact) -> Result<ArtifactOut> {
+    let mut task = ctx.task(task_id)?;
+    check_room(ctx, task_id)?;
     let run = touch(ctx, &mut task, new.lease.as_deref())?;
     let artifact = Artifact {
         id: new_id("art"),

@@ -37,7 +37,11 @@ pub(super) fn touch(
 
 /// The run of the lease `lease_token` names, if one was sent: refused `KILLED` if a kill
 /// switch revoked it, `LEASE_LOST` if it is not the task's current lease otherwise.
-fn holder_run(ctx: &mut Ctx<'_>, task: &Task, lease_token: Option<&str>) -> Result<Option<String>> {
+pub(super) fn holder_run(
+    ctx: &mut Ctx<'_>,
+    task: &Task,
+    lease_token: Option<&str>,
+) -> Result<Option<String>> {
     match (lease_token, &task.lease) {
         (None, _) => Ok(None),
         (Some(token), Some(lease)) if lease.token_sha256 == sha256_hex(token) => {
