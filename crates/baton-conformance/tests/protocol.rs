@@ -2653,12 +2653,31 @@ async fn artifacts_attach_list_read_and_replay(env: Env) {
         Code::NotFound
     );
 
+    // A repeat with its idempotency key answers as the first call did, though the lease
+    // it was sent under has ended since.
+    let keyed = || AttachArtifact {
+        lease: Some(token.clone()),
+        ..text("log.txt", "done", None)
+    };
+    let first = env
+        .baton
+        .attach_artifact(&env.actor, Some("art-1"), &t.id, keyed())
+        .await
+        .unwrap();
+    env.lease(&t.id, &token, LeaseOp::Release).await.unwrap();
+    let repeat = env
+        .baton
+        .attach_artifact(&env.actor, Some("art-1"), &t.id, keyed())
+        .await
+        .unwrap();
+    assert_eq!(first, repeat);
+
     let attached = env
         .all_events()
         .into_iter()
         .filter(|e| e.kind == "artifact.attached")
         .count();
-    assert_eq!(attached, 3);
+    assert_eq!(attached, 4);
     assert_eq!(env.replay_difference().await, None);
 }
 

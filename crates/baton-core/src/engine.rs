@@ -894,8 +894,13 @@ impl Baton {
         let blobs = self.blobs()?;
         check_idempotency_key(key)?;
         // What can be told before the bytes are stored is told first: a refused call stores
-        // nothing (the write checks it all again, as things stand then).
-        self.read(actor, |ctx| ops::artifact::check(ctx, task_id, &new))?;
+        // nothing (the write checks it all again, as things stand then). With an
+        // idempotency key the call may repeat one whose answer was lost, which the write
+        // answers as it did: only the task is checked, its lease may have ended since.
+        self.read(actor, |ctx| match key {
+            None => ops::artifact::check(ctx, task_id, &new),
+            Some(_) => ctx.read_task(task_id).map(drop),
+        })?;
         blobs.put(&actor.workspace_id, &new.sha256, bytes).await?;
         let request = json!({ "op": "artifact.attach", "id": task_id, "name": new.name,
                               "media_type": new.media_type, "sha256": new.sha256,
