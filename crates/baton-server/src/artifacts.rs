@@ -1,7 +1,7 @@
 //! Artifact routes: attach bytes to a task, list a task's artifacts, read one (described,
 //! with its bytes in JSON, or the bytes alone with their media type).
 
-use crate::tasks::TaskId;
+use crate::tasks::{bad_query, TaskId};
 use crate::{idempotency_key, ApiError, AppState, JsonBody, NoQuery, Path};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
@@ -10,7 +10,6 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use baton_core::access::Permission;
 use baton_core::api::{ArtifactOut, ArtifactsOut, AttachArtifact};
-use baton_core::Error;
 use serde::Deserialize;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
@@ -90,12 +89,7 @@ async fn read(
     Path(id): Path<String>,
     query: std::result::Result<Query<ReadQuery>, QueryRejection>,
 ) -> Result<Json<ArtifactOut>> {
-    let Query(q) = query.map_err(|e| {
-        Error::invalid(
-            format!("invalid query string: {}", e.body_text()),
-            "use content=true, or no query",
-        )
-    })?;
+    let Query(q) = query.map_err(|e| bad_query(e, "use content=true, or no query"))?;
     let actor = s.auth(&headers, &[Permission::Read])?.actor;
     Ok(Json(s.baton.artifact(&actor, &id, q.content).await?))
 }

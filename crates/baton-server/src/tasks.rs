@@ -25,7 +25,7 @@ use utoipa_axum::routes;
 
 type Result<T> = std::result::Result<T, ApiError>;
 
-fn bad_query(e: QueryRejection, hint: &str) -> ApiError {
+pub(crate) fn bad_query(e: QueryRejection, hint: &str) -> ApiError {
     Error::invalid(format!("invalid query string: {}", e.body_text()), hint).into()
 }
 
