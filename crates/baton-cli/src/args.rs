@@ -1,7 +1,7 @@
 //! The command line, as clap types. Names and flags here are a contract: external checks
 //! and agents' scripts drive them.
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 /// Baton: work coordination for AI agents.
@@ -497,6 +497,34 @@ pub(crate) struct UpdateArgs {
     /// New deadline (RFC 3339).
     #[arg(long)]
     pub(crate) due: Option<String>,
+    /// Whether completion goes to review (true or false).
+    #[arg(long, value_name = "BOOL")]
+    pub(crate) review: Option<bool>,
+    /// New input data (JSON).
+    #[arg(long)]
+    pub(crate) input: Option<String>,
+    /// New JSON Schema the output must satisfy.
+    #[arg(long)]
+    pub(crate) output_schema: Option<String>,
+    /// Remove a field's value (repeatable).
+    #[arg(long, value_enum, value_name = "FIELD")]
+    pub(crate) clear: Vec<ClearField>,
+}
+
+/// A field `task update --clear` removes: what a task may be without.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ClearField {
+    Description,
+    Plan,
+    Due,
+    Timeout,
+    Input,
+    OutputSchema,
+    /// The budget (its max cost).
+    #[value(alias = "max-cost")]
+    Budget,
+    Labels,
+    Capabilities,
 }
 
 #[derive(Debug, Args)]

@@ -54,23 +54,88 @@ pub(crate) fn create(a: &CreateArgs) -> Result<CreateTask, Error> {
 }
 
 pub(crate) fn update(a: &UpdateArgs) -> Result<UpdateTask, Error> {
+    // A field is set, cleared (`--clear`), or left out; not set and cleared at once.
+    let clears = |field: ClearField, given: bool, flag: &str| -> Result<bool, Error> {
+        let cleared = a.clear.contains(&field);
+        if cleared && given {
+            return Err(Error::invalid(
+                format!("--{flag} and --clear {} are both given", clear_name(field)),
+                format!("give --{flag} to set the field, or --clear to remove it"),
+            ));
+        }
+        Ok(cleared)
+    };
+    // `Some(None)` clears, `Some(Some(v))` sets, `None` keeps.
+    fn patch<T>(cleared: bool, value: Option<T>) -> Option<Option<T>> {
+        if cleared {
+            Some(None)
+        } else {
+            value.map(Some)
+        }
+    }
+    let listed = |field, values: &Vec<String>, flag| -> Result<Option<Vec<String>>, Error> {
+        Ok(match clears(field, !values.is_empty(), flag)? {
+            true => Some(Vec::new()),
+            false => (!values.is_empty()).then(|| values.clone()),
+        })
+    };
     Ok(UpdateTask {
         version: a.version,
         title: a.title.clone(),
         intent: a.intent.clone(),
-        description: a.description.clone(),
-        plan: a.plan.clone(),
+        description: patch(
+            clears(
+                ClearField::Description,
+                a.description.is_some(),
+                "description",
+            )?,
+            a.description.clone(),
+        ),
+        plan: patch(
+            clears(ClearField::Plan, a.plan.is_some(), "plan")?,
+            a.plan.clone(),
+        ),
         kind: a.kind.clone(),
         priority: a.priority,
-        due_at: a.due.as_deref().map(parse_timestamp).transpose()?,
-        labels: (!a.labels.is_empty()).then(|| a.labels.clone()),
-        required_capabilities: (!a.capabilities.is_empty()).then(|| a.capabilities.clone()),
+        due_at: patch(
+            clears(ClearField::Due, a.due.is_some(), "due")?,
+            a.due.as_deref().map(parse_timestamp).transpose()?,
+        ),
+        labels: listed(ClearField::Labels, &a.labels, "label")?,
+        required_capabilities: listed(ClearField::Capabilities, &a.capabilities, "capability")?,
         lease_ttl: duration(&a.lease_ttl)?,
-        timeout: duration(&a.timeout)?,
+        timeout: patch(
+            clears(ClearField::Timeout, a.timeout.is_some(), "timeout")?,
+            duration(&a.timeout)?,
+        ),
         max_attempts: a.max_attempts,
-        budget: a.max_cost.map(|max| serde_json::json!({ "max_cost": max })),
-        ..Default::default()
+        review_required: a.review,
+        input: patch(
+            clears(ClearField::Input, a.input.is_some(), "input")?,
+            json_arg("input", &a.input)?,
+        ),
+        output_schema: patch(
+            clears(
+                ClearField::OutputSchema,
+                a.output_schema.is_some(),
+                "output-schema",
+            )?,
+            json_arg("output-schema", &a.output_schema)?,
+        ),
+        budget: patch(
+            clears(ClearField::Budget, a.max_cost.is_some(), "max-cost")?,
+            a.max_cost.map(|max| serde_json::json!({ "max_cost": max })),
+        ),
     })
+}
+
+/// How `--clear` spells a field.
+fn clear_name(field: ClearField) -> String {
+    use clap::ValueEnum;
+    field
+        .to_possible_value()
+        .map(|v| v.get_name().to_string())
+        .unwrap_or_default()
 }
 
 pub(crate) fn claim(a: &ClaimArgs) -> Result<ClaimRequest, Error> {

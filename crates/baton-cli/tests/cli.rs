@@ -1608,6 +1608,70 @@ fn task_create_and_update_reach_project_budget_and_timeout() {
     );
 }
 
+/// `task update` reaches every field HTTP's PATCH does: review, input and output schema
+/// are set, and `--clear` removes what a task may be without (refusing to set and clear
+/// one field at once, writing nothing).
+#[test]
+fn task_update_sets_review_input_schema_and_clears_fields() {
+    let s = Store::new();
+    let id = id_of(&s.create(
+        "Clearable",
+        &[
+            "--description",
+            "d",
+            "--max-cost",
+            "3",
+            "--label",
+            "x",
+            "--due",
+            "2031-01-01T00:00:00Z",
+        ],
+    ));
+    let set = task_of(&s.ok(&[
+        "task",
+        "update",
+        &id,
+        "--review",
+        "true",
+        "--input",
+        r#"{"n": 2}"#,
+        "--output-schema",
+        r#"{"type": "object"}"#,
+    ]));
+    assert_eq!(set["review_required"], true, "{set}");
+    assert_eq!(set["input"], json!({"n": 2}));
+    assert_eq!(set["output_schema"], json!({"type": "object"}));
+    let cleared = task_of(&s.ok(&[
+        "task",
+        "update",
+        &id,
+        "--clear",
+        "description",
+        "--clear",
+        "max-cost",
+        "--clear",
+        "labels",
+        "--clear",
+        "due",
+        "--clear",
+        "input",
+        "--clear",
+        "output-schema",
+        "--review",
+        "false",
+    ]));
+    for gone in ["description", "budget", "due_at", "input", "output_schema"] {
+        assert!(cleared.get(gone).is_none(), "{gone} still set: {cleared}");
+    }
+    assert_eq!(cleared["labels"], json!([]));
+    assert_eq!(cleared["review_required"], false);
+    s.fails_without_writing(
+        &["task", "update", &id, "--plan", "p", "--clear", "plan"],
+        "INVALID_INPUT",
+    );
+    s.replay_verifies();
+}
+
 /// `init` makes the workspace `--workspace` names; other commands refuse an unknown one
 /// and say how to make it.
 #[test]

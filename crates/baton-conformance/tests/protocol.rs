@@ -608,7 +608,7 @@ async fn heartbeat_extends_and_signals(env: Env) {
             None,
             &t.id,
             UpdateTask {
-                plan: Some("new plan".into()),
+                plan: Some(Some("new plan".into())),
                 ..Default::default()
             },
         )
@@ -2049,7 +2049,7 @@ async fn out_of_range_timestamps_are_refused(env: Env) {
     }
     let t = env.task("t").await;
     let up = UpdateTask {
-        due_at: Some(i64::MAX),
+        due_at: Some(Some(i64::MAX)),
         ..Default::default()
     };
     assert_eq!(
@@ -2061,6 +2061,86 @@ async fn out_of_range_timestamps_are_refused(env: Env) {
         Code::InvalidInput
     );
     assert!(env.claim("w").await.is_some(), "the workspace still works");
+}
+
+/// An update clears what a task may be without (`Some(None)`, null on the wire) and keeps
+/// what it leaves out; the cleared task replays.
+async fn an_update_clears_optional_fields(env: Env) {
+    let t = env
+        .create(CreateTask {
+            title: "t".into(),
+            description: Some("d".into()),
+            plan: Some("p".into()),
+            due_at: Some(1_900_000_000_000),
+            timeout: Some(Duration::secs(60)),
+            input: Some(json!({"n": 1})),
+            output_schema: Some(json!({"type": "object"})),
+            budget: Some(json!({"max_cost": 2.0})),
+            labels: vec!["l".into()],
+            required_capabilities: vec!["c".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let keep = UpdateTask {
+        priority: Some(3),
+        ..Default::default()
+    };
+    let kept = env
+        .baton
+        .update_task(&env.actor, None, &t.id, keep)
+        .await
+        .unwrap()
+        .task;
+    assert_eq!(kept.description.as_deref(), Some("d"), "left out is kept");
+    assert_eq!(kept.budget, Some(json!({"max_cost": 2.0})));
+    let clear = UpdateTask {
+        description: Some(None),
+        plan: Some(None),
+        due_at: Some(None),
+        timeout: Some(None),
+        input: Some(None),
+        output_schema: Some(None),
+        budget: Some(None),
+        labels: Some(vec![]),
+        required_capabilities: Some(vec![]),
+        ..Default::default()
+    };
+    let cleared = env
+        .baton
+        .update_task(&env.actor, None, &t.id, clear.clone())
+        .await
+        .unwrap()
+        .task;
+    assert_eq!(
+        (
+            &cleared.description,
+            &cleared.plan,
+            cleared.due_at,
+            cleared.timeout
+        ),
+        (&None, &None, None, None)
+    );
+    assert_eq!(
+        (&cleared.input, &cleared.output_schema, &cleared.budget),
+        (&None, &None, &None)
+    );
+    assert!(cleared.labels.is_empty() && cleared.required_capabilities.is_empty());
+    assert_eq!(cleared.priority, 3);
+    assert_eq!(env.get(&t.id).description, None, "the clearing is stored");
+    // Clearing what is already clear changes nothing: no new version, no event.
+    let before = env.event_count();
+    let again = env
+        .baton
+        .update_task(&env.actor, None, &t.id, clear)
+        .await
+        .unwrap()
+        .task;
+    assert_eq!(again.version, cleared.version);
+    assert_eq!(env.event_count(), before);
+    // A task with no capabilities left is claimable by anyone.
+    assert_eq!(env.claim("w").await.unwrap().task.id, t.id);
+    assert_eq!(env.replay_difference().await, None);
 }
 
 /// Waiting claimers of one agent with the same capabilities in another order do not wake
@@ -2683,6 +2763,7 @@ async fn artifacts_attach_list_read_and_replay(env: Env) {
 
 on_every_backend!(
     a_task_reads_as_of_an_event,
+    an_update_clears_optional_fields,
     artifacts_attach_list_read_and_replay,
     claim_order_is_priority_then_due_then_age,
     capability_routing,

@@ -93,63 +93,178 @@ pub struct CreateTask {
     pub draft: bool,
 }
 
-/// Input of `task update`: only the fields given change.
+/// Input of `task update`: only the fields given change. A field given as `null` is
+/// cleared where the task may be without it (description, plan, due_at, timeout, input,
+/// output_schema, budget; labels and required_capabilities become empty); a field the task
+/// cannot be without refuses `null`. Left-out fields are not serialized, so a request's
+/// idempotency fingerprint tells "keep" from "clear".
 #[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateTask {
     /// Expected current version; a mismatch is `VERSION_CONFLICT`.
-    #[serde(default)]
+    #[serde(
+        default,
+        deserialize_with = "patch::required",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub version: Option<u64>,
     /// New title.
-    #[serde(default)]
+    #[serde(
+        default,
+        deserialize_with = "patch::required",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub title: Option<String>,
     /// Refused: intent is immutable. Present so the refusal can be explained.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub intent: Option<String>,
-    /// New description.
-    #[serde(default)]
-    pub description: Option<String>,
-    /// New plan.
-    #[serde(default)]
-    pub plan: Option<String>,
+    /// New description; null clears it.
+    #[serde(
+        default,
+        deserialize_with = "patch::clearable",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<String>)]
+    pub description: Option<Option<String>>,
+    /// New plan; null clears it.
+    #[serde(
+        default,
+        deserialize_with = "patch::clearable",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<String>)]
+    pub plan: Option<Option<String>>,
     /// New type.
-    #[serde(default, rename = "type")]
+    #[serde(
+        default,
+        rename = "type",
+        deserialize_with = "patch::required",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub kind: Option<String>,
     /// New priority.
-    #[serde(default)]
+    #[serde(
+        default,
+        deserialize_with = "patch::required",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub priority: Option<i64>,
-    /// New deadline.
-    #[serde(default, with = "rfc3339::option")]
+    /// New deadline; null clears it.
+    #[serde(
+        default,
+        with = "rfc3339::clearable",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(value_type = Option<crate::time::TimeInput>)]
-    pub due_at: Option<Millis>,
-    /// New labels (replace).
-    #[serde(default)]
+    pub due_at: Option<Option<Millis>>,
+    /// New labels (replace); null or `[]` removes them all.
+    #[serde(
+        default,
+        deserialize_with = "patch::emptied",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub labels: Option<Vec<String>>,
-    /// New required capabilities (replace).
-    #[serde(default)]
+    /// New required capabilities (replace); null or `[]` removes them all.
+    #[serde(
+        default,
+        deserialize_with = "patch::emptied",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub required_capabilities: Option<Vec<String>>,
     /// New lease TTL.
-    #[serde(default)]
+    #[serde(
+        default,
+        deserialize_with = "patch::required",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub lease_ttl: Option<Duration>,
     /// New attempt timeout: the longest one attempt may run (a running attempt's lease
-    /// is held to it from its next heartbeat).
-    #[serde(default)]
-    pub timeout: Option<Duration>,
+    /// is held to it from its next heartbeat); null removes the limit.
+    #[serde(
+        default,
+        deserialize_with = "patch::clearable",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<Duration>)]
+    pub timeout: Option<Option<Duration>>,
     /// New attempt limit.
-    #[serde(default)]
+    #[serde(
+        default,
+        deserialize_with = "patch::required",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_attempts: Option<u32>,
     /// New review requirement.
-    #[serde(default)]
+    #[serde(
+        default,
+        deserialize_with = "patch::required",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub review_required: Option<bool>,
-    /// New input.
-    #[serde(default)]
-    pub input: Option<Value>,
-    /// New output schema.
-    #[serde(default)]
-    pub output_schema: Option<Value>,
-    /// New budget.
-    #[serde(default)]
-    pub budget: Option<Value>,
+    /// New input; null clears it.
+    #[serde(
+        default,
+        deserialize_with = "patch::clearable",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<serde_json::Value>)]
+    pub input: Option<Option<Value>>,
+    /// New output schema; null clears it.
+    #[serde(
+        default,
+        deserialize_with = "patch::clearable",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<serde_json::Value>)]
+    pub output_schema: Option<Option<Value>>,
+    /// New budget; null clears it.
+    #[serde(
+        default,
+        deserialize_with = "patch::clearable",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<serde_json::Value>)]
+    pub budget: Option<Option<Value>>,
+}
+
+/// How [`UpdateTask`] reads `null`, field by field: a left-out field never reaches these
+/// (`#[serde(default)]` makes it `None`), so each sees only null or a value.
+pub mod patch {
+    use serde::{de::Error as _, Deserialize, Deserializer};
+
+    /// A field the task may be without: null is `Some(None)` (clear it).
+    pub fn clearable<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: Deserialize<'de>,
+    {
+        Option::<T>::deserialize(d).map(Some)
+    }
+
+    /// A list: null is the empty list, as `[]` is.
+    pub fn emptied<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: Deserialize<'de> + Default,
+    {
+        Ok(Some(Option::<T>::deserialize(d)?.unwrap_or_default()))
+    }
+
+    /// A field the task cannot be without: null is refused, saying which fields it clears.
+    pub fn required<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: Deserialize<'de>,
+    {
+        match Option::<T>::deserialize(d)? {
+            Some(value) => Ok(Some(value)),
+            None => Err(D::Error::custom(
+                "null is given for a field a task cannot be without (null clears only \
+                 description, plan, due_at, timeout, input, output_schema, budget, labels \
+                 and required_capabilities); leave the field out to keep it",
+            )),
+        }
+    }
 }
 
 /// Input of `claim`.
@@ -571,4 +686,60 @@ pub struct Brief {
     /// type, status and version fit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub omitted: Option<serde_json::Map<String, Value>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn update(body: Value) -> Result<UpdateTask, serde_json::Error> {
+        serde_json::from_value(body)
+    }
+
+    #[test]
+    fn an_update_tells_left_out_from_null() {
+        let up = update(json!({"description": null, "due_at": null, "input": null})).unwrap();
+        assert_eq!(up.description, Some(None));
+        assert_eq!(up.due_at, Some(None));
+        assert_eq!(up.input, Some(None));
+        assert_eq!((up.plan, up.timeout, up.budget), (None, None, None));
+        let up = update(json!({"labels": null, "timeout": "1m", "due_at": 5})).unwrap();
+        assert_eq!(up.labels, Some(vec![]));
+        assert_eq!(up.timeout, Some(Some(Duration::secs(60))));
+        assert_eq!(up.due_at, Some(Some(5)));
+    }
+
+    #[test]
+    fn null_is_refused_for_fields_a_task_cannot_be_without() {
+        for field in [
+            "title",
+            "type",
+            "priority",
+            "lease_ttl",
+            "max_attempts",
+            "review_required",
+            "version",
+        ] {
+            let err = update(json!({ field: null })).unwrap_err().to_string();
+            assert!(err.contains("leave the field out"), "{field}: {err}");
+        }
+    }
+
+    #[test]
+    fn an_update_serializes_only_what_it_changes() {
+        let up =
+            update(json!({"plan": null, "due_at": "2030-01-01T00:00:00Z", "priority": 2})).unwrap();
+        let wire = serde_json::to_value(&up).unwrap();
+        assert_eq!(
+            wire,
+            json!({"plan": null, "due_at": "2030-01-01T00:00:00.000Z", "priority": 2})
+        );
+        let back: UpdateTask = serde_json::from_value(wire).unwrap();
+        assert_eq!((back.plan, back.due_at), (up.plan, up.due_at));
+        assert_eq!(
+            serde_json::to_value(UpdateTask::default()).unwrap(),
+            json!({})
+        );
+    }
 }

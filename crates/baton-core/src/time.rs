@@ -391,6 +391,26 @@ pub mod rfc3339 {
             }
         }
     }
+
+    /// The same for a timestamp a patch may clear: left out (`None`, not written), null
+    /// (`Some(None)`), or a time.
+    pub mod clearable {
+        use super::*;
+        /// Serializes a set timestamp as RFC 3339 and a cleared one as null.
+        pub fn serialize<S: Serializer>(
+            ms: &Option<Option<Millis>>,
+            s: S,
+        ) -> std::result::Result<S::Ok, S::Error> {
+            super::option::serialize(&ms.flatten(), s)
+        }
+        /// Reads null as "clear" and anything else as a timestamp; a left-out field never
+        /// reaches here (`#[serde(default)]`).
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> std::result::Result<Option<Option<Millis>>, D::Error> {
+            super::option::deserialize(d).map(Some)
+        }
+    }
 }
 
 #[cfg(test)]

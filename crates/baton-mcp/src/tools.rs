@@ -39,6 +39,10 @@ pub(crate) fn all() -> Vec<ToolDef> {
         "input": {},
         "output_schema": {"type": "object"},
         "lease_ttl": {"type": "string", "description": "e.g. 5m"},
+        "timeout": {"type": "string", "description": "The longest one attempt may run, e.g. 2h"},
+        "max_attempts": {"type": "integer", "minimum": 1},
+        "due_at": {"type": "string", "description": "Deadline, RFC 3339"},
+        "budget": {"type": "object", "description": "{\"max_cost\": N}: heartbeats signal budget_warning near it, budget_exceeded past it"},
         "review_required": {"type": "boolean"},
         "draft": {"type": "boolean", "default": false}
     });
@@ -46,6 +50,23 @@ pub(crate) fn all() -> Vec<ToolDef> {
     let u = update_fields.as_object_mut().expect("an object");
     for k in ["intent", "parent_id", "blocked_by", "draft"] {
         u.remove(k);
+    }
+    // null clears what a task may be without (PATCH's merge-patch reading).
+    for k in [
+        "description",
+        "plan",
+        "due_at",
+        "timeout",
+        "input",
+        "output_schema",
+        "budget",
+        "labels",
+        "required_capabilities",
+    ] {
+        let field = u[k].as_object_mut().expect("an object");
+        if let Some(kind) = field.get("type").cloned() {
+            field.insert("type".into(), json!([kind, "null"]));
+        }
     }
     u.insert("task_id".into(), id());
     u.insert(
@@ -71,7 +92,7 @@ pub(crate) fn all() -> Vec<ToolDef> {
         },
         ToolDef {
             name: "task_update",
-            description: "Change a task's fields (action=update), or move it through the state machine with another action.",
+            description: "Change a task's fields (action=update; only the fields given change, and null clears description, plan, due_at, timeout, input, output_schema, budget, labels or required_capabilities), or move it through the state machine with another action.",
             schema: obj(&["task_id"], update_fields),
         },
         ToolDef {

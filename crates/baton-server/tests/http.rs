@@ -2066,9 +2066,66 @@ fn base64_encode(bytes: &[u8]) -> String {
     out
 }
 
+/// PATCH with null clears what a task may be without (merge-patch style), keeps what is
+/// left out, and refuses null for a field the task needs, writing nothing.
+async fn patch_null_clears_optional_fields(backend: Backend) {
+    let s = Server::start(backend).await;
+    let (_, t) = s
+        .post(
+            "/v1/tasks",
+            json!({"title": "t", "description": "d", "due_at": "2031-01-01T00:00:00Z",
+                   "timeout": "1h", "input": {"n": 1}, "budget": {"max_cost": 1.5},
+                   "labels": ["x"]}),
+        )
+        .await;
+    let path = format!("/v1/tasks/{}", t["task"]["id"].as_str().unwrap());
+    let (st, v) = s
+        .call(
+            "PATCH",
+            &path,
+            Some(json!({"description": null, "due_at": null, "timeout": null,
+                        "input": null, "labels": null, "priority": 4})),
+            &[],
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let task = &v["task"];
+    for gone in ["description", "due_at", "timeout", "input"] {
+        assert!(task.get(gone).is_none(), "{gone} still set: {task}");
+    }
+    assert_eq!(task["labels"], json!([]));
+    assert_eq!(task["budget"], json!({"max_cost": 1.5}), "left out is kept");
+    assert_eq!(task["priority"], 4);
+    let (_, before) = s.get("/v1/events?limit=1000").await;
+    for field in ["title", "priority", "type", "lease_ttl", "review_required"] {
+        let (st, v) = s
+            .call(
+                "PATCH",
+                &path,
+                Some(json!({ field: null, "budget": null })),
+                &[],
+            )
+            .await;
+        assert_eq!(
+            (st, error_code(&v)),
+            (StatusCode::BAD_REQUEST, "INVALID_INPUT"),
+            "{field}: {v}"
+        );
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(message.contains("cannot be without"), "{message}");
+    }
+    let (_, after) = s.get("/v1/events?limit=1000").await;
+    assert_eq!(before, after, "a refused null wrote nothing");
+    assert_eq!(
+        s.get(&path).await.1["task"]["budget"],
+        json!({"max_cost": 1.5})
+    );
+}
+
 on_every_backend!(
     backend:
     artifacts_over_http,
+    patch_null_clears_optional_fields,
     a_store_far_behind_refuses_new_work_first,
     agent_loop_over_http,
     errors_have_codes_and_statuses,

@@ -65,6 +65,13 @@ async def workflow(planner, worker):
     await call(planner, "deps", task_id=second["id"], action="add", blocker_id=first["id"])
     assert (await call(planner, "task_get", task_id=second["id"]))["task"]["status"] == "blocked"
     await call(planner, "context_add", task_id=parent["id"], type="decision", content="Use SQLite FTS5")
+    # Fields are set by update, and null clears one a task may be without.
+    await call(planner, "task_update", task_id=parent["id"], description="draft", timeout="2h",
+               budget={"max_cost": 5}, due_at="2031-01-01T00:00:00Z")
+    await call(planner, "task_update", task_id=parent["id"], description=None, budget=None)
+    shown = (await call(planner, "task_get", task_id=parent["id"], detail=True))["task"]
+    assert "description" not in shown and "budget" not in shown, shown
+    assert shown["timeout"] == "2h" and shown["due_at"].startswith("2031-01-01"), shown
 
     claims = (await call(worker, "claim"))["claims"]
     assert [c["task"]["id"] for c in claims] == [first["id"]], claims

@@ -668,11 +668,11 @@ fn differences(existing: &Task, node: &PlanTask) -> Result<(UpdateTask, Vec<&'st
         fields.push("title");
     }
     if node.description.is_some() && existing.description != node.description {
-        req.description = node.description.clone();
+        req.description = Some(node.description.clone());
         fields.push("description");
     }
     if node.plan.is_some() && existing.plan != node.plan {
-        req.plan = node.plan.clone();
+        req.plan = Some(node.plan.clone());
         fields.push("plan");
     }
     if let Some(kind) = node.kind.as_ref().filter(|k| **k != existing.kind) {
@@ -684,7 +684,7 @@ fn differences(existing: &Task, node: &PlanTask) -> Result<(UpdateTask, Vec<&'st
         fields.push("priority");
     }
     if node.due_at.is_some() && node.due_at != existing.due_at {
-        req.due_at = node.due_at;
+        req.due_at = Some(node.due_at);
         fields.push("due_at");
     }
     if let Some(labels) = &node.labels {
@@ -706,7 +706,7 @@ fn differences(existing: &Task, node: &PlanTask) -> Result<(UpdateTask, Vec<&'st
         fields.push("lease_ttl");
     }
     if node.timeout.is_some() && node.timeout != existing.timeout {
-        req.timeout = node.timeout;
+        req.timeout = Some(node.timeout);
         fields.push("timeout");
     }
     if let Some(max) = node
@@ -724,11 +724,11 @@ fn differences(existing: &Task, node: &PlanTask) -> Result<(UpdateTask, Vec<&'st
         fields.push("review_required");
     }
     if node.input.is_some() && node.input != existing.input {
-        req.input = node.input.clone();
+        req.input = Some(node.input.clone());
         fields.push("input");
     }
     if node.output_schema.is_some() && node.output_schema != existing.output_schema {
-        req.output_schema = node.output_schema.clone();
+        req.output_schema = Some(node.output_schema.clone());
         fields.push("output_schema");
     }
     Ok((req, fields))

@@ -320,8 +320,10 @@ pub fn update(ctx: &mut Ctx<'_>, id: &str, req: UpdateTask) -> Result<TaskOut> {
         ("plan", req.plan, &mut task.plan),
     ] {
         if let Some(v) = value {
-            check_len(field, &v, MAX_TEXT)?;
-            *slot = Some(v);
+            if let Some(text) = &v {
+                check_len(field, text, MAX_TEXT)?;
+            }
+            *slot = v;
         }
     }
     if let Some(kind) = req.kind {
@@ -332,7 +334,7 @@ pub fn update(ctx: &mut Ctx<'_>, id: &str, req: UpdateTask) -> Result<TaskOut> {
         task.priority = p;
     }
     if let Some(due) = req.due_at {
-        task.due_at = Some(crate::time::check_timestamp(due)?);
+        task.due_at = due.map(crate::time::check_timestamp).transpose()?;
     }
     if let Some(labels) = req.labels {
         task.labels = check_tags("labels", &labels)?;
@@ -344,9 +346,9 @@ pub fn update(ctx: &mut Ctx<'_>, id: &str, req: UpdateTask) -> Result<TaskOut> {
     if let Some(ttl) = req.lease_ttl {
         task.lease_ttl = ttl;
     }
-    super::check_duration("timeout", req.timeout)?;
     if let Some(timeout) = req.timeout {
-        task.timeout = Some(timeout);
+        super::check_duration("timeout", timeout)?;
+        task.timeout = timeout;
     }
     if let Some(max) = req.max_attempts {
         super::check_max_attempts(max)?;
@@ -385,17 +387,17 @@ pub fn update(ctx: &mut Ctx<'_>, id: &str, req: UpdateTask) -> Result<TaskOut> {
             None => task.review_required = r,
         }
     }
-    if req.input.is_some() {
-        check_json("input", &req.input)?;
-        task.input = req.input;
+    if let Some(input) = req.input {
+        check_json("input", &input)?;
+        task.input = input;
     }
-    if req.output_schema.is_some() {
-        check_schema("output_schema", &req.output_schema)?;
-        task.output_schema = req.output_schema;
+    if let Some(schema) = req.output_schema {
+        check_schema("output_schema", &schema)?;
+        task.output_schema = schema;
     }
-    if req.budget.is_some() {
-        super::check_object("budget", &req.budget, &["max_cost"])?;
-        task.budget = req.budget;
+    if let Some(budget) = req.budget {
+        super::check_object("budget", &budget, &["max_cost"])?;
+        task.budget = budget;
     }
     // A change to what the task already is changes nothing: no new version, no event.
     if task != before {
