@@ -14,8 +14,9 @@ pub(crate) struct Cli {
     /// Data directory of the embedded store (default: ./.baton).
     #[arg(long, global = true, env = "BATON_DATA_DIR")]
     pub(crate) data_dir: Option<PathBuf>,
-    /// Directory of artifacts' bytes (default: the data directory's objects/). Replicas
-    /// on one PostgreSQL must share it.
+    /// Where artifacts' bytes go: a directory (default: the data directory's objects/) or
+    /// s3://BUCKET[/PREFIX] (settings from AWS_* variables). Replicas on one PostgreSQL
+    /// must share it.
     #[arg(long, global = true, env = "BATON_OBJECTS")]
     pub(crate) objects: Option<PathBuf>,
     /// Workspace to act in.

@@ -182,7 +182,7 @@ pub(crate) fn open(dir: &std::path::Path, durability: Durability) -> Result<Bato
 /// The object store the command line names: `--objects`, else the data directory's.
 fn blobs(cli: &Cli) -> Result<Blobs, Error> {
     match &cli.objects {
-        Some(dir) => Blobs::local(dir),
+        Some(location) => Blobs::open(location),
         None => Blobs::local(&data_dir(cli).join("objects")),
     }
 }
@@ -192,7 +192,7 @@ fn blobs(cli: &Cli) -> Result<Blobs, Error> {
 /// the other replicas. Without it, artifact calls answer `UNAVAILABLE` and say so.
 fn with_shared_blobs(baton: Baton, cli: &Cli) -> Result<Baton, Error> {
     Ok(match &cli.objects {
-        Some(dir) => baton.with_blobs(Blobs::local(dir)?),
+        Some(location) => baton.with_blobs(Blobs::open(location)?),
         None => baton,
     })
 }
@@ -592,6 +592,10 @@ async fn run(cli: Cli) -> Result<Outcome, Error> {
                     "choose a free address with --listen",
                 )
             })?;
+            // A bucket that cannot be reached stops the server now, not its first artifact.
+            if let Some(objects) = &cli.objects {
+                Blobs::open(objects)?.check().await?;
+            }
             eprintln!("baton: serving {location} on http://{listen}");
             let app = baton_server::router(baton_server::AppState::new(baton.clone()))
                 .merge(baton_mcp::http_service(baton.clone()));
