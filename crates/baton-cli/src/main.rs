@@ -189,7 +189,7 @@ fn blobs(cli: &Cli) -> Result<Blobs, Error> {
 
 /// `baton` on PostgreSQL keeps artifacts' bytes only where `--objects` says: a default
 /// directory on each replica's own disk would lose them on a redeploy and hide them from
-/// the other replicas. Without it, artifact calls answer `UNAVAILABLE` and say so.
+/// the other replicas. Without it, artifact calls answer `INTERNAL` and say so.
 fn with_shared_blobs(baton: Baton, cli: &Cli) -> Result<Baton, Error> {
     Ok(match &cli.objects {
         Some(location) => baton.with_blobs(Blobs::open(location)?),
@@ -592,7 +592,8 @@ async fn run(cli: Cli) -> Result<Outcome, Error> {
                     "choose a free address with --listen",
                 )
             })?;
-            // A bucket that cannot be reached stops the server now, not its first artifact.
+            // A store that cannot take bytes (a bucket out of reach, a wrong key, a
+            // read-only directory) stops the server now, not its first artifact call.
             if let Some(objects) = &cli.objects {
                 Blobs::open(objects)?.check().await?;
             }
@@ -614,7 +615,7 @@ async fn run(cli: Cli) -> Result<Outcome, Error> {
 async fn mcp(cli: &Cli, agent: Option<String>) -> Result<Outcome, Error> {
     let gateway = match &cli.server {
         Some(server) => baton_mcp::Gateway::Remote {
-            http: reqwest::Client::new(),
+            http: remote::http_client()?,
             base: remote::check_server(server)?
                 .trim_end_matches('/')
                 .to_string(),

@@ -23,6 +23,20 @@ pub(crate) fn check_server(base: &str) -> Result<&str, Error> {
     }
 }
 
+/// The CLI's HTTP client. Building one reads the system's CA certificates (for
+/// `https://` servers); a host without any gets an error to act on instead of reqwest's
+/// panic in `Client::new`.
+pub(crate) fn http_client() -> Result<reqwest::Client, Error> {
+    reqwest::Client::builder().build().map_err(|e| {
+        Error::new(
+            Code::Internal,
+            format!("cannot set up an HTTP client: {e}"),
+            "install the system's CA certificates (Debian: ca-certificates), or point \
+             SSL_CERT_FILE at a bundle",
+        )
+    })
+}
+
 /// Runs one command against the server at `base`.
 pub(crate) async fn run(cli: &Cli, base: &str) -> Result<Outcome, Error> {
     check_server(base)?;
@@ -36,7 +50,7 @@ pub(crate) async fn run(cli: &Cli, base: &str) -> Result<Outcome, Error> {
         ));
     }
     let client = Client {
-        http: reqwest::Client::new(),
+        http: http_client()?,
         base: base.trim_end_matches('/').to_string(),
         cli,
     };

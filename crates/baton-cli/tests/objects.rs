@@ -69,9 +69,16 @@ fn start_s3() -> (Running, String) {
     (running, format!("http://{addr}"))
 }
 
-/// `baton` with the S3 settings in its environment.
+/// `baton` with the test's S3 settings in its environment, and none of the caller's (an
+/// `AWS_ENDPOINT_URL_S3` or a proxy there would send it elsewhere).
 fn baton_cmd(dir: &Path, endpoint: &str) -> Command {
     let mut cmd = Command::new(BATON);
+    for (name, _) in std::env::vars_os() {
+        let name_text = name.to_string_lossy().to_ascii_uppercase();
+        if name_text.starts_with("AWS_") || name_text.ends_with("_PROXY") {
+            cmd.env_remove(&name);
+        }
+    }
     cmd.arg("--data-dir")
         .arg(dir)
         .env("AWS_ENDPOINT_URL", endpoint)
@@ -253,8 +260,36 @@ async fn artifacts_live_in_an_s3_bucket() {
     assert!(ok, "{got}");
     assert_eq!(got["content"], "# Findings\n", "{got}");
 
-    // A bucket that does not exist stops the server at start-up, saying which; a URL
-    // without a bucket is refused before anything is sent.
+    // A bucket that does not exist: a read says so (not "the bytes are missing"), and the
+    // server stops at start-up, saying which; a URL without a bucket, or of another
+    // scheme, is refused before anything is sent.
+    let (ok, missing) = baton(
+        dir.path(),
+        &endpoint,
+        &[
+            "--objects",
+            "s3://no-such-bucket",
+            "artifact",
+            "get",
+            &art_id,
+        ],
+    );
+    assert!(!ok);
+    assert_eq!(
+        (
+            missing["error"]["code"].as_str(),
+            missing["error"]["retryable"].as_bool()
+        ),
+        (Some("INTERNAL"), Some(false)),
+        "{missing}"
+    );
+    assert!(
+        missing["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("the bucket does not exist"),
+        "{missing}"
+    );
     let refused = baton_cmd(dir.path(), &endpoint)
         .args(["--objects", "s3://no-such-bucket", "serve", "--listen"])
         .arg(free_addr())
@@ -263,14 +298,18 @@ async fn artifacts_live_in_an_s3_bucket() {
     assert!(!refused.status.success());
     let said = String::from_utf8_lossy(&refused.stderr);
     assert!(
-        said.contains("STORAGE") && said.contains("s3://no-such-bucket"),
+        said.contains("INTERNAL")
+            && said.contains("s3://no-such-bucket")
+            && said.contains("does not exist"),
         "{said}"
     );
-    let (ok, bad) = baton(
-        dir.path(),
-        &endpoint,
-        &["--objects", "s3://", "artifact", "list", &task_id],
-    );
-    assert!(!ok);
-    assert_eq!(bad["error"]["code"], "INVALID_INPUT", "{bad}");
+    for location in ["s3://", "gs://artifacts"] {
+        let (ok, bad) = baton(
+            dir.path(),
+            &endpoint,
+            &["--objects", location, "artifact", "list", &task_id],
+        );
+        assert!(!ok);
+        assert_eq!(bad["error"]["code"], "INVALID_INPUT", "{location}: {bad}");
+    }
 }

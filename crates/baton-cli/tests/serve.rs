@@ -353,6 +353,25 @@ async fn cli_speaks_http_with_the_same_shapes() {
             "{args:?}: {err}"
         );
     }
+    // The embedded store refuses an empty id as the remote CLI does.
+    for args in [
+        &["task", "get", ""][..],
+        &["brief", ""],
+        &["artifact", "get", ""],
+    ] {
+        let out = Command::new(BATON)
+            .args(["--json", "--data-dir"])
+            .arg(dir.path())
+            .args(args)
+            .output()
+            .unwrap();
+        let (code, err) = json(out);
+        assert_eq!(
+            (code, err["error"]["code"].as_str()),
+            (Some(1), Some("INVALID_INPUT")),
+            "embedded {args:?}: {err}"
+        );
+    }
     server.kill().unwrap();
     server.wait().unwrap();
 }

@@ -2063,6 +2063,61 @@ async fn out_of_range_timestamps_are_refused(env: Env) {
     assert!(env.claim("w").await.is_some(), "the workspace still works");
 }
 
+/// A task's budget covers every attempt: the cost an earlier run last reported counts
+/// with the running one's.
+async fn a_budget_counts_every_attempt(env: Env) {
+    let t = env
+        .create(CreateTask {
+            title: "t".into(),
+            max_attempts: Some(3),
+            budget: Some(json!({"max_cost": 1.0})),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let spend = |token: String, cost: f64| {
+        let env = &env;
+        let id = t.id.clone();
+        async move {
+            let hb = Heartbeat {
+                usage: Some(json!({ "cost": cost })),
+                ..Default::default()
+            };
+            env.lease(&id, &token, LeaseOp::Heartbeat(hb))
+                .await
+                .unwrap()["signals"]
+                .clone()
+        }
+    };
+    let first = env.claim("a").await.unwrap();
+    assert_eq!(spend(first.lease.token.clone(), 0.5).await, json!([]));
+    assert_eq!(
+        spend(first.lease.token.clone(), 0.6).await,
+        json!([]),
+        "cost so far, not added"
+    );
+    let fail = Fail {
+        error: "boom".into(),
+        ..Default::default()
+    };
+    env.lease(&t.id, &first.lease.token, LeaseOp::Fail(fail))
+        .await
+        .unwrap();
+    env.clock.advance(10 * 60 * 1000);
+    let second = env.claim("b").await.unwrap();
+    assert_eq!(second.run.attempt, 2);
+    assert_eq!(spend(second.lease.token.clone(), 0.1).await, json!([]));
+    assert_eq!(
+        spend(second.lease.token.clone(), 0.25).await,
+        json!(["budget_warning"]),
+        "0.6 + 0.25 is past 80% of 1.0"
+    );
+    assert_eq!(
+        spend(second.lease.token.clone(), 0.4).await,
+        json!(["budget_exhausted"])
+    );
+}
+
 /// An update clears what a task may be without (`Some(None)`, null on the wire) and keeps
 /// what it leaves out; the cleared task replays.
 async fn an_update_clears_optional_fields(env: Env) {
@@ -2763,6 +2818,7 @@ async fn artifacts_attach_list_read_and_replay(env: Env) {
 
 on_every_backend!(
     a_task_reads_as_of_an_event,
+    a_budget_counts_every_attempt,
     an_update_clears_optional_fields,
     artifacts_attach_list_read_and_replay,
     claim_order_is_priority_then_due_then_age,

@@ -331,7 +331,9 @@ pub struct Heartbeat {
     /// What the agent is doing now.
     #[serde(default)]
     pub message: Option<String>,
-    /// Cost so far, e.g. `{"cost": 0.12, "tokens_in": 1000}`.
+    /// This run's cost so far (not since the last heartbeat), e.g. `{"cost": 0.12,
+    /// "tokens_in": 1000}`. The task's budget counts it with what earlier runs last
+    /// reported.
     #[serde(default)]
     pub usage: Option<Value>,
     /// Lease TTL to extend by instead of the task's.

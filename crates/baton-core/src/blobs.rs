@@ -8,32 +8,41 @@
 //! correctness; the same content attached twice is stored once.
 
 use crate::error::{Code, Error, Result};
-use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
 use object_store::prefix::PrefixStore;
-use object_store::{ClientConfigKey, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
-use std::sync::Arc;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// The object store of a Baton deployment.
 #[derive(Clone, Debug)]
 pub struct Blobs {
-    store: Arc<dyn ObjectStore>,
+    store: Backend,
     /// Where the bytes are, for people: "directory /srv/objects", "bucket s3://b/p".
     place: Arc<str>,
 }
 
-/// How long one request to an S3 store may take, and to connect: an agent's call waits on
-/// it, so a store that does not answer is an error soon, not after object_store's default
-/// of ten retries over three minutes.
-const S3_TIMEOUT: &str = "30s";
-const S3_CONNECT_TIMEOUT: &str = "5s";
-const S3_RETRIES: usize = 3;
-const S3_RETRY_WINDOW: Duration = Duration::from_secs(20);
+/// A store at hand, or an S3 client made on first use: a command that touches no
+/// artifact never builds one, so settings only an artifact call needs cannot break it.
+#[derive(Clone, Debug)]
+enum Backend {
+    Ready(Arc<dyn ObjectStore>),
+    S3 {
+        bucket: Arc<str>,
+        prefix: Option<ObjectPath>,
+        built: Arc<OnceLock<Result<Arc<dyn ObjectStore>>>>,
+    },
+}
+
+/// Retries of one S3 request, and the window they must start in: an agent's call waits
+/// on them, so a store that keeps failing is an error within about a minute (one request
+/// may take object_store's 30 s), not after its default ten retries over three minutes.
+const S3_RETRY: (usize, Duration) = (3, Duration::from_secs(20));
 
 /// A local directory that cannot be made or opened.
-fn storage(what: &str, e: impl std::fmt::Display) -> Error {
+fn local_storage(what: &str, e: impl std::fmt::Display) -> Error {
     Error::new(
         Code::Storage,
         format!("object store: {what}: {e}"),
@@ -41,94 +50,158 @@ fn storage(what: &str, e: impl std::fmt::Display) -> Error {
     )
 }
 
+/// What `--objects` takes, for hints.
+const LOCATIONS: &str = "give a directory, or s3://BUCKET or s3://BUCKET/PREFIX with the S3 \
+     settings in AWS_* variables (docs/deploy.md)";
+
 impl Blobs {
-    /// The store `location` names: an `s3://bucket[/prefix]` URL (endpoint, region and
-    /// credentials from the standard `AWS_*` variables), else a local directory.
+    /// The store `location` names: an `s3://bucket[/prefix]` URL (settings from the
+    /// standard `AWS_*` variables), else a local directory. Another URL scheme is refused
+    /// rather than taken for a directory named after it.
     pub fn open(location: &std::path::Path) -> Result<Blobs> {
-        match location.to_str().filter(|l| l.starts_with("s3://")) {
-            Some(url) => Blobs::s3(url),
+        let Some(text) = location.to_str() else {
+            return Blobs::local(location);
+        };
+        match text.split_once("://") {
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("s3") => Blobs::s3(rest),
+            Some((scheme, _)) => Err(Error::invalid(
+                format!("object store {text}: {scheme}:// is not a store Baton speaks"),
+                LOCATIONS,
+            )),
+            None if text.to_ascii_lowercase().starts_with("s3:") => Err(Error::invalid(
+                format!("object store {text}: an S3 location is written s3://BUCKET"),
+                LOCATIONS,
+            )),
             None => Blobs::local(location),
         }
     }
 
-    /// A bucket of an S3-compatible store, `s3://bucket[/prefix]`. Nothing is sent until
-    /// the first call (see [`Blobs::check`]).
-    pub fn s3(url: &str) -> Result<Blobs> {
-        let invalid = |why: String| {
-            Error::invalid(
-                format!("object store {url}: {why}"),
-                "give s3://BUCKET or s3://BUCKET/PREFIX, with AWS_REGION, AWS_ACCESS_KEY_ID, \
-                 AWS_SECRET_ACCESS_KEY and, for a store other than AWS, AWS_ENDPOINT_URL \
-                 (AWS_ALLOW_HTTP=true for plain http) in the environment",
-            )
-        };
-        let rest = url.strip_prefix("s3://").unwrap_or(url);
+    /// A bucket of an S3-compatible store: `bucket[/prefix]`, as in `s3://bucket/prefix`.
+    /// Checked now; the client is made, and nothing is sent, until the first call (see
+    /// [`Blobs::check`]).
+    fn s3(rest: &str) -> Result<Blobs> {
+        let url = format!("s3://{rest}");
+        let invalid = |why: String| Error::invalid(format!("object store {url}: {why}"), LOCATIONS);
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         if bucket.is_empty() {
             return Err(invalid("no bucket is named".into()));
         }
-        let retry = RetryConfig {
-            max_retries: S3_RETRIES,
-            retry_timeout: S3_RETRY_WINDOW,
-            ..Default::default()
-        };
-        let s3 = AmazonS3Builder::from_env()
-            .with_bucket_name(bucket)
-            .with_config(
-                AmazonS3ConfigKey::Client(ClientConfigKey::Timeout),
-                S3_TIMEOUT,
-            )
-            .with_config(
-                AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout),
-                S3_CONNECT_TIMEOUT,
-            )
-            .with_retry(retry)
-            .build()
-            .map_err(|e| invalid(e.to_string()))?;
         let prefix = prefix.trim_matches('/');
-        let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
-            Arc::new(s3)
-        } else {
-            let prefix = ObjectPath::parse(prefix).map_err(|e| invalid(e.to_string()))?;
-            Arc::new(PrefixStore::new(s3, prefix))
+        let prefix = match prefix.is_empty() {
+            true => None,
+            false => Some(ObjectPath::parse(prefix).map_err(|e| invalid(e.to_string()))?),
         };
         Ok(Blobs {
-            store,
+            store: Backend::S3 {
+                bucket: bucket.into(),
+                prefix,
+                built: Arc::default(),
+            },
             place: format!("bucket {url}").into(),
         })
     }
 
-    /// Whether the store takes and gives back bytes: a small probe object written and
-    /// read again (a missing bucket answers a plain read "not found", so only a write
-    /// proves it). `serve` calls it at start-up, so a wrong bucket, endpoint or key stops
-    /// the server instead of failing its first artifact call.
+    /// The store, the S3 client made on the first call (a failure to make it is kept:
+    /// the settings it came from do not change while the process runs).
+    fn store(&self) -> Result<Arc<dyn ObjectStore>> {
+        let (bucket, prefix, built) = match &self.store {
+            Backend::Ready(store) => return Ok(store.clone()),
+            Backend::S3 {
+                bucket,
+                prefix,
+                built,
+            } => (bucket, prefix, built),
+        };
+        built
+            .get_or_init(|| {
+                let (max_retries, retry_timeout) = S3_RETRY;
+                let retry = RetryConfig {
+                    max_retries,
+                    retry_timeout,
+                    ..Default::default()
+                };
+                let s3 = AmazonS3Builder::from_env()
+                    .with_bucket_name(&**bucket)
+                    .with_retry(retry)
+                    .build()
+                    .map_err(|e| {
+                        Error::new(
+                            Code::Internal,
+                            format!("object store ({}): cannot be set up: {e}", self.place),
+                            "check the AWS_* variables this process was started with \
+                             (docs/deploy.md), then restart it",
+                        )
+                    })?;
+                Ok(match prefix {
+                    Some(prefix) => Arc::new(PrefixStore::new(s3, prefix.clone())),
+                    None => Arc::new(s3),
+                })
+            })
+            .clone()
+    }
+
+    /// Whether the store takes and gives back bytes: a small `baton-probe` object
+    /// written and read again (a missing bucket answers a plain read "not found", so only
+    /// a write proves it). `serve` calls it at start-up, so a wrong directory, bucket,
+    /// endpoint or key stops the server instead of failing its first artifact call.
     pub async fn check(&self) -> Result<()> {
         const PROBE: &[u8] = b"baton: this store takes artifacts' bytes\n";
+        let store = self.store()?;
         let path = ObjectPath::from("baton-probe");
-        self.store
+        store
             .put(&path, PutPayload::from_static(PROBE))
             .await
-            .map_err(|e| self.storage("cannot write to it", e))?;
-        let read = self
-            .store
-            .get(&path)
-            .await
-            .map_err(|e| self.storage("cannot read from it", e))?
-            .bytes()
-            .await
-            .map_err(|e| self.storage("cannot read from it", e))?;
+            .map_err(|e| self.failure("cannot write to it", e))?;
+        let read = match store.get(&path).await {
+            Ok(found) => found.bytes().await,
+            Err(e) => Err(e),
+        }
+        .map_err(|e| self.failure("cannot read from it", e))?;
         if read.as_ref() != PROBE {
-            return Err(self.storage("it gave back other bytes than were written", "probe"));
+            return Err(Error::new(
+                Code::Internal,
+                format!(
+                    "object store ({}): it gave back other bytes than were written",
+                    self.place
+                ),
+                "check that nothing else writes under this prefix",
+            ));
         }
         Ok(())
     }
 
-    fn storage(&self, what: &str, e: impl std::fmt::Display) -> Error {
+    /// The error for a failed request: the store refusing Baton's credentials, or a
+    /// bucket that is not there, is the deployment's to fix and not retryable; anything
+    /// else (a store down or slow) may pass, and is.
+    fn failure(&self, what: &str, e: object_store::Error) -> Error {
+        let refused = matches!(
+            e,
+            object_store::Error::PermissionDenied { .. }
+                | object_store::Error::Unauthenticated { .. }
+        );
+        if refused {
+            return Error::new(
+                Code::Internal,
+                format!("object store ({}): {what}: {e}", self.place),
+                "the store refused Baton's credentials: check them (AWS_* variables) and that \
+                 the policy allows s3:GetObject, s3:PutObject and s3:ListBucket on the prefix",
+            );
+        }
+        if no_such_bucket(&e) {
+            return Error::new(
+                Code::Internal,
+                format!(
+                    "object store ({}): {what}: the bucket does not exist",
+                    self.place
+                ),
+                "create the bucket, or give --objects the one that holds the artifacts",
+            );
+        }
         Error::new(
             Code::Storage,
             format!("object store ({}): {what}: {e}", self.place),
             "retry the call; if it persists, check the object store (space, permissions, \
-             credentials, that it is reachable)",
+             that it is reachable)",
         )
     }
 
@@ -137,18 +210,18 @@ impl Blobs {
     pub fn local(dir: &std::path::Path) -> Result<Blobs> {
         if !dir.is_dir() {
             std::fs::create_dir_all(dir)
-                .map_err(|e| storage(&format!("cannot create {}", dir.display()), e))?;
+                .map_err(|e| local_storage(&format!("cannot create {}", dir.display()), e))?;
             if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
                 std::fs::File::open(parent)
                     .and_then(|d| d.sync_all())
-                    .map_err(|e| storage(&format!("cannot sync {}", parent.display()), e))?;
+                    .map_err(|e| local_storage(&format!("cannot sync {}", parent.display()), e))?;
             }
         }
         let fs = LocalFileSystem::new_with_prefix(dir)
-            .map_err(|e| storage(&format!("cannot open {}", dir.display()), e))?
+            .map_err(|e| local_storage(&format!("cannot open {}", dir.display()), e))?
             .with_fsync(true);
         Ok(Blobs {
-            store: Arc::new(fs),
+            store: Backend::Ready(Arc::new(fs)),
             place: format!("directory {}", dir.display()).into(),
         })
     }
@@ -174,11 +247,11 @@ impl Blobs {
     /// be damaged, and the bytes are at most 2 MiB.
     pub async fn put(&self, ws: &str, sha256: &str, bytes: Vec<u8>) -> Result<()> {
         let path = Self::path(ws, sha256)?;
-        self.store
+        self.store()?
             .put(&path, PutPayload::from(bytes))
             .await
             .map(|_| ())
-            .map_err(|e| self.storage("cannot store a blob", e))
+            .map_err(|e| self.failure("cannot store a blob", e))
     }
 
     /// The bytes stored under `sha256`, checked against it: damaged or missing bytes are
@@ -186,12 +259,12 @@ impl Blobs {
     /// will not bring them back; attaching them again will.
     pub async fn get(&self, ws: &str, sha256: &str) -> Result<Vec<u8>> {
         let path = Self::path(ws, sha256)?;
-        let bytes = match self.store.get(&path).await {
+        let bytes = match self.store()?.get(&path).await {
             Ok(found) => found
                 .bytes()
                 .await
-                .map_err(|e| self.storage("cannot read a blob", e))?,
-            Err(object_store::Error::NotFound { .. }) => {
+                .map_err(|e| self.failure("cannot read a blob", e))?,
+            Err(e @ object_store::Error::NotFound { .. }) if !no_such_bucket(&e) => {
                 return Err(Error::new(
                     Code::Internal,
                     format!("object store: the bytes of {sha256} are missing"),
@@ -202,7 +275,7 @@ impl Blobs {
                     ),
                 ))
             }
-            Err(e) => return Err(self.storage("cannot read a blob", e)),
+            Err(e) => return Err(self.failure("cannot read a blob", e)),
         };
         if crate::id::sha256_hex_bytes(&bytes) != sha256 {
             return Err(Error::new(
@@ -213,6 +286,12 @@ impl Blobs {
         }
         Ok(bytes.to_vec())
     }
+}
+
+/// Whether S3 answered "no such bucket": object_store reports it as a missing object, which
+/// would send an operator looking for lost bytes instead of a wrong bucket name.
+fn no_such_bucket(e: &object_store::Error) -> bool {
+    matches!(e, object_store::Error::NotFound { .. }) && e.to_string().contains("NoSuchBucket")
 }
 
 #[cfg(test)]
@@ -249,9 +328,19 @@ mod tests {
 
     #[test]
     fn an_s3_location_names_a_bucket() {
-        let e = Blobs::open(std::path::Path::new("s3://")).unwrap_err();
-        assert_eq!(e.code, Code::InvalidInput, "{e:?}");
-        assert!(e.hint.contains("AWS_ENDPOINT_URL"), "{e:?}");
+        // No bucket, another scheme, a slash short: refused, not taken for a directory.
+        for bad in [
+            "s3://",
+            "s3:///prefix",
+            "gs://bucket",
+            "s3:/bucket",
+            "S3:bucket",
+        ] {
+            let e = Blobs::open(std::path::Path::new(bad)).unwrap_err();
+            assert_eq!(e.code, Code::InvalidInput, "{bad}: {e:?}");
+            assert!(e.hint.contains("s3://BUCKET"), "{e:?}");
+        }
+        assert!(Blobs::open(std::path::Path::new("S3://Bucket")).is_ok());
         // Built without a request: reaching it is `check`'s (and the first call's) to find.
         let blobs = Blobs::open(std::path::Path::new("s3://bucket/some/prefix/")).unwrap();
         assert_eq!(&*blobs.place, "bucket s3://bucket/some/prefix/");

@@ -120,8 +120,8 @@ impl Baton {
             Error::new(
                 Code::Internal,
                 "this Baton has no object store for artifacts",
-                "on PostgreSQL, start every replica with --objects DIR (BATON_OBJECTS), a \
-                 directory they all share",
+                "on PostgreSQL, start every replica with --objects (BATON_OBJECTS): a \
+                 directory they all share, or s3://BUCKET/PREFIX",
             )
         })
     }

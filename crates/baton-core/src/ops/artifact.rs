@@ -199,7 +199,7 @@ pub fn list(ctx: &mut Ctx<'_>, task_id: &str) -> Result<ArtifactsOut> {
 
 /// An artifact by id.
 pub fn get(ctx: &mut Ctx<'_>, id: &str) -> Result<Artifact> {
-    super::check_ref("artifact id", id)?;
+    super::check_id("artifact id", id)?;
     ctx.tx
         .artifact(ctx.ws, id)?
         .ok_or_else(|| Error::not_found("artifact", id))

@@ -467,6 +467,11 @@ pub fn start(ctx: &mut Ctx<'_>, id: &str, token: &str) -> Result<TaskOut> {
     })
 }
 
+/// The cost a run's usage reports (its cost so far).
+fn cost(usage: &Option<serde_json::Value>) -> Option<f64> {
+    usage.as_ref()?.get("cost")?.as_f64()
+}
+
 /// Extends the lease, records progress, and answers with the signals the agent must act on.
 pub fn heartbeat(ctx: &mut Ctx<'_>, id: &str, token: &str, hb: &Heartbeat) -> Result<HeartbeatAck> {
     let (mut task, mut run) = leased(ctx, id, token)?;
@@ -502,15 +507,25 @@ pub fn heartbeat(ctx: &mut Ctx<'_>, id: &str, token: &str, hb: &Heartbeat) -> Re
     {
         signals.push("killed".into());
     }
-    if let (Some(budget), Some(usage)) = (&task.budget, &run.usage) {
-        let limit = budget.get("max_cost").and_then(|v| v.as_f64());
-        let spent = usage.get("cost").and_then(|v| v.as_f64());
-        if let (Some(limit), Some(spent)) = (limit, spent) {
-            if spent >= limit {
-                signals.push("budget_exhausted".into());
-            } else if spent >= 0.8 * limit {
-                signals.push("budget_warning".into());
-            }
+    let limit = task
+        .budget
+        .as_ref()
+        .and_then(|b| b.get("max_cost")?.as_f64());
+    if let (Some(limit), Some(now)) = (limit, cost(&run.usage)) {
+        // The task's budget covers every attempt: what earlier runs last reported, and
+        // this run's cost so far.
+        let earlier: f64 = ctx
+            .tx
+            .runs_of(ctx.ws, &task.id, u32::MAX)?
+            .iter()
+            .filter(|r| r.id != run.id)
+            .filter_map(|r| cost(&r.usage))
+            .sum();
+        let spent = earlier + now;
+        if spent >= limit {
+            signals.push("budget_exhausted".into());
+        } else if spent >= 0.8 * limit {
+            signals.push("budget_warning".into());
         }
     }
     super::check_duration("lease_ttl", hb.lease_ttl)?;

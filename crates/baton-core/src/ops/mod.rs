@@ -74,7 +74,7 @@ impl Ctx<'_> {
     /// Loads a task for writing, or fails with `NOT_FOUND`. A lease that has lapsed is
     /// expired first, so no write ever honours an expired lease, reaper or not.
     pub fn task(&mut self, id: &str) -> Result<Task> {
-        check_ref("task id", id)?;
+        check_id("task id", id)?;
         let mut task = self
             .tx
             .task_for_update(self.ws, id)?
@@ -86,7 +86,7 @@ impl Ctx<'_> {
     /// Task `id` as stored, to be read: neither locked nor brought up to date (a lapsed
     /// lease stays as it is). `NOT_FOUND` if there is none.
     pub fn read_task(&mut self, id: &str) -> Result<Task> {
-        check_ref("task id", id)?;
+        check_id("task id", id)?;
         self.tx
             .task(self.ws, id)?
             .ok_or_else(|| Error::not_found("task", id))
@@ -231,6 +231,19 @@ fn article(field: &str) -> &'static str {
 /// without NUL, so both stores answer alike (PostgreSQL cannot compare text with a NUL).
 pub fn check_ref(field: &str, value: &str) -> Result<()> {
     check_len(field, value, MAX_ID)
+}
+
+/// Checks the id a call is about: an empty one is `INVALID_INPUT` on every surface (over
+/// HTTP it would name another route, so the CLI refuses it before sending; the embedded
+/// store says the same rather than "not found").
+pub fn check_id(field: &str, value: &str) -> Result<()> {
+    if value.is_empty() {
+        return Err(Error::invalid(
+            format!("the {field} is empty"),
+            format!("give the {field} (the id a create or a listing answered)"),
+        ));
+    }
+    check_ref(field, value)
 }
 
 /// Checks an optional text field's size, and that it holds no NUL character (which
@@ -423,7 +436,7 @@ pub fn check_tags(field: &str, tags: &[String]) -> Result<Vec<String>> {
 /// The workspace's default project, or the named one.
 pub fn project(ctx: &mut Ctx<'_>, id_or_name: Option<&str>) -> Result<Project> {
     let key = id_or_name.unwrap_or(DEFAULT_PROJECT);
-    check_ref("project", key)?;
+    check_id("project", key)?;
     ctx.tx
         .project(ctx.ws, key)?
         .ok_or_else(|| Error::not_found("project", key))

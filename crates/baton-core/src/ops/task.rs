@@ -215,7 +215,7 @@ pub fn get_as_of(ctx: &mut Ctx<'_>, id: &str, seq: u64) -> Result<TaskOut> {
         )
         .with_details(json!({ "last_seq": last })));
     }
-    super::check_ref("task id", id)?;
+    super::check_id("task id", id)?;
     let not_yet = || {
         Error::not_found("task", id).with_hint(format!(
             "no event up to {seq} is about task {id}: it was created later, or never"
