@@ -178,17 +178,22 @@ async fn artifacts_live_in_an_s3_bucket() {
     let task_id = task["task"]["id"].as_str().unwrap().to_string();
     let ws = task["task"]["workspace_id"].as_str().unwrap().to_string();
 
+    // Attaches the report; its answer, once it is 201.
+    let attach = || {
+        let request = http
+            .post(format!("{base}/tasks/{task_id}/artifacts"))
+            .header("authorization", &auth)
+            .json(&json!({"name": "report.md", "content": "# Findings\n"}));
+        async move {
+            let attached = request.send().await.unwrap();
+            assert_eq!(attached.status(), reqwest::StatusCode::CREATED);
+            attached.json::<Value>().await.unwrap()
+        }
+    };
+
     // The server wrote its probe at start-up; an attached artifact's bytes go to the bucket
     // under the prefix, by workspace and hash, and nowhere on the local disk.
-    let attached = http
-        .post(format!("{base}/tasks/{task_id}/artifacts"))
-        .header("authorization", &auth)
-        .json(&json!({"name": "report.md", "content": "# Findings\n"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(attached.status(), reqwest::StatusCode::CREATED);
-    let art: Value = attached.json().await.unwrap();
+    let art = attach().await;
     let sha = art["artifact"]["sha256"].as_str().unwrap().to_string();
     let art_id = art["artifact"]["id"].as_str().unwrap().to_string();
     let object_key = format!("team-a/{ws}/{}/{sha}", &sha[..2]);
@@ -240,14 +245,7 @@ async fn artifacts_live_in_an_s3_bucket() {
             .contains("do not match"),
         "{error}"
     );
-    let again = http
-        .post(format!("{base}/tasks/{task_id}/artifacts"))
-        .header("authorization", &auth)
-        .json(&json!({"name": "report.md", "content": "# Findings\n"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(again.status(), reqwest::StatusCode::CREATED);
+    attach().await;
     assert_eq!(&content(http.clone()).await.1[..], b"# Findings\n");
     drop(server);
 
