@@ -594,8 +594,8 @@ async fn run(cli: Cli) -> Result<Outcome, Error> {
             })?;
             // A store that cannot take bytes (a bucket out of reach, a wrong key, a
             // read-only directory) stops the server now, not its first artifact call.
-            if let Some(objects) = &cli.objects {
-                Blobs::open(objects)?.check().await?;
+            if let Some(objects) = baton.objects().filter(|_| cli.objects.is_some()) {
+                objects.check().await?;
             }
             eprintln!("baton: serving {location} on http://{listen}");
             let app = baton_server::router(baton_server::AppState::new(baton.clone()))

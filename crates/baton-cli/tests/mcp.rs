@@ -758,7 +758,8 @@ fn every_operation_is_reachable_over_http_mcp_and_cli() {
     //   heartbeating.
     // - reap: the server's reaper and every claim expire lapsed leases; the CLI keeps
     //   `baton reap` for stores without a server.
-    // Plumbing, not operations: the constructor, its write limits and object store, the store handle,
+    // Plumbing, not operations: the constructor, its write limits and object store (and its
+    // accessor for the start-up probe), the store handle,
     // the generic write/read runners and the durability barrier of streams, actor
     // resolution (with the default workspace's get-or-create), the readiness probe, and the
     // shutdown signal a server gives its waits.
@@ -769,6 +770,7 @@ fn every_operation_is_reachable_over_http_mcp_and_cli() {
         "new",
         "with_write_limits",
         "with_blobs",
+        "objects",
         "store",
         "write_tx",
         "sync",

@@ -114,6 +114,12 @@ impl Baton {
         self
     }
 
+    /// The object store artifacts' bytes go to, if any: `serve` probes the very store it
+    /// will use.
+    pub fn objects(&self) -> Option<&Blobs> {
+        self.blobs.as_ref()
+    }
+
     fn blobs(&self) -> Result<&Blobs> {
         self.blobs.as_ref().ok_or_else(|| {
             // Not retryable: it is how the server was started, not a passing state.
