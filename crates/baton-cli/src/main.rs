@@ -613,6 +613,10 @@ async fn run(cli: Cli) -> Result<Outcome, Error> {
 /// `baton mcp`: MCP over stdio, on the embedded store or proxying to a server. Stdout is
 /// the protocol's channel: nothing else is printed there.
 async fn mcp(cli: &Cli, agent: Option<String>) -> Result<Outcome, Error> {
+    // A name no claim would take is refused now, not at the agent's first claim.
+    if let Some(name) = &agent {
+        baton_core::ops::check_new_name("agent", name, 200)?;
+    }
     let gateway = match &cli.server {
         Some(server) => baton_mcp::Gateway::Remote {
             http: remote::http_client()?,
@@ -625,7 +629,7 @@ async fn mcp(cli: &Cli, agent: Option<String>) -> Result<Outcome, Error> {
         },
         None => {
             let baton = open_cli(cli)?;
-            baton_mcp::local_gateway(baton, &cli.workspace).await?
+            baton_mcp::local_gateway(baton, &cli.workspace, agent.as_deref()).await?
         }
     };
     baton_mcp::serve_stdio(baton_mcp::BatonMcp::new(gateway, agent))

@@ -728,6 +728,7 @@ fn every_operation_is_reachable_over_http_mcp_and_cli() {
             "heartbeat",
             "agent heartbeat",
         ),
+        ("metrics", "GET /metrics", "-", "-"),
         ("agents", "GET /v1/agents", "-", "agent list"),
         ("agent", "GET /v1/agents/{name}", "-", "agent get"),
         (
@@ -756,6 +757,8 @@ fn every_operation_is_reachable_over_http_mcp_and_cli() {
     // - projects, agents and the workspace over MCP (their kill switches among them):
     //   set-up and fleet supervision are for a human or an admin tool (CLI, HTTP); an MCP agent registers by claiming and stays alive by
     //   heartbeating.
+    // - metrics: a Prometheus scraper's route, counting what one server process did; an
+    //   agent or a human reads the queue with ready, task list or the query tool.
     // - reap: the server's reaper and every claim expire lapsed leases; the CLI keeps
     //   `baton reap` for stores without a server.
     // Plumbing, not operations: the constructor, its write limits and object store (and its

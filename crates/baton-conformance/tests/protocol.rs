@@ -1253,6 +1253,22 @@ async fn containers(env: Env) {
     assert_eq!(err.details.unwrap()["parent_status"], "done");
     assert_eq!(env.event_count(), before);
     assert_eq!(env.get(&late.id).status, Status::Failed);
+    // Nor is a new child created under it; the refusal names the parent and its status.
+    let err = env
+        .create(CreateTask {
+            title: "too late".into(),
+            parent_id: Some(parent.id.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, Code::InvalidTransition, "{err}");
+    let details = err.details.unwrap();
+    assert_eq!(
+        (&details["parent_id"], &details["parent_status"]),
+        (&json!(parent.id), &json!("done"))
+    );
+    assert_eq!(env.event_count(), before);
 }
 
 /// Output is checked against the task's output schema.

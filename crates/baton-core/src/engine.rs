@@ -8,6 +8,7 @@ use crate::blobs::Blobs;
 use crate::dispatch::{Registration, Waiters};
 use crate::error::{Code, Error, Result};
 use crate::id::{new_id, sha256_hex};
+use crate::metrics::{Meter, Metrics};
 use crate::model::*;
 use crate::ops::{self, Ctx};
 use crate::store::{Loads, LockMode, Store, TaskFilter, Tx, WriteJob};
@@ -32,6 +33,8 @@ pub struct Baton {
     closing: Arc<tokio::sync::watch::Sender<bool>>,
     /// Where artifacts' bytes go; `None` until [`Baton::with_blobs`].
     blobs: Option<Blobs>,
+    /// What this process committed and how long its claims took, for `/metrics`.
+    meter: Arc<Meter>,
 }
 
 impl std::fmt::Debug for Baton {
@@ -48,6 +51,9 @@ struct Job<F, T> {
     /// known: see [`WriteJob::loads`].
     loads: Option<(Loads, String, String)>,
     out: Option<Result<T>>,
+    /// The events its operation emitted in its last run, counted once committed.
+    emitted: Vec<(String, String)>,
+    meter: Arc<Meter>,
     reply: Option<oneshot::Sender<Result<T>>>,
     /// Its place in the backlog, given back when the job is dropped (after its answer).
     _slot: Slot,
@@ -59,7 +65,8 @@ where
     T: Send,
 {
     fn run(&mut self, tx: &mut dyn Tx) -> Result<()> {
-        let out = (self.op)(tx);
+        let (out, emitted) = crate::metrics::noted(|| (self.op)(tx));
+        self.emitted = emitted;
         let status = match &out {
             Ok(_) => Ok(()),
             Err(e) => Err(e.clone()),
@@ -79,6 +86,9 @@ where
     }
 
     fn finish(mut self: Box<Self>, committed: Result<()>) {
+        if committed.is_ok() && matches!(self.out, Some(Ok(_))) {
+            self.meter.committed(&self.emitted);
+        }
         let answer = match (committed, self.out.take()) {
             (_, Some(Err(op_error))) => Err(op_error),
             (Ok(()), Some(out)) => out,
@@ -105,6 +115,7 @@ impl Baton {
             backlog: Backlog::new(WriteLimits::default()),
             closing: Arc::new(tokio::sync::watch::Sender::new(false)),
             blobs: None,
+            meter: Arc::default(),
         }
     }
 
@@ -211,6 +222,8 @@ impl Baton {
             mode,
             loads,
             out: None,
+            emitted: Vec::new(),
+            meter: self.meter.clone(),
             reply: Some(reply),
             _slot: slot,
         }));
@@ -670,12 +683,19 @@ impl Baton {
         let waiting = (wait.0 > 0 && key.is_none())
             .then(|| self.register_waiter(actor, &req))
             .transpose()?;
+        // The time spent answering, not waiting for work to appear.
+        let mut busy = std::time::Duration::ZERO;
+        let measured = |busy: std::time::Duration, claims: Claims| {
+            self.meter.claimed(&actor.workspace_id, busy.as_secs_f64());
+            Ok(claims)
+        };
         loop {
             if let Some(w) = &waiting {
                 w.rearm();
             }
             let request = json!({ "op": "claim", "body": &req });
             let r = req.clone();
+            let attempt = std::time::Instant::now();
             let claims = answered(self.submit_item(
                 LockMode::Shared,
                 Admission::NewWork,
@@ -687,13 +707,14 @@ impl Baton {
                 move |ctx| ops::lease::claim(ctx, &r),
             )?)
             .await?;
+            busy += attempt.elapsed();
             let Some(w) = waiting.as_ref().filter(|_| claims.claims.is_empty()) else {
-                return Ok(claims);
+                return measured(busy, claims);
             };
             tokio::select! {
                 biased;
-                _ = tokio::time::sleep_until(deadline) => return Ok(claims),
-                _ = self.closing() => return Ok(claims),
+                _ = tokio::time::sleep_until(deadline) => return measured(busy, claims),
+                _ = self.closing() => return measured(busy, claims),
                 _ = w.woken() => {}
             }
         }
@@ -1134,6 +1155,25 @@ impl Baton {
     /// Every agent of the workspace.
     pub fn agents(&self, actor: &Actor) -> Result<AgentsOut> {
         self.read(actor, ops::registry::agents)
+    }
+
+    /// The workspace's metrics (DESIGN §7): its open tasks and agents by status, read now,
+    /// and what this process has committed in it and how long its claims took (each
+    /// replica reports its own; see [`crate::metrics`]).
+    pub fn metrics(&self, actor: &Actor) -> Result<Metrics> {
+        let (tasks, agents) = self.read(actor, |ctx| {
+            let tasks = ctx.tx.open_task_counts(ctx.ws)?;
+            let mut agents = std::collections::BTreeMap::new();
+            for agent in ctx.tx.agents(ctx.ws)? {
+                *agents.entry(agent.status).or_insert(0) += 1;
+            }
+            Ok((tasks, agents))
+        })?;
+        Ok(Metrics {
+            tasks,
+            agents,
+            measured: self.meter.of(&actor.workspace_id),
+        })
     }
 
     /// One agent by name or id.

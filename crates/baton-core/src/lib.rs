@@ -10,6 +10,7 @@
 //! - [`admission`]: refuses new work while the store is far behind.
 //! - [`blobs`]: the object store that holds artifacts' bytes.
 //! - `dispatch`: wakes as many waiting long-poll claims as there is work for.
+//! - [`metrics`]: what a replica measures of its work, for `/metrics`.
 //! - [`replay`]: rebuilds projections from the event log and compares them with the live ones.
 //! - [`error`]: the catalogue of stable error codes.
 
@@ -21,6 +22,7 @@ mod dispatch;
 pub mod engine;
 pub mod error;
 pub mod id;
+pub mod metrics;
 pub mod model;
 pub mod object;
 pub mod ops;

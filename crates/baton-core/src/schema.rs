@@ -14,7 +14,7 @@ pub fn validate(field: &str, schema: &Value, value: &Value) -> Result<()> {
     let validator = compile(schema).map_err(|e| {
         Error::invalid(
             format!("the task's {field} schema is invalid: {e}"),
-            "fix the schema with `baton task update`",
+            "fix the schema by updating the task",
         )
     })?;
     let problems: Vec<String> = validator
@@ -31,7 +31,7 @@ pub fn validate(field: &str, schema: &Value, value: &Value) -> Result<()> {
             "{field} does not match the task's {field}_schema: {}",
             problems.join("; ")
         ),
-        format!("send {field} that satisfies the schema; read it with `baton task get`"),
+        format!("send {field} that satisfies the schema; the schema is the task's {field}_schema"),
     )
     .with_details(serde_json::json!({ "violations": problems })))
 }

@@ -369,6 +369,10 @@ pub trait Tx {
     }
     /// Number of non-terminal children.
     fn open_children(&mut self, ws: &str, id: &str) -> Result<u64>;
+    /// How many of the workspace's tasks are in each status that is not final, in
+    /// lifecycle order, statuses with none left out (for `/metrics`; an index seek, not a
+    /// scan of the history).
+    fn open_task_counts(&mut self, ws: &str) -> Result<Vec<(crate::state::Status, u64)>>;
 
     /// A run of task `task_id`, by id. The task is named because a run is stored under its
     /// task (the embedded store keys runs by task, then id).

@@ -142,13 +142,15 @@ impl Duration {
         self.0 as i64
     }
 
-    /// Parses `30s`, `5m`, `2h`, `1d`, `250ms` or a bare integer (milliseconds).
+    /// Parses `30s`, `5m`, `2h`, `1d`, `250ms` or `0`: a unit is required, since text is
+    /// written by people (a JSON integer, read by [`Duration`]'s `Deserialize`, is
+    /// milliseconds).
     pub fn parse(text: &str) -> Result<Self> {
         let bad = || {
             Error::new(
                 Code::InvalidDuration,
                 format!("'{text}' is not a duration"),
-                "write a whole number with a unit: 250ms, 30s, 5m, 2h, 1d (a bare number is milliseconds)",
+                "write a whole number with a unit: 250ms, 30s, 5m, 2h, 1d",
             )
         };
         let t = text.trim();
@@ -158,6 +160,15 @@ impl Duration {
             return Err(bad());
         }
         let n: u64 = digits.parse().map_err(|_| bad())?;
+        // Written by people (flags, files): a number without a unit is too easily meant as
+        // seconds. Only JSON integers (programs' input) are read as milliseconds.
+        if unit.is_empty() && n != 0 {
+            return Err(Error::new(
+                Code::InvalidDuration,
+                format!("duration '{text}' has no unit"),
+                format!("write {n}s, {n}m or {n}ms (units: ms, s, m, h, d)"),
+            ));
+        }
         let factor = match unit {
             "" | "ms" => 1,
             "s" => 1000,
@@ -279,6 +290,35 @@ impl<'de> Deserialize<'de> for Duration {
     }
 }
 
+/// What a duration read from JSON expects. Every refusal of one ends with it (serde's own
+/// "invalid type … expected" included), so that a request body's reader can tell a bad
+/// duration from other bad input and answer `INVALID_DURATION`, as for one given as text.
+pub const DURATION_EXPECTED: &str = "a duration like 30s, 5m or 2h, or integer milliseconds";
+
+/// Reads an optional duration from text only (`30s`), for documents people write (plans):
+/// there a bare `3600` would silently be 3.6 seconds.
+pub fn text_only<'de, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<Duration>, D::Error> {
+    match Option::<serde_json::Value>::deserialize(d)? {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(text)) => Duration::parse(&text).map(Some).map_err(|e| {
+            serde::de::Error::custom(format!("{}: expected {DURATION_EXPECTED}", e.message))
+        }),
+        Some(serde_json::Value::Number(n)) => Err(serde::de::Error::custom(format!(
+            "{n} has no unit: write \"{n}s\", \"{n}m\" or \"{n}ms\"; expected {DURATION_EXPECTED}"
+        ))),
+        Some(other) => Err(serde::de::Error::custom(format!(
+            "invalid type: {other}, expected {DURATION_EXPECTED}"
+        ))),
+    }
+}
+
+/// Whether a deserializer's message (its position left out) is a refused duration.
+pub fn is_duration_fault(message: &str) -> bool {
+    message.ends_with(DURATION_EXPECTED)
+}
+
 /// Reads a duration as text (`30s`) or integer milliseconds, straight from the input: every
 /// task a write job loads carries one, so no buffering and no trial-and-error parse.
 struct DurationVisitor;
@@ -287,14 +327,16 @@ impl serde::de::Visitor<'_> for DurationVisitor {
     type Value = Duration;
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a duration like 30s, 5m or 2h, or integer milliseconds")
+        f.write_str(DURATION_EXPECTED)
     }
 
     fn visit_u64<E: serde::de::Error>(self, ms: u64) -> std::result::Result<Duration, E> {
         if ms <= MAX_DURATION_MS {
             Ok(Duration(ms))
         } else {
-            Err(E::custom("duration too long: at most 365d"))
+            Err(E::custom(format!(
+                "duration too long (at most 365d): expected {DURATION_EXPECTED}"
+            )))
         }
     }
 
@@ -306,7 +348,8 @@ impl serde::de::Visitor<'_> for DurationVisitor {
     }
 
     fn visit_str<E: serde::de::Error>(self, text: &str) -> std::result::Result<Duration, E> {
-        Duration::parse(text).map_err(|e| E::custom(e.message))
+        Duration::parse(text)
+            .map_err(|e| E::custom(format!("{}: expected {DURATION_EXPECTED}", e.message)))
     }
 }
 
@@ -423,7 +466,8 @@ mod tests {
             ("30s", 30_000, "30s"),
             ("5m", 300_000, "5m"),
             ("2h", 7_200_000, "2h"),
-            ("1500", 1500, "1500ms"),
+            ("1500ms", 1500, "1500ms"),
+            ("0", 0, "0ms"),
             ("90s", 90_000, "90s"),
         ] {
             let d = Duration::parse(text).unwrap();
@@ -439,6 +483,7 @@ mod tests {
             "1.5s",
             "99999999999999999999s",
             "400d",
+            "30",
         ] {
             let err = Duration::parse(bad).unwrap_err();
             assert_eq!(err.code, Code::InvalidDuration, "{bad}");

@@ -165,9 +165,15 @@ async fn emit(
 }
 
 /// The gateway of a stdio server on the embedded store: the router in-process, acting for
-/// the local user of the store (as the CLI does) in `workspace`.
-pub async fn local_gateway(baton: Baton, workspace: &str) -> baton_core::Result<Gateway> {
-    let actor = baton.actor(workspace, "mcp").await?;
+/// the local user of the store (as the CLI does) in `workspace`, under the agent's name when
+/// the server was given one (so its notes and tasks are recorded as that agent's, as its
+/// claims are), else as `mcp`.
+pub async fn local_gateway(
+    baton: Baton,
+    workspace: &str,
+    agent: Option<&str>,
+) -> baton_core::Result<Gateway> {
+    let actor = baton.actor(workspace, agent.unwrap_or("mcp")).await?;
     let key = ApiKey {
         id: "local".into(),
         workspace_id: actor.workspace_id.clone(),

@@ -572,8 +572,20 @@ fn compact_task_out(mut out: Value, detail: bool) -> Value {
 }
 
 /// An operation error as an MCP tool error: the HTTP error body as structured content, and
-/// `CODE: message (hint: …)` as text.
+/// `CODE: message (hint: …)` as text. A refused request body is the tool's arguments, and
+/// is said so: the caller never saw the HTTP request its arguments became.
 pub(crate) fn tool_error(e: &Error) -> CallToolResult {
+    let reworded;
+    let e = match e.message.strip_prefix("invalid request body: ") {
+        Some(what) => {
+            let mut e = e.clone();
+            e.message = format!("invalid arguments: {what}");
+            e.hint = "check the arguments against the tool's input schema".into();
+            reworded = e;
+            &reworded
+        }
+        None => e,
+    };
     let mut result = CallToolResult::structured_error(e.to_json());
     result.content = vec![rmcp::model::ContentBlock::text(e.to_string())];
     result

@@ -42,7 +42,7 @@ pub(crate) fn all() -> Vec<ToolDef> {
         "timeout": {"type": "string", "description": "The longest one attempt may run, e.g. 2h"},
         "max_attempts": {"type": "integer", "minimum": 1},
         "due_at": {"type": "string", "description": "Deadline, RFC 3339"},
-        "budget": {"type": "object", "description": "{\"max_cost\": N}: heartbeats signal budget_warning near it, budget_exceeded past it"},
+        "budget": {"type": "object", "description": "{\"max_cost\": N}: heartbeats signal budget_warning near it, budget_exhausted past it"},
         "review_required": {"type": "boolean"},
         "draft": {"type": "boolean", "default": false}
     });
@@ -125,7 +125,8 @@ pub(crate) fn all() -> Vec<ToolDef> {
             schema: obj(&["task_id"], json!({
                 "task_id": id(), "lease": lease(),
                 "progress": {"type": "number", "minimum": 0, "maximum": 1},
-                "message": {"type": "string"}, "usage": {"type": "object"}
+                "message": {"type": "string"},
+                "usage": {"type": "object", "description": "this run's totals so far, e.g. {\"cost\": 0.12, \"tokens_in\": 900}"}
             })),
         },
         ToolDef {

@@ -75,12 +75,44 @@ impl<T: DeserializeOwned> JsonBody<T> {
                 "send a JSON object with the documented fields",
             )));
         }
-        serde_json::from_slice(bytes).map_err(|e| {
-            ApiError(Error::invalid(
-                format!("invalid request body: {e}"),
+        let refuse = |(code, fault): (Code, String)| {
+            ApiError(Error::new(
+                code,
+                format!("invalid request body: {fault}"),
                 "send a JSON object with the documented fields",
             ))
-        })
+        };
+        let mut reader = serde_json::Deserializer::from_slice(bytes);
+        let value =
+            serde_path_to_error::deserialize(&mut reader).map_err(|e| refuse(body_fault(&e)))?;
+        // Whatever follows the object (a second value, stray text) is refused too.
+        reader
+            .end()
+            .map_err(|e| refuse((Code::InvalidInput, e.to_string())))?;
+        Ok(value)
+    }
+}
+
+/// What is wrong with a body, said so that any caller can act on it. Malformed JSON keeps
+/// serde's line and column (the caller wrote that text); a well-formed body with a field of
+/// the wrong type or name names the field by its path (`tasks[2].priority`) instead: an MCP
+/// tool's or the CLI's caller never saw the JSON the line and column would point into. A
+/// bad duration is `INVALID_DURATION`, wherever it is given.
+fn body_fault(e: &serde_path_to_error::Error<serde_json::Error>) -> (Code, String) {
+    let inner = e.inner();
+    if !inner.is_data() {
+        return (Code::InvalidInput, inner.to_string());
+    }
+    let text = inner.to_string();
+    let position = format!(" at line {} column {}", inner.line(), inner.column());
+    let what = text.strip_suffix(&position).unwrap_or(&text);
+    let code = match baton_core::time::is_duration_fault(what) {
+        true => Code::InvalidDuration,
+        false => Code::InvalidInput,
+    };
+    match e.path().to_string().as_str() {
+        "." => (code, what.to_string()),
+        path => (code, format!("{path}: {what}")),
     }
 }
 

@@ -184,6 +184,26 @@ async fn readyz(State(s): State<AppState>) -> Result<&'static str, ApiError> {
     Ok("ok")
 }
 
+/// The key's workspace in Prometheus's text format (DESIGN §7): tasks in each open status
+/// (`ready` is the queue's depth) and agents by status, read now; the events this replica
+/// committed, by type, and how long its claims took. Any role may read it: a scraper is
+/// given an observer's key (`authorization` in its scrape config).
+#[utoipa::path(get, path = "/metrics", tag = "health",
+    responses((status = 200, description = "Prometheus text exposition format 0.0.4",
+        content_type = "text/plain", body = String)))]
+async fn metrics(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    _: error::NoQuery,
+) -> Result<impl IntoResponse, ApiError> {
+    let actor = s.auth(&headers, &[Permission::Read])?.actor;
+    let text = s.baton.metrics(&actor)?.render();
+    Ok((
+        [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        text,
+    ))
+}
+
 /// This document: the OpenAPI 3.1 description of every route.
 #[utoipa::path(get, path = "/openapi.json", tag = "health",
     responses((status = 200, description = "The OpenAPI 3.1 document", body = Object)))]
@@ -205,6 +225,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(healthz))
         .routes(routes!(readyz))
         .routes(routes!(openapi_json))
+        .routes(routes!(metrics))
         .merge(tasks::routes())
         .merge(artifacts::routes())
         .merge(registry::routes())

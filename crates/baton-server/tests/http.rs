@@ -236,6 +236,8 @@ async fn errors_have_codes_and_statuses(backend: Backend) {
     assert_eq!(raw.status(), StatusCode::BAD_REQUEST);
     let v: Value = raw.json().await.unwrap();
     assert_eq!(error_code(&v), "INVALID_INPUT");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(message.contains("at line 1 column 2"), "{message}");
 
     let cases = [
         (
@@ -264,7 +266,21 @@ async fn errors_have_codes_and_statuses(backend: Backend) {
             "/v1/tasks".to_string(),
             Some(json!({"title": "x", "lease_ttl": "5x"})),
             StatusCode::BAD_REQUEST,
-            "INVALID_INPUT",
+            "INVALID_DURATION",
+        ),
+        (
+            "POST",
+            "/v1/tasks".to_string(),
+            Some(json!({"title": "x", "timeout": true})),
+            StatusCode::BAD_REQUEST,
+            "INVALID_DURATION",
+        ),
+        (
+            "POST",
+            "/v1/tasks".to_string(),
+            Some(json!({"title": "x", "lease_ttl": "500ms"})),
+            StatusCode::BAD_REQUEST,
+            "INVALID_DURATION",
         ),
         (
             "GET",
@@ -326,6 +342,37 @@ async fn errors_have_codes_and_statuses(backend: Backend) {
     for (method, path, body, status, code) in cases {
         let (st, v) = s.call(method, &path, body, &[]).await;
         assert_eq!((st, error_code(&v)), (status, code), "{method} {path}: {v}");
+    }
+    // A field of the wrong type or name is named by its path, not by a line and column of
+    // JSON that an MCP tool's or the CLI's caller never wrote; malformed JSON keeps them.
+    let messages = [
+        (
+            "/v1/tasks",
+            json!({"title": "A", "priority": "high"}),
+            "invalid request body: priority: invalid type: string \"high\", expected i64",
+        ),
+        (
+            "/v1/tasks",
+            json!({"title": "A", "lease_ttl": "5x"}),
+            "invalid request body: lease_ttl: '5x' is not a duration",
+        ),
+        (
+            "/v1/tasks/batch",
+            json!({"tasks": [{"ref": "a", "title": "A"}, {"ref": "b", "title": "B", "priority": "high"}]}),
+            "invalid request body: tasks[1]: invalid type: string \"high\"",
+        ),
+        (
+            "/v1/plans",
+            json!({"tasks": [{"ref": "a", "title": "A", "labels": "x"}]}),
+            "not a valid plan: invalid request body: tasks[0].labels: invalid type",
+        ),
+    ];
+    for (path, body, start) in messages {
+        let (st, v) = s.post(path, body).await;
+        assert!(st.is_client_error(), "{v}");
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(message.starts_with(start), "{message}");
+        assert!(!message.contains("line 1"), "{message}");
     }
     let big = "x".repeat(baton_server::MAX_BODY + 10);
     let resp = s
@@ -1062,6 +1109,7 @@ async fn every_route_checks_keys_roles_and_workspaces(backend: Backend) {
         ("GET", "/v1/events/stream".into(), json!(null), false, false),
         ("GET", "/v1/ws".into(), json!(null), false, false),
         ("GET", "/v1/whoami".into(), json!(null), false, false),
+        ("GET", "/metrics".into(), json!(null), false, false),
     ];
     let mut ops: Vec<(&str, String, Value, bool, bool)> = Vec::new();
     let lease = |extra: Value| {
@@ -2122,10 +2170,111 @@ async fn patch_null_clears_optional_fields(backend: Backend) {
     );
 }
 
+/// `/metrics` is Prometheus's text format for the key's workspace: open tasks and agents
+/// by status, the events this server committed (a refused call counts nothing) and how
+/// long its claims took. Another workspace's key sees its own figures only.
+async fn metrics_count_what_was_committed(backend: Backend) {
+    let s = Server::start(backend).await;
+    for title in ["a", "b", "c"] {
+        s.post("/v1/tasks", json!({ "title": title })).await;
+    }
+    let (_, c) = s.post("/v1/tasks/claim", json!({"agent": "w"})).await;
+    let id = c["claims"][0]["task"]["id"].as_str().unwrap().to_string();
+    let lease = c["claims"][0]["lease"]["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let forged = json!({"lease": "lse_1_forged"});
+    let (st, _) = s.post(&format!("/v1/tasks/{id}/complete"), forged).await;
+    assert_eq!(st, StatusCode::CONFLICT);
+    let (st, _) = s
+        .post(
+            &format!("/v1/tasks/{id}/complete"),
+            json!({ "lease": lease }),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+
+    let scrape = |auth: String| {
+        let request = s.http.get(format!("{}/metrics", s.base));
+        async move {
+            let resp = request.header("authorization", auth).send().await.unwrap();
+            let status = resp.status();
+            let kind = resp.headers()["content-type"].to_str().unwrap().to_string();
+            (status, kind, resp.text().await.unwrap())
+        }
+    };
+    let (st, kind, text) = scrape(format!("Bearer {}", s.key("observer", None).await)).await;
+    assert_eq!(st, StatusCode::OK, "{text}");
+    assert!(kind.starts_with("text/plain; version=0.0.4"), "{kind}");
+    let value = |text: &str, series: &str| -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    };
+    assert_eq!(
+        value(&text, "baton_tasks{status=\"ready\"}"),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, "baton_tasks{status=\"claimed\"}"),
+        None,
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, "baton_agents{status=\"active\"}"),
+        Some(1.0),
+        "{text}"
+    );
+    for (kind, n) in [
+        ("task.created", 3.0),
+        ("task.claimed", 1.0),
+        ("task.completed", 1.0),
+    ] {
+        let series = format!("baton_events_total{{type=\"{kind}\"}}");
+        assert_eq!(value(&text, &series), Some(n), "{series}: {text}");
+    }
+    assert_eq!(
+        value(&text, "baton_claim_seconds_count"),
+        Some(1.0),
+        "{text}"
+    );
+    let inf = "baton_claim_seconds_bucket{le=\"+Inf\"}";
+    assert_eq!(value(&text, inf), Some(1.0), "{text}");
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let (_, number) = line.rsplit_once(' ').unwrap();
+        assert!(number.parse::<f64>().is_ok(), "{line}");
+    }
+
+    let (_, ws) = s.post("/v1/workspaces", json!({"name": "metered"})).await;
+    let other = format!("Bearer {}", ws["key"]["token"].as_str().unwrap());
+    let (st, _, text) = scrape(other).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(
+        value(&text, "baton_tasks{status=\"ready\"}"),
+        None,
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, "baton_claim_seconds_count"),
+        Some(0.0),
+        "{text}"
+    );
+    assert!(!text.contains("task.created"), "{text}");
+    let (st, _, text) = scrape(String::new()).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED, "{text}");
+    let (st, v) = s.call("GET", "/metrics?format=json", None, &[]).await;
+    assert_eq!(
+        (st, error_code(&v)),
+        (StatusCode::BAD_REQUEST, "INVALID_INPUT")
+    );
+}
+
 on_every_backend!(
     backend:
     artifacts_over_http,
     patch_null_clears_optional_fields,
+    metrics_count_what_was_committed,
     a_store_far_behind_refuses_new_work_first,
     agent_loop_over_http,
     errors_have_codes_and_statuses,

@@ -1153,6 +1153,25 @@ impl Tx for PgTx<'_> {
         Ok((due, self.pool_rest(ws, ready, page)))
     }
 
+    fn open_task_counts(&mut self, ws: &str) -> Result<Vec<(baton_core::state::Status, u64)>> {
+        // The predicate is the open-status index's own, so the count reads that index only.
+        let rows = self.rows(
+            &format!(
+                "SELECT status, count(*) FROM tasks WHERE workspace_id = $1 AND {OPEN} \
+                 GROUP BY status"
+            ),
+            &[t(ws)],
+        )?;
+        let mut counts = Vec::new();
+        for row in rows {
+            let status: String = row.try_get(0).map_err(db_err)?;
+            let n: i64 = row.try_get(1).map_err(db_err)?;
+            counts.push((baton_core::state::Status::parse(&status)?, n as u64));
+        }
+        counts.sort();
+        Ok(counts)
+    }
+
     fn open_children(&mut self, ws: &str, id: &str) -> Result<u64> {
         if let Some(l) = self.loaded.iter().find(|l| l.ws == ws && l.task_id == id) {
             return Ok(l.open_children);

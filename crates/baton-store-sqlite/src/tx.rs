@@ -490,6 +490,26 @@ impl Tx for SqliteTx<'_> {
         Ok(due)
     }
 
+    fn open_task_counts(&mut self, ws: &str) -> Result<Vec<(Status, u64)>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT status, count(*) FROM tasks WHERE workspace_id = +?1 AND {OPEN} \
+                 GROUP BY status"
+            ))
+            .map_err(db_err)?;
+        let rows = stmt
+            .query_map([ws], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+            .map_err(db_err)?;
+        let mut counts = Vec::new();
+        for row in rows {
+            let (status, n) = row.map_err(db_err)?;
+            counts.push((Status::parse(&status)?, n as u64));
+        }
+        counts.sort();
+        Ok(counts)
+    }
+
     fn open_children(&mut self, ws: &str, id: &str) -> Result<u64> {
         let mut stmt = self
             .conn

@@ -64,7 +64,7 @@ async def workflow(planner, worker):
     second = (await call(planner, "task_create", title="Search endpoint", parent_id=parent["id"]))["task"]
     await call(planner, "deps", task_id=second["id"], action="add", blocker_id=first["id"])
     assert (await call(planner, "task_get", task_id=second["id"]))["task"]["status"] == "blocked"
-    await call(planner, "context_add", task_id=parent["id"], type="decision", content="Use SQLite FTS5")
+    decided = (await call(planner, "context_add", task_id=parent["id"], type="decision", content="Use SQLite FTS5"))["context"]
     # Fields are set by update, and null clears one a task may be without.
     await call(planner, "task_update", task_id=parent["id"], description="draft", timeout="2h",
                budget={"max_cost": 5}, due_at="2031-01-01T00:00:00Z")
@@ -126,6 +126,12 @@ async def workflow(planner, worker):
     beat = await worker.call_tool("heartbeat", {"task_id": second["id"]})
     assert beat.is_error and "holds no lease" not in beat.content[0].text, beat.content[0].text
 
+    # Arguments the API refuses are named as the tool's arguments, by field, not as an
+    # HTTP body placed by line and column.
+    bad = await planner.call_tool("task_create", {"title": "x", "priority": "high"})
+    text = bad.content[0].text
+    assert bad.is_error and text.startswith("INVALID_INPUT: invalid arguments: priority:"), text
+    assert "line 1" not in text and "input schema" in text, text
     codes = {
         "unknown tool": await error(worker, "no_such_tool", {}),
         "wrong type": await error(worker, "task_get", {"task_id": 5}),
@@ -158,7 +164,7 @@ async def workflow(planner, worker):
         "after on the newest events": "INVALID_INPUT", "artifact without bytes": "INVALID_INPUT",
         "artifact not there": "NOT_FOUND",
     }, codes
-    return {"tools_list_bytes": size, "tools": len(names), "errors": codes}
+    return {"tools_list_bytes": size, "tools": len(names), "errors": codes, "decided_by": decided["created_by"]}
 
 
 async def race(baton, data_dir, agents):
@@ -183,6 +189,8 @@ async def main():
         baton, data_dir = sys.argv[2], sys.argv[3]
         async with stdio(baton, data_dir, "planner") as planner, stdio(baton, data_dir, "worker-1") as worker:
             out = await workflow(planner, worker)
+        # A stdio server given --agent records its writes as that agent's, not as "mcp".
+        assert out["decided_by"] == "planner", out
     elif mode == "http":
         url, planner_key, worker_key = sys.argv[2], sys.argv[3], sys.argv[4]
         async with http(url, planner_key) as planner, http(url, worker_key) as worker:

@@ -326,7 +326,7 @@ pub fn remove_dep(
                 "no {} dependency from {blocker_id} to {blocked_id}",
                 kind_name(kind)
             ),
-            "list the task's dependencies with `baton brief`",
+            "the task's brief lists its dependencies",
         ));
     };
     ctx.tx.delete_dep(ctx.ws, blocker_id, blocked_id, kind)?;

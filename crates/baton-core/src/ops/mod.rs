@@ -54,6 +54,7 @@ impl Ctx<'_> {
 
     /// Appends an event whose data is already JSON text.
     pub fn emit_raw(&mut self, kind: &str, task_id: Option<&str>, data: &str) -> Result<()> {
+        crate::metrics::note(self.ws, kind);
         self.tx.append_event(NewEvent {
             workspace_id: self.ws,
             kind,

@@ -108,10 +108,10 @@ pub struct PlanTask {
     #[serde(default)]
     pub blocked_by: Vec<String>,
     /// Lease TTL.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::time::text_only")]
     pub lease_ttl: Option<Duration>,
     /// The longest one attempt may run (no heartbeat extends a lease past it).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::time::text_only")]
     pub timeout: Option<Duration>,
     /// Attempts allowed.
     #[serde(default)]
@@ -200,10 +200,10 @@ pub fn parse(text: &str) -> Result<PlanDoc> {
 }
 
 /// A plan document that did not parse into a [`PlanDoc`] as another surface reported it
-/// (`INVALID_INPUT` of a JSON body): `INVALID_PLAN`, as the same file is refused by
-/// [`parse`].
+/// (`INVALID_INPUT` or `INVALID_DURATION` of a JSON body): `INVALID_PLAN`, as the same file
+/// is refused by [`parse`].
 pub fn as_plan_error(e: Error) -> Error {
-    if e.code == Code::InvalidInput {
+    if matches!(e.code, Code::InvalidInput | Code::InvalidDuration) {
         plan_error(format!("not a valid plan: {}", e.message))
     } else {
         e
@@ -281,7 +281,7 @@ fn order(flat: &[Flat<'_>], index: &HashMap<&str, usize>) -> Result<Vec<usize>> 
                             ),
                             "a plan creates each task after its parent and its blockers; remove one \
                              edge of the path (a parent blocked by its own child: add that edge \
-                             with `baton dep add` once both exist)",
+                             as a dependency once both exist)",
                         )
                         .with_details(json!({ "path": path })));
                     }

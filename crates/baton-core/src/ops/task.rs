@@ -101,6 +101,9 @@ pub fn create(
                     parent.status.as_str()
                 ),
                 "create the task without a parent, or under an open task",
+            )
+            .with_details(
+                json!({ "parent_id": parent_id, "parent_status": parent.status.as_str() }),
             ));
         }
     }
@@ -488,7 +491,7 @@ pub fn unblock(ctx: &mut Ctx<'_>, id: &str) -> Result<TaskOut> {
             return Err(Error::new(
                 Code::InvalidTransition,
                 format!("task {id} is blocked on its dependencies"),
-                "it is released automatically when its blockers are done; or remove a dependency with `baton dep rm`",
+                "it is released automatically when its blockers are done; or remove the dependency that holds it",
             )
             .with_details(json!({ "status": "blocked", "blocked_reason": "dependencies", "allowed": ["update", "cancel"] })))
         }
