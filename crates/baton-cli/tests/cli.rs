@@ -1957,8 +1957,8 @@ fn plan_reapply_keeps_an_unblock_override() {
 }
 
 /// `task update`: changes fields and bumps the version; `--if-version` with the current
-/// version succeeds and with a stale one is VERSION_CONFLICT (retryable, naming the current
-/// version) without writing; intent is immutable.
+/// version succeeds and with a stale one is VERSION_CONFLICT (not retryable as it is: it names the
+/// current version to read again) without writing; intent is immutable.
 #[test]
 fn task_update_changes_fields_and_checks_versions() {
     let s = Store::new();
@@ -2007,7 +2007,7 @@ fn task_update_changes_fields_and_checks_versions() {
         ],
         "VERSION_CONFLICT",
     );
-    assert_eq!(e["retryable"], true, "{e}");
+    assert_eq!(e["retryable"], false, "{e}");
     assert_eq!(e["details"]["current_version"], 3, "{e}");
     assert_eq!(s.event_count(), before, "a refused update wrote events");
     s.fails_without_writing(

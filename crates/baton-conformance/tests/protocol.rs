@@ -2132,6 +2132,163 @@ async fn a_budget_counts_every_attempt(env: Env) {
         spend(second.lease.token.clone(), 0.4).await,
         json!(["budget_exhausted"])
     );
+    // A report without the cost keeps it (usage is totals, field by field); counts are
+    // never negative.
+    let tokens = Heartbeat {
+        usage: Some(json!({"tokens_in": 5})),
+        ..Default::default()
+    };
+    let out = env
+        .lease(&t.id, &second.lease.token, LeaseOp::Heartbeat(tokens))
+        .await
+        .unwrap();
+    assert_eq!(out["signals"], json!(["budget_exhausted"]), "{out}");
+    let brief = serde_json::to_value(env.baton.brief(&env.actor, &t.id, None).unwrap()).unwrap();
+    let newest = &brief["brief"]["runs"][0];
+    assert_eq!(
+        newest["usage"],
+        json!({"cost": 0.4, "tokens_in": 5}),
+        "{newest}"
+    );
+    let before = env.event_count();
+    let negative = Heartbeat {
+        usage: Some(json!({"tokens_out": -1})),
+        ..Default::default()
+    };
+    let err = env
+        .lease(&t.id, &second.lease.token, LeaseOp::Heartbeat(negative))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, Code::InvalidInput, "{err}");
+    assert_eq!(env.event_count(), before);
+}
+
+/// Gaps the probes found: a parent in review takes no new child (its approval would finish
+/// it over the child), nor a retried one; an update's input meets the task's input schema;
+/// a retried task drops the failure's reason; a finished task's steps stay as they were;
+/// a stale version is not retryable as it is.
+async fn review_schema_retry_and_finished_steps_hold(env: Env) {
+    let parent = env
+        .create(CreateTask {
+            title: "parent".into(),
+            review_required: Some(true),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let child = env
+        .create(CreateTask {
+            title: "child".into(),
+            parent_id: Some(parent.id.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let c = env.claim("w").await.unwrap();
+    assert_eq!(c.task.id, child.id);
+    let fail = Fail {
+        error: "boom".into(),
+        no_retry: true,
+        ..Default::default()
+    };
+    env.lease(&child.id, &c.lease.token, LeaseOp::Fail(fail))
+        .await
+        .unwrap();
+    let p = env.claim("w").await.unwrap();
+    assert_eq!(p.task.id, parent.id);
+    env.lease(&parent.id, &p.lease.token, complete())
+        .await
+        .unwrap();
+    assert_eq!(env.get(&parent.id).status, Status::Review);
+    let before = env.event_count();
+    let err = env
+        .create(CreateTask {
+            title: "late".into(),
+            parent_id: Some(parent.id.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, Code::InvalidTransition, "{err}");
+    assert_eq!(err.details.unwrap()["parent_status"], "review");
+    let err = env
+        .baton
+        .transition(&env.actor, None, Op::Retry, &child.id, None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, Code::InvalidTransition, "{err}");
+    assert_eq!(env.event_count(), before);
+    // Rejected, the parent is open again: the child is retried, without the old reason.
+    env.baton
+        .transition(
+            &env.actor,
+            None,
+            Op::Reject,
+            &parent.id,
+            Some("redo".into()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(env.get(&child.id).reason.as_deref(), Some("boom"));
+    env.baton
+        .transition(&env.actor, None, Op::Retry, &child.id, None)
+        .await
+        .unwrap();
+    let retried = env.get(&child.id);
+    assert_eq!((retried.status, retried.reason), (Status::Ready, None));
+
+    let typed = env
+        .create(CreateTask {
+            title: "typed".into(),
+            input_schema: Some(json!({"type": "object", "required": ["a"]})),
+            input: Some(json!({"a": 1})),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let before = env.event_count();
+    let bad = UpdateTask {
+        input: Some(Some(json!({"b": 2}))),
+        ..Default::default()
+    };
+    let err = env
+        .baton
+        .update_task(&env.actor, None, &typed.id, bad)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, Code::SchemaViolation, "{err}");
+    assert_eq!(env.get(&typed.id).input, Some(json!({"a": 1})));
+    let stale = UpdateTask {
+        title: Some("renamed".into()),
+        version: Some(99),
+        ..Default::default()
+    };
+    let err = env
+        .baton
+        .update_task(&env.actor, None, &typed.id, stale)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, Code::VersionConflict, "{err}");
+    assert!(!err.code.retryable());
+    assert_eq!(env.event_count(), before);
+
+    let step = env
+        .baton
+        .add_step(&env.actor, None, &typed.id, "s".into(), None, None)
+        .await
+        .unwrap();
+    env.baton
+        .transition(&env.actor, None, Op::Cancel, &typed.id, None)
+        .await
+        .unwrap();
+    let before = env.event_count();
+    let err = env
+        .baton
+        .done_step(&env.actor, None, &typed.id, &step.step.id, None, None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, Code::InvalidTransition, "{err}");
+    assert_eq!(env.event_count(), before);
 }
 
 /// An update clears what a task may be without (`Some(None)`, null on the wire) and keeps
@@ -2835,6 +2992,7 @@ async fn artifacts_attach_list_read_and_replay(env: Env) {
 on_every_backend!(
     a_task_reads_as_of_an_event,
     a_budget_counts_every_attempt,
+    review_schema_retry_and_finished_steps_hold,
     an_update_clears_optional_fields,
     artifacts_attach_list_read_and_replay,
     claim_order_is_priority_then_due_then_age,

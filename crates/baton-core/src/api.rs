@@ -331,9 +331,10 @@ pub struct Heartbeat {
     /// What the agent is doing now.
     #[serde(default)]
     pub message: Option<String>,
-    /// This run's cost so far (not since the last heartbeat), e.g. `{"cost": 0.12,
-    /// "tokens_in": 1000}`. The task's budget counts it with what earlier runs last
-    /// reported.
+    /// This run's usage so far (totals, not since the last heartbeat), e.g. `{"cost": 0.12,
+    /// "tokens_in": 1000}`; a field left out keeps its last value. `cost`, `tokens_in`,
+    /// `tokens_out`, `seconds` and `tool_calls` are numbers of at least 0; other fields are
+    /// kept as sent. The task's budget counts the cost with what earlier runs last reported.
     #[serde(default)]
     pub usage: Option<Value>,
     /// Lease TTL to extend by instead of the task's.

@@ -51,7 +51,9 @@ codes! {
     MethodNotAllowed => "METHOD_NOT_ALLOWED", 405, false;
     InvalidTransition => "INVALID_TRANSITION", 409, false;
     LeaseLost => "LEASE_LOST", 409, false;
-    VersionConflict => "VERSION_CONFLICT", 409, true;
+    // Not retryable: the same call, with the same stale version, fails the same way; the
+    // hint says to read the task again and send the change anew.
+    VersionConflict => "VERSION_CONFLICT", 409, false;
     Cycle => "CYCLE", 409, false;
     AlreadyExists => "ALREADY_EXISTS", 409, false;
     OpenChildren => "OPEN_CHILDREN", 409, false;
@@ -207,7 +209,7 @@ impl utoipa::PartialSchema for Code {
             .schema_type(Type::String)
             .enum_values(Some(Code::ALL.iter().map(|c| c.as_str())))
             .description(Some(
-                "A stable error code; retryable codes are VERSION_CONFLICT, RATE_LIMITED, BUSY, STORAGE",
+                "A stable error code; retryable codes (the same call again may succeed) are RATE_LIMITED, BUSY, UNAVAILABLE, STORAGE",
             ))
             .into()
     }

@@ -118,7 +118,10 @@ impl AppState {
             .ok_or_else(|| {
                 ApiError(baton_core::Error::new(
                     baton_core::Code::Unauthorized,
-                    "no API key",
+                    match headers.contains_key("authorization") {
+                        true => "no API key: the Authorization header is not `Bearer <key>`",
+                        false => "no API key",
+                    },
                     "send Authorization: Bearer <key>; create one with `baton key create --role ROLE`",
                 ))
             })?;

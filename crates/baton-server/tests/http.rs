@@ -374,6 +374,19 @@ async fn errors_have_codes_and_statuses(backend: Backend) {
         assert!(message.starts_with(start), "{message}");
         assert!(!message.contains("line 1"), "{message}");
     }
+    // A page that ends the listing says so, even when it is exactly full; filters that
+    // can match nothing are refused.
+    let (_, page) = s.get("/v1/tasks?limit=1").await;
+    assert_eq!(page["tasks"].as_array().unwrap().len(), 1, "{page}");
+    assert!(page.get("next_cursor").is_none(), "{page}");
+    for query in ["label=", "parent=", "label=a,b"] {
+        let (st, v) = s.get(&format!("/v1/tasks?{query}")).await;
+        assert_eq!(
+            (st, error_code(&v)),
+            (StatusCode::BAD_REQUEST, "INVALID_INPUT"),
+            "{query}"
+        );
+    }
     let big = "x".repeat(baton_server::MAX_BODY + 10);
     let resp = s
         .http

@@ -107,7 +107,7 @@ pub fn text_or_base64(bytes: Vec<u8>) -> (Option<String>, Option<String>) {
 fn too_large(size: usize) -> Error {
     Error::new(
         Code::TooLarge,
-        format!("the artifact is {size} bytes; the limit is {MAX_ARTIFACT_BYTES}"),
+        format!("the artifact is over the limit of {MAX_ARTIFACT_BYTES} bytes ({size} or more)"),
         "store larger outputs elsewhere and record where with a context entry of type reference",
     )
 }

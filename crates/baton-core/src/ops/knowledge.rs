@@ -186,6 +186,8 @@ pub fn done_step(
         check_len("notes", n, MAX_TEXT)?;
     }
     let mut task = ctx.task(task_id)?;
+    // A finished task's plan is its record: as no step is added, none is marked.
+    crate::state::check_open(task_id, task.status, "mark a step of")?;
     // By id, or by the position a briefing shows (1 for the first step).
     let position: Option<u32> = step_id.parse().ok();
     let mut step = ctx

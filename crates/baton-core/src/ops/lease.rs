@@ -467,6 +467,9 @@ pub fn start(ctx: &mut Ctx<'_>, id: &str, token: &str) -> Result<TaskOut> {
     })
 }
 
+/// Usage fields that are counts or amounts (DESIGN §2's ledger): numbers of at least 0.
+const USAGE_COUNTS: &[&str] = &["cost", "tokens_in", "tokens_out", "seconds", "tool_calls"];
+
 /// The cost a run's usage reports (its cost so far).
 fn cost(usage: &Option<serde_json::Value>) -> Option<f64> {
     usage.as_ref()?.get("cost")?.as_f64()
@@ -490,8 +493,18 @@ pub fn heartbeat(ctx: &mut Ctx<'_>, id: &str, token: &str, hb: &Heartbeat) -> Re
         run.message = Some(m.clone());
     }
     if hb.usage.is_some() {
-        super::check_object("usage", &hb.usage, &["cost"])?;
-        run.usage = hb.usage.clone();
+        super::check_object("usage", &hb.usage, USAGE_COUNTS)?;
+        // Totals so far, field by field: a report that leaves a field out keeps its last
+        // value (a heartbeat with tokens only does not erase the run's cost).
+        let mut usage = match run.usage.take() {
+            Some(serde_json::Value::Object(earlier)) => earlier,
+            _ => serde_json::Map::new(),
+        };
+        if let Some(serde_json::Value::Object(now)) = &hb.usage {
+            usage.extend(now.clone());
+        }
+        super::check_json("usage", &Some(serde_json::Value::Object(usage.clone())))?;
+        run.usage = Some(serde_json::Value::Object(usage));
     }
     let mut signals = Vec::new();
     if task.version > run.seen_version {
@@ -710,13 +723,20 @@ pub fn approve(ctx: &mut Ctx<'_>, id: &str, comment: Option<String>) -> Result<T
     if let Some(c) = &comment {
         check_len("comment", c, MAX_TEXT)?;
     }
+    // Children open now were open at a completion that said `force`; the approval goes
+    // through as that completion did, and says so.
+    let open = ctx.tx.open_children(ctx.ws, id)?;
+    let warnings = match open {
+        0 => vec![],
+        n => vec![format!("approved with {n} open child task(s)")],
+    };
     task.status = Status::Done;
     task.reason = comment;
     ctx.save(&mut task, "task.approved", &[])?;
     graph::on_blocker_ended(ctx, id)?;
     Ok(TaskOut {
         task: task.view(),
-        warnings: vec![],
+        warnings,
     })
 }
 

@@ -93,14 +93,20 @@ pub fn create(
     let project = project(ctx, req.project.as_deref())?;
     if let Some(parent_id) = &req.parent_id {
         let parent = ctx.task(parent_id)?;
-        if parent.status.is_terminal() {
+        // A parent in review was completed with its children finished: approving it would
+        // finish it over a child added now.
+        if parent.status.is_terminal() || parent.status == Status::Review {
+            let hint = match parent.status {
+                Status::Review => "reject the parent first (it goes back to ready) to add work under it, or create the task without a parent",
+                _ => "create the task without a parent, or under an open task",
+            };
             return Err(Error::new(
                 Code::InvalidTransition,
                 format!(
                     "parent {parent_id} is {}; it cannot take new children",
                     parent.status.as_str()
                 ),
-                "create the task without a parent, or under an open task",
+                hint,
             )
             .with_details(
                 json!({ "parent_id": parent_id, "parent_status": parent.status.as_str() }),
@@ -265,6 +271,14 @@ pub fn list(ctx: &mut Ctx<'_>, filter: TaskFilter) -> Result<TasksOut> {
     ] {
         if let Some(v) = value {
             super::check_ref(field, v)?;
+            // An empty filter, or a label with the separator labels cannot hold, matches
+            // nothing by construction: refused, as the event stream refuses it.
+            if v.is_empty() || (field == "label" && v.contains(',')) {
+                return Err(Error::invalid(
+                    format!("{field} filter {v:?} can match no task"),
+                    format!("give one {field}, or leave the filter out"),
+                ));
+            }
         }
     }
     if let Some(cursor) = &filter.after_id {
@@ -275,13 +289,19 @@ pub fn list(ctx: &mut Ctx<'_>, filter: TaskFilter) -> Result<TasksOut> {
             ));
         }
     }
-    let tasks: Vec<Task> = ctx
+    // One past the page tells a full last page from one that has more after it.
+    let probe = TaskFilter {
+        limit: filter.limit + 1,
+        ..filter
+    };
+    let mut tasks: Vec<Task> = ctx
         .tx
-        .list_tasks(ctx.ws, &filter)?
+        .list_tasks(ctx.ws, &probe)?
         .into_iter()
         .map(|t| t.view())
         .collect();
-    let next_cursor = if tasks.len() == limit {
+    let next_cursor = if tasks.len() > limit {
+        tasks.truncate(limit);
         tasks.last().map(|t| t.id.clone())
     } else {
         None
@@ -392,6 +412,10 @@ pub fn update(ctx: &mut Ctx<'_>, id: &str, req: UpdateTask) -> Result<TaskOut> {
     }
     if let Some(input) = req.input {
         check_json("input", &input)?;
+        // Checked as at creation: an input the task's schema refuses is never stored.
+        if let (Some(schema), Some(input)) = (&task.input_schema, &input) {
+            crate::schema::validate("input", schema, input)?;
+        }
         task.input = input;
     }
     if let Some(schema) = req.output_schema {
@@ -456,14 +480,15 @@ pub fn retry(ctx: &mut Ctx<'_>, id: &str) -> Result<TaskOut> {
     // children): the parent is retried first, if it failed, or the work goes elsewhere.
     if let Some(parent_id) = &task.parent_id {
         let parent = ctx.task(parent_id)?;
-        if parent.status.is_terminal() {
+        if parent.status.is_terminal() || parent.status == Status::Review {
             return Err(Error::new(
                 Code::InvalidTransition,
                 format!(
                     "cannot retry task {id}: its parent {parent_id} is {}",
                     parent.status.as_str()
                 ),
-                "retry the parent first if it failed; otherwise create a new task for the work",
+                "retry the parent first if it failed (reject it if it is in review); otherwise \
+                 create a new task for the work",
             )
             .with_details(
                 json!({ "parent_id": parent_id, "parent_status": parent.status.as_str() }),
@@ -472,6 +497,8 @@ pub fn retry(ctx: &mut Ctx<'_>, id: &str) -> Result<TaskOut> {
     }
     task.attempts = 0;
     task.not_before = None;
+    // The failure's reason stays with its run (the brief shows it), not on the task anew.
+    task.reason = None;
     graph::settle(ctx, &mut task)?;
     ctx.save(&mut task, "task.retried", &[])?;
     // Its dependents were blocked by its failure; now they wait on it again.
