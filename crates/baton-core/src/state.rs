@@ -98,6 +98,12 @@ impl Status {
         matches!(self, Status::Draft | Status::Ready | Status::Blocked)
     }
 
+    /// States of a task that takes no new or retried child: final ones, and review (an
+    /// approval would finish the task over the child's open work).
+    pub fn is_closed_to_children(self) -> bool {
+        self.is_terminal() || self == Status::Review
+    }
+
     /// States in which an agent holds a lease on the task.
     pub fn is_leased(self) -> bool {
         matches!(self, Status::Claimed | Status::InProgress | Status::Waiting)

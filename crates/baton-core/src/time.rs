@@ -302,9 +302,9 @@ pub fn text_only<'de, D: Deserializer<'de>>(
 ) -> std::result::Result<Option<Duration>, D::Error> {
     match Option::<serde_json::Value>::deserialize(d)? {
         None | Some(serde_json::Value::Null) => Ok(None),
-        Some(serde_json::Value::String(text)) => Duration::parse(&text).map(Some).map_err(|e| {
-            serde::de::Error::custom(format!("{}: expected {DURATION_EXPECTED}", e.message))
-        }),
+        Some(serde_json::Value::String(text)) => {
+            serde::de::Visitor::visit_str(DurationVisitor, &text).map(Some)
+        }
         Some(serde_json::Value::Number(n)) => Err(serde::de::Error::custom(format!(
             "{n} has no unit: write \"{n}s\", \"{n}m\" or \"{n}ms\"; expected {DURATION_EXPECTED}"
         ))),

@@ -95,7 +95,7 @@ pub fn create(
         let parent = ctx.task(parent_id)?;
         // A parent in review was completed with its children finished: approving it would
         // finish it over a child added now.
-        if parent.status.is_terminal() || parent.status == Status::Review {
+        if parent.status.is_closed_to_children() {
             let hint = match parent.status {
                 Status::Review => "reject the parent first (it goes back to ready) to add work under it, or create the task without a parent",
                 _ => "create the task without a parent, or under an open task",
@@ -480,7 +480,7 @@ pub fn retry(ctx: &mut Ctx<'_>, id: &str) -> Result<TaskOut> {
     // children): the parent is retried first, if it failed, or the work goes elsewhere.
     if let Some(parent_id) = &task.parent_id {
         let parent = ctx.task(parent_id)?;
-        if parent.status.is_terminal() || parent.status == Status::Review {
+        if parent.status.is_closed_to_children() {
             return Err(Error::new(
                 Code::InvalidTransition,
                 format!(
