@@ -82,7 +82,7 @@ pub(crate) fn update(a: &UpdateArgs) -> Result<UpdateTask, Error> {
     Ok(UpdateTask {
         version: a.version,
         title: a.title.clone(),
-        intent: a.intent.clone(),
+        intent: a.intent.clone().map(Some),
         description: patch(
             clears(
                 ClearField::Description,

@@ -643,6 +643,12 @@ fn every_operation_is_reachable_over_http_mcp_and_cli() {
             "task_update",
             "task publish",
         ),
+        (
+            "unblock_as_worker",
+            "POST /v1/tasks/{id}/unblock",
+            "task_update",
+            "task unblock",
+        ),
         ("claim", "POST /v1/tasks/claim", "claim", "claim"),
         (
             "lease_op",

@@ -1475,6 +1475,233 @@ async fn release_and_cancel(env: Env) {
     assert!(err.hint.contains("canceled"), "{}", err.hint);
 }
 
+/// Canceling a parent cancels its open descendants with it (a leased one's holder hears
+/// it at the next heartbeat; a finished one stays as it ended), and the dependents of each
+/// are told: nothing of the canceled work stays claimable.
+async fn cancel_takes_open_descendants_with_it(env: Env) {
+    let under = |title: &str, parent: &baton_core::model::Task, priority: i64| CreateTask {
+        title: title.into(),
+        parent_id: Some(parent.id.clone()),
+        priority: Some(priority),
+        ..Default::default()
+    };
+    let epic = env.task("epic").await;
+    let done = env.create(under("done", &epic, 20)).await.unwrap();
+    let leased = env.create(under("leased", &epic, 10)).await.unwrap();
+    let container = env.create(under("container", &epic, 0)).await.unwrap();
+    let grandchild = env
+        .create(under("grandchild", &container, 0))
+        .await
+        .unwrap();
+    let outside = env
+        .create(CreateTask {
+            title: "outside".into(),
+            blocked_by: vec![leased.id.clone()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let first = env.claim("w").await.unwrap();
+    assert_eq!(first.task.id, done.id);
+    env.lease(
+        &done.id,
+        &first.lease.token,
+        LeaseOp::Complete(Default::default()),
+    )
+    .await
+    .unwrap();
+    let second = env.claim("w").await.unwrap();
+    assert_eq!(second.task.id, leased.id);
+
+    let out = env
+        .baton
+        .transition(
+            &env.actor,
+            None,
+            Op::Cancel,
+            &epic.id,
+            Some("scope cut".into()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.task.status, Status::Canceled);
+    assert_eq!(out.task.reason.as_deref(), Some("scope cut"));
+    assert_eq!(out.warnings.len(), 1, "{:?}", out.warnings);
+    assert!(
+        out.warnings[0].contains("3 open descendant"),
+        "{:?}",
+        out.warnings
+    );
+    for t in [&leased, &container, &grandchild] {
+        let t = env.get(&t.id);
+        assert_eq!(t.status, Status::Canceled, "{}", t.title);
+        assert_eq!(
+            t.reason,
+            Some(format!("its ancestor {} was canceled", epic.id))
+        );
+    }
+    assert_eq!(
+        env.get(&done.id).status,
+        Status::Done,
+        "a finished child stays"
+    );
+    let err = env
+        .heartbeat(&leased.id, &second.lease.token)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, Code::LeaseLost);
+    assert!(err.hint.contains("canceled"), "{}", err.hint);
+    let outside = env.get(&outside.id);
+    assert_eq!(
+        (outside.status, outside.blocked_reason),
+        (Status::Blocked, Some(BlockedReason::DependencyFailed))
+    );
+    assert!(
+        env.claim("w").await.is_none(),
+        "nothing of the epic is left to claim"
+    );
+    assert_eq!(env.replay_difference().await, None);
+}
+
+/// A task created or published behind a blocker that already failed or was canceled is
+/// blocked `dependency_failed` and says so, to the caller (a warning naming the blocker,
+/// per item in a batch) and to watchers (`task.dependency_failed`), as when a blocker
+/// fails later.
+async fn a_task_born_behind_a_failed_blocker_says_so(env: Env) {
+    let gone = env.task("gone").await;
+    env.baton
+        .transition(&env.actor, None, Op::Cancel, &gone.id, None)
+        .await
+        .unwrap();
+    let behind = |title: &str, draft: bool| CreateTask {
+        title: title.into(),
+        blocked_by: vec![gone.id.clone()],
+        draft,
+        ..Default::default()
+    };
+    let said_so = |warnings: &[String], task: &baton_core::model::Task| {
+        assert_eq!(
+            (task.status, task.blocked_reason),
+            (Status::Blocked, Some(BlockedReason::DependencyFailed))
+        );
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("dependency_failed"), "{warnings:?}");
+        assert!(
+            warnings[0].contains(&format!("{} is canceled", gone.id)),
+            "{warnings:?}"
+        );
+        let last = env.all_events().pop().unwrap();
+        assert_eq!(
+            (last.kind.as_str(), last.task_id.as_deref()),
+            ("task.dependency_failed", Some(task.id.as_str()))
+        );
+    };
+    let created = env
+        .baton
+        .create_task(&env.actor, None, behind("created", false))
+        .await
+        .unwrap();
+    said_so(&created.warnings, &created.task);
+
+    let draft = env
+        .baton
+        .create_task(&env.actor, None, behind("draft", true))
+        .await
+        .unwrap();
+    assert!(draft.warnings.is_empty(), "a draft waits on nothing yet");
+    let published = env
+        .baton
+        .transition(&env.actor, None, Op::Publish, &draft.task.id, None)
+        .await
+        .unwrap();
+    said_so(&published.warnings, &published.task);
+
+    let item = baton_core::ops::task::BatchItem {
+        reference: "batched".into(),
+        task: behind("batched", false),
+    };
+    let batch = env
+        .baton
+        .create_batch(&env.actor, None, vec![item])
+        .await
+        .unwrap();
+    said_so(&batch.tasks[0].warnings, &batch.tasks[0].task);
+    assert_eq!(env.replay_difference().await, None);
+}
+
+/// Things are named by id or name alike, so a new name shaped like an id is refused: it
+/// would be read as another thing's id (or as an id that names nothing).
+async fn names_shaped_like_ids_are_refused(env: Env) {
+    let web = env
+        .baton
+        .create_project(&env.actor, None, web_request())
+        .await;
+    let web = web.unwrap();
+    for name in [web.project.id.clone(), baton_core::id::new_id("prj")] {
+        let req = CreateProject {
+            name: name.clone(),
+            ..web_request()
+        };
+        let err = env
+            .baton
+            .create_project(&env.actor, None, req)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, Code::InvalidInput, "{name}: {}", err.message);
+        assert!(err.message.contains("shaped like an id"), "{}", err.message);
+    }
+    let fresh = baton_core::id::new_id("agt");
+    let register = RegisterAgent {
+        agent: fresh.clone(),
+        capabilities: vec![],
+    };
+    let err = env
+        .baton
+        .register_agent(&env.actor, None, register)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, Code::InvalidInput, "{}", err.message);
+    let claim = ClaimRequest {
+        agent: fresh,
+        ..Default::default()
+    };
+    let err = env.baton.claim(&env.actor, None, claim).await.unwrap_err();
+    assert_eq!(err.code, Code::InvalidInput, "{}", err.message);
+}
+
+fn web_request() -> CreateProject {
+    CreateProject {
+        name: "web".into(),
+        lease_ttl: None,
+        retry_policy: None,
+        review_required: None,
+    }
+}
+
+/// Readers of the log never see the hashes of secrets (a lease's token, a key's), though
+/// the stored snapshots keep them: replay still restores the lease, which still works.
+async fn the_log_shows_no_secret_hashes(env: Env) {
+    let t = env.task("t").await;
+    let c = env.claim("w").await.unwrap();
+    let admin = env.baton.actor("default", "admin").await.unwrap();
+    env.baton.create_key(&admin, "worker", None).await.unwrap();
+    let events = env.all_events();
+    assert!(
+        events.iter().any(|e| e.kind == "task.claimed")
+            && events.iter().any(|e| e.kind == "key.created")
+    );
+    for e in &events {
+        assert!(
+            !e.data.to_string().contains("token_sha256"),
+            "{}: {}",
+            e.kind,
+            e.data
+        );
+    }
+    assert_eq!(env.replay_difference().await, None);
+    env.heartbeat(&t.id, &c.lease.token).await.unwrap();
+}
+
 /// Optimistic concurrency: a stale version is VERSION_CONFLICT with the current version.
 async fn version_conflict(env: Env) {
     let t = env.task("t").await;
@@ -1496,20 +1723,17 @@ async fn version_conflict(env: Env) {
         .unwrap_err();
     assert_eq!(err.code, Code::VersionConflict);
     assert_eq!(err.details.unwrap()["current_version"], t.version + 1);
-    let err = env
-        .baton
-        .update_task(
-            &env.actor,
-            None,
-            &t.id,
-            UpdateTask {
-                intent: Some("new why".into()),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap_err();
-    assert_eq!(err.code, Code::InvalidInput);
+    // Intent is immutable: neither replaced nor cleared (null).
+    for intent in [Some("new why".to_string()), None] {
+        let change = UpdateTask {
+            intent: Some(intent),
+            ..Default::default()
+        };
+        let err = env.baton.update_task(&env.actor, None, &t.id, change).await;
+        let err = err.unwrap_err();
+        assert_eq!(err.code, Code::InvalidInput);
+        assert!(err.message.contains("immutable"), "{}", err.message);
+    }
 }
 
 /// The same idempotency key and request return the original response and write nothing; the
@@ -3013,6 +3237,10 @@ on_every_backend!(
     output_schema_is_enforced,
     review_approve_and_reject,
     release_and_cancel,
+    cancel_takes_open_descendants_with_it,
+    a_task_born_behind_a_failed_blocker_says_so,
+    names_shaped_like_ids_are_refused,
+    the_log_shows_no_secret_hashes,
     version_conflict,
     idempotency_keys,
     context_and_briefing,

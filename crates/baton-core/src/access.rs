@@ -151,6 +151,7 @@ pub fn authenticate(ctx: &mut Ctx<'_>, token: &str) -> Result<Principal> {
         actor: Actor {
             workspace_id: key.workspace_id.clone(),
             name,
+            agent: key.agent.clone(),
         },
         key,
     })

@@ -13,6 +13,9 @@ pub struct Actor {
     pub workspace_id: String,
     /// The caller's name, recorded in events (`cli`, an agent's name, `system`).
     pub name: String,
+    /// The agent a key bound to one acts as (its `name` too): such a caller works only
+    /// under its own agent's leases, whatever tokens it holds.
+    pub agent: Option<String>,
 }
 
 /// Input of `task create`.
@@ -115,9 +118,13 @@ pub struct UpdateTask {
         skip_serializing_if = "Option::is_none"
     )]
     pub title: Option<String>,
-    /// Refused: intent is immutable. Present so the refusal can be explained.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub intent: Option<String>,
+    /// Refused, null too: intent is immutable. Present so the refusal can be explained.
+    #[serde(
+        default,
+        deserialize_with = "patch::clearable",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub intent: Option<Option<String>>,
     /// New description; null clears it.
     #[serde(
         default,

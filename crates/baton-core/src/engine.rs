@@ -313,6 +313,7 @@ impl Baton {
         let clock = self.clock.clone();
         let ws = actor.workspace_id.clone();
         let name = actor.name.clone();
+        let agent = actor.agent.clone();
         let key = key.map(str::to_string);
         let loads = loads.map(|(kind, id)| (kind, ws.clone(), id.to_string()));
         self.submit_tx_as(mode, admission, loads, move |tx| {
@@ -345,6 +346,7 @@ impl Baton {
                 now,
                 ws: &ws,
                 actor: &name,
+                agent: agent.as_deref(),
             };
             let out = op(&mut ctx)?;
             if let Some(key) = &key {
@@ -372,6 +374,7 @@ impl Baton {
                 now,
                 ws: &actor.workspace_id,
                 actor: &actor.name,
+                agent: actor.agent.as_deref(),
             };
             if let Some(op) = op.take() {
                 out = Some(op(&mut ctx)?);
@@ -390,6 +393,7 @@ impl Baton {
             &Actor {
                 workspace_id: String::new(),
                 name: name.into(),
+                agent: None,
             },
             |ctx| ctx.tx.workspace_by_name(workspace),
         )?;
@@ -405,6 +409,7 @@ impl Baton {
         Ok(Actor {
             workspace_id: ws.id,
             name: name.to_string(),
+            agent: None,
         })
     }
 
@@ -417,6 +422,7 @@ impl Baton {
                 let nobody = Actor {
                     workspace_id: String::new(),
                     name: String::new(),
+                    agent: None,
                 };
                 let name = name.to_string();
                 self.read(&nobody, move |ctx| ctx.tx.workspace_by_name(&name))?
@@ -473,6 +479,7 @@ impl Baton {
                 now,
                 ws: &ws.id,
                 actor: "system",
+                agent: None,
             };
             ctx.emit("workspace.created", None, json!({ "workspace": ws }))?;
             let project = Project {
@@ -519,6 +526,7 @@ impl Baton {
         let nobody = Actor {
             workspace_id: String::new(),
             name: String::new(),
+            agent: None,
         };
         self.read(&nobody, |ctx| ctx.tx.workspaces().map(|_| ()))
     }
@@ -528,6 +536,7 @@ impl Baton {
         let nobody = Actor {
             workspace_id: String::new(),
             name: String::new(),
+            agent: None,
         };
         self.read(&nobody, |ctx| crate::access::authenticate(ctx, token))
     }
@@ -567,6 +576,7 @@ impl Baton {
         let nobody = Actor {
             workspace_id: String::new(),
             name: "reaper".into(),
+            agent: None,
         };
         let workspaces = self.read(&nobody, |ctx| ctx.tx.workspaces())?;
         let (mut expired, mut first_error) = (0, None);
@@ -575,6 +585,7 @@ impl Baton {
             let actor = Actor {
                 workspace_id: ws.id,
                 name: "reaper".into(),
+                agent: None,
             };
             match self.reap(&actor).await {
                 Ok(n) => expired += n,
@@ -647,13 +658,31 @@ impl Baton {
             Op::Publish => ops::task::publish(ctx, &id),
             Op::Cancel => ops::task::cancel(ctx, &id, reason.clone()),
             Op::Retry => ops::task::retry(ctx, &id),
-            Op::Unblock => ops::task::unblock(ctx, &id),
+            Op::Unblock => ops::task::unblock(ctx, &id, &ops::task::Unblocker::Planner),
             Op::Approve => ops::lease::approve(ctx, &id, reason.clone()),
             Op::Reject => ops::lease::reject(ctx, &id, reason.clone().unwrap_or_default()),
             other => Err(Error::invalid(
                 format!("{} needs a lease", other.as_str()),
                 "use the lease operation",
             )),
+        })
+        .await
+    }
+
+    /// Unblocks a task as a worker: only one an agent blocked (not a failed dependency,
+    /// which a planner overrides), and with `agent` (the agent a key is bound to) only one
+    /// that agent blocked. Lets the agent that hit a blocker lift it once it is resolved.
+    pub async fn unblock_as_worker(
+        &self,
+        actor: &Actor,
+        key: Option<&str>,
+        id: &str,
+        agent: Option<String>,
+    ) -> Result<TaskOut> {
+        let request = json!({ "op": "unblock", "id": id, "reason": null });
+        let (id, by) = (id.to_string(), ops::task::Unblocker::Worker(agent));
+        self.write(actor, key, request, move |ctx| {
+            ops::task::unblock(ctx, &id, &by)
         })
         .await
     }
@@ -1181,15 +1210,16 @@ impl Baton {
         self.read(actor, |ctx| ops::registry::agent(ctx, name))
     }
 
-    /// Events after `after`, at most `limit` (1 to 1000).
+    /// Events after `after`, at most `limit` (1 to 1000), as readers see them: without the
+    /// hashes of secrets (lease tokens, API keys) the stored snapshots keep for replay.
     pub fn events(&self, actor: &Actor, after: u64, limit: u32) -> Result<EventsOut> {
         let limit = ops::check_limit("limit", limit)?;
         let after = ops::check_after(after)?;
-        self.read(actor, |ctx| {
-            Ok(EventsOut {
-                events: ctx.tx.events(ctx.ws, after, limit)?,
-            })
-        })
+        let mut events = self.read(actor, |ctx| ctx.tx.events(ctx.ws, after, limit))?;
+        for e in &mut events {
+            crate::model::drop_secret_hashes(&mut e.data);
+        }
+        Ok(EventsOut { events })
     }
 
     /// The sequence number of the newest event in the actor's workspace.

@@ -14,6 +14,18 @@ pub fn has_prefix(id: &str, prefix: &str) -> bool {
     id.len() == prefix.len() + 33 && id.starts_with(prefix) && id.as_bytes()[prefix.len()] == b'_'
 }
 
+/// Whether `s` has the shape of any identifier this crate makes: a short lowercase
+/// prefix, `_`, and 32 lowercase hex digits.
+pub fn is_id_shaped(s: &str) -> bool {
+    let Some((prefix, rest)) = s.split_once('_') else {
+        return false;
+    };
+    (1..=8).contains(&prefix.len())
+        && prefix.bytes().all(|b| b.is_ascii_lowercase())
+        && rest.len() == 32
+        && rest.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 /// A fresh secret token with a prefix, e.g. `lse_…`. Made of two random UUIDv4s (244 bits).
 pub fn new_secret(prefix: &str) -> String {
     format!(
@@ -68,5 +80,22 @@ mod tests {
             sha256_hex(""),
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
+    }
+
+    #[test]
+    fn ids_are_id_shaped_and_names_are_not() {
+        for prefix in ["agt", "prj", "tsk", "ws", "key"] {
+            assert!(is_id_shaped(&new_id(prefix)), "{prefix}");
+        }
+        for name in [
+            "w1",
+            "default",
+            "agt_w1",
+            "agt_0193ABCDEF",
+            "tsk_x_y",
+            "_abc",
+        ] {
+            assert!(!is_id_shaped(name), "{name}");
+        }
     }
 }

@@ -535,3 +535,17 @@ pub struct Event {
     /// The state of every entity the change touched, after the change.
     pub data: Value,
 }
+
+/// Removes every `token_sha256` member from an event's data, however deep: a hash of a
+/// secret tells a reader nothing it should act on, and a reader of the log may be anyone
+/// with read access. The stored event keeps it (replay restores leases and keys from it).
+pub fn drop_secret_hashes(data: &mut Value) {
+    match data {
+        Value::Object(map) => {
+            map.remove("token_sha256");
+            map.values_mut().for_each(drop_secret_hashes);
+        }
+        Value::Array(items) => items.iter_mut().for_each(drop_secret_hashes),
+        _ => {}
+    }
+}

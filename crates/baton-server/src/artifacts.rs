@@ -89,8 +89,8 @@ async fn read(
     Path(id): Path<String>,
     query: std::result::Result<Query<ReadQuery>, QueryRejection>,
 ) -> Result<Json<ArtifactOut>> {
-    let Query(q) = query.map_err(|e| bad_query(e, "use content=true, or no query"))?;
     let actor = s.auth(&headers, &[Permission::Read])?.actor;
+    let Query(q) = query.map_err(|e| bad_query(e, "use content=true, or no query"))?;
     Ok(Json(s.baton.artifact(&actor, &id, q.content).await?))
 }
 

@@ -200,8 +200,9 @@ pub(crate) struct StreamQuery {
 
 impl StreamQuery {
     /// Whether the subscriber gets `e`. Called on every event in log order, so the agent
-    /// `actor` names is known from its registration on.
-    fn keeps(&mut self, e: &Event) -> bool {
+    /// `actor` names is known from its registration on. `project_of` reads a task's
+    /// project, for the events about a task that do not carry it (`dependency.*`).
+    fn keeps(&mut self, e: &Event, project_of: impl FnOnce(&str) -> Option<String>) -> bool {
         if let (Some(name), None) = (&self.actor, &self.agent_id) {
             let agent = &e.data["agent"];
             if agent["name"].as_str() == Some(name) || agent["id"].as_str() == Some(name) {
@@ -226,10 +227,15 @@ impl StreamQuery {
                         .is_some_and(|id| e.data["run"]["agent_id"].as_str() == Some(id))
             })
             && self.project.as_ref().is_none_or(|p| {
-                // A task's event names its project; a project's own events are its too.
+                // A task's event names its project; a project's own events are its too. A
+                // task's project never changes, so reading it now is reading it then.
                 let of_task = e.data["task"]["project_id"].as_str();
                 let of_project = e.data["project"]["id"].as_str();
-                of_task.or(of_project) == Some(p.as_str())
+                match (of_task.or(of_project), &e.task_id) {
+                    (Some(id), _) => id == p,
+                    (None, Some(task)) => project_of(task).as_ref() == Some(p),
+                    (None, None) => false,
+                }
             })
     }
 }
@@ -240,6 +246,9 @@ fn subscribe(
     headers: &HeaderMap,
     query: Result<Query<StreamQuery>, QueryRejection>,
 ) -> Result<mpsc::Receiver<Item>, ApiError> {
+    let actor = s
+        .auth(headers, &[baton_core::access::Permission::Read])?
+        .actor;
     let Query(mut q) = query.map_err(|e| {
         ApiError(Error::invalid(
             format!("invalid query string: {}", e.body_text()),
@@ -260,9 +269,6 @@ fn subscribe(
         ),
         None => None,
     };
-    let actor = s
-        .auth(headers, &[baton_core::access::Permission::Read])?
-        .actor;
     for (field, value) in [
         ("task", &q.task),
         ("type", &q.kind),
@@ -374,7 +380,7 @@ async fn feed(
                     Ok(frame) if frame.event.seq <= after => {}
                     Ok(frame) if frame.event.seq == after + 1 => {
                         after = frame.event.seq;
-                        if q.keeps(&frame.event) {
+                        if q.keeps(&frame.event, |id| project_of(&baton, &actor, id)) {
                             batch.push(frame);
                         }
                     }
@@ -438,7 +444,7 @@ async fn catch_up(
         let mut batch = Vec::new();
         for e in page {
             *after = e.seq;
-            if q.keeps(&e) {
+            if q.keeps(&e, |id| project_of(baton, actor, id)) {
                 batch.push(Frame::new(e));
             }
         }
@@ -446,6 +452,11 @@ async fn catch_up(
             return false;
         }
     }
+}
+
+/// The project of task `id`, if the actor may read it.
+fn project_of(baton: &Baton, actor: &Actor, id: &str) -> Option<String> {
+    baton.get_task(actor, id).ok().map(|t| t.task.project_id)
 }
 
 /// The SSE frames of one subscriber, as a body stream.

@@ -129,8 +129,8 @@ async fn ready(
     headers: HeaderMap,
     query: std::result::Result<Query<ReadyQuery>, QueryRejection>,
 ) -> Result<Json<TasksOut>> {
-    let Query(q) = query.map_err(|e| bad_query(e, "use limit (1 to 1000)"))?;
     let actor = s.auth(&headers, &[Permission::Read])?.actor;
+    let Query(q) = query.map_err(|e| bad_query(e, "use limit (1 to 1000)"))?;
     Ok(Json(s.baton.ready(&actor, q.limit.unwrap_or(100))?))
 }
 
@@ -159,6 +159,7 @@ async fn list(
     headers: HeaderMap,
     query: std::result::Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<TasksOut>> {
+    let actor = s.auth(&headers, &[Permission::Read])?.actor;
     let Query(q) =
         query.map_err(|e| bad_query(e, "use status, parent, label, limit (1 to 1000), cursor"))?;
     let filter = TaskFilter {
@@ -169,10 +170,7 @@ async fn list(
         limit: q.limit.unwrap_or(100),
         ..Default::default()
     };
-    Ok(Json(s.baton.list_tasks(
-        &s.auth(&headers, &[Permission::Read])?.actor,
-        filter,
-    )?))
+    Ok(Json(s.baton.list_tasks(&actor, filter)?))
 }
 
 /// Query of `GET /v1/tasks/{id}`.
@@ -194,8 +192,8 @@ async fn read(
     Path(id): Path<String>,
     query: std::result::Result<Query<ReadQuery>, QueryRejection>,
 ) -> Result<Json<TaskOut>> {
-    let Query(q) = query.map_err(|e| bad_query(e, "use as_of=SEQ, or no query"))?;
     let actor = &s.auth(&headers, &[Permission::Read])?.actor;
+    let Query(q) = query.map_err(|e| bad_query(e, "use as_of=SEQ, or no query"))?;
     Ok(Json(match q.as_of {
         Some(seq) => s.baton.get_task_as_of(actor, &id, seq)?,
         None => s.baton.get_task(actor, &id)?,
@@ -554,17 +552,36 @@ async fn transition(
     op: Op,
     body: JsonBody<ReasonBody>,
 ) -> Result<Json<TaskOut>> {
-    let need = match op {
-        Op::Approve | Op::Reject => Permission::Review,
-        _ => Permission::Plan,
+    let need: &[Permission] = match op {
+        Op::Approve | Op::Reject => &[Permission::Review],
+        // A worker may lift a block an agent set (the core says which).
+        Op::Unblock => &[Permission::Plan, Permission::Work],
+        _ => &[Permission::Plan],
     };
-    let actor = s.auth(headers, &[need])?.actor;
+    let principal = s.auth(headers, need)?;
     let body = body.parse()?;
     let key = idempotency_key(headers)?;
-    let reason = body.reason.or(body.comment);
+    let reason = match (body.reason, body.comment) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError(Error::invalid(
+                "both reason and comment are given",
+                "give one of them: comment is another name for reason",
+            )))
+        }
+        (reason, comment) => reason.or(comment),
+    };
+    let actor = &principal.actor;
+    if op == Op::Unblock && principal.require(Permission::Plan).is_err() {
+        if let Some(r) = &reason {
+            baton_core::ops::check_len("reason", r, baton_core::ops::MAX_TEXT)?;
+        }
+        let agent = principal.key.agent.clone();
+        let out = s.baton.unblock_as_worker(actor, key.as_deref(), id, agent);
+        return Ok(Json(out.await?));
+    }
     Ok(Json(
         s.baton
-            .transition(&actor, key.as_deref(), op, id, reason)
+            .transition(actor, key.as_deref(), op, id, reason)
             .await?,
     ))
 }
@@ -605,14 +622,14 @@ transition_route!(
     retry,
     Op::Retry,
     "/v1/tasks/{id}/retry",
-    "Retry a failed or canceled task with a fresh attempt budget.",
+    "Retry a failed task with a fresh attempt budget (a canceled task stays canceled).",
     "The task, ready"
 );
 transition_route!(
     unblock,
     Op::Unblock,
     "/v1/tasks/{id}/unblock",
-    "Unblock a task blocked by an agent or by a failed dependency (overriding it).",
+    "Unblock a task blocked by an agent (a planner, or a worker: with a bound key, the agent that blocked it) or by a failed dependency (a planner, overriding it).",
     "The task, ready"
 );
 transition_route!(
@@ -779,10 +796,10 @@ async fn remove_dependency(
     Path((id, blocker)): Path<(String, String)>,
     query: std::result::Result<Query<KindQuery>, QueryRejection>,
 ) -> Result<Json<DepOut>> {
+    let actor = s.auth(&headers, &[Permission::Plan])?.actor;
     let Query(q) =
         query.map_err(|e| bad_query(e, "use kind: blocks, relates_to or discovered_from"))?;
     let kind = q.kind.unwrap_or(DepKind::Blocks);
-    let actor = s.auth(&headers, &[Permission::Plan])?.actor;
     let key = idempotency_key(&headers)?;
     Ok(Json(
         s.baton
@@ -812,9 +829,9 @@ async fn events(
     headers: HeaderMap,
     query: std::result::Result<Query<EventsQuery>, QueryRejection>,
 ) -> Result<Json<EventsOut>> {
+    let actor = s.auth(&headers, &[Permission::Read])?.actor;
     let Query(q) =
         query.map_err(|e| bad_query(e, "use after (a sequence number) and limit (1 to 1000)"))?;
-    let actor = s.auth(&headers, &[Permission::Read])?.actor;
     if q.last.is_some() && (q.after.is_some() || q.limit.is_some()) {
         return Err(Error::invalid(
             "last is an alternative to after and limit; both were given",

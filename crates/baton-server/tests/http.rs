@@ -611,13 +611,37 @@ async fn event_stream_replays_resumes_filters_and_follows(backend: Backend) {
         &[],
     )
     .await;
-    s.post("/v1/tasks", json!({"title": "here"})).await;
+    let (_, here) = s.post("/v1/tasks", json!({"title": "here"})).await;
     let (_, kind, data) = project.next().await;
     assert_eq!(kind, "project.updated", "{data}");
     assert_eq!(data["data"]["project"]["killed"], true, "{data}");
     let (_, kind, data) = project.next().await;
     assert_eq!(kind, "task.created", "{data}");
     assert_eq!(data["data"]["task"]["title"], "here", "{data}");
+    // Dependency events carry no task, and are the project's of the task that waits.
+    let (_, elsewhere2) = s
+        .post(
+            "/v1/tasks",
+            json!({"title": "elsewhere 2", "project": "other"}),
+        )
+        .await;
+    let (here, elsewhere2) = (&here["task"]["id"], &elsewhere2["task"]["id"]);
+    let (_, first) = s.post("/v1/tasks", json!({"title": "first"})).await;
+    let first = &first["task"]["id"];
+    for (blocked, blocker) in [(elsewhere2, first), (here, first)] {
+        let path = format!("/v1/tasks/{}/dependencies", blocked.as_str().unwrap());
+        let (st, v) = s.post(&path, json!({"blocker_id": blocker})).await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+    }
+    let (_, kind, data) = project.next().await;
+    assert_eq!(kind, "task.created", "{data}");
+    assert_eq!(data["data"]["task"]["title"], "first", "{data}");
+    let (_, kind, data) = project.next().await;
+    assert_eq!(kind, "dependency.added", "{data}");
+    assert_eq!(
+        &data["task_id"], here,
+        "the other project's edge is left out: {data}"
+    );
 
     // An agent's stream follows its runs, whoever sends their heartbeats (this key is an
     // admin's, not the agent's).
@@ -2306,7 +2330,117 @@ on_every_backend!(
     odd_input_is_refused_in_order_and_changes_nothing,
     probed_input_is_refused_and_the_log_stays_readable,
     probed_reads_and_edits_are_refused,
+    a_worker_lifts_the_block_it_set,
 );
+
+/// A key bound to an agent works only under that agent's leases. The agent that blocked a
+/// task may unblock it once the blocker is resolved (DESIGN §3): a key bound to another
+/// agent may not, nor may a worker override a failed dependency
+/// (a planner's call). `reason` and `comment` are one field: both at once is refused.
+async fn a_worker_lifts_the_block_it_set(backend: Backend) {
+    let s = Server::start(backend).await;
+    let (w1, w2) = (
+        s.key("worker", Some("w1")).await,
+        s.key("worker", Some("w2")).await,
+    );
+    let (w1, w2) = (format!("Bearer {w1}"), format!("Bearer {w2}"));
+    let (as_w1, as_w2) = (
+        [("authorization", w1.as_str())],
+        [("authorization", w2.as_str())],
+    );
+    let (_, t) = s.post("/v1/tasks", json!({"title": "needs creds"})).await;
+    let id = t["task"]["id"].as_str().unwrap().to_string();
+    let claim = Some(json!({"agent": "w1"}));
+    let (st, c) = s.call("POST", "/v1/tasks/claim", claim, &as_w1).await;
+    assert_eq!(st, StatusCode::OK, "{c}");
+    let lease = c["claims"][0]["lease"]["token"].as_str().unwrap();
+    // A key bound to another agent may not work under w1's lease, token or not.
+    let beat = Some(json!({"lease": lease, "message": "me too"}));
+    let heartbeat = format!("/v1/tasks/{id}/heartbeat");
+    let (st, v) = s.call("POST", &heartbeat, beat, &as_w2).await;
+    assert_eq!(
+        (st, error_code(&v)),
+        (StatusCode::FORBIDDEN, "FORBIDDEN"),
+        "{v}"
+    );
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("held by agent w1"),
+        "{v}"
+    );
+    let note = Some(json!({"type": "discovery", "content": "x", "lease": lease}));
+    let (st, v) = s
+        .call("POST", &format!("/v1/tasks/{id}/context"), note, &as_w2)
+        .await;
+    assert_eq!(
+        (st, error_code(&v)),
+        (StatusCode::FORBIDDEN, "FORBIDDEN"),
+        "{v}"
+    );
+    let block = json!({"lease": lease, "reason": "no credentials"});
+    let path = format!("/v1/tasks/{id}/block");
+    let (st, v) = s.call("POST", &path, Some(block), &as_w1).await;
+    assert_eq!(
+        (st, v["task"]["status"].as_str()),
+        (StatusCode::OK, Some("blocked"))
+    );
+
+    let unblock = format!("/v1/tasks/{id}/unblock");
+    let (st, v) = s.call("POST", &unblock, Some(json!({})), &as_w2).await;
+    assert_eq!(
+        (st, error_code(&v)),
+        (StatusCode::FORBIDDEN, "FORBIDDEN"),
+        "{v}"
+    );
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("blocked by agent w1"),
+        "{v}"
+    );
+    let both = json!({"reason": "a", "comment": "b"});
+    let (st, v) = s.call("POST", &unblock, Some(both), &as_w1).await;
+    assert_eq!(
+        (st, error_code(&v)),
+        (StatusCode::BAD_REQUEST, "INVALID_INPUT"),
+        "{v}"
+    );
+    let (_, v) = s.get(&format!("/v1/tasks/{id}")).await;
+    assert_eq!(v["task"]["status"], "blocked", "refusals changed nothing");
+    let (st, v) = s.call("POST", &unblock, Some(json!({})), &as_w1).await;
+    assert_eq!(
+        (st, v["task"]["status"].as_str()),
+        (StatusCode::OK, Some("ready")),
+        "{v}"
+    );
+
+    // A failed dependency is the planner's to override.
+    let (_, gone) = s.post("/v1/tasks", json!({"title": "gone"})).await;
+    let gone = gone["task"]["id"].as_str().unwrap().to_string();
+    s.post(&format!("/v1/tasks/{gone}/cancel"), json!({})).await;
+    let (st, d) = s
+        .post("/v1/tasks", json!({"title": "after", "blocked_by": [gone]}))
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{d}");
+    assert_eq!(d["task"]["blocked_reason"], "dependency_failed", "{d}");
+    let after = d["task"]["id"].as_str().unwrap();
+    let path = format!("/v1/tasks/{after}/unblock");
+    let (st, v) = s.call("POST", &path, Some(json!({})), &as_w1).await;
+    assert_eq!(
+        (st, error_code(&v)),
+        (StatusCode::FORBIDDEN, "FORBIDDEN"),
+        "{v}"
+    );
+    let (st, v) = s.post(&path, json!({})).await;
+    assert_eq!(
+        (st, v["task"]["status"].as_str()),
+        (StatusCode::OK, Some("ready")),
+        "{v}"
+    );
+}
 
 /// Odd input found by probing the API: each is a structured 4xx, the key and role are
 /// checked before the body, and nothing refused is written.
@@ -2467,6 +2601,30 @@ async fn odd_input_is_refused_in_order_and_changes_nothing(backend: Backend) {
         assert!(
             st.is_client_error() && !error_code(&v).is_empty(),
             "{method} {path}: {st} {v}"
+        );
+    }
+    // An id longer than any names nothing: bad input (400), not a large payload (413).
+    let long = format!("/v1/tasks/tsk_{}", "x".repeat(300));
+    let (st, v) = s.get(&long).await;
+    assert_eq!(
+        (st, error_code(&v)),
+        (StatusCode::BAD_REQUEST, "INVALID_INPUT"),
+        "{v}"
+    );
+    // Without a key, a bad query is 401 like any other call: the key is checked first.
+    for path in [
+        "/v1/tasks?limit=x",
+        "/v1/tasks/ready?limit=x",
+        "/v1/events?after=x",
+        "/v1/events/stream?after=x",
+        "/v1/tasks/tsk_x?as_of=x",
+        "/v1/artifacts/art_x?content=x",
+    ] {
+        let (st, v) = s.raw("GET", path, "", None).await;
+        assert_eq!(
+            (st, error_code(&v)),
+            (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
+            "{path}: {v}"
         );
     }
     // A struct inside a body is an object: serde's derive would also read an array of its

@@ -324,6 +324,7 @@ fn claim_job_then(
             now: baton_core::time::Clock::now(&SystemClock),
             ws: &job_ws,
             actor: "test",
+            agent: None,
         };
         let req = ClaimRequest {
             agent: job_agent.clone(),

@@ -530,6 +530,7 @@ pub(crate) async fn new_workspace(baton: &Baton, name: &str) -> anyhow::Result<(
     let admin = Actor {
         workspace_id: ws.id,
         name: "bench".into(),
+        agent: None,
     };
     let worker = baton.create_key(&admin, "worker", None).await?.key.token;
     let planner = baton.create_key(&admin, "planner", None).await?.key.token;
@@ -868,6 +869,7 @@ async fn http_bench(
     let quiet_admin = baton_core::api::Actor {
         workspace_id: quiet.id,
         name: "bench".into(),
+        agent: None,
     };
     let token = baton
         .create_key(&quiet_admin, "worker", None)
@@ -919,6 +921,7 @@ async fn sse_bench(baton: &Baton, base: &str, args: &Args) -> anyhow::Result<()>
     let admin = baton_core::api::Actor {
         workspace_id: ws.id,
         name: "bench".into(),
+        agent: None,
     };
     let observer = baton.create_key(&admin, "observer", None).await?.key.token;
     let planner = baton.create_key(&admin, "planner", None).await?.key.token;

@@ -36,6 +36,37 @@ pub fn settle(ctx: &mut Ctx<'_>, task: &mut Task) -> Result<()> {
     Ok(())
 }
 
+/// For a task that was just created or published straight into `blocked` with
+/// `dependency_failed`: the event a planner watches for (as when a blocker fails later),
+/// and a warning for the caller naming the blockers that ended badly. `None` otherwise.
+pub fn born_dependency_failed(ctx: &mut Ctx<'_>, task: &Task) -> Result<Option<String>> {
+    if task.blocked_reason != Some(BlockedReason::DependencyFailed) {
+        return Ok(None);
+    }
+    let mut ended = Vec::new();
+    for dep in ctx.tx.deps_of(ctx.ws, &task.id)? {
+        if dep.kind != DepKind::Blocks {
+            continue;
+        }
+        if let Some(b) = ctx.tx.task(ctx.ws, &dep.blocker_id)? {
+            if matches!(b.status, Status::Failed | Status::Canceled) {
+                ended.push(format!("{} is {}", b.id, b.status.as_str()));
+            }
+        }
+    }
+    ctx.emit(
+        "task.dependency_failed",
+        Some(&task.id),
+        json!({ "task": task }),
+    )?;
+    Ok(Some(format!(
+        "task {} is blocked (dependency_failed): {}; retry the blocker, or unblock this task \
+         to go on without it",
+        task.id,
+        ended.join(", ")
+    )))
+}
+
 /// After `task_id` ended (done, failed or canceled) or was retried, moves each dependent
 /// that waits on it: released to `ready` when its last blocker is done, blocked with
 /// `dependency_failed` while one has failed, back to waiting on `dependencies` otherwise.

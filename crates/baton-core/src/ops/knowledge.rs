@@ -45,6 +45,7 @@ pub(super) fn holder_run(
     match (lease_token, &task.lease) {
         (None, _) => Ok(None),
         (Some(token), Some(lease)) if lease.token_sha256 == sha256_hex(token) => {
+            super::lease::check_bound_holder(ctx, &task.id, lease)?;
             Ok(Some(lease.run_id.clone()))
         }
         (Some(token), _) => {

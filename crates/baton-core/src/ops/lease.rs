@@ -348,12 +348,34 @@ fn leased(ctx: &mut Ctx<'_>, id: &str, token: &str) -> Result<(Task, Run)> {
             &task,
         ));
     }
+    check_bound_holder(ctx, id, lease)?;
     let run_id = lease.run_id.clone();
     let run = ctx
         .tx
         .run(ctx.ws, &task.id, &run_id)?
         .ok_or_else(|| Error::not_found("run", &run_id))?;
     Ok((task, run))
+}
+
+/// Refuses (`FORBIDDEN`) a caller whose key is bound to an agent other than the holder of
+/// `lease`: such a key works under its own agent's leases only, whatever tokens come its
+/// way, since its calls are recorded as that agent's.
+pub(crate) fn check_bound_holder(ctx: &mut Ctx<'_>, task_id: &str, lease: &Lease) -> Result<()> {
+    let Some(bound) = ctx.agent else {
+        return Ok(());
+    };
+    let holder = ctx.tx.agent(ctx.ws, &lease.agent_id)?.map(|a| a.name);
+    if holder.as_deref() == Some(bound) {
+        return Ok(());
+    }
+    Err(Error::new(
+        Code::Forbidden,
+        format!(
+            "the lease of task {task_id} is held by agent {}; this key acts as agent {bound}",
+            holder.as_deref().unwrap_or(&lease.agent_id)
+        ),
+        "work under a lease with the holder's own key (or an unbound worker key)",
+    ))
 }
 
 /// A new lease token for a lease granted at `epoch`. The epoch is written into it

@@ -44,6 +44,8 @@ pub struct Ctx<'a> {
     pub ws: &'a str,
     /// Caller name, recorded in events.
     pub actor: &'a str,
+    /// The agent the caller's key is bound to, if it is ([`crate::api::Actor::agent`]).
+    pub agent: Option<&'a str>,
 }
 
 impl Ctx<'_> {
@@ -216,6 +218,17 @@ pub fn check_new_name(field: &str, value: &str, max: usize) -> Result<()> {
             format!("give {} {field} without spaces around it", article(field)),
         ));
     }
+    // Things are named by id or name alike: a name shaped like an id would be read as
+    // that id (another thing's, or none).
+    if crate::id::is_id_shaped(value) {
+        return Err(Error::invalid(
+            format!("{field} {value:?} is shaped like an id"),
+            format!(
+                "give {} {field} that is not a prefix, '_' and 32 hex digits",
+                article(field)
+            ),
+        ));
+    }
     Ok(())
 }
 
@@ -230,7 +243,17 @@ fn article(field: &str) -> &'static str {
 
 /// Checks an id (or label) a caller names to look something up: within [`MAX_ID`] and
 /// without NUL, so both stores answer alike (PostgreSQL cannot compare text with a NUL).
+/// An overlong one is `INVALID_INPUT`, not `TOO_LARGE`: it names nothing, whatever its size.
 pub fn check_ref(field: &str, value: &str) -> Result<()> {
+    if value.len() > MAX_ID {
+        return Err(Error::invalid(
+            format!(
+                "{field} is {} bytes, longer than any id or name (at most {MAX_ID})",
+                value.len()
+            ),
+            format!("give the {field} as a listing or a create answered it"),
+        ));
+    }
     check_len(field, value, MAX_ID)
 }
 

@@ -413,6 +413,7 @@ pub fn apply(ctx: &mut Ctx<'_>, doc: PlanDoc) -> Result<PlanOut> {
                     Ok(out) => out,
                     Err(e) => return Err(in_refs(ctx, e, &ids, &[], &node.reference)?),
                 };
+                warnings.extend(out.warnings);
                 for c in &node.context {
                     let add = AddContext {
                         kind: c.kind.clone(),

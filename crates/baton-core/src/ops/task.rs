@@ -198,6 +198,7 @@ pub fn create(
         Some(&task.id),
         &format!("{{\"task\":{body},\"dependencies\":{deps_json}}}"),
     )?;
+    warnings.extend(graph::born_dependency_failed(ctx, &task)?);
     Ok(TaskOut {
         task: task.view(),
         warnings,
@@ -442,16 +443,57 @@ pub fn publish(ctx: &mut Ctx<'_>, id: &str) -> Result<TaskOut> {
     state::check_task(&task, Op::Publish)?;
     graph::settle(ctx, &mut task)?;
     ctx.save(&mut task, "task.published", &[])?;
+    let warnings = graph::born_dependency_failed(ctx, &task)?
+        .into_iter()
+        .collect();
     Ok(TaskOut {
         task: task.view(),
-        warnings: vec![],
+        warnings,
     })
 }
 
-/// Any non-terminal state → canceled, ending any live run. Dependents are told.
+/// Any non-terminal state → canceled, ending any live run. The task's open descendants
+/// are canceled with it, in the same transaction: their work was part of the canceled
+/// work, and left open they would still be claimed (and would hold the parent open).
+/// Dependents of each are told.
 pub fn cancel(ctx: &mut Ctx<'_>, id: &str, reason: Option<String>) -> Result<TaskOut> {
     let mut task = ctx.task(id)?;
     state::check_task(&task, Op::Cancel)?;
+    end_canceled(ctx, &mut task, reason)?;
+    let mut descendants = Vec::new();
+    let mut parents = vec![id.to_string()];
+    while let Some(parent) = parents.pop() {
+        for mut child in children_of(ctx, &parent)? {
+            // A finished child may still have open children (a forced completion).
+            parents.push(child.id.clone());
+            if child.status.is_terminal() {
+                continue;
+            }
+            end_canceled(
+                ctx,
+                &mut child,
+                Some(format!("its ancestor {id} was canceled")),
+            )?;
+            descendants.push(child.id);
+        }
+    }
+    let mut warnings = Vec::new();
+    if !descendants.is_empty() {
+        warnings.push(format!(
+            "also canceled {} open descendant task(s): {}",
+            descendants.len(),
+            descendants.join(", ")
+        ));
+    }
+    Ok(TaskOut {
+        task: task.view(),
+        warnings,
+    })
+}
+
+/// Cancels one task: its live run ends `canceled` (the holder's next lease operation says
+/// so), the task is saved with `task.canceled`, and its dependents are re-settled.
+fn end_canceled(ctx: &mut Ctx<'_>, task: &mut Task, reason: Option<String>) -> Result<()> {
     let mut extra = Vec::new();
     if let Some(lease) = task.lease.take() {
         if let Some(mut run) = ctx.tx.run(ctx.ws, &task.id, &lease.run_id)? {
@@ -464,12 +506,27 @@ pub fn cancel(ctx: &mut Ctx<'_>, id: &str, reason: Option<String>) -> Result<Tas
     task.status = Status::Canceled;
     task.blocked_reason = None;
     task.reason = reason;
-    ctx.save(&mut task, "task.canceled", &extra)?;
-    graph::on_blocker_ended(ctx, id)?;
-    Ok(TaskOut {
-        task: task.view(),
-        warnings: vec![],
-    })
+    ctx.save(task, "task.canceled", &extra)?;
+    graph::on_blocker_ended(ctx, &task.id)
+}
+
+/// Every child of `parent`, whatever its status, read page by page before any is changed.
+fn children_of(ctx: &mut Ctx<'_>, parent: &str) -> Result<Vec<Task>> {
+    let mut page = TaskFilter {
+        parent_id: Some(parent.to_string()),
+        limit: super::MAX_PAGE,
+        ..Default::default()
+    };
+    let mut out = Vec::new();
+    loop {
+        let children = ctx.tx.list_tasks(ctx.ws, &page)?;
+        let full = children.len() == super::MAX_PAGE as usize;
+        page.after_id = children.last().map(|c| c.id.clone());
+        out.extend(children);
+        if !full {
+            return Ok(out);
+        }
+    }
 }
 
 /// failed → ready (or blocked on dependencies), with a fresh set of attempts.
@@ -509,10 +566,23 @@ pub fn retry(ctx: &mut Ctx<'_>, id: &str) -> Result<TaskOut> {
     })
 }
 
+/// Who unblocks: a planner (any blocked task), or a worker (a task an agent blocked, and
+/// with a key bound to an agent, only one that agent blocked).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unblocker {
+    /// A planner or admin.
+    Planner,
+    /// A worker, bound to this agent if `Some`.
+    Worker(Option<String>),
+}
+
 /// blocked → ready: an agent's blocker is resolved, or a planner overrides a failed dependency.
-pub fn unblock(ctx: &mut Ctx<'_>, id: &str) -> Result<TaskOut> {
+pub fn unblock(ctx: &mut Ctx<'_>, id: &str, by: &Unblocker) -> Result<TaskOut> {
     let mut task = ctx.task(id)?;
     state::check(id, task.status, Op::Unblock)?;
+    if let Unblocker::Worker(agent) = by {
+        check_worker_unblocks(ctx, &task, agent.as_deref())?;
+    }
     match task.blocked_reason {
         Some(BlockedReason::Dependencies) => {
             return Err(Error::new(
@@ -553,6 +623,40 @@ pub fn unblock(ctx: &mut Ctx<'_>, id: &str) -> Result<TaskOut> {
         task: task.view(),
         warnings: vec![],
     })
+}
+
+/// A worker may lift an agent's block (DESIGN §3: "a planner or agent unblocks"), not
+/// override a failed dependency (a planner's decision); a bound key only its agent's.
+fn check_worker_unblocks(ctx: &mut Ctx<'_>, task: &Task, agent: Option<&str>) -> Result<()> {
+    let forbidden = |message: String| {
+        Err(Error::new(
+            Code::Forbidden,
+            message,
+            "ask a planner to unblock it (a planner or admin key may)",
+        ))
+    };
+    if task.blocked_reason != Some(BlockedReason::Agent) {
+        return forbidden(format!(
+            "task {} is blocked on its dependencies, not by an agent: only a planner decides \
+             to go on without them",
+            task.id
+        ));
+    }
+    let Some(agent) = agent else {
+        return Ok(());
+    };
+    let blocked_by = match ctx.tx.runs_of(ctx.ws, &task.id, 1)?.pop() {
+        Some(run) => ctx.tx.agent(ctx.ws, &run.agent_id)?.map(|a| a.name),
+        None => None,
+    };
+    if blocked_by.as_deref() != Some(agent) {
+        return forbidden(format!(
+            "task {} was blocked by agent {}, not by {agent}, whose key this is",
+            task.id,
+            blocked_by.as_deref().unwrap_or("(unknown)")
+        ));
+    }
+    Ok(())
 }
 
 /// One task of a batch: a client-chosen `ref` and the fields of a create; `parent_id` and
@@ -623,6 +727,9 @@ pub struct BatchEntry {
     pub reference: String,
     /// The task created for it.
     pub task: Task,
+    /// Things the caller should know about this item (as a single create's `warnings`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// Creates a whole graph in one transaction. Items are created parents and blockers first;
@@ -701,6 +808,7 @@ pub fn create_batch(ctx: &mut Ctx<'_>, items: Vec<BatchItem>) -> Result<BatchOut
         visit(i, &items, &edges, &mut mark, &mut order, &mut Vec::new())?;
     }
     let mut ids: Vec<Option<String>> = vec![None; items.len()];
+    let mut warnings: Vec<Vec<String>> = vec![Vec::new(); items.len()];
     for i in order {
         let mut req = items[i].task.clone();
         let resolve = |r: &String| {
@@ -723,9 +831,10 @@ pub fn create_batch(ctx: &mut Ctx<'_>, items: Vec<BatchItem>) -> Result<BatchOut
             }
         };
         ids[i] = Some(out.task.id);
+        warnings[i] = out.warnings;
     }
     let mut tasks = Vec::with_capacity(items.len());
-    for (item, id) in items.iter().zip(ids) {
+    for ((item, id), warnings) in items.iter().zip(ids).zip(warnings) {
         let id = id.unwrap_or_default();
         let task = ctx
             .tx
@@ -734,6 +843,7 @@ pub fn create_batch(ctx: &mut Ctx<'_>, items: Vec<BatchItem>) -> Result<BatchOut
         tasks.push(BatchEntry {
             reference: item.reference.clone(),
             task: task.view(),
+            warnings,
         });
     }
     Ok(BatchOut { tasks })
