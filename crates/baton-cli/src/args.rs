@@ -95,6 +95,9 @@ pub(crate) enum Command {
         /// A comment for the record.
         #[arg(long)]
         comment: Option<String>,
+        /// Only if the task is still at this version (VERSION_CONFLICT otherwise).
+        #[arg(long = "if-version", id = "if_version")]
+        if_version: Option<u64>,
     },
     /// Reject a task in review: it goes back to ready, or fails when attempts are used up.
     Reject {
@@ -103,6 +106,9 @@ pub(crate) enum Command {
         /// What is wrong.
         #[arg(long)]
         reason: String,
+        /// Only if the task is still at this version (VERSION_CONFLICT otherwise).
+        #[arg(long = "if-version", id = "if_version")]
+        if_version: Option<u64>,
     },
     /// Record a context entry on a task.
     Note(NoteArgs),
@@ -369,21 +375,33 @@ pub(crate) enum TaskCmd {
         /// Why.
         #[arg(long)]
         reason: Option<String>,
+        /// Only if the task is still at this version (VERSION_CONFLICT otherwise).
+        #[arg(long = "if-version", id = "if_version")]
+        if_version: Option<u64>,
     },
     /// Publish a draft.
     Publish {
         /// Task id.
         id: String,
+        /// Only if the task is still at this version (VERSION_CONFLICT otherwise).
+        #[arg(long = "if-version", id = "if_version")]
+        if_version: Option<u64>,
     },
     /// Retry a failed task.
     Retry {
         /// Task id.
         id: String,
+        /// Only if the task is still at this version (VERSION_CONFLICT otherwise).
+        #[arg(long = "if-version", id = "if_version")]
+        if_version: Option<u64>,
     },
     /// Unblock a task blocked by an agent (or override a failed dependency).
     Unblock {
         /// Task id.
         id: String,
+        /// Only if the task is still at this version (VERSION_CONFLICT otherwise).
+        #[arg(long = "if-version", id = "if_version")]
+        if_version: Option<u64>,
     },
 }
 

@@ -420,14 +420,22 @@ async fn run(cli: Cli) -> Result<Outcome, Error> {
             )
             .await
         }
-        Command::Approve { id, comment } => to_value(
+        Command::Approve {
+            id,
+            comment,
+            if_version,
+        } => to_value(
             baton
-                .transition(&actor, key, Op::Approve, &id, comment)
+                .transition_at(&actor, key, Op::Approve, &id, comment, if_version)
                 .await?,
         ),
-        Command::Reject { id, reason } => to_value(
+        Command::Reject {
+            id,
+            reason,
+            if_version,
+        } => to_value(
             baton
-                .transition(&actor, key, Op::Reject, &id, Some(reason))
+                .transition_at(&actor, key, Op::Reject, &id, Some(reason), if_version)
                 .await?,
         ),
         Command::Note(a) => {
@@ -563,7 +571,9 @@ async fn run(cli: Cli) -> Result<Outcome, Error> {
                 };
                 to_value(baton.register_agent(&actor, key, req).await?)
             }
-            AgentCmd::Heartbeat { name } => to_value(baton.agent_heartbeat(&actor, &name).await?),
+            AgentCmd::Heartbeat { name } => {
+                to_value(baton.agent_heartbeat(&actor, key, &name).await?)
+            }
             AgentCmd::List => to_value(baton.agents(&actor)?),
             AgentCmd::Get { name } => to_value(baton.agent(&actor, &name)?),
             AgentCmd::Update {
@@ -705,20 +715,30 @@ async fn task_command(
             let req = requests::update(&a)?;
             to_value(baton.update_task(actor, key, &a.id, req).await?)
         }
-        TaskCmd::Cancel { id, reason } => to_value(
+        TaskCmd::Cancel {
+            id,
+            reason,
+            if_version,
+        } => to_value(
             baton
-                .transition(actor, key, Op::Cancel, &id, reason)
+                .transition_at(actor, key, Op::Cancel, &id, reason, if_version)
                 .await?,
         ),
-        TaskCmd::Publish { id } => {
-            to_value(baton.transition(actor, key, Op::Publish, &id, None).await?)
-        }
-        TaskCmd::Retry { id } => {
-            to_value(baton.transition(actor, key, Op::Retry, &id, None).await?)
-        }
-        TaskCmd::Unblock { id } => {
-            to_value(baton.transition(actor, key, Op::Unblock, &id, None).await?)
-        }
+        TaskCmd::Publish { id, if_version } => to_value(
+            baton
+                .transition_at(actor, key, Op::Publish, &id, None, if_version)
+                .await?,
+        ),
+        TaskCmd::Retry { id, if_version } => to_value(
+            baton
+                .transition_at(actor, key, Op::Retry, &id, None, if_version)
+                .await?,
+        ),
+        TaskCmd::Unblock { id, if_version } => to_value(
+            baton
+                .transition_at(actor, key, Op::Unblock, &id, None, if_version)
+                .await?,
+        ),
     }
 }
 

@@ -98,12 +98,27 @@ pub(crate) async fn run(cli: &Cli, base: &str) -> Result<Outcome, Error> {
                     )
                     .await?
             }
-            Command::Task(TaskCmd::Cancel { id, reason }) => {
-                client.op(id, "cancel", json!({ "reason": reason })).await?
+            Command::Task(TaskCmd::Cancel {
+                id,
+                reason,
+                if_version,
+            }) => {
+                let body = json!({ "reason": reason, "version": if_version });
+                client.op(id, "cancel", body).await?
             }
-            Command::Task(TaskCmd::Publish { id }) => client.op(id, "publish", json!({})).await?,
-            Command::Task(TaskCmd::Retry { id }) => client.op(id, "retry", json!({})).await?,
-            Command::Task(TaskCmd::Unblock { id }) => client.op(id, "unblock", json!({})).await?,
+            Command::Task(TaskCmd::Publish { id, if_version }) => {
+                let body = json!({ "version": if_version });
+                client.op(id, "publish", body).await?
+            }
+            Command::Task(TaskCmd::Retry { id, if_version }) => {
+                client
+                    .op(id, "retry", json!({ "version": if_version }))
+                    .await?
+            }
+            Command::Task(TaskCmd::Unblock { id, if_version }) => {
+                let body = json!({ "version": if_version });
+                client.op(id, "unblock", body).await?
+            }
             Command::Ready { limit } => {
                 client
                     .send_query(
@@ -183,13 +198,21 @@ pub(crate) async fn run(cli: &Cli, base: &str) -> Result<Outcome, Error> {
                     )
                     .await?
             }
-            Command::Approve { id, comment } => {
-                client
-                    .op(id, "approve", json!({ "comment": comment }))
-                    .await?
+            Command::Approve {
+                id,
+                comment,
+                if_version,
+            } => {
+                let body = json!({ "comment": comment, "version": if_version });
+                client.op(id, "approve", body).await?
             }
-            Command::Reject { id, reason } => {
-                client.op(id, "reject", json!({ "reason": reason })).await?
+            Command::Reject {
+                id,
+                reason,
+                if_version,
+            } => {
+                let body = json!({ "reason": reason, "version": if_version });
+                client.op(id, "reject", body).await?
             }
             Command::Note(a) => {
                 client

@@ -1958,7 +1958,8 @@ fn plan_reapply_keeps_an_unblock_override() {
 
 /// `task update`: changes fields and bumps the version; `--if-version` with the current
 /// version succeeds and with a stale one is VERSION_CONFLICT (not retryable as it is: it names the
-/// current version to read again) without writing; intent is immutable.
+/// current version to read again) without writing, for an update as for a cancel; intent is
+/// immutable.
 #[test]
 fn task_update_changes_fields_and_checks_versions() {
     let s = Store::new();
@@ -2015,6 +2016,13 @@ fn task_update_changes_fields_and_checks_versions() {
         "INVALID_INPUT",
     );
     assert_eq!(s.get(&id)["title"], "Final title");
+    // Transitions take --if-version too: a cancel decided on version 2 is not applied to 3.
+    s.fails_without_writing(
+        &["task", "cancel", &id, "--if-version", "2"],
+        "VERSION_CONFLICT",
+    );
+    let canceled = task_of(&s.ok(&["task", "cancel", &id, "--if-version", "3"]));
+    assert_eq!(canceled["status"], "canceled");
     s.replay_verifies();
 }
 

@@ -644,6 +644,12 @@ fn every_operation_is_reachable_over_http_mcp_and_cli() {
             "task publish",
         ),
         (
+            "transition_at",
+            "POST /v1/tasks/{id}/cancel",
+            "task_update",
+            "task cancel",
+        ),
+        (
             "unblock_as_worker",
             "POST /v1/tasks/{id}/unblock",
             "task_update",

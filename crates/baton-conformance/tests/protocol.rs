@@ -3115,6 +3115,19 @@ async fn artifacts_attach_list_read_and_replay(env: Env) {
         ),
         Code::LeaseLost
     );
+    // Under an idempotency key too, and the refused bytes are not stored.
+    let stale = text("late.md", "late and keyed", Some("lse_1_stale"));
+    let keyed = env
+        .baton
+        .attach_artifact(&env.actor, Some("late-1"), &t.id, stale)
+        .await;
+    assert_eq!(code(keyed), Code::LeaseLost);
+    let blobs = env.baton.objects().expect("an object store");
+    let sha = baton_core::id::sha256_hex("late and keyed");
+    assert!(
+        blobs.get(&env.actor.workspace_id, &sha).await.is_err(),
+        "bytes stored"
+    );
     let nowhere = text("x.md", "x", None);
     assert_eq!(
         code(

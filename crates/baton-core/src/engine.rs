@@ -647,24 +647,33 @@ impl Baton {
         id: &str,
         reason: Option<String>,
     ) -> Result<TaskOut> {
-        use crate::state::Op;
+        self.transition_at(actor, key, op, id, reason, None).await
+    }
+
+    /// As [`Baton::transition`], only if the task is still at `version` (when given):
+    /// `VERSION_CONFLICT` otherwise, so a decision made on what a caller read is not applied
+    /// to a task that changed since.
+    pub async fn transition_at(
+        &self,
+        actor: &Actor,
+        key: Option<&str>,
+        op: crate::state::Op,
+        id: &str,
+        reason: Option<String>,
+        version: Option<u64>,
+    ) -> Result<TaskOut> {
         // Checked for every operation, those that record it and those that do not.
         if let Some(r) = &reason {
             ops::check_len("reason", r, ops::MAX_TEXT)?;
         }
-        let request = json!({ "op": op.as_str(), "id": id, "reason": reason });
+        let mut request = json!({ "op": op.as_str(), "id": id, "reason": reason });
+        if let Some(v) = version {
+            request["version"] = json!(v);
+        }
         let id = id.to_string();
-        self.write(actor, key, request, move |ctx| match op {
-            Op::Publish => ops::task::publish(ctx, &id),
-            Op::Cancel => ops::task::cancel(ctx, &id, reason.clone()),
-            Op::Retry => ops::task::retry(ctx, &id),
-            Op::Unblock => ops::task::unblock(ctx, &id, &ops::task::Unblocker::Planner),
-            Op::Approve => ops::lease::approve(ctx, &id, reason.clone()),
-            Op::Reject => ops::lease::reject(ctx, &id, reason.clone().unwrap_or_default()),
-            other => Err(Error::invalid(
-                format!("{} needs a lease", other.as_str()),
-                "use the lease operation",
-            )),
+        self.write(actor, key, request, move |ctx| {
+            ops::task::check_version(ctx, &id, version)?;
+            transition_op(ctx, op, &id, reason.clone())
         })
         .await
     }
@@ -672,16 +681,22 @@ impl Baton {
     /// Unblocks a task as a worker: only one an agent blocked (not a failed dependency,
     /// which a planner overrides), and with `agent` (the agent a key is bound to) only one
     /// that agent blocked. Lets the agent that hit a blocker lift it once it is resolved.
+    /// With `version`, only if the task is still at it.
     pub async fn unblock_as_worker(
         &self,
         actor: &Actor,
         key: Option<&str>,
         id: &str,
         agent: Option<String>,
+        version: Option<u64>,
     ) -> Result<TaskOut> {
-        let request = json!({ "op": "unblock", "id": id, "reason": null });
+        let mut request = json!({ "op": "unblock", "id": id, "reason": null });
+        if let Some(v) = version {
+            request["version"] = json!(v);
+        }
         let (id, by) = (id.to_string(), ops::task::Unblocker::Worker(agent));
         self.write(actor, key, request, move |ctx| {
+            ops::task::check_version(ctx, &id, version)?;
             ops::task::unblock(ctx, &id, &by)
         })
         .await
@@ -950,14 +965,20 @@ impl Baton {
         let blobs = self.blobs()?;
         check_idempotency_key(key)?;
         // What can be told before the bytes are stored is told first: a refused call stores
-        // nothing (the write checks it all again, as things stand then). With an
-        // idempotency key the call may repeat one whose answer was lost, which the write
-        // answers as it did: only the task is checked, its lease may have ended since.
-        self.read(actor, |ctx| match key {
-            None => ops::artifact::check(ctx, task_id, &new),
-            Some(_) => ctx.read_task(task_id).map(drop),
+        // nothing (the write checks it all again, as things stand then). A call that repeats
+        // one already answered under its idempotency key is answered as it was by the write
+        // (its lease may have ended since): its bytes were stored by the first.
+        let repeat = self.read(actor, |ctx| {
+            if let Some(key) = key {
+                if ctx.tx.idempotency(ctx.ws, key)?.is_some() {
+                    return Ok(true);
+                }
+            }
+            ops::artifact::check(ctx, task_id, &new).map(|()| false)
         })?;
-        blobs.put(&actor.workspace_id, &new.sha256, bytes).await?;
+        if !repeat {
+            blobs.put(&actor.workspace_id, &new.sha256, bytes).await?;
+        }
         let request = json!({ "op": "artifact.attach", "id": task_id, "name": new.name,
                               "media_type": new.media_type, "sha256": new.sha256,
                               "lease": new.lease });
@@ -1137,10 +1158,15 @@ impl Baton {
     }
 
     /// Records that an agent is alive (to a resolution of a minute).
-    pub async fn agent_heartbeat(&self, actor: &Actor, name: &str) -> Result<AgentOut> {
+    pub async fn agent_heartbeat(
+        &self,
+        actor: &Actor,
+        key: Option<&str>,
+        name: &str,
+    ) -> Result<AgentOut> {
         let request = json!({ "op": "agent.heartbeat", "agent": name });
         let name = name.to_string();
-        self.write(actor, None, request, move |ctx| {
+        self.write(actor, key, request, move |ctx| {
             ops::registry::agent_heartbeat(ctx, &name)
         })
         .await
@@ -1383,4 +1409,26 @@ pub enum LeaseOp {
     },
     /// Back to work after waiting.
     Resume,
+}
+
+/// A planner's or reviewer's transition of task `id`, inside a write.
+fn transition_op(
+    ctx: &mut Ctx<'_>,
+    op: crate::state::Op,
+    id: &str,
+    reason: Option<String>,
+) -> Result<TaskOut> {
+    use crate::state::Op;
+    match op {
+        Op::Publish => ops::task::publish(ctx, id),
+        Op::Cancel => ops::task::cancel(ctx, id, reason),
+        Op::Retry => ops::task::retry(ctx, id),
+        Op::Unblock => ops::task::unblock(ctx, id, &ops::task::Unblocker::Planner),
+        Op::Approve => ops::lease::approve(ctx, id, reason),
+        Op::Reject => ops::lease::reject(ctx, id, reason.unwrap_or_default()),
+        other => Err(Error::invalid(
+            format!("{} needs a lease", other.as_str()),
+            "use the lease operation",
+        )),
+    }
 }

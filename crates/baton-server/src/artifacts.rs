@@ -96,7 +96,7 @@ async fn read(
 
 /// An artifact's bytes, as stored, with its media type; `ETag` is their SHA-256.
 #[utoipa::path(get, path = "/v1/artifacts/{id}/content", tag = "artifacts", params(ArtifactId),
-    responses((status = 200, description = "The bytes", content_type = "application/octet-stream", body = Vec<u8>)))]
+    responses((status = 200, description = "The bytes, with the media type they were attached with", content_type = "*/*", body = Vec<u8>)))]
 async fn content(
     State(s): State<AppState>,
     headers: HeaderMap,

@@ -127,9 +127,10 @@ async fn agent_heartbeat(
     let principal = s.auth(&headers, &[Permission::Work])?;
     let req: AgentHeartbeat = body.parse()?;
     crate::check_bound(&principal, &req.agent)?;
+    let key = crate::idempotency_key(&headers)?;
     Ok(Json(
         s.baton
-            .agent_heartbeat(&principal.actor, &req.agent)
+            .agent_heartbeat(&principal.actor, key.as_deref(), &req.agent)
             .await?,
     ))
 }

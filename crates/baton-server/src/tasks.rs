@@ -213,6 +213,18 @@ async fn update(
 ) -> Result<Json<TaskOut>> {
     let actor = s.auth(&headers, &[Permission::Plan])?.actor;
     let mut req: UpdateTask = body.parse()?;
+    req.version = expected_version(&headers, req.version)?;
+    let key = idempotency_key(&headers)?;
+    Ok(Json(
+        s.baton
+            .update_task(&actor, key.as_deref(), &id, req)
+            .await?,
+    ))
+}
+
+/// The version a conditional change is based on: `If-Match: <version>` (bare or as a
+/// strong entity tag, `"3"`), or `version` in the body, or both if they agree.
+fn expected_version(headers: &HeaderMap, in_body: Option<u64>) -> Result<Option<u64>> {
     if headers.get_all("if-match").iter().nth(1).is_some() {
         return Err(Error::invalid(
             "more than one If-Match header",
@@ -220,35 +232,30 @@ async fn update(
         )
         .into());
     }
-    if let Some(tag) = headers.get("if-match") {
-        let raw = String::from_utf8_lossy(tag.as_bytes());
-        let text = raw.trim();
-        // A version, bare or as a strong entity tag ("3"); a weak tag never matches.
-        let bare = text
-            .strip_prefix('"')
-            .and_then(|t| t.strip_suffix('"'))
-            .unwrap_or(text);
-        let version = bare.parse::<u64>().map_err(|_| {
-            Error::invalid(
-                format!("If-Match {raw:?} is not a task version"),
-                "send the task's version number, e.g. If-Match: 3 (or \"3\")",
-            )
-        })?;
-        if let Some(other) = req.version.filter(|v| *v != version) {
-            return Err(Error::invalid(
-                format!("If-Match says version {version} and the body's version {other}"),
-                "send the version once, in If-Match or in the body",
-            )
-            .into());
-        }
-        req.version = Some(version);
+    let Some(tag) = headers.get("if-match") else {
+        return Ok(in_body);
+    };
+    let raw = String::from_utf8_lossy(tag.as_bytes());
+    let text = raw.trim();
+    // A weak tag (W/"3") never matches: it is not a version.
+    let bare = text
+        .strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .unwrap_or(text);
+    let version = bare.parse::<u64>().map_err(|_| {
+        Error::invalid(
+            format!("If-Match {raw:?} is not a task version"),
+            "send the task's version number, e.g. If-Match: 3 (or \"3\")",
+        )
+    })?;
+    if let Some(other) = in_body.filter(|v| *v != version) {
+        return Err(Error::invalid(
+            format!("If-Match says version {version} and the body's version {other}"),
+            "send the version once, in If-Match or in the body",
+        )
+        .into());
     }
-    let key = idempotency_key(&headers)?;
-    Ok(Json(
-        s.baton
-            .update_task(&actor, key.as_deref(), &id, req)
-            .await?,
-    ))
+    Ok(Some(version))
 }
 
 /// Query of `GET /v1/tasks/{id}/brief`.
@@ -406,6 +413,14 @@ async fn leased(
         )
         .into());
     };
+    if headers.contains_key("if-match") {
+        return Err(Error::invalid(
+            "If-Match does not apply to a lease operation",
+            "leave it out: the lease token fences lease operations (a version would be \
+             bumped by the holder's own steps)",
+        )
+        .into());
+    }
     let key = idempotency_key(headers)?;
     Ok(Json(
         s.baton
@@ -542,6 +557,9 @@ pub(crate) struct ReasonBody {
     reason: Option<String>,
     /// A reviewer's comment; same as `reason`.
     comment: Option<String>,
+    /// Only if the task is still at this version (as `If-Match`); another is 409
+    /// `VERSION_CONFLICT`.
+    version: Option<u64>,
 }
 
 /// Runs a planner or reviewer transition for a handler.
@@ -559,7 +577,8 @@ async fn transition(
         _ => &[Permission::Plan],
     };
     let principal = s.auth(headers, need)?;
-    let body = body.parse()?;
+    let body: ReasonBody = body.parse()?;
+    let version = expected_version(headers, body.version)?;
     let key = idempotency_key(headers)?;
     let reason = match (body.reason, body.comment) {
         (Some(_), Some(_)) => {
@@ -576,12 +595,14 @@ async fn transition(
             baton_core::ops::check_len("reason", r, baton_core::ops::MAX_TEXT)?;
         }
         let agent = principal.key.agent.clone();
-        let out = s.baton.unblock_as_worker(actor, key.as_deref(), id, agent);
+        let out = s
+            .baton
+            .unblock_as_worker(actor, key.as_deref(), id, agent, version);
         return Ok(Json(out.await?));
     }
     Ok(Json(
         s.baton
-            .transition(actor, key.as_deref(), op, id, reason)
+            .transition_at(actor, key.as_deref(), op, id, reason, version)
             .await?,
     ))
 }

@@ -446,6 +446,64 @@ async fn if_match_and_idempotency_keys(backend: Backend) {
     );
     assert_eq!(s.get(&path).await.1["task"]["title"], "t2");
 
+    // Transitions are conditional too (If-Match or version): a cancel decided on version 1
+    // is not applied to version 2. A lease operation refuses If-Match (the lease fences it).
+    let cancel = format!("{path}/cancel");
+    for (body, headers) in [
+        (json!({}), &[("if-match", "1")][..]),
+        (json!({"version": 1}), &[][..]),
+    ] {
+        let (st, v) = s.call("POST", &cancel, Some(body), headers).await;
+        assert_eq!(
+            (st, error_code(&v)),
+            (StatusCode::CONFLICT, "VERSION_CONFLICT"),
+            "{v}"
+        );
+        assert_eq!(v["error"]["details"]["current_version"], 2);
+    }
+    let (st, v) = s
+        .call(
+            "POST",
+            &cancel,
+            Some(json!({"version": 3})),
+            &[("if-match", "2")],
+        )
+        .await;
+    assert_eq!(
+        (st, error_code(&v)),
+        (StatusCode::BAD_REQUEST, "INVALID_INPUT"),
+        "{v}"
+    );
+    assert_eq!(
+        s.get(&path).await.1["task"]["status"],
+        "ready",
+        "refusals changed nothing"
+    );
+    let (st, c) = s.post("/v1/tasks/claim", json!({"agent": "im"})).await;
+    assert_eq!(c["claims"][0]["task"]["id"], id.as_str(), "{st} {c}");
+    let beat = json!({"lease": c["claims"][0]["lease"]["token"]});
+    let (st, v) = s
+        .call(
+            "POST",
+            &format!("{path}/heartbeat"),
+            Some(beat),
+            &[("if-match", "3")],
+        )
+        .await;
+    assert_eq!(
+        (st, error_code(&v)),
+        (StatusCode::BAD_REQUEST, "INVALID_INPUT"),
+        "{v}"
+    );
+    let (st, v) = s
+        .call("POST", &cancel, Some(json!({})), &[("if-match", "3")])
+        .await;
+    assert_eq!(
+        (st, v["task"]["status"].as_str()),
+        (StatusCode::OK, Some("canceled")),
+        "{v}"
+    );
+
     let create = |title: &str| json!({"title": title});
     let (st1, a) = s
         .call(
@@ -1362,6 +1420,21 @@ async fn projects_and_agents(backend: Backend) {
         .post("/v1/agents/heartbeat", json!({"agent": "reviewer-1"}))
         .await;
     assert_eq!(hb["agent"]["name"], "reviewer-1");
+    // An Idempotency-Key holds here as on every write: the same key for another agent is
+    // refused.
+    let keyed = [("idempotency-key", "hb-1")];
+    let body = |agent: &str| Some(json!({"agent": agent}));
+    let (st, first) = s
+        .call("POST", "/v1/agents/heartbeat", body("reviewer-1"), &keyed)
+        .await;
+    assert_eq!(st, StatusCode::OK, "{first}");
+    let (st, v) = s
+        .call("POST", "/v1/agents/heartbeat", body("w"), &keyed)
+        .await;
+    assert_eq!(
+        (st, error_code(&v)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "IDEMPOTENCY_MISMATCH")
+    );
     let (_, all) = s.get("/v1/agents").await;
     assert_eq!(
         all["agents"].as_array().unwrap().len(),

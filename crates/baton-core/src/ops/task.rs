@@ -310,22 +310,31 @@ pub fn list(ctx: &mut Ctx<'_>, filter: TaskFilter) -> Result<TasksOut> {
     Ok(TasksOut { tasks, next_cursor })
 }
 
+/// Refuses a change based on another version of the task than its current one
+/// (`VERSION_CONFLICT`, with the current version). The version is read as the caller could
+/// have read it: before `Ctx::task` expires a lapsed lease (which bumps the version, and is
+/// undone if the call fails).
+pub fn check_version(ctx: &mut Ctx<'_>, id: &str, expected: Option<u64>) -> Result<()> {
+    let Some(expected) = expected else {
+        return Ok(());
+    };
+    let task = ctx.read_task(id)?;
+    if expected != task.version {
+        return Err(Error::new(
+            Code::VersionConflict,
+            format!("task {id} is at version {}, not {expected}", task.version),
+            "read the task again, decide again, and send the new version",
+        )
+        .with_details(json!({ "current_version": task.version })));
+    }
+    Ok(())
+}
+
 /// Changes a task's fields. `intent` is immutable; a stale `version` is `VERSION_CONFLICT`.
 pub fn update(ctx: &mut Ctx<'_>, id: &str, req: UpdateTask) -> Result<TaskOut> {
     // The version is checked against what the caller could have read: before `Ctx::task`
     // expires a lapsed lease (which bumps the version, and is undone if this call fails).
-    let stored = ctx.read_task(id)?;
-    if let Some(expected) = req.version {
-        let task = &stored;
-        if expected != task.version {
-            return Err(Error::new(
-                Code::VersionConflict,
-                format!("task {id} is at version {}, not {expected}", task.version),
-                "read the task again, reapply your change, and send the new version",
-            )
-            .with_details(json!({ "current_version": task.version })));
-        }
-    }
+    check_version(ctx, id, req.version)?;
     let mut task = ctx.task(id)?;
     let before = task.clone();
     state::check_task(&task, Op::Update)?;
