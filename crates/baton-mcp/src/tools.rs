@@ -190,11 +190,13 @@ pub(crate) fn all() -> Vec<ToolDef> {
             schema: obj(&["name"], json!({
                 "name": {"enum": ["ready", "tasks", "children_of", "descendants_of", "ancestors_of", "blocked", "stale", "recent_activity", "events_since"]},
                 "task_id": {"type": "string", "description": "For children_of, descendants_of, ancestors_of"},
-                "status": {"type": "string"}, "label": {"type": "string"},
+                "status": {"type": "string", "description": "For tasks, children_of"},
+                "label": {"type": "string", "description": "For tasks, blocked, children_of"},
                 "after": {"type": "integer", "description": "events_since: sequence number"},
                 "older_than": {"type": "string", "default": "1h", "description": "stale: unchanged for this long"},
                 "limit": {"type": "integer", "default": 50, "maximum": 1000},
-                "cursor": {"type": "string"}, "detail": {"type": "boolean", "default": false}
+                "cursor": {"type": "string", "description": "For tasks, blocked, children_of: next_cursor of the previous page (ready has none: it answers the first tasks in claim order)"},
+                "detail": {"type": "boolean", "default": false}
             })),
         },
     ]
