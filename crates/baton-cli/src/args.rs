@@ -224,7 +224,8 @@ pub(crate) enum ArtifactCmd {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum KeyCmd {
-    /// Create a key directly on the store; its secret is printed once.
+    /// Create a key (on the store, or with --server as an admin key); its secret is printed
+    /// once.
     Create {
         /// admin, planner, worker, reviewer or observer.
         #[arg(long)]

@@ -642,6 +642,7 @@ async fn mcp(cli: &Cli, agent: Option<String>) -> Result<Outcome, Error> {
             baton_mcp::local_gateway(baton, &cli.workspace, agent.as_deref()).await?
         }
     };
+    baton_mcp::check_gateway(&gateway, agent.as_deref()).await?;
     baton_mcp::serve_stdio(baton_mcp::BatonMcp::new(gateway, agent))
         .await
         .map_err(|e| Error::new(Code::Internal, e, "check the MCP client's configuration"))?;

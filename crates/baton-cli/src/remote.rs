@@ -423,11 +423,17 @@ pub(crate) async fn run(cli: &Cli, base: &str) -> Result<Outcome, Error> {
                     )
                     .await?
             }
+            Command::Key(KeyCmd::Create { role, agent }) => {
+                // In the admin key's own workspace, as the route requires.
+                let id = client.own_workspace().await?;
+                let path = format!("/v1/workspaces/{}/keys", seg(&id));
+                let body = json!({ "role": role, "agent": agent });
+                client.send(Method::POST, &path, Some(body)).await?
+            }
             Command::Workspace(cmd) => {
                 // The key's own workspace: the only one it may name.
-                let me = client.send(Method::GET, "/v1/whoami", None).await?;
-                let id = me["workspace_id"].as_str().unwrap_or_default();
-                let path = format!("/v1/workspaces/{}", seg(id));
+                let id = client.own_workspace().await?;
+                let path = format!("/v1/workspaces/{}", seg(&id));
                 match cmd {
                     WorkspaceCmd::Get => client.send(Method::GET, &path, None).await?,
                     WorkspaceCmd::Update { kill, revive } => {
@@ -457,6 +463,12 @@ struct Client<'a> {
 }
 
 impl Client<'_> {
+    /// The id of the key's own workspace (the only one it may name).
+    async fn own_workspace(&self) -> Result<String, Error> {
+        let me = self.send(Method::GET, "/v1/whoami", None).await?;
+        Ok(me["workspace_id"].as_str().unwrap_or_default().to_string())
+    }
+
     async fn op(&self, id: &str, op: &str, body: Value) -> Result<Value, Error> {
         self.send(
             Method::POST,

@@ -6,6 +6,7 @@
 
 use serde_json::{json, Value};
 use std::collections::{BTreeSet, HashSet};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -80,7 +81,7 @@ fn expected_errors() -> Value {
         "argument a query ignores": "INVALID_INPUT", "children of no task": "NOT_FOUND",
         "fractional max_bytes": "INVALID_INPUT", "claim as another agent": "INVALID_INPUT",
         "after on the newest events": "INVALID_INPUT", "artifact without bytes": "INVALID_INPUT",
-        "artifact not there": "NOT_FOUND",
+        "artifact not there": "NOT_FOUND", "idempotency key not text": "INVALID_INPUT",
     })
 }
 
@@ -133,6 +134,53 @@ fn serve(dir: &Path) -> (std::process::Child, String) {
         std::thread::sleep(Duration::from_millis(50));
     }
     (server, addr)
+}
+
+/// `baton mcp --server` checks its key at start: one the server refuses, or one bound to
+/// another agent than `--agent`, stops it there with the reason (not at the agent's first
+/// call); the right pairing starts and serves.
+#[test]
+fn mcp_over_a_server_checks_its_key_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let bound = token(dir.path(), "worker", Some("w1"));
+    let (mut server, addr) = serve(dir.path());
+    let url = format!("http://{addr}");
+    let start = |token: &str, agent: &str| {
+        Command::new(BATON)
+            .args([
+                "--json", "--server", &url, "--token", token, "mcp", "--agent", agent,
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    for (token, agent, code) in [
+        ("btn_not_a_key", "w1", "UNAUTHORIZED"),
+        (bound.as_str(), "w2", "FORBIDDEN"),
+    ] {
+        let out = start(token, agent).wait_with_output().unwrap();
+        assert!(!out.status.success(), "{agent}: started");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains(code), "{agent}: {text}");
+    }
+    let mut good = start(&bound, "w1");
+    let mut stdin = good.stdin.take().unwrap();
+    writeln!(stdin, "{INITIALIZE}").unwrap();
+    let mut line = String::new();
+    BufReader::new(good.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("\"result\""), "{line}");
+    let _ = good.kill();
+    let _ = good.wait();
+    let _ = server.kill();
+    let _ = server.wait();
 }
 
 /// The first request of every session.

@@ -235,6 +235,29 @@ async fn cli_speaks_http_with_the_same_shapes() {
     assert_eq!(done["task"]["status"], "done");
     let (_, list) = json(remote(&["task", "list", "--status", "done"]));
     assert_eq!(list["tasks"][0]["id"], id.as_str());
+    // An admin key makes keys over HTTP too, in its own workspace; a cancel can be
+    // conditional on the version read.
+    let (code, k) = json(remote(&[
+        "key", "create", "--role", "worker", "--agent", "w9",
+    ]));
+    assert_eq!(code, Some(0), "{k}");
+    assert!(
+        k["key"]["token"].is_string() && k["key"]["agent"] == "w9",
+        "{k}"
+    );
+    let (_, t2) = json(remote(&["task", "create", "--title", "to cancel"]));
+    let id2 = t2["task"]["id"].as_str().unwrap();
+    let (code, err) = json(remote(&["task", "cancel", id2, "--if-version", "7"]));
+    assert_eq!(
+        (code, err["error"]["code"].as_str()),
+        (Some(1), Some("VERSION_CONFLICT"))
+    );
+    let (code, c) = json(remote(&["task", "cancel", id2, "--if-version", "1"]));
+    assert_eq!(
+        (code, c["task"]["status"].as_str()),
+        (Some(0), Some("canceled")),
+        "{c}"
+    );
     let (code, err) = json(remote(&["task", "get", "tsk_missing"]));
     assert_eq!(
         (code, err["error"]["code"].as_str()),

@@ -11,6 +11,7 @@ use crate::id::{new_id, sha256_hex};
 use crate::metrics::{Meter, Metrics};
 use crate::model::*;
 use crate::ops::{self, Ctx};
+use crate::state::Op;
 use crate::store::{Loads, LockMode, Store, TaskFilter, Tx, WriteJob};
 use crate::time::{Clock, Duration};
 use serde::de::DeserializeOwned;
@@ -51,8 +52,9 @@ struct Job<F, T> {
     /// known: see [`WriteJob::loads`].
     loads: Option<(Loads, String, String)>,
     out: Option<Result<T>>,
-    /// The events its operation emitted in its last run, counted once committed.
-    emitted: Vec<(String, String)>,
+    /// What its operation measured in its last run (events emitted, runs completed, cost
+    /// reported), counted once committed.
+    emitted: Vec<(String, crate::metrics::Note)>,
     meter: Arc<Meter>,
     reply: Option<oneshot::Sender<Result<T>>>,
     /// Its place in the backlog, given back when the job is dropped (after its answer).
@@ -643,7 +645,7 @@ impl Baton {
         &self,
         actor: &Actor,
         key: Option<&str>,
-        op: crate::state::Op,
+        op: Op,
         id: &str,
         reason: Option<String>,
     ) -> Result<TaskOut> {
@@ -657,25 +659,14 @@ impl Baton {
         &self,
         actor: &Actor,
         key: Option<&str>,
-        op: crate::state::Op,
+        op: Op,
         id: &str,
         reason: Option<String>,
         version: Option<u64>,
     ) -> Result<TaskOut> {
-        // Checked for every operation, those that record it and those that do not.
-        if let Some(r) = &reason {
-            ops::check_len("reason", r, ops::MAX_TEXT)?;
-        }
-        let mut request = json!({ "op": op.as_str(), "id": id, "reason": reason });
-        if let Some(v) = version {
-            request["version"] = json!(v);
-        }
-        let id = id.to_string();
-        self.write(actor, key, request, move |ctx| {
-            ops::task::check_version(ctx, &id, version)?;
-            transition_op(ctx, op, &id, reason.clone())
-        })
-        .await
+        let planner = ops::task::Unblocker::Planner;
+        self.transition_by(actor, key, op, id, reason, version, planner)
+            .await
     }
 
     /// Unblocks a task as a worker: only one an agent blocked (not a failed dependency,
@@ -690,14 +681,36 @@ impl Baton {
         agent: Option<String>,
         version: Option<u64>,
     ) -> Result<TaskOut> {
-        let mut request = json!({ "op": "unblock", "id": id, "reason": null });
+        let worker = ops::task::Unblocker::Worker(agent);
+        self.transition_by(actor, key, Op::Unblock, id, None, version, worker)
+            .await
+    }
+
+    /// A transition by a planner or reviewer, or an unblock by `by`; recorded (for an
+    /// idempotency key) alike whoever unblocks.
+    #[allow(clippy::too_many_arguments)]
+    async fn transition_by(
+        &self,
+        actor: &Actor,
+        key: Option<&str>,
+        op: Op,
+        id: &str,
+        reason: Option<String>,
+        version: Option<u64>,
+        by: ops::task::Unblocker,
+    ) -> Result<TaskOut> {
+        // Checked for every operation, those that record it and those that do not.
+        if let Some(r) = &reason {
+            ops::check_len("reason", r, ops::MAX_TEXT)?;
+        }
+        let mut request = json!({ "op": op.as_str(), "id": id, "reason": reason });
         if let Some(v) = version {
             request["version"] = json!(v);
         }
-        let (id, by) = (id.to_string(), ops::task::Unblocker::Worker(agent));
+        let id = id.to_string();
         self.write(actor, key, request, move |ctx| {
             ops::task::check_version(ctx, &id, version)?;
-            ops::task::unblock(ctx, &id, &by)
+            transition_op(ctx, op, &id, reason.clone(), &by)
         })
         .await
     }
@@ -1411,19 +1424,20 @@ pub enum LeaseOp {
     Resume,
 }
 
-/// A planner's or reviewer's transition of task `id`, inside a write.
+/// A planner's or reviewer's transition of task `id` (or an unblock by `unblocker`), inside
+/// a write.
 fn transition_op(
     ctx: &mut Ctx<'_>,
     op: crate::state::Op,
     id: &str,
     reason: Option<String>,
+    unblocker: &ops::task::Unblocker,
 ) -> Result<TaskOut> {
-    use crate::state::Op;
     match op {
         Op::Publish => ops::task::publish(ctx, id),
         Op::Cancel => ops::task::cancel(ctx, id, reason),
         Op::Retry => ops::task::retry(ctx, id),
-        Op::Unblock => ops::task::unblock(ctx, id, &ops::task::Unblocker::Planner),
+        Op::Unblock => ops::task::unblock(ctx, id, unblocker),
         Op::Approve => ops::lease::approve(ctx, id, reason),
         Op::Reject => ops::lease::reject(ctx, id, reason.unwrap_or_default()),
         other => Err(Error::invalid(

@@ -1,7 +1,8 @@
 //! What a replica measures of its own work, per workspace, for `GET /metrics` (DESIGN §7):
 //! the events it committed, by type (claims, completions, failures, lease expiries,
-//! retries: their rates and ratios are PromQL over these counters), and how long its claims
-//! took. The queue's depth is read from the store when scraped ([`Tasks`]).
+//! retries: their rates and ratios are PromQL over these counters), how long its claims
+//! took, the cycle time of the runs it completed and the cost agents reported. The queue's
+//! depth is read from the store when scraped ([`Tasks`]).
 //!
 //! Counters live in memory and start at zero with the process, as Prometheus expects of a
 //! counter: each replica reports what it did, and a fleet's figure is the sum over replicas.
@@ -20,25 +21,56 @@ pub const CLAIM_BUCKETS: [f64; 12] = [
     0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
 ];
 
+/// Upper bounds of the cycle-time histogram's buckets, in seconds: an agent's run takes
+/// from seconds (a lookup) to a day (a long investigation).
+pub const CYCLE_BUCKETS: [f64; 12] = [
+    1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 43200.0, 86400.0,
+];
+
+/// One thing an operation measured, counted once its transaction commits.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Note {
+    /// An event of this type was emitted.
+    Event(String),
+    /// A run completed, this many seconds after its claim.
+    Cycle(f64),
+    /// An agent reported this much more cost.
+    Cost(f64),
+}
+
 thread_local! {
-    /// The events the operation running on this thread has emitted: (workspace, type).
-    static EMITTED: RefCell<Vec<(String, String)>> = const { RefCell::new(Vec::new()) };
+    /// What the operation running on this thread has measured: (workspace, note).
+    static NOTED: RefCell<Vec<(String, Note)>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Notes an event an operation has emitted, for its job to count once committed.
+/// Notes what an operation measured, for its job to count once committed.
+fn note_in(workspace: &str, note: Note) {
+    NOTED.with(|n| n.borrow_mut().push((workspace.to_string(), note)));
+}
+
+/// Notes an event an operation has emitted.
 pub(crate) fn note(workspace: &str, kind: &str) {
-    EMITTED.with(|e| {
-        e.borrow_mut()
-            .push((workspace.to_string(), kind.to_string()))
-    });
+    note_in(workspace, Note::Event(kind.to_string()));
 }
 
-/// Runs `op`, returning its result and the events it noted (write jobs run their operation
-/// on the writer's thread, synchronously, so the thread's notes are the operation's).
-pub(crate) fn noted<T>(op: impl FnOnce() -> T) -> (T, Vec<(String, String)>) {
-    EMITTED.with(|e| e.borrow_mut().clear());
+/// Notes a run completed `seconds` after its claim.
+pub(crate) fn note_cycle(workspace: &str, seconds: f64) {
+    note_in(workspace, Note::Cycle(seconds));
+}
+
+/// Notes cost an agent reported beyond what its run had reported before.
+pub(crate) fn note_cost(workspace: &str, amount: f64) {
+    if amount > 0.0 && amount.is_finite() {
+        note_in(workspace, Note::Cost(amount));
+    }
+}
+
+/// Runs `op`, returning its result and what it noted (write jobs run their operation on the
+/// writer's thread, synchronously, so the thread's notes are the operation's).
+pub(crate) fn noted<T>(op: impl FnOnce() -> T) -> (T, Vec<(String, Note)>) {
+    NOTED.with(|n| n.borrow_mut().clear());
     let out = op();
-    (out, EMITTED.with(|e| std::mem::take(&mut *e.borrow_mut())))
+    (out, NOTED.with(|n| std::mem::take(&mut *n.borrow_mut())))
 }
 
 /// A replica's counters and histograms, per workspace.
@@ -48,29 +80,48 @@ pub struct Meter {
 }
 
 /// What a replica measured in one workspace.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Measured {
     /// Committed events, by type.
     pub events: BTreeMap<String, u64>,
     /// How long claims took, from submission to the committed answer (long-poll waits for
     /// work to appear left out).
     pub claims: Histogram,
+    /// How long completed runs took, from claim to completion.
+    pub cycles: Histogram,
+    /// The cost agents reported (each run's increases, summed).
+    pub cost: f64,
+}
+
+impl Default for Measured {
+    fn default() -> Self {
+        Measured {
+            events: BTreeMap::new(),
+            claims: Histogram::new(&CLAIM_BUCKETS),
+            cycles: Histogram::new(&CYCLE_BUCKETS),
+            cost: 0.0,
+        }
+    }
 }
 
 impl Meter {
-    /// Counts events whose transaction has committed.
-    pub(crate) fn committed(&self, events: &[(String, String)]) {
-        if events.is_empty() {
+    /// Counts what operations whose transaction has committed measured.
+    pub(crate) fn committed(&self, notes: &[(String, Note)]) {
+        if notes.is_empty() {
             return;
         }
         let mut all = self.workspaces.lock().unwrap_or_else(|e| e.into_inner());
-        for (ws, kind) in events {
+        for (ws, note) in notes {
             let measured = all.entry(ws.clone()).or_default();
-            match measured.events.get_mut(kind) {
-                Some(n) => *n += 1,
-                None => {
-                    measured.events.insert(kind.clone(), 1);
-                }
+            match note {
+                Note::Event(kind) => match measured.events.get_mut(kind) {
+                    Some(n) => *n += 1,
+                    None => {
+                        measured.events.insert(kind.clone(), 1);
+                    }
+                },
+                Note::Cycle(seconds) => measured.cycles.observe(*seconds),
+                Note::Cost(amount) => measured.cost += amount,
             }
         }
     }
@@ -91,30 +142,32 @@ impl Meter {
     }
 }
 
-/// A cumulative histogram over [`CLAIM_BUCKETS`], as Prometheus reads one.
+/// A cumulative histogram over fixed bucket bounds, as Prometheus reads one.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Histogram {
-    /// Observations at or under each bound, in [`CLAIM_BUCKETS`] order (not cumulative).
-    counts: [u64; CLAIM_BUCKETS.len()],
+    /// Upper bounds of its buckets, in seconds, ascending.
+    bounds: &'static [f64],
+    /// Observations at or under each bound, in `bounds` order (not cumulative).
+    counts: Vec<u64>,
     /// Every observation.
     pub count: u64,
     /// Their sum, in seconds.
     pub sum: f64,
 }
 
-impl Default for Histogram {
-    fn default() -> Self {
+impl Histogram {
+    /// An empty histogram over these bounds.
+    pub fn new(bounds: &'static [f64]) -> Self {
         Histogram {
-            counts: [0; CLAIM_BUCKETS.len()],
+            bounds,
+            counts: vec![0; bounds.len()],
             count: 0,
             sum: 0.0,
         }
     }
-}
 
-impl Histogram {
     fn observe(&mut self, seconds: f64) {
-        if let Some(i) = CLAIM_BUCKETS.iter().position(|b| seconds <= *b) {
+        if let Some(i) = self.bounds.iter().position(|b| seconds <= *b) {
             self.counts[i] += 1;
         }
         self.count += 1;
@@ -123,7 +176,7 @@ impl Histogram {
 
     /// (upper bound, observations at or under it), cumulative, as `le` buckets are.
     pub fn buckets(&self) -> impl Iterator<Item = (f64, u64)> + '_ {
-        CLAIM_BUCKETS
+        self.bounds
             .iter()
             .zip(self.counts.iter())
             .scan(0, |total, (bound, n)| {
@@ -175,25 +228,38 @@ impl Metrics {
         for (kind, n) in &self.measured.events {
             let _ = writeln!(o, "baton_events_total{{type=\"{}\"}} {n}", escape(kind));
         }
-        let claims = &self.measured.claims;
-        header(
+        histogram(
             o,
             "baton_claim_seconds",
-            "histogram",
             "How long this replica's claims took to answer, waits for work left out.",
+            &self.measured.claims,
         );
-        for (bound, n) in claims.buckets() {
-            let _ = writeln!(o, "baton_claim_seconds_bucket{{le=\"{bound}\"}} {n}");
-        }
-        let _ = writeln!(
+        histogram(
             o,
-            "baton_claim_seconds_bucket{{le=\"+Inf\"}} {}",
-            claims.count
+            "baton_cycle_seconds",
+            "How long the runs this replica completed took, from claim to completion.",
+            &self.measured.cycles,
         );
-        let _ = writeln!(o, "baton_claim_seconds_sum {}", claims.sum);
-        let _ = writeln!(o, "baton_claim_seconds_count {}", claims.count);
+        header(
+            o,
+            "baton_cost_total",
+            "counter",
+            "Cost agents reported to this replica (increases of their runs' usage.cost).",
+        );
+        let _ = writeln!(o, "baton_cost_total {}", self.measured.cost);
         out
     }
+}
+
+/// A histogram's family: header, cumulative buckets, sum and count.
+fn histogram(out: &mut String, name: &str, help: &str, h: &Histogram) {
+    header(out, name, "histogram", help);
+    for (bound, n) in h.buckets() {
+        let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {n}");
+    }
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", h.count);
+    let _ = writeln!(out, "{name}_sum {}", h.sum);
+    let _ = writeln!(out, "{name}_count {}", h.count);
 }
 
 /// A metric family's `HELP` and `TYPE` lines.
@@ -223,13 +289,22 @@ mod tests {
             note("ws2", "task.created");
         });
         // A job whose commit failed hands nothing over; a later one starts afresh.
-        let ((), later) = noted(|| note("ws1", "task.completed"));
+        let ((), later) = noted(|| {
+            note("ws1", "task.completed");
+            note_cycle("ws1", 42.0);
+            note_cost("ws1", 0.25);
+            note_cost("ws1", -1.0); // a lower total reported: no cost taken back
+        });
         meter.committed(&later);
         assert_eq!(meter.of("ws1").events.get("task.claimed"), None);
         meter.committed(&notes);
         let ws1 = meter.of("ws1");
         assert_eq!(ws1.events["task.claimed"], 2);
         assert_eq!(ws1.events["task.completed"], 1);
+        assert_eq!(
+            (ws1.cycles.count, ws1.cycles.sum, ws1.cost),
+            (1, 42.0, 0.25)
+        );
         assert_eq!(meter.of("ws2").events["task.created"], 1);
         assert_eq!(meter.of("ws3"), Measured::default());
     }
@@ -237,10 +312,14 @@ mod tests {
     #[test]
     fn renders_the_exposition_format() {
         let meter = Meter::default();
-        meter.committed(&[("w".into(), "task.claimed".into())]);
+        meter.committed(&[("w".into(), Note::Event("task.claimed".into()))]);
         meter.claimed("w", 0.003);
         meter.claimed("w", 0.04);
         meter.claimed("w", 9.0);
+        meter.committed(&[
+            ("w".into(), Note::Cycle(90.0)),
+            ("w".into(), Note::Cost(1.5)),
+        ]);
         let text = Metrics {
             tasks: vec![(Status::Ready, 4), (Status::InProgress, 1)],
             agents: BTreeMap::from([("active".to_string(), 2)]),
@@ -261,6 +340,12 @@ mod tests {
             "baton_claim_seconds_bucket{le=\"5\"} 2",
             "baton_claim_seconds_bucket{le=\"+Inf\"} 3",
             "baton_claim_seconds_count 3",
+            "# TYPE baton_cycle_seconds histogram",
+            "baton_cycle_seconds_bucket{le=\"60\"} 0",
+            "baton_cycle_seconds_bucket{le=\"300\"} 1",
+            "baton_cycle_seconds_count 1",
+            "# TYPE baton_cost_total counter",
+            "baton_cost_total 1.5",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
         }

@@ -13,6 +13,30 @@ use tower::ServiceExt;
 /// A route's answer: the status and the JSON body.
 pub(crate) type Answer = (u16, Value);
 
+/// What a tool call carries to every request it makes: the caller's key (forwarded from an
+/// MCP HTTP client) and the idempotency key the agent gave the call.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Via<'a> {
+    /// `Authorization` to send instead of the gateway's own.
+    pub bearer: Option<&'a str>,
+    /// The agent's key for the whole tool call.
+    pub idempotency_key: Option<&'a str>,
+}
+
+impl Via<'_> {
+    /// The `Idempotency-Key` of one write of the call: the agent's key and a suffix naming
+    /// the write, so a call that makes several writes (register, then claim) replays each
+    /// as it was, and none meets another's stored answer. Reads carry none.
+    fn key_for(&self, method: &Method, path: &str) -> Option<String> {
+        let key = self.idempotency_key?;
+        if *method == Method::GET {
+            return None;
+        }
+        let write = baton_core::id::sha256_hex(&format!("{method} {path}"));
+        Some(format!("{key}/{}", &write[..12]))
+    }
+}
+
 /// The way to the API.
 #[derive(Clone, Debug)]
 pub enum Gateway {
@@ -30,15 +54,17 @@ pub enum Gateway {
 }
 
 impl Gateway {
-    /// Sends one request; `bearer` (a key forwarded from an MCP HTTP client) overrides the
-    /// gateway's own.
+    /// Sends one request; `via.bearer` (a key forwarded from an MCP HTTP client) overrides
+    /// the gateway's own.
     pub(crate) async fn call(
         &self,
         method: Method,
         path: &str,
         body: Option<Value>,
-        bearer: Option<&str>,
+        via: Via<'_>,
     ) -> Result<Answer, Error> {
+        let bearer = via.bearer;
+        let idempotency_key = via.key_for(&method, path);
         match self {
             Gateway::Local(router) => {
                 let mut req = Request::builder()
@@ -47,6 +73,9 @@ impl Gateway {
                     .header("content-type", "application/json");
                 if let Some(b) = bearer {
                     req = req.header("authorization", b);
+                }
+                if let Some(k) = &idempotency_key {
+                    req = req.header("idempotency-key", k);
                 }
                 let body = body.map(|b| b.to_string()).unwrap_or_default();
                 // The arguments make the path: one that http cannot carry (over ~64 KB) is
@@ -71,12 +100,15 @@ impl Gateway {
                     "authorization",
                     bearer.map_or_else(|| format!("Bearer {token}"), str::to_string),
                 );
+                if let Some(k) = &idempotency_key {
+                    req = req.header("idempotency-key", k);
+                }
                 if let Some(body) = body {
                     req = req.json(&body);
                 }
                 let res = req.send().await.map_err(|e| {
                     Error::new(
-                        Code::Busy,
+                        Code::Unavailable,
                         format!("cannot reach the Baton server at {base}: {e}"),
                         "check that `baton serve` runs there, then retry",
                     )

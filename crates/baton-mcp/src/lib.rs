@@ -13,12 +13,12 @@ pub use gateway::Gateway;
 pub use server::BatonMcp;
 
 use axum::extract::{Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use baton_core::access::Principal;
 use baton_core::model::ApiKey;
-use baton_core::Baton;
+use baton_core::{Baton, Code, Error};
 use baton_server::{ApiError, AppState};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
@@ -187,6 +187,27 @@ pub async fn local_gateway(
         ..AppState::new(baton)
     };
     Ok(Gateway::Local(baton_server::router(state)))
+}
+
+/// Checks a server's gateway before the first tool call: a key the server refuses, or one
+/// bound to another agent than `agent`, stops `baton mcp` at start, where its operator
+/// sees why, rather than at the agent's first call (or, for the agent, never). A server
+/// that cannot be reached yet is not an error here: the calls say `UNAVAILABLE` until it is.
+pub async fn check_gateway(gateway: &Gateway, agent: Option<&str>) -> Result<(), Error> {
+    let whoami = gateway.call(Method::GET, "/v1/whoami", None, Default::default());
+    let me = match whoami.await {
+        Ok(answer) => gateway::ok(answer)?,
+        Err(e) if e.code == Code::Unavailable => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    match (me["agent"].as_str(), agent) {
+        (Some(bound), Some(agent)) if bound != agent => Err(Error::new(
+            Code::Forbidden,
+            format!("this key acts as agent {bound}, not {agent}"),
+            format!("pass --agent {bound}, or leave --agent out, or use {agent}'s own key"),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// `/mcp` for `baton serve`: streamable HTTP, each session a [`BatonMcp`] that forwards the

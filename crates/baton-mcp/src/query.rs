@@ -1,5 +1,6 @@
 //! The `query` tool's named queries, each built from the HTTP API's list and event routes.
 
+use crate::gateway::Via;
 use crate::server::{compact, enc, no_more, opt_str, BatonMcp};
 use baton_core::time::{format_rfc3339, Duration};
 use baton_core::Error;
@@ -10,7 +11,7 @@ pub(crate) async fn run(
     mcp: &BatonMcp,
     mut args: Map<String, Value>,
     detail: bool,
-    bearer: Option<&str>,
+    via: Via<'_>,
 ) -> Result<Value, Error> {
     let name = opt_str(&mut args, "name")?.unwrap_or_default();
     // Only the queries about a task take one; the others refuse it as an unknown argument.
@@ -44,7 +45,7 @@ pub(crate) async fn run(
     let out = match name.as_str() {
         "ready" => {
             no_more(&args)?;
-            tasks(mcp.get(&format!("/v1/tasks/ready?limit={limit}"), bearer).await?)
+            tasks(mcp.get(&format!("/v1/tasks/ready?limit={limit}"), via).await?)
         }
         "tasks" | "blocked" | "children_of" => {
             let mut q = format!("limit={limit}");
@@ -60,23 +61,23 @@ pub(crate) async fn run(
             }
             let parent = if name == "children_of" { Some(need_task()?) } else { task.clone() };
             if let Some(p) = &parent {
-                mcp.get(&format!("/v1/tasks/{}", enc(p)), bearer).await?;
+                mcp.get(&format!("/v1/tasks/{}", enc(p)), via).await?;
             }
             if let Some(p) = parent {
                 q.push_str(&format!("&parent={}", enc(&p)));
             }
             no_more(&args)?;
-            tasks(mcp.get(&format!("/v1/tasks?{q}"), bearer).await?)
+            tasks(mcp.get(&format!("/v1/tasks?{q}"), via).await?)
         }
         "descendants_of" => {
             no_more(&args)?;
             let root = need_task()?;
             // As ancestors_of: a task that is not there is NOT_FOUND, not an empty list.
-            mcp.get(&format!("/v1/tasks/{}", enc(&root)), bearer).await?;
+            mcp.get(&format!("/v1/tasks/{}", enc(&root)), via).await?;
             let mut found = Vec::new();
             let mut frontier = vec![root];
             while let Some(parent) = frontier.pop() {
-                let page = mcp.get(&format!("/v1/tasks?parent={}&limit=1000", enc(&parent)), bearer).await?;
+                let page = mcp.get(&format!("/v1/tasks?parent={}&limit=1000", enc(&parent)), via).await?;
                 for t in page["tasks"].as_array().cloned().unwrap_or_default() {
                     if found.len() as u64 >= limit {
                         break;
@@ -90,12 +91,12 @@ pub(crate) async fn run(
         "ancestors_of" => {
             no_more(&args)?;
             let mut found = Vec::new();
-            let mut next = mcp.get(&format!("/v1/tasks/{}", enc(&need_task()?)), bearer).await?["task"]["parent_id"].clone();
+            let mut next = mcp.get(&format!("/v1/tasks/{}", enc(&need_task()?)), via).await?["task"]["parent_id"].clone();
             while let Some(id) = next.as_str().map(str::to_string) {
                 if found.len() as u64 >= limit {
                     break;
                 }
-                let t = mcp.get(&format!("/v1/tasks/{}", enc(&id)), bearer).await?["task"].clone();
+                let t = mcp.get(&format!("/v1/tasks/{}", enc(&id)), via).await?["task"].clone();
                 next = t["parent_id"].clone();
                 found.push(t);
             }
@@ -112,7 +113,7 @@ pub(crate) async fn run(
             let cutoff = format_rfc3339(now - age.ms());
             let mut found = Vec::new();
             for status in ["claimed", "in_progress", "waiting", "blocked", "review", "ready"] {
-                let page = mcp.get(&format!("/v1/tasks?status={status}&limit=1000"), bearer).await?;
+                let page = mcp.get(&format!("/v1/tasks?status={status}&limit=1000"), via).await?;
                 for t in page["tasks"].as_array().cloned().unwrap_or_default() {
                     // Timestamps share one fixed UTC format, so they compare as text.
                     if t["updated_at"].as_str().is_some_and(|u| u < cutoff.as_str()) && (found.len() as u64) < limit {
@@ -140,7 +141,7 @@ pub(crate) async fn run(
             } else {
                 format!("/v1/events?after={after}&limit={limit}")
             };
-            let mut out = mcp.get(&path, bearer).await?;
+            let mut out = mcp.get(&path, via).await?;
             if !detail {
                 if let Some(events) = out["events"].as_array_mut() {
                     for e in events.iter_mut() {

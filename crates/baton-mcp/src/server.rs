@@ -2,7 +2,7 @@
 //! through a [`Gateway`]. It acts as one agent and remembers the lease tokens of its own
 //! claims, so an agent may leave them out.
 
-use crate::gateway::{ok, Gateway};
+use crate::gateway::{ok, Gateway, Via};
 use crate::tools;
 use axum::http::Method;
 use baton_core::{Code, Error};
@@ -67,9 +67,9 @@ impl BatonMcp {
         method: Method,
         path: &str,
         body: Option<Value>,
-        bearer: Option<&str>,
+        via: Via<'_>,
     ) -> Result<Value, Error> {
-        ok(self.gateway.call(method, path, body, bearer).await?)
+        ok(self.gateway.call(method, path, body, via).await?)
     }
 
     /// Posts a note, a step or an artifact on `task` with this session's lease on it, if it holds one
@@ -82,7 +82,7 @@ impl BatonMcp {
         task: &str,
         path: &str,
         mut args: Args,
-        bearer: Option<&str>,
+        via: Via<'_>,
     ) -> Result<Value, Error> {
         let held = match args.contains_key("lease") {
             true => None,
@@ -98,7 +98,7 @@ impl BatonMcp {
             args.insert("lease".into(), json!(token));
         }
         let out = self
-            .call(Method::POST, path, Some(Value::Object(args)), bearer)
+            .call(Method::POST, path, Some(Value::Object(args)), via)
             .await;
         match out {
             Err(e) if held.is_some() && matches!(e.code, Code::LeaseLost | Code::Killed) => {
@@ -119,11 +119,11 @@ impl BatonMcp {
 
     /// Who this server claims as: the configured name, the key's bound agent, or the
     /// client's name with a session suffix.
-    async fn agent(&self, bearer: Option<&str>, client: Option<&str>) -> Result<String, Error> {
+    async fn agent(&self, via: Via<'_>, client: Option<&str>) -> Result<String, Error> {
         if let Some(name) = self.agent.lock().map_err(poisoned)?.clone() {
             return Ok(name);
         }
-        let me = self.call(Method::GET, "/v1/whoami", None, bearer).await?;
+        let me = self.call(Method::GET, "/v1/whoami", None, via).await?;
         let name = match me["agent"].as_str() {
             Some(bound) => bound.to_string(),
             None => {
@@ -177,7 +177,7 @@ impl BatonMcp {
         op: &str,
         mut args: Args,
         ends: bool,
-        bearer: Option<&str>,
+        via: Via<'_>,
     ) -> Result<Value, Error> {
         let lease = self.lease_for(task, &mut args)?;
         // Without a lease, a token no lease has: the API still checks the input and the
@@ -189,7 +189,7 @@ impl BatonMcp {
         args.insert("lease".into(), json!(token));
         let path = format!("/v1/tasks/{}/{op}", enc(task));
         let out = self
-            .call(Method::POST, &path, Some(Value::Object(args)), bearer)
+            .call(Method::POST, &path, Some(Value::Object(args)), via)
             .await;
         match (&out, &lease) {
             // Ended, with whichever token: the one held (if any) is dead too.
@@ -226,7 +226,7 @@ impl BatonMcp {
         &self,
         name: &str,
         mut args: Args,
-        bearer: Option<&str>,
+        via: Via<'_>,
         client: Option<&str>,
     ) -> Result<Value, Error> {
         let detail = match args.remove("detail") {
@@ -242,7 +242,7 @@ impl BatonMcp {
         match name {
             "task_create" => {
                 let out = self
-                    .call(Method::POST, "/v1/tasks", Some(Value::Object(args)), bearer)
+                    .call(Method::POST, "/v1/tasks", Some(Value::Object(args)), via)
                     .await?;
                 Ok(compact_task_out(out, detail))
             }
@@ -260,7 +260,7 @@ impl BatonMcp {
                         Method::GET,
                         &format!("/v1/tasks/{}{query}", enc(&id)),
                         None,
-                        bearer,
+                        via,
                     )
                     .await?;
                 Ok(compact_task_out(out, detail))
@@ -270,12 +270,12 @@ impl BatonMcp {
                 let action = opt_str(&mut args, "action")?.unwrap_or_else(|| "update".into());
                 let path = format!("/v1/tasks/{}", enc(&id));
                 let out = match action.as_str() {
-                    "update" => self.call(Method::PATCH, &path, Some(Value::Object(args)), bearer).await?,
+                    "update" => self.call(Method::PATCH, &path, Some(Value::Object(args)), via).await?,
                     "start" | "wait" | "resume" | "block" => {
-                        self.lease_op(&id, &action, args, action == "block", bearer).await?
+                        self.lease_op(&id, &action, args, action == "block", via).await?
                     }
                     "publish" | "unblock" | "cancel" | "retry" | "approve" | "reject" => {
-                        self.call(Method::POST, &format!("{path}/{action}"), Some(Value::Object(args)), bearer).await?
+                        self.call(Method::POST, &format!("{path}/{action}"), Some(Value::Object(args)), via).await?
                     }
                     other => {
                         return Err(Error::invalid(
@@ -299,13 +299,13 @@ impl BatonMcp {
                     Method::GET,
                     &format!("/v1/tasks/{}/brief{query}", enc(&id)),
                     None,
-                    bearer,
+                    via,
                 )
                 .await
             }
             "plan_apply" => {
                 let mut out = self
-                    .call(Method::POST, "/v1/plans", Some(Value::Object(args)), bearer)
+                    .call(Method::POST, "/v1/plans", Some(Value::Object(args)), via)
                     .await?;
                 if !detail {
                     if let Some(tasks) = out["tasks"].as_array_mut() {
@@ -317,7 +317,7 @@ impl BatonMcp {
                 Ok(out)
             }
             "claim" => {
-                let agent = self.agent(bearer, client).await?;
+                let agent = self.agent(via, client).await?;
                 match opt_str(&mut args, "agent")? {
                     Some(other) if other != agent => {
                         return Err(Error::invalid(
@@ -333,7 +333,7 @@ impl BatonMcp {
                         Method::POST,
                         "/v1/tasks/claim",
                         Some(Value::Object(args)),
-                        bearer,
+                        via,
                     )
                     .await?;
                 if let Some(claims) = out["claims"].as_array_mut() {
@@ -358,14 +358,14 @@ impl BatonMcp {
             "heartbeat" | "complete" | "fail" | "release" => {
                 let id = str_arg(&mut args, "task_id")?;
                 let out = self
-                    .lease_op(&id, name, args, name != "heartbeat", bearer)
+                    .lease_op(&id, name, args, name != "heartbeat", via)
                     .await?;
                 Ok(compact_task_out(out, detail))
             }
             "context_add" => {
                 let id = str_arg(&mut args, "task_id")?;
                 let path = format!("/v1/tasks/{}/context", enc(&id));
-                self.as_holder(&id, &path, args, bearer).await
+                self.as_holder(&id, &path, args, via).await
             }
             "steps" => {
                 let id = str_arg(&mut args, "task_id")?;
@@ -373,12 +373,12 @@ impl BatonMcp {
                 match action.as_str() {
                     "add" => {
                         let path = format!("/v1/tasks/{}/steps", enc(&id));
-                        self.as_holder(&id, &path, args, bearer).await
+                        self.as_holder(&id, &path, args, via).await
                     }
                     "done" => {
                         let step = str_arg(&mut args, "step_id")?;
                         let path = format!("/v1/tasks/{}/steps/{}/done", enc(&id), enc(&step));
-                        self.as_holder(&id, &path, args, bearer).await
+                        self.as_holder(&id, &path, args, via).await
                     }
                     other => Err(Error::invalid(
                         format!("unknown action '{other}'"),
@@ -392,19 +392,19 @@ impl BatonMcp {
                     "add" => {
                         let id = str_arg(&mut args, "task_id")?;
                         let path = format!("/v1/tasks/{}/artifacts", enc(&id));
-                        self.as_holder(&id, &path, args, bearer).await
+                        self.as_holder(&id, &path, args, via).await
                     }
                     "list" => {
                         let id = str_arg(&mut args, "task_id")?;
                         no_more(&args)?;
-                        self.get(&format!("/v1/tasks/{}/artifacts", enc(&id)), bearer)
+                        self.get(&format!("/v1/tasks/{}/artifacts", enc(&id)), via)
                             .await
                     }
                     "get" => {
                         let art = str_arg(&mut args, "artifact_id")?;
                         args.remove("task_id"); // an artifact's id names it alone
                         no_more(&args)?;
-                        self.get(&format!("/v1/artifacts/{}?content=true", enc(&art)), bearer)
+                        self.get(&format!("/v1/artifacts/{}?content=true", enc(&art)), via)
                             .await
                     }
                     other => Err(Error::invalid(
@@ -422,7 +422,7 @@ impl BatonMcp {
                             Method::POST,
                             &format!("/v1/tasks/{}/dependencies", enc(&id)),
                             Some(Value::Object(args)),
-                            bearer,
+                            via,
                         )
                         .await?
                     }
@@ -439,7 +439,7 @@ impl BatonMcp {
                                 enc(&kind)
                             ),
                             None,
-                            bearer,
+                            via,
                         )
                         .await?
                     }
@@ -455,7 +455,7 @@ impl BatonMcp {
                 }
                 Ok(out)
             }
-            "query" => crate::query::run(self, args, detail, bearer).await,
+            "query" => crate::query::run(self, args, detail, via).await,
             other => Err(Error::new(
                 Code::NotFound,
                 format!("no tool '{other}'"),
@@ -465,8 +465,8 @@ impl BatonMcp {
     }
 
     /// A GET for the query module.
-    pub(crate) async fn get(&self, path: &str, bearer: Option<&str>) -> Result<Value, Error> {
-        self.call(Method::GET, path, None, bearer).await
+    pub(crate) async fn get(&self, path: &str, via: Via<'_>) -> Result<Value, Error> {
+        self.call(Method::GET, path, None, via).await
     }
 }
 
@@ -625,11 +625,18 @@ impl ServerHandler for BatonMcp {
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         let client = context.peer.peer_info().map(|i| i.client_info.name.clone());
-        let args = request.arguments.unwrap_or_default();
-        let result = match self
-            .run(&request.name, args, bearer.as_deref(), client.as_deref())
-            .await
-        {
+        let mut args = request.arguments.unwrap_or_default();
+        let result = match idempotency_key(&mut args) {
+            Ok(key) => {
+                let via = Via {
+                    bearer: bearer.as_deref(),
+                    idempotency_key: key.as_deref(),
+                };
+                self.run(&request.name, args, via, client.as_deref()).await
+            }
+            Err(e) => Err(e),
+        };
+        let result = match result {
             Ok(value) => {
                 let text = serde_json::to_string(&value).unwrap_or_default();
                 let mut r = CallToolResult::structured(value);
@@ -695,3 +702,23 @@ const KNOWN_METHODS: &[&str] = &[
     "completion/complete",
     "logging/setLevel",
 ];
+
+/// Takes the call's `idempotency_key` out of its arguments: printable ASCII, at most
+/// [`crate::tools::MAX_IDEMPOTENCY_KEY`] characters. A read takes it and ignores it.
+fn idempotency_key(args: &mut Args) -> Result<Option<String>, Error> {
+    let max = crate::tools::MAX_IDEMPOTENCY_KEY;
+    match args.remove("idempotency_key") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(k))
+            if !k.is_empty()
+                && k.len() <= max
+                && k.bytes().all(|b| b == b' ' || b.is_ascii_graphic()) =>
+        {
+            Ok(Some(k))
+        }
+        Some(_) => Err(Error::invalid(
+            format!("idempotency_key must be 1 to {max} characters of printable ASCII"),
+            "pass a UUID, or a short string unique to this call",
+        )),
+    }
+}

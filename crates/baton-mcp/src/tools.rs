@@ -79,7 +79,7 @@ pub(crate) fn all() -> Vec<ToolDef> {
         json!({"type": "integer", "description": "Fail with VERSION_CONFLICT unless the task is at this version"}),
     );
     u.insert("lease".into(), lease());
-    vec![
+    let mut tools = vec![
         ToolDef {
             name: "task_create",
             description: "Create a task. It is claimable at once unless blocked_by tasks are open or draft is set.",
@@ -199,5 +199,22 @@ pub(crate) fn all() -> Vec<ToolDef> {
                 "detail": {"type": "boolean", "default": false}
             })),
         },
-    ]
+    ];
+    for tool in &mut tools {
+        if !READ_ONLY.contains(&tool.name) {
+            tool.schema["properties"]["idempotency_key"] = json!({
+                "type": "string",
+                "maxLength": MAX_IDEMPOTENCY_KEY,
+                "description": "A UUID: repeated with it, the call is answered as before, done once"
+            });
+        }
+    }
+    tools
 }
+
+/// The tools that only read: they take no idempotency key.
+const READ_ONLY: [&str; 3] = ["task_get", "task_brief", "query"];
+
+/// The longest idempotency key a tool call takes: each write the call makes is sent with
+/// the key and a suffix that names the write, within the API's 200.
+pub(crate) const MAX_IDEMPOTENCY_KEY: usize = 180;

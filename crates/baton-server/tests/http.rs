@@ -2297,6 +2297,13 @@ async fn metrics_count_what_was_committed(backend: Backend) {
     let forged = json!({"lease": "lse_1_forged"});
     let (st, _) = s.post(&format!("/v1/tasks/{id}/complete"), forged).await;
     assert_eq!(st, StatusCode::CONFLICT);
+    // Cost is counted by its increases (a counter never goes down): 0.5, then a total
+    // lowered to 0.25 (nothing), then 0.5 more: 1.0.
+    for cost in [0.5, 0.25, 0.75] {
+        let beat = json!({"lease": lease, "usage": {"cost": cost}});
+        let (st, v) = s.post(&format!("/v1/tasks/{id}/heartbeat"), beat).await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+    }
     let (st, _) = s
         .post(
             &format!("/v1/tasks/{id}/complete"),
@@ -2351,6 +2358,15 @@ async fn metrics_count_what_was_committed(backend: Backend) {
     );
     let inf = "baton_claim_seconds_bucket{le=\"+Inf\"}";
     assert_eq!(value(&text, inf), Some(1.0), "{text}");
+    // One run completed (the refused completion counts nothing), and the cost reported.
+    assert_eq!(
+        value(&text, "baton_cycle_seconds_count"),
+        Some(1.0),
+        "{text}"
+    );
+    let day = "baton_cycle_seconds_bucket{le=\"86400\"}";
+    assert_eq!(value(&text, day), Some(1.0), "{text}");
+    assert_eq!(value(&text, "baton_cost_total"), Some(1.0), "{text}");
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         let (_, number) = line.rsplit_once(' ').unwrap();
         assert!(number.parse::<f64>().is_ok(), "{line}");

@@ -73,8 +73,21 @@ async def workflow(planner, worker):
     assert "description" not in shown and "budget" not in shown, shown
     assert shown["timeout"] == "2h" and shown["due_at"].startswith("2031-01-01"), shown
 
-    claims = (await call(worker, "claim"))["claims"]
+    # An idempotency key makes a write safe to repeat after a lost answer: the same call is
+    # answered as before and done once; another call under the key is refused.
+    once = dict(title="Once", draft=True, idempotency_key="c0ffee-1")
+    made = (await call(planner, "task_create", **once))["task"]
+    assert (await call(planner, "task_create", **once))["task"]["id"] == made["id"]
+    other = await error(planner, "task_create", {**once, "title": "Twice"})
+    assert other == "IDEMPOTENCY_MISMATCH", other
+    await call(planner, "task_update", task_id=made["id"], action="cancel", idempotency_key="c0ffee-2")
+    again = await call(planner, "task_update", task_id=made["id"], action="cancel", idempotency_key="c0ffee-2")
+    assert again["task"]["status"] == "canceled", again
+
+    claims = (await call(worker, "claim", idempotency_key="c0ffee-3"))["claims"]
     assert [c["task"]["id"] for c in claims] == [first["id"]], claims
+    repeat = (await call(worker, "claim", idempotency_key="c0ffee-3"))["claims"]
+    assert repeat == claims, (repeat, claims)
     beat = await call(worker, "heartbeat", task_id=first["id"], progress=0.5, message="indexing")
     assert "signals" in beat
     await call(worker, "context_add", task_id=parent["id"], type="discovery", content="Titles need stemming")
@@ -152,6 +165,7 @@ async def workflow(planner, worker):
         "after on the newest events": await error(worker, "query", {"name": "recent_activity", "after": 3}),
         "artifact without bytes": await error(worker, "artifacts", {"action": "add", "task_id": parent["id"], "name": "x"}),
         "artifact not there": await error(worker, "artifacts", {"action": "get", "artifact_id": "art_nope"}),
+        "idempotency key not text": await error(worker, "claim", {"idempotency_key": 7}),
     }
     assert codes == {
         "unknown tool": "NOT_FOUND", "wrong type": "INVALID_INPUT", "unknown id": "NOT_FOUND",
@@ -162,7 +176,7 @@ async def workflow(planner, worker):
         "argument a query ignores": "INVALID_INPUT", "children of no task": "NOT_FOUND",
         "fractional max_bytes": "INVALID_INPUT", "claim as another agent": "INVALID_INPUT",
         "after on the newest events": "INVALID_INPUT", "artifact without bytes": "INVALID_INPUT",
-        "artifact not there": "NOT_FOUND",
+        "artifact not there": "NOT_FOUND", "idempotency key not text": "INVALID_INPUT",
     }, codes
     return {"tools_list_bytes": size, "tools": len(names), "errors": codes, "decided_by": decided["created_by"]}
 

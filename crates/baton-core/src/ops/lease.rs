@@ -473,6 +473,10 @@ fn end_run(ctx: &mut Ctx<'_>, task: &mut Task, run: &mut Run, status: RunStatus)
     task.lease = None;
     run.status = status;
     run.ended_at = Some(ctx.now);
+    if status == RunStatus::Completed {
+        let seconds = ctx.now.saturating_sub(run.started_at) as f64 / 1000.0;
+        crate::metrics::note_cycle(ctx.ws, seconds);
+    }
     ctx.tx.put_run(run)
 }
 
@@ -518,6 +522,7 @@ pub fn heartbeat(ctx: &mut Ctx<'_>, id: &str, token: &str, hb: &Heartbeat) -> Re
         super::check_object("usage", &hb.usage, USAGE_COUNTS)?;
         // Totals so far, field by field: a report that leaves a field out keeps its last
         // value (a heartbeat with tokens only does not erase the run's cost).
+        let before = cost(&run.usage).unwrap_or(0.0);
         let mut usage = match run.usage.take() {
             Some(serde_json::Value::Object(earlier)) => earlier,
             _ => serde_json::Map::new(),
@@ -527,6 +532,8 @@ pub fn heartbeat(ctx: &mut Ctx<'_>, id: &str, token: &str, hb: &Heartbeat) -> Re
         }
         super::check_json("usage", &Some(serde_json::Value::Object(usage.clone())))?;
         run.usage = Some(serde_json::Value::Object(usage));
+        let reported = cost(&run.usage).unwrap_or(0.0) - before;
+        crate::metrics::note_cost(ctx.ws, reported);
     }
     let mut signals = Vec::new();
     if task.version > run.seen_version {
