@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 /// Baton: work coordination for AI agents.
 #[derive(Debug, Parser)]
-#[command(name = "baton", version, about, propagate_version = true)]
+#[command(name = "baton", version, propagate_version = true)]
 pub(crate) struct Cli {
     /// Print exactly one JSON object on stdout: the response, or {"error": {...}}.
     #[arg(long, global = true)]

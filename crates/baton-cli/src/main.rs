@@ -118,7 +118,14 @@ fn usage_error(e: clap::Error) -> ! {
         .collect();
     let message = message.join(" ");
     let message = message.trim_start_matches("error: ");
-    let error = Error::invalid(message, "see `baton --help` and `baton COMMAND --help`");
+    // clap's tips (a similar subcommand or flag, how to pass a value that looks like a
+    // flag) are what to do: they lead the hint.
+    let mut hint: Vec<&str> = rendered
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("tip: "))
+        .collect();
+    hint.push("see `baton --help` and `baton COMMAND --help`");
+    let error = Error::invalid(message, hint.join("; "));
     print_line(&error.to_json());
     std::process::exit(2);
 }

@@ -966,6 +966,13 @@ fn errors_are_reported_as_one_json_object_and_write_nothing() {
         message.contains("a subcommand or arguments are required: baton task"),
         "{message}"
     );
+    // clap's suggestion leads the hint.
+    s.usage_error(&["tsak", "list"]);
+    let hint = single_object(&s.run(&["tsak", "list"]))["error"]["hint"].to_string();
+    assert!(
+        hint.contains("a similar subcommand exists: 'task'"),
+        "{hint}"
+    );
 
     // Found by probing the command line: each is refused as bad input, not retryable.
     s.fails_without_writing(

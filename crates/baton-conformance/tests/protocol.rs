@@ -1702,6 +1702,64 @@ async fn the_log_shows_no_secret_hashes(env: Env) {
     env.heartbeat(&t.id, &c.lease.token).await.unwrap();
 }
 
+/// Turning review on for a project requires it of its open tasks too, not only of those
+/// created later: a task claimed before goes to review when completed. Finished tasks and
+/// tasks that required it already are left as they are.
+async fn project_review_reaches_its_open_tasks(env: Env) {
+    let web = env
+        .baton
+        .create_project(&env.actor, None, web_request())
+        .await;
+    let web = web.unwrap().project;
+    let in_web = |title: &str| CreateTask {
+        title: title.into(),
+        project: Some("web".into()),
+        ..Default::default()
+    };
+    let finished = env.create(in_web("finished")).await.unwrap();
+    let c = env.claim("w").await.unwrap();
+    env.lease(
+        &finished.id,
+        &c.lease.token,
+        LeaseOp::Complete(Default::default()),
+    )
+    .await
+    .unwrap();
+    let held = env.create(in_web("held")).await.unwrap();
+    let waiting = env.create(in_web("waiting")).await.unwrap();
+    let elsewhere = env.task("elsewhere").await;
+    let c = env.claim("w").await.unwrap();
+    assert_eq!(c.task.id, held.id);
+
+    let review = ProjectSettings {
+        review_required: Some(true),
+        ..Default::default()
+    };
+    env.baton
+        .update_project(&env.actor, None, &web.id, review)
+        .await
+        .unwrap();
+    assert!(env.get(&held.id).review_required && env.get(&waiting.id).review_required);
+    assert!(
+        !env.get(&finished.id).review_required,
+        "a finished task stays as it ended"
+    );
+    assert!(
+        !env.get(&elsewhere.id).review_required,
+        "another project's task"
+    );
+    let out = env
+        .lease(
+            &held.id,
+            &c.lease.token,
+            LeaseOp::Complete(Default::default()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out["task"]["status"], "review", "{out}");
+    assert_eq!(env.replay_difference().await, None);
+}
+
 /// Optimistic concurrency: a stale version is VERSION_CONFLICT with the current version.
 async fn version_conflict(env: Env) {
     let t = env.task("t").await;
@@ -3254,6 +3312,7 @@ on_every_backend!(
     a_task_born_behind_a_failed_blocker_says_so,
     names_shaped_like_ids_are_refused,
     the_log_shows_no_secret_hashes,
+    project_review_reaches_its_open_tasks,
     version_conflict,
     idempotency_keys,
     context_and_briefing,

@@ -63,6 +63,19 @@ pub struct JsonBody<T> {
     wanted: PhantomData<fn() -> T>,
 }
 
+impl<T> JsonBody<T> {
+    /// The body as text, for a route that also reads another format than JSON.
+    pub fn text(self) -> Result<String, ApiError> {
+        let bytes = self.bytes?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| {
+            ApiError(Error::invalid(
+                "the request body is not UTF-8 text",
+                "send the document as UTF-8",
+            ))
+        })
+    }
+}
+
 impl<T: DeserializeOwned> JsonBody<T> {
     /// The body as `T`, or the structured error for what is wrong with it.
     pub fn parse(self) -> Result<T, ApiError> {

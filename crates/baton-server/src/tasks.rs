@@ -877,7 +877,8 @@ async fn events(
 }
 
 /// Apply a plan: a task tree with refs, context and steps, in one transaction; applying
-/// the same plan again changes only what differs.
+/// the same plan again changes only what differs. JSON, or the YAML of a plan file with
+/// `Content-Type: application/yaml`.
 #[utoipa::path(post, path = "/v1/plans", tag = "knowledge", request_body = PlanDoc,
     responses((status = 200, description = "Every task of the plan and what was done to it", body = PlanOut)))]
 async fn apply_plan(
@@ -886,9 +887,23 @@ async fn apply_plan(
     body: JsonBody<PlanDoc>,
 ) -> Result<Json<PlanOut>> {
     let actor = s.auth(&headers, &[Permission::Plan])?.actor;
-    let doc = body
-        .parse()
-        .map_err(|e| ApiError(baton_core::ops::plan::as_plan_error(e.0)))?;
+    let yaml = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| {
+            let t = t.trim().to_ascii_lowercase();
+            matches!(
+                t.as_str(),
+                "application/yaml" | "application/x-yaml" | "text/yaml"
+            )
+        });
+    let doc = match yaml {
+        true => baton_core::ops::plan::parse(&body.text()?)?,
+        false => body
+            .parse()
+            .map_err(|e| ApiError(baton_core::ops::plan::as_plan_error(e.0)))?,
+    };
     let key = idempotency_key(&headers)?;
     Ok(Json(s.baton.apply_plan(&actor, key.as_deref(), doc).await?))
 }

@@ -387,6 +387,23 @@ async fn errors_have_codes_and_statuses(backend: Backend) {
             "{query}"
         );
     }
+    // A plan file's YAML is taken as it is, with its content type; bad YAML is INVALID_PLAN.
+    let yaml = |text: &'static str| {
+        let request = s.http.post(format!("{}/v1/plans", s.base));
+        let request = request
+            .bearer_auth(&s.token)
+            .header("content-type", "application/yaml; charset=utf-8");
+        async move {
+            let resp = request.body(text).send().await.unwrap();
+            (resp.status(), resp.json::<Value>().await.unwrap())
+        }
+    };
+    let (st, v) = yaml("tasks: [unclosed\n").await;
+    assert_eq!(
+        (st, error_code(&v)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "INVALID_PLAN"),
+        "{v}"
+    );
     let big = "x".repeat(baton_server::MAX_BODY + 10);
     let resp = s
         .http
@@ -400,6 +417,9 @@ async fn errors_have_codes_and_statuses(backend: Backend) {
     assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
     let (_, after) = s.get("/v1/events?limit=1000").await;
     assert_eq!(before, after, "bad input wrote nothing");
+    let (st, v) = yaml("name: yaml\ntasks:\n  - ref: a\n    title: From YAML\n").await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["tasks"][0]["task"]["title"], "From YAML", "{v}");
 }
 
 /// `If-Match` carries the version; a stale one is 409 VERSION_CONFLICT. `Idempotency-Key`

@@ -52,6 +52,9 @@ pub fn update_project(ctx: &mut Ctx<'_>, id: &str, req: ProjectSettings) -> Resu
     if project != before {
         ctx.tx.put_project(&project)?;
         ctx.emit("project.updated", None, json!({ "project": project }))?;
+        if project.review_required && !before.review_required {
+            require_review_of_open_tasks(ctx, &project.id)?;
+        }
     }
     // Every time it is set, not only when it changes: leases a kill missed (made by an
     // older version, say) are revoked by setting it again.
@@ -71,12 +74,64 @@ fn revoke_leases(
     project_id: Option<&str>,
     held_by: impl Fn(&Lease) -> bool,
 ) -> Result<()> {
+    let leased = [Status::Claimed, Status::InProgress, Status::Waiting];
+    for_each_task(ctx, &leased, project_id, |ctx, task| {
+        if !task.lease.as_ref().is_some_and(&held_by) {
+            return Ok(());
+        }
+        if let Some(mut task) = ctx.tx.task_for_update(ctx.ws, &task.id)? {
+            // A lease that lapsed already expires as it would have (the attempt counts);
+            // only a live one is revoked.
+            super::lease::expire_if_due(ctx, &mut task)?;
+            if task.lease.as_ref().is_some_and(&held_by) {
+                super::lease::revoke(ctx, &mut task, switch)?;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// A project that now requires review requires it of its tasks not finished yet, as of
+/// those created from now on (a task may not waive it): each that did not is updated.
+/// Tasks in review or finished keep what they had. Turning review off changes no task:
+/// which of them required review on their own is not recorded apart.
+fn require_review_of_open_tasks(ctx: &mut Ctx<'_>, project_id: &str) -> Result<()> {
+    let open = [
+        Status::Draft,
+        Status::Ready,
+        Status::Blocked,
+        Status::Claimed,
+        Status::InProgress,
+        Status::Waiting,
+    ];
+    for_each_task(ctx, &open, Some(project_id), |ctx, task| {
+        if task.review_required {
+            return Ok(());
+        }
+        if let Some(mut task) = ctx.tx.task_for_update(ctx.ws, &task.id)? {
+            if !task.review_required {
+                task.review_required = true;
+                ctx.save(&mut task, "task.updated", &[])?;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Calls `f` on every task in one of `statuses` (of `project_id`, or of the workspace),
+/// reading them a page at a time.
+fn for_each_task(
+    ctx: &mut Ctx<'_>,
+    statuses: &[Status],
+    project_id: Option<&str>,
+    mut f: impl FnMut(&mut Ctx<'_>, Task) -> Result<()>,
+) -> Result<()> {
     const PAGE: u32 = 500;
-    for status in [Status::Claimed, Status::InProgress, Status::Waiting] {
+    for status in statuses {
         let mut after = None;
         loop {
             let filter = TaskFilter {
-                status: Some(status),
+                status: Some(*status),
                 project_id: project_id.map(str::to_string),
                 after_id: after.take(),
                 limit: PAGE,
@@ -86,17 +141,7 @@ fn revoke_leases(
             let full = page.len() == PAGE as usize;
             after = page.last().map(|t| t.id.clone());
             for task in page {
-                if !task.lease.as_ref().is_some_and(&held_by) {
-                    continue;
-                }
-                if let Some(mut task) = ctx.tx.task_for_update(ctx.ws, &task.id)? {
-                    // A lease that lapsed already expires as it would have (the attempt
-                    // counts); only a live one is revoked.
-                    super::lease::expire_if_due(ctx, &mut task)?;
-                    if task.lease.as_ref().is_some_and(&held_by) {
-                        super::lease::revoke(ctx, &mut task, switch)?;
-                    }
-                }
+                f(ctx, task)?;
             }
             if !full {
                 break;
