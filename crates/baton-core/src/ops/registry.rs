@@ -74,7 +74,7 @@ fn revoke_leases(
     project_id: Option<&str>,
     held_by: impl Fn(&Lease) -> bool,
 ) -> Result<()> {
-    let leased = [Status::Claimed, Status::InProgress, Status::Waiting];
+    let leased: Vec<Status> = Status::ALL.into_iter().filter(|s| s.is_leased()).collect();
     for_each_task(ctx, &leased, project_id, |ctx, task| {
         if !task.lease.as_ref().is_some_and(&held_by) {
             return Ok(());
@@ -96,14 +96,11 @@ fn revoke_leases(
 /// Tasks in review or finished keep what they had. Turning review off changes no task:
 /// which of them required review on their own is not recorded apart.
 fn require_review_of_open_tasks(ctx: &mut Ctx<'_>, project_id: &str) -> Result<()> {
-    let open = [
-        Status::Draft,
-        Status::Ready,
-        Status::Blocked,
-        Status::Claimed,
-        Status::InProgress,
-        Status::Waiting,
-    ];
+    // Not finished, and not in review (whose completion was judged under the old rule).
+    let open: Vec<Status> = Status::ALL
+        .into_iter()
+        .filter(|s| !s.is_closed_to_children())
+        .collect();
     for_each_task(ctx, &open, Some(project_id), |ctx, task| {
         if task.review_required {
             return Ok(());
