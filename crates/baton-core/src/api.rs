@@ -278,7 +278,9 @@ pub mod patch {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClaimRequest {
-    /// The claiming agent's name; registered on first use.
+    /// The claiming agent's name; registered on first use. Required, unless the key is
+    /// bound to an agent (then that agent claims).
+    #[serde(default)]
     #[schema(min_length = 1, max_length = 200)]
     pub agent: String,
     /// What the agent can do.

@@ -136,6 +136,17 @@ impl AppState {
     }
 }
 
+/// The agent a claim acts as: the one it names, or, when it names none, the agent its key
+/// is bound to; a key bound to an agent may not act as another (`FORBIDDEN`).
+pub(crate) fn claiming_agent(principal: &Principal, agent: &mut String) -> Result<(), ApiError> {
+    if agent.is_empty() {
+        if let Some(bound) = &principal.key.agent {
+            agent.clone_from(bound);
+        }
+    }
+    check_bound(principal, agent)
+}
+
 /// Refuses a key bound to an agent when the request acts as another agent (`FORBIDDEN`).
 pub(crate) fn check_bound(principal: &Principal, agent: &str) -> Result<(), ApiError> {
     match principal.key.agent.as_deref() {

@@ -296,9 +296,9 @@ async fn claim(
 ) -> Result<Json<Claims>> {
     let principal = s.auth(&headers, &[Permission::Work])?;
     let key = idempotency_key(&headers)?;
-    let req: ClaimRequest = body.parse()?;
+    let mut req: ClaimRequest = body.parse()?;
     // A key bound to an agent claims only as that agent; the claim is recorded under its name.
-    crate::check_bound(&principal, &req.agent)?;
+    crate::claiming_agent(&principal, &mut req.agent)?;
     let mut actor = principal.actor;
     actor.name = req.agent.clone();
     Ok(Json(s.baton.claim(&actor, key.as_deref(), req).await?))
@@ -363,9 +363,9 @@ async fn complete_many(
 ) -> Result<Json<CompletionsOut>> {
     let principal = s.auth(&headers, &[Permission::Work])?;
     let key = idempotency_key(&headers)?;
-    let req: CompleteManyBody = body.parse()?;
-    if let Some(next) = &req.next {
-        crate::check_bound(&principal, &next.agent)?;
+    let mut req: CompleteManyBody = body.parse()?;
+    if let Some(next) = &mut req.next {
+        crate::claiming_agent(&principal, &mut next.agent)?;
     }
     let done = s
         .baton

@@ -2459,9 +2459,24 @@ async fn a_worker_lifts_the_block_it_set(backend: Backend) {
     );
     let (_, t) = s.post("/v1/tasks", json!({"title": "needs creds"})).await;
     let id = t["task"]["id"].as_str().unwrap().to_string();
-    let claim = Some(json!({"agent": "w1"}));
-    let (st, c) = s.call("POST", "/v1/tasks/claim", claim, &as_w1).await;
-    assert_eq!(st, StatusCode::OK, "{c}");
+    // A key bound to an agent claims as it without naming it; a claim by another key must.
+    let (st, v) = s.post("/v1/tasks/claim", json!({})).await;
+    assert_eq!(
+        (st, error_code(&v)),
+        (StatusCode::BAD_REQUEST, "INVALID_INPUT"),
+        "{v}"
+    );
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("agent is required"),
+        "{v}"
+    );
+    let (st, c) = s
+        .call("POST", "/v1/tasks/claim", Some(json!({})), &as_w1)
+        .await;
+    assert_eq!(st, StatusCode::OK, "{c}"); // as w1: w2's heartbeat below names w1 the holder
     let lease = c["claims"][0]["lease"]["token"].as_str().unwrap();
     // A key bound to another agent may not work under w1's lease, token or not.
     let beat = Some(json!({"lease": lease, "message": "me too"}));

@@ -226,6 +226,12 @@ pub fn check_claim(req: &ClaimRequest) -> Result<()> {
         ));
     }
     super::check_duration("lease_ttl", req.lease_ttl)?;
+    if req.agent.is_empty() {
+        return Err(Error::invalid(
+            "agent is required: the name of the agent that claims",
+            "pass \"agent\": \"NAME\" (a key bound to an agent claims as it without one)",
+        ));
+    }
     super::check_name("agent", &req.agent, 200)?;
     check_tags("capabilities", &req.capabilities)?;
     Ok(())
