@@ -442,6 +442,9 @@ pub(crate) struct CreateArgs {
     /// Label (repeatable).
     #[arg(long = "label")]
     pub(crate) labels: Vec<String>,
+    /// A file or glob the task expects to touch (repeatable), e.g. 'src/db/**'.
+    #[arg(long = "path")]
+    pub(crate) paths: Vec<String>,
     /// A task that must be done first (repeatable).
     #[arg(long = "blocked-by")]
     pub(crate) blocked_by: Vec<String>,
@@ -499,6 +502,9 @@ pub(crate) struct UpdateArgs {
     /// New labels (repeatable; replaces).
     #[arg(long = "label")]
     pub(crate) labels: Vec<String>,
+    /// New paths the task expects to touch (repeatable; replaces).
+    #[arg(long = "path")]
+    pub(crate) paths: Vec<String>,
     /// New required capabilities (repeatable; replaces).
     #[arg(long = "capability")]
     pub(crate) capabilities: Vec<String>,
@@ -545,6 +551,7 @@ pub(crate) enum ClearField {
     Budget,
     Labels,
     Capabilities,
+    Paths,
 }
 
 #[derive(Debug, Args)]

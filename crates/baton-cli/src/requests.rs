@@ -41,6 +41,7 @@ pub(crate) fn create(a: &CreateArgs) -> Result<CreateTask, Error> {
         due_at: a.due.as_deref().map(parse_timestamp).transpose()?,
         required_capabilities: a.capabilities.clone(),
         labels: a.labels.clone(),
+        paths: a.paths.clone(),
         blocked_by: a.blocked_by.clone(),
         lease_ttl: duration(&a.lease_ttl)?,
         timeout: duration(&a.timeout)?,
@@ -102,6 +103,7 @@ pub(crate) fn update(a: &UpdateArgs) -> Result<UpdateTask, Error> {
             a.due.as_deref().map(parse_timestamp).transpose()?,
         ),
         labels: listed(ClearField::Labels, &a.labels, "label")?,
+        paths: listed(ClearField::Paths, &a.paths, "path")?,
         required_capabilities: listed(ClearField::Capabilities, &a.capabilities, "capability")?,
         lease_ttl: duration(&a.lease_ttl)?,
         timeout: patch(

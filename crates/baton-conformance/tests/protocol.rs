@@ -1760,6 +1760,64 @@ async fn project_review_reaches_its_open_tasks(env: Env) {
     assert_eq!(env.replay_difference().await, None);
 }
 
+/// File scopes (DESIGN §4): a claim of a task whose paths overlap a leased task's carries
+/// a warning naming it (tasks of the same claim among them); paths that do not overlap, or
+/// a task without paths, claim quietly. Paths are replaced by an update and emptied by null.
+async fn a_claim_warns_of_overlapping_paths(env: Env) {
+    let scoped = |title: &str, paths: &[&str], priority: i64| CreateTask {
+        title: title.into(),
+        paths: paths.iter().map(|p| p.to_string()).collect(),
+        priority: Some(priority),
+        ..Default::default()
+    };
+    let db = env.create(scoped("db", &["src/db/**"], 9)).await.unwrap();
+    let api = env.create(scoped("api", &["src/api/**"], 8)).await.unwrap();
+    let schema = env
+        .create(scoped("schema", &[" src/db/schema.rs "], 7))
+        .await
+        .unwrap();
+    let free = env.create(scoped("free", &[], 6)).await.unwrap();
+    assert_eq!(schema.paths, ["src/db/schema.rs"], "trimmed");
+
+    let first = env.claim("a").await.unwrap();
+    assert_eq!(
+        (first.task.id.as_str(), first.warnings.len()),
+        (db.id.as_str(), 0)
+    );
+    let second = env.claim("b").await.unwrap();
+    assert_eq!(second.task.id, api.id);
+    assert!(second.warnings.is_empty(), "{:?}", second.warnings);
+    let third = env.claim("c").await.unwrap();
+    assert_eq!(third.task.id, schema.id);
+    assert_eq!(third.warnings.len(), 1, "{:?}", third.warnings);
+    assert!(third.warnings[0].contains(&db.id), "{:?}", third.warnings);
+    assert!(!third.warnings[0].contains(&api.id), "{:?}", third.warnings);
+    let fourth = env.claim("d").await.unwrap();
+    assert_eq!(
+        (fourth.task.id.as_str(), fourth.warnings.len()),
+        (free.id.as_str(), 0)
+    );
+
+    let rescope = |paths: Option<Vec<String>>| UpdateTask {
+        paths,
+        ..Default::default()
+    };
+    let moved = env.baton.update_task(
+        &env.actor,
+        None,
+        &free.id,
+        rescope(Some(vec!["docs/*".into()])),
+    );
+    assert_eq!(moved.await.unwrap().task.paths, ["docs/*"]);
+    let cleared = env
+        .baton
+        .update_task(&env.actor, None, &free.id, rescope(Some(vec![])));
+    assert!(cleared.await.unwrap().task.paths.is_empty());
+    let bad = env.create(scoped("bad", &["a\nb"], 0)).await.unwrap_err();
+    assert_eq!(bad.code, Code::InvalidInput);
+    assert_eq!(env.replay_difference().await, None);
+}
+
 /// Optimistic concurrency: a stale version is VERSION_CONFLICT with the current version.
 async fn version_conflict(env: Env) {
     let t = env.task("t").await;
@@ -3313,6 +3371,7 @@ on_every_backend!(
     names_shaped_like_ids_are_refused,
     the_log_shows_no_secret_hashes,
     project_review_reaches_its_open_tasks,
+    a_claim_warns_of_overlapping_paths,
     version_conflict,
     idempotency_keys,
     context_and_briefing,

@@ -60,6 +60,10 @@ pub struct CreateTask {
     /// Free labels.
     #[serde(default)]
     pub labels: Vec<String>,
+    /// Files it expects to touch, as globs (`src/db/**`): claiming it while a leased task's
+    /// paths overlap warns.
+    #[serde(default)]
+    pub paths: Vec<String>,
     /// Tasks that must be done first.
     #[serde(default)]
     pub blocked_by: Vec<String>,
@@ -171,6 +175,13 @@ pub struct UpdateTask {
         skip_serializing_if = "Option::is_none"
     )]
     pub labels: Option<Vec<String>>,
+    /// New paths (replace); null or `[]` removes them all.
+    #[serde(
+        default,
+        deserialize_with = "patch::emptied",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub paths: Option<Vec<String>>,
     /// New required capabilities (replace); null or `[]` removes them all.
     #[serde(
         default,
@@ -267,8 +278,8 @@ pub mod patch {
             Some(value) => Ok(Some(value)),
             None => Err(D::Error::custom(
                 "null is given for a field a task cannot be without (null clears only \
-                 description, plan, due_at, timeout, input, output_schema, budget, labels \
-                 and required_capabilities); leave the field out to keep it",
+                 description, plan, due_at, timeout, input, output_schema, budget, labels, \
+                 paths and required_capabilities); leave the field out to keep it",
             )),
         }
     }
@@ -320,6 +331,10 @@ pub struct Claim {
     pub run: Run,
     /// The lease.
     pub lease: LeaseGrant,
+    /// Things the agent should know before it starts (another leased task's paths overlap
+    /// this one's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// Output of `claim`: empty when nothing is claimable.

@@ -214,6 +214,10 @@ pub struct Task {
     pub required_capabilities: Vec<String>,
     /// Free labels for filtering.
     pub labels: Vec<String>,
+    /// The files the task expects to touch, as globs (`src/db/**`): a claim of it while
+    /// another leased task's paths overlap carries a warning (DESIGN §4, file scopes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<String>,
     /// Input data for the worker.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input: Option<Value>,

@@ -36,6 +36,7 @@ pub(crate) fn all() -> Vec<ToolDef> {
         "blocked_by": {"type": "array", "items": {"type": "string"}},
         "required_capabilities": {"type": "array", "items": {"type": "string"}},
         "labels": {"type": "array", "items": {"type": "string"}},
+        "paths": {"type": "array", "items": {"type": "string"}, "description": "Files it will touch, as globs: a claim warns of overlap"},
         "input": {},
         "output_schema": {"type": "object"},
         "lease_ttl": {"type": "string", "description": "e.g. 5m"},
@@ -61,6 +62,7 @@ pub(crate) fn all() -> Vec<ToolDef> {
         "output_schema",
         "budget",
         "labels",
+        "paths",
         "required_capabilities",
     ] {
         let field = u[k].as_object_mut().expect("an object");

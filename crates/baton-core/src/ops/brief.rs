@@ -52,6 +52,7 @@ pub fn brief(ctx: &mut Ctx<'_>, id: &str, max_bytes: Option<usize>) -> Result<Br
         "intent": task.intent, "description": task.description, "plan": task.plan,
         "priority": task.priority, "due_at": task.due_at.map(crate::time::format_rfc3339),
         "labels": task.labels, "required_capabilities": task.required_capabilities,
+        "paths": task.paths,
         "attempts": task.attempts, "max_attempts": task.retry_policy.max_attempts,
         "version": task.version, "input": task.input, "output_schema": task.output_schema,
         "output": task.output, "outcome": task.outcome,
@@ -231,12 +232,13 @@ fn drop_order(section: &str, index: usize, count: usize, item: &Value) -> (u8, u
 
 /// Task fields a budget may drop, least needed first; the rest (id, title, type, status,
 /// version) always stay.
-const OPTIONAL_FIELDS: [&str; 16] = [
+const OPTIONAL_FIELDS: [&str; 17] = [
     "input",
     "output_schema",
     "output",
     "labels",
     "required_capabilities",
+    "paths",
     "due_at",
     "priority",
     "max_attempts",

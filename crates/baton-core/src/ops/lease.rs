@@ -202,6 +202,7 @@ pub fn claim(ctx: &mut Ctx<'_>, req: &ClaimRequest) -> Result<Claims> {
         }
         claims.push(grant(ctx, task, &mut agent, req)?);
     }
+    super::scope::warn_of_overlaps(ctx, &mut claims)?;
     // A killed workspace offers nothing (the stores leave its tasks out); the claimer is
     // told why rather than left waiting.
     if claims.is_empty() {
@@ -301,6 +302,7 @@ fn grant(
             epoch: task.epoch,
             expires_at,
         },
+        warnings: vec![],
     })
 }
 

@@ -10,6 +10,7 @@ pub mod knowledge;
 pub mod lease;
 pub mod plan;
 pub mod registry;
+pub mod scope;
 pub mod task;
 
 use crate::error::{Error, Result};

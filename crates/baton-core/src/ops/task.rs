@@ -61,6 +61,7 @@ pub fn validate_create(req: &CreateTask) -> Result<()> {
         check_kind(kind)?;
     }
     check_tags("labels", &req.labels)?;
+    super::scope::check_paths(&req.paths)?;
     check_tags("required_capabilities", &req.required_capabilities)?;
     check_json("input", &req.input)?;
     super::check_object("budget", &req.budget, &["max_cost"])?;
@@ -142,6 +143,7 @@ pub fn create(
         budget: req.budget,
         required_capabilities: check_tags("required_capabilities", &req.required_capabilities)?,
         labels: check_tags("labels", &req.labels)?,
+        paths: super::scope::check_paths(&req.paths)?,
         input: req.input,
         input_schema: req.input_schema,
         output_schema: req.output_schema,
@@ -368,6 +370,9 @@ pub fn update(ctx: &mut Ctx<'_>, id: &str, req: UpdateTask) -> Result<TaskOut> {
     }
     if let Some(due) = req.due_at {
         task.due_at = due.map(crate::time::check_timestamp).transpose()?;
+    }
+    if let Some(paths) = req.paths {
+        task.paths = super::scope::check_paths(&paths)?;
     }
     if let Some(labels) = req.labels {
         task.labels = check_tags("labels", &labels)?;

@@ -1,0 +1,145 @@
+//! File scopes (DESIGN §4): the paths a task expects to touch, as globs, and the warning a
+//! claim carries when another leased task's paths overlap its own, so two agents learn
+//! before they start that they may edit the same files.
+//!
+//! Overlap is decided on the globs' literal prefixes (what comes before the first
+//! wildcard): two scopes overlap when one prefix starts the other. That errs towards
+//! warning (`src/*.rs` and `src/main.py` overlap) and never misses a real overlap.
+
+use super::Ctx;
+use crate::api::Claim;
+use crate::error::{Code, Error, Result};
+use crate::model::Task;
+use crate::state::Status;
+use crate::store::TaskFilter;
+
+/// At most this many paths per task.
+pub const MAX_PATHS: usize = 100;
+
+/// Checks a task's paths: each 1 to 1,000 bytes of one line, at most [`MAX_PATHS`];
+/// returns them trimmed and without repeats.
+pub fn check_paths(paths: &[String]) -> Result<Vec<String>> {
+    if paths.len() > MAX_PATHS {
+        return Err(Error::new(
+            Code::TooLarge,
+            format!("{} paths; the limit is {MAX_PATHS}", paths.len()),
+            "name directories with globs (src/db/**) rather than every file",
+        ));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(paths.len());
+    for path in paths {
+        let path = path.trim();
+        if path.is_empty() || path.len() > 1000 || path.chars().any(char::is_control) {
+            return Err(Error::invalid(
+                format!("{path:?} is not a valid path"),
+                "give a path or glob relative to the repository, e.g. src/db/** or README.md",
+            ));
+        }
+        if !out.iter().any(|p| p == path) {
+            out.push(path.to_string());
+        }
+    }
+    Ok(out)
+}
+
+/// What a glob names for certain: the text before its first wildcard.
+fn literal_prefix(glob: &str) -> &str {
+    let end = glob.find(['*', '?', '[', '{']).unwrap_or(glob.len());
+    glob[..end].trim_start_matches("./")
+}
+
+/// Whether two globs may name a file in common.
+pub fn overlap(a: &str, b: &str) -> bool {
+    let (a, b) = (literal_prefix(a), literal_prefix(b));
+    a.starts_with(b) || b.starts_with(a)
+}
+
+/// Adds to each claim whose task has paths a warning naming the other leased tasks of the
+/// workspace whose paths overlap (tasks of the same claim among them). Reads the leased
+/// tasks only when a claimed task has paths.
+pub fn warn_of_overlaps(ctx: &mut Ctx<'_>, claims: &mut [Claim]) -> Result<()> {
+    if claims.iter().all(|c| c.task.paths.is_empty()) {
+        return Ok(());
+    }
+    let leased = leased_with_paths(ctx)?;
+    for claim in claims.iter_mut().filter(|c| !c.task.paths.is_empty()) {
+        let others: Vec<String> = leased
+            .iter()
+            .filter(|t| t.id != claim.task.id)
+            .filter_map(|t| {
+                let shared: Vec<&str> = t
+                    .paths
+                    .iter()
+                    .filter(|p| claim.task.paths.iter().any(|q| overlap(p, q)))
+                    .map(String::as_str)
+                    .collect();
+                (!shared.is_empty()).then(|| format!("{} ({})", t.id, shared.join(", ")))
+            })
+            .collect();
+        if !others.is_empty() {
+            claim.warnings.push(format!(
+                "paths overlap leased task(s) {}: coordinate before editing the same files",
+                others.join("; ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The workspace's leased tasks that declare paths, a page at a time.
+fn leased_with_paths(ctx: &mut Ctx<'_>) -> Result<Vec<Task>> {
+    const PAGE: u32 = 500;
+    let mut out = Vec::new();
+    for status in Status::ALL.into_iter().filter(|s| s.is_leased()) {
+        let mut filter = TaskFilter {
+            status: Some(status),
+            limit: PAGE,
+            ..Default::default()
+        };
+        loop {
+            let page = ctx.tx.list_tasks(ctx.ws, &filter)?;
+            let full = page.len() == PAGE as usize;
+            filter.after_id = page.last().map(|t| t.id.clone());
+            out.extend(page.into_iter().filter(|t| !t.paths.is_empty()));
+            if !full {
+                break;
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_overlap_on_their_literal_prefixes() {
+        for (a, b) in [
+            ("src/db/**", "src/db/schema.rs"),
+            ("src/**", "src/db/*.rs"),
+            ("README.md", "README.md"),
+            ("./docs/*", "docs/http.md"),
+            ("**", "anything"),
+        ] {
+            assert!(overlap(a, b) && overlap(b, a), "{a} {b}");
+        }
+        for (a, b) in [("src/db/**", "src/api/**"), ("docs/*", "README.md")] {
+            assert!(!overlap(a, b) && !overlap(b, a), "{a} {b}");
+        }
+    }
+
+    #[test]
+    fn paths_are_checked_trimmed_and_unique() {
+        let given = vec![" src/** ".to_string(), "src/**".to_string()];
+        assert_eq!(check_paths(&given).unwrap(), ["src/**"]);
+        for bad in ["", "a\nb"] {
+            assert_eq!(
+                check_paths(&[bad.to_string()]).unwrap_err().code,
+                Code::InvalidInput
+            );
+        }
+        let many = vec!["a".to_string(); MAX_PATHS + 1];
+        assert_eq!(check_paths(&many).unwrap_err().code, Code::TooLarge);
+    }
+}
