@@ -1493,6 +1493,12 @@ async fn cancel_takes_open_descendants_with_it(env: Env) {
         .create(under("grandchild", &container, 0))
         .await
         .unwrap();
+    // A sibling waiting on another: canceled with it, never logged blocked in between.
+    let sibling = CreateTask {
+        blocked_by: vec![leased.id.clone()],
+        ..under("sibling", &epic, 0)
+    };
+    let sibling = env.create(sibling).await.unwrap();
     let outside = env
         .create(CreateTask {
             title: "outside".into(),
@@ -1513,6 +1519,7 @@ async fn cancel_takes_open_descendants_with_it(env: Env) {
     let second = env.claim("w").await.unwrap();
     assert_eq!(second.task.id, leased.id);
 
+    let before = env.event_count() as usize;
     let out = env
         .baton
         .transition(
@@ -1528,11 +1535,22 @@ async fn cancel_takes_open_descendants_with_it(env: Env) {
     assert_eq!(out.task.reason.as_deref(), Some("scope cut"));
     assert_eq!(out.warnings.len(), 1, "{:?}", out.warnings);
     assert!(
-        out.warnings[0].contains("3 open descendant"),
+        out.warnings[0].contains("4 open descendant"),
         "{:?}",
         out.warnings
     );
-    for t in [&leased, &container, &grandchild] {
+    let logged: Vec<_> = env.all_events().split_off(before);
+    let failed: Vec<_> = logged
+        .iter()
+        .filter(|e| e.kind == "task.dependency_failed")
+        .filter_map(|e| e.task_id.as_deref())
+        .collect();
+    assert_eq!(
+        failed,
+        [outside.id.as_str()],
+        "only the task left open is told"
+    );
+    for t in [&leased, &container, &grandchild, &sibling] {
         let t = env.get(&t.id);
         assert_eq!(t.status, Status::Canceled, "{}", t.title);
         assert_eq!(
@@ -1626,6 +1644,31 @@ async fn a_task_born_behind_a_failed_blocker_says_so(env: Env) {
         .await
         .unwrap();
     said_so(&batch.tasks[0].warnings, &batch.tasks[0].task);
+
+    // A plan applied again that publishes its draft behind the failed blocker says so too.
+    let plan = |draft: bool| {
+        let text = format!(
+            "name: late\ntasks:\n  - ref: l\n    title: late\n    draft: {draft}\n    blocked_by: [{}]\n",
+            gone.id
+        );
+        baton_core::ops::plan::parse(&text).unwrap()
+    };
+    let first = env
+        .baton
+        .apply_plan(&env.actor, None, plan(true))
+        .await
+        .unwrap();
+    assert!(
+        first.tasks[0].warnings.is_empty(),
+        "{:?}",
+        first.tasks[0].warnings
+    );
+    let again = env
+        .baton
+        .apply_plan(&env.actor, None, plan(false))
+        .await
+        .unwrap();
+    said_so(&again.tasks[0].warnings, &again.tasks[0].task);
     assert_eq!(env.replay_difference().await, None);
 }
 

@@ -403,9 +403,14 @@ impl Baton {
             Some(ws) => ws,
             None if workspace == DEFAULT_WORKSPACE => self.create_workspace(workspace).await?,
             None => {
-                return Err(Error::not_found("workspace", workspace).with_hint(format!(
-                    "check the name; `baton --workspace {workspace} init` creates it on this store"
-                )))
+                let hint = match crate::id::is_id_shaped(workspace) {
+                    true => "name the workspace by its name here, not its id".to_string(),
+                    false => format!(
+                        "check the name; `baton --workspace {workspace} init` creates it on \
+                         this store"
+                    ),
+                };
+                return Err(Error::not_found("workspace", workspace).with_hint(hint));
             }
         };
         Ok(Actor {
@@ -807,8 +812,10 @@ impl Baton {
         token: &str,
         op: LeaseOp,
     ) -> Result<LeaseOut> {
-        let request =
-            json!({ "op": "lease", "id": id, "lease_sha256": sha256_hex(token), "body": &op });
+        // Recorded without the token: a caller that lost its answer and its lease with it
+        // (a restarted agent) repeats the call under its idempotency key and gets the first
+        // answer; the answer holds no secret, and a call under a new key proves its lease.
+        let request = json!({ "op": "lease", "id": id, "body": &op });
         answered(self.submit_lease_job(actor, key, None, request, id, token, op)?).await
     }
 

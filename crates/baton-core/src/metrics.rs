@@ -246,7 +246,7 @@ impl Metrics {
             "counter",
             "Cost agents reported to this replica (increases of their runs' usage.cost).",
         );
-        let _ = writeln!(o, "baton_cost_total {}", self.measured.cost);
+        let _ = writeln!(o, "baton_cost_total {}", number(self.measured.cost));
         out
     }
 }
@@ -258,8 +258,19 @@ fn histogram(out: &mut String, name: &str, help: &str, h: &Histogram) {
         let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {n}");
     }
     let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", h.count);
-    let _ = writeln!(out, "{name}_sum {}", h.sum);
+    let _ = writeln!(out, "{name}_sum {}", number(h.sum));
     let _ = writeln!(out, "{name}_count {}", h.count);
+}
+
+/// A sample's value as the exposition format spells it (`+Inf` past `f64::MAX`: reported
+/// costs are the agents' numbers, summed without bound).
+fn number(value: f64) -> String {
+    match value {
+        v if v == f64::INFINITY => "+Inf".into(),
+        v if v == f64::NEG_INFINITY => "-Inf".into(),
+        v if v.is_nan() => "NaN".into(),
+        v => v.to_string(),
+    }
 }
 
 /// A metric family's `HELP` and `TYPE` lines.
@@ -350,6 +361,8 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
         }
         assert!(text.ends_with('\n'));
+        assert_eq!(number(f64::MAX * 2.0), "+Inf");
+        assert_eq!(number(1.5), "1.5");
         assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
 }

@@ -8,6 +8,7 @@ use axum::http::{Method, Request};
 use axum::Router;
 use baton_core::{Code, Error};
 use serde_json::Value;
+use std::sync::atomic::{AtomicU32, Ordering};
 use tower::ServiceExt;
 
 /// A route's answer: the status and the JSON body.
@@ -21,19 +22,25 @@ pub(crate) struct Via<'a> {
     pub bearer: Option<&'a str>,
     /// The agent's key for the whole tool call.
     pub idempotency_key: Option<&'a str>,
+    /// How many writes the call has sent so far.
+    pub writes: Option<&'a AtomicU32>,
 }
 
 impl Via<'_> {
-    /// The `Idempotency-Key` of one write of the call: the agent's key and a suffix naming
-    /// the write, so a call that makes several writes (register, then claim) replays each
-    /// as it was, and none meets another's stored answer. Reads carry none.
-    fn key_for(&self, method: &Method, path: &str) -> Option<String> {
+    /// The `Idempotency-Key` of the call's next write: the agent's key itself for the
+    /// first (so the same key on another call is refused as the API refuses it), then
+    /// `KEY/2`, `KEY/3`… for any more, in the order the call makes them, which a repeat of
+    /// the call makes again. Reads carry none.
+    fn key_for(&self, method: &Method) -> Option<String> {
         let key = self.idempotency_key?;
         if *method == Method::GET {
             return None;
         }
-        let write = baton_core::id::sha256_hex(&format!("{method} {path}"));
-        Some(format!("{key}/{}", &write[..12]))
+        let n = self.writes.map_or(0, |w| w.fetch_add(1, Ordering::Relaxed)) + 1;
+        Some(match n {
+            1 => key.to_string(),
+            n => format!("{key}/{n}"),
+        })
     }
 }
 
@@ -64,7 +71,7 @@ impl Gateway {
         via: Via<'_>,
     ) -> Result<Answer, Error> {
         let bearer = via.bearer;
-        let idempotency_key = via.key_for(&method, path);
+        let idempotency_key = via.key_for(&method);
         match self {
             Gateway::Local(router) => {
                 let mut req = Request::builder()

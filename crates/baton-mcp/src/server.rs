@@ -628,9 +628,11 @@ impl ServerHandler for BatonMcp {
         let mut args = request.arguments.unwrap_or_default();
         let result = match idempotency_key(&mut args) {
             Ok(key) => {
+                let writes = std::sync::atomic::AtomicU32::new(0);
                 let via = Via {
                     bearer: bearer.as_deref(),
                     idempotency_key: key.as_deref(),
+                    writes: Some(&writes),
                 };
                 self.run(&request.name, args, via, client.as_deref()).await
             }

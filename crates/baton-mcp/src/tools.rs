@@ -217,6 +217,6 @@ pub(crate) fn all() -> Vec<ToolDef> {
 /// The tools that only read: they take no idempotency key.
 const READ_ONLY: [&str; 3] = ["task_get", "task_brief", "query"];
 
-/// The longest idempotency key a tool call takes: each write the call makes is sent with
-/// the key and a suffix that names the write, within the API's 200.
+/// The longest idempotency key a tool call takes: a call's first write is sent under the
+/// key, any later one under the key and `/N`, within the API's 200.
 pub(crate) const MAX_IDEMPOTENCY_KEY: usize = 180;

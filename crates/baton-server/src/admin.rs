@@ -132,9 +132,7 @@ async fn create_key(
     let principal = s.auth(&headers, &[Permission::Admin])?;
     refuse_replay(&headers)?;
     let req = body.parse()?;
-    if principal.actor.workspace_id != id {
-        return Err(Error::not_found("workspace", &id).into()); // other workspaces do not exist for this key
-    }
+    own_workspace(&principal.actor, &id)?; // other workspaces do not exist for this key
     let key = s
         .baton
         .create_key(&principal.actor, &req.role, req.agent)
@@ -144,6 +142,7 @@ async fn create_key(
 
 /// A key sees its own workspace only; any other id is not found.
 fn own_workspace(actor: &baton_core::api::Actor, id: &str) -> Result<(), ApiError> {
+    baton_core::ops::check_id("workspace id", id)?;
     if actor.workspace_id != id {
         return Err(Error::not_found("workspace", id).into());
     }

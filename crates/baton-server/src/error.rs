@@ -199,15 +199,22 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T>
 #[derive(Debug)]
 pub struct NoQuery;
 
-impl<S: Send + Sync> FromRequestParts<S> for NoQuery {
+impl FromRequestParts<crate::AppState> for NoQuery {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &crate::AppState,
+    ) -> Result<Self, Self::Rejection> {
         match parts.uri.query() {
-            Some(query) if !query.is_empty() => Err(ApiError(Error::invalid(
-                "this route takes no query parameters",
-                "leave the query string out; /openapi.json lists each route's parameters",
-            ))),
+            // A caller without a valid key hears that first, as on every route.
+            Some(query) if !query.is_empty() => Err(match state.authenticate(&parts.headers) {
+                Err(unauthorized) => unauthorized,
+                Ok(_) => ApiError(Error::invalid(
+                    "this route takes no query parameters",
+                    "leave the query string out; /openapi.json lists each route's parameters",
+                )),
+            }),
             _ => Ok(NoQuery),
         }
     }

@@ -502,11 +502,26 @@ async fn if_match_and_idempotency_keys(backend: Backend) {
     let (st, c) = s.post("/v1/tasks/claim", json!({"agent": "im"})).await;
     assert_eq!(c["claims"][0]["task"]["id"], id.as_str(), "{st} {c}");
     let beat = json!({"lease": c["claims"][0]["lease"]["token"]});
+    let lease = beat["lease"].clone();
     let (st, v) = s
         .call(
             "POST",
             &format!("{path}/heartbeat"),
             Some(beat),
+            &[("if-match", "3")],
+        )
+        .await;
+    assert_eq!(
+        (st, error_code(&v)),
+        (StatusCode::BAD_REQUEST, "INVALID_INPUT"),
+        "{v}"
+    );
+    let many = json!({"completions": [{"id": id, "lease": lease}]});
+    let (st, v) = s
+        .call(
+            "POST",
+            "/v1/tasks/complete",
+            Some(many),
             &[("if-match", "3")],
         )
         .await;
@@ -2728,13 +2743,22 @@ async fn odd_input_is_refused_in_order_and_changes_nothing(backend: Backend) {
         );
     }
     // An id longer than any names nothing: bad input (400), not a large payload (413).
-    let long = format!("/v1/tasks/tsk_{}", "x".repeat(300));
-    let (st, v) = s.get(&long).await;
-    assert_eq!(
-        (st, error_code(&v)),
-        (StatusCode::BAD_REQUEST, "INVALID_INPUT"),
-        "{v}"
-    );
+    let x300 = "x".repeat(300);
+    for (method, path) in [
+        ("GET", format!("/v1/tasks/tsk_{x300}")),
+        ("GET", format!("/v1/agents/{x300}")),
+        ("GET", format!("/v1/workspaces/ws_{x300}")),
+        ("DELETE", format!("/v1/tasks/{id}/dependencies/tsk_{x300}")),
+        ("POST", format!("/v1/tasks/{id}/steps/{x300}/done")),
+    ] {
+        let body = (method != "GET").then(|| json!({}));
+        let (st, v) = s.call(method, &path, body, &[]).await;
+        assert_eq!(
+            (st, error_code(&v)),
+            (StatusCode::BAD_REQUEST, "INVALID_INPUT"),
+            "{path}: {v}"
+        );
+    }
     // Without a key, a bad query is 401 like any other call: the key is checked first.
     for path in [
         "/v1/tasks?limit=x",
@@ -2743,6 +2767,9 @@ async fn odd_input_is_refused_in_order_and_changes_nothing(backend: Backend) {
         "/v1/events/stream?after=x",
         "/v1/tasks/tsk_x?as_of=x",
         "/v1/artifacts/art_x?content=x",
+        "/v1/whoami?x=1",
+        "/v1/agents?x=1",
+        "/metrics?x=1",
     ] {
         let (st, v) = s.raw("GET", path, "", None).await;
         assert_eq!(

@@ -80,6 +80,10 @@ async def workflow(planner, worker):
     assert (await call(planner, "task_create", **once))["task"]["id"] == made["id"]
     other = await error(planner, "task_create", {**once, "title": "Twice"})
     assert other == "IDEMPOTENCY_MISMATCH", other
+    # The same key on another tool is another call: refused too, nothing written.
+    other = await error(planner, "context_add", {"task_id": made["id"], "type": "note", "content": "x",
+                                                 "idempotency_key": "c0ffee-1"})
+    assert other == "IDEMPOTENCY_MISMATCH", other
     await call(planner, "task_update", task_id=made["id"], action="cancel", idempotency_key="c0ffee-2")
     again = await call(planner, "task_update", task_id=made["id"], action="cancel", idempotency_key="c0ffee-2")
     assert again["task"]["status"] == "canceled", again
@@ -108,8 +112,14 @@ async def workflow(planner, worker):
     assert refused == "INVALID_INPUT", refused
     refused = await error(worker, "complete", {"task_id": first["id"], "lease": "lse_not_mine"})
     assert refused == "LEASE_LOST", refused
-    done = await call(worker, "complete", task_id=first["id"], output={"indexed": 3}, outcome="indexed")
+    done = await call(worker, "complete", task_id=first["id"], output={"indexed": 3}, outcome="indexed",
+                      idempotency_key="c0ffee-5")
     assert done["task"]["status"] == "done", done
+    # Repeated after the answer was lost (here the server has let go of the lease, as a
+    # restarted one would have): the first answer, nothing done twice.
+    again = await call(worker, "complete", task_id=first["id"], output={"indexed": 3}, outcome="indexed",
+                       idempotency_key="c0ffee-5")
+    assert again == done, (again, done)
 
     ready = (await call(worker, "query", name="ready"))["tasks"]
     assert [t["id"] for t in ready] == [second["id"]], ready

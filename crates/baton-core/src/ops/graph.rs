@@ -8,7 +8,7 @@ use crate::error::{Code, Error, Result};
 use crate::model::*;
 use crate::state::{BlockedReason, Status};
 use serde_json::json;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// Where a task waiting to run should stand given its `blocks` dependencies:
 /// `None` means ready, otherwise blocked for the reason given.
@@ -43,6 +43,17 @@ pub fn born_dependency_failed(ctx: &mut Ctx<'_>, task: &Task) -> Result<Option<S
     if task.blocked_reason != Some(BlockedReason::DependencyFailed) {
         return Ok(None);
     }
+    ctx.emit(
+        "task.dependency_failed",
+        Some(&task.id),
+        json!({ "task": task }),
+    )?;
+    dependency_failed_warning(ctx, task).map(Some)
+}
+
+/// The warning for a task now blocked `dependency_failed`: which blockers ended badly, and
+/// what a planner may do.
+pub fn dependency_failed_warning(ctx: &mut Ctx<'_>, task: &Task) -> Result<String> {
     let mut ended = Vec::new();
     for dep in ctx.tx.deps_of(ctx.ws, &task.id)? {
         if dep.kind != DepKind::Blocks {
@@ -54,25 +65,30 @@ pub fn born_dependency_failed(ctx: &mut Ctx<'_>, task: &Task) -> Result<Option<S
             }
         }
     }
-    ctx.emit(
-        "task.dependency_failed",
-        Some(&task.id),
-        json!({ "task": task }),
-    )?;
-    Ok(Some(format!(
+    Ok(format!(
         "task {} is blocked (dependency_failed): {}; retry the blocker, or unblock this task \
          to go on without it",
         task.id,
         ended.join(", ")
-    )))
+    ))
 }
 
 /// After `task_id` ended (done, failed or canceled) or was retried, moves each dependent
 /// that waits on it: released to `ready` when its last blocker is done, blocked with
 /// `dependency_failed` while one has failed, back to waiting on `dependencies` otherwise.
 pub fn on_blocker_ended(ctx: &mut Ctx<'_>, task_id: &str) -> Result<()> {
+    on_blocker_ended_but(ctx, task_id, &HashSet::new())
+}
+
+/// As [`on_blocker_ended`], leaving out the dependents in `ending` (tasks the same change
+/// is about to end: re-settling them first would log a state they never keep).
+pub fn on_blocker_ended_but(
+    ctx: &mut Ctx<'_>,
+    task_id: &str,
+    ending: &HashSet<String>,
+) -> Result<()> {
     for dep in ctx.tx.dependents_of(ctx.ws, task_id)? {
-        if dep.kind != DepKind::Blocks {
+        if dep.kind != DepKind::Blocks || ending.contains(&dep.blocked_id) {
             continue;
         }
         reevaluate(ctx, &dep.blocked_id)?;
@@ -346,6 +362,7 @@ pub fn remove_dep(
     blocked_id: &str,
     kind: DepKind,
 ) -> Result<DepOut> {
+    super::check_id("blocker id", blocker_id)?;
     let existing = ctx.tx.deps_of(ctx.ws, blocked_id)?;
     let Some(dep) = existing
         .into_iter()

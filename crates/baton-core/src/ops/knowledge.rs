@@ -183,6 +183,7 @@ pub fn done_step(
     notes: Option<String>,
     lease: Option<&str>,
 ) -> Result<StepOut> {
+    super::check_id("step id", step_id)?;
     if let Some(n) = &notes {
         check_len("notes", n, MAX_TEXT)?;
     }

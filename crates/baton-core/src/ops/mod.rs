@@ -15,7 +15,8 @@ pub mod task;
 
 use crate::error::{Error, Result};
 use crate::model::*;
-use crate::store::{NewEvent, Tx};
+use crate::state::Status;
+use crate::store::{NewEvent, TaskFilter, Tx};
 use crate::time::Millis;
 use serde_json::Value;
 
@@ -465,4 +466,37 @@ pub fn project(ctx: &mut Ctx<'_>, id_or_name: Option<&str>) -> Result<Project> {
     ctx.tx
         .project(ctx.ws, key)?
         .ok_or_else(|| Error::not_found("project", key))
+}
+
+/// Calls `f` on every task in one of `statuses` (of `project_id`, or of the workspace),
+/// reading them a page at a time.
+pub(crate) fn for_each_task(
+    ctx: &mut Ctx<'_>,
+    statuses: &[Status],
+    project_id: Option<&str>,
+    mut f: impl FnMut(&mut Ctx<'_>, Task) -> Result<()>,
+) -> Result<()> {
+    const PAGE: u32 = 500;
+    for status in statuses {
+        let mut after = None;
+        loop {
+            let filter = TaskFilter {
+                status: Some(*status),
+                project_id: project_id.map(str::to_string),
+                after_id: after.take(),
+                limit: PAGE,
+                ..Default::default()
+            };
+            let page = ctx.tx.list_tasks(ctx.ws, &filter)?;
+            let full = page.len() == PAGE as usize;
+            after = page.last().map(|t| t.id.clone());
+            for task in page {
+                f(ctx, task)?;
+            }
+            if !full {
+                break;
+            }
+        }
+    }
+    Ok(())
 }

@@ -7,7 +7,7 @@ use super::{graph, knowledge, task, Ctx};
 use crate::api::{AddContext, CreateTask, UpdateTask};
 use crate::error::{Code, Error, Result};
 use crate::model::*;
-use crate::state::Status;
+use crate::state::{BlockedReason, Status};
 use crate::time::{rfc3339, Duration, Millis};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -596,6 +596,12 @@ fn update_existing(
                  holds back only a task that has not"
             ));
         }
+    }
+    // Published, or given a blocker, behind one that failed: said as a create says it.
+    let now = ctx.read_task(&existing.id).map_err(in_ref)?;
+    let was = existing.blocked_reason;
+    if now.blocked_reason == Some(BlockedReason::DependencyFailed) && was != now.blocked_reason {
+        warnings.push(graph::dependency_failed_warning(ctx, &now)?);
     }
     if !node.context.is_empty() {
         let recorded: Vec<(String, String)> = ctx

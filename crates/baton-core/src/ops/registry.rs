@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::id::new_id;
 use crate::model::*;
 use crate::state::Status;
-use crate::store::{KillSwitch, TaskFilter};
+use crate::store::KillSwitch;
 use crate::time::Duration;
 use serde_json::json;
 
@@ -75,7 +75,7 @@ fn revoke_leases(
     held_by: impl Fn(&Lease) -> bool,
 ) -> Result<()> {
     let leased: Vec<Status> = Status::ALL.into_iter().filter(|s| s.is_leased()).collect();
-    for_each_task(ctx, &leased, project_id, |ctx, task| {
+    super::for_each_task(ctx, &leased, project_id, |ctx, task| {
         if !task.lease.as_ref().is_some_and(&held_by) {
             return Ok(());
         }
@@ -101,7 +101,7 @@ fn require_review_of_open_tasks(ctx: &mut Ctx<'_>, project_id: &str) -> Result<(
         .into_iter()
         .filter(|s| !s.is_closed_to_children())
         .collect();
-    for_each_task(ctx, &open, Some(project_id), |ctx, task| {
+    super::for_each_task(ctx, &open, Some(project_id), |ctx, task| {
         if task.review_required {
             return Ok(());
         }
@@ -113,39 +113,6 @@ fn require_review_of_open_tasks(ctx: &mut Ctx<'_>, project_id: &str) -> Result<(
         }
         Ok(())
     })
-}
-
-/// Calls `f` on every task in one of `statuses` (of `project_id`, or of the workspace),
-/// reading them a page at a time.
-fn for_each_task(
-    ctx: &mut Ctx<'_>,
-    statuses: &[Status],
-    project_id: Option<&str>,
-    mut f: impl FnMut(&mut Ctx<'_>, Task) -> Result<()>,
-) -> Result<()> {
-    const PAGE: u32 = 500;
-    for status in statuses {
-        let mut after = None;
-        loop {
-            let filter = TaskFilter {
-                status: Some(*status),
-                project_id: project_id.map(str::to_string),
-                after_id: after.take(),
-                limit: PAGE,
-                ..Default::default()
-            };
-            let page = ctx.tx.list_tasks(ctx.ws, &filter)?;
-            let full = page.len() == PAGE as usize;
-            after = page.last().map(|t| t.id.clone());
-            for task in page {
-                f(ctx, task)?;
-            }
-            if !full {
-                break;
-            }
-        }
-    }
-    Ok(())
 }
 
 fn apply_settings(project: &mut Project, s: &ProjectSettings) -> Result<()> {
@@ -186,7 +153,7 @@ pub const AGENT_STATUSES: [&str; 3] = ["active", "disabled", "killed"];
 /// Changes an agent's status: `disabled` stops its claims, `killed` also revokes every
 /// lease it holds at once (DESIGN §4), `active` lets it claim again.
 pub fn update_agent(ctx: &mut Ctx<'_>, name: &str, req: AgentSettings) -> Result<AgentOut> {
-    super::check_name("agent", name, 200)?;
+    super::check_id("agent", name)?;
     if let Some(status) = &req.status {
         if !AGENT_STATUSES.contains(&status.as_str()) {
             return Err(Error::invalid(
@@ -282,7 +249,8 @@ pub fn agents(ctx: &mut Ctx<'_>) -> Result<AgentsOut> {
 
 /// One agent by name or id.
 pub fn agent(ctx: &mut Ctx<'_>, name: &str) -> Result<AgentOut> {
-    super::check_name("agent", name, 200)?;
+    // A lookup: a name longer than any is not found, one past any id is bad input.
+    super::check_id("agent", name)?;
     let agent = ctx
         .tx
         .agent(ctx.ws, name)?

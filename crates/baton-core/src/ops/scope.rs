@@ -11,7 +11,6 @@ use crate::api::Claim;
 use crate::error::{Code, Error, Result};
 use crate::model::Task;
 use crate::state::Status;
-use crate::store::TaskFilter;
 
 /// At most this many paths per task.
 pub const MAX_PATHS: usize = 100;
@@ -86,26 +85,16 @@ pub fn warn_of_overlaps(ctx: &mut Ctx<'_>, claims: &mut [Claim]) -> Result<()> {
     Ok(())
 }
 
-/// The workspace's leased tasks that declare paths, a page at a time.
+/// The workspace's leased tasks that declare paths.
 fn leased_with_paths(ctx: &mut Ctx<'_>) -> Result<Vec<Task>> {
-    const PAGE: u32 = 500;
+    let leased: Vec<Status> = Status::ALL.into_iter().filter(|s| s.is_leased()).collect();
     let mut out = Vec::new();
-    for status in Status::ALL.into_iter().filter(|s| s.is_leased()) {
-        let mut filter = TaskFilter {
-            status: Some(status),
-            limit: PAGE,
-            ..Default::default()
-        };
-        loop {
-            let page = ctx.tx.list_tasks(ctx.ws, &filter)?;
-            let full = page.len() == PAGE as usize;
-            filter.after_id = page.last().map(|t| t.id.clone());
-            out.extend(page.into_iter().filter(|t| !t.paths.is_empty()));
-            if !full {
-                break;
-            }
+    super::for_each_task(ctx, &leased, None, |_, task| {
+        if !task.paths.is_empty() {
+            out.push(task);
         }
-    }
+        Ok(())
+    })?;
     Ok(out)
 }
 

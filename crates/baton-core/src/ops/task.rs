@@ -10,6 +10,7 @@ use crate::model::*;
 use crate::state::{self, BlockedReason, Op, Status};
 use crate::store::TaskFilter;
 use serde_json::{json, Value};
+use std::collections::HashSet;
 
 fn check_schema(field: &str, schema: &Option<Value>) -> Result<()> {
     check_json(field, schema)?;
@@ -473,23 +474,31 @@ pub fn publish(ctx: &mut Ctx<'_>, id: &str) -> Result<TaskOut> {
 pub fn cancel(ctx: &mut Ctx<'_>, id: &str, reason: Option<String>) -> Result<TaskOut> {
     let mut task = ctx.task(id)?;
     state::check_task(&task, Op::Cancel)?;
-    end_canceled(ctx, &mut task, reason)?;
-    let mut descendants = Vec::new();
+    // Found first, so that ending one does not re-settle another about to end.
+    let mut open = Vec::new();
     let mut parents = vec![id.to_string()];
     while let Some(parent) = parents.pop() {
-        for mut child in children_of(ctx, &parent)? {
+        for child in children_of(ctx, &parent)? {
             // A finished child may still have open children (a forced completion).
             parents.push(child.id.clone());
-            if child.status.is_terminal() {
-                continue;
+            if !child.status.is_terminal() {
+                open.push(child.id);
             }
-            end_canceled(
-                ctx,
-                &mut child,
-                Some(format!("its ancestor {id} was canceled")),
-            )?;
-            descendants.push(child.id);
         }
+    }
+    let ending: HashSet<String> = open.iter().cloned().chain([id.to_string()]).collect();
+    end_canceled(ctx, &mut task, reason, &ending)?;
+    let mut descendants = Vec::with_capacity(open.len());
+    for child in open {
+        // Read as it is now, through the same path as any change: a lease that lapsed is
+        // expired first, and may have used up the task's last attempt.
+        let mut child = ctx.task(&child)?;
+        if child.status.is_terminal() {
+            continue;
+        }
+        let why = format!("its ancestor {id} was canceled");
+        end_canceled(ctx, &mut child, Some(why), &ending)?;
+        descendants.push(child.id);
     }
     let mut warnings = Vec::new();
     if !descendants.is_empty() {
@@ -506,8 +515,14 @@ pub fn cancel(ctx: &mut Ctx<'_>, id: &str, reason: Option<String>) -> Result<Tas
 }
 
 /// Cancels one task: its live run ends `canceled` (the holder's next lease operation says
-/// so), the task is saved with `task.canceled`, and its dependents are re-settled.
-fn end_canceled(ctx: &mut Ctx<'_>, task: &mut Task, reason: Option<String>) -> Result<()> {
+/// so), the task is saved with `task.canceled`, and its dependents are re-settled, but for
+/// those in `ending` (canceled by the same call).
+fn end_canceled(
+    ctx: &mut Ctx<'_>,
+    task: &mut Task,
+    reason: Option<String>,
+    ending: &HashSet<String>,
+) -> Result<()> {
     let mut extra = Vec::new();
     if let Some(lease) = task.lease.take() {
         if let Some(mut run) = ctx.tx.run(ctx.ws, &task.id, &lease.run_id)? {
@@ -521,7 +536,7 @@ fn end_canceled(ctx: &mut Ctx<'_>, task: &mut Task, reason: Option<String>) -> R
     task.blocked_reason = None;
     task.reason = reason;
     ctx.save(task, "task.canceled", &extra)?;
-    graph::on_blocker_ended(ctx, &task.id)
+    graph::on_blocker_ended_but(ctx, &task.id, ending)
 }
 
 /// Every child of `parent`, whatever its status, read page by page before any is changed.
