@@ -266,7 +266,47 @@ pub fn router(state: AppState) -> Router {
             ))
         })
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            if_match_only_where_honoured,
+        ))
         .with_state(state)
+}
+
+/// The writes that honour `If-Match` (a task's PATCH and its planner's and reviewer's
+/// transitions): on any other write the header is refused (400), not ignored, since a
+/// caller that sends a precondition counts on it. Reads may carry it. A caller without a
+/// valid key hears that first, as everywhere.
+async fn if_match_only_where_honoured(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let method = request.method().clone();
+    if !request.headers().contains_key("if-match") || method == axum::http::Method::GET {
+        return next.run(request).await;
+    }
+    let segments: Vec<&str> = request.uri().path().split('/').skip(1).collect();
+    let honoured = match (method.as_str(), segments.as_slice()) {
+        ("PATCH", ["v1", "tasks", _]) => true,
+        ("POST", ["v1", "tasks", _, op]) => {
+            ["publish", "cancel", "retry", "unblock", "approve", "reject"].contains(op)
+        }
+        _ => false,
+    };
+    if honoured {
+        return next.run(request).await;
+    }
+    if let Err(unauthorized) = state.authenticate(request.headers()) {
+        return unauthorized.into_response();
+    }
+    ApiError(baton_core::Error::invalid(
+        "If-Match does not apply to this route",
+        "leave it out: a task's PATCH and its publish, cancel, retry, unblock, approve and \
+         reject take it; a lease operation is fenced by its lease",
+    ))
+    .into_response()
 }
 
 /// Longest a graceful shutdown waits for the requests in flight before the server exits

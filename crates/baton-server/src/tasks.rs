@@ -222,19 +222,6 @@ async fn update(
     ))
 }
 
-/// Refuses `If-Match` on a lease operation rather than ignore a precondition.
-fn refuse_if_match(headers: &HeaderMap) -> Result<()> {
-    if headers.contains_key("if-match") {
-        return Err(Error::invalid(
-            "If-Match does not apply to a lease operation",
-            "leave it out: the lease token fences lease operations (a version would be \
-             bumped by the holder's own steps)",
-        )
-        .into());
-    }
-    Ok(())
-}
-
 /// The version a conditional change is based on: `If-Match: <version>` (bare or as a
 /// strong entity tag, `"3"`), or `version` in the body, or both if they agree.
 fn expected_version(headers: &HeaderMap, in_body: Option<u64>) -> Result<Option<u64>> {
@@ -377,7 +364,6 @@ async fn complete_many(
     let principal = s.auth(&headers, &[Permission::Work])?;
     let key = idempotency_key(&headers)?;
     let mut req: CompleteManyBody = body.parse()?;
-    refuse_if_match(&headers)?;
     if let Some(next) = &mut req.next {
         crate::claiming_agent(&principal, &mut next.agent)?;
     }
@@ -427,7 +413,6 @@ async fn leased(
         )
         .into());
     };
-    refuse_if_match(headers)?;
     let key = idempotency_key(headers)?;
     Ok(Json(
         s.baton

@@ -516,6 +516,29 @@ async fn if_match_and_idempotency_keys(backend: Backend) {
         (StatusCode::BAD_REQUEST, "INVALID_INPUT"),
         "{v}"
     );
+    // Nor is it ignored on any other write: claims, notes, creations refuse it too.
+    for (path, body) in [
+        ("/v1/tasks/claim".to_string(), json!({"agent": "im"})),
+        (
+            format!("{path}/context"),
+            json!({"type": "note", "content": "x"}),
+        ),
+        ("/v1/tasks".to_string(), json!({"title": "x"})),
+    ] {
+        let (st, v) = s
+            .call("POST", &path, Some(body), &[("if-match", "3")])
+            .await;
+        assert_eq!(
+            (st, error_code(&v)),
+            (StatusCode::BAD_REQUEST, "INVALID_INPUT"),
+            "{path}: {v}"
+        );
+    }
+    let stranger = [("authorization", "Bearer nope"), ("if-match", "3")];
+    let (st, v) = s
+        .call("POST", "/v1/tasks", Some(json!({})), &stranger)
+        .await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED, "the key first: {v}");
     let many = json!({"completions": [{"id": id, "lease": lease}]});
     let (st, v) = s
         .call(
