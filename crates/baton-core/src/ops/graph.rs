@@ -153,26 +153,19 @@ fn waits_on(ctx: &mut Ctx<'_>, known: &mut Known, id: &str) -> Result<Vec<String
     if node(ctx, known, id)?.1 {
         return Ok(out);
     }
-    let mut page = crate::store::TaskFilter {
+    let children = crate::store::TaskFilter {
         parent_id: Some(id.to_string()),
-        limit: super::MAX_PAGE,
         ..Default::default()
     };
-    loop {
-        let children = ctx.tx.list_tasks(ctx.ws, &page)?;
-        let full = children.len() == super::MAX_PAGE as usize;
-        page.after_id = children.last().map(|c| c.id.clone());
-        for child in children {
-            let done = child.status == Status::Done;
-            if !done {
-                out.push(child.id.clone());
-            }
-            known.insert(child.id, (child.parent_id, done));
+    super::each_task(ctx, children, |_, child| {
+        let done = child.status == Status::Done;
+        if !done {
+            out.push(child.id.clone());
         }
-        if !full {
-            return Ok(out);
-        }
-    }
+        known.insert(child.id, (child.parent_id, done));
+        Ok(())
+    })?;
+    Ok(out)
 }
 
 /// The tasks that wait on `id` (the other direction of [`waits_on`]): those it `blocks`,

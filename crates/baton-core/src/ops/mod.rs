@@ -468,35 +468,43 @@ pub fn project(ctx: &mut Ctx<'_>, id_or_name: Option<&str>) -> Result<Project> {
         .ok_or_else(|| Error::not_found("project", key))
 }
 
-/// Calls `f` on every task in one of `statuses` (of `project_id`, or of the workspace),
-/// reading them a page at a time.
+/// Calls `f` on every task `filter` matches, reading them a page at a time (`filter`'s
+/// own `after_id` and `limit` are replaced). A page is read whole before `f` sees any of
+/// it, so `f` may change the tasks (not their ids).
+pub(crate) fn each_task(
+    ctx: &mut Ctx<'_>,
+    mut filter: TaskFilter,
+    mut f: impl FnMut(&mut Ctx<'_>, Task) -> Result<()>,
+) -> Result<()> {
+    filter.limit = MAX_PAGE;
+    filter.after_id = None;
+    loop {
+        let page = ctx.tx.list_tasks(ctx.ws, &filter)?;
+        let full = page.len() == MAX_PAGE as usize;
+        filter.after_id = page.last().map(|t| t.id.clone());
+        for task in page {
+            f(ctx, task)?;
+        }
+        if !full {
+            return Ok(());
+        }
+    }
+}
+
+/// Calls `f` on every task in one of `statuses` (of `project_id`, or of the workspace).
 pub(crate) fn for_each_task(
     ctx: &mut Ctx<'_>,
     statuses: &[Status],
     project_id: Option<&str>,
     mut f: impl FnMut(&mut Ctx<'_>, Task) -> Result<()>,
 ) -> Result<()> {
-    const PAGE: u32 = 500;
     for status in statuses {
-        let mut after = None;
-        loop {
-            let filter = TaskFilter {
-                status: Some(*status),
-                project_id: project_id.map(str::to_string),
-                after_id: after.take(),
-                limit: PAGE,
-                ..Default::default()
-            };
-            let page = ctx.tx.list_tasks(ctx.ws, &filter)?;
-            let full = page.len() == PAGE as usize;
-            after = page.last().map(|t| t.id.clone());
-            for task in page {
-                f(ctx, task)?;
-            }
-            if !full {
-                break;
-            }
-        }
+        let filter = TaskFilter {
+            status: Some(*status),
+            project_id: project_id.map(str::to_string),
+            ..Default::default()
+        };
+        each_task(ctx, filter, &mut f)?;
     }
     Ok(())
 }

@@ -541,21 +541,16 @@ fn end_canceled(
 
 /// Every child of `parent`, whatever its status, read page by page before any is changed.
 fn children_of(ctx: &mut Ctx<'_>, parent: &str) -> Result<Vec<Task>> {
-    let mut page = TaskFilter {
+    let filter = TaskFilter {
         parent_id: Some(parent.to_string()),
-        limit: super::MAX_PAGE,
         ..Default::default()
     };
     let mut out = Vec::new();
-    loop {
-        let children = ctx.tx.list_tasks(ctx.ws, &page)?;
-        let full = children.len() == super::MAX_PAGE as usize;
-        page.after_id = children.last().map(|c| c.id.clone());
-        out.extend(children);
-        if !full {
-            return Ok(out);
-        }
-    }
+    super::each_task(ctx, filter, |_, child| {
+        out.push(child);
+        Ok(())
+    })?;
+    Ok(out)
 }
 
 /// failed → ready (or blocked on dependencies), with a fresh set of attempts.
