@@ -445,6 +445,13 @@ pub(crate) struct CreateArgs {
     /// A file or glob the task expects to touch (repeatable), e.g. 'src/db/**'.
     #[arg(long = "path")]
     pub(crate) paths: Vec<String>,
+    /// Concurrency key, e.g. area:db: at most --concurrency-limit tasks with it are leased
+    /// at once.
+    #[arg(long)]
+    pub(crate) concurrency_key: Option<String>,
+    /// How many tasks with the concurrency key may be leased at once (default 1).
+    #[arg(long, requires = "concurrency_key")]
+    pub(crate) concurrency_limit: Option<u32>,
     /// A task that must be done first (repeatable).
     #[arg(long = "blocked-by")]
     pub(crate) blocked_by: Vec<String>,
@@ -505,6 +512,12 @@ pub(crate) struct UpdateArgs {
     /// New paths the task expects to touch (repeatable; replaces).
     #[arg(long = "path")]
     pub(crate) paths: Vec<String>,
+    /// New concurrency key (e.g. area:db).
+    #[arg(long)]
+    pub(crate) concurrency_key: Option<String>,
+    /// New limit for the concurrency key.
+    #[arg(long)]
+    pub(crate) concurrency_limit: Option<u32>,
     /// New required capabilities (repeatable; replaces).
     #[arg(long = "capability")]
     pub(crate) capabilities: Vec<String>,
@@ -552,6 +565,8 @@ pub(crate) enum ClearField {
     Labels,
     Capabilities,
     Paths,
+    /// The concurrency key and its limit.
+    ConcurrencyKey,
 }
 
 #[derive(Debug, Args)]

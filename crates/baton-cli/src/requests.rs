@@ -42,6 +42,8 @@ pub(crate) fn create(a: &CreateArgs) -> Result<CreateTask, Error> {
         required_capabilities: a.capabilities.clone(),
         labels: a.labels.clone(),
         paths: a.paths.clone(),
+        concurrency_key: a.concurrency_key.clone(),
+        concurrency_limit: a.concurrency_limit,
         blocked_by: a.blocked_by.clone(),
         lease_ttl: duration(&a.lease_ttl)?,
         timeout: duration(&a.timeout)?,
@@ -104,6 +106,15 @@ pub(crate) fn update(a: &UpdateArgs) -> Result<UpdateTask, Error> {
         ),
         labels: listed(ClearField::Labels, &a.labels, "label")?,
         paths: listed(ClearField::Paths, &a.paths, "path")?,
+        concurrency_key: patch(
+            clears(
+                ClearField::ConcurrencyKey,
+                a.concurrency_key.is_some(),
+                "concurrency-key",
+            )?,
+            a.concurrency_key.clone(),
+        ),
+        concurrency_limit: a.concurrency_limit,
         required_capabilities: listed(ClearField::Capabilities, &a.capabilities, "capability")?,
         lease_ttl: duration(&a.lease_ttl)?,
         timeout: patch(

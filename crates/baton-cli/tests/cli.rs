@@ -1093,11 +1093,23 @@ fn the_documented_plan_applies_and_reapplies_are_checked() {
     let first = &out["tasks"][0]["task"];
     assert_eq!(first["timeout"], "2h", "{first}");
     assert_eq!(first["retry_policy"]["max_attempts"], 3);
+    assert_eq!(first["paths"], json!(["docs/requirements/**"]));
+    assert_eq!(
+        (&first["concurrency_key"], &first["concurrency_limit"]),
+        (&json!("area:docs"), &json!(1))
+    );
     let again = s.ok(&["plan", "apply", &plan]);
     assert_eq!(
         (again["created"].clone(), again["unchanged"].clone()),
         (json!(0), json!(3))
     );
+    let raised = s.file(
+        "raised.yaml",
+        &example.replace("concurrency_limit: 1 ", "concurrency_limit: 2 "),
+    );
+    let out = s.ok(&["plan", "apply", &raised]);
+    assert_eq!(out["updated"], 1, "{out}");
+    assert_eq!(out["tasks"][0]["task"]["concurrency_limit"], 2, "{out}");
 
     // The same file with a rule broken on a task that exists: refused, nothing written.
     let broken = s.file(
@@ -1676,6 +1688,54 @@ fn task_update_sets_review_input_schema_and_clears_fields() {
         &["task", "update", &id, "--plan", "p", "--clear", "plan"],
         "INVALID_INPUT",
     );
+    s.replay_verifies();
+}
+
+/// `--concurrency-key` and `--concurrency-limit` (DESIGN §4): the second task of a key with
+/// the default limit of 1 waits while the first is leased; the limit is raised by update,
+/// the key removed by `--clear concurrency-key`; a limit without a key or out of range is
+/// refused and writes nothing.
+#[test]
+fn concurrency_keys_limit_leases_from_the_cli() {
+    let s = Store::new();
+    let first = s.create(
+        "first",
+        &["--concurrency-key", "area:db", "--priority", "2"],
+    );
+    assert_eq!(
+        (&first["concurrency_key"], &first["concurrency_limit"]),
+        (&json!("area:db"), &json!(1)),
+        "{first}"
+    );
+    let second = id_of(&s.create("second", &["--concurrency-key", "area:db"]));
+    let (claimed, _) = s.claim_one("a", &[]);
+    assert_eq!(claimed["id"], first["id"]);
+    assert_eq!(s.ok(&["claim", "--agent", "b"]), json!({ "claims": [] }));
+    let raised = task_of(&s.ok(&["task", "update", &second, "--concurrency-limit", "2"]));
+    assert_eq!(raised["concurrency_limit"], 2, "{raised}");
+    let (claimed, _) = s.claim_one("b", &[]);
+    assert_eq!(claimed["id"], json!(second));
+    let cleared = task_of(&s.ok(&["task", "update", &second, "--clear", "concurrency-key"]));
+    assert!(cleared.get("concurrency_key").is_none(), "{cleared}");
+    assert!(cleared.get("concurrency_limit").is_none(), "{cleared}");
+    s.fails_without_writing(
+        &["task", "update", &second, "--concurrency-limit", "0"],
+        "INVALID_INPUT",
+    );
+    s.fails_without_writing(
+        &[
+            "task",
+            "create",
+            "--title",
+            "t",
+            "--concurrency-key",
+            "k",
+            "--concurrency-limit",
+            "10001",
+        ],
+        "INVALID_INPUT",
+    );
+    s.usage_error(&["task", "create", "--title", "t", "--concurrency-limit", "2"]);
     s.replay_verifies();
 }
 

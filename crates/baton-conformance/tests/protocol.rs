@@ -1861,6 +1861,119 @@ async fn a_claim_warns_of_overlapping_paths(env: Env) {
     assert_eq!(env.replay_difference().await, None);
 }
 
+/// Keyed concurrency (DESIGN §4): at most a key's limit of tasks with it are leased at
+/// once; a claim passes over the rest for the next task in claim order, and a lease that
+/// ends makes room. A claim of several tasks stops at the limit too. Keys are set, changed
+/// and removed by update; bad keys and limits are refused and change nothing.
+async fn a_concurrency_key_limits_leases(env: Env) {
+    let keyed = |title: &str, key: Option<&str>, limit: Option<u32>, priority: i64| CreateTask {
+        title: title.into(),
+        concurrency_key: key.map(str::to_string),
+        concurrency_limit: limit,
+        priority: Some(priority),
+        ..Default::default()
+    };
+    let db1 = env
+        .create(keyed("db1", Some(" area:db "), None, 9))
+        .await
+        .unwrap();
+    let db2 = env
+        .create(keyed("db2", Some("area:db"), None, 8))
+        .await
+        .unwrap();
+    let free = env.create(keyed("free", None, None, 1)).await.unwrap();
+    assert_eq!(
+        (db1.concurrency_key.as_deref(), db1.concurrency_limit),
+        (Some("area:db"), Some(1)),
+        "trimmed, and a key alone is a mutex"
+    );
+
+    let first = env.claim("a").await.unwrap();
+    assert_eq!(first.task.id, db1.id);
+    let second = env.claim("b").await.unwrap();
+    assert_eq!(second.task.id, free.id, "db2 waits while db1 is leased");
+    assert!(env.claim("c").await.is_none(), "nothing else is claimable");
+    env.lease(&db1.id, &first.lease.token, complete())
+        .await
+        .unwrap();
+    let third = env.claim("c").await.unwrap();
+    assert_eq!(third.task.id, db2.id, "the lease that ended made room");
+
+    // A limit of 2, claimed three at a time: two of the key, then the next task.
+    let mut gpu = Vec::new();
+    for i in 0..3 {
+        let req = keyed(&format!("gpu{i}"), Some("gpu"), Some(2), 5);
+        gpu.push(env.create(req).await.unwrap());
+    }
+    let other = env.create(keyed("other", None, None, 0)).await.unwrap();
+    let many = env
+        .baton
+        .claim(
+            &env.actor,
+            None,
+            ClaimRequest {
+                agent: "d".into(),
+                count: Some(3),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .claims;
+    let mut got: Vec<&str> = many.iter().map(|c| c.task.id.as_str()).collect();
+    got.sort();
+    let mut want = vec![gpu[0].id.as_str(), gpu[1].id.as_str(), other.id.as_str()];
+    want.sort();
+    assert_eq!(got, want);
+    assert!(env.claim("e").await.is_none(), "gpu2 waits for a place");
+
+    // Raising the limit of the waiting task lets it in; removing its key too.
+    let raise = UpdateTask {
+        concurrency_limit: Some(3),
+        ..Default::default()
+    };
+    let raised = env.baton.update_task(&env.actor, None, &gpu[2].id, raise);
+    assert_eq!(raised.await.unwrap().task.concurrency_limit, Some(3));
+    assert_eq!(env.claim("e").await.unwrap().task.id, gpu[2].id);
+    let unkeyed = env
+        .create(keyed("unkeyed", Some("gpu"), None, 0))
+        .await
+        .unwrap();
+    assert!(env.claim("f").await.is_none());
+    let remove = UpdateTask {
+        concurrency_key: Some(None),
+        ..Default::default()
+    };
+    let removed = env.baton.update_task(&env.actor, None, &unkeyed.id, remove);
+    let removed = removed.await.unwrap().task;
+    assert_eq!(
+        (removed.concurrency_key, removed.concurrency_limit),
+        (None, None)
+    );
+    assert_eq!(env.claim("f").await.unwrap().task.id, unkeyed.id);
+
+    // Bad input is refused and changes nothing.
+    let events = env.event_count();
+    for (key, limit) in [
+        (None, Some(2)),
+        (Some("k"), Some(0)),
+        (Some("k"), Some(10_001)),
+        (Some(""), None),
+        (Some("a\nb"), None),
+    ] {
+        let refused = env.create(keyed("bad", key, limit, 0)).await.unwrap_err();
+        assert_eq!(refused.code, Code::InvalidInput, "{key:?} {limit:?}");
+    }
+    let no_key = UpdateTask {
+        concurrency_limit: Some(2),
+        ..Default::default()
+    };
+    let refused = env.baton.update_task(&env.actor, None, &other.id, no_key);
+    assert_eq!(refused.await.unwrap_err().code, Code::InvalidInput);
+    assert_eq!(env.event_count(), events);
+    assert_eq!(env.replay_difference().await, None);
+}
+
 /// Optimistic concurrency: a stale version is VERSION_CONFLICT with the current version.
 async fn version_conflict(env: Env) {
     let t = env.task("t").await;
@@ -3415,6 +3528,7 @@ on_every_backend!(
     the_log_shows_no_secret_hashes,
     project_review_reaches_its_open_tasks,
     a_claim_warns_of_overlapping_paths,
+    a_concurrency_key_limits_leases,
     version_conflict,
     idempotency_keys,
     context_and_briefing,

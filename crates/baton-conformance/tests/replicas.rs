@@ -391,3 +391,86 @@ async fn a_completion_keeps_the_heartbeat_committed_before_it() {
     }
     assert!(answered > 0, "no heartbeat came before its completion");
 }
+
+/// Claimers on four replicas drain tasks that share a concurrency key with a limit of 2,
+/// several tasks a claim: the event log, which orders every commit, never shows more than
+/// two of them leased at once, and every task is completed once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_concurrency_key_holds_across_replicas() {
+    let Some(fleet) = fleet(4).await else { return };
+    const TASKS: usize = 30;
+    const LIMIT: u32 = 2;
+    let mut ids = Vec::new();
+    for i in 0..TASKS {
+        let (b, a) = fleet.node(0);
+        let req = CreateTask {
+            title: format!("migration {i}"),
+            concurrency_key: Some("area:db".into()),
+            concurrency_limit: Some(LIMIT),
+            ..Default::default()
+        };
+        ids.push(b.create_task(a, None, req).await.expect("create").task.id);
+    }
+    let fleet = Arc::new(fleet);
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let workers = (0..16).map(|w| {
+        let (fleet, done) = (fleet.clone(), done.clone());
+        tokio::spawn(async move {
+            let (b, a) = fleet.node(w);
+            let mut completed = Vec::new();
+            while done.load(std::sync::atomic::Ordering::SeqCst) < TASKS {
+                let claims = claim(b, a, &format!("w{w}"), 1 + (w as u32 % 3)).await;
+                if claims.is_empty() {
+                    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                    continue;
+                }
+                assert!(
+                    claims.len() <= LIMIT as usize,
+                    "one claim took {}",
+                    claims.len()
+                );
+                for c in &claims {
+                    complete(b, a, c).await;
+                    completed.push(c.task.id.clone());
+                    done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+            completed
+        })
+    });
+    let mut times: HashMap<String, usize> = HashMap::new();
+    for completed in join_all(workers).await {
+        for id in completed.expect("worker") {
+            *times.entry(id).or_default() += 1;
+        }
+    }
+    for id in &ids {
+        assert_eq!(times.get(id), Some(&1), "task {id}");
+    }
+    // Replay the log's view: a task is leased from the event that leaves it claimed to the
+    // one that leaves it otherwise.
+    let mut leased = std::collections::HashSet::new();
+    let mut most = 0;
+    for e in fleet.events() {
+        let Some(task) = e
+            .task_id
+            .as_deref()
+            .filter(|t| ids.iter().any(|id| id == t))
+        else {
+            continue;
+        };
+        let Some(status) = e.data["task"]["status"].as_str() else {
+            continue;
+        };
+        if matches!(status, "claimed" | "in_progress" | "waiting") {
+            leased.insert(task.to_string());
+        } else {
+            leased.remove(task);
+        }
+        most = most.max(leased.len());
+    }
+    assert_eq!(
+        most, LIMIT as usize,
+        "at most {LIMIT} leased at once, and the limit used"
+    );
+}

@@ -64,6 +64,16 @@ pub struct CreateTask {
     /// paths overlap warns.
     #[serde(default)]
     pub paths: Vec<String>,
+    /// Keyed concurrency: at most `concurrency_limit` tasks of the workspace with this key
+    /// (e.g. `area:db`) are leased at once.
+    #[serde(default)]
+    #[schema(min_length = 1, max_length = 200)]
+    pub concurrency_key: Option<String>,
+    /// How many tasks with the key may be leased at once, this one included (1 to 10,000;
+    /// default 1). Needs `concurrency_key`.
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 10000)]
+    pub concurrency_limit: Option<u32>,
     /// Tasks that must be done first.
     #[serde(default)]
     pub blocked_by: Vec<String>,
@@ -182,6 +192,21 @@ pub struct UpdateTask {
         skip_serializing_if = "Option::is_none"
     )]
     pub paths: Option<Vec<String>>,
+    /// New concurrency key; null removes it (and its limit).
+    #[serde(
+        default,
+        deserialize_with = "patch::clearable",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<String>)]
+    pub concurrency_key: Option<Option<String>>,
+    /// New limit for the task's concurrency key (1 to 10,000).
+    #[serde(
+        default,
+        deserialize_with = "patch::required",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub concurrency_limit: Option<u32>,
     /// New required capabilities (replace); null or `[]` removes them all.
     #[serde(
         default,
@@ -279,7 +304,8 @@ pub mod patch {
             None => Err(D::Error::custom(
                 "null is given for a field a task cannot be without (null clears only \
                  description, plan, due_at, timeout, input, output_schema, budget, labels, \
-                 paths and required_capabilities); leave the field out to keep it",
+                 paths, concurrency_key and required_capabilities); leave the field out to \
+                 keep it",
             )),
         }
     }

@@ -218,6 +218,15 @@ pub struct Task {
     /// another leased task's paths overlap carries a warning (DESIGN §4, file scopes).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub paths: Vec<String>,
+    /// Keyed concurrency (DESIGN §4): at most `concurrency_limit` tasks of the workspace
+    /// with this key (e.g. `area:db`) are leased at once; a claim passes over this task
+    /// while they are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_key: Option<String>,
+    /// How many tasks with `concurrency_key` may be leased at once, this one included
+    /// (set with the key; 1 unless given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_limit: Option<u32>,
     /// Input data for the worker.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input: Option<Value>,

@@ -116,6 +116,10 @@ pub struct TaskColumns {
     /// claim index leads with it, so a claim seeks each set the agent can serve instead of
     /// stepping over every ready task it cannot take ([`caps_within`]).
     pub caps: String,
+    /// The concurrency key, if any: claims count the leased tasks with it.
+    pub conc_key: Option<String>,
+    /// How many tasks with the key may be leased at once.
+    pub conc_limit: Option<i64>,
 }
 
 impl TaskColumns {
@@ -136,6 +140,11 @@ impl TaskColumns {
                 format!(",{},", task.labels.join(","))
             },
             caps: caps_key(&task.required_capabilities),
+            conc_key: task.concurrency_key.clone(),
+            conc_limit: task
+                .concurrency_key
+                .as_ref()
+                .map(|_| i64::from(task.concurrency_limit.unwrap_or(1))),
         }
     }
 }
@@ -367,6 +376,11 @@ pub trait Tx {
         let candidates = self.claim_candidates(ws, now, page, agent_capabilities)?;
         Ok((due, candidates))
     }
+    /// Holds the concurrency key `key` of workspace `ws` to the end of the transaction and
+    /// counts the workspace's leased tasks (claimed, in progress, waiting) with it, this
+    /// transaction's own writes included; `None` when another transaction holds the key.
+    /// A store whose writes are serialized holds nothing and always counts.
+    fn key_leases(&mut self, ws: &str, key: &str) -> Result<Option<u64>>;
     /// Number of non-terminal children.
     fn open_children(&mut self, ws: &str, id: &str) -> Result<u64>;
     /// How many of the workspace's tasks are in each status that is not final, in

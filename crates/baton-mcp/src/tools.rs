@@ -37,6 +37,8 @@ pub(crate) fn all() -> Vec<ToolDef> {
         "required_capabilities": {"type": "array", "items": {"type": "string"}},
         "labels": {"type": "array", "items": {"type": "string"}},
         "paths": {"type": "array", "items": {"type": "string"}, "description": "Files it will touch, as globs: a claim warns of overlap"},
+        "concurrency_key": {"type": "string", "description": "At most concurrency_limit tasks with this key leased at once"},
+        "concurrency_limit": {"type": "integer", "minimum": 1, "default": 1},
         "input": {},
         "output_schema": {"type": "object"},
         "lease_ttl": {"type": "string", "description": "e.g. 5m"},
@@ -63,6 +65,7 @@ pub(crate) fn all() -> Vec<ToolDef> {
         "budget",
         "labels",
         "paths",
+        "concurrency_key",
         "required_capabilities",
     ] {
         let field = u[k].as_object_mut().expect("an object");
@@ -74,6 +77,10 @@ pub(crate) fn all() -> Vec<ToolDef> {
     u.insert(
         "action".into(),
         json!({"enum": ["update", "publish", "start", "wait", "resume", "block", "unblock", "cancel", "retry", "approve", "reject"], "default": "update"}),
+    );
+    u.insert(
+        "concurrency_limit".into(),
+        json!({"type": "integer", "minimum": 1}),
     );
     u.insert("reason".into(), json!({"type": "string"}));
     u.insert(
@@ -94,7 +101,7 @@ pub(crate) fn all() -> Vec<ToolDef> {
         },
         ToolDef {
             name: "task_update",
-            description: "Change a task's fields (action=update; only the fields given change, and null clears description, plan, due_at, timeout, input, output_schema, budget, labels or required_capabilities), or move it through the state machine with another action.",
+            description: "Change a task's fields (action=update: only those given change; null clears an optional one, a concurrency_key with its limit), or move it through the state machine with another action.",
             schema: obj(&["task_id"], update_fields),
         },
         ToolDef {
@@ -207,7 +214,7 @@ pub(crate) fn all() -> Vec<ToolDef> {
             tool.schema["properties"]["idempotency_key"] = json!({
                 "type": "string",
                 "maxLength": MAX_IDEMPOTENCY_KEY,
-                "description": "A UUID: repeated with it, the call is answered as before, done once"
+                "description": "A UUID: a call repeated with it is answered as before"
             });
         }
     }

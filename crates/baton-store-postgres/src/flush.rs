@@ -268,17 +268,29 @@ fn send(
             ),
             param(&mut cols, text(|t| &t.columns.labels), "text[]"),
             param(&mut cols, text(|t| &t.columns.caps), "text[]"),
+            param(
+                &mut cols,
+                Col::OptText(tasks.iter().map(|t| t.columns.conc_key.clone()).collect()),
+                "text[]",
+            ),
+            param(
+                &mut cols,
+                Col::OptInt(tasks.iter().map(|t| t.columns.conc_limit).collect()),
+                "bigint[]",
+            ),
             param(&mut cols, text(|t| &t.body), "text[]"),
         ];
         ctes.push(format!(
             "t AS (INSERT INTO tasks (workspace_id, id, project_id, parent_id, status, neg_priority,
-                       due_key, not_before, lease_expires_at, idem_key, labels, caps, body)
+                       due_key, not_before, lease_expires_at, idem_key, labels, caps, conc_key,
+                       conc_limit, body)
                    SELECT * FROM UNNEST({})
                    ON CONFLICT (workspace_id, id) DO UPDATE SET project_id = excluded.project_id,
                        parent_id = excluded.parent_id, status = excluded.status,
                        neg_priority = excluded.neg_priority, due_key = excluded.due_key,
                        not_before = excluded.not_before, lease_expires_at = excluded.lease_expires_at,
                        idem_key = excluded.idem_key, labels = excluded.labels, caps = excluded.caps,
+                       conc_key = excluded.conc_key, conc_limit = excluded.conc_limit,
                        body = excluded.body
                    RETURNING 1)",
             args.join(", ")

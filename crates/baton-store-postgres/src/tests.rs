@@ -761,7 +761,9 @@ fn replay_shows_a_counter_that_disagrees_with_the_log() {
 /// Takes a store at the current version back to version 4 (the workspace's kill switch,
 /// the claim floor's triggers and columns gone), as the migration tests start from older
 /// versions.
-const BACK_TO_4: &str = "DROP TABLE artifacts; ALTER TABLE workspaces DROP COLUMN killed;
+const BACK_TO_4: &str =
+    "DROP INDEX tasks_conc; ALTER TABLE tasks DROP COLUMN conc_key, DROP COLUMN conc_limit;
+     DROP TABLE artifacts; ALTER TABLE workspaces DROP COLUMN killed;
      UPDATE workspaces SET body = replace(body, ',\"killed\":false}', '}');
      DROP TRIGGER tasks_inserted_lower_floor ON tasks;
      DROP TRIGGER tasks_updated_lower_floor ON tasks; DROP FUNCTION baton_lower_floor();
@@ -772,12 +774,13 @@ const BACK_TO_4: &str = "DROP TABLE artifacts; ALTER TABLE workspaces DROP COLUM
 /// A store at schema version 1 with tasks in it is migrated to the current version when
 /// opened: the status index is replaced by the partial ones (version 2), the runs are keyed
 /// by task (version 3), the claim floor starts below every key (version 5), the workspace
-/// gains its kill switch, off (version 6), artifacts get their table (version 7), and listing by
+/// gains its kill switch, off (version 6), artifacts get their table (version 7), tasks their
+/// concurrency key columns, empty (version 8), and listing by
 /// status and reading runs still find what was there. A replica that starts while another
 /// holds the migration lock for longer than the connections' lock timeout waits for it
 /// instead of failing.
 #[test]
-fn versions_2_to_7_replace_indexes_and_starters_wait_for_them() {
+fn versions_2_to_8_replace_indexes_and_starters_wait_for_them() {
     let Some((url, ws, parent, child, other)) = fixture() else {
         return;
     };
@@ -808,8 +811,16 @@ fn versions_2_to_7_replace_indexes_and_starters_wait_for_them() {
     let store = PgStore::open(&url).expect("waits for the lock, then migrates");
     holder.join().expect("holder");
 
-    assert_eq!(migrate::version(&mut conn).expect("version"), 7);
+    assert_eq!(migrate::version(&mut conn).expect("version"), 8);
     let (rt, pg) = conn.parts().expect("connected");
+    // Version 8: no task has a concurrency key.
+    let keyed: i64 = rt
+        .block_on(
+            sqlx::query_scalar("SELECT count(*) FROM tasks WHERE conc_key IS NOT NULL")
+                .fetch_one(&mut *pg),
+        )
+        .expect("the key column");
+    assert_eq!(keyed, 0);
     // Version 7: the artifacts' table, empty.
     let artifacts: i64 = rt
         .block_on(sqlx::query_scalar("SELECT count(*) FROM artifacts").fetch_one(&mut *pg))
@@ -995,7 +1006,7 @@ fn version_4_files_tasks_under_their_capabilities() {
     )
     .expect("back to version 3");
     let store = PgStore::open(&url).expect("migrates");
-    assert_eq!(migrate::version(&mut conn).expect("version"), 7);
+    assert_eq!(migrate::version(&mut conn).expect("version"), 8);
     let (crt, pg) = conn.parts().expect("connected");
     for task in &tasks {
         let stored: String = crt

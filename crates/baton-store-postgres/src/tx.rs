@@ -156,6 +156,12 @@ const POOL_MAX: u32 = 256;
 /// The class of the advisory locks on workspaces (the first key of the two-key form; the
 /// second is the hash of the workspace id). "bt".
 const WORKSPACE_LOCK: i32 = 0x6274;
+/// The class of the advisory locks on concurrency keys (the second key is the hash of the
+/// workspace and the key): a claim holds a key while it counts and grants its leases. "bk".
+const KEY_LOCK: i32 = 0x626b;
+/// The partial index `tasks_conc`'s condition: leased tasks with a concurrency key.
+const LEASED_WITH_KEY: &str =
+    "conc_key IS NOT NULL AND status IN ('claimed', 'in_progress', 'waiting')";
 /// The class of the advisory locks on names a shared job may create (agents, idempotency
 /// keys). "bn".
 const NAME_LOCK: i32 = 0x626e;
@@ -596,7 +602,12 @@ impl<'a> PgTx<'a> {
                AND t.project_id NOT IN (SELECT id FROM projects WHERE workspace_id = $1 AND killed)
                AND NOT EXISTS (SELECT 1 FROM workspaces WHERE id = $1 AND killed)
                AND NOT EXISTS (SELECT 1 FROM tasks AS c WHERE c.workspace_id = $1 AND c.parent_id = t.id
-                               AND c.status NOT IN ('done', 'failed', 'canceled'))",
+                               AND c.status NOT IN ('done', 'failed', 'canceled'))
+               AND (t.conc_key IS NULL OR (SELECT count(*) FROM tasks AS k
+                                           WHERE k.workspace_id = $1 AND k.conc_key = t.conc_key
+                                             AND k.conc_key IS NOT NULL
+                                             AND k.status IN ('claimed', 'in_progress', 'waiting'))
+                    < t.conc_limit)",
         );
         let mut args = vec![t(ws), i(now)];
         let mut skip = None;
@@ -841,6 +852,17 @@ impl<'a> PgTx<'a> {
         self.lock(ws)?;
         self.many(sql, args)
     }
+}
+
+/// The first column of a statement's first row, if it returned one.
+fn first_value<T>(rows: &[PgRow]) -> Result<Option<T>>
+where
+    T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+{
+    rows.first()
+        .map(|r| r.try_get(0))
+        .transpose()
+        .map_err(db_err)
 }
 
 impl Tx for PgTx<'_> {
@@ -1172,6 +1194,34 @@ impl Tx for PgTx<'_> {
         Ok(counts)
     }
 
+    fn key_leases(&mut self, ws: &str, key: &str) -> Result<Option<u64>> {
+        self.lock(ws)?;
+        if self.writing {
+            // Tried, not waited for: a claim that found the key held takes another task
+            // rather than risk a deadlock with a transaction holding keys in another order.
+            // The count below is a statement of its own, so its snapshot is taken with the
+            // key held and sees the leases of every transaction that held it before.
+            let held = self.rows_now(
+                &format!("SELECT pg_try_advisory_xact_lock({KEY_LOCK}, hashtext($1 || '/' || $2))"),
+                &[t(ws), t(key)],
+            )?;
+            let held: bool = first_value(&held)?.unwrap_or(false);
+            if !held {
+                return Ok(None);
+            }
+        }
+        // `rows` sends this transaction's held-back writes first: its own grants count.
+        let rows = self.rows(
+            &format!(
+                "SELECT count(*) FROM tasks WHERE workspace_id = $1 AND conc_key = $2 \
+                 AND {LEASED_WITH_KEY}"
+            ),
+            &[t(ws), t(key)],
+        )?;
+        let n: i64 = first_value(&rows)?.unwrap_or(0);
+        Ok(Some(n as u64))
+    }
+
     fn open_children(&mut self, ws: &str, id: &str) -> Result<u64> {
         if let Some(l) = self.loaded.iter().find(|l| l.ws == ws && l.task_id == id) {
             return Ok(l.open_children);
@@ -1183,12 +1233,7 @@ impl Tx for PgTx<'_> {
             ),
             &[t(ws), t(id)],
         )?;
-        let n: i64 = rows
-            .first()
-            .map(|r| r.try_get(0))
-            .transpose()
-            .map_err(db_err)?
-            .unwrap_or(0);
+        let n: i64 = first_value(&rows)?.unwrap_or(0);
         Ok(n as u64)
     }
 
@@ -1259,11 +1304,7 @@ impl Tx for PgTx<'_> {
              ORDER BY t.status IN ('failed', 'canceled') DESC LIMIT 1",
             &[t(ws), t(task_id)],
         )?;
-        let status: Option<String> = rows
-            .first()
-            .map(|r| r.try_get(0))
-            .transpose()
-            .map_err(db_err)?;
+        let status: Option<String> = first_value(&rows)?;
         status
             .map(|s| baton_core::state::Status::parse(&s))
             .transpose()
@@ -1455,12 +1496,7 @@ impl Tx for PgTx<'_> {
 
     fn last_seq(&mut self, ws: &str) -> Result<u64> {
         let rows = self.rows("SELECT last_seq FROM workspaces WHERE id = $1", &[t(ws)])?;
-        let n: i64 = rows
-            .first()
-            .map(|r| r.try_get(0))
-            .transpose()
-            .map_err(db_err)?
-            .unwrap_or(0);
+        let n: i64 = first_value(&rows)?.unwrap_or(0);
         let held_back = self.pending.events.iter().filter(|e| e.ws == ws).count();
         Ok(n as u64 + held_back as u64)
     }

@@ -11,9 +11,9 @@
 use baton_core::store::TaskColumns;
 use rusqlite::types::ToSql;
 
-/// The values of the upsert's parameters ?3 to ?12 (after workspace and id), in the
+/// The values of the upsert's parameters ?3 to ?14 (after workspace and id), in the
 /// table's order.
-pub(crate) fn values(c: &TaskColumns) -> [&dyn ToSql; 10] {
+pub(crate) fn values(c: &TaskColumns) -> [&dyn ToSql; 12] {
     [
         &c.project_id,
         &c.parent_id,
@@ -25,6 +25,8 @@ pub(crate) fn values(c: &TaskColumns) -> [&dyn ToSql; 10] {
         &c.idem_key,
         &c.labels,
         &c.caps,
+        &c.conc_key,
+        &c.conc_limit,
     ]
 }
 
@@ -32,7 +34,7 @@ pub(crate) fn values(c: &TaskColumns) -> [&dyn ToSql; 10] {
 /// workspace ?2, the id ?3) and the values of the changed columns, ?4 on.
 pub(crate) fn update<'a>(new: &'a TaskColumns, old: &TaskColumns) -> (String, Vec<&'a dyn ToSql>) {
     // Each column with its new value and whether it moved, side by side.
-    let columns: [(&str, &dyn ToSql, bool); 10] = [
+    let columns: [(&str, &dyn ToSql, bool); 12] = [
         (
             "project_id",
             &new.project_id,
@@ -59,6 +61,12 @@ pub(crate) fn update<'a>(new: &'a TaskColumns, old: &TaskColumns) -> (String, Ve
         ("idem_key", &new.idem_key, new.idem_key != old.idem_key),
         ("labels", &new.labels, new.labels != old.labels),
         ("caps", &new.caps, new.caps != old.caps),
+        ("conc_key", &new.conc_key, new.conc_key != old.conc_key),
+        (
+            "conc_limit",
+            &new.conc_limit,
+            new.conc_limit != old.conc_limit,
+        ),
     ];
     let mut sql = String::from("UPDATE tasks SET body = ?1");
     let mut values = Vec::new();

@@ -199,6 +199,7 @@ impl SqliteTx<'_> {
                AND NOT EXISTS (SELECT 1 FROM workspaces WHERE id = +?1 AND killed = 1)
                AND NOT EXISTS (SELECT 1 FROM tasks AS c WHERE c.workspace_id = +?1 AND c.parent_id = t.id
                                AND c.status NOT IN ('done', 'failed', 'canceled'))
+               AND (t.conc_key IS NULL OR ({KEY_LEASES}) < t.conc_limit)
              ORDER BY t.neg_priority, t.due_key, t.id LIMIT {limit}"
         );
         let mut stmt = self.conn.prepare_cached(&sql).map_err(db_err)?;
@@ -230,6 +231,16 @@ fn arg<T: rusqlite::ToSql>(value: &Option<T>) -> Option<&dyn rusqlite::ToSql> {
 }
 
 const OPEN: &str = "status NOT IN ('done', 'failed', 'canceled')";
+
+/// The partial index `tasks_conc`'s condition, restated as it is written there so the
+/// planner uses the index: leased tasks with a concurrency key.
+const LEASED_WITH_KEY: &str =
+    "conc_key IS NOT NULL AND status IN ('claimed', 'in_progress', 'waiting')";
+
+/// How many leased tasks share candidate `t`'s concurrency key (`?1` the workspace).
+const KEY_LEASES: &str = "SELECT count(*) FROM tasks AS k WHERE k.workspace_id = +?1 \
+     AND k.conc_key = t.conc_key AND k.conc_key IS NOT NULL \
+     AND k.status IN ('claimed', 'in_progress', 'waiting')";
 
 /// [`Tx::unfinished_blocker`]: blockers not done, failed or canceled ones first; the
 /// statuses come from the tasks' columns, so no blocker is decoded.
@@ -401,13 +412,14 @@ impl Tx for SqliteTx<'_> {
                 // An upsert, not INSERT OR REPLACE: an update in place touches only the indexes
                 // whose columns it sets, where a replace deletes and re-inserts every entry.
                 "INSERT INTO tasks (workspace_id, id, project_id, parent_id, status, neg_priority, due_key,
-                     not_before, lease_expires_at, idem_key, labels, caps, body)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                     not_before, lease_expires_at, idem_key, labels, caps, conc_key, conc_limit, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
                  ON CONFLICT (workspace_id, id) DO UPDATE SET project_id = excluded.project_id,
                      parent_id = excluded.parent_id, status = excluded.status, neg_priority = excluded.neg_priority,
                      due_key = excluded.due_key, not_before = excluded.not_before,
                      lease_expires_at = excluded.lease_expires_at, idem_key = excluded.idem_key,
-                     labels = excluded.labels, caps = excluded.caps, body = excluded.body",
+                     labels = excluded.labels, caps = excluded.caps, conc_key = excluded.conc_key,
+                     conc_limit = excluded.conc_limit, body = excluded.body",
                 args.as_slice(),
             )?;
         }
@@ -508,6 +520,20 @@ impl Tx for SqliteTx<'_> {
         }
         counts.sort();
         Ok(counts)
+    }
+
+    fn key_leases(&mut self, ws: &str, key: &str) -> Result<Option<u64>> {
+        // One writer: nothing to hold, and the count sees this transaction's writes.
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT count(*) FROM tasks WHERE workspace_id = +?1 AND conc_key = +?2 AND {LEASED_WITH_KEY}"
+            ))
+            .map_err(db_err)?;
+        let n: i64 = stmt
+            .query_row(params![ws, key], |r| r.get(0))
+            .map_err(db_err)?;
+        Ok(Some(n as u64))
     }
 
     fn open_children(&mut self, ws: &str, id: &str) -> Result<u64> {

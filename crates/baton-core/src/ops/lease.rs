@@ -177,7 +177,9 @@ pub fn claim(ctx: &mut Ctx<'_>, req: &ClaimRequest) -> Result<Claims> {
     // The store returns only tasks whose required capabilities the agent has (it seeks
     // each capability set the agent can serve), so the first `count` candidates are the
     // claim.
-    let capabilities = Some(agent.capabilities.as_slice());
+    // (A copy: the agent is written as it claims; empty for most agents, so no allocation.)
+    let agent_capabilities = agent.capabilities.clone();
+    let capabilities = Some(agent_capabilities.as_slice());
     let (due, mut candidates) =
         ctx.tx
             .expired_or_candidates(ctx.ws, ctx.now, REAP_BATCH, count, capabilities)?;
@@ -191,16 +193,38 @@ pub fn claim(ctx: &mut Ctx<'_>, req: &ClaimRequest) -> Result<Claims> {
             .claim_candidates(ctx.ws, ctx.now, count, capabilities)?;
     }
     let mut claims = Vec::new();
-    for task in candidates {
-        if !task
-            .required_capabilities
-            .iter()
-            .all(|c| agent.capabilities.contains(c))
-        {
-            // Never granted, whatever a store returns.
-            continue;
+    // Tasks passed over because their concurrency key is full: a page with any is followed
+    // by a larger one (they come first again), so the claim still gets `count` tasks when
+    // there are, up to a few pages.
+    let mut key_full: Vec<String> = Vec::new();
+    let mut asked = count as usize;
+    for page in 0..4 {
+        let got = candidates.len();
+        for task in candidates {
+            if claims.len() == count as usize || key_full.contains(&task.id) {
+                continue;
+            }
+            if !task
+                .required_capabilities
+                .iter()
+                .all(|c| agent_capabilities.contains(c))
+            {
+                // Never granted, whatever a store returns.
+                continue;
+            }
+            if !super::concurrency::has_room(ctx, &task)? {
+                key_full.push(task.id);
+                continue;
+            }
+            claims.push(grant(ctx, task, &mut agent, req)?);
         }
-        claims.push(grant(ctx, task, &mut agent, req)?);
+        if claims.len() == count as usize || key_full.is_empty() || got < asked || page == 3 {
+            break;
+        }
+        asked = count as usize - claims.len() + key_full.len();
+        candidates = ctx
+            .tx
+            .claim_candidates(ctx.ws, ctx.now, asked as u32, capabilities)?;
     }
     super::scope::warn_of_overlaps(ctx, &mut claims)?;
     // A killed workspace offers nothing (the stores leave its tasks out); the claimer is

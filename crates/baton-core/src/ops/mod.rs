@@ -5,6 +5,7 @@
 
 pub mod artifact;
 pub mod brief;
+pub mod concurrency;
 pub mod graph;
 pub mod knowledge;
 pub mod lease;

@@ -104,6 +104,15 @@ pub struct PlanTask {
     /// Capabilities a claimer needs (on a task that exists, given replaces them).
     #[serde(default, alias = "capabilities")]
     pub required_capabilities: Option<Vec<String>>,
+    /// Files it expects to touch, as globs (on a task that exists, given replaces them).
+    #[serde(default)]
+    pub paths: Option<Vec<String>>,
+    /// Concurrency key: at most `concurrency_limit` tasks with it are leased at once.
+    #[serde(default)]
+    pub concurrency_key: Option<String>,
+    /// How many tasks with the key may be leased at once (default 1).
+    #[serde(default)]
+    pub concurrency_limit: Option<u32>,
     /// Refs of this plan, or ids of existing tasks, that must be done first.
     #[serde(default)]
     pub blocked_by: Vec<String>,
@@ -482,6 +491,9 @@ fn create_request(
         due_at: node.due_at,
         required_capabilities: node.required_capabilities.clone().unwrap_or_default(),
         labels: node.labels.clone().unwrap_or_default(),
+        paths: node.paths.clone().unwrap_or_default(),
+        concurrency_key: node.concurrency_key.clone(),
+        concurrency_limit: node.concurrency_limit,
         blocked_by,
         lease_ttl: node.lease_ttl,
         timeout: node.timeout,
@@ -706,6 +718,29 @@ fn differences(existing: &Task, node: &PlanTask) -> Result<(UpdateTask, Vec<&'st
         if existing.required_capabilities != caps {
             req.required_capabilities = Some(caps);
             fields.push("required_capabilities");
+        }
+    }
+    if let Some(paths) = &node.paths {
+        let paths = super::scope::check_paths(paths)?;
+        if existing.paths != paths {
+            req.paths = Some(paths);
+            fields.push("paths");
+        }
+    }
+    // A key the file gives replaces the task's; a limit left out keeps the task's.
+    if let Some((key, _)) =
+        super::concurrency::check(node.concurrency_key.as_deref(), node.concurrency_limit)?
+    {
+        if existing.concurrency_key.as_deref() != Some(key.as_str()) {
+            req.concurrency_key = Some(Some(key));
+            fields.push("concurrency_key");
+        }
+        if let Some(limit) = node
+            .concurrency_limit
+            .filter(|l| existing.concurrency_limit != Some(*l))
+        {
+            req.concurrency_limit = Some(limit);
+            fields.push("concurrency_limit");
         }
     }
     if let Some(ttl) = node.lease_ttl.filter(|t| *t != existing.lease_ttl) {

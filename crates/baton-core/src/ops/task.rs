@@ -63,6 +63,7 @@ pub fn validate_create(req: &CreateTask) -> Result<()> {
     }
     check_tags("labels", &req.labels)?;
     super::scope::check_paths(&req.paths)?;
+    super::concurrency::check(req.concurrency_key.as_deref(), req.concurrency_limit)?;
     check_tags("required_capabilities", &req.required_capabilities)?;
     check_json("input", &req.input)?;
     super::check_object("budget", &req.budget, &["max_cost"])?;
@@ -126,6 +127,9 @@ pub fn create(
     if req.review_required == Some(false) && project.review_required {
         warnings.push(review_not_waived(&project.name));
     }
+    let concurrency =
+        super::concurrency::check(req.concurrency_key.as_deref(), req.concurrency_limit)?;
+    let (concurrency_key, concurrency_limit) = concurrency.unzip();
     let mut task = Task {
         id: new_id("tsk"),
         workspace_id: ctx.ws.to_string(),
@@ -145,6 +149,8 @@ pub fn create(
         required_capabilities: check_tags("required_capabilities", &req.required_capabilities)?,
         labels: check_tags("labels", &req.labels)?,
         paths: super::scope::check_paths(&req.paths)?,
+        concurrency_key,
+        concurrency_limit,
         input: req.input,
         input_schema: req.input_schema,
         output_schema: req.output_schema,
@@ -375,6 +381,7 @@ pub fn update(ctx: &mut Ctx<'_>, id: &str, req: UpdateTask) -> Result<TaskOut> {
     if let Some(paths) = req.paths {
         task.paths = super::scope::check_paths(&paths)?;
     }
+    super::concurrency::update(&mut task, req.concurrency_key, req.concurrency_limit)?;
     if let Some(labels) = req.labels {
         task.labels = check_tags("labels", &labels)?;
     }

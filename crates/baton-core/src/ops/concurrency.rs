@@ -1,0 +1,127 @@
+//! Keyed concurrency (DESIGN §4): a task may carry a concurrency key (`area:db`) and a
+//! limit, and at most that many tasks of the workspace with the key are leased at once. A
+//! claim passes over a task whose key is full, and takes the next one in claim order.
+//!
+//! The stores leave tasks whose key is full out of their candidates (a count in the claim
+//! query), which keeps claims from stepping over them; what makes the limit hold under
+//! concurrent writers is [`has_room`], asked for every candidate with a key before it is
+//! granted: it holds the key for the rest of the transaction ([`Tx::key_leases`]) and
+//! counts the leases with it, this transaction's grants included.
+//!
+//! [`Tx::key_leases`]: crate::store::Tx::key_leases
+
+use super::Ctx;
+use crate::error::{Error, Result};
+use crate::model::Task;
+
+/// The highest limit a key may be given.
+pub const MAX_LIMIT: u32 = 10_000;
+
+/// Checks a create request's key and limit; the pair a task stores (the limit 1 unless
+/// given), or none.
+pub fn check(key: Option<&str>, limit: Option<u32>) -> Result<Option<(String, u32)>> {
+    if let Some(limit) = limit {
+        check_limit(limit)?;
+    }
+    match (key, limit) {
+        (Some(key), limit) => Ok(Some((check_key(key)?, limit.unwrap_or(1)))),
+        (None, Some(_)) => Err(Error::invalid(
+            "concurrency_limit is given without a concurrency_key",
+            "give the key the limit is for, e.g. \"concurrency_key\": \"area:db\"",
+        )),
+        (None, None) => Ok(None),
+    }
+}
+
+/// Applies an update's key (`Some(None)` removes it) and limit to `task`.
+pub fn update(task: &mut Task, key: Option<Option<String>>, limit: Option<u32>) -> Result<()> {
+    if let Some(limit) = limit {
+        check_limit(limit)?;
+    }
+    match key {
+        Some(None) => {
+            if limit.is_some() {
+                return Err(Error::invalid(
+                    "concurrency_limit is given while concurrency_key is removed",
+                    "leave concurrency_limit out when removing the key",
+                ));
+            }
+            task.concurrency_key = None;
+            task.concurrency_limit = None;
+        }
+        Some(Some(key)) => {
+            task.concurrency_key = Some(check_key(&key)?);
+            task.concurrency_limit = Some(limit.or(task.concurrency_limit).unwrap_or(1));
+        }
+        None => {
+            if let Some(limit) = limit {
+                if task.concurrency_key.is_none() {
+                    return Err(Error::invalid(
+                        "concurrency_limit is given but the task has no concurrency_key",
+                        "give the key the limit is for as well",
+                    ));
+                }
+                task.concurrency_limit = Some(limit);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_key(key: &str) -> Result<String> {
+    super::check_name("concurrency_key", key, 200)?;
+    Ok(key.trim().to_string())
+}
+
+fn check_limit(limit: u32) -> Result<()> {
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(Error::invalid(
+            format!("concurrency_limit must be 1 to {MAX_LIMIT}, not {limit}"),
+            "give how many tasks with the key may be leased at once, e.g. 1",
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `task` may be leased now as far as its concurrency key goes: true without a
+/// key; otherwise the key is held to the end of the transaction and fewer than its limit of
+/// the workspace's tasks with it are leased. False too when another transaction holds the
+/// key (it may be granting its last place): the claim takes another task.
+pub fn has_room(ctx: &mut Ctx<'_>, task: &Task) -> Result<bool> {
+    let Some(key) = &task.concurrency_key else {
+        return Ok(true);
+    };
+    let limit = u64::from(task.concurrency_limit.unwrap_or(1));
+    Ok(ctx
+        .tx
+        .key_leases(ctx.ws, key)?
+        .is_some_and(|leased| leased < limit))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_alone_is_a_mutex_and_a_limit_needs_a_key() {
+        assert_eq!(
+            check(Some(" area:db "), None).unwrap(),
+            Some(("area:db".into(), 1))
+        );
+        assert_eq!(
+            check(Some("gpu"), Some(4)).unwrap(),
+            Some(("gpu".into(), 4))
+        );
+        assert_eq!(check(None, None).unwrap(), None);
+        for (key, limit) in [
+            (None, Some(2)),
+            (Some("k"), Some(0)),
+            (Some("k"), Some(MAX_LIMIT + 1)),
+            (Some(" "), None),
+            (Some("a\nb"), None),
+        ] {
+            let refused = check(key, limit).expect_err("refused");
+            assert_eq!(refused.code, crate::Code::InvalidInput, "{key:?} {limit:?}");
+        }
+    }
+}

@@ -1,0 +1,7 @@
+-- Version 8: keyed concurrency (DESIGN §4). A task's concurrency key and limit, and an
+-- index of the leased tasks that have a key, so a claim counts a key's leases with one
+-- seek. Tasks without a key (the most) are in no entry of it, whatever their status.
+ALTER TABLE tasks ADD COLUMN conc_key TEXT;
+ALTER TABLE tasks ADD COLUMN conc_limit INTEGER;
+CREATE INDEX tasks_conc ON tasks (workspace_id, conc_key)
+    WHERE conc_key IS NOT NULL AND status IN ('claimed', 'in_progress', 'waiting');
