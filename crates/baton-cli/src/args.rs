@@ -290,6 +290,9 @@ pub(crate) enum AgentCmd {
         /// Its capabilities, comma-separated.
         #[arg(long, value_delimiter = ',')]
         capabilities: Vec<String>,
+        /// The most leases it may hold at once (left out, a limit set before stays).
+        #[arg(long)]
+        max_concurrency: Option<u32>,
     },
     /// Say an agent is alive.
     Heartbeat {
@@ -303,8 +306,10 @@ pub(crate) enum AgentCmd {
         /// Agent name or id.
         name: String,
     },
-    /// Kill, disable or reactivate an agent.
-    #[command(group = clap::ArgGroup::new("status").required(true))]
+    /// Kill, disable or reactivate an agent, or set how many leases it may hold.
+    #[command(group = clap::ArgGroup::new("status").multiple(false))]
+    #[command(group = clap::ArgGroup::new("change").required(true).multiple(true)
+        .args(["kill", "disable", "revive", "max_concurrency", "unlimited"]))]
     Update {
         /// Agent name or id.
         name: String,
@@ -318,6 +323,12 @@ pub(crate) enum AgentCmd {
         /// Let it claim again.
         #[arg(long, group = "status")]
         revive: bool,
+        /// The most leases it may hold at once; a claim at the limit is AT_CAPACITY.
+        #[arg(long, conflicts_with = "unlimited")]
+        max_concurrency: Option<u32>,
+        /// Remove its max_concurrency.
+        #[arg(long)]
+        unlimited: bool,
     },
 }
 

@@ -571,10 +571,15 @@ async fn run(cli: Cli) -> Result<Outcome, Error> {
             }
         },
         Command::Agent(cmd) => match cmd {
-            AgentCmd::Register { name, capabilities } => {
+            AgentCmd::Register {
+                name,
+                capabilities,
+                max_concurrency,
+            } => {
                 let req = RegisterAgent {
                     agent: name,
                     capabilities,
+                    max_concurrency,
                 };
                 to_value(baton.register_agent(&actor, key, req).await?)
             }
@@ -587,9 +592,12 @@ async fn run(cli: Cli) -> Result<Outcome, Error> {
                 name,
                 kill,
                 disable,
-                revive: _,
+                revive,
+                max_concurrency,
+                unlimited,
             } => {
-                let req = requests::agent_status(kill, disable);
+                let req =
+                    requests::agent_settings(kill, disable, revive, max_concurrency, unlimited);
                 to_value(baton.update_agent(&actor, key, &name, req).await?)
             }
         },

@@ -384,13 +384,18 @@ pub(crate) async fn run(cli: &Cli, base: &str) -> Result<Outcome, Error> {
                     )
                     .await?
             }
-            Command::Agent(AgentCmd::Register { name, capabilities }) => {
+            Command::Agent(AgentCmd::Register {
+                name,
+                capabilities,
+                max_concurrency,
+            }) => {
+                let body = baton_core::api::RegisterAgent {
+                    agent: name.clone(),
+                    capabilities: capabilities.clone(),
+                    max_concurrency: *max_concurrency,
+                };
                 client
-                    .send(
-                        Method::POST,
-                        "/v1/agents/register",
-                        Some(json!({ "agent": name, "capabilities": capabilities })),
-                    )
+                    .send(Method::POST, "/v1/agents/register", Some(json!(body)))
                     .await?
             }
             Command::Agent(AgentCmd::Heartbeat { name }) => {
@@ -412,9 +417,17 @@ pub(crate) async fn run(cli: &Cli, base: &str) -> Result<Outcome, Error> {
                 name,
                 kill,
                 disable,
-                revive: _,
+                revive,
+                max_concurrency,
+                unlimited,
             }) => {
-                let body = json!(requests::agent_status(*kill, *disable));
+                let body = json!(requests::agent_settings(
+                    *kill,
+                    *disable,
+                    *revive,
+                    *max_concurrency,
+                    *unlimited
+                ));
                 client
                     .send(
                         Method::PATCH,

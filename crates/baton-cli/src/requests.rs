@@ -289,16 +289,28 @@ pub(crate) fn killed(kill: bool, revive: bool) -> Option<bool> {
     }
 }
 
-/// An agent's status from `--kill` / `--disable` / `--revive` (clap requires one).
-pub(crate) fn agent_status(kill: bool, disable: bool) -> AgentSettings {
+/// What `agent update` changes: the status from `--kill` / `--disable` / `--revive` (at
+/// most one), the limit from `--max-concurrency` or `--unlimited` (clap requires a change).
+pub(crate) fn agent_settings(
+    kill: bool,
+    disable: bool,
+    revive: bool,
+    max_concurrency: Option<u32>,
+    unlimited: bool,
+) -> AgentSettings {
     let status = if kill {
-        "killed"
+        Some("killed")
     } else if disable {
-        "disabled"
+        Some("disabled")
     } else {
-        "active"
+        revive.then_some("active")
     };
     AgentSettings {
-        status: Some(status.to_string()),
+        status: status.map(str::to_string),
+        max_concurrency: if unlimited {
+            Some(None)
+        } else {
+            max_concurrency.map(Some)
+        },
     }
 }

@@ -1739,6 +1739,42 @@ fn concurrency_keys_limit_leases_from_the_cli() {
     s.replay_verifies();
 }
 
+/// `agent register --max-concurrency` and `agent update --max-concurrency | --unlimited`: an
+/// agent at its limit is refused AT_CAPACITY and nothing is written; `agent update` needs
+/// a change and takes one status at most.
+#[test]
+fn an_agents_max_concurrency_from_the_cli() {
+    let s = Store::new();
+    let agent = s.ok(&["agent", "register", "w", "--max-concurrency", "1"]);
+    assert_eq!(agent["agent"]["max_concurrency"], 1, "{agent}");
+    s.create("one", &[]);
+    s.create("two", &[]);
+    s.claim_one("w", &[]);
+    let err = s.fails_without_writing(&["claim", "--agent", "w"], "AT_CAPACITY");
+    assert_eq!(err["details"]["held"], 1, "{err}");
+    let raised = s.ok(&["agent", "update", "w", "--max-concurrency", "2"]);
+    assert_eq!(raised["agent"]["max_concurrency"], 2, "{raised}");
+    s.claim_one("w", &[]);
+    let freed = s.ok(&["agent", "update", "w", "--unlimited", "--disable"]);
+    assert!(freed["agent"].get("max_concurrency").is_none(), "{freed}");
+    assert_eq!(freed["agent"]["status"], "disabled", "{freed}");
+    s.usage_error(&["agent", "update", "w"]);
+    s.usage_error(&["agent", "update", "w", "--kill", "--revive"]);
+    s.usage_error(&[
+        "agent",
+        "update",
+        "w",
+        "--max-concurrency",
+        "2",
+        "--unlimited",
+    ]);
+    s.fails_without_writing(
+        &["agent", "update", "w", "--max-concurrency", "0"],
+        "INVALID_INPUT",
+    );
+    s.replay_verifies();
+}
+
 /// `init` makes the workspace `--workspace` names; other commands refuse an unknown one
 /// and say how to make it.
 #[test]

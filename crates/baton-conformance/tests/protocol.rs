@@ -329,6 +329,7 @@ async fn agent_kill_switch_revokes_its_leases(env: Env) {
     );
     let status = |s: &str| AgentSettings {
         status: Some(s.into()),
+        ..Default::default()
     };
     let bad = env
         .baton
@@ -524,6 +525,7 @@ async fn a_waiting_claim_hears_its_agent_stopped(env: Env) {
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         let settings = AgentSettings {
             status: Some(status.into()),
+            ..Default::default()
         };
         env.baton
             .update_agent(&env.actor, None, &name, settings)
@@ -1696,7 +1698,7 @@ async fn names_shaped_like_ids_are_refused(env: Env) {
     let fresh = baton_core::id::new_id("agt");
     let register = RegisterAgent {
         agent: fresh.clone(),
-        capabilities: vec![],
+        ..Default::default()
     };
     let err = env
         .baton
@@ -1971,6 +1973,87 @@ async fn a_concurrency_key_limits_leases(env: Env) {
     let refused = env.baton.update_task(&env.actor, None, &other.id, no_key);
     assert_eq!(refused.await.unwrap_err().code, Code::InvalidInput);
     assert_eq!(env.event_count(), events);
+    assert_eq!(env.replay_difference().await, None);
+}
+
+/// An agent's max_concurrency (DESIGN §2, §4): a claim takes no more than the places left,
+/// and at the limit is AT_CAPACITY (details: held and the limit), writing nothing; a lease
+/// that ends, or lapses, frees a place; the limit is set at registration or by update and
+/// removed by null; a limit out of range is refused.
+async fn an_agent_holds_at_most_its_max_concurrency(env: Env) {
+    let register = RegisterAgent {
+        agent: "w".into(),
+        max_concurrency: Some(2),
+        ..Default::default()
+    };
+    let agent = env.baton.register_agent(&env.actor, None, register).await;
+    assert_eq!(agent.unwrap().agent.max_concurrency, Some(2));
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let req = CreateTask {
+            title: format!("t{i}"),
+            lease_ttl: Some(Duration::secs(30)),
+            ..Default::default()
+        };
+        ids.push(env.create(req).await.unwrap().id);
+    }
+    let claim = |count: u32| ClaimRequest {
+        agent: "w".into(),
+        count: Some(count),
+        ..Default::default()
+    };
+    let first = env.baton.claim(&env.actor, None, claim(3)).await.unwrap();
+    assert_eq!(first.claims.len(), 2, "two places");
+    let events = env.event_count();
+    let full = env
+        .baton
+        .claim(&env.actor, None, claim(1))
+        .await
+        .unwrap_err();
+    assert_eq!(full.code, Code::AtCapacity);
+    assert_eq!(full.details.as_ref().unwrap()["held"], 2);
+    assert_eq!(full.details.as_ref().unwrap()["max_concurrency"], 2);
+    assert!(!full.retryable());
+    assert_eq!(env.event_count(), events, "a refused claim writes nothing");
+    assert!(
+        env.claim("other").await.is_some(),
+        "other agents are not limited"
+    );
+
+    let done = &first.claims[0];
+    env.lease(&done.task.id, &done.lease.token, complete())
+        .await
+        .unwrap();
+    let next = env.baton.claim(&env.actor, None, claim(3)).await.unwrap();
+    assert_eq!(next.claims.len(), 1, "the completed lease freed one place");
+    // Leases that lapsed hold no place, reaped or not.
+    env.clock.advance(31_000);
+    let after = env.baton.claim(&env.actor, None, claim(1)).await.unwrap();
+    assert_eq!(after.claims.len(), 1);
+
+    let settings = |max: Option<Option<u32>>| AgentSettings {
+        max_concurrency: max,
+        ..Default::default()
+    };
+    let unlimited = env
+        .baton
+        .update_agent(&env.actor, None, "w", settings(Some(None)));
+    assert_eq!(unlimited.await.unwrap().agent.max_concurrency, None);
+    for max in [0, 10_001] {
+        let refused = env
+            .baton
+            .update_agent(&env.actor, None, "w", settings(Some(Some(max))))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code, Code::InvalidInput);
+        let register = RegisterAgent {
+            agent: "w".into(),
+            max_concurrency: Some(max),
+            ..Default::default()
+        };
+        let refused = env.baton.register_agent(&env.actor, None, register).await;
+        assert_eq!(refused.unwrap_err().code, Code::InvalidInput);
+    }
     assert_eq!(env.replay_difference().await, None);
 }
 
@@ -3529,6 +3612,7 @@ on_every_backend!(
     project_review_reaches_its_open_tasks,
     a_claim_warns_of_overlapping_paths,
     a_concurrency_key_limits_leases,
+    an_agent_holds_at_most_its_max_concurrency,
     version_conflict,
     idempotency_keys,
     context_and_briefing,

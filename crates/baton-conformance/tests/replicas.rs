@@ -474,3 +474,47 @@ async fn a_concurrency_key_holds_across_replicas() {
         "at most {LIMIT} leased at once, and the limit used"
     );
 }
+
+/// One agent with a max_concurrency of 3 claims from sixteen workers on four replicas at
+/// once: three tasks are granted in all, every other claim is AT_CAPACITY.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_agents_max_concurrency_holds_across_replicas() {
+    let Some(fleet) = fleet(4).await else { return };
+    for i in 0..20 {
+        fleet.create(&format!("t{i}"), vec![]).await;
+    }
+    let (b, a) = fleet.node(0);
+    let register = RegisterAgent {
+        agent: "w".into(),
+        max_concurrency: Some(3),
+        ..Default::default()
+    };
+    b.register_agent(a, None, register).await.expect("register");
+    let fleet = Arc::new(fleet);
+    let claims = (0..16).map(|w| {
+        let fleet = fleet.clone();
+        tokio::spawn(async move {
+            let (b, a) = fleet.node(w);
+            let req = ClaimRequest {
+                agent: "w".into(),
+                count: Some(2),
+                ..Default::default()
+            };
+            b.claim(a, None, req).await.map(|c| c.claims.len())
+        })
+    });
+    let mut granted = 0;
+    for outcome in join_all(claims).await {
+        match outcome.expect("claimer") {
+            Ok(n) => granted += n,
+            Err(e) => assert_eq!(e.code, baton_core::Code::AtCapacity, "{e:?}"),
+        }
+    }
+    assert_eq!(granted, 3);
+    let held = fleet
+        .events()
+        .iter()
+        .filter(|e| e.kind == "task.claimed")
+        .count();
+    assert_eq!(held, 3);
+}

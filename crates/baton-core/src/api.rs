@@ -653,6 +653,11 @@ pub struct RegisterAgent {
     /// What it can do.
     #[serde(default)]
     pub capabilities: Vec<String>,
+    /// The most leases it may hold at once (1 to 10,000); left out, a limit set before
+    /// stays.
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 10000)]
+    pub max_concurrency: Option<u32>,
 }
 
 /// Input of `agent update`: what to change on a registered agent.
@@ -665,6 +670,14 @@ pub struct AgentSettings {
     #[serde(default)]
     #[schema(pattern = "^(active|disabled|killed)$")]
     pub status: Option<String>,
+    /// The most leases it may hold at once (1 to 10,000); null removes the limit.
+    #[serde(
+        default,
+        deserialize_with = "patch::clearable",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 10000)]
+    pub max_concurrency: Option<Option<u32>>,
 }
 
 /// Input of `workspace update`.

@@ -57,6 +57,8 @@ codes! {
     Cycle => "CYCLE", 409, false;
     AlreadyExists => "ALREADY_EXISTS", 409, false;
     OpenChildren => "OPEN_CHILDREN", 409, false;
+    // Not retryable: the agent holds as many leases as it may until it ends one.
+    AtCapacity => "AT_CAPACITY", 409, false;
     IdempotencyMismatch => "IDEMPOTENCY_MISMATCH", 422, false;
     Killed => "KILLED", 403, false;
     Unauthorized => "UNAUTHORIZED", 401, false;

@@ -87,6 +87,10 @@ pub struct Agent {
     pub capabilities: Vec<String>,
     /// `active`, `disabled` or `killed`.
     pub status: String,
+    /// The most leases it may hold at once, if limited: a claim takes no more than the
+    /// places left, and none at the limit (`AT_CAPACITY`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<u32>,
     /// Last time it claimed or heartbeated.
     #[serde(with = "rfc3339")]
     #[schema(value_type = crate::time::Rfc3339)]

@@ -381,6 +381,9 @@ pub trait Tx {
     /// transaction's own writes included; `None` when another transaction holds the key.
     /// A store whose writes are serialized holds nothing and always counts.
     fn key_leases(&mut self, ws: &str, key: &str) -> Result<Option<u64>>;
+    /// How many live leases (not expired by `now`) agent `agent_id` holds in `ws`, this
+    /// transaction's own writes included.
+    fn agent_leases(&mut self, ws: &str, agent_id: &str, now: Millis) -> Result<u64>;
     /// Number of non-terminal children.
     fn open_children(&mut self, ws: &str, id: &str) -> Result<u64>;
     /// How many of the workspace's tasks are in each status that is not final, in

@@ -68,7 +68,7 @@ const ERRORS: [(&str, &str); 7] = [
 const WRITE_ERRORS: [(&str, &str); 2] = [
     (
         "409",
-        "Conflict: LEASE_LOST, VERSION_CONFLICT, INVALID_TRANSITION, CYCLE, OPEN_CHILDREN, ALREADY_EXISTS",
+        "Conflict: LEASE_LOST, VERSION_CONFLICT, INVALID_TRANSITION, CYCLE, OPEN_CHILDREN, AT_CAPACITY, ALREADY_EXISTS",
     ),
     (
         "422",

@@ -2341,6 +2341,53 @@ async fn patch_null_clears_optional_fields(backend: Backend) {
 /// `/metrics` is Prometheus's text format for the key's workspace: open tasks and agents
 /// by status, the events this server committed (a refused call counts nothing) and how
 /// long its claims took. Another workspace's key sees its own figures only.
+/// Concurrency limits over HTTP: a keyed task waits while its key's limit is leased, an
+/// agent at its max_concurrency is 409 AT_CAPACITY (structured, not retryable), PATCH
+/// null lifts the limit, and a limit out of range is 400 INVALID_INPUT.
+async fn concurrency_limits_over_http(backend: Backend) {
+    let s = Server::start(backend).await;
+    let (st, v) = s
+        .post(
+            "/v1/agents/register",
+            json!({"agent": "w", "max_concurrency": 1}),
+        )
+        .await;
+    assert_eq!(
+        (st, &v["agent"]["max_concurrency"]),
+        (StatusCode::OK, &json!(1)),
+        "{v}"
+    );
+    for title in ["a", "b"] {
+        let task = json!({"title": title, "concurrency_key": "area:db"});
+        let (st, v) = s.post("/v1/tasks", task).await;
+        assert_eq!(st, StatusCode::CREATED, "{v}");
+        assert_eq!(v["task"]["concurrency_limit"], 1, "{v}");
+    }
+    let (st, v) = s.post("/v1/tasks/claim", json!({"agent": "w"})).await;
+    assert_eq!(
+        (st, v["claims"].as_array().unwrap().len()),
+        (StatusCode::OK, 1)
+    );
+    let (st, v) = s.post("/v1/tasks/claim", json!({"agent": "w"})).await;
+    assert_eq!(st, StatusCode::CONFLICT, "{v}");
+    assert_eq!(error_code(&v), "AT_CAPACITY");
+    assert_eq!(v["error"]["retryable"], false);
+    assert_eq!(v["error"]["details"]["held"], 1, "{v}");
+    let (st, v) = s.post("/v1/tasks/claim", json!({"agent": "other"})).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["claims"], json!([]), "b waits for the key");
+    let unlimited = json!({"max_concurrency": null});
+    let (st, v) = s.call("PATCH", "/v1/agents/w", Some(unlimited), &[]).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert!(v["agent"].get("max_concurrency").is_none(), "{v}");
+    let bad = json!({"title": "c", "concurrency_key": "k", "concurrency_limit": 0});
+    let (st, v) = s.post("/v1/tasks", bad).await;
+    assert_eq!(
+        (st, error_code(&v)),
+        (StatusCode::BAD_REQUEST, "INVALID_INPUT")
+    );
+}
+
 async fn metrics_count_what_was_committed(backend: Backend) {
     let s = Server::start(backend).await;
     for title in ["a", "b", "c"] {
@@ -2459,6 +2506,7 @@ on_every_backend!(
     artifacts_over_http,
     patch_null_clears_optional_fields,
     metrics_count_what_was_committed,
+    concurrency_limits_over_http,
     a_store_far_behind_refuses_new_work_first,
     agent_loop_over_http,
     errors_have_codes_and_statuses,

@@ -1194,6 +1194,19 @@ impl Tx for PgTx<'_> {
         Ok(counts)
     }
 
+    fn agent_leases(&mut self, ws: &str, agent_id: &str, now: Millis) -> Result<u64> {
+        // The live leases through `tasks_lease`, each body read for its holder: as many
+        // rows as the workspace has leases, and only for agents with a limit. `rows` sends
+        // this transaction's held-back writes first: its own grants count.
+        self.lock(ws)?;
+        let rows = self.rows(
+            "SELECT count(*) FROM tasks WHERE workspace_id = $1 AND lease_expires_at > $3
+             AND (body::json -> 'lease' ->> 'agent_id') = $2",
+            &[t(ws), t(agent_id), i(now)],
+        )?;
+        Ok(first_value::<i64>(&rows)?.unwrap_or(0) as u64)
+    }
+
     fn key_leases(&mut self, ws: &str, key: &str) -> Result<Option<u64>> {
         self.lock(ws)?;
         if self.writing {

@@ -522,6 +522,22 @@ impl Tx for SqliteTx<'_> {
         Ok(counts)
     }
 
+    fn agent_leases(&mut self, ws: &str, agent_id: &str, now: Millis) -> Result<u64> {
+        // The live leases through `tasks_lease`, each body read for its holder: as many
+        // rows as the workspace has leases, and only for agents with a limit.
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT count(*) FROM tasks WHERE workspace_id = +?1 AND lease_expires_at IS NOT NULL
+                 AND lease_expires_at > +?3 AND json_extract(body, '$.lease.agent_id') = ?2",
+            )
+            .map_err(db_err)?;
+        let n: i64 = stmt
+            .query_row(params![ws, agent_id, now], |r| r.get(0))
+            .map_err(db_err)?;
+        Ok(n as u64)
+    }
+
     fn key_leases(&mut self, ws: &str, key: &str) -> Result<Option<u64>> {
         // One writer: nothing to hold, and the count sees this transaction's writes.
         let mut stmt = self

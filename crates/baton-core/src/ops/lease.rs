@@ -51,6 +51,7 @@ pub fn ensure_agent(ctx: &mut Ctx<'_>, name: &str, capabilities: &[String]) -> R
                 name: name.to_string(),
                 capabilities,
                 status: "active".into(),
+                max_concurrency: None,
                 last_seen_at: ctx.now,
                 created_at: ctx.now,
             };
@@ -174,6 +175,10 @@ pub fn claim(ctx: &mut Ctx<'_>, req: &ClaimRequest) -> Result<Claims> {
             "stop claiming as this agent until a planner or admin sets its status back to active",
         ));
     }
+    let count = match agent.max_concurrency {
+        Some(max) => count.min(places_left(ctx, &agent, max)?),
+        None => count,
+    };
     // The store returns only tasks whose required capabilities the agent has (it seeks
     // each capability set the agent can serve), so the first `count` candidates are the
     // claim.
@@ -238,6 +243,26 @@ pub fn claim(ctx: &mut Ctx<'_>, req: &ClaimRequest) -> Result<Claims> {
         }
     }
     Ok(Claims { claims })
+}
+
+/// How many more leases `agent`, limited to `max` at once, may take now: `AT_CAPACITY` when
+/// none. Claims of one agent take turns (each locks its agent's row), so the count holds
+/// until this one commits.
+fn places_left(ctx: &mut Ctx<'_>, agent: &Agent, max: u32) -> Result<u32> {
+    let held = ctx.tx.agent_leases(ctx.ws, &agent.id, ctx.now)?;
+    match u64::from(max).checked_sub(held).filter(|left| *left > 0) {
+        Some(left) => Ok(left.min(u64::from(MAX_CLAIM)) as u32),
+        None => Err(Error::new(
+            Code::AtCapacity,
+            format!(
+                "agent {} holds {held} lease(s); its max_concurrency is {max}",
+                agent.name
+            ),
+            "complete, fail or release a task it holds before claiming another, or raise its \
+             max_concurrency",
+        )
+        .with_details(json!({ "held": held, "max_concurrency": max }))),
+    }
 }
 
 /// Checks a claim request's own fields (not whether anything is claimable), so a call that

@@ -133,13 +133,25 @@ fn apply_settings(project: &mut Project, s: &ProjectSettings) -> Result<()> {
     Ok(())
 }
 
-/// Registers an agent, or updates the capabilities of a registered one.
+/// Registers an agent, or updates the capabilities (and the limit, when given) of a
+/// registered one.
 pub fn register_agent(ctx: &mut Ctx<'_>, req: RegisterAgent) -> Result<AgentOut> {
+    if let Some(max) = req.max_concurrency {
+        check_max_concurrency(max)?;
+    }
     let mut agent = super::lease::ensure_agent(ctx, &req.agent, &req.capabilities)?;
+    let mut changed = false;
     if req.capabilities.is_empty() && !agent.capabilities.is_empty() {
         // `ensure_agent` keeps capabilities when none are given; registering with none
         // means none.
         agent.capabilities.clear();
+        changed = true;
+    }
+    if req.max_concurrency.is_some() && agent.max_concurrency != req.max_concurrency {
+        agent.max_concurrency = req.max_concurrency;
+        changed = true;
+    }
+    if changed {
         agent.last_seen_at = ctx.now;
         ctx.tx.put_agent(&agent)?;
         ctx.emit("agent.updated", None, json!({ "agent": agent }))?;
@@ -147,12 +159,29 @@ pub fn register_agent(ctx: &mut Ctx<'_>, req: RegisterAgent) -> Result<AgentOut>
     Ok(AgentOut { agent })
 }
 
+/// The most leases an agent may be limited to.
+pub const MAX_CONCURRENCY: u32 = 10_000;
+
+fn check_max_concurrency(max: u32) -> Result<()> {
+    if max == 0 || max > MAX_CONCURRENCY {
+        return Err(Error::invalid(
+            format!("max_concurrency must be 1 to {MAX_CONCURRENCY}, not {max}"),
+            "give the most leases the agent may hold at once; to stop its claims, disable it",
+        ));
+    }
+    Ok(())
+}
+
 /// The statuses an agent can have: it claims only while `active`.
 pub const AGENT_STATUSES: [&str; 3] = ["active", "disabled", "killed"];
 
-/// Changes an agent's status: `disabled` stops its claims, `killed` also revokes every
-/// lease it holds at once (DESIGN §4), `active` lets it claim again.
+/// Changes an agent's status (`disabled` stops its claims, `killed` also revokes every lease
+/// it holds at once (DESIGN §4), `active` lets it claim again) or its `max_concurrency`
+/// (lowered below what it holds, it keeps its leases and claims again once under it).
 pub fn update_agent(ctx: &mut Ctx<'_>, name: &str, req: AgentSettings) -> Result<AgentOut> {
+    if let Some(Some(max)) = req.max_concurrency {
+        check_max_concurrency(max)?;
+    }
     super::check_id("agent", name)?;
     if let Some(status) = &req.status {
         if !AGENT_STATUSES.contains(&status.as_str()) {
@@ -166,11 +195,19 @@ pub fn update_agent(ctx: &mut Ctx<'_>, name: &str, req: AgentSettings) -> Result
         .tx
         .agent(ctx.ws, name)?
         .ok_or_else(|| Error::not_found("agent", name))?;
-    let Some(status) = req.status else {
-        return Ok(AgentOut { agent });
-    };
-    if agent.status != status {
+    let mut changed = false;
+    if let Some(max) = req
+        .max_concurrency
+        .filter(|max| *max != agent.max_concurrency)
+    {
+        agent.max_concurrency = max;
+        changed = true;
+    }
+    if let Some(status) = req.status.filter(|status| *status != agent.status) {
         agent.status = status;
+        changed = true;
+    }
+    if changed {
         ctx.tx.put_agent(&agent)?;
         ctx.emit("agent.updated", None, json!({ "agent": agent }))?;
     }
