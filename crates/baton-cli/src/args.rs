@@ -279,6 +279,10 @@ pub(crate) struct ProjectSettingsArgs {
     /// Whether its tasks go to review by default.
     #[arg(long)]
     pub review_required: Option<bool>,
+    /// Whether file scopes are exclusive: claims pass over a task whose paths overlap a
+    /// leased task's (true), or grant it with a warning (false, the default).
+    #[arg(long, value_name = "BOOL")]
+    pub exclusive_scopes: Option<bool>,
 }
 
 #[derive(Debug, Subcommand)]

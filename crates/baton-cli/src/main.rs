@@ -555,6 +555,7 @@ async fn run(cli: Cli) -> Result<Outcome, Error> {
                     lease_ttl: s.lease_ttl,
                     retry_policy: s.retry_policy,
                     review_required: s.review_required,
+                    exclusive_scopes: s.exclusive_scopes,
                 };
                 to_value(baton.create_project(&actor, key, req).await?)
             }

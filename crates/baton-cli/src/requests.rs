@@ -277,6 +277,7 @@ pub(crate) fn project_settings(
         retry_policy,
         review_required: a.review_required,
         killed,
+        exclusive_scopes: a.exclusive_scopes,
     })
 }
 

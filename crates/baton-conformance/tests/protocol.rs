@@ -237,6 +237,7 @@ async fn kill_switch_revokes_leases_at_once(env: Env) {
                 lease_ttl: None,
                 retry_policy: None,
                 review_required: None,
+                ..Default::default()
             },
         )
         .await
@@ -257,6 +258,7 @@ async fn kill_switch_revokes_leases_at_once(env: Env) {
         retry_policy: None,
         review_required: None,
         killed: Some(killed),
+        ..Default::default()
     };
     env.baton
         .update_project(&env.actor, None, &project.id, kill(true))
@@ -1326,6 +1328,7 @@ async fn review_approve_and_reject(env: Env) {
                 lease_ttl: None,
                 retry_policy: None,
                 review_required: Some(true),
+                ..Default::default()
             },
         )
         .await
@@ -1720,6 +1723,7 @@ fn web_request() -> CreateProject {
         lease_ttl: None,
         retry_policy: None,
         review_required: None,
+        ..Default::default()
     }
 }
 
@@ -2054,6 +2058,86 @@ async fn an_agent_holds_at_most_its_max_concurrency(env: Env) {
         let refused = env.baton.register_agent(&env.actor, None, register).await;
         assert_eq!(refused.unwrap_err().code, Code::InvalidInput);
     }
+    assert_eq!(env.replay_difference().await, None);
+}
+
+/// Exclusive file scopes (DESIGN §4): in a project that makes scopes exclusive, a claim
+/// passes over a task whose paths overlap a leased task's (tasks of the same claim among
+/// them) and takes the next; the overlap's end lets it in. In a project that does not,
+/// the same overlap is granted with a warning.
+async fn exclusive_scopes_hold_overlapping_tasks_back(env: Env) {
+    let create = CreateProject {
+        name: "strict".into(),
+        exclusive_scopes: Some(true),
+        ..Default::default()
+    };
+    let project = env.baton.create_project(&env.actor, None, create).await;
+    assert!(project.unwrap().project.exclusive_scopes);
+    let scoped = |title: &str, project: &str, paths: &[&str], priority: i64| CreateTask {
+        title: title.into(),
+        project: Some(project.into()),
+        paths: paths.iter().map(|p| p.to_string()).collect(),
+        priority: Some(priority),
+        ..Default::default()
+    };
+    let db = env
+        .create(scoped("db", "strict", &["src/db/**"], 9))
+        .await
+        .unwrap();
+    let schema = env
+        .create(scoped("schema", "strict", &["src/db/schema.rs"], 8))
+        .await
+        .unwrap();
+    let api = env
+        .create(scoped("api", "strict", &["src/api/**"], 7))
+        .await
+        .unwrap();
+    let loose = env
+        .create(scoped("loose", "default", &["src/db/**"], 1))
+        .await
+        .unwrap();
+
+    let claim = |agent: &str, count: u32| ClaimRequest {
+        agent: agent.into(),
+        count: Some(count),
+        ..Default::default()
+    };
+    let first = env
+        .baton
+        .claim(&env.actor, None, claim("a", 2))
+        .await
+        .unwrap();
+    let ids: Vec<&str> = first.claims.iter().map(|c| c.task.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [db.id.as_str(), api.id.as_str()],
+        "schema overlaps db, claimed first"
+    );
+    let second = env.claim("b").await.unwrap();
+    assert_eq!(
+        second.task.id, loose.id,
+        "a project that warns grants the overlap"
+    );
+    assert_eq!(second.warnings.len(), 1, "{:?}", second.warnings);
+    assert!(env.claim("c").await.is_none(), "schema waits");
+    env.lease(&db.id, &first.claims[0].lease.token, complete())
+        .await
+        .unwrap();
+    assert!(
+        env.claim("c").await.is_none(),
+        "loose still overlaps schema"
+    );
+    env.lease(&loose.id, &second.lease.token, complete())
+        .await
+        .unwrap();
+    assert_eq!(env.claim("c").await.unwrap().task.id, schema.id);
+
+    let relax = ProjectSettings {
+        exclusive_scopes: Some(false),
+        ..Default::default()
+    };
+    let relaxed = env.baton.update_project(&env.actor, None, "strict", relax);
+    assert!(!relaxed.await.unwrap().project.exclusive_scopes);
     assert_eq!(env.replay_difference().await, None);
 }
 
@@ -3613,6 +3697,7 @@ on_every_backend!(
     a_claim_warns_of_overlapping_paths,
     a_concurrency_key_limits_leases,
     an_agent_holds_at_most_its_max_concurrency,
+    exclusive_scopes_hold_overlapping_tasks_back,
     version_conflict,
     idempotency_keys,
     context_and_briefing,

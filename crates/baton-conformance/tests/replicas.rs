@@ -398,10 +398,9 @@ async fn a_completion_keeps_the_heartbeat_committed_before_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_concurrency_key_holds_across_replicas() {
     let Some(fleet) = fleet(4).await else { return };
-    const TASKS: usize = 30;
     const LIMIT: u32 = 2;
     let mut ids = Vec::new();
-    for i in 0..TASKS {
+    for i in 0..30 {
         let (b, a) = fleet.node(0);
         let req = CreateTask {
             title: format!("migration {i}"),
@@ -412,66 +411,11 @@ async fn a_concurrency_key_holds_across_replicas() {
         ids.push(b.create_task(a, None, req).await.expect("create").task.id);
     }
     let fleet = Arc::new(fleet);
-    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let workers = (0..16).map(|w| {
-        let (fleet, done) = (fleet.clone(), done.clone());
-        tokio::spawn(async move {
-            let (b, a) = fleet.node(w);
-            let mut completed = Vec::new();
-            while done.load(std::sync::atomic::Ordering::SeqCst) < TASKS {
-                let claims = claim(b, a, &format!("w{w}"), 1 + (w as u32 % 3)).await;
-                if claims.is_empty() {
-                    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-                    continue;
-                }
-                assert!(
-                    claims.len() <= LIMIT as usize,
-                    "one claim took {}",
-                    claims.len()
-                );
-                for c in &claims {
-                    complete(b, a, c).await;
-                    completed.push(c.task.id.clone());
-                    done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                }
-            }
-            completed
-        })
-    });
-    let mut times: HashMap<String, usize> = HashMap::new();
-    for completed in join_all(workers).await {
-        for id in completed.expect("worker") {
-            *times.entry(id).or_default() += 1;
-        }
-    }
-    for id in &ids {
-        assert_eq!(times.get(id), Some(&1), "task {id}");
-    }
-    // Replay the log's view: a task is leased from the event that leaves it claimed to the
-    // one that leaves it otherwise.
-    let mut leased = std::collections::HashSet::new();
-    let mut most = 0;
-    for e in fleet.events() {
-        let Some(task) = e
-            .task_id
-            .as_deref()
-            .filter(|t| ids.iter().any(|id| id == t))
-        else {
-            continue;
-        };
-        let Some(status) = e.data["task"]["status"].as_str() else {
-            continue;
-        };
-        if matches!(status, "claimed" | "in_progress" | "waiting") {
-            leased.insert(task.to_string());
-        } else {
-            leased.remove(task);
-        }
-        most = most.max(leased.len());
-    }
+    drain_with_limits(&fleet, &ids, LIMIT as usize).await;
+    let most = most_leased_at_once(&fleet.events(), &ids);
     assert_eq!(
         most, LIMIT as usize,
-        "at most {LIMIT} leased at once, and the limit used"
+        "at most {LIMIT} at once, and the limit used"
     );
 }
 
@@ -517,4 +461,99 @@ async fn an_agents_max_concurrency_holds_across_replicas() {
         .filter(|e| e.kind == "task.claimed")
         .count();
     assert_eq!(held, 3);
+}
+
+/// Sixteen workers on the fleet's replicas claim (one to three tasks a claim) and complete
+/// until every task of `ids` is done, each claim granting at most `per_claim`; every task
+/// must be completed exactly once.
+async fn drain_with_limits(fleet: &Arc<Fleet>, ids: &[String], per_claim: usize) {
+    let total = ids.len();
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let workers = (0..16).map(|w| {
+        let (fleet, done) = (fleet.clone(), done.clone());
+        tokio::spawn(async move {
+            let (b, a) = fleet.node(w);
+            let mut completed = Vec::new();
+            while done.load(std::sync::atomic::Ordering::SeqCst) < total {
+                let claims = claim(b, a, &format!("w{w}"), 1 + (w as u32 % 3)).await;
+                if claims.is_empty() {
+                    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                    continue;
+                }
+                assert!(claims.len() <= per_claim, "one claim took {}", claims.len());
+                for c in &claims {
+                    complete(b, a, c).await;
+                    completed.push(c.task.id.clone());
+                    done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+            completed
+        })
+    });
+    let mut times: HashMap<String, usize> = HashMap::new();
+    for completed in join_all(workers).await {
+        for id in completed.expect("worker") {
+            *times.entry(id).or_default() += 1;
+        }
+    }
+    for id in ids {
+        assert_eq!(times.get(id), Some(&1), "task {id}");
+    }
+}
+
+/// The most of `ids` leased at once in the log's view, which orders every commit: a task is
+/// leased from the event that leaves it claimed (or in progress, or waiting) to the one
+/// that leaves it otherwise.
+fn most_leased_at_once(events: &[Event], ids: &[String]) -> usize {
+    let mut leased = std::collections::HashSet::new();
+    let mut most = 0;
+    for e in events {
+        let Some(task) = e
+            .task_id
+            .as_deref()
+            .filter(|t| ids.iter().any(|id| id == t))
+        else {
+            continue;
+        };
+        let Some(status) = e.data["task"]["status"].as_str() else {
+            continue;
+        };
+        if matches!(status, "claimed" | "in_progress" | "waiting") {
+            leased.insert(task.to_string());
+        } else {
+            leased.remove(task);
+        }
+        most = most.max(leased.len());
+    }
+    most
+}
+
+/// Tasks of a project whose file scopes are exclusive, all over the same files, drained
+/// by sixteen workers on four replicas: the log never shows two of them leased at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn exclusive_scopes_hold_across_replicas() {
+    let Some(fleet) = fleet(4).await else { return };
+    let (b, a) = fleet.node(0);
+    let strict = CreateProject {
+        name: "strict".into(),
+        exclusive_scopes: Some(true),
+        ..Default::default()
+    };
+    b.create_project(a, None, strict).await.expect("project");
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let req = CreateTask {
+            title: format!("edit {i}"),
+            project: Some("strict".into()),
+            paths: vec![
+                format!("src/{}/**", ["db", "api"][i % 2]),
+                "src/lib.rs".into(),
+            ],
+            ..Default::default()
+        };
+        ids.push(b.create_task(a, None, req).await.expect("create").task.id);
+    }
+    let fleet = Arc::new(fleet);
+    drain_with_limits(&fleet, &ids, 1).await;
+    assert_eq!(most_leased_at_once(&fleet.events(), &ids), 1);
 }

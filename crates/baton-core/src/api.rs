@@ -609,6 +609,10 @@ pub struct ProjectSettings {
     /// lease operations answer `KILLED`), and while set nothing in it can be claimed.
     #[serde(default)]
     pub killed: Option<bool>,
+    /// Whether file scopes are exclusive: claims pass over a task whose `paths` overlap a
+    /// leased task's, instead of granting it with a warning.
+    #[serde(default)]
+    pub exclusive_scopes: Option<bool>,
 }
 
 /// Input of `project create`.
@@ -627,6 +631,9 @@ pub struct CreateProject {
     /// Whether its tasks go to review by default (default false).
     #[serde(default)]
     pub review_required: Option<bool>,
+    /// Whether file scopes are exclusive (default false: overlapping claims warn).
+    #[serde(default)]
+    pub exclusive_scopes: Option<bool>,
 }
 
 /// Output of operations that return one project.

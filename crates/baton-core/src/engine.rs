@@ -497,6 +497,7 @@ impl Baton {
                 retry_policy: RetryPolicy::default(),
                 review_required: false,
                 killed: false,
+                exclusive_scopes: false,
                 created_at: now,
             };
             ctx.tx.put_project(&project)?;

@@ -45,6 +45,10 @@ pub struct Project {
     pub review_required: bool,
     /// Kill switch: no claims while set.
     pub killed: bool,
+    /// Whether file scopes are exclusive: a task of it whose `paths` overlap a leased
+    /// task's is passed over by claims, rather than claimed with a warning (DESIGN §4).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exclusive_scopes: bool,
     /// When it was created.
     #[serde(with = "rfc3339")]
     #[schema(value_type = crate::time::Rfc3339)]

@@ -376,11 +376,14 @@ pub trait Tx {
         let candidates = self.claim_candidates(ws, now, page, agent_capabilities)?;
         Ok((due, candidates))
     }
-    /// Holds the concurrency key `key` of workspace `ws` to the end of the transaction and
-    /// counts the workspace's leased tasks (claimed, in progress, waiting) with it, this
-    /// transaction's own writes included; `None` when another transaction holds the key.
-    /// A store whose writes are serialized holds nothing and always counts.
-    fn key_leases(&mut self, ws: &str, key: &str) -> Result<Option<u64>>;
+    /// Tries to hold `name` in workspace `ws` to the end of the transaction, without
+    /// waiting: false when another transaction holds it. What a claim holds while it counts
+    /// and grants what a limit allows (a concurrency key, the exclusive file scopes), so
+    /// that concurrent claims take turns. A store whose writes are serialized always holds.
+    fn try_hold(&mut self, ws: &str, name: &str) -> Result<bool>;
+    /// How many of the workspace's tasks with concurrency key `key` are leased (claimed, in
+    /// progress, waiting), this transaction's own writes included.
+    fn key_leases(&mut self, ws: &str, key: &str) -> Result<u64>;
     /// How many live leases (not expired by `now`) agent `agent_id` holds in `ws`, this
     /// transaction's own writes included.
     fn agent_leases(&mut self, ws: &str, agent_id: &str, now: Millis) -> Result<u64>;

@@ -156,9 +156,9 @@ const POOL_MAX: u32 = 256;
 /// The class of the advisory locks on workspaces (the first key of the two-key form; the
 /// second is the hash of the workspace id). "bt".
 const WORKSPACE_LOCK: i32 = 0x6274;
-/// The class of the advisory locks on concurrency keys (the second key is the hash of the
-/// workspace and the key): a claim holds a key while it counts and grants its leases. "bk".
-const KEY_LOCK: i32 = 0x626b;
+/// The class of the advisory locks a claim holds while it counts and grants what a limit
+/// allows ([`Tx::try_hold`]; the second key is the hash of the workspace and the name). "bh".
+const HOLD_LOCK: i32 = 0x6268;
 /// The partial index `tasks_conc`'s condition: leased tasks with a concurrency key.
 const LEASED_WITH_KEY: &str =
     "conc_key IS NOT NULL AND status IN ('claimed', 'in_progress', 'waiting')";
@@ -1207,22 +1207,24 @@ impl Tx for PgTx<'_> {
         Ok(first_value::<i64>(&rows)?.unwrap_or(0) as u64)
     }
 
-    fn key_leases(&mut self, ws: &str, key: &str) -> Result<Option<u64>> {
-        self.lock(ws)?;
-        if self.writing {
-            // Tried, not waited for: a claim that found the key held takes another task
-            // rather than risk a deadlock with a transaction holding keys in another order.
-            // The count below is a statement of its own, so its snapshot is taken with the
-            // key held and sees the leases of every transaction that held it before.
-            let held = self.rows_now(
-                &format!("SELECT pg_try_advisory_xact_lock({KEY_LOCK}, hashtext($1 || '/' || $2))"),
-                &[t(ws), t(key)],
-            )?;
-            let held: bool = first_value(&held)?.unwrap_or(false);
-            if !held {
-                return Ok(None);
-            }
+    fn try_hold(&mut self, ws: &str, name: &str) -> Result<bool> {
+        if !self.writing {
+            return Ok(true);
         }
+        self.lock(ws)?;
+        // Tried, not waited for: a claim that finds a name held passes its task over rather
+        // than risk a deadlock with a transaction holding names in another order. What it
+        // reads next is a statement of its own, so its snapshot is taken with the name held
+        // and sees the writes of every transaction that held it before.
+        let held = self.rows_now(
+            &format!("SELECT pg_try_advisory_xact_lock({HOLD_LOCK}, hashtext($1 || '/' || $2))"),
+            &[t(ws), t(name)],
+        )?;
+        Ok(first_value(&held)?.unwrap_or(false))
+    }
+
+    fn key_leases(&mut self, ws: &str, key: &str) -> Result<u64> {
+        self.lock(ws)?;
         // `rows` sends this transaction's held-back writes first: its own grants count.
         let rows = self.rows(
             &format!(
@@ -1231,8 +1233,7 @@ impl Tx for PgTx<'_> {
             ),
             &[t(ws), t(key)],
         )?;
-        let n: i64 = first_value(&rows)?.unwrap_or(0);
-        Ok(Some(n as u64))
+        Ok(first_value::<i64>(&rows)?.unwrap_or(0) as u64)
     }
 
     fn open_children(&mut self, ws: &str, id: &str) -> Result<u64> {

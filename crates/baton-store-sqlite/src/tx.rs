@@ -538,8 +538,13 @@ impl Tx for SqliteTx<'_> {
         Ok(n as u64)
     }
 
-    fn key_leases(&mut self, ws: &str, key: &str) -> Result<Option<u64>> {
-        // One writer: nothing to hold, and the count sees this transaction's writes.
+    fn try_hold(&mut self, _ws: &str, _name: &str) -> Result<bool> {
+        // One writer: transactions already take turns.
+        Ok(true)
+    }
+
+    fn key_leases(&mut self, ws: &str, key: &str) -> Result<u64> {
+        // The count sees this transaction's writes.
         let mut stmt = self
             .conn
             .prepare_cached(&format!(
@@ -549,7 +554,7 @@ impl Tx for SqliteTx<'_> {
         let n: i64 = stmt
             .query_row(params![ws, key], |r| r.get(0))
             .map_err(db_err)?;
-        Ok(Some(n as u64))
+        Ok(n as u64)
     }
 
     fn open_children(&mut self, ws: &str, id: &str) -> Result<u64> {

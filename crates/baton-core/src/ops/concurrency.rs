@@ -5,10 +5,11 @@
 //! The stores leave tasks whose key is full out of their candidates (a count in the claim
 //! query), which keeps claims from stepping over them; what makes the limit hold under
 //! concurrent writers is [`has_room`], asked for every candidate with a key before it is
-//! granted: it holds the key for the rest of the transaction ([`Tx::key_leases`]) and
+//! granted: it holds the key for the rest of the transaction ([`Tx::try_hold`]) and
 //! counts the leases with it, this transaction's grants included.
 //!
 //! [`Tx::key_leases`]: crate::store::Tx::key_leases
+//! [`Tx::try_hold`]: crate::store::Tx::try_hold
 
 use super::Ctx;
 use crate::error::{Error, Result};
@@ -91,11 +92,11 @@ pub fn has_room(ctx: &mut Ctx<'_>, task: &Task) -> Result<bool> {
     let Some(key) = &task.concurrency_key else {
         return Ok(true);
     };
+    if !ctx.tx.try_hold(ctx.ws, &format!("key:{key}"))? {
+        return Ok(false);
+    }
     let limit = u64::from(task.concurrency_limit.unwrap_or(1));
-    Ok(ctx
-        .tx
-        .key_leases(ctx.ws, key)?
-        .is_some_and(|leased| leased < limit))
+    Ok(ctx.tx.key_leases(ctx.ws, key)? < limit)
 }
 
 #[cfg(test)]

@@ -198,15 +198,16 @@ pub fn claim(ctx: &mut Ctx<'_>, req: &ClaimRequest) -> Result<Claims> {
             .claim_candidates(ctx.ws, ctx.now, count, capabilities)?;
     }
     let mut claims = Vec::new();
-    // Tasks passed over because their concurrency key is full: a page with any is followed
-    // by a larger one (they come first again), so the claim still gets `count` tasks when
-    // there are, up to a few pages.
-    let mut key_full: Vec<String> = Vec::new();
+    // Tasks passed over because a limit holds them back (their concurrency key is full,
+    // their paths overlap a leased task's in a project of exclusive scopes): a page with
+    // any is followed by a larger one (they come first again), so the claim still gets
+    // `count` tasks when there are, up to a few pages.
+    let mut passed_over: Vec<String> = Vec::new();
     let mut asked = count as usize;
     for page in 0..4 {
         let got = candidates.len();
         for task in candidates {
-            if claims.len() == count as usize || key_full.contains(&task.id) {
+            if claims.len() == count as usize || passed_over.contains(&task.id) {
                 continue;
             }
             if !task
@@ -217,16 +218,16 @@ pub fn claim(ctx: &mut Ctx<'_>, req: &ClaimRequest) -> Result<Claims> {
                 // Never granted, whatever a store returns.
                 continue;
             }
-            if !super::concurrency::has_room(ctx, &task)? {
-                key_full.push(task.id);
+            if !super::concurrency::has_room(ctx, &task)? || !super::scope::may_take(ctx, &task)? {
+                passed_over.push(task.id);
                 continue;
             }
             claims.push(grant(ctx, task, &mut agent, req)?);
         }
-        if claims.len() == count as usize || key_full.is_empty() || got < asked || page == 3 {
+        if claims.len() == count as usize || passed_over.is_empty() || got < asked || page == 3 {
             break;
         }
-        asked = count as usize - claims.len() + key_full.len();
+        asked = count as usize - claims.len() + passed_over.len();
         candidates = ctx
             .tx
             .claim_candidates(ctx.ws, ctx.now, asked as u32, capabilities)?;

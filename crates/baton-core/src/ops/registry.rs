@@ -29,6 +29,7 @@ pub fn create_project(ctx: &mut Ctx<'_>, req: CreateProject) -> Result<ProjectOu
         retry_policy: RetryPolicy::default(),
         review_required: false,
         killed: false,
+        exclusive_scopes: false,
         created_at: ctx.now,
     };
     let settings = ProjectSettings {
@@ -36,6 +37,7 @@ pub fn create_project(ctx: &mut Ctx<'_>, req: CreateProject) -> Result<ProjectOu
         retry_policy: req.retry_policy,
         review_required: req.review_required,
         killed: None,
+        exclusive_scopes: req.exclusive_scopes,
     };
     apply_settings(&mut project, &settings)?;
     ctx.tx.put_project(&project)?;
@@ -129,6 +131,9 @@ fn apply_settings(project: &mut Project, s: &ProjectSettings) -> Result<()> {
     }
     if let Some(killed) = s.killed {
         project.killed = killed;
+    }
+    if let Some(exclusive) = s.exclusive_scopes {
+        project.exclusive_scopes = exclusive;
     }
     Ok(())
 }

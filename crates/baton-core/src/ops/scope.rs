@@ -85,6 +85,33 @@ pub fn warn_of_overlaps(ctx: &mut Ctx<'_>, claims: &mut [Claim]) -> Result<()> {
     Ok(())
 }
 
+/// Whether `task` may be leased now as far as file scopes go: true without paths or in a
+/// project whose scopes only warn; otherwise the workspace's scopes are held to the end of
+/// the transaction (passed over, false, when another transaction holds them) and no
+/// leased task's paths may overlap the task's.
+pub fn may_take(ctx: &mut Ctx<'_>, task: &Task) -> Result<bool> {
+    if task.paths.is_empty() {
+        return Ok(true);
+    }
+    let exclusive = ctx
+        .tx
+        .project(ctx.ws, &task.project_id)?
+        .is_some_and(|p| p.exclusive_scopes);
+    if !exclusive {
+        return Ok(true);
+    }
+    if !ctx.tx.try_hold(ctx.ws, "scopes")? {
+        return Ok(false);
+    }
+    let leased = leased_with_paths(ctx)?;
+    Ok(!leased.iter().any(|t| {
+        t.id != task.id
+            && t.paths
+                .iter()
+                .any(|p| task.paths.iter().any(|q| overlap(p, q)))
+    }))
+}
+
 /// The workspace's leased tasks that declare paths.
 fn leased_with_paths(ctx: &mut Ctx<'_>) -> Result<Vec<Task>> {
     let leased: Vec<Status> = Status::ALL.into_iter().filter(|s| s.is_leased()).collect();
