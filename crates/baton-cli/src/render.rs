@@ -39,7 +39,7 @@ fn task_line(t: &Value) -> String {
 }
 
 /// A project, agent or workspace on one line: id, name, and what a supervisor looks for
-/// (a kill switch, an agent's status and capabilities).
+/// (a kill switch, an agent's status, capabilities and limit).
 fn entity_line(kind: &str, e: &Value) -> String {
     let state = match kind {
         "agent" => {
@@ -49,7 +49,15 @@ fn entity_line(kind: &str, e: &Value) -> String {
                 .flatten()
                 .filter_map(|c| c.as_str())
                 .collect();
-            format!("{}  [{}]", s(e, "status"), line(&caps.join(", ")))
+            let max = e["max_concurrency"]
+                .as_u64()
+                .map(|m| format!("  at most {m} leases"));
+            format!(
+                "{}  [{}]{}",
+                s(e, "status"),
+                line(&caps.join(", ")),
+                max.unwrap_or_default()
+            )
         }
         _ if e["killed"] == true => "killed".to_string(),
         _ => "live".to_string(),

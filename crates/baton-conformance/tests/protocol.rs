@@ -1904,6 +1904,23 @@ async fn a_concurrency_key_limits_leases(env: Env) {
         .unwrap();
     let third = env.claim("c").await.unwrap();
     assert_eq!(third.task.id, db2.id, "the lease that ended made room");
+    // A leased task moved under a full key stays leased, and the update says so.
+    let onto = UpdateTask {
+        concurrency_key: Some(Some("area:db".into())),
+        ..Default::default()
+    };
+    let moved = env.baton.update_task(&env.actor, None, &free.id, onto);
+    let warnings = moved.await.unwrap().warnings;
+    assert!(
+        warnings.len() == 1 && warnings[0].starts_with("2 tasks with concurrency key area:db"),
+        "{warnings:?}"
+    );
+    let back = UpdateTask {
+        concurrency_key: Some(None),
+        ..Default::default()
+    };
+    let back = env.baton.update_task(&env.actor, None, &free.id, back);
+    assert!(back.await.unwrap().warnings.is_empty());
 
     // A limit of 2, claimed three at a time: two of the key, then the next task.
     let mut gpu = Vec::new();
@@ -2139,6 +2156,52 @@ async fn exclusive_scopes_hold_overlapping_tasks_back(env: Env) {
     let relaxed = env.baton.update_project(&env.actor, None, "strict", relax);
     assert!(!relaxed.await.unwrap().project.exclusive_scopes);
     assert_eq!(env.replay_difference().await, None);
+}
+
+/// A completion that claims the agent's next task in the same call (`next`) counts its own
+/// completions as ended: an agent at its max_concurrency, on tasks of one concurrency key
+/// with a limit of 1, moves from task to task without a refusal or an empty answer.
+async fn next_claims_take_the_places_their_completions_free(env: Env) {
+    let register = RegisterAgent {
+        agent: "w".into(),
+        max_concurrency: Some(1),
+        ..Default::default()
+    };
+    env.baton
+        .register_agent(&env.actor, None, register)
+        .await
+        .unwrap();
+    for i in 0..6 {
+        let req = CreateTask {
+            title: format!("t{i}"),
+            concurrency_key: Some("k".into()),
+            ..Default::default()
+        };
+        env.create(req).await.unwrap();
+    }
+    let mut held = env.claim("w").await.unwrap();
+    for _ in 0..5 {
+        let item = Completion {
+            id: held.task.id.clone(),
+            lease: held.lease.token.clone(),
+            output: None,
+            outcome: None,
+            force: false,
+        };
+        let next = ClaimRequest {
+            agent: "w".into(),
+            ..Default::default()
+        };
+        let done = env
+            .baton
+            .complete_many(&env.actor, None, vec![item], Some(next))
+            .await
+            .unwrap();
+        assert!(done.results[0].is_ok());
+        let mut claims = done.next.unwrap().unwrap().claims;
+        assert_eq!(claims.len(), 1, "the next task, not a refusal or nothing");
+        held = claims.remove(0);
+    }
 }
 
 /// Optimistic concurrency: a stale version is VERSION_CONFLICT with the current version.
@@ -3698,6 +3761,7 @@ on_every_backend!(
     a_concurrency_key_limits_leases,
     an_agent_holds_at_most_its_max_concurrency,
     exclusive_scopes_hold_overlapping_tasks_back,
+    next_claims_take_the_places_their_completions_free,
     version_conflict,
     idempotency_keys,
     context_and_briefing,

@@ -198,7 +198,7 @@ pub struct UpdateTask {
         deserialize_with = "patch::clearable",
         skip_serializing_if = "Option::is_none"
     )]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 200)]
     pub concurrency_key: Option<Option<String>>,
     /// New limit for the task's concurrency key (1 to 10,000).
     #[serde(
@@ -206,6 +206,7 @@ pub struct UpdateTask {
         deserialize_with = "patch::required",
         skip_serializing_if = "Option::is_none"
     )]
+    #[schema(minimum = 1, maximum = 10000)]
     pub concurrency_limit: Option<u32>,
     /// New required capabilities (replace); null or `[]` removes them all.
     #[serde(

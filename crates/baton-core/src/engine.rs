@@ -935,18 +935,40 @@ impl Baton {
                 },
             })
         });
+        let again = next.clone();
+        let mut claimer = actor.clone();
+        if let Some(req) = &next {
+            claimer.name = req.agent.clone();
+        }
         let claim = async {
             let req = next?;
-            let mut claimer = actor.clone();
-            claimer.name = req.agent.clone();
             let claim_key = key.map(|k| sha256_hex(&format!("{k}#next")));
             Some(
                 self.claim_item(&claimer, claim_key.as_deref(), whole.clone(), req)
                     .await,
             )
         };
-        let (results, next): (Vec<Result<TaskOut>>, _) =
+        let (results, mut next): (Vec<Result<TaskOut>>, _) =
             futures_util::future::join(futures_util::future::join_all(completions), claim).await;
+        // Where jobs run beside each other (PostgreSQL's writers), the claim may have run
+        // before the completions committed, and found the agent's places or a concurrency
+        // key still taken by the very tasks this call completed: it is asked once more, now
+        // that they have. (On the embedded store it ran after them, and asks again only
+        // when the queue is empty.) A claim that waited was woken by their commits already.
+        if let Some(req) = again {
+            let missed = match &next {
+                Some(Err(e)) => e.code == Code::AtCapacity,
+                Some(Ok(c)) => c.claims.is_empty() && req.wait.is_none(),
+                _ => false,
+            };
+            if missed && results.iter().any(Result::is_ok) {
+                let claim_key = key.map(|k| sha256_hex(&format!("{k}#next/2")));
+                let retried = self
+                    .claim_item(&claimer, claim_key.as_deref(), whole.clone(), req)
+                    .await;
+                next = Some(retried);
+            }
+        }
         // Another request bound the key first: none of this one's items wrote anything.
         if let Some(k) = key {
             if results.iter().any(is_mismatch) || next.as_ref().is_some_and(is_mismatch) {

@@ -94,6 +94,7 @@ pub struct Agent {
     /// The most leases it may hold at once, if limited: a claim takes no more than the
     /// places left, and none at the limit (`AT_CAPACITY`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 10000)]
     pub max_concurrency: Option<u32>,
     /// Last time it claimed or heartbeated.
     #[serde(with = "rfc3339")]
@@ -234,6 +235,7 @@ pub struct Task {
     /// How many tasks with `concurrency_key` may be leased at once, this one included
     /// (set with the key; 1 unless given).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 10000)]
     pub concurrency_limit: Option<u32>,
     /// Input data for the worker.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -38,7 +38,7 @@ pub(crate) fn all() -> Vec<ToolDef> {
         "labels": {"type": "array", "items": {"type": "string"}},
         "paths": {"type": "array", "items": {"type": "string"}, "description": "Files it will touch, as globs: a claim warns of overlap"},
         "concurrency_key": {"type": "string", "description": "At most concurrency_limit tasks with this key leased at once"},
-        "concurrency_limit": {"type": "integer", "minimum": 1, "default": 1},
+        "concurrency_limit": {"type": "integer", "minimum": 1, "maximum": 10000, "default": 1},
         "input": {},
         "output_schema": {"type": "object"},
         "lease_ttl": {"type": "string", "description": "e.g. 5m"},

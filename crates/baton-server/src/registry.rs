@@ -98,6 +98,17 @@ async fn register_agent(
     let principal = s.auth(&headers, &[Permission::Work, Permission::Plan])?;
     let req: RegisterAgent = body.parse()?;
     crate::check_bound(&principal, &req.agent)?;
+    if req.max_concurrency.is_some() {
+        // A limit is a planner's decision about an agent, as on `PATCH /v1/agents/{name}`:
+        // an agent may not lift its own.
+        principal.require_any(&[Permission::Plan]).map_err(|e| {
+            let e = baton_core::Error {
+                message: format!("{}: max_concurrency is set by a planner", e.message),
+                ..e
+            };
+            ApiError(e)
+        })?;
+    }
     let key = idempotency_key(&headers)?;
     Ok(Json(
         s.baton

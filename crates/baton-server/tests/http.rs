@@ -2386,6 +2386,26 @@ async fn concurrency_limits_over_http(backend: Backend) {
         (st, error_code(&v)),
         (StatusCode::BAD_REQUEST, "INVALID_INPUT")
     );
+    // A worker registers itself, but may not set (or lift) its own limit.
+    let worker = s.key("worker", Some("w")).await;
+    let register = |body: Value| {
+        let request = s.http.post(format!("{}/v1/agents/register", s.base));
+        let request = request.bearer_auth(&worker).json(&body);
+        async move {
+            let resp = request.send().await.unwrap();
+            (resp.status(), resp.json::<Value>().await.unwrap())
+        }
+    };
+    let (st, v) = register(json!({"agent": "w", "max_concurrency": 10000})).await;
+    assert_eq!(
+        (st, error_code(&v)),
+        (StatusCode::FORBIDDEN, "FORBIDDEN"),
+        "{v}"
+    );
+    let (_, v) = s.get("/v1/agents/w").await;
+    assert!(v["agent"].get("max_concurrency").is_none(), "{v}");
+    let (st, v) = register(json!({"agent": "w"})).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
 }
 
 async fn metrics_count_what_was_committed(backend: Backend) {

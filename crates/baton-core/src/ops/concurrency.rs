@@ -84,6 +84,29 @@ fn check_limit(limit: u32) -> Result<()> {
     Ok(())
 }
 
+/// The warning for an update that leaves `task`, leased, with a key whose leases pass its
+/// limit (the key or the limit changed under it, from `before`): nothing is revoked, and
+/// claims grant no task with the key until fewer are leased.
+pub fn over_limit(ctx: &mut Ctx<'_>, before: &Task, task: &Task) -> Result<Option<String>> {
+    let Some(key) = &task.concurrency_key else {
+        return Ok(None);
+    };
+    let moved = before.concurrency_key != task.concurrency_key;
+    if !task.status.is_leased() || !(moved || before.concurrency_limit != task.concurrency_limit) {
+        return Ok(None);
+    }
+    // The store still counts the task under the key it had.
+    let leased = ctx.tx.key_leases(ctx.ws, key)? + u64::from(moved);
+    let limit = task.concurrency_limit.unwrap_or(1);
+    Ok((leased > u64::from(limit)).then(|| {
+        format!(
+            "{leased} tasks with concurrency key {key} are leased, this one among them, over its \
+             limit of {limit}: none is revoked, and no task with the key is claimed until fewer \
+             are leased"
+        )
+    }))
+}
+
 /// Whether `task` may be leased now as far as its concurrency key goes: true without a
 /// key; otherwise the key is held to the end of the transaction and fewer than its limit of
 /// the workspace's tasks with it are leased. False too when another transaction holds the

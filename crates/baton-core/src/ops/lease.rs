@@ -272,8 +272,8 @@ pub fn check_claim(req: &ClaimRequest) -> Result<()> {
     let count = req.count.unwrap_or(1);
     if count == 0 || count > MAX_CLAIM {
         return Err(Error::invalid(
-            format!("count must be 1 to {MAX_CLAIM}"),
-            "ask for fewer tasks per claim",
+            format!("count must be 1 to {MAX_CLAIM}, not {count}"),
+            format!("ask for 1 to {MAX_CLAIM} tasks per claim"),
         ));
     }
     super::check_duration("lease_ttl", req.lease_ttl)?;

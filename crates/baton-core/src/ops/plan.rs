@@ -109,9 +109,11 @@ pub struct PlanTask {
     pub paths: Option<Vec<String>>,
     /// Concurrency key: at most `concurrency_limit` tasks with it are leased at once.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 200)]
     pub concurrency_key: Option<String>,
     /// How many tasks with the key may be leased at once (default 1).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 10000)]
     pub concurrency_limit: Option<u32>,
     /// Refs of this plan, or ids of existing tasks, that must be done first.
     #[serde(default)]
@@ -727,7 +729,8 @@ fn differences(existing: &Task, node: &PlanTask) -> Result<(UpdateTask, Vec<&'st
             fields.push("paths");
         }
     }
-    // A key the file gives replaces the task's; a limit left out keeps the task's.
+    // A key the file gives replaces the task's; a limit left out keeps the task's. (A limit
+    // without its key is refused, as on the file's first apply: see `check_node`.)
     if let Some((key, _)) =
         super::concurrency::check(node.concurrency_key.as_deref(), node.concurrency_limit)?
     {

@@ -419,6 +419,7 @@ pub fn update(ctx: &mut Ctx<'_>, id: &str, req: UpdateTask) -> Result<TaskOut> {
         task.retry_policy.max_attempts = max;
     }
     let mut warnings = Vec::new();
+    warnings.extend(super::concurrency::over_limit(ctx, &before, &task)?);
     if let Some(r) = req.review_required {
         // Only a waiver needs the project: adding review is always allowed.
         let requiring = match r {
