@@ -2204,6 +2204,65 @@ async fn next_claims_take_the_places_their_completions_free(env: Env) {
     }
 }
 
+/// Preemption (DESIGN §4): a ready task held back by its concurrency key, more urgent than
+/// the key's holder, has the holder asked to yield at its next heartbeat (`yield`, once, an
+/// event naming the waiting task); a less urgent one does not. A holder that releases makes
+/// room at once; one that does not loses its lease after the grace period, revoked without
+/// the attempt counted, and the urgent task is claimed.
+async fn a_more_urgent_task_asks_the_holder_of_its_key_to_yield(env: Env) {
+    let keyed = |title: &str, priority: i64| CreateTask {
+        title: title.into(),
+        concurrency_key: Some("k".into()),
+        priority: Some(priority),
+        ..Default::default()
+    };
+    let low = env.create(keyed("low", 1)).await.unwrap();
+    let held = env.claim("a").await.unwrap();
+    env.create(keyed("lower", 0)).await.unwrap();
+    let beat = env.heartbeat(&low.id, &held.lease.token).await.unwrap();
+    assert_eq!(
+        beat["signals"],
+        json!([]),
+        "a less urgent task waits its turn"
+    );
+    let high = env.create(keyed("high", 9)).await.unwrap();
+    assert!(env.claim("b").await.is_none(), "the key is full");
+    for _ in 0..2 {
+        let beat = env.heartbeat(&low.id, &held.lease.token).await.unwrap();
+        assert_eq!(beat["signals"], json!(["yield"]), "{beat}");
+    }
+    let asked: Vec<_> = env
+        .all_events()
+        .into_iter()
+        .filter(|e| e.kind == "task.yield_requested")
+        .collect();
+    assert_eq!(asked.len(), 1, "asked once");
+    assert_eq!(asked[0].data["for"], json!(high.id));
+    env.lease(&low.id, &held.lease.token, LeaseOp::Release)
+        .await
+        .unwrap();
+    let took = env.claim("b").await.unwrap();
+    assert_eq!(took.task.id, high.id);
+
+    // A holder that does not release is revoked after the grace period.
+    let urgent = env.create(keyed("urgent", 20)).await.unwrap();
+    let beat = env.heartbeat(&high.id, &took.lease.token).await.unwrap();
+    assert_eq!(beat["signals"], json!(["yield"]), "{beat}");
+    env.clock.advance(61_000);
+    let next = env.claim("c").await.unwrap();
+    assert_eq!(next.task.id, urgent.id);
+    let revoked = env.get(&high.id);
+    assert_eq!(revoked.status, Status::Ready);
+    assert_eq!(revoked.attempts, 0, "the attempt is not counted");
+    assert!(revoked.not_before.is_none(), "no backoff");
+    let err = env
+        .lease(&high.id, &took.lease.token, complete())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, Code::LeaseLost);
+    assert_eq!(env.replay_difference().await, None);
+}
+
 /// Optimistic concurrency: a stale version is VERSION_CONFLICT with the current version.
 async fn version_conflict(env: Env) {
     let t = env.task("t").await;
@@ -3762,6 +3821,7 @@ on_every_backend!(
     an_agent_holds_at_most_its_max_concurrency,
     exclusive_scopes_hold_overlapping_tasks_back,
     next_claims_take_the_places_their_completions_free,
+    a_more_urgent_task_asks_the_holder_of_its_key_to_yield,
     version_conflict,
     idempotency_keys,
     context_and_briefing,

@@ -171,6 +171,17 @@ pub struct Lease {
     /// heartbeat extends it by, so a lease claimed for 60 s is not cut to the task's TTL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl: Option<Duration>,
+    /// When a claim of a more urgent task with the same concurrency key, held back by the
+    /// key's limit, asked this lease to yield (DESIGN §4, preemption): its heartbeats signal
+    /// `yield`, and it ends within the grace period after this, revoked without counting
+    /// the attempt, if the agent does not release it first.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "rfc3339::option"
+    )]
+    #[schema(value_type = Option<crate::time::Rfc3339>)]
+    pub yield_requested_at: Option<Millis>,
 }
 
 /// The unit of work and a resumable context unit.

@@ -384,6 +384,18 @@ pub trait Tx {
     /// How many of the workspace's tasks with concurrency key `key` are leased (claimed, in
     /// progress, waiting), this transaction's own writes included.
     fn key_leases(&mut self, ws: &str, key: &str) -> Result<u64>;
+    /// The workspace's leased tasks with concurrency key `key`, this transaction's own
+    /// writes included.
+    fn leased_with_key(&mut self, ws: &str, key: &str) -> Result<Vec<Task>>;
+    /// The first ready task in claim order with concurrency key `key` and a priority above
+    /// `priority`, claimable by `now` (its `not_before` passed), if any.
+    fn ready_with_key_above(
+        &mut self,
+        ws: &str,
+        key: &str,
+        priority: i64,
+        now: Millis,
+    ) -> Result<Option<Task>>;
     /// How many live leases (not expired by `now`) agent `agent_id` holds in `ws`, this
     /// transaction's own writes included.
     fn agent_leases(&mut self, ws: &str, agent_id: &str, now: Millis) -> Result<u64>;

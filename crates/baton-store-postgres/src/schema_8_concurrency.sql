@@ -5,3 +5,7 @@
 ALTER TABLE tasks ADD COLUMN conc_key TEXT, ADD COLUMN conc_limit BIGINT;
 CREATE INDEX tasks_conc ON tasks (workspace_id, conc_key)
     WHERE conc_key IS NOT NULL AND status IN ('claimed', 'in_progress', 'waiting');
+-- Ready tasks with a key, in claim order per key: a holder's heartbeat asks whether a more
+-- urgent one waits for its key (preemption).
+CREATE INDEX tasks_conc_ready ON tasks (workspace_id, conc_key, neg_priority, due_key, id)
+    WHERE conc_key IS NOT NULL AND status = 'ready';

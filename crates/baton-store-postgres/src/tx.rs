@@ -1223,6 +1223,30 @@ impl Tx for PgTx<'_> {
         Ok(first_value(&held)?.unwrap_or(false))
     }
 
+    fn leased_with_key(&mut self, ws: &str, key: &str) -> Result<Vec<Task>> {
+        let sql = format!(
+            "SELECT body FROM tasks WHERE workspace_id = $1 AND conc_key = $2 AND {LEASED_WITH_KEY}"
+        );
+        self.scoped(ws, &sql, &[t(ws), t(key)])
+    }
+
+    fn ready_with_key_above(
+        &mut self,
+        ws: &str,
+        key: &str,
+        priority: i64,
+        now: Millis,
+    ) -> Result<Option<Task>> {
+        self.scoped_one(
+            ws,
+            "SELECT body FROM tasks WHERE workspace_id = $1 AND conc_key = $2
+               AND conc_key IS NOT NULL AND status = 'ready' AND neg_priority < $3
+               AND (not_before IS NULL OR not_before <= $4)
+             ORDER BY neg_priority, due_key, id LIMIT 1",
+            &[t(ws), t(key), i(priority.saturating_neg()), i(now)],
+        )
+    }
+
     fn key_leases(&mut self, ws: &str, key: &str) -> Result<u64> {
         self.lock(ws)?;
         // `rows` sends this transaction's held-back writes first: its own grants count.

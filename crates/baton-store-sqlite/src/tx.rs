@@ -543,6 +543,32 @@ impl Tx for SqliteTx<'_> {
         Ok(true)
     }
 
+    fn leased_with_key(&mut self, ws: &str, key: &str) -> Result<Vec<Task>> {
+        self.many(
+            &format!(
+                "SELECT body FROM tasks WHERE workspace_id = +?1 AND conc_key = +?2 AND {LEASED_WITH_KEY}"
+            ),
+            params![ws, key],
+        )
+    }
+
+    fn ready_with_key_above(
+        &mut self,
+        ws: &str,
+        key: &str,
+        priority: i64,
+        now: Millis,
+    ) -> Result<Option<Task>> {
+        let found: Vec<Task> = self.many(
+            "SELECT body FROM tasks WHERE workspace_id = +?1 AND conc_key = +?2
+               AND conc_key IS NOT NULL AND status = 'ready' AND neg_priority < +?3
+               AND (not_before IS NULL OR not_before <= +?4)
+             ORDER BY neg_priority, due_key, id LIMIT 1",
+            params![ws, key, priority.saturating_neg(), now],
+        )?;
+        Ok(found.into_iter().next())
+    }
+
     fn key_leases(&mut self, ws: &str, key: &str) -> Result<u64> {
         // The count sees this transaction's writes.
         let mut stmt = self

@@ -14,9 +14,15 @@
 use super::Ctx;
 use crate::error::{Error, Result};
 use crate::model::Task;
+use crate::time::Duration;
 
 /// The highest limit a key may be given.
 pub const MAX_LIMIT: u32 = 10_000;
+
+/// How long a lease asked to yield may run on (DESIGN §4, preemption): time for the agent
+/// to hear `yield` at its next heartbeat (a third of a short lease, typically) and to save
+/// what it has before it releases.
+pub const YIELD_GRACE: Duration = Duration::secs(60);
 
 /// Checks a create request's key and limit; the pair a task stores (the limit 1 unless
 /// given), or none.
@@ -120,6 +126,53 @@ pub fn has_room(ctx: &mut Ctx<'_>, task: &Task) -> Result<bool> {
     }
     let limit = u64::from(task.concurrency_limit.unwrap_or(1));
     Ok(ctx.tx.key_leases(ctx.ws, key)? < limit)
+}
+
+/// Preemption (DESIGN §4), asked at the heartbeat of `task`, leased: whether it is to yield
+/// its concurrency key, marking its lease so the first time. It is when a ready task with
+/// the key, more urgent than it, is held back by the key's limit, and `task` is the least
+/// urgent of the key's holders (one holder of a key yields at a time). Its lease then ends
+/// within [`YIELD_GRACE`] (revoked, the attempt not counted) unless the agent releases it
+/// first; a `task.yield_requested` event names the task waiting.
+pub fn asked_to_yield(ctx: &mut Ctx<'_>, task: &mut Task) -> Result<bool> {
+    let (Some(key), Some(lease)) = (task.concurrency_key.clone(), &task.lease) else {
+        return Ok(false);
+    };
+    if lease.yield_requested_at.is_some() {
+        return Ok(true);
+    }
+    let Some(urgent) = ctx
+        .tx
+        .ready_with_key_above(ctx.ws, &key, task.priority, ctx.now)?
+    else {
+        return Ok(false);
+    };
+    let holders = ctx.tx.leased_with_key(ctx.ws, &key)?;
+    let yielding = |t: &Task| {
+        t.lease
+            .as_ref()
+            .is_some_and(|l| l.yield_requested_at.is_some())
+    };
+    let room = holders.len() < urgent.concurrency_limit.unwrap_or(1) as usize;
+    // The least urgent: lowest priority, then the latest due, then the newest.
+    let least = holders.iter().max_by_key(|h| crate::store::claim_key(h));
+    if room || holders.iter().any(yielding) || least.is_none_or(|l| l.id != task.id) {
+        return Ok(false);
+    }
+    if let Some(lease) = &mut task.lease {
+        lease.yield_requested_at = Some(ctx.now);
+    }
+    task.reason = Some(format!(
+        "asked to yield: {} (priority {}) waits for concurrency key {key}; release within {} \
+         or the lease is revoked",
+        urgent.id, urgent.priority, YIELD_GRACE
+    ));
+    ctx.emit(
+        "task.yield_requested",
+        Some(&task.id),
+        serde_json::json!({ "concurrency_key": key, "for": urgent.id, "grace": YIELD_GRACE }),
+    )?;
+    Ok(true)
 }
 
 #[cfg(test)]

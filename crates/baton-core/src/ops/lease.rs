@@ -65,6 +65,13 @@ pub fn ensure_agent(ctx: &mut Ctx<'_>, name: &str, capabilities: &[String]) -> R
 /// Ends a lapsed lease as of its expiry time: the run is `lost`, the task goes back to
 /// `ready` after backoff, or to `failed` when its attempts are used up.
 pub fn expire(ctx: &mut Ctx<'_>, task: &mut Task) -> Result<()> {
+    if task
+        .lease
+        .as_ref()
+        .is_some_and(|l| l.yield_requested_at.is_some())
+    {
+        return preempt(ctx, task);
+    }
     let Some(lease) = task.lease.take() else {
         return Ok(());
     };
@@ -104,8 +111,13 @@ pub fn expire(ctx: &mut Ctx<'_>, task: &mut Task) -> Result<()> {
 /// and is retried like any lost lease.
 fn lease_deadline(task: &Task, run_started_at: Millis, now: Millis, ttl: Duration) -> Millis {
     let by_ttl = now + ttl.ms();
-    task.timeout
-        .map_or(by_ttl, |timeout| by_ttl.min(run_started_at + timeout.ms()))
+    let yielding = task.lease.as_ref().and_then(|l| l.yield_requested_at);
+    let by_timeout = task
+        .timeout
+        .map_or(by_ttl, |timeout| by_ttl.min(run_started_at + timeout.ms()));
+    yielding.map_or(by_timeout, |asked| {
+        by_timeout.min(asked + super::concurrency::YIELD_GRACE.ms())
+    })
 }
 
 /// Takes the lease of `task` away for a kill switch just set: the run ends `revoked`, the
@@ -113,16 +125,41 @@ fn lease_deadline(task: &Task, run_started_at: Millis, now: Millis, ttl: Duratio
 /// agent's, when the switch was its holder's). The holder's next lease operation is
 /// `KILLED`.
 pub fn revoke(ctx: &mut Ctx<'_>, task: &mut Task, switch: &KillSwitch) -> Result<()> {
+    let why = format!("{switch} was killed: its leases were revoked");
+    let now = ctx.now;
+    take_lease(ctx, task, now, why, "killed")
+}
+
+/// Ends a lease asked to yield that ran out its grace period (DESIGN §4, preemption), as of
+/// its expiry: the run is `revoked`, the attempt is not counted (the agent was asked to give
+/// the task back, as `release` does), and the task waits for a claimer again at once.
+fn preempt(ctx: &mut Ctx<'_>, task: &mut Task) -> Result<()> {
+    let Some(at) = task.lease.as_ref().map(|l| l.expires_at) else {
+        return Ok(());
+    };
+    let why = "asked to yield its concurrency key to a more urgent task, and not released \
+               within the grace period: its lease was revoked";
+    take_lease(ctx, task, at, why.to_string(), "preempted")
+}
+
+/// Revokes the lease of `task` as of `at`: its run ends `revoked` with `why` (of `class`),
+/// the attempt is given back, and the task settles where it waits for a claimer again.
+fn take_lease(
+    ctx: &mut Ctx<'_>,
+    task: &mut Task,
+    at: Millis,
+    why: String,
+    class: &str,
+) -> Result<()> {
     let Some(lease) = task.lease.take() else {
         return Ok(());
     };
-    let why = format!("{switch} was killed: its leases were revoked");
     let mut extra = Vec::new();
     if let Some(mut run) = ctx.tx.run(ctx.ws, &task.id, &lease.run_id)? {
         run.status = RunStatus::Revoked;
-        run.ended_at = Some(ctx.now);
+        run.ended_at = Some(at);
         run.error = Some(why.clone());
-        run.error_class = Some("killed".into());
+        run.error_class = Some(class.into());
         ctx.tx.put_run(&run)?;
         extra.push(snap("run", &run));
     }
@@ -331,6 +368,7 @@ fn grant(
         agent_id: agent.id.clone(),
         expires_at,
         ttl: req.lease_ttl.filter(|t| *t != task.lease_ttl),
+        yield_requested_at: None,
     });
     task.version += 1;
     run.seen_version = task.version;
@@ -607,6 +645,9 @@ pub fn heartbeat(ctx: &mut Ctx<'_>, id: &str, token: &str, hb: &Heartbeat) -> Re
     {
         signals.push("killed".into());
     }
+    if super::concurrency::asked_to_yield(ctx, &mut task)? {
+        signals.push("yield".into());
+    }
     let limit = task
         .budget
         .as_ref()
@@ -633,7 +674,8 @@ pub fn heartbeat(ctx: &mut Ctx<'_>, id: &str, token: &str, hb: &Heartbeat) -> Re
     let granted = task.lease.as_ref().and_then(|l| l.ttl);
     let ttl = hb.lease_ttl.or(granted).unwrap_or(task.lease_ttl);
     let expires_at = lease_deadline(&task, run.started_at, ctx.now, ttl);
-    if expires_at < ctx.now + ttl.ms() {
+    let attempt_ends = task.timeout.map(|t| run.started_at + t.ms());
+    if attempt_ends.is_some_and(|end| end < ctx.now + ttl.ms()) {
         // The attempt's timeout, not the lease, sets the end now: no heartbeat extends it.
         signals.push("timeout".into());
     }
