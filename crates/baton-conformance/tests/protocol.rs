@@ -2244,6 +2244,23 @@ async fn a_more_urgent_task_asks_the_holder_of_its_key_to_yield(env: Env) {
     let took = env.claim("b").await.unwrap();
     assert_eq!(took.task.id, high.id);
 
+    // A request whose waiting task is gone is withdrawn: the lease is extended as before.
+    let gone = env.create(keyed("gone", 15)).await.unwrap();
+    let beat = env.heartbeat(&high.id, &took.lease.token).await.unwrap();
+    assert_eq!(beat["signals"], json!(["yield"]), "{beat}");
+    let cancel = env
+        .baton
+        .transition(&env.actor, None, Op::Cancel, &gone.id, None);
+    cancel.await.unwrap();
+    let beat = env.heartbeat(&high.id, &took.lease.token).await.unwrap();
+    assert_eq!(beat["signals"], json!([]), "{beat}");
+    assert_eq!(
+        beat["expires_at"],
+        baton_core::time::format_rfc3339(T0 + 300_000),
+        "extended by the task's TTL again"
+    );
+    assert!(beat["task"]["lease"].get("yield_requested_at").is_none());
+
     // A holder that does not release is revoked after the grace period.
     let urgent = env.create(keyed("urgent", 20)).await.unwrap();
     let beat = env.heartbeat(&high.id, &took.lease.token).await.unwrap();

@@ -133,30 +133,44 @@ pub fn has_room(ctx: &mut Ctx<'_>, task: &Task) -> Result<bool> {
 /// the key, more urgent than it, is held back by the key's limit, and `task` is the least
 /// urgent of the key's holders (one holder of a key yields at a time). Its lease then ends
 /// within [`YIELD_GRACE`] (revoked, the attempt not counted) unless the agent releases it
-/// first; a `task.yield_requested` event names the task waiting.
+/// first; a `task.yield_requested` event names the task waiting. A request whose task no
+/// longer waits (claimed, canceled, made less urgent, or the key has room again) is
+/// withdrawn at the next heartbeat, and the lease is extended as before.
 pub fn asked_to_yield(ctx: &mut Ctx<'_>, task: &mut Task) -> Result<bool> {
     let (Some(key), Some(lease)) = (task.concurrency_key.clone(), &task.lease) else {
         return Ok(false);
     };
-    if lease.yield_requested_at.is_some() {
-        return Ok(true);
-    }
-    let Some(urgent) = ctx
+    let asked = lease.yield_requested_at.is_some();
+    let urgent = ctx
         .tx
-        .ready_with_key_above(ctx.ws, &key, task.priority, ctx.now)?
-    else {
+        .ready_with_key_above(ctx.ws, &key, task.priority, ctx.now)?;
+    let holders = match &urgent {
+        Some(_) => ctx.tx.leased_with_key(ctx.ws, &key)?,
+        None => Vec::new(),
+    };
+    let held_back = urgent
+        .as_ref()
+        .filter(|u| holders.len() >= u.concurrency_limit.unwrap_or(1) as usize);
+    let Some(urgent) = held_back else {
+        if asked {
+            if let Some(lease) = &mut task.lease {
+                lease.yield_requested_at = None;
+            }
+            task.reason = None;
+        }
         return Ok(false);
     };
-    let holders = ctx.tx.leased_with_key(ctx.ws, &key)?;
+    if asked {
+        return Ok(true);
+    }
     let yielding = |t: &Task| {
         t.lease
             .as_ref()
             .is_some_and(|l| l.yield_requested_at.is_some())
     };
-    let room = holders.len() < urgent.concurrency_limit.unwrap_or(1) as usize;
     // The least urgent: lowest priority, then the latest due, then the newest.
     let least = holders.iter().max_by_key(|h| crate::store::claim_key(h));
-    if room || holders.iter().any(yielding) || least.is_none_or(|l| l.id != task.id) {
+    if holders.iter().any(yielding) || least.is_none_or(|l| l.id != task.id) {
         return Ok(false);
     }
     if let Some(lease) = &mut task.lease {
