@@ -2225,6 +2225,19 @@ async fn a_more_urgent_task_asks_the_holder_of_its_key_to_yield(env: Env) {
         json!([]),
         "a less urgent task waits its turn"
     );
+    // A more urgent task the holder's agent could not take (a capability it lacks) does
+    // not preempt it: the place would come straight back to the holder.
+    let gpu = CreateTask {
+        required_capabilities: vec!["gpu".into()],
+        ..keyed("gpu", 5)
+    };
+    let gpu = env.create(gpu).await.unwrap();
+    let beat = env.heartbeat(&low.id, &held.lease.token).await.unwrap();
+    assert_eq!(beat["signals"], json!([]), "{beat}");
+    let cancel = env
+        .baton
+        .transition(&env.actor, None, Op::Cancel, &gpu.id, None);
+    cancel.await.unwrap();
     let high = env.create(keyed("high", 9)).await.unwrap();
     assert!(env.claim("b").await.is_none(), "the key is full");
     for _ in 0..2 {
@@ -2277,6 +2290,29 @@ async fn a_more_urgent_task_asks_the_holder_of_its_key_to_yield(env: Env) {
         .await
         .unwrap_err();
     assert_eq!(err.code, Code::LeaseLost);
+    // A holder that vanishes within the grace loses its lease as any other: counted.
+    let short = CreateTask {
+        lease_ttl: Some(Duration::secs(5)),
+        ..keyed("short", 30)
+    };
+    let short = env.create(short).await.unwrap();
+    env.lease(&urgent.id, &next.lease.token, complete())
+        .await
+        .unwrap();
+    let vanishing = env.claim("d").await.unwrap();
+    assert_eq!(vanishing.task.id, short.id);
+    env.create(keyed("urgent2", 40)).await.unwrap();
+    let beat = env.heartbeat(&short.id, &vanishing.lease.token).await;
+    assert_eq!(beat.unwrap()["signals"], json!(["yield"]));
+    env.clock.advance(6_000);
+    env.claim("e").await.unwrap();
+    let lapsed = env.get(&short.id);
+    assert_eq!(
+        (lapsed.status, lapsed.attempts),
+        (Status::Ready, 1),
+        "expired, counted"
+    );
+    assert!(lapsed.not_before.is_some(), "with backoff");
     assert_eq!(env.replay_difference().await, None);
 }
 

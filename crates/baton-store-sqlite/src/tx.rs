@@ -563,6 +563,9 @@ impl Tx for SqliteTx<'_> {
             "SELECT body FROM tasks WHERE workspace_id = +?1 AND conc_key = +?2
                AND conc_key IS NOT NULL AND status = 'ready' AND neg_priority < +?3
                AND (not_before IS NULL OR not_before <= +?4)
+               AND project_id NOT IN (SELECT id FROM projects WHERE workspace_id = +?1 AND killed = 1)
+               AND NOT EXISTS (SELECT 1 FROM tasks AS c WHERE c.workspace_id = +?1
+                               AND c.parent_id = tasks.id AND c.status NOT IN ('done', 'failed', 'canceled'))
              ORDER BY neg_priority, due_key, id LIMIT 1",
             params![ws, key, priority.saturating_neg(), now],
         )?;

@@ -128,6 +128,29 @@ pub fn has_room(ctx: &mut Ctx<'_>, task: &Task) -> Result<bool> {
     Ok(ctx.tx.key_leases(ctx.ws, key)? < limit)
 }
 
+/// Whether `urgent`, ready, could be claimed once `holder` gave its key back: the agent
+/// holding it has the capabilities `urgent` needs (so the place freed is not taken back by
+/// the holder itself, over and over), and no exclusive file scope holds `urgent` back. (The
+/// store's query has left out tasks of killed projects and containers with open children.)
+fn claimable_but_for_its_key(ctx: &mut Ctx<'_>, urgent: &Task, holder: &Task) -> Result<bool> {
+    if !urgent.required_capabilities.is_empty() {
+        let agent = match &holder.lease {
+            Some(lease) => ctx.tx.agent(ctx.ws, &lease.agent_id)?,
+            None => None,
+        };
+        let can = agent.is_some_and(|a| {
+            urgent
+                .required_capabilities
+                .iter()
+                .all(|c| a.capabilities.contains(c))
+        });
+        if !can {
+            return Ok(false);
+        }
+    }
+    super::scope::clear_of_overlaps(ctx, urgent, Some(&holder.id))
+}
+
 /// Preemption (DESIGN §4), asked at the heartbeat of `task`, leased: whether it is to yield
 /// its concurrency key, marking its lease so the first time. It is when a ready task with
 /// the key, more urgent than it, is held back by the key's limit, and `task` is the least
@@ -148,10 +171,13 @@ pub fn asked_to_yield(ctx: &mut Ctx<'_>, task: &mut Task) -> Result<bool> {
         Some(_) => ctx.tx.leased_with_key(ctx.ws, &key)?,
         None => Vec::new(),
     };
-    let held_back = urgent
-        .as_ref()
-        .filter(|u| holders.len() >= u.concurrency_limit.unwrap_or(1) as usize);
-    let Some(urgent) = held_back else {
+    let held_back = match urgent {
+        Some(u) if holders.len() >= u.concurrency_limit.unwrap_or(1) as usize => {
+            claimable_but_for_its_key(ctx, &u, task)?.then_some(u)
+        }
+        _ => None,
+    };
+    let Some(urgent) = held_back.as_ref() else {
         if asked {
             if let Some(lease) = &mut task.lease {
                 lease.yield_requested_at = None;

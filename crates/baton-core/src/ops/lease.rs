@@ -65,11 +65,13 @@ pub fn ensure_agent(ctx: &mut Ctx<'_>, name: &str, capabilities: &[String]) -> R
 /// Ends a lapsed lease as of its expiry time: the run is `lost`, the task goes back to
 /// `ready` after backoff, or to `failed` when its attempts are used up.
 pub fn expire(ctx: &mut Ctx<'_>, task: &mut Task) -> Result<()> {
-    if task
-        .lease
-        .as_ref()
-        .is_some_and(|l| l.yield_requested_at.is_some())
-    {
+    // Revoked for the yield only when the grace is what ended it: a holder that vanished
+    // before then lost its lease as any other does.
+    let grace_ended = |l: &Lease| {
+        l.yield_requested_at
+            .is_some_and(|asked| l.expires_at >= asked + super::concurrency::YIELD_GRACE.ms())
+    };
+    if task.lease.as_ref().is_some_and(grace_ended) {
         return preempt(ctx, task);
     }
     let Some(lease) = task.lease.take() else {
@@ -700,6 +702,8 @@ pub fn release(ctx: &mut Ctx<'_>, id: &str, token: &str) -> Result<TaskOut> {
     state::check_task(&task, Op::Release)?;
     end_run(ctx, &mut task, &mut run, RunStatus::Released)?;
     task.attempts = task.attempts.saturating_sub(1);
+    // What was said during the lease (a wait's reason, a yield request) ends with it.
+    task.reason = None;
     graph::settle(ctx, &mut task)?;
     ctx.save(&mut task, "task.lease_released", &[snap("run", &run)])?;
     Ok(TaskOut {

@@ -27,18 +27,47 @@ pub fn check_paths(paths: &[String]) -> Result<Vec<String>> {
     }
     let mut out: Vec<String> = Vec::with_capacity(paths.len());
     for path in paths {
-        let path = path.trim();
-        if path.is_empty() || path.len() > 1000 || path.chars().any(char::is_control) {
+        let given = path.trim();
+        let normal = (given.len() <= 1000 && !given.chars().any(char::is_control))
+            .then(|| normalize(given))
+            .flatten();
+        let Some(path) = normal else {
             return Err(Error::invalid(
-                format!("{path:?} is not a valid path"),
-                "give a path or glob relative to the repository, e.g. src/db/** or README.md",
+                format!("{given:?} is not a valid path"),
+                "give a path or glob relative to the repository, without '..' and not from \
+                 '/', e.g. src/db/** or README.md",
             ));
-        }
-        if !out.iter().any(|p| p == path) {
-            out.push(path.to_string());
+        };
+        if !out.contains(&path) {
+            out.push(path);
         }
     }
     Ok(out)
+}
+
+/// `path` in one spelling, so that overlap is judged on what it names: `.` segments and
+/// repeated slashes dropped (`src/./db//a.rs` is `src/db/a.rs`); `None` for a path from
+/// the root, one that climbs (`..`), or one that names nothing.
+fn normalize(path: &str) -> Option<String> {
+    if path.starts_with('/') {
+        return None;
+    }
+    let mut segments = Vec::new();
+    for segment in path.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => return None,
+            s => segments.push(s),
+        }
+    }
+    let mut out = segments.join("/");
+    if out.is_empty() {
+        return None;
+    }
+    if path.ends_with('/') {
+        out.push('/');
+    }
+    Some(out)
 }
 
 /// What a glob names for certain: the text before its first wildcard.
@@ -103,9 +132,26 @@ pub fn may_take(ctx: &mut Ctx<'_>, task: &Task) -> Result<bool> {
     if !ctx.tx.try_hold(ctx.ws, "scopes")? {
         return Ok(false);
     }
+    clear_of_overlaps(ctx, task, None)
+}
+
+/// Whether no leased task (but `task` itself and `except`) has paths overlapping `task`'s,
+/// where `task`'s project makes scopes exclusive; true in a project whose scopes warn.
+pub fn clear_of_overlaps(ctx: &mut Ctx<'_>, task: &Task, except: Option<&str>) -> Result<bool> {
+    if task.paths.is_empty() {
+        return Ok(true);
+    }
+    let exclusive = ctx
+        .tx
+        .project(ctx.ws, &task.project_id)?
+        .is_some_and(|p| p.exclusive_scopes);
+    if !exclusive {
+        return Ok(true);
+    }
     let leased = leased_with_paths(ctx)?;
     Ok(!leased.iter().any(|t| {
         t.id != task.id
+            && Some(t.id.as_str()) != except
             && t.paths
                 .iter()
                 .any(|p| task.paths.iter().any(|q| overlap(p, q)))
@@ -149,7 +195,13 @@ mod tests {
     fn paths_are_checked_trimmed_and_unique() {
         let given = vec![" src/** ".to_string(), "src/**".to_string()];
         assert_eq!(check_paths(&given).unwrap(), ["src/**"]);
-        for bad in ["", "a\nb"] {
+        let spelled = ["src//db/a.rs", "./src/./db/a.rs", "src/db/"].map(String::from);
+        assert_eq!(
+            check_paths(&spelled).unwrap(),
+            ["src/db/a.rs", "src/db/"],
+            "one spelling each"
+        );
+        for bad in ["", "a\nb", "/src/db/a.rs", "src/x/../db/a.rs", "./", "."] {
             assert_eq!(
                 check_paths(&[bad.to_string()]).unwrap_err().code,
                 Code::InvalidInput
