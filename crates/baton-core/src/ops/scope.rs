@@ -119,37 +119,34 @@ pub fn warn_of_overlaps(ctx: &mut Ctx<'_>, claims: &mut [Claim]) -> Result<()> {
 /// the transaction (passed over, false, when another transaction holds them) and no
 /// leased task's paths may overlap the task's.
 pub fn may_take(ctx: &mut Ctx<'_>, task: &Task) -> Result<bool> {
-    if task.paths.is_empty() {
-        return Ok(true);
-    }
-    let exclusive = ctx
-        .tx
-        .project(ctx.ws, &task.project_id)?
-        .is_some_and(|p| p.exclusive_scopes);
-    if !exclusive {
+    if !exclusive(ctx, task)? {
         return Ok(true);
     }
     if !ctx.tx.try_hold(ctx.ws, "scopes")? {
         return Ok(false);
     }
-    clear_of_overlaps(ctx, task, None)
+    Ok(!overlaps_leased(ctx, task, None)?)
 }
 
-/// Whether no leased task (but `task` itself and `except`) has paths overlapping `task`'s,
-/// where `task`'s project makes scopes exclusive; true in a project whose scopes warn.
+/// Whether no exclusive file scope holds `task` back: no leased task (but `except`) has
+/// paths overlapping its own, where its project makes scopes exclusive.
 pub fn clear_of_overlaps(ctx: &mut Ctx<'_>, task: &Task, except: Option<&str>) -> Result<bool> {
+    Ok(!exclusive(ctx, task)? || !overlaps_leased(ctx, task, except)?)
+}
+
+/// Whether `task` has paths in a project whose file scopes are exclusive.
+fn exclusive(ctx: &mut Ctx<'_>, task: &Task) -> Result<bool> {
     if task.paths.is_empty() {
-        return Ok(true);
+        return Ok(false);
     }
-    let exclusive = ctx
-        .tx
-        .project(ctx.ws, &task.project_id)?
-        .is_some_and(|p| p.exclusive_scopes);
-    if !exclusive {
-        return Ok(true);
-    }
+    let project = ctx.tx.project(ctx.ws, &task.project_id)?;
+    Ok(project.is_some_and(|p| p.exclusive_scopes))
+}
+
+/// Whether a leased task other than `task` and `except` has paths overlapping `task`'s.
+fn overlaps_leased(ctx: &mut Ctx<'_>, task: &Task, except: Option<&str>) -> Result<bool> {
     let leased = leased_with_paths(ctx)?;
-    Ok(!leased.iter().any(|t| {
+    Ok(leased.iter().any(|t| {
         t.id != task.id
             && Some(t.id.as_str()) != except
             && t.paths
