@@ -67,7 +67,7 @@ pub(crate) enum Command {
     /// Tasks claimable now, in claim order.
     Ready {
         /// At most this many.
-        #[arg(long, default_value_t = 100)]
+        #[arg(allow_negative_numbers = true, long, default_value_t = 100)]
         limit: u32,
     },
     /// Claim work for an agent.
@@ -96,7 +96,7 @@ pub(crate) enum Command {
         #[arg(long)]
         comment: Option<String>,
         /// Only if the task is still at this version (VERSION_CONFLICT otherwise).
-        #[arg(long = "if-version", id = "if_version")]
+        #[arg(allow_negative_numbers = true, long = "if-version", id = "if_version")]
         if_version: Option<u64>,
     },
     /// Reject a task in review: it goes back to ready, or fails when attempts are used up.
@@ -107,7 +107,7 @@ pub(crate) enum Command {
         #[arg(long)]
         reason: String,
         /// Only if the task is still at this version (VERSION_CONFLICT otherwise).
-        #[arg(long = "if-version", id = "if_version")]
+        #[arg(allow_negative_numbers = true, long = "if-version", id = "if_version")]
         if_version: Option<u64>,
     },
     /// Record a context entry on a task.
@@ -135,10 +135,10 @@ pub(crate) enum Command {
     /// The event log.
     Events {
         /// Only events after this sequence number.
-        #[arg(long, default_value_t = 0)]
+        #[arg(allow_negative_numbers = true, long, default_value_t = 0)]
         after: u64,
         /// At most this many (1 to 1000).
-        #[arg(long, default_value_t = 100)]
+        #[arg(allow_negative_numbers = true, long, default_value_t = 100)]
         limit: u32,
     },
     /// Rebuild every projection from the event log and compare with the live store.
@@ -182,7 +182,7 @@ pub(crate) enum Command {
     #[command(hide = true)]
     Stress {
         /// How many tasks.
-        #[arg(long, default_value_t = 1000)]
+        #[arg(allow_negative_numbers = true, long, default_value_t = 1000)]
         count: u32,
     },
 }
@@ -274,7 +274,7 @@ pub(crate) struct ProjectSettingsArgs {
     #[arg(long)]
     pub lease_ttl: Option<String>,
     /// Default attempts allowed.
-    #[arg(long)]
+    #[arg(allow_negative_numbers = true, long)]
     pub max_attempts: Option<u32>,
     /// Whether its tasks go to review by default.
     #[arg(long)]
@@ -295,7 +295,7 @@ pub(crate) enum AgentCmd {
         #[arg(long, value_delimiter = ',')]
         capabilities: Vec<String>,
         /// The most leases it may hold at once (left out, a limit set before stays).
-        #[arg(long)]
+        #[arg(allow_negative_numbers = true, long)]
         max_concurrency: Option<u32>,
     },
     /// Say an agent is alive.
@@ -328,7 +328,7 @@ pub(crate) enum AgentCmd {
         #[arg(long, group = "status")]
         revive: bool,
         /// The most leases it may hold at once; a claim at the limit is AT_CAPACITY.
-        #[arg(long, conflicts_with = "unlimited")]
+        #[arg(allow_negative_numbers = true, long, conflicts_with = "unlimited")]
         max_concurrency: Option<u32>,
         /// Remove its max_concurrency.
         #[arg(long)]
@@ -361,7 +361,7 @@ pub(crate) enum TaskCmd {
         /// Task id.
         id: String,
         /// The task as it stood once this event (its sequence number) was committed.
-        #[arg(long, value_name = "SEQ")]
+        #[arg(allow_negative_numbers = true, long, value_name = "SEQ")]
         as_of: Option<u64>,
     },
     /// List tasks.
@@ -376,7 +376,7 @@ pub(crate) enum TaskCmd {
         #[arg(long)]
         label: Option<String>,
         /// At most this many (1 to 1000).
-        #[arg(long, default_value_t = 100)]
+        #[arg(allow_negative_numbers = true, long, default_value_t = 100)]
         limit: u32,
         /// Only tasks after this id (the previous page's next_cursor).
         #[arg(long)]
@@ -392,7 +392,7 @@ pub(crate) enum TaskCmd {
         #[arg(long)]
         reason: Option<String>,
         /// Only if the task is still at this version (VERSION_CONFLICT otherwise).
-        #[arg(long = "if-version", id = "if_version")]
+        #[arg(allow_negative_numbers = true, long = "if-version", id = "if_version")]
         if_version: Option<u64>,
     },
     /// Publish a draft.
@@ -400,7 +400,7 @@ pub(crate) enum TaskCmd {
         /// Task id.
         id: String,
         /// Only if the task is still at this version (VERSION_CONFLICT otherwise).
-        #[arg(long = "if-version", id = "if_version")]
+        #[arg(allow_negative_numbers = true, long = "if-version", id = "if_version")]
         if_version: Option<u64>,
     },
     /// Retry a failed task.
@@ -408,7 +408,7 @@ pub(crate) enum TaskCmd {
         /// Task id.
         id: String,
         /// Only if the task is still at this version (VERSION_CONFLICT otherwise).
-        #[arg(long = "if-version", id = "if_version")]
+        #[arg(allow_negative_numbers = true, long = "if-version", id = "if_version")]
         if_version: Option<u64>,
     },
     /// Unblock a task blocked by an agent (or override a failed dependency).
@@ -416,7 +416,7 @@ pub(crate) enum TaskCmd {
         /// Task id.
         id: String,
         /// Only if the task is still at this version (VERSION_CONFLICT otherwise).
-        #[arg(long = "if-version", id = "if_version")]
+        #[arg(allow_negative_numbers = true, long = "if-version", id = "if_version")]
         if_version: Option<u64>,
     },
 }
@@ -465,7 +465,7 @@ pub(crate) struct CreateArgs {
     #[arg(long)]
     pub(crate) concurrency_key: Option<String>,
     /// How many tasks with the concurrency key may be leased at once (default 1).
-    #[arg(long, requires = "concurrency_key")]
+    #[arg(allow_negative_numbers = true, long, requires = "concurrency_key")]
     pub(crate) concurrency_limit: Option<u32>,
     /// A task that must be done first (repeatable).
     #[arg(long = "blocked-by")]
@@ -477,7 +477,7 @@ pub(crate) struct CreateArgs {
     #[arg(long)]
     pub(crate) timeout: Option<String>,
     /// Attempts allowed.
-    #[arg(long)]
+    #[arg(allow_negative_numbers = true, long)]
     pub(crate) max_attempts: Option<u32>,
     /// Deadline (RFC 3339).
     #[arg(long)]
@@ -501,7 +501,7 @@ pub(crate) struct UpdateArgs {
     /// Task id.
     pub(crate) id: String,
     /// Expected current version (optimistic concurrency).
-    #[arg(long = "if-version", id = "if_version")]
+    #[arg(allow_negative_numbers = true, long = "if-version", id = "if_version")]
     pub(crate) version: Option<u64>,
     /// New title.
     #[arg(long)]
@@ -531,7 +531,7 @@ pub(crate) struct UpdateArgs {
     #[arg(long)]
     pub(crate) concurrency_key: Option<String>,
     /// New limit for the concurrency key.
-    #[arg(long)]
+    #[arg(allow_negative_numbers = true, long)]
     pub(crate) concurrency_limit: Option<u32>,
     /// New required capabilities (repeatable; replaces).
     #[arg(long = "capability")]
@@ -543,7 +543,7 @@ pub(crate) struct UpdateArgs {
     #[arg(long)]
     pub(crate) timeout: Option<String>,
     /// New attempt limit.
-    #[arg(long)]
+    #[arg(allow_negative_numbers = true, long)]
     pub(crate) max_attempts: Option<u32>,
     /// New spend limit.
     #[arg(long)]
@@ -593,7 +593,7 @@ pub(crate) struct ClaimArgs {
     #[arg(long = "capability")]
     pub(crate) capabilities: Vec<String>,
     /// How many tasks at most.
-    #[arg(long, default_value_t = 1)]
+    #[arg(allow_negative_numbers = true, long, default_value_t = 1)]
     pub(crate) count: u32,
     /// Wait up to this long for work (e.g. 30s).
     #[arg(long)]
@@ -770,6 +770,6 @@ pub(crate) struct DemoArgs {
     #[arg(long, default_value_t = 4)]
     pub(crate) workers: usize,
     /// Seed for the simulation's choices.
-    #[arg(long)]
+    #[arg(allow_negative_numbers = true, long)]
     pub(crate) seed: Option<u64>,
 }

@@ -1736,6 +1736,15 @@ fn concurrency_keys_limit_leases_from_the_cli() {
         "INVALID_INPUT",
     );
     s.usage_error(&["task", "create", "--title", "t", "--concurrency-limit", "2"]);
+    // A negative number is read as the flag's value, and refused as one.
+    let negative = ["task", "update", &second, "--concurrency-limit", "-1"];
+    s.usage_error(&negative);
+    let ran = s.run(&negative);
+    assert!(
+        ran.stdout.contains("invalid value '-1'"),
+        "{}",
+        ran.describe()
+    );
     s.replay_verifies();
 }
 
