@@ -13,8 +13,8 @@
 
 use super::Ctx;
 use crate::error::{Error, Result};
-use crate::model::Task;
-use crate::time::Duration;
+use crate::model::{Lease, Task};
+use crate::time::{Duration, Millis};
 
 /// The highest limit a key may be given.
 pub const MAX_LIMIT: u32 = 10_000;
@@ -23,6 +23,13 @@ pub const MAX_LIMIT: u32 = 10_000;
 /// to hear `yield` at its next heartbeat (a third of a short lease, typically) and to save
 /// what it has before it releases.
 pub const YIELD_GRACE: Duration = Duration::secs(60);
+
+/// When a lease asked to yield ends at the latest: [`YIELD_GRACE`] after it was asked.
+pub fn yield_ends(lease: &Lease) -> Option<Millis> {
+    lease
+        .yield_requested_at
+        .map(|asked| asked + YIELD_GRACE.ms())
+}
 
 /// Checks a create request's key and limit; the pair a task stores (the limit 1 unless
 /// given), or none.
@@ -138,13 +145,7 @@ fn claimable_but_for_its_key(ctx: &mut Ctx<'_>, urgent: &Task, holder: &Task) ->
             Some(lease) => ctx.tx.agent(ctx.ws, &lease.agent_id)?,
             None => None,
         };
-        let can = agent.is_some_and(|a| {
-            urgent
-                .required_capabilities
-                .iter()
-                .all(|c| a.capabilities.contains(c))
-        });
-        if !can {
+        if !agent.is_some_and(|a| super::lease::can_take(&a.capabilities, urgent)) {
             return Ok(false);
         }
     }

@@ -67,10 +67,8 @@ pub fn ensure_agent(ctx: &mut Ctx<'_>, name: &str, capabilities: &[String]) -> R
 pub fn expire(ctx: &mut Ctx<'_>, task: &mut Task) -> Result<()> {
     // Revoked for the yield only when the grace is what ended it: a holder that vanished
     // before then lost its lease as any other does.
-    let grace_ended = |l: &Lease| {
-        l.yield_requested_at
-            .is_some_and(|asked| l.expires_at >= asked + super::concurrency::YIELD_GRACE.ms())
-    };
+    let grace_ended =
+        |l: &Lease| super::concurrency::yield_ends(l).is_some_and(|end| l.expires_at >= end);
     if task.lease.as_ref().is_some_and(grace_ended) {
         return preempt(ctx, task);
     }
@@ -113,13 +111,11 @@ pub fn expire(ctx: &mut Ctx<'_>, task: &mut Task) -> Result<()> {
 /// and is retried like any lost lease.
 fn lease_deadline(task: &Task, run_started_at: Millis, now: Millis, ttl: Duration) -> Millis {
     let by_ttl = now + ttl.ms();
-    let yielding = task.lease.as_ref().and_then(|l| l.yield_requested_at);
     let by_timeout = task
         .timeout
         .map_or(by_ttl, |timeout| by_ttl.min(run_started_at + timeout.ms()));
-    yielding.map_or(by_timeout, |asked| {
-        by_timeout.min(asked + super::concurrency::YIELD_GRACE.ms())
-    })
+    let yield_ends = task.lease.as_ref().and_then(super::concurrency::yield_ends);
+    yield_ends.map_or(by_timeout, |end| by_timeout.min(end))
 }
 
 /// Takes the lease of `task` away for a kill switch just set: the run ends `revoked`, the
@@ -249,11 +245,7 @@ pub fn claim(ctx: &mut Ctx<'_>, req: &ClaimRequest) -> Result<Claims> {
             if claims.len() == count as usize || passed_over.contains(&task.id) {
                 continue;
             }
-            if !task
-                .required_capabilities
-                .iter()
-                .all(|c| agent_capabilities.contains(c))
-            {
+            if !can_take(&agent_capabilities, &task) {
                 // Never granted, whatever a store returns.
                 continue;
             }
@@ -283,6 +275,13 @@ pub fn claim(ctx: &mut Ctx<'_>, req: &ClaimRequest) -> Result<Claims> {
         }
     }
     Ok(Claims { claims })
+}
+
+/// Whether an agent with `capabilities` has every capability `task` requires.
+pub fn can_take(capabilities: &[String], task: &Task) -> bool {
+    task.required_capabilities
+        .iter()
+        .all(|c| capabilities.contains(c))
 }
 
 /// How many more leases `agent`, limited to `max` at once, may take now: `AT_CAPACITY` when
