@@ -166,6 +166,14 @@ pub(crate) enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:7300", env = "BATON_LISTEN")]
         listen: String,
+        /// The least severe log lines written to stderr: `debug` adds a line per request.
+        #[arg(long, default_value = "info", env = "BATON_LOG",
+            value_parser = ["off", "error", "warn", "info", "debug", "trace"])]
+        log_level: String,
+        /// Log lines as text for people or as JSON objects (one per line) for collectors.
+        #[arg(long, default_value = "text", env = "BATON_LOG_FORMAT",
+            value_parser = ["text", "json"])]
+        log_format: String,
     },
     /// Apply the store's migrations (also done at every start) and exit.
     Migrate,

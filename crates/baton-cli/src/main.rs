@@ -611,7 +611,12 @@ async fn run(cli: Cli) -> Result<Outcome, Error> {
                 to_value(baton.update_workspace(&actor, key, req).await?)
             }
         },
-        Command::Serve { listen } => {
+        Command::Serve {
+            listen,
+            log_level,
+            log_format,
+        } => {
+            start_logs(&log_level, &log_format);
             let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| {
                 Error::invalid(
                     format!("cannot listen on {listen}: {e}"),
@@ -623,7 +628,7 @@ async fn run(cli: Cli) -> Result<Outcome, Error> {
             if let Some(objects) = baton.objects().filter(|_| cli.objects.is_some()) {
                 objects.check().await?;
             }
-            eprintln!("baton: serving {location} on http://{listen}");
+            tracing::info!("serving {location} on http://{listen}");
             let app = baton_server::router(baton_server::AppState::new(baton.clone()))
                 .merge(baton_mcp::http_service(baton.clone()));
             baton_server::serve_app(listener, baton, app, &cli.workspace, shutdown_signal())
@@ -663,6 +668,26 @@ async fn mcp(cli: &Cli, agent: Option<String>) -> Result<Outcome, Error> {
         .await
         .map_err(|e| Error::new(Code::Internal, e, "check the MCP client's configuration"))?;
     Ok(Outcome::Printed)
+}
+
+/// Sends the server's log lines (DESIGN §7) to stderr, as text or one JSON object a line,
+/// from `level` up. Their fields name the request (`request_id`) and the task it concerned.
+fn start_logs(level: &str, format: &str) {
+    let level: tracing_subscriber::filter::LevelFilter = level
+        .parse()
+        .unwrap_or(tracing_subscriber::filter::LevelFilter::INFO);
+    let logs = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_target(false)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        "json" => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
+        _ => logs.try_init(),
+    };
 }
 
 /// Resolves on SIGTERM or Ctrl-C: the server stops accepting and drains in-flight requests.

@@ -33,15 +33,21 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Starts `baton serve` on the store in `dir`; returns the process and its address.
-/// Starts `baton serve` on the store in `dir`; its standard error goes to `dir/serve.log`.
+/// Starts `baton serve` on the store in `dir`; returns the process and its address. Its
+/// standard error (its log) goes to `dir/serve.log`.
 fn start_server(dir: &std::path::Path) -> (std::process::Child, String) {
+    start_server_with(dir, &[])
+}
+
+/// [`start_server`] with more arguments for `serve`.
+fn start_server_with(dir: &std::path::Path, args: &[&str]) -> (std::process::Child, String) {
     let addr = format!("127.0.0.1:{}", free_port());
     let log = std::fs::File::create(dir.join("serve.log")).expect("serve.log");
     let server = Command::new(BATON)
         .arg("--data-dir")
         .arg(dir)
         .args(["serve", "--listen", &addr])
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)
@@ -595,4 +601,86 @@ async fn sigterm_ends_streams_and_waiting_claims() {
     let log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap();
     assert!(!log.contains("panicked"), "a clean shutdown: {log}");
     drop(half);
+}
+
+/// `serve --log-format json --log-level debug` writes one JSON object a line to stderr: a
+/// line per request naming its request id (the caller's `X-Request-Id`, or the one the
+/// response carries), the task its path names and the refusal's code; and start and stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_name_each_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let bearer = format!("Bearer {}", token(dir.path(), "admin"));
+    let args = ["--log-format", "json", "--log-level", "debug"];
+    let (mut server, addr) = start_server_with(dir.path(), &args);
+    let http = reqwest::Client::new();
+    wait_until_up(&http, &addr).await;
+    let created = http
+        .post(format!("http://{addr}/v1/tasks"))
+        .header("authorization", &bearer)
+        .header("x-request-id", "trace-me-1")
+        .json(&json!({"title": "logged"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.headers()["x-request-id"], "trace-me-1");
+    let task: Value = created.json().await.unwrap();
+    let task = task["task"]["id"].as_str().unwrap().to_string();
+    let missing = "tsk_0000000000000000000000000000000f";
+    let refused = http
+        .post(format!("http://{addr}/v1/tasks/{missing}/cancel"))
+        .header("authorization", &bearer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 404);
+    let refused_id = refused.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(refused_id.starts_with("req_"), "{refused_id}");
+    Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(server.wait().unwrap().success());
+    let log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap();
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let find = |id: &str| {
+        lines
+            .iter()
+            .find(|l| l["request_id"] == id)
+            .unwrap_or_else(|| panic!("no line for {id} in {log}"))
+    };
+    let line = find("trace-me-1");
+    assert_eq!(
+        (
+            &line["level"],
+            &line["method"],
+            &line["path"],
+            &line["status"]
+        ),
+        (
+            &json!("DEBUG"),
+            &json!("POST"),
+            &json!("/v1/tasks"),
+            &json!(201)
+        ),
+        "{line}"
+    );
+    let line = find(&refused_id);
+    assert_eq!(
+        (&line["task_id"], &line["code"], &line["status"]),
+        (&json!(missing), &json!("NOT_FOUND"), &json!(404)),
+        "{line}"
+    );
+    let said = |m: &str| {
+        lines
+            .iter()
+            .any(|l| l["message"].as_str().is_some_and(|s| s.starts_with(m)))
+    };
+    assert!(said("serving") && said("stopped"), "{log}");
+    assert!(task.starts_with("tsk_"));
 }

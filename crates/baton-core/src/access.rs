@@ -152,6 +152,7 @@ pub fn authenticate(ctx: &mut Ctx<'_>, token: &str) -> Result<Principal> {
             workspace_id: key.workspace_id.clone(),
             name,
             agent: key.agent.clone(),
+            request_id: None,
         },
         key,
     })

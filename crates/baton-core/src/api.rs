@@ -16,6 +16,10 @@ pub struct Actor {
     /// The agent a key bound to one acts as (its `name` too): such a caller works only
     /// under its own agent's leases, whatever tokens it holds.
     pub agent: Option<String>,
+    /// The request this call serves (HTTP's `X-Request-Id`, given or made up by the
+    /// server): recorded on every event the call appends, so a change in the log leads
+    /// back to the request, and its log lines, that made it.
+    pub request_id: Option<String>,
 }
 
 /// Input of `task create`.

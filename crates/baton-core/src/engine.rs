@@ -316,6 +316,7 @@ impl Baton {
         let ws = actor.workspace_id.clone();
         let name = actor.name.clone();
         let agent = actor.agent.clone();
+        let request_id = actor.request_id.clone();
         let key = key.map(str::to_string);
         let loads = loads.map(|(kind, id)| (kind, ws.clone(), id.to_string()));
         self.submit_tx_as(mode, admission, loads, move |tx| {
@@ -349,6 +350,7 @@ impl Baton {
                 ws: &ws,
                 actor: &name,
                 agent: agent.as_deref(),
+                request_id: request_id.as_deref(),
             };
             let out = op(&mut ctx)?;
             if let Some(key) = &key {
@@ -377,6 +379,7 @@ impl Baton {
                 ws: &actor.workspace_id,
                 actor: &actor.name,
                 agent: actor.agent.as_deref(),
+                request_id: actor.request_id.as_deref(),
             };
             if let Some(op) = op.take() {
                 out = Some(op(&mut ctx)?);
@@ -396,6 +399,7 @@ impl Baton {
                 workspace_id: String::new(),
                 name: name.into(),
                 agent: None,
+                request_id: None,
             },
             |ctx| ctx.tx.workspace_by_name(workspace),
         )?;
@@ -417,6 +421,7 @@ impl Baton {
             workspace_id: ws.id,
             name: name.to_string(),
             agent: None,
+            request_id: None,
         })
     }
 
@@ -430,6 +435,7 @@ impl Baton {
                     workspace_id: String::new(),
                     name: String::new(),
                     agent: None,
+                    request_id: None,
                 };
                 let name = name.to_string();
                 self.read(&nobody, move |ctx| ctx.tx.workspace_by_name(&name))?
@@ -487,6 +493,7 @@ impl Baton {
                 ws: &ws.id,
                 actor: "system",
                 agent: None,
+                request_id: None,
             };
             ctx.emit("workspace.created", None, json!({ "workspace": ws }))?;
             let project = Project {
@@ -535,6 +542,7 @@ impl Baton {
             workspace_id: String::new(),
             name: String::new(),
             agent: None,
+            request_id: None,
         };
         self.read(&nobody, |ctx| ctx.tx.workspaces().map(|_| ()))
     }
@@ -545,6 +553,7 @@ impl Baton {
             workspace_id: String::new(),
             name: String::new(),
             agent: None,
+            request_id: None,
         };
         self.read(&nobody, |ctx| crate::access::authenticate(ctx, token))
     }
@@ -585,6 +594,7 @@ impl Baton {
             workspace_id: String::new(),
             name: "reaper".into(),
             agent: None,
+            request_id: None,
         };
         let workspaces = self.read(&nobody, |ctx| ctx.tx.workspaces())?;
         let (mut expired, mut first_error) = (0, None);
@@ -594,6 +604,7 @@ impl Baton {
                 workspace_id: ws.id,
                 name: "reaper".into(),
                 agent: None,
+                request_id: None,
             };
             match self.reap(&actor).await {
                 Ok(n) => expired += n,

@@ -568,6 +568,10 @@ pub struct Event {
     pub task_id: Option<String>,
     /// The state of every entity the change touched, after the change.
     pub data: Value,
+    /// The request that made the change (its `X-Request-Id`), when it came through the
+    /// HTTP API or MCP: the thread from a change to the server's log lines of its request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 /// Removes every `token_sha256` member from an event's data, however deep: a hash of a

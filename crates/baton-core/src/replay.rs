@@ -38,6 +38,7 @@ pub fn apply(tx: &mut dyn Tx, event: &Event) -> Result<()> {
         actor: &event.actor,
         task_id: event.task_id.as_deref(),
         data: &data_text,
+        request_id: event.request_id.as_deref(),
     })?;
     let seq = tx.last_seq(&event.workspace_id)?;
     if seq != event.seq {

@@ -237,6 +237,8 @@ pub struct NewEvent<'a> {
     pub task_id: Option<&'a str>,
     /// Entity snapshots after the change, as JSON text (an object).
     pub data: &'a str,
+    /// The request that caused it, if one did.
+    pub request_id: Option<&'a str>,
 }
 
 impl NewEvent<'_> {

@@ -36,6 +36,11 @@ impl IntoResponse for ApiError {
         let status = StatusCode::from_u16(self.0.code.http_status())
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut response = (status, axum::Json(self.0.to_json())).into_response();
+        // For the request's log line (`request::identify`): what was refused, and why.
+        response.extensions_mut().insert(crate::request::Refusal {
+            code: self.0.code,
+            message: self.0.message.clone(),
+        });
         // A refusal that says when to come back says it in the header HTTP clients know too.
         let retry_after_ms = self
             .0

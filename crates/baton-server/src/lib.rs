@@ -11,6 +11,7 @@ mod artifacts;
 mod error;
 mod openapi;
 mod registry;
+pub mod request;
 pub mod stream;
 mod tasks;
 
@@ -93,8 +94,15 @@ impl AppState {
     }
 
     /// The principal of the request's bearer token, whatever it may do: `UNAUTHORIZED`
-    /// (401) without a valid key.
+    /// (401) without a valid key. Its actor carries the request's id (set by
+    /// [`request::identify`]), so the events the call appends name it.
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, ApiError> {
+        let mut principal = self.principal(headers)?;
+        principal.actor.request_id = request::id_of(headers);
+        Ok(principal)
+    }
+
+    pub(crate) fn principal(&self, headers: &HeaderMap) -> Result<Principal, ApiError> {
         if let (Some(local), None) = (&self.local, headers.get("authorization")) {
             return Ok(local.clone());
         }
@@ -270,6 +278,10 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             if_match_only_where_honoured,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            request::identify,
+        ))
         .with_state(state)
 }
 
@@ -346,7 +358,12 @@ pub async fn serve_app(
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(REAP_EVERY).await;
-                let _ = baton.reap_all().await;
+                match baton.reap_all().await {
+                    Ok(0) => {}
+                    Ok(expired) => tracing::info!(expired, "expired lapsed leases"),
+                    Err(e) => tracing::warn!(code = e.code.as_str(), message = %e.message,
+                        "the reaper could not expire lapsed leases"),
+                }
             }
         })
     };
@@ -360,6 +377,7 @@ pub async fn serve_app(
     let (began, draining) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async move {
         shutdown.await;
+        tracing::info!("shutting down: draining the requests in flight");
         closing.close();
         let _ = began.send(());
     };
@@ -377,5 +395,6 @@ pub async fn serve_app(
         _ = limit => Ok(()),
     };
     reaper.abort();
+    tracing::info!("stopped");
     served.map_err(|e| baton_core::Error::storage(format!("server: {e}")))
 }

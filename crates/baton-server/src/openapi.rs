@@ -126,9 +126,29 @@ pub(crate) fn finish(mut api: OpenApi) -> OpenApi {
             if writes && !shows_secret {
                 idempotency_header(op);
             }
+            request_id_header(op);
         }
     }
     api
+}
+
+fn request_id_header(op: &mut Operation) {
+    op.parameters.get_or_insert_with(Vec::new).push(
+        ParameterBuilder::new()
+            .name("X-Request-Id")
+            .parameter_in(ParameterIn::Header)
+            .required(Required::False)
+            .description(Some(
+                "The request's id, answered in the response's X-Request-Id and recorded on the \
+                 events it appends; without it the server makes one up (req_…).",
+            ))
+            .schema(Some(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some("^[!-~]{1,200}$")),
+            ))
+            .build(),
+    );
 }
 
 fn idempotency_header(op: &mut Operation) {

@@ -2338,9 +2338,6 @@ async fn patch_null_clears_optional_fields(backend: Backend) {
     );
 }
 
-/// `/metrics` is Prometheus's text format for the key's workspace: open tasks and agents
-/// by status, the events this server committed (a refused call counts nothing) and how
-/// long its claims took. Another workspace's key sees its own figures only.
 /// Concurrency limits over HTTP: a keyed task waits while its key's limit is leased, an
 /// agent at its max_concurrency is 409 AT_CAPACITY (structured, not retryable), PATCH
 /// null lifts the limit, and a limit out of range is 400 INVALID_INPUT.
@@ -2408,6 +2405,116 @@ async fn concurrency_limits_over_http(backend: Backend) {
     assert_eq!(st, StatusCode::OK, "{v}");
 }
 
+/// Every response carries its request's id: the caller's `X-Request-Id`, or one the server
+/// made up; the events a request appends record it. A malformed id is 400 INVALID_INPUT
+/// (after the key check) and changes nothing.
+async fn request_ids_are_answered_and_recorded(backend: Backend) {
+    let s = Server::start(backend).await;
+    let send = |id: Option<&str>, body: Value| {
+        let mut request = s.http.post(format!("{}/v1/tasks", s.base));
+        request = request.bearer_auth(&s.token).json(&body);
+        if let Some(id) = id {
+            request = request.header("x-request-id", id);
+        }
+        async move {
+            let resp = request.send().await.unwrap();
+            let id = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+            (resp.status(), id, resp.json::<Value>().await.unwrap())
+        }
+    };
+    let (st, id, v) = send(Some("agent-7/call-1"), json!({"title": "given"})).await;
+    assert_eq!(
+        (st, id.as_str()),
+        (StatusCode::CREATED, "agent-7/call-1"),
+        "{v}"
+    );
+    let given = v["task"]["id"].as_str().unwrap().to_string();
+    let (st, made_up, v) = send(None, json!({"title": "made up"})).await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    assert!(made_up.starts_with("req_"), "{made_up}");
+    let other = v["task"]["id"].as_str().unwrap().to_string();
+    // A claim's events name the claim's request, not the creation's.
+    let claim = s.http.post(format!("{}/v1/tasks/claim", s.base));
+    let claim = claim
+        .bearer_auth(&s.token)
+        .json(&json!({"agent": "w", "count": 2}));
+    let resp = claim
+        .header("x-request-id", "claim-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let (_, v) = s.get("/v1/events").await;
+    let request_of = |kind: &str, task: &str| -> Value {
+        let events = v["events"].as_array().unwrap();
+        let event = events
+            .iter()
+            .find(|e| e["type"] == kind && e["task_id"] == task)
+            .unwrap_or_else(|| panic!("no {kind} of {task} in {v}"));
+        event.get("request_id").cloned().unwrap_or(Value::Null)
+    };
+    assert_eq!(request_of("task.created", &given), "agent-7/call-1");
+    assert_eq!(request_of("task.created", &other), made_up.as_str());
+    assert_eq!(request_of("task.claimed", &given), "claim-1");
+    assert_eq!(request_of("task.claimed", &other), "claim-1");
+    // Malformed ids: refused whole, nothing created; the answer still has an id to quote.
+    let long = "x".repeat(201);
+    for bad in ["two words", "caf\u{e9}", long.as_str()] {
+        let (st, id, v) = send(Some(bad), json!({"title": "refused"})).await;
+        assert_eq!(
+            (st, error_code(&v)),
+            (StatusCode::BAD_REQUEST, "INVALID_INPUT"),
+            "{bad}: {v}"
+        );
+        assert!(
+            v["error"]["hint"]
+                .as_str()
+                .unwrap()
+                .contains("X-Request-Id"),
+            "{v}"
+        );
+        assert!(id.starts_with("req_"), "{id}");
+    }
+    let twice = s
+        .http
+        .post(format!("{}/v1/tasks", s.base))
+        .bearer_auth(&s.token);
+    let twice = twice
+        .header("x-request-id", "a")
+        .header("x-request-id", "b");
+    let resp = twice
+        .json(&json!({"title": "refused"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let unkeyed = s
+        .http
+        .post(format!("{}/v1/tasks", s.base))
+        .header("x-request-id", "a b");
+    let resp = unkeyed
+        .json(&json!({"title": "refused"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        StatusCode::UNAUTHORIZED,
+        "the key is checked first"
+    );
+    let (_, v) = s.get("/v1/tasks").await;
+    let titles: Vec<&str> = v["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["title"].as_str().unwrap())
+        .collect();
+    assert!(!titles.contains(&"refused"), "{titles:?}");
+}
+
+/// `/metrics` is Prometheus's text format for the key's workspace: open tasks and agents
+/// by status, the events this server committed (a refused call counts nothing) and how
+/// long its claims took. Another workspace's key sees its own figures only.
 async fn metrics_count_what_was_committed(backend: Backend) {
     let s = Server::start(backend).await;
     for title in ["a", "b", "c"] {
@@ -2527,6 +2634,7 @@ on_every_backend!(
     patch_null_clears_optional_fields,
     metrics_count_what_was_committed,
     concurrency_limits_over_http,
+    request_ids_are_answered_and_recorded,
     a_store_far_behind_refuses_new_work_first,
     agent_loop_over_http,
     errors_have_codes_and_statuses,

@@ -36,6 +36,7 @@ pub(crate) struct EventRow {
     pub(crate) actor: String,
     pub(crate) task_id: Option<String>,
     pub(crate) data: String,
+    pub(crate) request_id: Option<String>,
 }
 
 /// Where a claim's statement found the first ready task needing no capabilities from its
@@ -328,6 +329,11 @@ fn send(
                     Col::Text(group.iter().map(|e| e.data.clone()).collect()),
                     "text[]",
                 ),
+                param(
+                    &mut cols,
+                    Col::OptText(group.iter().map(|e| e.request_id.clone()).collect()),
+                    "text[]",
+                ),
             ];
             // The rows first: the workspace row stays locked from its update to the commit,
             // so nothing else should happen while it is held. A condition on the rows'
@@ -366,9 +372,11 @@ fn send(
                               WHERE w.id = {ws}{after_rows} RETURNING w.id, w.last_seq)"
             ));
             format!(
-                "INSERT INTO events (workspace_id, seq, type, at, actor, task_id, data)
-                 SELECT numbered.id, numbered.last_seq - {n} + e.n, e.type, e.at, e.actor, e.task_id, e.data
-                 FROM numbered, UNNEST({}) WITH ORDINALITY AS e(type, at, actor, task_id, data, n)",
+                "INSERT INTO events (workspace_id, seq, type, at, actor, task_id, data, request_id)
+                 SELECT numbered.id, numbered.last_seq - {n} + e.n, e.type, e.at, e.actor, e.task_id,
+                        e.data, e.request_id
+                 FROM numbered,
+                      UNNEST({}) WITH ORDINALITY AS e(type, at, actor, task_id, data, request_id, n)",
                 args.join(", ")
             )
         }

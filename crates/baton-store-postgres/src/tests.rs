@@ -325,6 +325,7 @@ fn claim_job_then(
             ws: &job_ws,
             actor: "test",
             agent: None,
+            request_id: None,
         };
         let req = ClaimRequest {
             agent: job_agent.clone(),
@@ -546,6 +547,7 @@ fn the_claim_floor_rises_through_savepoints_but_not_on_an_undone_job() {
             actor: "test",
             task_id: None,
             data: "{}",
+            request_id: None,
         })
     });
     let results = with_savepoints(vec![claim_then_fail, note]);
@@ -761,8 +763,8 @@ fn replay_shows_a_counter_that_disagrees_with_the_log() {
 /// Takes a store at the current version back to version 4 (the workspace's kill switch,
 /// the claim floor's triggers and columns gone), as the migration tests start from older
 /// versions.
-const BACK_TO_4: &str =
-    "DROP INDEX tasks_conc; ALTER TABLE tasks DROP COLUMN conc_key, DROP COLUMN conc_limit;
+const BACK_TO_4: &str = "ALTER TABLE events DROP COLUMN request_id;
+     DROP INDEX tasks_conc; ALTER TABLE tasks DROP COLUMN conc_key, DROP COLUMN conc_limit;
      DROP TABLE artifacts; ALTER TABLE workspaces DROP COLUMN killed;
      UPDATE workspaces SET body = replace(body, ',\"killed\":false}', '}');
      DROP TRIGGER tasks_inserted_lower_floor ON tasks;
@@ -775,12 +777,13 @@ const BACK_TO_4: &str =
 /// opened: the status index is replaced by the partial ones (version 2), the runs are keyed
 /// by task (version 3), the claim floor starts below every key (version 5), the workspace
 /// gains its kill switch, off (version 6), artifacts get their table (version 7), tasks their
-/// concurrency key columns, empty (version 8), and listing by
+/// concurrency key columns, empty (version 8), events their request id, none for the
+/// events before (version 9), and listing by
 /// status and reading runs still find what was there. A replica that starts while another
 /// holds the migration lock for longer than the connections' lock timeout waits for it
 /// instead of failing.
 #[test]
-fn versions_2_to_8_replace_indexes_and_starters_wait_for_them() {
+fn versions_2_to_9_replace_indexes_and_starters_wait_for_them() {
     let Some((url, ws, parent, child, other)) = fixture() else {
         return;
     };
@@ -811,7 +814,7 @@ fn versions_2_to_8_replace_indexes_and_starters_wait_for_them() {
     let store = PgStore::open(&url).expect("waits for the lock, then migrates");
     holder.join().expect("holder");
 
-    assert_eq!(migrate::version(&mut conn).expect("version"), 8);
+    assert_eq!(migrate::version(&mut conn).expect("version"), 9);
     let (rt, pg) = conn.parts().expect("connected");
     // Version 8: no task has a concurrency key.
     let keyed: i64 = rt
@@ -821,6 +824,14 @@ fn versions_2_to_8_replace_indexes_and_starters_wait_for_them() {
         )
         .expect("the key column");
     assert_eq!(keyed, 0);
+    // Version 9: the events written before have no request id.
+    let with_request: i64 = rt
+        .block_on(
+            sqlx::query_scalar("SELECT count(*) FROM events WHERE request_id IS NOT NULL")
+                .fetch_one(&mut *pg),
+        )
+        .expect("the request id column");
+    assert_eq!(with_request, 0);
     // Version 7: the artifacts' table, empty.
     let artifacts: i64 = rt
         .block_on(sqlx::query_scalar("SELECT count(*) FROM artifacts").fetch_one(&mut *pg))
@@ -1006,7 +1017,7 @@ fn version_4_files_tasks_under_their_capabilities() {
     )
     .expect("back to version 3");
     let store = PgStore::open(&url).expect("migrates");
-    assert_eq!(migrate::version(&mut conn).expect("version"), 8);
+    assert_eq!(migrate::version(&mut conn).expect("version"), 9);
     let (crt, pg) = conn.parts().expect("connected");
     for task in &tasks {
         let stored: String = crt

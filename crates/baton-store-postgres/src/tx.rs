@@ -1484,6 +1484,7 @@ impl Tx for PgTx<'_> {
             actor: e.actor.to_string(),
             task_id: e.task_id.map(str::to_string),
             data: e.data.to_string(),
+            request_id: e.request_id.map(str::to_string),
         });
         if e.wakes_waiters() {
             self.task_events += 1;
@@ -1515,7 +1516,7 @@ impl Tx for PgTx<'_> {
     fn events(&mut self, ws: &str, after: u64, limit: u32) -> Result<Vec<Event>> {
         let rows = self.rows(
             &format!(
-                "SELECT seq, type, at, actor, task_id, data FROM events WHERE workspace_id = $1 AND seq > $2
+                "SELECT seq, type, at, actor, task_id, data, request_id FROM events WHERE workspace_id = $1 AND seq > $2
                  ORDER BY seq LIMIT {limit}"
             ),
             &[t(ws), i(after as i64)],
@@ -1530,6 +1531,7 @@ impl Tx for PgTx<'_> {
                     actor: r.try_get(3).map_err(db_err)?,
                     task_id: r.try_get(4).map_err(db_err)?,
                     data: from_json(&r.try_get::<String, _>(5).map_err(db_err)?)?,
+                    request_id: r.try_get(6).map_err(db_err)?,
                 })
             })
             .collect()

@@ -16,6 +16,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema_6_kill.sql"),
     include_str!("schema_7_artifacts.sql"),
     include_str!("schema_8_concurrency.sql"),
+    include_str!("schema_9_requests.sql"),
 ];
 
 /// Brings the schema up to the newest version.

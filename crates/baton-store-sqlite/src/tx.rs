@@ -730,8 +730,18 @@ impl Tx for SqliteTx<'_> {
         }
         let seq = self.numbering.next(self.conn, e.workspace_id)? as i64;
         self.exec(
-            "INSERT INTO events (workspace_id, seq, type, at, actor, task_id, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![e.workspace_id, seq, e.kind, e.at, e.actor, e.task_id, e.data],
+            "INSERT INTO events (workspace_id, seq, type, at, actor, task_id, data, request_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                e.workspace_id,
+                seq,
+                e.kind,
+                e.at,
+                e.actor,
+                e.task_id,
+                e.data,
+                e.request_id
+            ],
         )?;
         if e.wakes_waiters() {
             self.events_appended += 1;
@@ -763,7 +773,7 @@ impl Tx for SqliteTx<'_> {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT seq, type, at, actor, task_id, data FROM events WHERE workspace_id = +?1 AND seq > +?2
+                "SELECT seq, type, at, actor, task_id, data, request_id FROM events WHERE workspace_id = +?1 AND seq > +?2
                  ORDER BY seq LIMIT ?3",
             )
             .map_err(db_err)?;
@@ -776,12 +786,13 @@ impl Tx for SqliteTx<'_> {
                     r.get::<_, String>(3)?,
                     r.get::<_, Option<String>>(4)?,
                     r.get::<_, String>(5)?,
+                    r.get::<_, Option<String>>(6)?,
                 ))
             })
             .map_err(db_err)?;
         let mut out = Vec::new();
         for row in rows {
-            let (seq, kind, at, actor, task_id, data) = row.map_err(db_err)?;
+            let (seq, kind, at, actor, task_id, data, request_id) = row.map_err(db_err)?;
             out.push(Event {
                 seq: seq as u64,
                 workspace_id: ws.to_string(),
@@ -790,6 +801,7 @@ impl Tx for SqliteTx<'_> {
                 actor,
                 task_id,
                 data: from_json(&data)?,
+                request_id,
             });
         }
         Ok(out)

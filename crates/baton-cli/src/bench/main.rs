@@ -531,6 +531,7 @@ pub(crate) async fn new_workspace(baton: &Baton, name: &str) -> anyhow::Result<(
         workspace_id: ws.id,
         name: "bench".into(),
         agent: None,
+        request_id: None,
     };
     let worker = baton.create_key(&admin, "worker", None).await?.key.token;
     let planner = baton.create_key(&admin, "planner", None).await?.key.token;
@@ -870,6 +871,7 @@ async fn http_bench(
         workspace_id: quiet.id,
         name: "bench".into(),
         agent: None,
+        request_id: None,
     };
     let token = baton
         .create_key(&quiet_admin, "worker", None)
@@ -922,6 +924,7 @@ async fn sse_bench(baton: &Baton, base: &str, args: &Args) -> anyhow::Result<()>
         workspace_id: ws.id,
         name: "bench".into(),
         agent: None,
+        request_id: None,
     };
     let observer = baton.create_key(&admin, "observer", None).await?.key.token;
     let planner = baton.create_key(&admin, "planner", None).await?.key.token;

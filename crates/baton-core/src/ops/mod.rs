@@ -49,6 +49,8 @@ pub struct Ctx<'a> {
     pub actor: &'a str,
     /// The agent the caller's key is bound to, if it is ([`crate::api::Actor::agent`]).
     pub agent: Option<&'a str>,
+    /// The request being served, recorded on the events appended ([`crate::api::Actor`]).
+    pub request_id: Option<&'a str>,
 }
 
 impl Ctx<'_> {
@@ -67,6 +69,7 @@ impl Ctx<'_> {
             actor: self.actor,
             task_id,
             data,
+            request_id: self.request_id,
         })
     }
 
