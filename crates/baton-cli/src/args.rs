@@ -291,6 +291,13 @@ pub(crate) struct ProjectSettingsArgs {
     /// leased task's (true), or grant it with a warning (false, the default).
     #[arg(long, value_name = "BOOL")]
     pub exclusive_scopes: Option<bool>,
+    /// The most of its tasks leased at once (1 to 10,000); claims pass over its tasks
+    /// while that many are leased.
+    #[arg(allow_negative_numbers = true, long, value_name = "N")]
+    pub max_concurrency: Option<u32>,
+    /// Remove the project's max-concurrency.
+    #[arg(long, conflicts_with = "max_concurrency")]
+    pub unlimited: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -556,6 +556,7 @@ async fn run(cli: Cli) -> Result<Outcome, Error> {
                     retry_policy: s.retry_policy,
                     review_required: s.review_required,
                     exclusive_scopes: s.exclusive_scopes,
+                    max_concurrency: s.max_concurrency.flatten(),
                 };
                 to_value(baton.create_project(&actor, key, req).await?)
             }
@@ -676,17 +677,30 @@ fn start_logs(level: &str, format: &str) {
     let level: tracing_subscriber::filter::LevelFilter = level
         .parse()
         .unwrap_or(tracing_subscriber::filter::LevelFilter::INFO);
-    let logs = tracing_subscriber::fmt()
-        .with_max_level(level)
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    // Baton's own lines only: the libraries' (rmcp logs whole tool calls, leases included,
+    // at debug; h2 its frames) only from warnings up.
+    let libraries = level.min(tracing_subscriber::filter::LevelFilter::WARN);
+    let ours = [
+        "baton",
+        "baton_server",
+        "baton_core",
+        "baton_mcp",
+        "baton_cli",
+    ];
+    let filter = tracing_subscriber::filter::Targets::new()
+        .with_default(libraries)
+        .with_targets(ours.map(|target| (target, level)));
+    let logs = tracing_subscriber::fmt::layer()
         .with_target(false)
         .with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry().with(filter);
     let _ = match format {
-        "json" => logs
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
+        "json" => registry
+            .with(logs.json().flatten_event(true).with_current_span(false))
             .try_init(),
-        _ => logs.try_init(),
+        _ => registry.with(logs).try_init(),
     };
 }
 

@@ -531,6 +531,11 @@ impl Client<'_> {
             )
         })?;
         let status = resp.status();
+        let request_id = resp
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let body: Value = resp
             .json()
             .await
@@ -538,7 +543,15 @@ impl Client<'_> {
         if status.is_success() {
             return Ok(body);
         }
-        Err(Error::from_json(&body)
-            .unwrap_or_else(|| Error::new(Code::Internal, format!("server answered {status}"), "")))
+        let mut error = Error::from_json(&body)
+            .unwrap_or_else(|| Error::new(Code::Internal, format!("server answered {status}"), ""));
+        // A failure of the server's own: the id its log line for the request carries.
+        if let Some(id) = request_id.filter(|_| status.is_server_error()) {
+            error.hint = match error.hint.is_empty() {
+                true => format!("the server logged it as request {id}"),
+                false => format!("{}; the server logged it as request {id}", error.hint),
+            };
+        }
+        Err(error)
     }
 }

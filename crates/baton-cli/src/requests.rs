@@ -278,6 +278,10 @@ pub(crate) fn project_settings(
         review_required: a.review_required,
         killed,
         exclusive_scopes: a.exclusive_scopes,
+        max_concurrency: match a.unlimited {
+            true => Some(None),
+            false => a.max_concurrency.map(Some),
+        },
     })
 }
 

@@ -638,6 +638,63 @@ async fn json_logs_name_each_request() {
         .unwrap()
         .to_string();
     assert!(refused_id.starts_with("req_"), "{refused_id}");
+    // /mcp answers with the request's id too.
+    let init = http
+        .post(format!("http://{addr}/mcp"))
+        .header("authorization", &bearer)
+        .header("x-request-id", "mcp-1")
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-03-26","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(init.headers()["x-request-id"], "mcp-1");
+    let session = init.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    drop(init);
+    // A tool call's requests carry its MCP request's id: the events name it.
+    let mcp = |id: &str, body: &'static str| {
+        http.post(format!("http://{addr}/mcp"))
+            .header("authorization", &bearer)
+            .header("x-request-id", id)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-session-id", &session)
+            .body(body)
+            .send()
+    };
+    mcp(
+        "mcp-2",
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+    )
+    .await
+    .unwrap();
+    let call = mcp(
+        "mcp-call-1",
+        r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"task_create","arguments":{"title":"by a tool"}}}"#,
+    );
+    let answer = call.await.unwrap().text().await.unwrap();
+    assert!(answer.contains("by a tool"), "{answer}");
+    let events: Value = http
+        .get(format!("http://{addr}/v1/events?last=5"))
+        .header("authorization", &bearer)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let created = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "task.created" && e["data"]["task"]["title"] == "by a tool")
+        .cloned()
+        .unwrap_or_else(|| panic!("no task.created in {events}"));
+    assert_eq!(created["request_id"], "mcp-call-1", "{created}");
     Command::new("kill")
         .args(["-TERM", &server.id().to_string()])
         .status()
@@ -683,4 +740,11 @@ async fn json_logs_name_each_request() {
     };
     assert!(said("serving") && said("stopped"), "{log}");
     assert!(task.starts_with("tsk_"));
+    find("mcp-1");
+    // Baton's own lines only: the MCP library's (sessions, whole tool calls) stay out.
+    let ours = ["serving", "request", "shutting down", "stopped", "expired"];
+    for line in &lines {
+        let message = line["message"].as_str().unwrap_or_default();
+        assert!(ours.iter().any(|m| message.starts_with(m)), "{line}");
+    }
 }

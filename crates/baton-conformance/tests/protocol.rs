@@ -1871,6 +1871,81 @@ async fn a_claim_warns_of_overlapping_paths(env: Env) {
 /// once; a claim passes over the rest for the next task in claim order, and a lease that
 /// ends makes room. A claim of several tasks stops at the limit too. Keys are set, changed
 /// and removed by update; bad keys and limits are refused and change nothing.
+/// A project's `max_concurrency`: claims pass over its tasks while that many are leased,
+/// take other projects' tasks meanwhile, and take its tasks again once a lease ends; one
+/// claim of many takes no more than the places left; the limit comes off with null; a limit
+/// out of range is `INVALID_INPUT` and changes nothing.
+async fn a_project_limit_holds_its_leases(env: Env) {
+    let create = CreateProject {
+        name: "narrow".into(),
+        max_concurrency: Some(2),
+        ..Default::default()
+    };
+    let project = env.baton.create_project(&env.actor, None, create).await;
+    assert_eq!(project.unwrap().project.max_concurrency, Some(2));
+    let task = |title: &str, project: &str, priority: i64| CreateTask {
+        title: title.into(),
+        project: Some(project.into()),
+        priority: Some(priority),
+        ..Default::default()
+    };
+    let mut narrow = Vec::new();
+    for i in 0..4 {
+        narrow.push(
+            env.create(task(&format!("n{i}"), "narrow", 9))
+                .await
+                .unwrap(),
+        );
+    }
+    let wide = env.create(task("wide", "default", 1)).await.unwrap();
+    let claim = |agent: &str, count: u32| ClaimRequest {
+        agent: agent.into(),
+        count: Some(count),
+        ..Default::default()
+    };
+    let first = env.baton.claim(&env.actor, None, claim("a", 3)).await;
+    let first = first.unwrap().claims;
+    let ids: Vec<&str> = first.iter().map(|c| c.task.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            narrow[0].id.as_str(),
+            narrow[1].id.as_str(),
+            wide.id.as_str()
+        ]
+    );
+    assert!(env.claim("b").await.is_none(), "n2 and n3 wait for a place");
+    env.lease(&narrow[0].id, &first[0].lease.token, complete())
+        .await
+        .unwrap();
+    assert_eq!(env.claim("b").await.unwrap().task.id, narrow[2].id);
+    assert!(env.claim("c").await.is_none(), "full again");
+
+    for bad in [0, 10_001] {
+        let settings = ProjectSettings {
+            max_concurrency: Some(Some(bad)),
+            ..Default::default()
+        };
+        let refused = env
+            .baton
+            .update_project(&env.actor, None, "narrow", settings);
+        assert_eq!(refused.await.unwrap_err().code, Code::InvalidInput, "{bad}");
+    }
+    let project = env.baton.project(&env.actor, "narrow").unwrap().project;
+    assert_eq!(
+        project.max_concurrency,
+        Some(2),
+        "a refused update changes nothing"
+    );
+    let lifted = ProjectSettings {
+        max_concurrency: Some(None),
+        ..Default::default()
+    };
+    let lifted = env.baton.update_project(&env.actor, None, "narrow", lifted);
+    assert_eq!(lifted.await.unwrap().project.max_concurrency, None);
+    assert_eq!(env.claim("c").await.unwrap().task.id, narrow[3].id);
+}
+
 async fn a_concurrency_key_limits_leases(env: Env) {
     let keyed = |title: &str, key: Option<&str>, limit: Option<u32>, priority: i64| CreateTask {
         title: title.into(),
@@ -3871,6 +3946,7 @@ on_every_backend!(
     project_review_reaches_its_open_tasks,
     a_claim_warns_of_overlapping_paths,
     a_concurrency_key_limits_leases,
+    a_project_limit_holds_its_leases,
     an_agent_holds_at_most_its_max_concurrency,
     exclusive_scopes_hold_overlapping_tasks_back,
     next_claims_take_the_places_their_completions_free,

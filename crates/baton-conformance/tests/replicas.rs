@@ -557,3 +557,31 @@ async fn exclusive_scopes_hold_across_replicas() {
     drain_with_limits(&fleet, &ids, 1).await;
     assert_eq!(most_leased_at_once(&fleet.events(), &ids), 1);
 }
+
+/// A project limited to three leases at once, drained by sixteen workers on four replicas
+/// claiming one to three tasks each: every task done once, and the log never shows more
+/// than three of the project's tasks leased at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_projects_max_concurrency_holds_across_replicas() {
+    let Some(fleet) = fleet(4).await else { return };
+    let (b, a) = fleet.node(0);
+    let narrow = CreateProject {
+        name: "narrow".into(),
+        max_concurrency: Some(3),
+        ..Default::default()
+    };
+    b.create_project(a, None, narrow).await.expect("project");
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        let req = CreateTask {
+            title: format!("t{i}"),
+            project: Some("narrow".into()),
+            ..Default::default()
+        };
+        ids.push(b.create_task(a, None, req).await.expect("create").task.id);
+    }
+    let fleet = Arc::new(fleet);
+    drain_with_limits(&fleet, &ids, 3).await;
+    let most = most_leased_at_once(&fleet.events(), &ids);
+    assert!((2..=3).contains(&most), "{most} leased at once");
+}

@@ -618,6 +618,14 @@ pub struct ProjectSettings {
     /// leased task's, instead of granting it with a warning.
     #[serde(default)]
     pub exclusive_scopes: Option<bool>,
+    /// The most of its tasks leased at once (1 to 10,000); null removes the limit.
+    #[serde(
+        default,
+        deserialize_with = "patch::clearable",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 10000)]
+    pub max_concurrency: Option<Option<u32>>,
 }
 
 /// Input of `project create`.
@@ -639,6 +647,10 @@ pub struct CreateProject {
     /// Whether file scopes are exclusive (default false: overlapping claims warn).
     #[serde(default)]
     pub exclusive_scopes: Option<bool>,
+    /// The most of its tasks leased at once (1 to 10,000; default none: no limit).
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 10000)]
+    pub max_concurrency: Option<u32>,
 }
 
 /// Output of operations that return one project.

@@ -428,7 +428,11 @@ impl Baton {
     /// Creates a workspace with its default project (or returns it if it exists): for
     /// bootstrapping, where the caller owns the store.
     pub async fn create_workspace(&self, name: &str) -> Result<Workspace> {
-        match self.insert_workspace(name, false).await.map(|(ws, _)| ws) {
+        match self
+            .insert_workspace(name, false, None)
+            .await
+            .map(|(ws, _)| ws)
+        {
             // Another process (a replica starting at the same time) created it first.
             Err(e) if e.code == Code::AlreadyExists => {
                 let nobody = Actor {
@@ -451,23 +455,27 @@ impl Baton {
     /// workspace would hand whoever asks by its name a way into it.
     pub async fn create_new_workspace(
         &self,
+        caller: &Actor,
         name: &str,
     ) -> Result<(Workspace, crate::access::KeyOut)> {
-        let (ws, key) = self.insert_workspace(name, true).await?;
+        let request_id = caller.request_id.as_deref();
+        let (ws, key) = self.insert_workspace(name, true, request_id).await?;
         let key = key.ok_or_else(|| Error::new(Code::Internal, "no key was made", ""))?;
         Ok((ws, key))
     }
 
     /// Creates workspace `name` (with its first admin key when `must_be_new`), or returns
-    /// the one that exists unless `must_be_new`.
+    /// the one that exists unless `must_be_new`; its events record `request_id`.
     async fn insert_workspace(
         &self,
         name: &str,
         must_be_new: bool,
+        request_id: Option<&str>,
     ) -> Result<(Workspace, Option<crate::access::KeyOut>)> {
         ops::check_new_name("workspace name", name, 200)?;
         let clock = self.clock.clone();
         let name = name.to_string();
+        let request_id = request_id.map(str::to_string);
         self.write_tx(move |tx| {
             if let Some(ws) = tx.workspace_by_name(&name)? {
                 if must_be_new {
@@ -493,7 +501,7 @@ impl Baton {
                 ws: &ws.id,
                 actor: "system",
                 agent: None,
-                request_id: None,
+                request_id: request_id.as_deref(),
             };
             ctx.emit("workspace.created", None, json!({ "workspace": ws }))?;
             let project = Project {
@@ -505,6 +513,7 @@ impl Baton {
                 review_required: false,
                 killed: false,
                 exclusive_scopes: false,
+                max_concurrency: None,
                 created_at: now,
             };
             ctx.tx.put_project(&project)?;

@@ -49,6 +49,10 @@ pub struct Project {
     /// task's is passed over by claims, rather than claimed with a warning (DESIGN §4).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub exclusive_scopes: bool,
+    /// The most of its tasks leased at once (DESIGN §2, §4: a project's concurrency
+    /// limit); claims pass over its tasks while that many are leased. None: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<u32>,
     /// When it was created.
     #[serde(with = "rfc3339")]
     #[schema(value_type = crate::time::Rfc3339)]

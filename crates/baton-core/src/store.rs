@@ -401,6 +401,16 @@ pub trait Tx {
     /// How many live leases (not expired by `now`) agent `agent_id` holds in `ws`, this
     /// transaction's own writes included.
     fn agent_leases(&mut self, ws: &str, agent_id: &str, now: Millis) -> Result<u64>;
+    /// The `max_concurrency` of `task`'s project, if it has one. A store may answer from
+    /// what its last claim query read in this transaction rather than read the project.
+    fn project_limit(&mut self, ws: &str, task: &Task) -> Result<Option<u32>> {
+        Ok(self
+            .project(ws, &task.project_id)?
+            .and_then(|p| p.max_concurrency))
+    }
+    /// How many of project `project_id`'s tasks are leased (claimed, in progress, waiting),
+    /// this transaction's own writes included.
+    fn project_leases(&mut self, ws: &str, project_id: &str) -> Result<u64>;
     /// Number of non-terminal children.
     fn open_children(&mut self, ws: &str, id: &str) -> Result<u64>;
     /// How many of the workspace's tasks are in each status that is not final, in

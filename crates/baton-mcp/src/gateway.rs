@@ -24,6 +24,9 @@ pub(crate) struct Via<'a> {
     pub idempotency_key: Option<&'a str>,
     /// How many writes the call has sent so far.
     pub writes: Option<&'a AtomicU32>,
+    /// The tool call's request id, sent as `X-Request-Id` with each of its requests so the
+    /// events they append, and their log lines, name the call.
+    pub request_id: Option<&'a str>,
 }
 
 impl Via<'_> {
@@ -84,6 +87,9 @@ impl Gateway {
                 if let Some(k) = &idempotency_key {
                     req = req.header("idempotency-key", k);
                 }
+                if let Some(id) = via.request_id {
+                    req = req.header(baton_server::request::HEADER, id);
+                }
                 let body = body.map(|b| b.to_string()).unwrap_or_default();
                 // The arguments make the path: one that http cannot carry (over ~64 KB) is
                 // the caller's input, not a fault of the server.
@@ -109,6 +115,9 @@ impl Gateway {
                 );
                 if let Some(k) = &idempotency_key {
                     req = req.header("idempotency-key", k);
+                }
+                if let Some(id) = via.request_id {
+                    req = req.header(baton_server::request::HEADER, id);
                 }
                 if let Some(body) = body {
                     req = req.json(&body);

@@ -240,11 +240,17 @@ pub fn http_service(baton: Baton) -> axum::Router {
             owners: std::sync::Mutex::new(std::collections::HashMap::new()),
         }),
     };
+    let api_state = keyed_state.api.clone();
     axum::Router::new()
         .nest_service("/mcp", service)
         .layer(axum::middleware::map_response(json_rpc_refusals))
         .layer(axum::middleware::from_fn(envelopes))
         .layer(axum::middleware::from_fn_with_state(keyed_state, keyed))
+        // Outermost, as on the API: the request's id, answered and logged.
+        .layer(axum::middleware::from_fn_with_state(
+            api_state,
+            baton_server::request::identify,
+        ))
 }
 
 /// What the key check of `/mcp` needs: the API's state, to authenticate, and the sessions,

@@ -618,12 +618,18 @@ impl ServerHandler for BatonMcp {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         // Over streamable HTTP the caller's own key is forwarded; over stdio there is none.
-        let bearer = context
-            .extensions
-            .get::<axum::http::request::Parts>()
-            .and_then(|p| p.headers.get("authorization"))
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+        let parts = context.extensions.get::<axum::http::request::Parts>();
+        let header = |name: &str| {
+            parts
+                .and_then(|p| p.headers.get(name))
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let bearer = header("authorization");
+        // The MCP request's own id (checked, or made up, by the server's outer layer); over
+        // stdio, one for the call: every request the call makes carries it.
+        let request_id =
+            header(baton_server::request::HEADER).unwrap_or_else(|| baton_core::id::new_id("req"));
         let client = context.peer.peer_info().map(|i| i.client_info.name.clone());
         let mut args = request.arguments.unwrap_or_default();
         let result = match idempotency_key(&mut args) {
@@ -633,6 +639,7 @@ impl ServerHandler for BatonMcp {
                     bearer: bearer.as_deref(),
                     idempotency_key: key.as_deref(),
                     writes: Some(&writes),
+                    request_id: Some(&request_id),
                 };
                 self.run(&request.name, args, via, client.as_deref()).await
             }

@@ -80,10 +80,10 @@ async fn create_workspace(
     headers: HeaderMap,
     body: JsonBody<WorkspaceBody>,
 ) -> Result<Response, ApiError> {
-    s.auth(&headers, &[Permission::Admin])?;
+    let caller = s.auth(&headers, &[Permission::Admin])?.actor;
     refuse_replay(&headers)?;
     let req = body.parse()?;
-    let (workspace, key) = s.baton.create_new_workspace(&req.name).await?;
+    let (workspace, key) = s.baton.create_new_workspace(&caller, &req.name).await?;
     let key = key.key;
     Ok((
         StatusCode::CREATED,

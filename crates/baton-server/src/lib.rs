@@ -190,6 +190,9 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> 
     }
 }
 
+/// The routes that take no key.
+pub(crate) const PUBLIC: [&str; 3] = ["/healthz", "/readyz", "/openapi.json"];
+
 /// Liveness: the process answers.
 #[utoipa::path(get, path = "/healthz", tag = "health",
     responses((status = 200, description = "ok", content_type = "text/plain", body = String)))]

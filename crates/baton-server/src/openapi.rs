@@ -101,7 +101,7 @@ pub(crate) fn finish(mut api: OpenApi) -> OpenApi {
             .build()
     };
     for (path, item) in api.paths.paths.iter_mut() {
-        let public = path == "/healthz" || path == "/readyz" || path == "/openapi.json";
+        let public = crate::PUBLIC.contains(&path.as_str());
         // These answer with a key's secret, shown once: they refuse an Idempotency-Key.
         let shows_secret = path == "/v1/workspaces" || path == "/v1/workspaces/{id}/keys";
         for (method, op) in [
@@ -111,8 +111,13 @@ pub(crate) fn finish(mut api: OpenApi) -> OpenApi {
             (HttpMethod::Delete, &mut item.delete),
         ] {
             let Some(op) = op.as_mut() else { continue };
+            request_id_header(op);
             if public {
                 op.security = Some(vec![SecurityRequirement::default()]);
+                op.responses
+                    .responses
+                    .entry("400".to_string())
+                    .or_insert_with(|| error("INVALID_INPUT: a malformed X-Request-Id").into());
                 continue;
             }
             let writes = method != HttpMethod::Get;
@@ -126,7 +131,6 @@ pub(crate) fn finish(mut api: OpenApi) -> OpenApi {
             if writes && !shows_secret {
                 idempotency_header(op);
             }
-            request_id_header(op);
         }
     }
     api

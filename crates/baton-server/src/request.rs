@@ -34,7 +34,8 @@ pub(crate) fn id_of(headers: &HeaderMap) -> Option<String> {
 /// Gives the request its id (the caller's, if it gave a usable one), answers with it, and
 /// logs the request: at `debug` every one, at `error` those the server failed (5xx). A
 /// malformed id is refused (`INVALID_INPUT`), not replaced: a caller that sends one means
-/// to find its call by it. A caller without a valid key hears that first, as everywhere.
+/// to find its call by it. A caller without a valid key hears that first, as everywhere
+/// (but on the routes that need none).
 pub async fn identify(
     State(state): State<crate::AppState>,
     mut request: Request,
@@ -50,9 +51,10 @@ pub async fn identify(
             (id, None)
         }
         Err(refused) => {
+            let public = crate::PUBLIC.contains(&request.uri().path());
             let refused = match state.principal(request.headers()) {
-                Err(unauthorized) => unauthorized,
-                Ok(_) => crate::ApiError(refused),
+                Err(unauthorized) if !public => unauthorized,
+                _ => crate::ApiError(refused),
             };
             (baton_core::id::new_id("req"), Some(refused.into_response()))
         }
@@ -107,10 +109,10 @@ fn log(id: &str, method: &Method, path: &str, response: &Response, started: Inst
     let task_id = task_of(path);
     let refusal = response.extensions().get::<Refusal>();
     let code = refusal.map(|r| r.code.as_str());
-    let message = refusal.map(|r| r.message.as_str());
+    let error = refusal.map(|r| r.message.as_str());
     if status >= 500 {
         tracing::error!(
-            request_id = id, %method, path, status, ms, task_id, code, message,
+            request_id = id, %method, path, status, ms, task_id, code, error,
             "request failed"
         );
     } else {

@@ -2502,6 +2502,27 @@ async fn request_ids_are_answered_and_recorded(backend: Backend) {
         StatusCode::UNAUTHORIZED,
         "the key is checked first"
     );
+    // A new workspace's first events name the request that made it.
+    let made = s
+        .http
+        .post(format!("{}/v1/workspaces", s.base))
+        .bearer_auth(&s.token);
+    let made = made
+        .header("x-request-id", "ws-1")
+        .json(&json!({"name": "traced"}));
+    let made: Value = made.send().await.unwrap().json().await.unwrap();
+    let its_key = made["key"]["token"].as_str().unwrap();
+    let events = s
+        .http
+        .get(format!("{}/v1/events", s.base))
+        .bearer_auth(its_key);
+    let events: Value = events.send().await.unwrap().json().await.unwrap();
+    let events = events["events"].as_array().unwrap();
+    assert!(events.len() >= 3, "{events:?}");
+    assert!(
+        events.iter().all(|e| e["request_id"] == "ws-1"),
+        "{events:?}"
+    );
     let (_, v) = s.get("/v1/tasks").await;
     let titles: Vec<&str> = v["tasks"]
         .as_array()

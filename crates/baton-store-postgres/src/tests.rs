@@ -763,7 +763,8 @@ fn replay_shows_a_counter_that_disagrees_with_the_log() {
 /// Takes a store at the current version back to version 4 (the workspace's kill switch,
 /// the claim floor's triggers and columns gone), as the migration tests start from older
 /// versions.
-const BACK_TO_4: &str = "ALTER TABLE events DROP COLUMN request_id;
+const BACK_TO_4: &str = "ALTER TABLE projects DROP COLUMN max_conc;
+     ALTER TABLE events DROP COLUMN request_id;
      DROP INDEX tasks_conc; ALTER TABLE tasks DROP COLUMN conc_key, DROP COLUMN conc_limit;
      DROP TABLE artifacts; ALTER TABLE workspaces DROP COLUMN killed;
      UPDATE workspaces SET body = replace(body, ',\"killed\":false}', '}');
@@ -778,12 +779,12 @@ const BACK_TO_4: &str = "ALTER TABLE events DROP COLUMN request_id;
 /// by task (version 3), the claim floor starts below every key (version 5), the workspace
 /// gains its kill switch, off (version 6), artifacts get their table (version 7), tasks their
 /// concurrency key columns, empty (version 8), events their request id, none for the
-/// events before (version 9), and listing by
+/// events before (version 9), projects no concurrency limit (version 10), and listing by
 /// status and reading runs still find what was there. A replica that starts while another
 /// holds the migration lock for longer than the connections' lock timeout waits for it
 /// instead of failing.
 #[test]
-fn versions_2_to_9_replace_indexes_and_starters_wait_for_them() {
+fn versions_2_to_10_replace_indexes_and_starters_wait_for_them() {
     let Some((url, ws, parent, child, other)) = fixture() else {
         return;
     };
@@ -814,7 +815,7 @@ fn versions_2_to_9_replace_indexes_and_starters_wait_for_them() {
     let store = PgStore::open(&url).expect("waits for the lock, then migrates");
     holder.join().expect("holder");
 
-    assert_eq!(migrate::version(&mut conn).expect("version"), 9);
+    assert_eq!(migrate::version(&mut conn).expect("version"), 10);
     let (rt, pg) = conn.parts().expect("connected");
     // Version 8: no task has a concurrency key.
     let keyed: i64 = rt
@@ -1017,7 +1018,7 @@ fn version_4_files_tasks_under_their_capabilities() {
     )
     .expect("back to version 3");
     let store = PgStore::open(&url).expect("migrates");
-    assert_eq!(migrate::version(&mut conn).expect("version"), 9);
+    assert_eq!(migrate::version(&mut conn).expect("version"), 10);
     let (crt, pg) = conn.parts().expect("connected");
     for task in &tasks {
         let stored: String = crt

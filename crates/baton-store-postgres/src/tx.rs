@@ -162,6 +162,12 @@ const HOLD_LOCK: i32 = 0x6268;
 /// The partial index `tasks_conc`'s condition: leased tasks with a concurrency key.
 const LEASED_WITH_KEY: &str =
     "conc_key IS NOT NULL AND status IN ('claimed', 'in_progress', 'waiting')";
+/// The projects whose tasks no claim may take now (`$1` the workspace): killed ones, and
+/// those with as many tasks leased as their `max_concurrency` (schema version 10).
+const CLOSED_PROJECTS: &str = "SELECT p.id FROM projects AS p WHERE p.workspace_id = $1 \
+     AND (p.killed OR (p.max_conc IS NOT NULL AND (SELECT count(*) FROM tasks AS l \
+         WHERE l.workspace_id = $1 AND l.project_id = p.id \
+         AND l.status IN ('claimed', 'in_progress', 'waiting')) >= p.max_conc))";
 /// The class of the advisory locks on names a shared job may create (agents, idempotency
 /// keys). "bn".
 const NAME_LOCK: i32 = 0x626e;
@@ -225,6 +231,11 @@ pub(crate) struct PgTx<'a> {
     freed: HashSet<String>,
     /// This process's claims in flight, and this transaction's writer among them.
     claiming: Option<ClaimSlot<'a>>,
+    /// The projects with a `max_concurrency` in a workspace, and their limits, as this
+    /// transaction's latest claim statement read them (with the candidates, in the same
+    /// statement): its claims learn whether a candidate's project is limited without a
+    /// read of their own.
+    project_limits: Option<(String, Vec<(String, u32)>)>,
 }
 
 impl Drop for PgTx<'_> {
@@ -294,6 +305,7 @@ impl<'a> PgTx<'a> {
             claims_left: 1,
             freed: HashSet::new(),
             claiming: None,
+            project_limits: None,
         }
     }
 
@@ -381,6 +393,8 @@ impl<'a> PgTx<'a> {
         if self.pool_fills != mark.pool_fills {
             self.pool = None;
         }
+        // A project the job wrote is back as it was: its limit is read again.
+        self.project_limits = None;
     }
 
     /// Runs a query after sending the writes held back (it may read them).
@@ -595,11 +609,11 @@ impl<'a> PgTx<'a> {
         agent_capabilities: Option<&[String]>,
         passed_over: &[String],
     ) -> Result<Candidates> {
-        let mut page = String::from(
+        let mut page = format!(
             "SELECT t.body, t.neg_priority, t.due_key, t.id FROM tasks AS t
-             WHERE t.workspace_id = $1 AND t.caps = {set} AND t.status = 'ready'{floor}
+             WHERE t.workspace_id = $1 AND t.caps = {{set}} AND t.status = 'ready'{{floor}}
                AND (t.not_before IS NULL OR t.not_before <= $2)
-               AND t.project_id NOT IN (SELECT id FROM projects WHERE workspace_id = $1 AND killed)
+               AND t.project_id NOT IN ({CLOSED_PROJECTS})
                AND NOT EXISTS (SELECT 1 FROM workspaces WHERE id = $1 AND killed)
                AND NOT EXISTS (SELECT 1 FROM tasks AS c WHERE c.workspace_id = $1 AND c.parent_id = t.id
                                AND c.status NOT IN ('done', 'failed', 'canceled'))
@@ -698,6 +712,13 @@ impl<'a> PgTx<'a> {
         if candidates.floored && self.writing {
             branches.push(next_ready());
         }
+        if self.writing {
+            branches.push(
+                "SELECT 3, NULL, NULL::bigint, NULL::bigint, p.id, p.max_conc FROM projects AS p
+                 WHERE p.workspace_id = $1 AND p.max_conc IS NOT NULL"
+                    .to_string(),
+            );
+        }
         let with = if ctes.is_empty() {
             String::new()
         } else {
@@ -705,8 +726,14 @@ impl<'a> PgTx<'a> {
         };
         let sql = format!("{with}{}", branches.join(" UNION ALL "));
         let (mut due, mut ready) = (Vec::new(), Vec::new());
+        let mut limits = Vec::new();
         for row in self.rows_now(&sql, &candidates.args)? {
             match row.try_get::<i32, _>(0).map_err(db_err)? {
+                3 => {
+                    let id: String = row.try_get(4).map_err(db_err)?;
+                    let max: i64 = row.try_get(5).map_err(db_err)?;
+                    limits.push((id, u32::try_from(max).unwrap_or(u32::MAX)));
+                }
                 2 => {
                     let id: Option<String> = row.try_get(4).map_err(db_err)?;
                     if let Some(id) = id {
@@ -724,6 +751,9 @@ impl<'a> PgTx<'a> {
                     if kind == 0 { &mut due } else { &mut ready }.push(task);
                 }
             }
+        }
+        if self.writing {
+            self.project_limits = Some((ws.to_string(), limits));
         }
         // In claim order, which the union need not keep.
         ready.sort_by(|a, b| claim_key(a).cmp(&claim_key(b)));
@@ -931,10 +961,26 @@ impl Tx for PgTx<'_> {
     fn put_project(&mut self, p: &Project) -> Result<()> {
         self.lock(&p.workspace_id)?;
         self.exec(
-            "INSERT INTO projects (workspace_id, id, name, killed, body) VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (workspace_id, id) DO UPDATE SET name = excluded.name, killed = excluded.killed, body = excluded.body",
-            &[t(&p.workspace_id), t(&p.id), t(&p.name), Arg::Bool(p.killed), Arg::Text(Some(to_json(p)?))],
+            "INSERT INTO projects (workspace_id, id, name, killed, max_conc, body)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (workspace_id, id) DO UPDATE SET name = excluded.name,
+                 killed = excluded.killed, max_conc = excluded.max_conc, body = excluded.body",
+            &[
+                t(&p.workspace_id),
+                t(&p.id),
+                t(&p.name),
+                Arg::Bool(p.killed),
+                Arg::Int(p.max_concurrency.map(i64::from)),
+                Arg::Text(Some(to_json(p)?)),
+            ],
         )?;
+        // Claims later in this transaction see the limit as written.
+        if let Some((ws, limits)) = &mut self.project_limits {
+            if *ws == p.workspace_id {
+                limits.retain(|(id, _)| *id != p.id);
+                limits.extend(p.max_concurrency.map(|max| (p.id.clone(), max)));
+            }
+        }
         Ok(())
     }
 
@@ -1259,6 +1305,29 @@ impl Tx for PgTx<'_> {
                  AND {LEASED_WITH_KEY}"
             ),
             &[t(ws), t(key)],
+        )?;
+        Ok(first_value::<i64>(&rows)?.unwrap_or(0) as u64)
+    }
+
+    fn project_limit(&mut self, ws: &str, task: &Task) -> Result<Option<u32>> {
+        if let Some((seen, limits)) = &self.project_limits {
+            if seen == ws {
+                let limit = limits.iter().find(|(id, _)| *id == task.project_id);
+                return Ok(limit.map(|(_, max)| *max));
+            }
+        }
+        Ok(self
+            .project(ws, &task.project_id)?
+            .and_then(|p| p.max_concurrency))
+    }
+
+    fn project_leases(&mut self, ws: &str, project_id: &str) -> Result<u64> {
+        self.lock(ws)?;
+        // `rows` sends this transaction's held-back writes first: its own grants count.
+        let rows = self.rows(
+            "SELECT count(*) FROM tasks WHERE workspace_id = $1 AND project_id = $2
+             AND status IN ('claimed', 'in_progress', 'waiting')",
+            &[t(ws), t(project_id)],
         )?;
         Ok(first_value::<i64>(&rows)?.unwrap_or(0) as u64)
     }

@@ -17,6 +17,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema_7_artifacts.sql"),
     include_str!("schema_8_concurrency.sql"),
     include_str!("schema_9_requests.sql"),
+    include_str!("schema_10_project_limits.sql"),
 ];
 
 /// Brings the schema up to the newest version.

@@ -195,7 +195,7 @@ impl SqliteTx<'_> {
             "SELECT t.neg_priority, t.due_key, t.id, t.body FROM tasks AS t
              WHERE t.workspace_id = +?1 AND t.caps = +?2
                AND t.status = 'ready' AND (t.not_before IS NULL OR t.not_before <= +?3)
-               AND t.project_id NOT IN (SELECT id FROM projects WHERE workspace_id = +?1 AND killed = 1)
+               AND t.project_id NOT IN ({CLOSED_PROJECTS})
                AND NOT EXISTS (SELECT 1 FROM workspaces WHERE id = +?1 AND killed = 1)
                AND NOT EXISTS (SELECT 1 FROM tasks AS c WHERE c.workspace_id = +?1 AND c.parent_id = t.id
                                AND c.status NOT IN ('done', 'failed', 'canceled'))
@@ -241,6 +241,13 @@ const LEASED_WITH_KEY: &str =
 const KEY_LEASES: &str = "SELECT count(*) FROM tasks AS k WHERE k.workspace_id = +?1 \
      AND k.conc_key = t.conc_key AND k.conc_key IS NOT NULL \
      AND k.status IN ('claimed', 'in_progress', 'waiting')";
+
+/// The projects whose tasks no claim may take now (`?1` the workspace): killed ones, and
+/// those with as many tasks leased as their `max_concurrency` (schema version 10).
+const CLOSED_PROJECTS: &str = "SELECT p.id FROM projects AS p WHERE p.workspace_id = +?1 \
+     AND (p.killed = 1 OR (p.max_conc IS NOT NULL AND (SELECT count(*) FROM tasks AS l \
+         WHERE l.workspace_id = +?1 AND l.project_id = p.id \
+         AND l.status IN ('claimed', 'in_progress', 'waiting')) >= p.max_conc))";
 
 /// [`Tx::unfinished_blocker`]: blockers not done, failed or canceled ones first; the
 /// statuses come from the tasks' columns, so no blocker is decoded.
@@ -320,8 +327,16 @@ impl Tx for SqliteTx<'_> {
 
     fn put_project(&mut self, p: &Project) -> Result<()> {
         self.exec(
-            "INSERT OR REPLACE INTO projects (workspace_id, id, name, killed, body) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![p.workspace_id, p.id, p.name, p.killed, to_json(p)?],
+            "INSERT OR REPLACE INTO projects (workspace_id, id, name, killed, max_conc, body)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                p.workspace_id,
+                p.id,
+                p.name,
+                p.killed,
+                p.max_concurrency,
+                to_json(p)?
+            ],
         )?;
         Ok(())
     }
@@ -534,6 +549,22 @@ impl Tx for SqliteTx<'_> {
             .map_err(db_err)?;
         let n: i64 = stmt
             .query_row(params![ws, agent_id, now], |r| r.get(0))
+            .map_err(db_err)?;
+        Ok(n as u64)
+    }
+
+    fn project_leases(&mut self, ws: &str, project_id: &str) -> Result<u64> {
+        // Through the status index: as many rows as the workspace has leased tasks, and
+        // only for projects with a limit.
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT count(*) FROM tasks WHERE workspace_id = +?1 AND project_id = ?2
+                 AND status IN ('claimed', 'in_progress', 'waiting')",
+            )
+            .map_err(db_err)?;
+        let n: i64 = stmt
+            .query_row(params![ws, project_id], |r| r.get(0))
             .map_err(db_err)?;
         Ok(n as u64)
     }

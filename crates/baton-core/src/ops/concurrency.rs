@@ -1,6 +1,7 @@
 //! Keyed concurrency (DESIGN §4): a task may carry a concurrency key (`area:db`) and a
 //! limit, and at most that many tasks of the workspace with the key are leased at once. A
-//! claim passes over a task whose key is full, and takes the next one in claim order.
+//! claim passes over a task whose key is full, and takes the next one in claim order. A
+//! project's `max_concurrency` limits its tasks so, as if they shared a key.
 //!
 //! The stores leave tasks whose key is full out of their candidates (a count in the claim
 //! query), which keeps claims from stepping over them; what makes the limit hold under
@@ -120,19 +121,37 @@ pub fn over_limit(ctx: &mut Ctx<'_>, before: &Task, task: &Task) -> Result<Optio
     }))
 }
 
-/// Whether `task` may be leased now as far as its concurrency key goes: true without a
-/// key; otherwise the key is held to the end of the transaction and fewer than its limit of
-/// the workspace's tasks with it are leased. False too when another transaction holds the
-/// key (it may be granting its last place): the claim takes another task.
+/// Whether `task` may be leased now as far as concurrency limits go: its key's (if it has
+/// one: the key is held to the end of the transaction and fewer than its limit of the
+/// workspace's tasks with it are leased) and its project's. False too when another
+/// transaction holds the key or the project (it may be granting the last place): the
+/// claim takes another task.
 pub fn has_room(ctx: &mut Ctx<'_>, task: &Task) -> Result<bool> {
-    let Some(key) = &task.concurrency_key else {
+    if let Some(key) = &task.concurrency_key {
+        if !ctx.tx.try_hold(ctx.ws, &format!("key:{key}"))? {
+            return Ok(false);
+        }
+        let limit = u64::from(task.concurrency_limit.unwrap_or(1));
+        if ctx.tx.key_leases(ctx.ws, key)? >= limit {
+            return Ok(false);
+        }
+    }
+    project_has_room(ctx, task)
+}
+
+/// Whether `task`'s project may have one more of its tasks leased (its `max_concurrency`),
+/// holding the project to the end of the transaction as [`has_room`] holds a key.
+fn project_has_room(ctx: &mut Ctx<'_>, task: &Task) -> Result<bool> {
+    let Some(limit) = ctx.tx.project_limit(ctx.ws, task)? else {
         return Ok(true);
     };
-    if !ctx.tx.try_hold(ctx.ws, &format!("key:{key}"))? {
+    if !ctx
+        .tx
+        .try_hold(ctx.ws, &format!("project:{}", task.project_id))?
+    {
         return Ok(false);
     }
-    let limit = u64::from(task.concurrency_limit.unwrap_or(1));
-    Ok(ctx.tx.key_leases(ctx.ws, key)? < limit)
+    Ok(ctx.tx.project_leases(ctx.ws, &task.project_id)? < u64::from(limit))
 }
 
 /// Whether `urgent`, ready, could be claimed once `holder` gave its key back: the agent

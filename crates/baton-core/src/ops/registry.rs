@@ -30,6 +30,7 @@ pub fn create_project(ctx: &mut Ctx<'_>, req: CreateProject) -> Result<ProjectOu
         review_required: false,
         killed: false,
         exclusive_scopes: false,
+        max_concurrency: None,
         created_at: ctx.now,
     };
     let settings = ProjectSettings {
@@ -38,6 +39,7 @@ pub fn create_project(ctx: &mut Ctx<'_>, req: CreateProject) -> Result<ProjectOu
         review_required: req.review_required,
         killed: None,
         exclusive_scopes: req.exclusive_scopes,
+        max_concurrency: req.max_concurrency.map(Some),
     };
     apply_settings(&mut project, &settings)?;
     ctx.tx.put_project(&project)?;
@@ -134,6 +136,23 @@ fn apply_settings(project: &mut Project, s: &ProjectSettings) -> Result<()> {
     }
     if let Some(exclusive) = s.exclusive_scopes {
         project.exclusive_scopes = exclusive;
+    }
+    if let Some(max) = s.max_concurrency {
+        if let Some(max) = max {
+            check_project_limit(max)?;
+        }
+        project.max_concurrency = max;
+    }
+    Ok(())
+}
+
+fn check_project_limit(max: u32) -> Result<()> {
+    if max == 0 || max > MAX_CONCURRENCY {
+        return Err(Error::invalid(
+            format!("max_concurrency must be 1 to {MAX_CONCURRENCY}, not {max}"),
+            "give the most of the project's tasks that may be leased at once; to stop its \
+             claims, kill the project",
+        ));
     }
     Ok(())
 }
