@@ -282,6 +282,18 @@ pub const PROJECTION_QUERIES: [&str; 10] = [
     "SELECT 'artifacts/' || workspace_id || '/' || id, body FROM artifacts ORDER BY workspace_id, id",
 ];
 
+/// The `max_concurrency` of `task`'s project, read from the project ([`Tx::project_limit`]
+/// without a store's shortcut).
+pub fn read_project_limit<T: Tx + ?Sized>(
+    tx: &mut T,
+    ws: &str,
+    task: &Task,
+) -> Result<Option<u32>> {
+    Ok(tx
+        .project(ws, &task.project_id)?
+        .and_then(|p| p.max_concurrency))
+}
+
 /// Row access within one transaction. Every method is scoped to a workspace.
 pub trait Tx {
     /// All workspaces.
@@ -404,9 +416,7 @@ pub trait Tx {
     /// The `max_concurrency` of `task`'s project, if it has one. A store may answer from
     /// what its last claim query read in this transaction rather than read the project.
     fn project_limit(&mut self, ws: &str, task: &Task) -> Result<Option<u32>> {
-        Ok(self
-            .project(ws, &task.project_id)?
-            .and_then(|p| p.max_concurrency))
+        read_project_limit(self, ws, task)
     }
     /// How many of project `project_id`'s tasks are leased (claimed, in progress, waiting),
     /// this transaction's own writes included.

@@ -1316,9 +1316,7 @@ impl Tx for PgTx<'_> {
                 return Ok(limit.map(|(_, max)| *max));
             }
         }
-        Ok(self
-            .project(ws, &task.project_id)?
-            .and_then(|p| p.max_concurrency))
+        baton_core::store::read_project_limit(self, ws, task)
     }
 
     fn project_leases(&mut self, ws: &str, project_id: &str) -> Result<u64> {

@@ -139,20 +139,13 @@ fn apply_settings(project: &mut Project, s: &ProjectSettings) -> Result<()> {
     }
     if let Some(max) = s.max_concurrency {
         if let Some(max) = max {
-            check_project_limit(max)?;
+            check_max_concurrency(
+                max,
+                "give the most of the project's tasks that may be leased at once; to stop its \
+                 claims, kill the project",
+            )?;
         }
         project.max_concurrency = max;
-    }
-    Ok(())
-}
-
-fn check_project_limit(max: u32) -> Result<()> {
-    if max == 0 || max > MAX_CONCURRENCY {
-        return Err(Error::invalid(
-            format!("max_concurrency must be 1 to {MAX_CONCURRENCY}, not {max}"),
-            "give the most of the project's tasks that may be leased at once; to stop its \
-             claims, kill the project",
-        ));
     }
     Ok(())
 }
@@ -161,7 +154,7 @@ fn check_project_limit(max: u32) -> Result<()> {
 /// registered one.
 pub fn register_agent(ctx: &mut Ctx<'_>, req: RegisterAgent) -> Result<AgentOut> {
     if let Some(max) = req.max_concurrency {
-        check_max_concurrency(max)?;
+        check_max_concurrency(max, AGENT_LIMIT_HINT)?;
     }
     let mut agent = super::lease::ensure_agent(ctx, &req.agent, &req.capabilities)?;
     let mut changed = false;
@@ -186,15 +179,21 @@ pub fn register_agent(ctx: &mut Ctx<'_>, req: RegisterAgent) -> Result<AgentOut>
 /// The most leases an agent may be limited to.
 pub const MAX_CONCURRENCY: u32 = 10_000;
 
-fn check_max_concurrency(max: u32) -> Result<()> {
+/// An agent's or a project's `max_concurrency`: 1 to [`MAX_CONCURRENCY`], else
+/// `INVALID_INPUT` with `hint`.
+fn check_max_concurrency(max: u32, hint: &str) -> Result<()> {
     if max == 0 || max > MAX_CONCURRENCY {
         return Err(Error::invalid(
             format!("max_concurrency must be 1 to {MAX_CONCURRENCY}, not {max}"),
-            "give the most leases the agent may hold at once; to stop its claims, disable it",
+            hint,
         ));
     }
     Ok(())
 }
+
+/// The hint of an agent's `max_concurrency` out of range.
+const AGENT_LIMIT_HINT: &str =
+    "give the most leases the agent may hold at once; to stop its claims, disable it";
 
 /// The statuses an agent can have: it claims only while `active`.
 pub const AGENT_STATUSES: [&str; 3] = ["active", "disabled", "killed"];
@@ -204,7 +203,7 @@ pub const AGENT_STATUSES: [&str; 3] = ["active", "disabled", "killed"];
 /// (lowered below what it holds, it keeps its leases and claims again once under it).
 pub fn update_agent(ctx: &mut Ctx<'_>, name: &str, req: AgentSettings) -> Result<AgentOut> {
     if let Some(Some(max)) = req.max_concurrency {
-        check_max_concurrency(max)?;
+        check_max_concurrency(max, AGENT_LIMIT_HINT)?;
     }
     super::check_id("agent", name)?;
     if let Some(status) = &req.status {
